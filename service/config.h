@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kiln.conf: the service's settings, read once at start-up (GKeyFile syntax).
+ *
+ *   [Paths]
+ *   StateDirectory=/var/lib/kiln       layers/, builders/
+ *   RuntimeDirectory=/run/kiln         mounts, bundles, runtime --root
+ *   DataDirectory=$datadir/kiln        seccomp profiles
+ *   HelperDirectory=$libexecdir/kiln   kiln-import, kiln-isolate
+ *
+ *   [Limits]
+ *   BuildersPerUser=100                builders one uid may own (uid 0 is not limited)
+ *   MaxArrayLength=256                 entries in any array argument (argv, env, volumes, ...)
+ *   MaxStringLength=4096               bytes in any string argument
+ *   MaxBuilders=10000                  builders on the host in all
+ *
+ *   [Run]
+ *   DefaultIsolation=oci
+ *   Runtimes=runc;crun                 runtimes kiln may use, in order of preference
+ */
+#pragma once
+
+#include <glib.h>
+
+typedef struct KilnConfig {
+        char *state_dir;
+        char *runtime_dir;
+        char *data_dir;
+        char *helper_dir;
+
+        unsigned builders_per_user;
+        unsigned max_builders;
+        unsigned max_array_length;
+        unsigned max_string_length;
+
+        char *default_isolation;
+        char **runtimes; /* names or absolute paths, as configured */
+} KilnConfig;
+
+/* Loads @path (NULL: the built-in default location; a missing default file means defaults). */
+KilnConfig *kiln_config_load(const char *path, GError **error);
+KilnConfig *kiln_config_new_defaults(void);
+void kiln_config_free(KilnConfig *config);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnConfig, kiln_config_free)

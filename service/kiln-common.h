@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small helpers shared by every part of kiln: error names, cleanup attributes. */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#define KILN_BUS_NAME "org.kiln.Builder1"
+#define KILN_MANAGER_PATH "/org/kiln/Builder1"
+#define KILN_BUILDER_PATH_PREFIX "/org/kiln/Builder1/builder"
+#define KILN_MANAGER_INTERFACE "org.kiln.Builder1.Manager"
+#define KILN_BUILDER_INTERFACE "org.kiln.Builder1.Builder"
+
+#define KILN_ERROR_NOT_FOUND "org.kiln.Builder1.Error.NotFound"
+#define KILN_ERROR_EXISTS "org.kiln.Builder1.Error.Exists"
+#define KILN_ERROR_INVALID_ARGUMENT "org.kiln.Builder1.Error.InvalidArgument"
+#define KILN_ERROR_BUSY "org.kiln.Builder1.Error.Busy"
+#define KILN_ERROR_LIMIT_EXCEEDED "org.kiln.Builder1.Error.LimitExceeded"
+#define KILN_ERROR_RUNTIME_FAILED "org.kiln.Builder1.Error.RuntimeFailed"
+
+/* A builder id is 64 lowercase hex characters; a unique prefix of this many may name it. */
+#define KILN_ID_LENGTH 64
+#define KILN_ID_MIN_PREFIX 12
+
+static inline void kiln_close_fdp(int *fd)
+{
+        if (*fd >= 0) {
+                int saved = errno;
+                close(*fd);
+                errno = saved;
+        }
+}
+#define _cleanup_close_ __attribute__((cleanup(kiln_close_fdp)))
+
+static inline int kiln_steal_fd(int *fd)
+{
+        int r = *fd;
+        *fd = -1;
+        return r;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Storage: content-addressed read-only layers and per-builder overlays.
+ *
+ *   STATE/layers/<digest>/        a read-only base tree, shared by every builder made from it
+ *   STATE/layers/.tmp-*           an import in progress (removed on start-up)
+ *   STATE/builders/<id>/          builder.json (written by builder.c), upper/, work/
+ *   RUNTIME/mounts/<id>/          the builder's overlay while mounted
+ *
+ * Errors are GIOError codes: G_IO_ERROR_NOT_FOUND, G_IO_ERROR_PERMISSION_DENIED (the caller may not
+ * read something in the source), G_IO_ERROR_NOT_DIRECTORY, G_IO_ERROR_INVALID_ARGUMENT,
+ * G_IO_ERROR_FAILED; messages name the path and the reason. */
+#pragma once
+
+#include <sys/types.h>
+
+#include <gio/gio.h>
+
+/* Who the import reads as: the caller's uid, primary gid and supplementary groups. */
+typedef struct KilnCreds {
+        uid_t uid;
+        gid_t gid;
+        gid_t *groups;
+        size_t n_groups;
+} KilnCreds;
+
+typedef struct KilnStorage KilnStorage;
+
+/* Creates the directories it needs under @state_dir and @runtime_dir. @helper_dir holds kiln-import. */
+KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, const char *helper_dir,
+                              GError **error);
+void kiln_storage_free(KilnStorage *storage);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnStorage, kiln_storage_free)
+
+/* Start-up cleanup of what a crash left: overlay mounts under RUNTIME/mounts, STATE/layers/.tmp-*. */
+void kiln_storage_cleanup_stale(KilnStorage *storage);
+
+/* Imports the directory tree at @src_path (opened with @creds, never as root) or open at @src_fd
+ * (exactly one; the fd is taken over) into a layer, reading every entry with @creds. An identical
+ * tree imported earlier is reused. The result is the layer digest (64 hex chars). */
+void kiln_storage_import_async(KilnStorage *storage, const char *src_path, int src_fd,
+                               const KilnCreds *creds, GCancellable *cancellable,
+                               GAsyncReadyCallback callback, gpointer user_data);
+char *kiln_storage_import_finish(KilnStorage *storage, GAsyncResult *result, GError **error);
+
+/* The empty layer that `scratch` builders use (created on first use). */
+char *kiln_storage_scratch_layer(KilnStorage *storage, GError **error);
+gboolean kiln_storage_layer_exists(KilnStorage *storage, const char *digest);
+
+/* STATE/builders/<id> */
+char *kiln_storage_builder_dir(KilnStorage *storage, const char *id);
+/* Creates STATE/builders/<id>/{upper,work}; fails with G_IO_ERROR_EXISTS if the directory exists. */
+gboolean kiln_storage_create_builder(KilnStorage *storage, const char *id, GError **error);
+/* Unmounts the builder's overlay if mounted and removes STATE/builders/<id> without following
+ * any symlink in it. */
+gboolean kiln_storage_remove_builder(KilnStorage *storage, const char *id, GError **error);
+
+/* Mounts the overlay (lower: the layer, upper/work: the builder's) at RUNTIME/mounts/<id>, nosuid and
+ * nodev; mounting an already mounted builder returns the same path. */
+char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer_digest, GError **error);
+gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);
+gboolean kiln_storage_is_mounted(KilnStorage *storage, const char *id);
