@@ -25,6 +25,8 @@
 #define KILN_ID_LENGTH 64
 #define KILN_ID_MIN_PREFIX 12
 
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
 static inline void kiln_close_fdp(int *fd)
 {
         if (*fd >= 0) {

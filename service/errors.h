@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One error type inside the service (GError, domain KILN_ERROR), mapped to D-Bus error names once,
+ * where a method replies. */
+#pragma once
+
+#include <gio/gio.h>
+#include <systemd/sd-bus.h>
+
+#include "kiln-common.h"
+
+#define KILN_ERROR (kiln_error_quark())
+GQuark kiln_error_quark(void);
+
+typedef enum {
+        KILN_ERROR_CODE_FAILED,
+        KILN_ERROR_CODE_INVALID_ARGUMENT,
+        KILN_ERROR_CODE_LIMIT_EXCEEDED,
+        KILN_ERROR_CODE_NOT_FOUND,
+        KILN_ERROR_CODE_EXISTS,
+        KILN_ERROR_CODE_BUSY,
+        KILN_ERROR_CODE_RUNTIME_FAILED,
+        KILN_ERROR_CODE_ACCESS_DENIED,
+} KilnErrorCode;
+
+/* Fills @bus_error from @error (KILN_ERROR or G_IO_ERROR codes) and returns the negative errno
+ * sd-bus handlers return. */
+int kiln_error_to_bus(const GError *error, sd_bus_error *bus_error);
