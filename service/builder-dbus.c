@@ -1,1 +1,399 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include "builder-dbus.h"
+#include "validate.h"
+
+static KilnManager *manager_of(sd_bus_message *m)
+{
+        /* Every Builder object's vtable is registered with the manager as userdata and found per
+         * call; the builder itself arrives as the method's userdata. */
+        return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(m)));
+}
+
+int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                             void **found, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        sd_bus_message *current = sd_bus_get_current_message(bus);
+        g_autofree char *id = NULL;
+        KilnBuilder *b;
+
+        if (sd_bus_path_decode(path, KILN_BUILDER_PATH_PREFIX, &id) <= 0)
+                return 0;
+        b = g_hash_table_lookup(manager->builders, id);
+        if (!b)
+                return 0;
+        /* Another user's builder does not exist for the caller: property reads, introspection and
+         * method calls all answer "unknown object". */
+        if (current && !kiln_auth_may_access(manager->auth, current, b->owner))
+                return 0;
+        *found = b;
+        return 1;
+}
+
+int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                                 sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        sd_bus_message *current = sd_bus_get_current_message(bus);
+        g_autoptr(GPtrArray) paths = g_ptr_array_new();
+        GHashTableIter iter;
+        KilnBuilder *b;
+
+        g_hash_table_iter_init(&iter, manager->builders);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                if (!current || kiln_auth_may_access(manager->auth, current, b->owner))
+                        g_ptr_array_add(paths, strdup(b->object_path)); /* sd-bus frees with free() */
+        g_ptr_array_add(paths, NULL);
+        *nodes = (char **)g_ptr_array_free(g_steal_pointer(&paths), FALSE);
+        return 1;
+}
+
+static int property_get_config(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        KilnBuilder *b = userdata;
+
+        for (size_t i = 0; i < kiln_config_n_fields; i++)
+                if (g_str_equal(kiln_config_fields[i].property, property))
+                        return kiln_builder_config_append_property(&b->config, &kiln_config_fields[i], reply);
+        return -ENOENT;
+}
+
+static int property_get_processes(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        int r;
+
+        /* Runs arrive with the Run issue; until then a builder never has processes. */
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* Configure: every change is read and checked before anything is applied; then the metadata is
+ * saved, and only if that worked does the live builder change. */
+static int method_configure(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnBuilder *b = userdata;
+        KilnManager *manager = manager_of(m);
+        g_auto(KilnBuilderConfig) changes = {0};
+        g_auto(KilnBuilderConfig) previous = {0};
+        g_autoptr(GError) local = NULL;
+        g_autofree char *dir = NULL;
+        KilnFieldMask mask = 0;
+        unsigned n = 0;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const KilnConfigField *field;
+                const char *key;
+
+                r = sd_bus_message_read_basic(m, 's', &key);
+                if (r < 0)
+                        return r;
+                if (!kiln_check_array_limit("changes", ++n, manager->config, &local))
+                        return kiln_error_to_bus(local, error);
+                field = kiln_config_field_lookup(key);
+                if (!field)
+                        return sd_bus_error_setf(error, KILN_ERROR_INVALID_ARGUMENT,
+                                                 "Invalid changes: unknown key '%.64s'", key);
+                if (!kiln_builder_config_read_variant(&changes, field, m, manager->config, &local))
+                        return kiln_error_to_bus(local, error);
+                mask |= 1u << (field - kiln_config_fields);
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+
+        kiln_builder_config_assign(&previous, &b->config, mask);
+        kiln_builder_config_assign(&b->config, &changes, mask);
+        dir = kiln_storage_builder_dir(manager->storage, b->id);
+        if (!kiln_builder_save(b, dir, &local)) {
+                kiln_builder_config_assign(&b->config, &previous, mask);
+                g_warning("Cannot save builder %s: %s", b->name, local->message);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "Cannot save the configuration of '%s': %s",
+                                         b->name, local->message);
+        }
+        if (mask)
+                kiln_builder_emit_changed(manager, b, mask);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnBuilder *b = userdata;
+        KilnManager *manager = manager_of(m);
+        g_autoptr(GError) local = NULL;
+        int force = 0, r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key;
+
+                r = sd_bus_message_read_basic(m, 's', &key);
+                if (r < 0)
+                        return r;
+                if (!g_str_equal(key, "force"))
+                        return sd_bus_error_setf(error, KILN_ERROR_INVALID_ARGUMENT,
+                                                 "Invalid options: unknown key '%.64s'", key);
+                r = sd_bus_message_read(m, "v", "b", &force);
+                if (r < 0)
+                        return sd_bus_error_set(error, KILN_ERROR_INVALID_ARGUMENT,
+                                                "Invalid force: expected a value of type 'b'");
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+
+        if (!kiln_manager_remove_builder(manager, b, &local))
+                return kiln_error_to_bus(local, error);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+typedef struct {
+        KilnManager *manager;
+        char *id;
+} MountRequest;
+
+static void mount_request_free(gpointer data)
+{
+        MountRequest *req = data;
+
+        g_free(req->id);
+        g_free(req);
+}
+
+static void mount_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
+{
+        MountRequest *req = data;
+        g_autoptr(GError) local = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        KilnBuilder *b;
+        char *path;
+
+        if (denied) {
+                sd_bus_reply_method_error(m, denied);
+                return;
+        }
+        /* The builder may have been removed while polkit was asked. */
+        b = g_hash_table_lookup(req->manager->builders, req->id);
+        if (!b) {
+                sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed", req->id);
+                return;
+        }
+        path = kiln_storage_mount(req->manager->storage, b->id, b->layer, &local);
+        if (!path) {
+                kiln_error_to_bus(local, &error);
+                sd_bus_reply_method_error(m, &error);
+                return;
+        }
+        g_free(b->mount_path);
+        b->mount_path = path;
+        sd_bus_reply_method_return(m, "s", path);
+}
+
+static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnBuilder *b = userdata;
+        MountRequest *req = g_new0(MountRequest, 1);
+        const char *details[] = {"builder", b->name, NULL};
+
+        req->manager = manager_of(m);
+        req->id = g_strdup(b->id);
+        return kiln_auth_check_method(req->manager->auth, m, details, mount_authorized, req, mount_request_free);
+}
+
+static int method_unmount(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnBuilder *b = userdata;
+        KilnManager *manager = manager_of(m);
+        g_autoptr(GError) local = NULL;
+
+        if (!kiln_storage_unmount(manager->storage, b->id, &local))
+                return kiln_error_to_bus(local, error);
+        g_clear_pointer(&b->mount_path, g_free);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+/* Signals. The vtable-driven sd_bus_emit_* helpers broadcast; a builder's name and configuration
+ * are private to those who may see it, so each signal is built here and sent to each of them. */
+
+static int append_variant(sd_bus_message *s, const KilnBuilder *b, const char *name, const char *sig,
+                          const KilnConfigField *field)
+{
+        int r = sd_bus_message_open_container(s, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append_basic(s, 's', name);
+        if (r >= 0)
+                r = sd_bus_message_open_container(s, 'v', sig);
+        if (r >= 0)
+                r = field ? kiln_builder_config_append_property(&b->config, field, s)
+                          : property_get_processes(NULL, NULL, NULL, NULL, s, NULL, NULL);
+        if (r >= 0)
+                r = sd_bus_message_close_container(s);
+        if (r >= 0)
+                r = sd_bus_message_close_container(s);
+        return r;
+}
+
+/* The Builder interface's properties as a{sv}: all of them, or the config fields in @mask. */
+static int append_properties(sd_bus_message *s, const KilnBuilder *b, gboolean all, KilnFieldMask mask)
+{
+        int r = sd_bus_message_open_container(s, 'a', "{sv}");
+
+        if (r >= 0 && all)
+                r = sd_bus_message_append(s, "{sv}{sv}{sv}{sv}{sv}", "Id", "s", b->id, "Name", "s", b->name,
+                                          "Owner", "u", (uint32_t)b->owner, "From", "s", b->from, "Created",
+                                          "t", (uint64_t)b->created_usec);
+        for (size_t i = 0; r >= 0 && i < kiln_config_n_fields; i++)
+                if (all || (mask & (1u << i)))
+                        r = append_variant(s, b, kiln_config_fields[i].property,
+                                           kiln_config_field_signature(&kiln_config_fields[i]), &kiln_config_fields[i]);
+        if (r >= 0 && all)
+                r = append_variant(s, b, "Processes", "ao", NULL);
+        if (r >= 0)
+                r = sd_bus_message_close_container(s);
+        return r;
+}
+
+typedef enum { SIGNAL_ADDED, SIGNAL_REMOVED, SIGNAL_CHANGED } SignalKind;
+
+static const char *const standard_interfaces[] = {
+        "org.freedesktop.DBus.Peer", "org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Properties",
+        NULL,
+};
+
+static int build_signal(KilnManager *manager, const KilnBuilder *b, SignalKind kind, KilnFieldMask mask,
+                        const char *destination, sd_bus_message **ret)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+        int r;
+
+        if (kind == SIGNAL_CHANGED)
+                r = sd_bus_message_new_signal(manager->bus, &s, b->object_path, "org.freedesktop.DBus.Properties",
+                                              "PropertiesChanged");
+        else
+                r = sd_bus_message_new_signal(manager->bus, &s, KILN_MANAGER_PATH,
+                                              "org.freedesktop.DBus.ObjectManager",
+                                              kind == SIGNAL_ADDED ? "InterfacesAdded" : "InterfacesRemoved");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_set_destination(s, destination);
+        if (r < 0)
+                return r;
+
+        switch (kind) {
+        case SIGNAL_CHANGED:
+                r = sd_bus_message_append_basic(s, 's', KILN_BUILDER_INTERFACE);
+                if (r >= 0)
+                        r = append_properties(s, b, FALSE, mask);
+                if (r >= 0)
+                        r = sd_bus_message_append_strv(s, NULL);
+                break;
+        case SIGNAL_ADDED:
+                r = sd_bus_message_append_basic(s, 'o', b->object_path);
+                if (r >= 0)
+                        r = sd_bus_message_open_container(s, 'a', "{sa{sv}}");
+                for (const char *const *i = standard_interfaces; r >= 0 && *i; i++)
+                        r = sd_bus_message_append(s, "{sa{sv}}", *i, 0);
+                if (r >= 0)
+                        r = sd_bus_message_open_container(s, 'e', "sa{sv}");
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(s, 's', KILN_BUILDER_INTERFACE);
+                if (r >= 0)
+                        r = append_properties(s, b, TRUE, 0);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(s);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(s);
+                break;
+        case SIGNAL_REMOVED:
+                r = sd_bus_message_append(s, "o", b->object_path);
+                if (r >= 0)
+                        r = sd_bus_message_append(s, "as", 4, standard_interfaces[0], standard_interfaces[1],
+                                                  standard_interfaces[2], KILN_BUILDER_INTERFACE);
+                break;
+        }
+        if (r < 0)
+                return r;
+        *ret = g_steal_pointer(&s);
+        return 0;
+}
+
+static void emit(KilnManager *manager, const KilnBuilder *b, SignalKind kind, KilnFieldMask mask)
+{
+        g_autoptr(GPtrArray) watchers = kiln_auth_watchers(manager->auth, b->owner);
+
+        for (guint i = 0; i < watchers->len; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+                int r = build_signal(manager, b, kind, mask, watchers->pdata[i], &s);
+                if (r >= 0)
+                        r = sd_bus_send(manager->bus, s, NULL);
+                if (r < 0)
+                        g_warning("Cannot send a signal about builder %s: %s", b->name, g_strerror(-r));
+        }
+}
+
+void kiln_builder_emit_added(KilnManager *manager, KilnBuilder *b)
+{
+        emit(manager, b, SIGNAL_ADDED, 0);
+}
+
+void kiln_builder_emit_removed(KilnManager *manager, KilnBuilder *b)
+{
+        emit(manager, b, SIGNAL_REMOVED, 0);
+}
+
+void kiln_builder_emit_changed(KilnManager *manager, KilnBuilder *b, KilnFieldMask fields)
+{
+        emit(manager, b, SIGNAL_CHANGED, fields);
+}
+
+#define CONFIG_PROPERTY(name, sig) \
+        SD_BUS_PROPERTY(name, sig, property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+
+const sd_bus_vtable kiln_builder_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(KilnBuilder, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(KilnBuilder, name), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(KilnBuilder, owner), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("From", "s", NULL, offsetof(KilnBuilder, from), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Created", "t", NULL, offsetof(KilnBuilder, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        CONFIG_PROPERTY("Isolation", "s"),
+        CONFIG_PROPERTY("UserNamespace", "s"),
+        CONFIG_PROPERTY("Env", "as"),
+        CONFIG_PROPERTY("WorkingDir", "s"),
+        CONFIG_PROPERTY("User", "s"),
+        CONFIG_PROPERTY("Hostname", "s"),
+        CONFIG_PROPERTY("Entrypoint", "as"),
+        CONFIG_PROPERTY("Cmd", "as"),
+        CONFIG_PROPERTY("Shell", "as"),
+        CONFIG_PROPERTY("Volumes", "as"),
+        CONFIG_PROPERTY("Labels", "a{ss}"),
+        CONFIG_PROPERTY("CapAdd", "as"),
+        CONFIG_PROPERTY("CapDrop", "as"),
+        CONFIG_PROPERTY("Ulimits", "as"),
+        SD_BUS_PROPERTY("Processes", "ao", property_get_processes, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("Configure", SD_BUS_ARGS("a{sv}", changes), SD_BUS_NO_RESULT, method_configure,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_remove,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Mount", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", path), method_mount,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unmount,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};

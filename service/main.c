@@ -1,2 +1,114 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-int main(void) { return 0; }
+/* kilnd: start-up, the main loop, and an orderly shutdown. */
+#include <sys/prctl.h>
+#include <sys/stat.h>
+
+#include <glib-unix.h>
+#include <systemd/sd-daemon.h>
+
+#include "kiln-build-config.h"
+
+#include "auth.h"
+#include "bus-glib.h"
+#include "manager.h"
+
+static gboolean on_quit(gpointer loop)
+{
+        g_main_loop_quit(loop);
+        return G_SOURCE_REMOVE;
+}
+
+static int run(const char *config_path)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnConfig) config = NULL;
+        g_autoptr(KilnStorage) storage = NULL;
+        g_autoptr(KilnAuth) auth = NULL;
+        g_autoptr(KilnManager) manager = NULL;
+        g_autoptr(GMainLoop) loop = g_main_loop_new(NULL, FALSE);
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        guint bus_source;
+        int r;
+
+        config = kiln_config_load(config_path, &error);
+        if (!config) {
+                g_printerr("kilnd: %s\n", error->message);
+                return 1;
+        }
+
+        /* Files kilnd creates are its own unless a step says otherwise. */
+        umask(0077);
+        /* Container processes re-parent to kilnd, so it can reap them (and wait through pidfds). */
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+                g_warning("Cannot become a child subreaper: %s", g_strerror(errno));
+
+        storage = kiln_storage_new(config->state_dir, config->runtime_dir, config->helper_dir, &error);
+        if (!storage) {
+                g_printerr("kilnd: %s\n", error->message);
+                return 1;
+        }
+        kiln_storage_cleanup_stale(storage);
+
+        r = sd_bus_open_system_with_description(&bus, "kilnd");
+        if (r < 0) {
+                g_printerr("kilnd: cannot connect to the system bus: %s\n", g_strerror(-r));
+                return 1;
+        }
+        auth = kiln_auth_new(bus, &error);
+        if (!auth) {
+                g_printerr("kilnd: %s\n", error->message);
+                return 1;
+        }
+        manager = kiln_manager_new(config, storage, auth, bus);
+        kiln_manager_load(manager);
+        r = kiln_manager_register(manager);
+        if (r < 0) {
+                g_printerr("kilnd: cannot register objects: %s\n", g_strerror(-r));
+                return 1;
+        }
+        bus_source = kiln_bus_attach_glib(bus, NULL, on_quit, loop);
+        r = sd_bus_request_name(bus, KILN_BUS_NAME, 0);
+        if (r < 0) {
+                g_printerr("kilnd: cannot own %s: %s\n", KILN_BUS_NAME, g_strerror(-r));
+                g_source_remove(bus_source);
+                return 1;
+        }
+
+        g_unix_signal_add(SIGTERM, on_quit, loop);
+        g_unix_signal_add(SIGINT, on_quit, loop);
+        sd_notify(0, "READY=1\nSTATUS=Serving");
+        g_message("kilnd %s ready", KILN_VERSION);
+
+        g_main_loop_run(loop);
+
+        sd_notify(0, "STOPPING=1");
+        g_message("kilnd stopping");
+        (void)sd_bus_release_name(bus, KILN_BUS_NAME);
+        kiln_manager_unmount_all(manager);
+        g_source_remove(bus_source);
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        g_autofree char *config_path = NULL;
+        gboolean version = FALSE;
+        GOptionEntry entries[] = {
+                {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Read settings from FILE", "FILE"},
+                {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version", NULL},
+                {NULL},
+        };
+        g_autoptr(GOptionContext) context = g_option_context_new("- the kiln build service");
+        g_autoptr(GError) error = NULL;
+
+        g_option_context_add_main_entries(context, entries, NULL);
+        if (!g_option_context_parse(context, &argc, &argv, &error)) {
+                g_printerr("kilnd: %s\n", error->message);
+                return 2;
+        }
+        if (version) {
+                g_print("kilnd %s\n", KILN_VERSION);
+                return 0;
+        }
+        return run(config_path);
+}

@@ -1,1 +1,404 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* org.kiln.Builder1.Manager on the bus, and the registration of every object. */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "kiln-build-config.h"
+
+#include "builder-dbus.h"
+#include "manager.h"
+#include "validate.h"
+
+/* A CreateBuilder call between its checks and its reply (polkit and the import are asynchronous). */
+typedef struct {
+        KilnManager *manager;
+        sd_bus_message *message;
+        char *name; /* reserved in manager->reserved_names until the call ends */
+        char *from;
+        int rootfs_fd;
+        KilnBuilderConfig config;
+        KilnFieldMask mask;
+        KilnCreds creds; /* groups borrowed from the auth cache are copied: the caller may leave */
+        GCancellable *cancellable;
+} CreateRequest;
+
+static void create_request_free(gpointer data)
+{
+        CreateRequest *req = data;
+
+        if (req->name)
+                g_hash_table_remove(req->manager->reserved_names, req->name);
+        g_free(req->name);
+        g_free(req->from);
+        kiln_close_fdp(&req->rootfs_fd);
+        kiln_builder_config_clear(&req->config);
+        g_free(req->creds.groups);
+        g_clear_object(&req->cancellable);
+        sd_bus_message_unref(req->message);
+        g_free(req);
+}
+
+static void create_reply_error(CreateRequest *req, const GError *error)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error bus_error = SD_BUS_ERROR_NULL;
+
+        kiln_error_to_bus(error, &bus_error);
+        sd_bus_reply_method_error(req->message, &bus_error);
+}
+
+static void create_finish(CreateRequest *req, const char *layer)
+{
+        g_autoptr(GError) error = NULL;
+        KilnBuilder *b;
+
+        /* Release the reservation first: the builder takes the name itself. */
+        g_hash_table_remove(req->manager->reserved_names, req->name);
+        b = kiln_manager_create_builder(req->manager, req->name, req->creds.uid, req->from, layer, &req->config,
+                                        req->mask, &error);
+        g_clear_pointer(&req->name, g_free);
+        if (!b)
+                create_reply_error(req, error);
+        else
+                sd_bus_reply_method_return(req->message, "o", b->object_path);
+}
+
+static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *layer = kiln_storage_import_finish(req->manager->storage, result, &error);
+
+        if (!layer) {
+                /* A caller that left gets no reply; one that is still there learns why. */
+                if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+                        g_prefix_error(&error, "Cannot import from '%s': ", req->from);
+                        create_reply_error(req, error);
+                }
+        } else {
+                create_finish(req, layer);
+        }
+        create_request_free(req);
+}
+
+static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *layer = NULL;
+
+        if (denied) {
+                sd_bus_reply_method_error(m, denied);
+                create_request_free(req);
+                return;
+        }
+        if (req->rootfs_fd >= 0 || g_str_has_prefix(req->from, "/")) {
+                const char *path = req->rootfs_fd >= 0 ? NULL : req->from;
+                /* The path is opened by kiln-import as the caller, never by the service. */
+                kiln_storage_import_async(req->manager->storage, path, kiln_steal_fd(&req->rootfs_fd),
+                                          &req->creds, req->cancellable, on_import_done, req);
+                return;
+        }
+        layer = kiln_storage_scratch_layer(req->manager->storage, &error);
+        if (!layer)
+                create_reply_error(req, error);
+        else
+                create_finish(req, layer);
+        create_request_free(req);
+}
+
+static gboolean invalid_argument(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static gboolean invalid_argument(GError **error, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        *error = g_error_new_valist(KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, fmt, ap);
+        va_end(ap);
+        return FALSE;
+}
+
+static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **error)
+{
+        const char *contents = NULL;
+        struct stat st;
+        char type;
+        int fd;
+
+        if (sd_bus_message_peek_type(m, &type, &contents) < 0 || !contents || !g_str_equal(contents, "h"))
+                return invalid_argument(error, "Invalid rootfs_fd: expected a value of type 'h', got '%s'",
+                                        contents ? contents : "?");
+        if (sd_bus_message_read(m, "v", "h", &fd) < 0)
+                return invalid_argument(error, "Invalid rootfs_fd: cannot read it");
+        if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
+                return invalid_argument(error, "Invalid rootfs_fd: not an open directory");
+        /* The message owns its descriptor; the import needs its own. */
+        kiln_close_fdp(&req->rootfs_fd);
+        req->rootfs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (req->rootfs_fd < 0) {
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "Cannot duplicate rootfs_fd: %s",
+                            g_strerror(errno));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Options of CreateBuilder: any Configure key, plus rootfs_fd. */
+static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GError **error)
+{
+        unsigned n = 0;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const KilnConfigField *field;
+                const char *key;
+
+                if (sd_bus_message_read_basic(m, 's', &key) < 0)
+                        return invalid_argument(error, "Invalid options: cannot read them");
+                if (!kiln_check_array_limit("options", ++n, req->manager->config, error))
+                        return FALSE;
+                if (g_str_equal(key, "rootfs_fd")) {
+                        if (!read_rootfs_fd(m, req, error))
+                                return FALSE;
+                } else if ((field = kiln_config_field_lookup(key))) {
+                        if (!kiln_builder_config_read_variant(&req->config, field, m, req->manager->config, error))
+                                return FALSE;
+                        req->mask |= 1u << (field - kiln_config_fields);
+                } else {
+                        return invalid_argument(error, "Invalid options: unknown key '%.64s'", key);
+                }
+                r = sd_bus_message_exit_container(m);
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return invalid_argument(error, "Invalid options: cannot read them: %s", g_strerror(-r));
+        return TRUE;
+}
+
+static gboolean name_taken(const char *name, gpointer data)
+{
+        return kiln_manager_name_taken(data, name);
+}
+
+static guint reserved_by(KilnManager *m, uid_t uid)
+{
+        GHashTableIter iter;
+        gpointer owner;
+        guint n = 0;
+
+        g_hash_table_iter_init(&iter, m->reserved_names);
+        while (g_hash_table_iter_next(&iter, NULL, &owner))
+                n += GPOINTER_TO_UINT(owner) == uid;
+        return n;
+}
+
+/* Everything CreateBuilder checks before asking polkit; nothing here changes any state. */
+static gboolean check_create(CreateRequest *req, const char *name, const char *from, GError **error)
+{
+        KilnManager *m = req->manager;
+        const KilnConfig *limits = m->config;
+
+        if (!kiln_check_string_limit("name", name, limits, error) ||
+            !kiln_check_string_limit("from", from, limits, error))
+                return FALSE;
+        if (*name && !kiln_validate_name("name", name, error))
+                return FALSE;
+        if (*name && kiln_manager_name_taken(m, name)) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_EXISTS, "A builder named '%s' already exists", name);
+                return FALSE;
+        }
+        if (g_str_has_prefix(from, "oci:") || g_str_has_prefix(from, "oci-archive:"))
+                return invalid_argument(error, "Invalid from: '%s': OCI image sources are not supported yet",
+                                        from);
+        if (req->rootfs_fd >= 0) {
+                if (!g_str_has_prefix(from, "/"))
+                        return invalid_argument(error, "Invalid from: with rootfs_fd, from must be the "
+                                                       "directory's absolute path, got '%s'", from);
+        } else if (!g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/")) {
+                return invalid_argument(error,
+                                        "Invalid from: '%s' is not 'scratch', an absolute directory path, "
+                                        "'oci:DIR' or 'oci-archive:FILE'", from);
+        }
+        if (!kiln_validate_absolute_path("from", g_str_equal(from, "scratch") ? "/" : from, FALSE, error))
+                return FALSE;
+        if (req->creds.uid != 0 &&
+            kiln_manager_count_owned(m, req->creds.uid) + reserved_by(m, req->creds.uid) >= limits->builders_per_user) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                            "User %u already has the limit of %u builders", (unsigned)req->creds.uid,
+                            limits->builders_per_user);
+                return FALSE;
+        }
+        if (g_hash_table_size(m->builders) + g_hash_table_size(m->reserved_names) >= limits->max_builders) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                            "The host already has the limit of %u builders", limits->max_builders);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static int method_create_builder(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        CreateRequest *req = g_new0(CreateRequest, 1);
+        g_autoptr(GError) local = NULL;
+        const KilnCreds *creds;
+        const char *name, *from;
+        const char *details[] = {"name", NULL, "from", NULL, NULL};
+        int r;
+
+        req->manager = manager;
+        req->message = sd_bus_message_ref(m);
+        req->rootfs_fd = -1;
+
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                goto fail;
+        req->creds = *creds;
+        req->creds.groups = g_memdup2(creds->groups, sizeof(gid_t) * creds->n_groups);
+
+        r = sd_bus_message_read(m, "ss", &name, &from);
+        if (r < 0)
+                goto fail;
+        if (!read_create_options(m, req, &local) || !check_create(req, name, from, &local)) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
+
+        req->from = g_strdup(from);
+        req->name = *name ? g_strdup(name) : kiln_generate_builder_name(from, name_taken, manager);
+        g_hash_table_insert(manager->reserved_names, g_strdup(req->name), GUINT_TO_POINTER(req->creds.uid));
+        req->cancellable = kiln_auth_caller_cancellable(manager->auth, m);
+
+        details[1] = req->name;
+        details[3] = req->from;
+        return kiln_auth_check_method(manager->auth, m, details, create_authorized, req, NULL);
+
+fail:
+        create_request_free(req);
+        return r;
+}
+
+static int method_get_builder(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        g_autoptr(GError) local = NULL;
+        const char *name_or_id;
+        KilnBuilder *b;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &name_or_id);
+        if (r < 0)
+                return r;
+        if (!*name_or_id)
+                return sd_bus_error_set(error, KILN_ERROR_INVALID_ARGUMENT, "Invalid name_or_id: it is empty");
+        if (!kiln_check_string_limit("name_or_id", name_or_id, manager->config, &local))
+                return kiln_error_to_bus(local, error);
+        b = kiln_manager_find(manager, name_or_id, &local);
+        if (!b)
+                return kiln_error_to_bus(local, error);
+        /* Someone else's builder answers exactly like a missing one. */
+        if (!kiln_auth_may_access(manager->auth, m, b->owner))
+                return sd_bus_error_setf(error, KILN_ERROR_NOT_FOUND, "No builder '%s'", name_or_id);
+        return sd_bus_reply_method_return(m, "o", b->object_path);
+}
+
+static int compare_by_name(gconstpointer a, gconstpointer b)
+{
+        return strcmp((*(KilnBuilder *const *)a)->name, (*(KilnBuilder *const *)b)->name);
+}
+
+static int method_list_builders(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_autoptr(GPtrArray) visible = g_ptr_array_new();
+        GHashTableIter iter;
+        KilnBuilder *b;
+        int r;
+
+        g_hash_table_iter_init(&iter, manager->builders);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                if (kiln_auth_may_access(manager->auth, m, b->owner))
+                        g_ptr_array_add(visible, b);
+        g_ptr_array_sort(visible, compare_by_name);
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(ssuso)");
+        for (guint i = 0; r >= 0 && i < visible->len; i++) {
+                b = visible->pdata[i];
+                r = sd_bus_message_append(reply, "(ssuso)", b->id, b->name, (uint32_t)b->owner, b->from,
+                                          b->object_path);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        return sd_bus_message_append(reply, "s", KILN_VERSION);
+}
+
+static int property_get_default_runtime(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+
+        return sd_bus_message_append(reply, "s", manager->runtimes[0] ? manager->runtimes[0] : "");
+}
+
+static int property_get_runtimes(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+
+        return sd_bus_message_append_strv(reply, manager->runtimes);
+}
+
+static int property_get_default_isolation(sd_bus *bus, const char *path, const char *interface,
+                                          const char *property, sd_bus_message *reply, void *userdata,
+                                          sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+
+        return sd_bus_message_append(reply, "s", manager->config->default_isolation);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DefaultRuntime", "s", property_get_default_runtime, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Runtimes", "as", property_get_runtimes, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DefaultIsolation", "s", property_get_default_isolation, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_ARGS("CreateBuilder", SD_BUS_ARGS("s", name, "s", from, "a{sv}", options),
+                                SD_BUS_RESULT("o", builder), method_create_builder, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetBuilder", SD_BUS_ARGS("s", name_or_id), SD_BUS_RESULT("o", builder),
+                                method_get_builder, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListBuilders", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuso)", builders),
+                                method_list_builders, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+int kiln_manager_register(KilnManager *m)
+{
+        int r;
+
+        r = sd_bus_add_object_manager(m->bus, &m->slots[0], KILN_MANAGER_PATH);
+        if (r >= 0)
+                r = sd_bus_add_object_vtable(m->bus, &m->slots[1], KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,
+                                             manager_vtable, m);
+        if (r >= 0)
+                r = sd_bus_add_fallback_vtable(m->bus, &m->slots[2], KILN_BUILDER_PATH_PREFIX,
+                                               KILN_BUILDER_INTERFACE, kiln_builder_vtable,
+                                               kiln_builder_object_find, m);
+        if (r >= 0)
+                r = sd_bus_add_node_enumerator(m->bus, &m->slots[3], KILN_BUILDER_PATH_PREFIX,
+                                               kiln_builder_node_enumerator, m);
+        return r;
+}

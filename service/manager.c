@@ -1,1 +1,198 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+
+#include "builder-dbus.h"
+#include "manager.h"
+#include "validate.h"
+
+static char **find_runtimes(char **configured)
+{
+        g_autoptr(GPtrArray) found = g_ptr_array_new();
+
+        for (char **r = configured; r && *r; r++) {
+                g_autofree char *path = g_path_is_absolute(*r) ? g_strdup(*r) : g_find_program_in_path(*r);
+                if (path && g_file_test(path, G_FILE_TEST_IS_EXECUTABLE))
+                        g_ptr_array_add(found, g_strdup(*r));
+        }
+        g_ptr_array_add(found, NULL);
+        return (char **)g_ptr_array_free(g_steal_pointer(&found), FALSE);
+}
+
+KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
+{
+        KilnManager *m = g_new0(KilnManager, 1);
+
+        m->config = config;
+        m->storage = storage;
+        m->auth = auth;
+        m->bus = sd_bus_ref(bus);
+        m->builders = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)kiln_builder_free);
+        m->names = g_hash_table_new(g_str_hash, g_str_equal);
+        m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        m->runtimes = find_runtimes(config->runtimes);
+        return m;
+}
+
+void kiln_manager_free(KilnManager *m)
+{
+        if (!m)
+                return;
+        for (size_t i = 0; i < G_N_ELEMENTS(m->slots); i++)
+                sd_bus_slot_unref(m->slots[i]);
+        g_hash_table_destroy(m->names);
+        g_hash_table_destroy(m->builders);
+        g_hash_table_destroy(m->reserved_names);
+        g_strfreev(m->runtimes);
+        sd_bus_unref(m->bus);
+        g_free(m);
+}
+
+static void add_builder(KilnManager *m, KilnBuilder *b)
+{
+        g_hash_table_insert(m->builders, b->id, b);
+        g_hash_table_insert(m->names, b->name, b);
+}
+
+void kiln_manager_load(KilnManager *m)
+{
+        g_autofree char *dir = g_build_filename(m->config->state_dir, "builders", NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *entry;
+
+        if (!d)
+                return;
+        while ((entry = g_dir_read_name(d))) {
+                g_autofree char *builder_dir = g_build_filename(dir, entry, NULL);
+                g_autofree char *metadata = g_build_filename(builder_dir, "builder.json", NULL);
+                g_autoptr(GError) error = NULL;
+                KilnBuilder *b;
+
+                if (!kiln_id_is_valid(entry)) {
+                        g_warning("Ignoring %s: not a builder directory", builder_dir);
+                        continue;
+                }
+                if (!g_file_test(metadata, G_FILE_TEST_EXISTS)) {
+                        /* builder.json is written last: without it, creation never finished. */
+                        g_message("Removing half-created builder %s", entry);
+                        if (!kiln_storage_remove_builder(m->storage, entry, &error))
+                                g_warning("Cannot remove %s: %s", builder_dir, error->message);
+                        continue;
+                }
+                b = kiln_builder_load(builder_dir, &error);
+                if (!b) {
+                        /* Kept on disk for an administrator to look at; never exported. */
+                        g_warning("Ignoring builder %s: %s", entry, error->message);
+                        continue;
+                }
+                if (!g_str_equal(b->id, entry) || g_hash_table_contains(m->names, b->name) ||
+                    !kiln_storage_layer_exists(m->storage, b->layer)) {
+                        g_warning("Ignoring builder %s: its id, name or layer does not match the disk", entry);
+                        kiln_builder_free(b);
+                        continue;
+                }
+                add_builder(m, b);
+        }
+        g_message("Loaded %u builders", g_hash_table_size(m->builders));
+}
+
+gboolean kiln_manager_name_taken(KilnManager *m, const char *name)
+{
+        return g_hash_table_contains(m->names, name) || g_hash_table_contains(m->reserved_names, name);
+}
+
+guint kiln_manager_count_owned(KilnManager *m, uid_t owner)
+{
+        GHashTableIter iter;
+        KilnBuilder *b;
+        guint n = 0;
+
+        g_hash_table_iter_init(&iter, m->builders);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                n += b->owner == owner;
+        return n;
+}
+
+KilnBuilder *kiln_manager_find(KilnManager *m, const char *name_or_id, GError **error)
+{
+        KilnBuilder *b = g_hash_table_lookup(m->names, name_or_id), *match = NULL;
+        size_t len = strlen(name_or_id);
+        GHashTableIter iter;
+
+        if (b)
+                return b;
+        b = g_hash_table_lookup(m->builders, name_or_id);
+        if (b)
+                return b;
+        if (len >= KILN_ID_MIN_PREFIX && len < KILN_ID_LENGTH) {
+                g_hash_table_iter_init(&iter, m->builders);
+                while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b)) {
+                        if (strncmp(b->id, name_or_id, len) != 0)
+                                continue;
+                        if (match) {
+                                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_NOT_FOUND,
+                                            "Builder id prefix '%s' is ambiguous", name_or_id);
+                                return NULL;
+                        }
+                        match = b;
+                }
+                if (match)
+                        return match;
+        }
+        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_NOT_FOUND, "No builder '%s'", name_or_id);
+        return NULL;
+}
+
+KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t owner, const char *from,
+                                         const char *layer, const KilnBuilderConfig *config,
+                                         KilnFieldMask config_mask, GError **error)
+{
+        g_autofree char *id = NULL;
+        g_autofree char *dir = NULL;
+        g_autoptr(KilnBuilder) b = NULL;
+        g_autoptr(GError) cleanup_error = NULL;
+
+        do {
+                g_free(id);
+                id = kiln_generate_id();
+        } while (g_hash_table_contains(m->builders, id));
+
+        b = kiln_builder_new(id, name, owner, from, layer, (guint64)g_get_real_time());
+        kiln_builder_config_assign(&b->config, config, config_mask);
+        if (!kiln_storage_create_builder(m->storage, id, error))
+                return NULL;
+        dir = kiln_storage_builder_dir(m->storage, id);
+        if (!kiln_builder_save(b, dir, error)) {
+                if (!kiln_storage_remove_builder(m->storage, id, &cleanup_error))
+                        g_warning("Cannot remove %s: %s", dir, cleanup_error->message);
+                return NULL;
+        }
+        add_builder(m, b);
+        kiln_builder_emit_added(m, b);
+        return g_steal_pointer(&b);
+}
+
+gboolean kiln_manager_remove_builder(KilnManager *m, KilnBuilder *b, GError **error)
+{
+        if (!kiln_storage_remove_builder(m->storage, b->id, error))
+                return FALSE;
+        kiln_builder_emit_removed(m, b);
+        g_hash_table_remove(m->names, b->name);
+        g_hash_table_remove(m->builders, b->id);
+        return TRUE;
+}
+
+void kiln_manager_unmount_all(KilnManager *m)
+{
+        GHashTableIter iter;
+        KilnBuilder *b;
+
+        g_hash_table_iter_init(&iter, m->builders);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b)) {
+                g_autoptr(GError) error = NULL;
+                if (!b->mount_path)
+                        continue;
+                if (!kiln_storage_unmount(m->storage, b->id, &error))
+                        g_warning("Cannot unmount builder %s: %s", b->name, error->message);
+                g_clear_pointer(&b->mount_path, g_free);
+        }
+}
