@@ -177,9 +177,39 @@ int kiln_auth_get_caller(KilnAuth *auth, sd_bus_message *m, const KilnCreds **re
         return 0;
 }
 
+/* polkit's client cancels a check through the bus, and complains about checks that already ended
+ * when a shared cancellable fires; so each check has a cancellable of its own, linked to its
+ * caller's for as long as the check runs. */
+typedef struct {
+        GCancellable *parent;
+        GCancellable *own;
+        gulong handler;
+} LinkedCancellable;
+
+static void cancel_linked(GCancellable *parent, gpointer own)
+{
+        g_cancellable_cancel(own);
+}
+
+static void linked_init(LinkedCancellable *l, GCancellable *parent)
+{
+        l->parent = g_object_ref(parent);
+        l->own = g_cancellable_new();
+        l->handler = g_cancellable_connect(parent, G_CALLBACK(cancel_linked), l->own, NULL);
+}
+
+static void linked_clear(LinkedCancellable *l)
+{
+        /* Disconnecting from a cancelled cancellable blocks until its handlers ran; they ran. */
+        g_cancellable_disconnect(l->parent, l->handler);
+        g_clear_object(&l->parent);
+        g_clear_object(&l->own);
+}
+
 typedef struct {
         KilnAuth *auth;
         sd_bus_message *message;
+        LinkedCancellable cancellable;
         char *action;
         gboolean interactive;
         KilnAuthCallback callback;
@@ -192,6 +222,7 @@ static void check_free(Check *check)
         if (check->destroy)
                 check->destroy(check->user_data);
         sd_bus_message_unref(check->message);
+        linked_clear(&check->cancellable);
         g_free(check->action);
         g_free(check);
 }
@@ -251,6 +282,7 @@ int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const 
         check->callback = callback;
         check->user_data = user_data;
         check->destroy = destroy;
+        linked_init(&check->cancellable, caller->cancellable);
 
         subject = polkit_system_bus_name_new(caller->sender);
         polkit_details = polkit_details_new();
@@ -260,13 +292,14 @@ int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const 
                 auth->authority, subject, action, polkit_details,
                 check->interactive ? POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION
                                    : POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE,
-                caller->cancellable, on_check_done, check);
+                check->cancellable.own, on_check_done, check);
         return 1;
 }
 
 typedef struct {
         KilnAuth *auth;
         char *sender;
+        LinkedCancellable cancellable;
 } ManageAllCheck;
 
 static void on_manage_all_done(GObject *source, GAsyncResult *res, gpointer data)
@@ -281,6 +314,7 @@ static void on_manage_all_done(GObject *source, GAsyncResult *res, gpointer data
         if (c)
                 c->manage_all = polkit_authorization_result_get_is_authorized(result) ? MANAGE_ALL_YES
                                                                                      : MANAGE_ALL_NO;
+        linked_clear(&mc->cancellable);
         g_free(mc->sender);
         g_free(mc);
 }
@@ -301,8 +335,9 @@ gboolean kiln_auth_may_access(KilnAuth *auth, sd_bus_message *m, uid_t owner)
                 mc = g_new0(ManageAllCheck, 1);
                 mc->auth = auth;
                 mc->sender = g_strdup(c->sender);
+                linked_init(&mc->cancellable, c->cancellable);
                 polkit_authority_check_authorization(auth->authority, subject, KILN_ACTION_MANAGE_ALL, NULL,
-                                                     POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE, c->cancellable,
+                                                     POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE, mc->cancellable.own,
                                                      on_manage_all_done, mc);
         }
         return c->manage_all == MANAGE_ALL_YES;

@@ -14,12 +14,13 @@ int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interfac
 {
         KilnManager *manager = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
-        g_autofree char *id = NULL;
+        const char *id;
         KilnBuilder *b;
 
-        if (sd_bus_path_decode(path, KILN_BUILDER_PATH_PREFIX, &id) <= 0)
+        if (!g_str_has_prefix(path, KILN_BUILDER_PATH_PREFIX "/"))
                 return 0;
-        b = g_hash_table_lookup(manager->builders, id);
+        id = path + strlen(KILN_BUILDER_PATH_PREFIX "/");
+        b = kiln_id_is_valid(id) ? g_hash_table_lookup(manager->builders, id) : NULL;
         if (!b)
                 return 0;
         /* Another user's builder does not exist for the caller: property reads, introspection and
