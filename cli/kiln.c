@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kiln: the command-line client of kilnd. buildah-like verbs; it talks only D-Bus. */
+#include <locale.h>
+#include <stdio.h>
+
+#include <glib.h>
+
+#include "cli-util.h"
+#include "kiln-build-config.h"
+#include "verbs.h"
+
+typedef struct {
+        const char *name;
+        int (*run)(int argc, char **argv);
+        const char *summary;
+} Verb;
+
+static const Verb verbs[] = {
+    {"from", kiln_verb_from, "Create a builder from scratch, a directory or an OCI image"},
+    {"containers", kiln_verb_containers, "List builders"},
+    {"inspect", kiln_verb_inspect, "Show a builder's properties as JSON"},
+    {"config", kiln_verb_config, "Change a builder's configuration"},
+    {"rm", kiln_verb_rm, "Remove builders"},
+    {"mount", kiln_verb_mount, "Mount a builder's root file system on the host"},
+    {"umount", kiln_verb_umount, "Unmount a builder's root file system"},
+};
+
+static void print_help(void)
+{
+        printf("Usage:\n"
+               "  kiln [--version] [--help] VERB [OPTION…] [ARGUMENT…]\n\n"
+               "Build containers through the kilnd system service.\n\n"
+               "Verbs:\n");
+        for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++)
+                printf("  %-12s %s\n", verbs[i].name, verbs[i].summary);
+        printf("\nRun 'kiln VERB --help' for a verb's options.\n");
+}
+
+static const Verb *find_verb(const char *name)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++)
+                if (g_str_equal(verbs[i].name, name))
+                        return &verbs[i];
+        return NULL;
+}
+
+int main(int argc, char **argv)
+{
+        g_autofree char *prgname = NULL;
+        const Verb *verb;
+
+        setlocale(LC_ALL, "");
+
+        if (argc < 2) {
+                kiln_log("missing verb (see 'kiln --help')");
+                return KILN_EXIT_FAILURE;
+        }
+        if (g_str_equal(argv[1], "--version") || g_str_equal(argv[1], "-v")) {
+                printf("kiln version %s\n", KILN_VERSION);
+                return KILN_EXIT_SUCCESS;
+        }
+        if (g_str_equal(argv[1], "--help") || g_str_equal(argv[1], "-h")) {
+                print_help();
+                return KILN_EXIT_SUCCESS;
+        }
+        if (argv[1][0] == '-') {
+                kiln_log("unknown option '%s' (see 'kiln --help')", argv[1]);
+                return KILN_EXIT_FAILURE;
+        }
+
+        verb = find_verb(argv[1]);
+        if (!verb) {
+                kiln_log("unknown verb '%s' (see 'kiln --help')", argv[1]);
+                return KILN_EXIT_FAILURE;
+        }
+
+        /* GOptionContext's --help output reads "Usage: kiln VERB [OPTION…] …". */
+        prgname = g_strdup_printf("kiln %s", verb->name);
+        g_set_prgname(prgname);
+        return verb->run(argc - 1, argv + 1);
+}

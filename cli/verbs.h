@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The verbs of `kiln`. Each gets argv with argv[0] the verb's name and returns the exit status. */
+#pragma once
+
+int kiln_verb_from(int argc, char **argv);
+int kiln_verb_containers(int argc, char **argv);
+int kiln_verb_inspect(int argc, char **argv);
+int kiln_verb_config(int argc, char **argv);
+int kiln_verb_rm(int argc, char **argv);
+int kiln_verb_mount(int argc, char **argv);
+int kiln_verb_umount(int argc, char **argv);
