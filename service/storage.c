@@ -1,1 +1,942 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* Storage: content-addressed read-only layers and per-builder overlays (see storage.h).
+ *
+ * Everything runs as root on names that callers influence, so:
+ *   - ids and digests are checked to be 64 lowercase hex characters before they become part of a
+ *     path: nothing a caller sends can turn into "..", a "/" or an empty name;
+ *   - the three top directories are opened once, checked to be ours and 0700, and everything below
+ *     them is reached with openat() from those descriptors, O_NOFOLLOW on the last component;
+ *   - trees written by containers (a builder's upper dir) are removed with kiln_rm_rf_at, which never
+ *     follows a symlink and never leaves the file system;
+ *   - the caller's source tree is read only by kiln-import's unprivileged reader (import/). */
+#include "storage.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "import/fs-util.h"
+#include "import/layer-digest.h"
+#include "kiln-common.h"
+
+#define HELPER_NAME "kiln-import"
+#define HELPER_KILL_TIMEOUT_SECONDS 10
+#define HELPER_MESSAGE_MAX 1024
+#define UNMOUNT_ATTEMPTS 8
+
+struct KilnStorage {
+        char *state_dir;
+        char *runtime_dir;
+        char *helper_path;
+        char *layers_dir;
+        char *builders_dir;
+        char *mounts_dir;
+        int layers_fd;
+        int builders_fd;
+        int mounts_fd;
+};
+
+static gboolean set_errno_error(GError **error, int err, const char *syscall_name, const char *path)
+{
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s '%s': %s", syscall_name, path,
+                    g_strerror(err));
+        return FALSE;
+}
+
+static gboolean check_id(const char *what, const char *value, GError **error)
+{
+        if (kiln_hex64_is_valid(value))
+                return TRUE;
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Invalid %s: expected %d lowercase hex characters", what, KILN_LAYER_DIGEST_LENGTH);
+        return FALSE;
+}
+
+/* Creates (or finds) @name in @parent_fd as a directory owned by us with exactly @mode, and opens it. */
+static int ensure_dir(int parent_fd, const char *name, const char *path, mode_t mode, GError **error)
+{
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        if (mkdirat(parent_fd, name, mode) < 0 && errno != EEXIST) {
+                set_errno_error(error, errno, "mkdirat", path);
+                return -1;
+        }
+        fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                set_errno_error(error, errno, "openat", path);
+                return -1;
+        }
+        if (fstat(fd, &st) < 0) {
+                set_errno_error(error, errno, "fstat", path);
+                return -1;
+        }
+        /* Someone else's directory here could be swapped under us; refuse it. */
+        if (st.st_uid != geteuid()) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                            "'%s' is owned by uid %u, not %u", path, (unsigned)st.st_uid,
+                            (unsigned)geteuid());
+                return -1;
+        }
+        if ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0) {
+                set_errno_error(error, errno, "fchmod", path);
+                return -1;
+        }
+        return kiln_steal_fd(&fd);
+}
+
+/* The configured top directory, created if missing, as a canonical path (mountinfo shows canonical
+ * paths). */
+static char *ensure_top_dir(const char *dir, GError **error)
+{
+        struct stat st;
+        char *real;
+
+        if (!dir || !g_path_is_absolute(dir)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "'%s' is not an absolute path",
+                            dir ? dir : "(null)");
+                return NULL;
+        }
+        if (g_mkdir_with_parents(dir, 0700) < 0) {
+                set_errno_error(error, errno, "mkdir", dir);
+                return NULL;
+        }
+        real = realpath(dir, NULL);
+        if (!real) {
+                set_errno_error(error, errno, "realpath", dir);
+                return NULL;
+        }
+        /* Paths below it are handed to kiln-import and to umount2(): nobody else may rename in it. */
+        if (stat(real, &st) < 0) {
+                set_errno_error(error, errno, "stat", real);
+                free(real);
+                return NULL;
+        }
+        if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                            "'%s' must be owned by uid %u and writable by nobody else", real,
+                            (unsigned)geteuid());
+                free(real);
+                return NULL;
+        }
+        /* realpath() mallocs; hand out GLib memory */
+        char *copy = g_strdup(real);
+        free(real);
+        return copy;
+}
+
+KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, const char *helper_dir,
+                              GError **error)
+{
+        g_autoptr(KilnStorage) s = g_new0(KilnStorage, 1);
+        _cleanup_close_ int state_fd = -1, runtime_fd = -1;
+
+        s->layers_fd = s->builders_fd = s->mounts_fd = -1;
+        g_return_val_if_fail(helper_dir != NULL, NULL);
+
+        s->state_dir = ensure_top_dir(state_dir, error);
+        if (!s->state_dir)
+                return NULL;
+        s->runtime_dir = ensure_top_dir(runtime_dir, error);
+        if (!s->runtime_dir)
+                return NULL;
+        s->helper_path = g_build_filename(helper_dir, HELPER_NAME, NULL);
+        s->layers_dir = g_build_filename(s->state_dir, "layers", NULL);
+        s->builders_dir = g_build_filename(s->state_dir, "builders", NULL);
+        s->mounts_dir = g_build_filename(s->runtime_dir, "mounts", NULL);
+
+        state_fd = open(s->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (state_fd < 0) {
+                set_errno_error(error, errno, "open", s->state_dir);
+                return NULL;
+        }
+        runtime_fd = open(s->runtime_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (runtime_fd < 0) {
+                set_errno_error(error, errno, "open", s->runtime_dir);
+                return NULL;
+        }
+
+        s->layers_fd = ensure_dir(state_fd, "layers", s->layers_dir, 0700, error);
+        if (s->layers_fd < 0)
+                return NULL;
+        s->builders_fd = ensure_dir(state_fd, "builders", s->builders_dir, 0700, error);
+        if (s->builders_fd < 0)
+                return NULL;
+        s->mounts_fd = ensure_dir(runtime_fd, "mounts", s->mounts_dir, 0700, error);
+        if (s->mounts_fd < 0)
+                return NULL;
+
+        return g_steal_pointer(&s);
+}
+
+void kiln_storage_free(KilnStorage *s)
+{
+        if (!s)
+                return;
+        kiln_close_fdp(&s->layers_fd);
+        kiln_close_fdp(&s->builders_fd);
+        kiln_close_fdp(&s->mounts_fd);
+        g_free(s->state_dir);
+        g_free(s->runtime_dir);
+        g_free(s->helper_path);
+        g_free(s->layers_dir);
+        g_free(s->builders_dir);
+        g_free(s->mounts_dir);
+        g_free(s);
+}
+
+/* ---- mountinfo ---- */
+
+/* Undoes mountinfo's octal escapes (\040 for a space, ...). */
+static char *unescape_mountinfo(const char *s)
+{
+        GString *out = g_string_sized_new(strlen(s));
+
+        for (const char *p = s; *p; p++) {
+                if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+                    p[3] >= '0' && p[3] <= '7') {
+                        g_string_append_c(out,
+                                          (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0')));
+                        p += 3;
+                } else {
+                        g_string_append_c(out, *p);
+                }
+        }
+        return g_string_free(out, FALSE);
+}
+
+/* Mount points, in mountinfo order (parents before children). */
+static GPtrArray *read_mount_points(GError **error)
+{
+        g_autofree char *contents = NULL;
+        g_auto(GStrv) lines = NULL;
+        GPtrArray *points;
+
+        if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, error))
+                return NULL;
+        points = g_ptr_array_new_with_free_func(g_free);
+        lines = g_strsplit(contents, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_auto(GStrv) fields = g_strsplit(*l, " ", 6);
+                if (g_strv_length(fields) < 5)
+                        continue;
+                g_ptr_array_add(points, unescape_mountinfo(fields[4]));
+        }
+        return points;
+}
+
+static char *mount_point_path(KilnStorage *s, const char *id)
+{
+        return g_build_filename(s->mounts_dir, id, NULL);
+}
+
+static gboolean path_is_mounted(const char *path)
+{
+        g_autoptr(GPtrArray) points = read_mount_points(NULL);
+
+        if (!points)
+                return FALSE;
+        for (guint i = 0; i < points->len; i++)
+                if (strcmp(points->pdata[i], path) == 0)
+                        return TRUE;
+        return FALSE;
+}
+
+gboolean kiln_storage_is_mounted(KilnStorage *s, const char *id)
+{
+        g_autofree char *path = NULL;
+
+        if (!kiln_hex64_is_valid(id))
+                return FALSE;
+        path = mount_point_path(s, id);
+        return path_is_mounted(path);
+}
+
+/* Unmounts @path: a plain unmount first, a lazy detach only if it is busy. */
+static gboolean unmount_path(const char *path, GError **error)
+{
+        /* UMOUNT_NOFOLLOW: the last component is our own directory under RUNTIME/mounts (0700 root),
+         * and a symlink there would not be followed anyway. */
+        if (umount2(path, UMOUNT_NOFOLLOW) == 0)
+                return TRUE;
+        if (errno == EINVAL)
+                return TRUE; /* not (any longer) a mount point */
+        if (errno != EBUSY)
+                return set_errno_error(error, errno, "umount2", path);
+        /* Busy (a process still has a file open in it): detach it from the tree now; the kernel frees
+         * it when the last user goes. */
+        if (umount2(path, UMOUNT_NOFOLLOW | MNT_DETACH) < 0 && errno != EINVAL)
+                return set_errno_error(error, errno, "umount2", path);
+        return TRUE;
+}
+
+void kiln_storage_cleanup_stale(KilnStorage *s)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) points = read_mount_points(&error);
+        g_autofree char *prefix = g_strconcat(s->mounts_dir, "/", NULL);
+        _cleanup_close_ int fd = -1;
+        DIR *d;
+        struct dirent *de;
+
+        if (!points) {
+                g_warning("Cannot read mountinfo: %s", error->message);
+        } else {
+                /* Children before parents. */
+                for (guint i = points->len; i > 0; i--) {
+                        const char *p = points->pdata[i - 1];
+                        if (!g_str_has_prefix(p, prefix))
+                                continue;
+                        if (!unmount_path(p, &error)) {
+                                g_warning("Stale mount: %s", error->message);
+                                g_clear_error(&error);
+                        }
+                }
+        }
+
+        /* Mount points left behind: only empty directories are removed (rmdir), so anything still
+         * mounted or unexpected stays. */
+        fd = openat(s->mounts_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (d) {
+                fd = -1;
+                while ((de = readdir(d))) {
+                        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                                continue;
+                        if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                                g_warning("Cannot remove stale mount point '%s/%s': %s", s->mounts_dir,
+                                          de->d_name, g_strerror(errno));
+                }
+                closedir(d);
+        }
+
+        /* Imports a crash interrupted. */
+        fd = openat(s->layers_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (d) {
+                g_autoptr(GPtrArray) stale = g_ptr_array_new_with_free_func(g_free);
+
+                fd = -1;
+                while ((de = readdir(d)))
+                        if (g_str_has_prefix(de->d_name, ".tmp-"))
+                                g_ptr_array_add(stale, g_strdup(de->d_name));
+                closedir(d);
+                for (guint i = 0; i < stale->len; i++) {
+                        g_autofree char *failed = NULL;
+                        int r = kiln_rm_rf_at(s->layers_fd, stale->pdata[i], &failed);
+                        if (r < 0)
+                                g_warning("Cannot remove '%s/%s': %s", s->layers_dir, failed,
+                                          g_strerror(-r));
+                }
+        }
+}
+
+/* ---- import ---- */
+
+typedef struct ImportState {
+        GSubprocess *proc;
+        GCancellable *cancellable;
+        gulong cancel_id;
+        GMainContext *context;
+        GMutex lock;
+        GSource *kill_source; /* under lock */
+} ImportState;
+
+static void import_state_free(ImportState *st)
+{
+        if (st->cancellable && st->cancel_id)
+                g_cancellable_disconnect(st->cancellable, st->cancel_id);
+        if (st->kill_source) {
+                g_source_destroy(st->kill_source);
+                g_source_unref(st->kill_source);
+        }
+        g_clear_object(&st->proc);
+        g_clear_object(&st->cancellable);
+        if (st->context)
+                g_main_context_unref(st->context);
+        g_mutex_clear(&st->lock);
+        g_free(st);
+}
+
+static gboolean on_kill_timeout(gpointer data)
+{
+        g_subprocess_force_exit(G_SUBPROCESS(data));
+        return G_SOURCE_REMOVE;
+}
+
+/* May run in any thread. Asks kiln-import to stop (it removes its tmp tree on SIGTERM) and kills it
+ * if it has not after a while. The task completes when the helper has exited. */
+static void on_import_cancelled(GCancellable *cancellable, gpointer data)
+{
+        ImportState *st = data;
+        GSource *src;
+
+        g_subprocess_send_signal(st->proc, SIGTERM);
+        src = g_timeout_source_new_seconds(HELPER_KILL_TIMEOUT_SECONDS);
+        g_source_set_callback(src, on_kill_timeout, g_object_ref(st->proc), g_object_unref);
+        g_mutex_lock(&st->lock);
+        if (!st->kill_source) {
+                st->kill_source = src;
+                g_source_attach(src, st->context);
+        } else {
+                g_source_unref(src);
+        }
+        g_mutex_unlock(&st->lock);
+}
+
+/* The first non-empty line of the helper's stderr, valid UTF-8 and bounded. */
+static char *helper_message(GBytes *err_bytes)
+{
+        gsize len = 0;
+        const char *data = err_bytes ? g_bytes_get_data(err_bytes, &len) : NULL;
+        const char *p = data, *end = data + len;
+
+        while (p && p < end) {
+                const char *nl = memchr(p, '\n', end - p);
+                const char *line_end = nl ? nl : end;
+                if (line_end > p) {
+                        gsize n = MIN((gsize)(line_end - p), (gsize)HELPER_MESSAGE_MAX);
+                        return g_utf8_make_valid(p, (gssize)n);
+                }
+                p = line_end + 1;
+        }
+        return NULL;
+}
+
+static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        g_autoptr(GTask) task = data;
+        ImportState *st = g_task_get_task_data(task);
+        g_autoptr(GBytes) out = NULL, err = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *message = NULL;
+        const char *out_data;
+        gsize out_len = 0;
+        int status, code;
+
+        if (st->cancellable && st->cancel_id) {
+                g_cancellable_disconnect(st->cancellable, st->cancel_id);
+                st->cancel_id = 0;
+        }
+        if (!g_subprocess_communicate_finish(st->proc, result, &out, &err, &error)) {
+                /* Reading the pipes failed: make sure the helper goes. */
+                g_subprocess_force_exit(st->proc);
+                g_task_return_error(task, g_steal_pointer(&error));
+                return;
+        }
+        if (g_task_return_error_if_cancelled(task))
+                return;
+
+        message = helper_message(err);
+        if (g_subprocess_get_if_signaled(st->proc)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s killed by signal %d%s%s",
+                                        HELPER_NAME, g_subprocess_get_term_sig(st->proc),
+                                        message ? ": " : "", message ? message : "");
+                return;
+        }
+        status = g_subprocess_get_exit_status(st->proc);
+        if (status == KILN_IMPORT_EXIT_OK) {
+                out_data = out ? g_bytes_get_data(out, &out_len) : NULL;
+                if (out_len == KILN_LAYER_DIGEST_LENGTH + 1 && out_data[KILN_LAYER_DIGEST_LENGTH] == '\n') {
+                        char *digest = g_strndup(out_data, KILN_LAYER_DIGEST_LENGTH);
+                        if (kiln_hex64_is_valid(digest)) {
+                                g_task_return_pointer(task, digest, g_free);
+                                return;
+                        }
+                        g_free(digest);
+                }
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no layer digest",
+                                        HELPER_NAME);
+                return;
+        }
+
+        switch (status) {
+        case KILN_IMPORT_EXIT_NOT_FOUND:
+                code = G_IO_ERROR_NOT_FOUND;
+                break;
+        case KILN_IMPORT_EXIT_PERMISSION_DENIED:
+                code = G_IO_ERROR_PERMISSION_DENIED;
+                break;
+        case KILN_IMPORT_EXIT_NOT_DIRECTORY:
+                code = G_IO_ERROR_NOT_DIRECTORY;
+                break;
+        case KILN_IMPORT_EXIT_INVALID:
+                code = G_IO_ERROR_INVALID_ARGUMENT;
+                break;
+        default:
+                code = G_IO_ERROR_FAILED;
+                break;
+        }
+        if (message)
+                g_task_return_new_error(task, G_IO_ERROR, code, "%s", message);
+        else
+                g_task_return_new_error(task, G_IO_ERROR, code, "%s failed with exit status %d", HELPER_NAME,
+                                        status);
+}
+
+void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
+                               GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GError) error = NULL;
+        const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+        ImportState *st;
+
+        g_task_set_source_tag(task, kiln_storage_import_async);
+
+        if ((src_path == NULL) == (src_fd < 0)) {
+                kiln_close_fdp(&src_fd);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Exactly one of a source path and a source descriptor is needed");
+                return;
+        }
+        if (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Source '%s' is not an absolute path", src_path);
+                return;
+        }
+        if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
+            (creds->n_groups > 0 && !creds->groups)) {
+                kiln_close_fdp(&src_fd);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Invalid credentials");
+                return;
+        }
+
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        g_ptr_array_add(argv, g_strdup("--uid"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
+        g_ptr_array_add(argv, g_strdup("--gid"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->gid));
+        if (creds->n_groups > 0) {
+                GString *groups = g_string_new(NULL);
+                for (size_t i = 0; i < creds->n_groups; i++)
+                        g_string_append_printf(groups, "%s%u", i ? "," : "", (unsigned)creds->groups[i]);
+                g_ptr_array_add(argv, g_strdup("--groups"));
+                g_ptr_array_add(argv, g_string_free(groups, FALSE));
+        }
+        g_ptr_array_add(argv, g_strdup("--layers"));
+        g_ptr_array_add(argv, g_strdup(s->layers_dir));
+        if (src_path) {
+                g_ptr_array_add(argv, g_strdup("--path"));
+                g_ptr_array_add(argv, g_strdup(src_path));
+        } else {
+                g_ptr_array_add(argv, g_strdup("--fd"));
+                g_ptr_array_add(argv, g_strdup("3"));
+        }
+        g_ptr_array_add(argv, NULL);
+
+        launcher =
+            g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+        g_subprocess_launcher_set_environ(launcher, (char **)env);
+        g_subprocess_launcher_set_cwd(launcher, "/");
+        if (src_fd >= 0)
+                g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
+
+        st = g_new0(ImportState, 1);
+        g_mutex_init(&st->lock);
+        st->context = g_main_context_ref_thread_default();
+        st->cancellable = cancellable ? g_object_ref(cancellable) : NULL;
+        g_task_set_task_data(task, st, (GDestroyNotify)import_state_free);
+
+        st->proc = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, &error);
+        if (!st->proc) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "Cannot run %s: %s",
+                                        s->helper_path, error->message);
+                return;
+        }
+
+        /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
+         * collected, so no tmp tree or zombie is left behind. */
+        g_subprocess_communicate_async(st->proc, NULL, NULL, on_import_done, g_object_ref(task));
+        if (cancellable)
+                st->cancel_id =
+                    g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
+}
+
+char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)
+{
+        g_return_val_if_fail(g_task_is_valid(result, NULL), NULL);
+        return g_task_propagate_pointer(G_TASK(result), error);
+}
+
+/* ---- layers ---- */
+
+gboolean kiln_storage_layer_exists(KilnStorage *s, const char *digest)
+{
+        struct stat st;
+
+        if (!kiln_hex64_is_valid(digest))
+                return FALSE;
+        return fstatat(s->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+char *kiln_storage_scratch_layer(KilnStorage *s, GError **error)
+{
+        g_autofree char *digest = kiln_layer_empty_digest();
+        g_autofree char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        struct timespec ts[2] = {{0, 0}, {0, 0}};
+
+        if (kiln_storage_layer_exists(s, digest))
+                return g_steal_pointer(&digest);
+
+        /* Built like kiln-import builds a layer: a fresh .tmp- directory (removed by cleanup_stale if we
+         * crash), given the exact metadata the digest covers, then renamed into place. */
+        for (int attempt = 0;; attempt++) {
+                g_free(tmp);
+                tmp = g_strdup_printf(".tmp-scratch-%08x", g_random_int());
+                if (mkdirat(s->layers_fd, tmp, 0700) == 0)
+                        break;
+                if (errno != EEXIST || attempt > 100) {
+                        set_errno_error(error, errno, "mkdirat", tmp);
+                        return NULL;
+                }
+        }
+        fd = openat(s->layers_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                set_errno_error(error, errno, "openat", tmp);
+                goto fail;
+        }
+        if (fchown(fd, 0, 0) < 0) {
+                set_errno_error(error, errno, "fchown", tmp);
+                goto fail;
+        }
+        if (fchmod(fd, KILN_LAYER_EMPTY_MODE) < 0) {
+                set_errno_error(error, errno, "fchmod", tmp);
+                goto fail;
+        }
+        if (futimens(fd, ts) < 0) {
+                set_errno_error(error, errno, "futimens", tmp);
+                goto fail;
+        }
+        if (fsync(fd) < 0) {
+                set_errno_error(error, errno, "fsync", tmp);
+                goto fail;
+        }
+        if (renameat2(s->layers_fd, tmp, s->layers_fd, digest, RENAME_NOREPLACE) < 0) {
+                if (errno != EEXIST) {
+                        set_errno_error(error, errno, "renameat2", digest);
+                        goto fail;
+                }
+                unlinkat(s->layers_fd, tmp, AT_REMOVEDIR); /* made at the same time elsewhere */
+        }
+        fsync(s->layers_fd);
+        return g_steal_pointer(&digest);
+
+fail:
+        unlinkat(s->layers_fd, tmp, AT_REMOVEDIR);
+        return NULL;
+}
+
+/* ---- builders ---- */
+
+char *kiln_storage_builder_dir(KilnStorage *s, const char *id)
+{
+        /* Never a path for a malformed id: NULL instead. */
+        if (!kiln_hex64_is_valid(id))
+                return NULL;
+        return g_build_filename(s->builders_dir, id, NULL);
+}
+
+gboolean kiln_storage_create_builder(KilnStorage *s, const char *id, GError **error)
+{
+        g_autofree char *path = NULL;
+        _cleanup_close_ int fd = -1;
+
+        if (!check_id("builder id", id, error))
+                return FALSE;
+        path = g_build_filename(s->builders_dir, id, NULL);
+
+        if (mkdirat(s->builders_fd, id, 0700) < 0) {
+                if (errno == EEXIST)
+                        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS, "Builder directory '%s' exists",
+                                    path);
+                else
+                        set_errno_error(error, errno, "mkdirat", path);
+                return FALSE;
+        }
+        fd = openat(s->builders_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                set_errno_error(error, errno, "openat", path);
+                goto fail;
+        }
+        /* upper/ gets the layer root's owner and mode on the first mount (see kiln_storage_mount). */
+        if (mkdirat(fd, "upper", 0755) < 0 || fchmodat(fd, "upper", 0755, 0) < 0) {
+                g_autofree char *p = g_build_filename(path, "upper", NULL);
+                set_errno_error(error, errno, "mkdirat", p);
+                goto fail;
+        }
+        if (mkdirat(fd, "work", 0700) < 0) {
+                g_autofree char *p = g_build_filename(path, "work", NULL);
+                set_errno_error(error, errno, "mkdirat", p);
+                goto fail;
+        }
+        return TRUE;
+
+fail:
+        kiln_rm_rf_at(s->builders_fd, id, NULL);
+        return FALSE;
+}
+
+gboolean kiln_storage_remove_builder(KilnStorage *s, const char *id, GError **error)
+{
+        g_autofree char *failed = NULL;
+        int r;
+
+        if (!check_id("builder id", id, error))
+                return FALSE;
+        if (!kiln_storage_unmount(s, id, error))
+                return FALSE;
+
+        /* The upper dir was written by containers: removed without following any symlink in it and
+         * without crossing into another file system. A missing directory counts as removed. */
+        r = kiln_rm_rf_at(s->builders_fd, id, &failed);
+        if (r < 0) {
+                g_autofree char *p = g_build_filename(s->builders_dir, failed ? failed : id, NULL);
+                return set_errno_error(error, -r, "remove", p);
+        }
+        return TRUE;
+}
+
+/* ---- overlay mounts ---- */
+
+static gboolean dir_is_empty(int fd)
+{
+        DIR *d;
+        struct dirent *de;
+        int dup_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        gboolean empty = TRUE;
+
+        if (dup_fd < 0)
+                return FALSE;
+        d = fdopendir(dup_fd);
+        if (!d) {
+                close(dup_fd);
+                return FALSE;
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+                        empty = FALSE;
+                        break;
+                }
+        closedir(d);
+        return empty;
+}
+
+/* Overlayfs shows the upper dir's own metadata for the merged root, so before the first mount (work/
+ * is still empty then) upper/ takes the owner and mode of the layer's root, as containers/storage
+ * does. Later mounts keep whatever the container made of it. */
+static gboolean init_upper_root(int lower_fd, int bdir_fd, const char *bdir, GError **error)
+{
+        _cleanup_close_ int work = -1, upper = -1;
+        struct stat st;
+
+        work = openat(bdir_fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (work < 0) {
+                g_autofree char *p = g_build_filename(bdir, "work", NULL);
+                return set_errno_error(error, errno, "openat", p);
+        }
+        if (!dir_is_empty(work))
+                return TRUE;
+        upper = openat(bdir_fd, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (upper < 0) {
+                g_autofree char *p = g_build_filename(bdir, "upper", NULL);
+                return set_errno_error(error, errno, "openat", p);
+        }
+        if (fstat(lower_fd, &st) < 0)
+                return set_errno_error(error, errno, "fstat", "layer");
+        if (fchown(upper, st.st_uid, st.st_gid) < 0 || fchmod(upper, st.st_mode & 07777) < 0) {
+                g_autofree char *p = g_build_filename(bdir, "upper", NULL);
+                return set_errno_error(error, errno, "fchown", p);
+        }
+        return TRUE;
+}
+
+/* A string option for the old interfaces: refuse what their option syntax would split. */
+static gboolean check_option_path(const char *path, GError **error)
+{
+        if (strpbrk(path, ",:\\ \t\n")) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                            "Path '%s' cannot be given to this kernel's overlayfs", path);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* The kernel's own account of a failed fsconfig, if it left one in the context's log. */
+static char *fs_context_log(int fsfd)
+{
+        char buf[512];
+        ssize_t n = read(fsfd, buf, sizeof(buf) - 1);
+
+        if (n <= 0)
+                return NULL;
+        buf[n] = '\0';
+        g_strchomp(buf);
+        return g_utf8_make_valid(buf, -1);
+}
+
+/* The new mount API: layers as descriptors (no path parsing at all) where the kernel takes them,
+ * else as strings. Returns a detached mount, -1 with errno, or -2 with @error set. */
+static int overlay_fsmount(int lower, int upper, int work, const char *lower_path, const char *upper_path,
+                           const char *work_path, gboolean by_fd, GError **error)
+{
+        _cleanup_close_ int fsfd = -1;
+        int mfd;
+
+        fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
+        if (fsfd < 0)
+                return -1;
+        if (by_fd) {
+                if (fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lower) < 0 ||
+                    fsconfig(fsfd, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
+                    fsconfig(fsfd, FSCONFIG_SET_FD, "workdir", NULL, work) < 0)
+                        return -1;
+        } else {
+                if (!check_option_path(lower_path, error) || !check_option_path(upper_path, error) ||
+                    !check_option_path(work_path, error))
+                        return -2;
+                if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir", lower_path, 0) < 0 ||
+                    fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper_path, 0) < 0 ||
+                    fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work_path, 0) < 0)
+                        return -1;
+        }
+        /* No metadata-only copy-up: every copied-up file is complete in upper/. */
+        if (fsconfig(fsfd, FSCONFIG_SET_STRING, "metacopy", "off", 0) < 0)
+                return -1;
+        if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+                int e = errno;
+                g_autofree char *log = fs_context_log(fsfd);
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "mount overlay on '%s': %s%s%s",
+                            upper_path, g_strerror(e), log ? " — " : "", log ? log : "");
+                return -2;
+        }
+        /* nosuid, nodev: nothing in a layer or an upper dir gains privileges or reaches a device on
+         * the host through this mount. */
+        mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+        if (mfd < 0) {
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fsmount overlay: %s",
+                            g_strerror(errno));
+                return -2;
+        }
+        return mfd;
+}
+
+char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, GError **error)
+{
+        g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
+                        *work_path = NULL;
+        _cleanup_close_ int lower = -1, bdir_fd = -1, upper = -1, work = -1, mfd = -1;
+        struct stat st;
+
+        if (!check_id("builder id", id, error) || !check_id("layer digest", layer_digest, error))
+                return NULL;
+        target = mount_point_path(s, id);
+        if (path_is_mounted(target))
+                return g_steal_pointer(&target);
+
+        bdir = g_build_filename(s->builders_dir, id, NULL);
+        lower_path = g_build_filename(s->layers_dir, layer_digest, NULL);
+        upper_path = g_build_filename(bdir, "upper", NULL);
+        work_path = g_build_filename(bdir, "work", NULL);
+
+        lower = openat(s->layers_fd, layer_digest, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (lower < 0) {
+                set_errno_error(error, errno, "openat", lower_path);
+                return NULL;
+        }
+        bdir_fd = openat(s->builders_fd, id, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (bdir_fd < 0) {
+                set_errno_error(error, errno, "openat", bdir);
+                return NULL;
+        }
+        upper = openat(bdir_fd, "upper", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (upper < 0) {
+                set_errno_error(error, errno, "openat", upper_path);
+                return NULL;
+        }
+        work = openat(bdir_fd, "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (work < 0) {
+                set_errno_error(error, errno, "openat", work_path);
+                return NULL;
+        }
+        if (!init_upper_root(lower, bdir_fd, bdir, error))
+                return NULL;
+
+        /* The mount point: our own directory in RUNTIME/mounts (0700 root). */
+        if (mkdirat(s->mounts_fd, id, 0700) < 0 && errno != EEXIST) {
+                set_errno_error(error, errno, "mkdirat", target);
+                return NULL;
+        }
+        if (fstatat(s->mounts_fd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_DIRECTORY,
+                            "Mount point '%s' is not a directory", target);
+                return NULL;
+        }
+
+        mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, TRUE, error);
+        if (mfd == -1 && errno == EINVAL)
+                mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, FALSE, error);
+        if (mfd == -1 && errno == ENOSYS) {
+                /* No new mount API: mount(2) with the same options. */
+                g_autofree char *options = NULL;
+
+                if (!check_option_path(lower_path, error) || !check_option_path(upper_path, error) ||
+                    !check_option_path(work_path, error))
+                        goto fail;
+                options = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s,metacopy=off", lower_path,
+                                          upper_path, work_path);
+                if (mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, options) < 0) {
+                        set_errno_error(error, errno, "mount overlay", target);
+                        goto fail;
+                }
+                return g_steal_pointer(&target);
+        }
+        if (mfd == -1) {
+                set_errno_error(error, errno, "fsconfig overlay", upper_path);
+                goto fail;
+        }
+        if (mfd < 0)
+                goto fail;
+
+        if (move_mount(mfd, "", s->mounts_fd, id, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+                set_errno_error(error, errno, "move_mount", target);
+                goto fail;
+        }
+        return g_steal_pointer(&target);
+
+fail:
+        unlinkat(s->mounts_fd, id, AT_REMOVEDIR);
+        return NULL;
+}
+
+gboolean kiln_storage_unmount(KilnStorage *s, const char *id, GError **error)
+{
+        g_autofree char *target = NULL;
+
+        if (!check_id("builder id", id, error))
+                return FALSE;
+        target = mount_point_path(s, id);
+
+        /* Several mounts may be stacked there (mounted twice by hand, or by a crash): unmount them all. */
+        for (int i = 0; i < UNMOUNT_ATTEMPTS && path_is_mounted(target); i++)
+                if (!unmount_path(target, error))
+                        return FALSE;
+        if (path_is_mounted(target)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY, "'%s' is still mounted", target);
+                return FALSE;
+        }
+        if (unlinkat(s->mounts_fd, id, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return set_errno_error(error, errno, "rmdir", target);
+        return TRUE;
+}

@@ -1,2 +1,1179 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-int main(void) { return 0; }
+/* kiln-import: imports a directory tree, read with a caller's credentials, into a content-addressed
+ * layer.
+ *
+ *   kiln-import --uid U --gid G [--groups G1,G2,...] --layers STATE/layers (--path ABS | --fd N)
+ *
+ * kilnd runs this as root. It prints the layer digest (64 hex characters) on stdout and exits 0, or
+ * prints one line naming the path and the reason on stderr and exits with one of the
+ * KILN_IMPORT_EXIT_* codes (layer-digest.h).
+ *
+ * Two processes, one trust boundary:
+ *   - the reader (import-reader.c), a forked child that fully becomes the caller, opens the source
+ *     and every entry below it and passes each opened descriptor up over a socket;
+ *   - this parent, root, which never resolves a path in the caller's tree and never reads anything
+ *     the reader did not open for reading. It takes all metadata from fstat() of the descriptors it
+ *     receives and creates the layer itself under a fresh STATE/layers/.tmp-XXXXXX, using only
+ *     directory descriptors it created, then renames it to the digest of what it wrote.
+ * The reader is the caller's code as far as trust goes: whatever it sends, the worst outcome is a
+ * layer holding files the caller could read anyway, or a failed import. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "fs-util.h"
+#include "import-protocol.h"
+#include "kiln-common.h"
+#include "layer-digest.h"
+
+#define COPY_BUFFER_SIZE (1024 * 1024)
+#define XATTR_MAX_SIZE 65536 /* XATTR_SIZE_MAX and XATTR_LIST_MAX */
+
+static volatile sig_atomic_t terminating;
+
+typedef struct Options {
+        uid_t uid;
+        gid_t gid;
+        gid_t *groups;
+        size_t n_groups;
+        const char *layers;
+        const char *path;
+        int fd;
+        bool have_uid, have_gid;
+} Options;
+
+/* A directory of the new layer that may still get entries: the stack of these mirrors the reader's. */
+typedef struct Dir {
+        uint32_t index; /* the reader's record index */
+        int fd;         /* our directory in the tmp tree */
+        char *path;     /* relative to the layer root, "" for the root */
+        unsigned depth;
+        mode_t mode;
+        struct timespec mtime;
+        char *last_name; /* the previous entry's name, to check the order */
+} Dir;
+
+typedef struct InodeKey {
+        dev_t dev;
+        ino_t ino;
+} InodeKey;
+
+typedef struct Importer {
+        int layers_fd;
+        char tmp_name[32];
+        int tmp_fd; /* owned by the root Dir once that exists */
+        int sock;
+        pid_t child;
+        GChecksum *checksum;
+        GArray *stack;     /* Dir */
+        GHashTable *links; /* InodeKey → path of the first entry */
+        uint32_t n_records;
+        uint8_t *buffer;
+        int exit_code;
+        char *error;
+} Importer;
+
+static int fail(Importer *im, int exit_code, const char *format, ...) G_GNUC_PRINTF(3, 4);
+
+static int fail(Importer *im, int exit_code, const char *format, ...)
+{
+        va_list ap;
+
+        if (im->error)
+                return -1; /* keep the first, it is the cause */
+        va_start(ap, format);
+        im->error = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        im->exit_code = exit_code;
+        return -1;
+}
+
+/* "<syscall> '<path>': <reason>" for our own failures. */
+static int fail_errno(Importer *im, int err, const char *syscall_name, const char *path)
+{
+        g_autofree char *p = kiln_escape_for_message(path, strlen(path));
+        return fail(im, KILN_IMPORT_EXIT_FAILED, "%s '%s': %s", syscall_name, p, g_strerror(err));
+}
+
+static int fail_xattr(Importer *im, int err, const char *syscall_name, const char *path, const char *name)
+{
+        g_autofree char *p = kiln_escape_for_message(path, strlen(path));
+        g_autofree char *n = kiln_escape_for_message(name, strlen(name));
+        return fail(im, KILN_IMPORT_EXIT_FAILED, "%s '%s' xattr '%s': %s", syscall_name, p[0] ? p : ".", n,
+                    g_strerror(err));
+}
+
+static const char *display(const char *path)
+{
+        return path[0] ? path : ".";
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+        return dir[0] ? g_strconcat(dir, "/", name, NULL) : g_strdup(name);
+}
+
+static guint inode_hash(gconstpointer p)
+{
+        const InodeKey *k = p;
+        return g_int64_hash(&(gint64){(gint64)k->ino}) ^ g_int64_hash(&(gint64){(gint64)k->dev});
+}
+
+static gboolean inode_equal(gconstpointer a, gconstpointer b)
+{
+        const InodeKey *x = a, *y = b;
+        return x->dev == y->dev && x->ino == y->ino;
+}
+
+static void on_signal(int sig)
+{
+        terminating = 1;
+}
+
+static bool check_terminating(Importer *im)
+{
+        if (terminating) {
+                fail(im, KILN_IMPORT_EXIT_FAILED, "import cancelled");
+                return true;
+        }
+        return false;
+}
+
+/* ---- xattrs ---- */
+
+/* Only these are copied. trusted.* (root-only, and overlayfs keeps its own state there) and
+ * security.selinux/ima/evm and the like are never taken from a caller's tree. */
+static bool xattr_is_kept(const char *name)
+{
+        return g_str_has_prefix(name, "user.") || strcmp(name, "security.capability") == 0 ||
+               strcmp(name, "system.posix_acl_access") == 0 || strcmp(name, "system.posix_acl_default") == 0;
+}
+
+static void xattrs_free(GArray *xattrs)
+{
+        if (!xattrs)
+                return;
+        for (guint i = 0; i < xattrs->len; i++) {
+                KilnXattr *x = &g_array_index(xattrs, KilnXattr, i);
+                g_free(x->name);
+                g_free(x->value);
+        }
+        g_array_unref(xattrs);
+}
+typedef GArray *GArrayXattrs;
+G_DEFINE_AUTO_CLEANUP_FREE_FUNC(GArrayXattrs, xattrs_free, NULL)
+
+static int cmp_xattr(gconstpointer a, gconstpointer b)
+{
+        return strcmp(((const KilnXattr *)a)->name, ((const KilnXattr *)b)->name);
+}
+
+/* Reads the kept xattrs of @fd, a descriptor the reader opened for reading (so the caller could read
+ * them), sorted by name. */
+static int read_xattrs(Importer *im, int fd, const char *path, GArray **out)
+{
+        g_autofree char *list = NULL;
+        GArray *xattrs = g_array_new(FALSE, TRUE, sizeof(KilnXattr));
+        ssize_t n = -1;
+
+        *out = NULL;
+        for (int attempt = 0; attempt < 5; attempt++) {
+                n = flistxattr(fd, NULL, 0);
+                if (n < 0 && (errno == ENOTSUP || errno == ENODATA)) {
+                        *out = xattrs;
+                        return 0;
+                }
+                if (n <= 0)
+                        break;
+                g_free(list);
+                list = g_malloc((size_t)n + 1);
+                n = flistxattr(fd, list, (size_t)n);
+                if (n >= 0 || errno != ERANGE)
+                        break;
+        }
+        if (n < 0) {
+                xattrs_free(xattrs);
+                return fail_errno(im, errno, "flistxattr", display(path));
+        }
+
+        if (n > 0)
+                list[n] = '\0';
+        for (ssize_t off = 0; off < n;) {
+                const char *name = list + off;
+                KilnXattr x = {0};
+                ssize_t size;
+
+                off += (ssize_t)strlen(name) + 1;
+                if (!xattr_is_kept(name))
+                        continue;
+
+                x.value = g_malloc(XATTR_MAX_SIZE);
+                size = fgetxattr(fd, name, x.value, XATTR_MAX_SIZE);
+                if (size < 0) {
+                        int e = errno;
+                        g_free(x.value);
+                        if (e == ENODATA)
+                                continue; /* removed meanwhile */
+                        xattrs_free(xattrs);
+                        return fail_xattr(im, e, "fgetxattr", path, name);
+                }
+                x.value = g_realloc(x.value, size > 0 ? (size_t)size : 1);
+                x.size = (size_t)size;
+                x.name = g_strdup(name);
+                g_array_append_val(xattrs, x);
+        }
+        g_array_sort(xattrs, cmp_xattr);
+        *out = xattrs;
+        return 0;
+}
+
+static int write_xattrs(Importer *im, int fd, GArray *xattrs, const char *path)
+{
+        for (guint i = 0; xattrs && i < xattrs->len; i++) {
+                KilnXattr *x = &g_array_index(xattrs, KilnXattr, i);
+                if (fsetxattr(fd, x->name, x->value, x->size, XATTR_CREATE) < 0)
+                        return fail_xattr(im, errno, "fsetxattr", path, x->name);
+        }
+        return 0;
+}
+
+/* ---- regular files ---- */
+
+static int pwrite_all(int fd, const uint8_t *buf, size_t len, off_t off)
+{
+        while (len > 0) {
+                ssize_t n = pwrite(fd, buf, len, off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                buf += n;
+                len -= (size_t)n;
+                off += n;
+        }
+        return 0;
+}
+
+/* Copies the data ranges of @src (holes are skipped, and stay holes) up to @size bytes, or to where
+ * the file ends if it shrank meanwhile. copy_file_range() first (reflinks where the file system can),
+ * pread/pwrite when it cannot. Returns the final size, or -1. */
+static int64_t copy_content(Importer *im, int src, int dst, uint64_t size, const char *path)
+{
+        uint64_t off = 0, end = size;
+        bool use_copy_file_range = true;
+
+        while (off < end) {
+                off_t data, hole;
+                uint64_t pos;
+
+                data = lseek(src, (off_t)off, SEEK_DATA);
+                if (data < 0) {
+                        if (errno == ENXIO)
+                                break; /* a hole to the end */
+                        data = (off_t)off;
+                        hole = (off_t)end;
+                } else {
+                        hole = lseek(src, data, SEEK_HOLE);
+                        if (hole < 0)
+                                hole = (off_t)end;
+                }
+                if ((uint64_t)data >= end)
+                        break;
+                if ((uint64_t)hole > end)
+                        hole = (off_t)end;
+
+                for (pos = (uint64_t)data; pos < (uint64_t)hole;) {
+                        size_t want = (size_t)MIN((uint64_t)hole - pos, (uint64_t)1 << 30);
+                        ssize_t n;
+
+                        if (check_terminating(im))
+                                return -1;
+                        if (use_copy_file_range) {
+                                off_t in = (off_t)pos, out = (off_t)pos;
+                                n = copy_file_range(src, &in, dst, &out, want, 0);
+                                if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP ||
+                                              errno == ENOSYS || errno == EPERM || errno == ETXTBSY)) {
+                                        use_copy_file_range = false;
+                                        continue;
+                                }
+                        } else {
+                                n = pread(src, im->buffer, MIN(want, (size_t)COPY_BUFFER_SIZE), (off_t)pos);
+                                if (n > 0) {
+                                        int r = pwrite_all(dst, im->buffer, (size_t)n, (off_t)pos);
+                                        if (r < 0)
+                                                return fail_errno(im, -r, "write", path);
+                                }
+                        }
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return fail_errno(im, errno,
+                                                  use_copy_file_range ? "copy_file_range" : "read", path);
+                        }
+                        if (n == 0) {
+                                end = pos; /* it shrank */
+                                goto done;
+                        }
+                        pos += (uint64_t)n;
+                }
+                off = (uint64_t)hole;
+        }
+done:
+        if (ftruncate(dst, (off_t)end) < 0)
+                return fail_errno(im, errno, "ftruncate", path);
+        return (int64_t)end;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+        return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/* Hashes the content of @fd, our own copy, so the digest covers exactly what the layer keeps. Holes
+ * are recognised with SEEK_DATA and never read. */
+static int hash_content(Importer *im, int fd, uint64_t size, const char *path)
+{
+        uint64_t n_blocks = (size + KILN_LAYER_BLOCK - 1) / KILN_LAYER_BLOCK;
+        uint64_t zero_run = 0, data_end = 0;
+
+        kiln_layer_hash_content_size(im->checksum, size);
+        for (uint64_t i = 0; i < n_blocks;) {
+                uint64_t off = i * KILN_LAYER_BLOCK;
+                size_t len = (size_t)MIN((uint64_t)KILN_LAYER_BLOCK, size - off);
+                size_t got = 0;
+
+                if (check_terminating(im))
+                        return -1;
+                if (off >= data_end) {
+                        off_t d = lseek(fd, (off_t)off, SEEK_DATA), h;
+
+                        if (d < 0 && errno == ENXIO) {
+                                zero_run += n_blocks - i;
+                                break;
+                        }
+                        if (d < 0) {
+                                d = (off_t)off;
+                                h = (off_t)size;
+                        } else {
+                                h = lseek(fd, d, SEEK_HOLE);
+                                if (h < 0)
+                                        h = (off_t)size;
+                        }
+                        data_end = (uint64_t)h;
+                        if ((uint64_t)d / KILN_LAYER_BLOCK > i) {
+                                zero_run += (uint64_t)d / KILN_LAYER_BLOCK - i;
+                                i = (uint64_t)d / KILN_LAYER_BLOCK;
+                                continue;
+                        }
+                }
+
+                while (got < len) {
+                        ssize_t n = pread(fd, im->buffer + got, len - got, (off_t)(off + got));
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n < 0)
+                                return fail_errno(im, errno, "read", path);
+                        if (n == 0)
+                                return fail(im, KILN_IMPORT_EXIT_FAILED, "read '%s': unexpected end of file",
+                                            path);
+                        got += (size_t)n;
+                }
+                if (all_zero(im->buffer, len)) {
+                        zero_run++;
+                } else {
+                        if (zero_run > 0)
+                                kiln_layer_hash_zero_blocks(im->checksum, zero_run);
+                        zero_run = 0;
+                        kiln_layer_hash_data_block(im->checksum, im->buffer, len);
+                }
+                i++;
+        }
+        if (zero_run > 0)
+                kiln_layer_hash_zero_blocks(im->checksum, zero_run);
+        return 0;
+}
+
+/* ---- entries ---- */
+
+static void dir_clear(Dir *d)
+{
+        if (d->fd >= 0)
+                close(d->fd);
+        d->fd = -1;
+        g_clear_pointer(&d->path, g_free);
+        g_clear_pointer(&d->last_name, g_free);
+}
+
+/* A directory gets its mode and times only once all its entries exist: creating them would change
+ * the times, and the mode may not let them be created. */
+static int dir_finish(Importer *im, Dir *d)
+{
+        struct timespec ts[2] = {d->mtime, d->mtime};
+
+        if (fchmod(d->fd, d->mode & 07777) < 0)
+                return fail_errno(im, errno, "fchmod", display(d->path));
+        if (futimens(d->fd, ts) < 0)
+                return fail_errno(im, errno, "futimens", display(d->path));
+        return 0;
+}
+
+static Dir *stack_top(Importer *im)
+{
+        return &g_array_index(im->stack, Dir, im->stack->len - 1);
+}
+
+static int stack_pop(Importer *im)
+{
+        Dir *d = stack_top(im);
+        int r = dir_finish(im, d);
+
+        if (d->fd == im->tmp_fd)
+                im->tmp_fd = -1;
+        dir_clear(d);
+        g_array_set_size(im->stack, im->stack->len - 1);
+        return r;
+}
+
+/* Opens, inside our tmp tree, the directory holding the entry at @path (a path we built ourselves from
+ * directories we created, each opened with O_NOFOLLOW). Returns the descriptor; *base points into @path. */
+static int open_parent_in_tmp(Importer *im, const char *path, const char **base)
+{
+        g_auto(GStrv) parts = g_strsplit(path, "/", -1);
+        guint n = g_strv_length(parts);
+        int fd =
+            fcntl(im->tmp_fd >= 0 ? im->tmp_fd : g_array_index(im->stack, Dir, 0).fd, F_DUPFD_CLOEXEC, 3);
+
+        if (fd < 0)
+                return fail_errno(im, errno, "dup", ".");
+        for (guint i = 0; i + 1 < n; i++) {
+                int sub = openat(fd, parts[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                int e = errno;
+                close(fd);
+                if (sub < 0)
+                        return fail_errno(im, e, "openat", path);
+                fd = sub;
+        }
+        *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        return fd;
+}
+
+static int make_hardlink(Importer *im, const char *first, int dirfd, const char *name, const char *path)
+{
+        const char *base;
+        _cleanup_close_ int fd = open_parent_in_tmp(im, first, &base);
+
+        if (fd < 0)
+                return -1;
+        /* Both names are in our own tree; flags 0: a symlink is linked as itself. */
+        if (linkat(fd, base, dirfd, name, 0) < 0)
+                return fail_errno(im, errno, "linkat", path);
+        return 0;
+}
+
+static int create_regular(Importer *im, int src, const struct stat *st, int dirfd, const char *name,
+                          const char *path, GArray *xattrs)
+{
+        _cleanup_close_ int fd = -1;
+        struct timespec ts[2] = {st->st_mtim, st->st_mtim};
+        int64_t size;
+        int fl;
+
+        /* The reader opened this for reading, as the caller; make sure it is not an O_PATH descriptor
+         * and not opened for writing (we only ever read it). */
+        fl = fcntl(src, F_GETFL);
+        if (fl < 0)
+                return fail_errno(im, errno, "fcntl", path);
+        if ((fl & O_PATH) || (fl & O_ACCMODE) != O_RDONLY)
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "'%s': not opened for reading by the reader", path);
+        if ((fl & O_NONBLOCK) && fcntl(src, F_SETFL, fl & ~O_NONBLOCK) < 0)
+                return fail_errno(im, errno, "fcntl", path);
+
+        /* O_EXCL|O_NOFOLLOW in a directory we created: we write only a file we just made. */
+        fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return fail_errno(im, errno, "openat", path);
+
+        size = copy_content(im, src, fd, (uint64_t)st->st_size, path);
+        if (size < 0)
+                return -1;
+        if (hash_content(im, fd, (uint64_t)size, path) < 0)
+                return -1;
+
+        /* Owner first (chown drops setuid/setgid and security.capability), then xattrs, then the exact
+         * mode, then times. */
+        if (fchown(fd, st->st_uid, st->st_gid) < 0)
+                return fail_errno(im, errno, "fchown", path);
+        if (write_xattrs(im, fd, xattrs, path) < 0)
+                return -1;
+        if (fchmod(fd, st->st_mode & 07777) < 0)
+                return fail_errno(im, errno, "fchmod", path);
+        if (futimens(fd, ts) < 0)
+                return fail_errno(im, errno, "futimens", path);
+        return 0;
+}
+
+static int create_symlink(Importer *im, int src, const struct stat *st, int dirfd, const char *name,
+                          const char *path)
+{
+        char target[PATH_MAX + 1];
+        struct timespec ts[2] = {st->st_mtim, st->st_mtim};
+        ssize_t n;
+
+        /* readlinkat on the descriptor itself ("" names the O_PATH symlink): no path is resolved. */
+        n = readlinkat(src, "", target, sizeof(target));
+        if (n < 0)
+                return fail_errno(im, errno, "readlinkat", path);
+        if ((size_t)n >= sizeof(target) || n == 0)
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "readlinkat '%s': bad link target length", path);
+        target[n] = '\0';
+        if (memchr(target, '\0', (size_t)n))
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "readlinkat '%s': bad link target", path);
+
+        kiln_layer_hash_symlink(im->checksum, target, (size_t)n);
+
+        /* The target is stored as it is, never resolved. */
+        if (symlinkat(target, dirfd, name) < 0)
+                return fail_errno(im, errno, "symlinkat", path);
+        if (fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+                return fail_errno(im, errno, "fchownat", path);
+        if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+                return fail_errno(im, errno, "utimensat", path);
+        return 0;
+}
+
+static int create_node(Importer *im, const struct stat *st, int dirfd, const char *name, const char *path)
+{
+        struct timespec ts[2] = {st->st_mtim, st->st_mtim};
+
+        if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+                kiln_layer_hash_device(im->checksum, st->st_rdev);
+
+        /* Device nodes in a layer are inert: every mount of a layer is nodev. */
+        if (mknodat(dirfd, name, (st->st_mode & S_IFMT) | 0600, st->st_rdev) < 0)
+                return fail_errno(im, errno, "mknodat", path);
+        if (fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+                return fail_errno(im, errno, "fchownat", path);
+        /* fchmodat follows symlinks, but @name is the node mknodat just made in a directory only we
+         * can write to (STATE/layers is 0700 root), so it names that node. */
+        if (fchmodat(dirfd, name, st->st_mode & 07777, 0) < 0)
+                return fail_errno(im, errno, "fchmodat", path);
+        if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+                return fail_errno(im, errno, "utimensat", path);
+        return 0;
+}
+
+/* Checks a received descriptor and returns its stat. Directories and regular files are read by us (root),
+ * so they must be real descriptors opened for reading, and not on a pseudo file system. */
+static int check_received(Importer *im, int fd, struct stat *st, const char *path)
+{
+        const char *fs = NULL;
+        int r;
+
+        if (fstat(fd, st) < 0)
+                return fail_errno(im, errno, "fstat", display(path));
+        if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
+                return 0;
+
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+                return fail_errno(im, errno, "fcntl", display(path));
+        if ((fl & O_PATH) || (fl & O_ACCMODE) != O_RDONLY)
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "'%s': not opened for reading by the reader",
+                            display(path));
+        r = kiln_fd_on_pseudo_fs(fd, &fs);
+        if (r < 0)
+                return fail_errno(im, -r, "fstatfs", display(path));
+        if (r > 0)
+                return fail(im, KILN_IMPORT_EXIT_INVALID,
+                            "'%s' is on a %s file system, which is not imported", display(path), fs);
+        return 0;
+}
+
+static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, size_t name_len, int fd)
+{
+        char name[NAME_MAX + 1];
+        g_auto(GArrayXattrs) xattrs = NULL;
+        g_autofree char *path = NULL, *epath = NULL;
+        uint32_t index = im->n_records;
+        struct stat st;
+        Dir *top;
+
+        if (im->n_records >= KILN_IMPORT_MAX_ENTRIES)
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "more than %u entries in the tree",
+                            KILN_IMPORT_MAX_ENTRIES);
+        im->n_records++;
+
+        /* The root: the first record, a directory, becomes our tmp directory. */
+        if (index == 0) {
+                Dir root = {.index = 0, .fd = -1, .path = g_strdup(""), .depth = 0};
+
+                if (parent != KILN_IMPORT_NO_PARENT || name_len != 0)
+                        return fail(im, KILN_IMPORT_EXIT_FAILED, "reader protocol error: bad root record");
+                if (check_received(im, fd, &st, "") < 0) {
+                        g_free(root.path);
+                        return -1;
+                }
+                if (!S_ISDIR(st.st_mode)) {
+                        g_free(root.path);
+                        return fail(im, KILN_IMPORT_EXIT_NOT_DIRECTORY, "the source is not a directory");
+                }
+                root.fd = im->tmp_fd;
+                root.mode = st.st_mode;
+                root.mtime = st.st_mtim;
+                g_array_append_val(im->stack, root);
+
+                if (read_xattrs(im, fd, "", &xattrs) < 0)
+                        return -1;
+                kiln_layer_hash_meta(im->checksum, "", st.st_mode, st.st_uid, st.st_gid, st.st_mtim.tv_sec,
+                                     (uint32_t)st.st_mtim.tv_nsec, (KilnXattr *)xattrs->data, xattrs->len);
+                if (fchown(im->tmp_fd, st.st_uid, st.st_gid) < 0)
+                        return fail_errno(im, errno, "fchown", ".");
+                return write_xattrs(im, im->tmp_fd, xattrs, ".");
+        }
+
+        /* Where the entry goes: its parent must be on our stack; everything above it is complete. */
+        if (im->stack->len == 0)
+                return fail(im, KILN_IMPORT_EXIT_FAILED,
+                            "reader protocol error: entry after the root ended");
+        while (stack_top(im)->index != parent) {
+                if (im->stack->len == 1)
+                        return fail(im, KILN_IMPORT_EXIT_FAILED, "reader protocol error: unknown parent %u",
+                                    parent);
+                if (stack_pop(im) < 0)
+                        return -1;
+        }
+        top = stack_top(im);
+
+        if (!kiln_name_is_valid(raw_name, name_len)) {
+                g_autofree char *e = kiln_escape_for_message(raw_name, MIN(name_len, (size_t)NAME_MAX + 1));
+                g_autofree char *d = kiln_escape_for_message(top->path, strlen(top->path));
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "invalid name '%s' in '%s'", e, display(d));
+        }
+        memcpy(name, raw_name, name_len);
+        name[name_len] = '\0';
+        path = join_path(top->path, name);
+        epath = kiln_escape_for_message(path, strlen(path));
+        if (strlen(path) > KILN_IMPORT_MAX_PATH)
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "'%s': path longer than %d bytes", epath,
+                            KILN_IMPORT_MAX_PATH);
+        /* Canonical order, and no name twice: strictly increasing within a directory. */
+        if (top->last_name && strcmp(top->last_name, name) >= 0)
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "reader protocol error: '%s' out of order", epath);
+        g_free(top->last_name);
+        top->last_name = g_strdup(name);
+
+        if (check_received(im, fd, &st, epath) < 0)
+                return -1;
+
+        /* A hard link to an inode already copied: link to our copy. */
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+                InodeKey key = {st.st_dev, st.st_ino};
+                const char *first = g_hash_table_lookup(im->links, &key);
+
+                if (first) {
+                        kiln_layer_hash_link(im->checksum, path, first);
+                        return make_hardlink(im, first, top->fd, name, epath);
+                }
+                InodeKey *k = g_new(InodeKey, 1);
+                *k = key;
+                g_hash_table_insert(im->links, k, g_strdup(path));
+        }
+
+        if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+                if (read_xattrs(im, fd, epath, &xattrs) < 0)
+                        return -1;
+        }
+        kiln_layer_hash_meta(im->checksum, path, st.st_mode, st.st_uid, st.st_gid, st.st_mtim.tv_sec,
+                             (uint32_t)st.st_mtim.tv_nsec, xattrs ? (KilnXattr *)xattrs->data : NULL,
+                             xattrs ? xattrs->len : 0);
+
+        switch (st.st_mode & S_IFMT) {
+        case S_IFDIR: {
+                Dir d = {.index = index,
+                         .fd = -1,
+                         .depth = top->depth + 1,
+                         .mode = st.st_mode,
+                         .mtime = st.st_mtim};
+                int dfd;
+
+                if (d.depth > KILN_IMPORT_MAX_DEPTH)
+                        return fail(im, KILN_IMPORT_EXIT_INVALID, "'%s': directories nested deeper than %d",
+                                    epath, KILN_IMPORT_MAX_DEPTH);
+                /* mkdirat + O_NOFOLLOW open in a directory we created: this is our new directory. */
+                if (mkdirat(top->fd, name, 0700) < 0)
+                        return fail_errno(im, errno, "mkdirat", epath);
+                dfd = openat(top->fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (dfd < 0)
+                        return fail_errno(im, errno, "openat", epath);
+                d.fd = dfd;
+                d.path = g_steal_pointer(&path);
+                g_array_append_val(im->stack, d);
+                if (fchown(dfd, st.st_uid, st.st_gid) < 0)
+                        return fail_errno(im, errno, "fchown", epath);
+                return write_xattrs(im, dfd, xattrs, epath);
+        }
+        case S_IFREG:
+                return create_regular(im, fd, &st, top->fd, name, epath, xattrs);
+        case S_IFLNK:
+                return create_symlink(im, fd, &st, top->fd, name, epath);
+        case S_IFCHR:
+        case S_IFBLK:
+        case S_IFIFO:
+        case S_IFSOCK:
+                return create_node(im, &st, top->fd, name, epath);
+        default:
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "'%s': unknown file type 0%o", epath,
+                            (unsigned)(st.st_mode & S_IFMT));
+        }
+}
+
+static int exit_code_for_errno(int e)
+{
+        switch (e) {
+        case ENOENT:
+                return KILN_IMPORT_EXIT_NOT_FOUND;
+        case EACCES:
+        case EPERM:
+                return KILN_IMPORT_EXIT_PERMISSION_DENIED;
+        case ENOTDIR:
+                return KILN_IMPORT_EXIT_NOT_DIRECTORY;
+        default:
+                return KILN_IMPORT_EXIT_FAILED;
+        }
+}
+
+/* An ERROR record: the reader's account of why it stopped. Only the message depends on it. */
+static int handle_error(Importer *im, const KilnImportRecord *rec)
+{
+        g_autofree char *p = kiln_escape_for_message(rec->name, rec->h.name_len);
+        int e = rec->h.error;
+
+        switch (rec->h.what) {
+        case KILN_IMPORT_WHAT_OPEN:
+                return fail(im, exit_code_for_errno(e), "cannot open '%s': %s", p, g_strerror(e));
+        case KILN_IMPORT_WHAT_STAT:
+                return fail(im, exit_code_for_errno(e), "cannot stat '%s': %s", p, g_strerror(e));
+        case KILN_IMPORT_WHAT_READDIR:
+                return fail(im, exit_code_for_errno(e), "cannot read directory '%s': %s", p, g_strerror(e));
+        case KILN_IMPORT_WHAT_CHANGED:
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "'%s' changed while being imported", p);
+        case KILN_IMPORT_WHAT_TOO_DEEP:
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "'%s': directories nested deeper than %d", p,
+                            KILN_IMPORT_MAX_DEPTH);
+        case KILN_IMPORT_WHAT_TOO_MANY:
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "'%s': more than %u entries in the tree", p,
+                            KILN_IMPORT_MAX_ENTRIES);
+        case KILN_IMPORT_WHAT_PATH_TOO_LONG:
+                return fail(im, KILN_IMPORT_EXIT_INVALID, "'%s': a path below it is longer than %d bytes", p,
+                            KILN_IMPORT_MAX_PATH);
+        case KILN_IMPORT_WHAT_PSEUDO_FS:
+                return fail(im, KILN_IMPORT_EXIT_INVALID,
+                            "'%s' is on a kernel pseudo file system, which is not imported", p);
+        case KILN_IMPORT_WHAT_DROP:
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "cannot switch to uid/gid of the caller (%s): %s",
+                            p, g_strerror(e));
+        default:
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "reader failed: '%s': %s", p, g_strerror(e));
+        }
+}
+
+/* Receives one record. Returns 1 with a record (and *fd, or -1), 0 at end of stream, -1 on error. */
+static int receive(Importer *im, KilnImportRecord *rec, int *fd)
+{
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } control;
+        struct iovec iov = {.iov_base = rec, .iov_len = sizeof(*rec)};
+        struct msghdr msg = {0};
+        struct cmsghdr *cmsg;
+        ssize_t n;
+
+        *fd = -1;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+
+        for (;;) {
+                n = recvmsg(im->sock, &msg, MSG_CMSG_CLOEXEC);
+                if (n >= 0)
+                        break;
+                /* ECONNRESET: the reader exited with acknowledgements unread. The kernel reports
+                 * that once, ahead of whatever the reader sent before; read on. */
+                if (errno == ECONNRESET)
+                        continue;
+                if (errno != EINTR)
+                        return fail_errno(im, errno, "recvmsg", "reader socket");
+                if (check_terminating(im))
+                        return -1;
+        }
+
+        /* Take every descriptor that came, so none leaks whatever else is wrong. */
+        for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+                if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < count; i++) {
+                        int f;
+                        memcpy(&f, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+                        if (*fd < 0)
+                                *fd = f;
+                        else
+                                close(f);
+                }
+        }
+
+        if (n == 0)
+                return 0;
+        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(rec->h) ||
+            rec->h.name_len != (size_t)n - sizeof(rec->h))
+                return fail(im, KILN_IMPORT_EXIT_FAILED, "reader protocol error: bad record");
+        return 1;
+}
+
+static int reap_child(Importer *im, bool kill_it)
+{
+        int status;
+
+        if (im->child <= 0)
+                return 0;
+        if (kill_it)
+                kill(im->child, SIGKILL);
+        while (waitpid(im->child, &status, 0) < 0)
+                if (errno != EINTR) {
+                        im->child = -1;
+                        return -1;
+                }
+        im->child = -1;
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+static int run_import(Importer *im)
+{
+        KilnImportRecord rec;
+
+        for (;;) {
+                _cleanup_close_ int fd = -1;
+                int r = receive(im, &rec, &fd);
+
+                if (r < 0)
+                        return -1;
+                if (r == 0) {
+                        reap_child(im, false);
+                        return fail(im, KILN_IMPORT_EXIT_FAILED, "the reader process ended unexpectedly");
+                }
+
+                switch (rec.h.kind) {
+                case KILN_IMPORT_RECORD_ENTRY:
+                        if (fd < 0)
+                                return fail(im, KILN_IMPORT_EXIT_FAILED,
+                                            "reader protocol error: no descriptor");
+                        if (handle_entry(im, rec.h.parent, rec.name, rec.h.name_len, fd) < 0)
+                                return -1;
+                        /* Acknowledge, so the reader may send more. If the reader is gone, the
+                         * next receive says why (its ERROR record, or the end of the stream). */
+                        (void)send(im->sock, "", 1, MSG_NOSIGNAL);
+                        break;
+                case KILN_IMPORT_RECORD_DONE:
+                        if (im->n_records == 0)
+                                return fail(im, KILN_IMPORT_EXIT_FAILED,
+                                            "reader protocol error: nothing sent");
+                        while (im->stack->len > 0)
+                                if (stack_pop(im) < 0)
+                                        return -1;
+                        if (reap_child(im, false) < 0)
+                                return fail(im, KILN_IMPORT_EXIT_FAILED, "the reader process failed");
+                        return 0;
+                case KILN_IMPORT_RECORD_ERROR:
+                        return handle_error(im, &rec);
+                default:
+                        return fail(im, KILN_IMPORT_EXIT_FAILED, "reader protocol error: record kind %u",
+                                    rec.h.kind);
+                }
+                if (check_terminating(im))
+                        return -1;
+        }
+}
+
+static int make_tmp_dir(Importer *im)
+{
+        for (int attempt = 0; attempt < 100; attempt++) {
+                uint8_t rnd[6];
+
+                if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+                        return fail_errno(im, errno, "getrandom", "");
+                snprintf(im->tmp_name, sizeof(im->tmp_name), ".tmp-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+                         rnd[2], rnd[3], rnd[4], rnd[5]);
+                /* A fresh name in STATE/layers (root-only): nobody else can have a handle on it. */
+                if (mkdirat(im->layers_fd, im->tmp_name, 0700) == 0) {
+                        im->tmp_fd = openat(im->layers_fd, im->tmp_name,
+                                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (im->tmp_fd < 0)
+                                return fail_errno(im, errno, "openat", im->tmp_name);
+                        return 0;
+                }
+                if (errno != EEXIST)
+                        return fail_errno(im, errno, "mkdirat", im->tmp_name);
+        }
+        im->tmp_name[0] = '\0';
+        return fail(im, KILN_IMPORT_EXIT_FAILED, "cannot find a free temporary name");
+}
+
+/* Makes the finished tree the layer <digest>, or finds that one exists (the same content) and drops ours. */
+static int publish(Importer *im, const char *digest)
+{
+        /* Everything written must be on disk before the name says the layer is complete. */
+        if (syncfs(im->layers_fd) < 0)
+                return fail_errno(im, errno, "syncfs", im->tmp_name);
+
+        if (renameat2(im->layers_fd, im->tmp_name, im->layers_fd, digest, RENAME_NOREPLACE) < 0) {
+                if (errno == EINVAL || errno == ENOSYS) {
+                        struct stat st;
+                        if (fstatat(im->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                                errno = EEXIST;
+                        else if (renameat(im->layers_fd, im->tmp_name, im->layers_fd, digest) == 0)
+                                goto renamed;
+                }
+                if (errno != EEXIST && errno != ENOTEMPTY)
+                        return fail_errno(im, errno, "renameat2", digest);
+                /* The same layer exists already: keep that one. */
+                return 0;
+        }
+renamed:
+        im->tmp_name[0] = '\0';
+        if (fsync(im->layers_fd) < 0)
+                return fail_errno(im, errno, "fsync", "layers");
+        return 0;
+}
+
+static int parse_groups(const char *s, Options *o)
+{
+        g_auto(GStrv) parts = NULL;
+        size_t n;
+
+        if (!*s)
+                return 0;
+        parts = g_strsplit(s, ",", -1);
+        n = g_strv_length(parts);
+        if (n > KILN_IMPORT_MAX_GROUPS)
+                return -1;
+        o->groups = g_new(gid_t, n);
+        for (size_t i = 0; i < n; i++) {
+                guint64 v;
+                if (!g_ascii_string_to_unsigned(parts[i], 10, 0, UINT32_MAX - 1, &v, NULL))
+                        return -1;
+                o->groups[i] = (gid_t)v;
+        }
+        o->n_groups = n;
+        return 0;
+}
+
+static int parse_options(int argc, char **argv, Options *o)
+{
+        for (int i = 1; i < argc; i++) {
+                const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+                guint64 v;
+
+                if (!val)
+                        return -1;
+                if (strcmp(arg, "--uid") == 0) {
+                        if (!g_ascii_string_to_unsigned(val, 10, 0, UINT32_MAX - 1, &v, NULL))
+                                return -1;
+                        o->uid = (uid_t)v;
+                        o->have_uid = true;
+                } else if (strcmp(arg, "--gid") == 0) {
+                        if (!g_ascii_string_to_unsigned(val, 10, 0, UINT32_MAX - 1, &v, NULL))
+                                return -1;
+                        o->gid = (gid_t)v;
+                        o->have_gid = true;
+                } else if (strcmp(arg, "--groups") == 0) {
+                        if (o->groups || parse_groups(val, o) < 0)
+                                return -1;
+                } else if (strcmp(arg, "--layers") == 0) {
+                        o->layers = val;
+                } else if (strcmp(arg, "--path") == 0) {
+                        o->path = val;
+                } else if (strcmp(arg, "--fd") == 0) {
+                        if (!g_ascii_string_to_unsigned(val, 10, 3, INT_MAX, &v, NULL))
+                                return -1;
+                        o->fd = (int)v;
+                } else {
+                        return -1;
+                }
+                i++;
+        }
+        if (!o->have_uid || !o->have_gid || !o->layers || !g_path_is_absolute(o->layers))
+                return -1;
+        if (!!o->path == (o->fd >= 0))
+                return -1;
+        if (o->path && (!g_path_is_absolute(o->path) || strlen(o->path) >= PATH_MAX))
+                return -1;
+        return 0;
+}
+
+static void importer_cleanup(Importer *im)
+{
+        reap_child(im, true);
+        if (im->stack) {
+                for (guint i = 0; i < im->stack->len; i++) {
+                        Dir *d = &g_array_index(im->stack, Dir, i);
+                        if (d->fd == im->tmp_fd)
+                                im->tmp_fd = -1;
+                        dir_clear(d);
+                }
+                g_array_unref(im->stack);
+        }
+        if (im->tmp_fd >= 0)
+                close(im->tmp_fd);
+        if (im->tmp_name[0] && im->layers_fd >= 0) {
+                g_autofree char *failed = NULL;
+                int r = kiln_rm_rf_at(im->layers_fd, im->tmp_name, &failed);
+                if (r < 0)
+                        fprintf(stderr, "warning: cannot remove '%s': %s\n", failed ? failed : im->tmp_name,
+                                g_strerror(-r));
+        }
+        if (im->layers_fd >= 0)
+                close(im->layers_fd);
+        if (im->sock >= 0)
+                close(im->sock);
+        if (im->links)
+                g_hash_table_unref(im->links);
+        if (im->checksum)
+                g_checksum_free(im->checksum);
+        g_free(im->buffer);
+        g_free(im->error);
+}
+
+int main(int argc, char **argv)
+{
+        Options o = {.fd = -1};
+        Importer im = {.layers_fd = -1, .tmp_fd = -1, .sock = -1, .child = -1};
+        struct sigaction sa = {.sa_handler = on_signal};
+        int keep[1], sv[2], exit_code = KILN_IMPORT_EXIT_OK;
+        struct stat st;
+        pid_t self = getpid();
+
+        /* Root's memory stays out of core dumps and away from ptrace by anyone but root. */
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        /* Everything we create starts private; final modes are set explicitly. */
+        umask(077);
+
+        if (parse_options(argc, argv, &o) < 0) {
+                fprintf(stderr, "usage: kiln-import --uid U --gid G [--groups G1,G2,...] --layers DIR "
+                                "(--path ABSOLUTE-PATH | --fd N)\n");
+                g_free(o.groups);
+                return KILN_IMPORT_EXIT_USAGE;
+        }
+
+        /* Nothing inherited but stdio and the source descriptor; no working directory in anyone's tree. */
+        keep[0] = o.fd;
+        kiln_close_all_fds_except(keep, 1);
+        if (chdir("/") < 0) {
+                fprintf(stderr, "chdir '/': %s\n", g_strerror(errno));
+                g_free(o.groups);
+                return KILN_IMPORT_EXIT_FAILED;
+        }
+
+        /* SIGTERM asks for a clean stop (kilnd cancelling): the tmp tree is removed. No SA_RESTART, so a
+         * blocked receive returns. */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        im.checksum = g_checksum_new(G_CHECKSUM_SHA256);
+        im.stack = g_array_new(FALSE, TRUE, sizeof(Dir));
+        im.links = g_hash_table_new_full(inode_hash, inode_equal, g_free, g_free);
+        im.buffer = g_malloc(COPY_BUFFER_SIZE);
+
+        /* STATE/layers is given by kilnd; it must be ours and writable by nobody else, since everything
+         * below relies on no one else being able to change names in it. */
+        im.layers_fd = open(o.layers, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (im.layers_fd < 0) {
+                fail_errno(&im, errno, "open", o.layers);
+                goto out;
+        }
+        if (fstat(im.layers_fd, &st) < 0) {
+                fail_errno(&im, errno, "fstat", o.layers);
+                goto out;
+        }
+        if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+                fail(&im, KILN_IMPORT_EXIT_FAILED, "'%s' must be owned by uid %u and not writable by others",
+                     o.layers, (unsigned)geteuid());
+                goto out;
+        }
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+                fail_errno(&im, errno, "socketpair", "reader socket");
+                goto out;
+        }
+        im.child = fork();
+        if (im.child < 0) {
+                fail_errno(&im, errno, "fork", "reader");
+                close(sv[0]);
+                close(sv[1]);
+                goto out;
+        }
+        if (im.child == 0) {
+                KilnImportReaderArgs a = {
+                    .uid = o.uid,
+                    .gid = o.gid,
+                    .groups = o.groups,
+                    .n_groups = o.n_groups,
+                    .src_path = o.path,
+                    .src_fd = o.fd,
+                    .sock = sv[1],
+                    .parent_pid = self,
+                };
+                close(sv[0]);
+                kiln_import_reader_run(&a);
+        }
+        close(sv[1]);
+        im.sock = sv[0];
+        /* The caller's descriptor is the reader's alone; root never resolves anything through it. */
+        if (o.fd >= 0)
+                close(o.fd);
+
+        if (make_tmp_dir(&im) < 0)
+                goto out;
+        kiln_layer_hash_begin(im.checksum);
+        if (run_import(&im) < 0)
+                goto out;
+        kiln_layer_hash_end(im.checksum, im.n_records);
+
+        {
+                const char *digest = g_checksum_get_string(im.checksum);
+                if (publish(&im, digest) < 0)
+                        goto out;
+                if (printf("%s\n", digest) < 0 || fflush(stdout) != 0) {
+                        fail_errno(&im, errno, "write", "stdout");
+                        goto out;
+                }
+        }
+
+out:
+        if (im.error) {
+                fprintf(stderr, "%s\n", im.error);
+                exit_code = im.exit_code ? im.exit_code : KILN_IMPORT_EXIT_FAILED;
+        }
+        importer_cleanup(&im);
+        g_free(o.groups);
+        return exit_code;
+}
