@@ -271,7 +271,7 @@ int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const 
                 callback(m, caller ? NULL : &error, user_data);
                 if (destroy)
                         destroy(user_data);
-                return 0;
+                return 1;
         }
 
         check = g_new0(Check, 1);

@@ -32,7 +32,8 @@ typedef void (*KilnAuthCallback)(sd_bus_message *m, const sd_bus_error *error, g
 /* Checks the polkit action that the method table assigns to @m's member (uid 0 is always allowed;
  * a method without an action is allowed). @details: NULL-terminated key, value pairs shown in the
  * authentication dialog. The check is cancelled if the caller leaves the bus; then @callback is not
- * called but @destroy is. Returns < 0 only if the check could not be started. */
+ * called but @destroy is. Returns 1: the message is taken (an sd-bus method handler that returns 0
+ * tells sd-bus to look for another handler, which then answers UnknownMethod). */
 int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const *details,
                            KilnAuthCallback callback, gpointer user_data, GDestroyNotify destroy);
 
