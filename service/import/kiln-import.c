@@ -16,7 +16,15 @@
  *     receives and creates the layer itself under a fresh STATE/layers/.tmp-XXXXXX, using only
  *     directory descriptors it created, then renames it to the digest of what it wrote.
  * The reader is the caller's code as far as trust goes: whatever it sends, the worst outcome is a
- * layer holding files the caller could read anyway, or a failed import. */
+ * layer holding files the caller could read anyway, or a failed import.
+ *
+ * An unchanged source is not read twice. A first pass only opens every entry (as the caller, so the
+ * permission checks are the same) and hashes each entry's path and fstat() identity — device, inode,
+ * mode, owner, size, mtime and ctime — into a fingerprint. STATE/layers/.fingerprints/<fingerprint>
+ * names the layer a full import of that exact state produced; if that layer exists, it is the answer.
+ * Any change to a file's content, metadata or xattrs moves its ctime, which no unprivileged caller
+ * can set, so a changed tree never matches. Otherwise the full import runs and records its own
+ * fingerprint (taken from the same fstat() as the layer's metadata). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -81,6 +89,8 @@ typedef struct Importer {
         GChecksum *checksum;
         GArray *stack;     /* Dir */
         GHashTable *links; /* InodeKey → path of the first entry */
+        GChecksum *fingerprint;
+        bool fingerprint_only; /* the first pass: open and fstat everything, create nothing */
         uint32_t n_records;
         uint8_t *buffer;
         int exit_code;
@@ -425,6 +435,8 @@ static int dir_finish(Importer *im, Dir *d)
 {
         struct timespec ts[2] = {d->mtime, d->mtime};
 
+        if (d->fd < 0)
+                return 0; /* the fingerprint pass creates nothing */
         if (fchmod(d->fd, d->mode & 07777) < 0)
                 return fail_errno(im, errno, "fchmod", display(d->path));
         if (futimens(d->fd, ts) < 0)
@@ -604,6 +616,19 @@ static int check_received(Importer *im, int fd, struct stat *st, const char *pat
         return 0;
 }
 
+/* The identity of an entry's state, for the fingerprint (see the top of this file). */
+static void hash_fingerprint(Importer *im, const char *path, const struct stat *st)
+{
+        uint64_t fields[] = {
+                st->st_dev,          st->st_ino,           st->st_mode,          st->st_uid,
+                st->st_gid,          (uint64_t)st->st_size, st->st_rdev,           st->st_nlink,
+                st->st_mtim.tv_sec,  st->st_mtim.tv_nsec,  st->st_ctim.tv_sec,   st->st_ctim.tv_nsec,
+        };
+
+        g_checksum_update(im->fingerprint, (const guchar *)path, strlen(path) + 1);
+        g_checksum_update(im->fingerprint, (const guchar *)fields, sizeof(fields));
+}
+
 static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, size_t name_len, int fd)
 {
         char name[NAME_MAX + 1];
@@ -636,6 +661,9 @@ static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, siz
                 root.mode = st.st_mode;
                 root.mtime = st.st_mtim;
                 g_array_append_val(im->stack, root);
+                hash_fingerprint(im, "", &st);
+                if (im->fingerprint_only)
+                        return 0;
 
                 if (read_xattrs(im, fd, "", &xattrs) < 0)
                         return -1;
@@ -679,6 +707,19 @@ static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, siz
 
         if (check_received(im, fd, &st, epath) < 0)
                 return -1;
+        hash_fingerprint(im, path, &st);
+        if (im->fingerprint_only) {
+                if (S_ISDIR(st.st_mode)) {
+                        Dir d = {.index = index, .fd = -1, .depth = top->depth + 1};
+                        if (d.depth > KILN_IMPORT_MAX_DEPTH)
+                                return fail(im, KILN_IMPORT_EXIT_INVALID,
+                                            "'%s': directories nested deeper than %d", epath,
+                                            KILN_IMPORT_MAX_DEPTH);
+                        d.path = g_steal_pointer(&path);
+                        g_array_append_val(im->stack, d);
+                }
+                return 0;
+        }
 
         /* A hard link to an inode already copied: link to our copy. */
         if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
@@ -1056,8 +1097,100 @@ static void importer_cleanup(Importer *im)
                 g_hash_table_unref(im->links);
         if (im->checksum)
                 g_checksum_free(im->checksum);
+        if (im->fingerprint)
+                g_checksum_free(im->fingerprint);
         g_free(im->buffer);
         g_free(im->error);
+}
+
+/* Forks a reader for one pass over the source. */
+static int start_reader(Importer *im, const Options *o, pid_t self)
+{
+        int sv[2];
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return fail_errno(im, errno, "socketpair", "reader socket");
+        im->child = fork();
+        if (im->child < 0) {
+                close(sv[0]);
+                close(sv[1]);
+                return fail_errno(im, errno, "fork", "reader");
+        }
+        if (im->child == 0) {
+                KilnImportReaderArgs a = {
+                    .uid = o->uid,
+                    .gid = o->gid,
+                    .groups = o->groups,
+                    .n_groups = o->n_groups,
+                    .src_path = o->path,
+                    .src_fd = o->fd,
+                    .sock = sv[1],
+                    .parent_pid = self,
+                };
+                close(sv[0]);
+                kiln_import_reader_run(&a);
+        }
+        close(sv[1]);
+        im->sock = sv[0];
+        return 0;
+}
+
+/* Back to the state before a pass, for the next one. */
+static void importer_reset(Importer *im)
+{
+        for (guint i = 0; i < im->stack->len; i++)
+                dir_clear(&g_array_index(im->stack, Dir, i));
+        g_array_set_size(im->stack, 0);
+        g_hash_table_remove_all(im->links);
+        g_checksum_reset(im->checksum);
+        g_checksum_reset(im->fingerprint);
+        im->fingerprint_only = false;
+        im->n_records = 0;
+        if (im->sock >= 0)
+                close(im->sock);
+        im->sock = -1;
+}
+
+#define FINGERPRINTS_DIR ".fingerprints"
+
+/* The layer recorded for @fingerprint, if there is one and it still exists. A damaged or missing record
+ * only means a full import. */
+static char *lookup_fingerprint(Importer *im, const char *fingerprint)
+{
+        g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", fingerprint, NULL);
+        char digest[KILN_LAYER_DIGEST_LENGTH + 2];
+        _cleanup_close_ int fd = openat(im->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        ssize_t n;
+
+        if (fd < 0)
+                return NULL;
+        n = read(fd, digest, sizeof(digest) - 1);
+        if (n < KILN_LAYER_DIGEST_LENGTH)
+                return NULL;
+        digest[KILN_LAYER_DIGEST_LENGTH] = '\0';
+        if (!kiln_hex64_is_valid(digest) ||
+            fstatat(im->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+                return NULL;
+        return g_strdup(digest);
+}
+
+/* Best effort: a record that cannot be written costs the next import its shortcut, nothing else. */
+static void record_fingerprint(Importer *im, const char *fingerprint, const char *digest)
+{
+        g_autofree char *tmp = g_strconcat(FINGERPRINTS_DIR "/.tmp-", fingerprint, NULL);
+        g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", fingerprint, NULL);
+        g_autofree char *line = g_strconcat(digest, "\n", NULL);
+        _cleanup_close_ int fd = -1;
+
+        if (mkdirat(im->layers_fd, FINGERPRINTS_DIR, 0700) < 0 && errno != EEXIST)
+                return;
+        fd = openat(im->layers_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return;
+        if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0 ||
+            renameat(im->layers_fd, tmp, im->layers_fd, name) < 0)
+                (void)unlinkat(im->layers_fd, tmp, 0);
 }
 
 int main(int argc, char **argv)
@@ -1065,7 +1198,8 @@ int main(int argc, char **argv)
         Options o = {.fd = -1};
         Importer im = {.layers_fd = -1, .tmp_fd = -1, .sock = -1, .child = -1};
         struct sigaction sa = {.sa_handler = on_signal};
-        int keep[1], sv[2], exit_code = KILN_IMPORT_EXIT_OK;
+        int keep[1], exit_code = KILN_IMPORT_EXIT_OK;
+        g_autofree char *known = NULL;
         struct stat st;
         pid_t self = getpid();
 
@@ -1120,52 +1254,30 @@ int main(int argc, char **argv)
                 goto out;
         }
 
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-                fail_errno(&im, errno, "socketpair", "reader socket");
-                goto out;
-        }
-        im.child = fork();
-        if (im.child < 0) {
-                fail_errno(&im, errno, "fork", "reader");
-                close(sv[0]);
-                close(sv[1]);
-                goto out;
-        }
-        if (im.child == 0) {
-                KilnImportReaderArgs a = {
-                    .uid = o.uid,
-                    .gid = o.gid,
-                    .groups = o.groups,
-                    .n_groups = o.n_groups,
-                    .src_path = o.path,
-                    .src_fd = o.fd,
-                    .sock = sv[1],
-                    .parent_pid = self,
-                };
-                close(sv[0]);
-                kiln_import_reader_run(&a);
-        }
-        close(sv[1]);
-        im.sock = sv[0];
-        /* The caller's descriptor is the reader's alone; root never resolves anything through it. */
-        if (o.fd >= 0)
-                close(o.fd);
+        im.fingerprint = g_checksum_new(G_CHECKSUM_SHA256);
 
-        if (make_tmp_dir(&im) < 0)
+        /* Pass 1: has this exact state of the source been imported? */
+        im.fingerprint_only = true;
+        if (start_reader(&im, &o, self) < 0 || run_import(&im) < 0)
                 goto out;
-        kiln_layer_hash_begin(im.checksum);
-        if (run_import(&im) < 0)
+        known = lookup_fingerprint(&im, g_checksum_get_string(im.fingerprint));
+        if (!known) {
+                /* Pass 2: the import, which records the fingerprint of what it read. */
+                importer_reset(&im);
+                if (make_tmp_dir(&im) < 0 || start_reader(&im, &o, self) < 0)
+                        goto out;
+                kiln_layer_hash_begin(im.checksum);
+                if (run_import(&im) < 0)
+                        goto out;
+                kiln_layer_hash_end(im.checksum, im.n_records);
+                known = g_strdup(g_checksum_get_string(im.checksum));
+                if (publish(&im, known) < 0)
+                        goto out;
+                record_fingerprint(&im, g_checksum_get_string(im.fingerprint), known);
+        }
+        if (printf("%s\n", known) < 0 || fflush(stdout) != 0) {
+                fail_errno(&im, errno, "write", "stdout");
                 goto out;
-        kiln_layer_hash_end(im.checksum, im.n_records);
-
-        {
-                const char *digest = g_checksum_get_string(im.checksum);
-                if (publish(&im, digest) < 0)
-                        goto out;
-                if (printf("%s\n", digest) < 0 || fflush(stdout) != 0) {
-                        fail_errno(&im, errno, "write", "stdout");
-                        goto out;
-                }
         }
 
 out:
@@ -1174,6 +1286,9 @@ out:
                 exit_code = im.exit_code ? im.exit_code : KILN_IMPORT_EXIT_FAILED;
         }
         importer_cleanup(&im);
+        /* The caller's descriptor was the readers' alone; root never resolved anything through it. */
+        if (o.fd >= 0)
+                close(o.fd);
         g_free(o.groups);
         return exit_code;
 }
