@@ -7,6 +7,7 @@ typedef struct {
         GSource source;
         sd_bus *bus;
         gpointer fd_tag;
+        GIOCondition events;
 } BusSource;
 
 static gboolean bus_source_prepare(GSource *source, gint *timeout_ms)
@@ -15,9 +16,13 @@ static gboolean bus_source_prepare(GSource *source, gint *timeout_ms)
         uint64_t until;
         int events;
 
+        /* Only on change: g_source_modify_unix_fd() wakes the context up, and doing that from every
+         * prepare keeps the loop spinning. */
         events = sd_bus_get_events(s->bus);
-        if (events >= 0)
-                g_source_modify_unix_fd(source, s->fd_tag, (GIOCondition)events);
+        if (events >= 0 && (GIOCondition)events != s->events) {
+                s->events = (GIOCondition)events;
+                g_source_modify_unix_fd(source, s->fd_tag, s->events);
+        }
 
         *timeout_ms = -1;
         if (sd_bus_get_timeout(s->bus, &until) < 0 || until == UINT64_MAX)
@@ -82,7 +87,8 @@ guint kiln_bus_attach_glib(sd_bus *bus, GMainContext *context, GSourceFunc on_lo
         guint id;
 
         s->bus = sd_bus_ref(bus);
-        s->fd_tag = g_source_add_unix_fd(&s->source, sd_bus_get_fd(bus), G_IO_IN);
+        s->events = G_IO_IN;
+        s->fd_tag = g_source_add_unix_fd(&s->source, sd_bus_get_fd(bus), s->events);
         g_source_set_name(&s->source, "sd-bus");
         if (on_lost)
                 g_source_set_callback(&s->source, on_lost, user_data, NULL);
