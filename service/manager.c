@@ -158,6 +158,17 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
 
         b = kiln_builder_new(id, name, owner, from, layer, (guint64)g_get_real_time());
         kiln_builder_config_assign(&b->config, config, config_mask);
+        /* What a run would use is recorded at creation, as buildah does, so the properties say it:
+         * the configured isolation, and no user namespace for root (buildah rootful) but a private one
+         * for everyone else. */
+        if (!b->config.isolation || !*b->config.isolation) {
+                g_free(b->config.isolation);
+                b->config.isolation = g_strdup(m->config->default_isolation);
+        }
+        if (!b->config.userns || !*b->config.userns) {
+                g_free(b->config.userns);
+                b->config.userns = g_strdup(owner == 0 ? "host" : "auto");
+        }
         if (!kiln_storage_create_builder(m->storage, id, error))
                 return NULL;
         dir = kiln_storage_builder_dir(m->storage, id);
