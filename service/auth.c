@@ -362,3 +362,8 @@ GCancellable *kiln_auth_caller_cancellable(KilnAuth *auth, sd_bus_message *m)
 
         return c ? g_object_ref(c->cancellable) : g_cancellable_new();
 }
+
+void kiln_auth_track_caller(KilnAuth *auth, sd_bus_message *m)
+{
+        (void)caller_lookup(auth, m, NULL);
+}

@@ -43,6 +43,10 @@ int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const 
  * lookup may see only its own builders. */
 gboolean kiln_auth_may_access(KilnAuth *auth, sd_bus_message *m, uid_t owner);
 
+/* Remembers the sender of @m as a client that gets signals about the objects it may see (any call to
+ * kilnd does this; listing calls do it explicitly, since with nothing to list nothing else would). */
+void kiln_auth_track_caller(KilnAuth *auth, sd_bus_message *m);
+
 /* The unique names of connected clients that have called kilnd and may access objects of @owner:
  * signals about an object are sent to them alone, so a builder's name and configuration never
  * reach other users through broadcast signals. */

@@ -40,6 +40,8 @@ int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, 
         GHashTableIter iter;
         KilnBuilder *b;
 
+        if (current)
+                kiln_auth_track_caller(manager->auth, current);
         g_hash_table_iter_init(&iter, manager->builders);
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
                 if (!current || kiln_auth_may_access(manager->auth, current, b->owner))

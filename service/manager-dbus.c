@@ -287,6 +287,7 @@ static int method_get_builder(sd_bus_message *m, void *userdata, sd_bus_error *e
         KilnBuilder *b;
         int r;
 
+        kiln_auth_track_caller(manager->auth, m);
         r = sd_bus_message_read(m, "s", &name_or_id);
         if (r < 0)
                 return r;
@@ -317,6 +318,7 @@ static int method_list_builders(sd_bus_message *m, void *userdata, sd_bus_error 
         KilnBuilder *b;
         int r;
 
+        kiln_auth_track_caller(manager->auth, m);
         g_hash_table_iter_init(&iter, manager->builders);
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
                 if (kiln_auth_may_access(manager->auth, m, b->owner))
