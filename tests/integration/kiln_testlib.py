@@ -12,27 +12,30 @@ Each test module starts one kiln_harness.Env for all of its tests:
             path = self.create('b1')                       # Manager.CreateBuilder as root
             r = self.gcall(path, kt.BUILDER_IFACE + '.Configure', kt.gv_dict({'env': ['A=1']}),
                            user=kt.ALICE)
-            self.assertError(r, kt.E_NOT_FOUND)
+            self.assertError(r, kt.E_UNKNOWN_OBJECT)   # root's builder: not there for alice
 
     if __name__ == '__main__':
         kt.main()
 
 Calls go through real clients: `gdbus call` (its errors carry the D-Bus error
-name), `busctl --json=short` (structured replies, descriptor arguments,
+name), `busctl --json=short` (structured replies,
 --allow-interactive-authorization) and the kiln CLI. `busctl` prints no
 error names, so where a busctl call's error name matters, BusMonitor (a
 `busctl monitor` run as root) observes the reply on the bus.
 
 Signals from kilnd are unicast to clients that have called it, and no stock
 tool keeps a connection open after a call; Listener runs a minimal D-Bus
-client (this file, run as a script by the test user) that calls
-ListBuilders and then records every signal the bus delivers to it.
+client (this file, run as a script by the test user) that calls kilnd once
+(ListBuilders or GetManagedObjects) and then records every signal the bus
+delivers to it. The same client makes the calls no stock tool can: with a
+file descriptor argument (KilnTestCase.rawcall; busctl refuses 'h', gdbus
+call cannot send descriptors).
 """
 import json
 import os
+import pwd
 import re
 import select
-import shutil
 import socket
 import struct
 import subprocess
@@ -83,7 +86,8 @@ USER_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.
 # -- GVariant text (arguments of gdbus call) ---------------------------------
 
 def gv_str(s):
-    return "'" + s.replace('\\', '\\\\').replace("'", "\\'") + "'"
+    escaped = s.replace('\\', '\\\\').replace("'", "\\'").replace('\n', '\\n').replace('\t', '\\t')
+    return "'" + escaped + "'"
 
 
 def gv_strv(items):
@@ -142,6 +146,11 @@ class CallResult:
         m = re.search(r"objectpath '([^']*)'", self.out)
         return m.group(1) if m else None
 
+    def string(self):
+        """The value of a gdbus reply that is one string: ('...',)."""
+        m = re.fullmatch(r"\('(.*)',\)", self.out.strip(), re.S)
+        return m.group(1) if m else None
+
     def __repr__(self):
         return (f'<{" ".join(self.cmd)}: exit {self.code}, error {self.error_name!r}, '
                 f'message {self.message!r}, stdout {self.out.strip()!r}, stderr {self.err.strip()!r}>')
@@ -151,6 +160,7 @@ class CallResult:
 
 ENV = None
 _FAILED = False
+_SCRATCH_COUNTER = 0
 
 
 def setup_module():
@@ -232,6 +242,12 @@ class KilnTestCase(unittest.TestCase):
     def builder_dir(self, id_):
         return os.path.join(self.builders_dir, id_)
 
+    def unique_scratch_dir(self, name):
+        """A new world-readable directory under the env's scratch dir, named NAME-N."""
+        global _SCRATCH_COUNTER
+        _SCRATCH_COUNTER += 1
+        return self.env.scratch_dir(f'{name}-{_SCRATCH_COUNTER}')
+
     def listdir(self, path):
         try:
             return sorted(os.listdir(path))
@@ -239,14 +255,14 @@ class KilnTestCase(unittest.TestCase):
             return []
 
     def uid(self, user):
-        return 0 if user is None else __import__('pwd').getpwnam(user).pw_uid
+        return 0 if user is None else pwd.getpwnam(user).pw_uid
 
     # -- clients ----------------------------------------------------------------
 
     def gcall(self, path, method, *args, user=None, dest=BUS_NAME, timeout=60):
         """gdbus call --system; @method is INTERFACE.METHOD; @args GVariant text."""
         cmd = ['gdbus', 'call', '--system', '--dest', dest, '--object-path', path,
-               '--method', method, '--timeout', str(timeout)] + list(args)
+               '--method', method, '--timeout', str(timeout), '--'] + list(args)
         code, out, err = self.env.run(cmd, user=user, timeout=timeout + 30)
         return CallResult(cmd, code, out, err)
 
@@ -311,6 +327,39 @@ class KilnTestCase(unittest.TestCase):
     def tree(self, user=None):
         out = self.busctl('--list', 'tree', BUS_NAME, user=user, json_out=False)
         return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def observed_busctl(self, member, path, busctl_args, user=None, fd_path=None):
+        """Runs `busctl BUSCTL_ARGS` as @user while a bus monitor watches, and returns
+        (busctl's CallResult, the call of @member on @path seen on the bus, kilnd's reply).
+        With @fd_path, busctl runs with that path open (by @user, read-only) as fd 3, for
+        an 'h' argument of 3."""
+        cmd = ['busctl'] + list(busctl_args)
+        env = None
+        if fd_path is not None:
+            cmd = ['sh', '-c', 'exec busctl "$@" 3<"$KILN_TEST_FD_PATH"', 'sh'] + list(busctl_args)
+            env = {'KILN_TEST_FD_PATH': fd_path}
+        with BusMonitor(self.env) as monitor:
+            code, out, err = self.env.run(cmd, user=user, env=env)
+        result = CallResult(cmd, code, out, err)
+        pairs = [(c, r) for c, r in monitor.replies_to(member, path) if c.get('destination') == BUS_NAME]
+        self.assertEqual(len(pairs), 1, f'expected one {member} call on the bus, saw {pairs}; {result}')
+        call, reply = pairs[0]
+        self.assertIsNotNone(reply, f'kilnd did not answer {member}')
+        return result, call, reply
+
+    def rawcall(self, path, interface, member, signature='', args=(), user=None, fd_paths=()):
+        """A method call through this file's own minimal D-Bus client, for what no stock
+        tool sends: file descriptors (busctl refuses 'h', gdbus call cannot). @fd_paths
+        are opened read-only by the client, as @user; an 'h' argument is an index into
+        them. Returns the reply: {'type', 'error_name', 'body', ...}."""
+        with open(os.path.abspath(__file__)) as f:
+            source = f.read()
+        spec = {'path': path, 'interface': interface, 'member': member, 'signature': signature,
+                'args': list(args), 'fd_paths': list(fd_paths)}
+        code, out, err = self.env.run([USER_PYTHON, '-c', source, 'call', self.env.bus_address,
+                                       json.dumps(spec)], user=user)
+        self.assertEqual(code, 0, f'raw call {member} as {user or "root"} failed: {err}')
+        return json.loads(out)
 
     # -- state ----------------------------------------------------------------
 
@@ -442,21 +491,23 @@ def _readline(stream, timeout):
 # -- Listener: a connection of a test user that has called kilnd ----------------
 
 class Listener:
-    """A D-Bus connection of @user that called Manager.ListBuilders and records the
-    signals delivered to it (kilnd sends them unicast to such clients)."""
+    """A D-Bus connection of @user that called kilnd (@first_call: 'ListBuilders' or
+    'GetManagedObjects') and records the signals delivered to it (kilnd sends them
+    unicast to such clients)."""
 
-    def __init__(self, env, user=None):
+    def __init__(self, env, user=None, first_call='ListBuilders'):
         self.env = env
         self.user = user
         self.signals = []
         self.unique_name = None
         self._buffer = b''
-        source = open(os.path.abspath(__file__)).read()
-        cmd = [USER_PYTHON, '-c', source, 'listen', env.bus_address]
+        with open(os.path.abspath(__file__)) as f:
+            source = f.read()
+        cmd = [USER_PYTHON, '-c', source, 'listen', env.bus_address, first_call]
         cwd = None
         if user is not None:
             cmd = ['runuser', '-u', user, '--'] + cmd
-            cwd = __import__('pwd').getpwnam(user).pw_dir
+            cwd = pwd.getpwnam(user).pw_dir
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=cwd)
         first = self._next(15)
@@ -692,6 +743,10 @@ class _Connection:
         line = self._auth_line()
         if not line.startswith(b'OK'):
             raise RuntimeError(f'authentication failed: {line!r}')
+        self.sock.sendall(b'NEGOTIATE_UNIX_FD\r\n')
+        line = self._auth_line()
+        if not line.startswith(b'AGREE_UNIX_FD'):
+            raise RuntimeError(f'the bus does not pass file descriptors: {line!r}')
         self.sock.sendall(b'BEGIN\r\n')
 
     def _auth_line(self):
@@ -703,7 +758,7 @@ class _Connection:
         line, self.inbuf = self.inbuf.split(b'\r\n', 1)
         return line
 
-    def call(self, destination, path, interface, member, signature='', args=()):
+    def call(self, destination, path, interface, member, signature='', args=(), fds=(), flags=0):
         self.serial += 1
         body = _Writer()
         i = 0
@@ -716,12 +771,21 @@ class _Connection:
             fields.append((2, ('s', interface)))
         if signature:
             fields.append((8, ('g', signature)))
+        if fds:
+            fields.append((9, ('u', len(fds))))
         header = _Writer()
-        header.buf += b'l' + bytes([1, 0, 1])
+        header.buf += b'l' + bytes([1, flags, 1])
         header.buf += struct.pack('<II', len(body.buf), self.serial)
         header.put('a(yv)', fields)
         header.pad(8)
-        self.sock.sendall(bytes(header.buf) + bytes(body.buf))
+        data = bytes(header.buf) + bytes(body.buf)
+        if fds:
+            import array
+            sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))])
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+        else:
+            self.sock.sendall(data)
         return self.serial
 
     def read_message(self, timeout=None):
@@ -778,12 +842,13 @@ class _Connection:
             pending.append(m)
 
 
-def _listen_main(address):
-    """Hello, ListBuilders on kilnd, then one JSON line per signal received until stdin closes."""
+def _listen_main(address, first_call):
+    """Hello, @first_call on kilnd, then one JSON line per signal received until stdin closes."""
     conn = _Connection(address)
     hello, _ = conn.call_and_wait('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'Hello')
     unique = hello['body'][0]
-    reply, early = conn.call_and_wait(BUS_NAME, MANAGER_PATH, MANAGER_IFACE, 'ListBuilders')
+    interface = OBJECT_MANAGER_IFACE if first_call == 'GetManagedObjects' else MANAGER_IFACE
+    reply, early = conn.call_and_wait(BUS_NAME, MANAGER_PATH, interface, first_call)
     print(json.dumps({'unique_name': unique, 'reply': reply}), flush=True)
     for m in early:
         if m['type'] == 'signal':
@@ -804,5 +869,22 @@ def _listen_main(address):
                 m = conn._parse()
 
 
-if __name__ == '__main__' and len(sys.argv) >= 3 and sys.argv[1] == 'listen':
-    sys.exit(_listen_main(sys.argv[2]))
+def _call_main(address, spec_json):
+    """One method call described by a JSON object (dest, path, interface, member, signature,
+    args, fd_paths: files this process opens read-only and passes, 'h' values index them,
+    flags); prints the reply as JSON."""
+    spec = json.loads(spec_json)
+    fds = [os.open(p, os.O_RDONLY | os.O_CLOEXEC) for p in spec.get('fd_paths', [])]
+    conn = _Connection(address)
+    conn.call_and_wait('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'Hello')
+    reply, _ = conn.call_and_wait(spec.get('dest', BUS_NAME), spec['path'], spec.get('interface'), spec['member'],
+                                  spec.get('signature', ''), spec.get('args', []), fds=fds,
+                                  flags=spec.get('flags', 0))
+    print(json.dumps(reply, default=str), flush=True)
+    return 0
+
+
+if __name__ == '__main__' and len(sys.argv) >= 4 and sys.argv[1] == 'listen':
+    sys.exit(_listen_main(sys.argv[2], sys.argv[3]))
+if __name__ == '__main__' and len(sys.argv) >= 4 and sys.argv[1] == 'call':
+    sys.exit(_call_main(sys.argv[2], sys.argv[3]))

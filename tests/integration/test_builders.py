@@ -54,6 +54,12 @@ class Builders(kt.KilnTestCase):
         for empty in ('Env', 'Entrypoint', 'Cmd', 'Shell', 'Volumes', 'CapAdd', 'CapDrop', 'Ulimits'):
             self.assertEqual(props[empty], [], empty)
         self.assertEqual(props['Labels'], {})
+        # Defaults recorded at creation (docs/decisions.md): the service's isolation, and a user
+        # namespace for everyone but root.
+        default_isolation = self.busctl('get-property', kt.BUS_NAME, kt.MANAGER_PATH, kt.MANAGER_IFACE,
+                                        'DefaultIsolation')['data']
+        self.assertEqual(props['Isolation'], default_isolation)
+        self.assertEqual(props['UserNamespace'], 'host' if owner == 0 else 'auto')
         # The builder is on disk, with its metadata.
         self.assertTrue(os.path.isfile(os.path.join(self.builder_dir(id_), 'builder.json')),
                         f'{self.builder_dir(id_)}/builder.json missing')
@@ -104,7 +110,7 @@ class Builders(kt.KilnTestCase):
         rootfs = self.make_rootfs('rootfs')
         self.assertEqual(os.path.basename(rootfs), 'rootfs')
         p4 = self.create('', rootfs, user=kt.ALICE)
-        p5 = self.create('', rootfs)
+        p5 = self.create('', rootfs, user=kt.ALICE)
         self.assertEqual(self.props(p4)['Name'], 'rootfs-working-container')
         self.assertEqual(self.props(p5)['Name'], 'rootfs-working-container-2')
         # A freed name is used again.
@@ -210,6 +216,17 @@ class Builders(kt.KilnTestCase):
             self.assertIsNotNone(signal, 'PropertiesChanged of a change by root did not reach the owner')
             self.assertEqual(signal['body'][1].get('Hostname'), 'by-root')
 
+    def test_failed_configure_announces_nothing(self):
+        path = self.create('no-signal', 'scratch', user=kt.ALICE)
+        with kt.Listener(self.env, kt.ALICE) as listener:
+            r = self.configure(path, {'env': ['GOOD=1'], 'cap_add': ['CAP_NOPE']}, user=kt.ALICE)
+            self.assertError(r, kt.E_INVALID)
+            # A good change afterwards is the first thing announced.
+            self.assertOk(self.configure(path, {'hostname': 'after'}, user=kt.ALICE))
+            signal = listener.wait_for(lambda s: s.get('member') == 'PropertiesChanged')
+            self.assertIsNotNone(signal, f'no PropertiesChanged; got {listener.signals}')
+            self.assertEqual(signal['body'][1], {'Hostname': 'after'})
+
     def test_properties_changed_is_unicast(self):
         # Seen from the bus: the signal carries a destination, the owner's connection.
         path = self.create('unicast', 'scratch', user=kt.ALICE)
@@ -222,20 +239,30 @@ class Builders(kt.KilnTestCase):
             self.assertTrue(m.get('destination'), f'PropertiesChanged was broadcast: {m}')
         self.assertIn(listener.unique_name, [m.get('destination') for m in sent])
 
+    def check_added_removed(self, listener, name):
+        path = self.create(name, 'scratch', user=kt.ALICE)
+        added = listener.wait_for(lambda s: s.get('member') == 'InterfacesAdded' and s['body'][0] == path)
+        self.assertIsNotNone(added, f'no InterfacesAdded for {path}; got {listener.signals}')
+        self.assertEqual(added['path'], kt.MANAGER_PATH)
+        self.assertEqual(added['interface'], kt.OBJECT_MANAGER_IFACE)
+        self.assertEqual(added['destination'], listener.unique_name)
+        self.assertEqual(added['body'][1][kt.BUILDER_IFACE]['Name'], name)
+        self.assertEqual(added['body'][1][kt.BUILDER_IFACE]['Owner'], self.uid(kt.ALICE))
+        self.assertOk(self.remove(path, user=kt.ALICE))
+        removed = listener.wait_for(lambda s: s.get('member') == 'InterfacesRemoved' and s['body'][0] == path)
+        self.assertIsNotNone(removed, f'no InterfacesRemoved for {path}; got {listener.signals}')
+        self.assertIn(kt.BUILDER_IFACE, removed['body'][1])
+
     def test_interfaces_added_and_removed_reach_owner(self):
+        # An ObjectManager client: GetManagedObjects first (nothing there yet), then signals.
+        with kt.Listener(self.env, kt.ALICE, first_call='GetManagedObjects') as listener:
+            self.check_added_removed(listener, 'added')
+
+    def test_interfaces_added_after_list_with_builders_present(self):
+        # The same, for a client whose first call saw one of its builders.
+        self.create('already-there', 'scratch', user=kt.ALICE)
         with kt.Listener(self.env, kt.ALICE) as listener:
-            path = self.create('added', 'scratch', user=kt.ALICE)
-            added = listener.wait_for(lambda s: s.get('member') == 'InterfacesAdded')
-            self.assertIsNotNone(added, f'no InterfacesAdded; got {listener.signals}')
-            self.assertEqual(added['path'], kt.MANAGER_PATH)
-            self.assertEqual(added['interface'], kt.OBJECT_MANAGER_IFACE)
-            self.assertEqual(added['body'][0], path)
-            self.assertEqual(added['body'][1][kt.BUILDER_IFACE]['Name'], 'added')
-            self.assertOk(self.remove(path, user=kt.ALICE))
-            removed = listener.wait_for(lambda s: s.get('member') == 'InterfacesRemoved')
-            self.assertIsNotNone(removed, f'no InterfacesRemoved; got {listener.signals}')
-            self.assertEqual(removed['body'][0], path)
-            self.assertIn(kt.BUILDER_IFACE, removed['body'][1])
+            self.check_added_removed(listener, 'added-later')
 
     # -- remove ----------------------------------------------------------------------
 
