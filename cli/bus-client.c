@@ -246,3 +246,18 @@ int kiln_bus_append_option_strv(sd_bus_message *m, const char *key, char **value
                 return r;
         return sd_bus_message_close_container(m);
 }
+
+int kiln_bus_open_builder(const char *name_or_id, sd_bus **ret_bus, char **ret_path)
+{
+        g_autoptr(sd_bus) bus = NULL;
+        int r;
+
+        r = kiln_bus_open(&bus);
+        if (r < 0)
+                return r;
+        r = kiln_bus_resolve_builder(bus, name_or_id, ret_path);
+        if (r < 0)
+                return r;
+        *ret_bus = g_steal_pointer(&bus);
+        return 0;
+}

@@ -53,6 +53,9 @@ int kiln_bus_call(sd_bus *bus, sd_bus_message *m, uint64_t timeout_usec, sd_bus_
 /* Manager.GetBuilder: a builder's name or id (or a unique id prefix) to its object path. */
 int kiln_bus_resolve_builder(sd_bus *bus, const char *name_or_id, char **ret_path);
 
+/* Connects and resolves @name_or_id: what every verb on one builder starts with. */
+int kiln_bus_open_builder(const char *name_or_id, sd_bus **ret_bus, char **ret_path);
+
 /* Manager.ListBuilders; with only_own, just the builders the calling user owns. */
 int kiln_bus_list_builders(sd_bus *bus, bool only_own, GPtrArray **ret);
 

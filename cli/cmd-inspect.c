@@ -20,10 +20,7 @@ int kiln_verb_inspect(int argc, char **argv)
         if (argc != 2)
                 return kiln_usage_error("inspect", "expected exactly one BUILDER");
 
-        r = kiln_bus_open(&bus);
-        if (r < 0)
-                return KILN_EXIT_FAILURE;
-        r = kiln_bus_resolve_builder(bus, argv[1], &path);
+        r = kiln_bus_open_builder(argv[1], &bus, &path);
         if (r < 0)
                 return KILN_EXIT_FAILURE;
 

@@ -22,10 +22,7 @@ static int call_on_builder(const char *verb, const char *summary, const char *me
                 return -EINVAL;
         }
 
-        r = kiln_bus_open(&bus);
-        if (r < 0)
-                return r;
-        r = kiln_bus_resolve_builder(bus, argv[1], &path);
+        r = kiln_bus_open_builder(argv[1], &bus, &path);
         if (r < 0)
                 return r;
         r = kiln_bus_new_call(bus, path, KILN_BUILDER_INTERFACE, member, &m);
