@@ -44,6 +44,12 @@ def rss_kib(pid):
     return -1
 
 
+def cpu_ms(pid):
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf('SC_CLK_TCK')
+
+
 def kilnd_pid(env):
     with open(os.path.join(env.dir, 'kilnd.pid')) as f:
         return int(f.read().strip())
@@ -100,15 +106,19 @@ def main():
         def busctl(*call):
             return ['busctl', 'call', 'org.kiln.Builder1', '/org/kiln/Builder1', *call]
 
-        ping = [timed(busctl('org.freedesktop.DBus.Peer', 'Ping'), envvars) for _ in range(args.repeat)]
-        lst = [timed(busctl('org.kiln.Builder1.Manager', 'ListBuilders'), envvars) for _ in range(args.repeat)]
-        gmo = [timed(busctl('org.freedesktop.DBus.ObjectManager', 'GetManagedObjects'), envvars)
-               for _ in range(args.repeat)]
+        def measure(*call):
+            before = cpu_ms(pid)
+            walls = [timed(busctl(*call), envvars) for _ in range(args.repeat)]
+            return walls, (cpu_ms(pid) - before) / args.repeat
+
+        ping, _ = measure('org.freedesktop.DBus.Peer', 'Ping')
+        lst, lst_cpu = measure('org.kiln.Builder1.Manager', 'ListBuilders')
+        gmo, gmo_cpu = measure('org.freedesktop.DBus.ObjectManager', 'GetManagedObjects')
         print(f'busctl Ping (client cost): median {median_ms(ping):.1f} ms')
         print(f'ListBuilders with {args.builders}: median {median_ms(lst):.1f} ms '
-              f'({median_ms(lst) - median_ms(ping):.1f} ms above Ping)')
+              f'({median_ms(lst) - median_ms(ping):.1f} ms above Ping; kilnd CPU {lst_cpu:.1f} ms a call)')
         print(f'GetManagedObjects with {args.builders}: median {median_ms(gmo):.1f} ms '
-              f'({median_ms(gmo) - median_ms(ping):.1f} ms above Ping)')
+              f'({median_ms(gmo) - median_ms(ping):.1f} ms above Ping; kilnd CPU {gmo_cpu:.1f} ms a call)')
         print(f'kilnd RSS after listing: {rss_kib(pid) / 1024:.1f} MiB')
 
 
