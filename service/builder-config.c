@@ -98,45 +98,6 @@ void kiln_builder_config_assign(KilnBuilderConfig *dst, const KilnBuilderConfig 
         }
 }
 
-gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits, GError **error)
-{
-        if (strlen(value) <= limits->max_string_length)
-                return TRUE;
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
-                    "%s is longer than the limit of %u bytes", arg, limits->max_string_length);
-        return FALSE;
-}
-
-gboolean kiln_check_array_limit(const char *arg, size_t n, const KilnConfig *limits, GError **error)
-{
-        if (n <= limits->max_array_length)
-                return TRUE;
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
-                    "%s has more than the limit of %u entries", arg, limits->max_array_length);
-        return FALSE;
-}
-
-static gboolean bus_failed(int r, const char *arg, GError **error)
-{
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot read it: %s", arg,
-                    g_strerror(-r));
-        return FALSE;
-}
-
-static gboolean read_checked_string(sd_bus_message *m, char type, const KilnConfigField *f, const char *arg,
-                                    const KilnConfig *limits, char **ret, GError **error)
-{
-        const char *s;
-        int r = sd_bus_message_read_basic(m, type, &s);
-
-        if (r < 0)
-                return bus_failed(r, arg, error);
-        if (!kiln_check_string_limit(arg, s, limits, error))
-                return FALSE;
-        *ret = f ? f->check(arg, s, error) : g_strdup(s);
-        return *ret != NULL;
-}
-
 static int compare_strp(gconstpointer a, gconstpointer b)
 {
         return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -159,55 +120,39 @@ static gboolean sort_labels(GPtrArray *items, const char *arg, GError **error)
         return TRUE;
 }
 
-/* Reads "as" or "a{ss}" (as "key=value" strings) into a NULL-terminated array. */
-static gboolean read_strv(sd_bus_message *m, const KilnConfigField *f, const KilnConfig *limits, char ***ret,
-                          GError **error)
+/* Reads "a{ss}" as "key=value" strings into a NULL-terminated array. */
+static gboolean read_map(sd_bus_message *m, const KilnConfigField *f, const KilnConfig *limits, char ***ret,
+                         GError **error)
 {
         g_autoptr(GPtrArray) items = g_ptr_array_new_with_free_func(g_free);
-        gboolean map = f->type == KILN_FIELD_MAP;
         int r;
 
-        r = sd_bus_message_enter_container(m, 'a', map ? "{ss}" : "s");
+        r = sd_bus_message_enter_container(m, 'a', "{ss}");
         if (r < 0)
-                return bus_failed(r, f->key, error);
-        for (;;) {
+                return kiln_bus_read_failed(r, f->key, error);
+        while ((r = sd_bus_message_enter_container(m, 'e', "ss")) > 0) {
                 g_autofree char *arg = g_strdup_printf("%s[%u]", f->key, items->len);
-                g_autofree char *item = NULL, *value = NULL;
+                g_autofree char *name = NULL, *value = NULL;
 
-                if (map) {
-                        r = sd_bus_message_enter_container(m, 'e', "ss");
-                        if (r == 0)
-                                break;
-                } else {
-                        r = sd_bus_message_at_end(m, FALSE);
-                        if (r > 0)
-                                break;
-                }
-                if (r < 0)
-                        return bus_failed(r, f->key, error);
                 if (!kiln_check_array_limit(f->key, items->len + 1, limits, error) ||
-                    !read_checked_string(m, 's', f, arg, limits, &item, error))
+                    !kiln_bus_read_string(m, arg, f->check, limits, &name, error) ||
+                    !kiln_bus_read_string(m, arg, NULL, limits, &value, error))
                         return FALSE;
-                if (map) {
-                        if (strchr(item, '=')) {
-                                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                                            "Invalid %s: label name '%s' contains '='", arg, item);
-                                return FALSE;
-                        }
-                        if (!read_checked_string(m, 's', NULL, arg, limits, &value, error))
-                                return FALSE;
-                        r = sd_bus_message_exit_container(m);
-                        if (r < 0)
-                                return bus_failed(r, f->key, error);
-                        g_ptr_array_add(items, g_strconcat(item, "=", value, NULL));
-                } else {
-                        g_ptr_array_add(items, g_steal_pointer(&item));
+                if (strchr(name, '=')) {
+                        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                    "Invalid %s: label name '%s' contains '='", arg, name);
+                        return FALSE;
                 }
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return kiln_bus_read_failed(r, f->key, error);
+                g_ptr_array_add(items, g_strconcat(name, "=", value, NULL));
         }
-        r = sd_bus_message_exit_container(m);
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
         if (r < 0)
-                return bus_failed(r, f->key, error);
-        if (map && !sort_labels(items, f->key, error))
+                return kiln_bus_read_failed(r, f->key, error);
+        if (!sort_labels(items, f->key, error))
                 return FALSE;
         g_ptr_array_add(items, NULL);
         *ret = (char **)g_ptr_array_free(g_steal_pointer(&items), FALSE);
@@ -227,40 +172,24 @@ const char *kiln_config_field_signature(const KilnConfigField *f)
 gboolean kiln_builder_config_read_variant(KilnBuilderConfig *config, const KilnConfigField *field,
                                           sd_bus_message *m, const KilnConfig *limits, GError **error)
 {
-        const char *expected = kiln_config_field_signature(field), *contents = NULL;
-        char type;
-        int r;
-
-        r = sd_bus_message_peek_type(m, &type, &contents);
-        if (r < 0)
-                return bus_failed(r, field->key, error);
-        if (type != 'v' || !contents || !g_str_equal(contents, expected)) {
-                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid %s: expected a value of type '%s', got '%s'", field->key, expected,
-                            contents ? contents : "?");
+        if (!kiln_bus_enter_variant(m, field->key, kiln_config_field_signature(field), error))
                 return FALSE;
-        }
-        r = sd_bus_message_enter_container(m, 'v', contents);
-        if (r < 0)
-                return bus_failed(r, field->key, error);
-
         if (field->type == KILN_FIELD_STRING) {
                 char *value = NULL;
-                if (!read_checked_string(m, 's', field, field->key, limits, &value, error))
+                if (!kiln_bus_read_string(m, field->key, field->check, limits, &value, error))
                         return FALSE;
                 g_free(*STRING_AT(config, field));
                 *STRING_AT(config, field) = value;
         } else {
                 char **value = NULL;
-                if (!read_strv(m, field, limits, &value, error))
+                if (!(field->type == KILN_FIELD_MAP ? read_map(m, field, limits, &value, error)
+                                                    : kiln_bus_read_strv(m, field->key, field->check, limits,
+                                                                         &value, error)))
                         return FALSE;
                 g_strfreev(*STRV_AT(config, field));
                 *STRV_AT(config, field) = value;
         }
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return bus_failed(r, field->key, error);
-        return TRUE;
+        return kiln_bus_exit_variant(m, field->key, error);
 }
 
 void kiln_builder_config_to_json(const KilnBuilderConfig *config, JsonBuilder *b)

@@ -7,8 +7,7 @@
 #include <json-glib/json-glib.h>
 #include <systemd/sd-bus.h>
 
-#include "config.h"
-#include "errors.h"
+#include "bus-args.h"
 
 typedef struct KilnBuilderConfig {
         char **env;
@@ -69,6 +68,3 @@ const char *kiln_config_field_signature(const KilnConfigField *field);
 int kiln_builder_config_append_property(const KilnBuilderConfig *config, const KilnConfigField *field,
                                         sd_bus_message *reply);
 
-/* Limits shared by every argument of every call. */
-gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits, GError **error);
-gboolean kiln_check_array_limit(const char *arg, size_t n, const KilnConfig *limits, GError **error);
