@@ -20,6 +20,7 @@ static const Verb verbs[] = {
     {"containers", kiln_verb_containers, "List builders"},
     {"inspect", kiln_verb_inspect, "Show a builder's properties as JSON"},
     {"config", kiln_verb_config, "Change a builder's configuration"},
+    {"run", kiln_verb_run, "Run a command in a builder"},
     {"rm", kiln_verb_rm, "Remove builders"},
     {"mount", kiln_verb_mount, "Mount a builder's root file system on the host"},
     {"umount", kiln_verb_umount, "Unmount a builder's root file system"},

@@ -6,6 +6,7 @@ int kiln_verb_from(int argc, char **argv);
 int kiln_verb_containers(int argc, char **argv);
 int kiln_verb_inspect(int argc, char **argv);
 int kiln_verb_config(int argc, char **argv);
+int kiln_verb_run(int argc, char **argv);
 int kiln_verb_rm(int argc, char **argv);
 int kiln_verb_mount(int argc, char **argv);
 int kiln_verb_umount(int argc, char **argv);

@@ -1,13 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "builder-dbus.h"
+#include "process-dbus.h"
 #include "validate.h"
 
-static KilnManager *manager_of(sd_bus_message *m)
-{
-        /* Every Builder object's vtable is registered with the manager as userdata and found per
-         * call; the builder itself arrives as the method's userdata. */
-        return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(m)));
-}
 
 int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
                              void **found, sd_bus_error *error)
@@ -62,16 +57,22 @@ static int property_get_config(sd_bus *bus, const char *path, const char *interf
         return -ENOENT;
 }
 
+static int append_processes(sd_bus_message *reply, const KilnBuilder *b)
+{
+        g_auto(GStrv) paths = kiln_process_paths_of(b->manager, b->id);
+        int r = sd_bus_message_open_container(reply, 'a', "o");
+
+        for (char **p = paths; r >= 0 && *p; p++)
+                r = sd_bus_message_append_basic(reply, 'o', *p);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
 static int property_get_processes(sd_bus *bus, const char *path, const char *interface, const char *property,
                                   sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
-        int r;
-
-        /* Runs arrive with the Run issue; until then a builder never has processes. */
-        r = sd_bus_message_open_container(reply, 'a', "o");
-        if (r < 0)
-                return r;
-        return sd_bus_message_close_container(reply);
+        return append_processes(reply, userdata);
 }
 
 /* Configure: every change is read and checked before anything is applied; then the metadata is
@@ -79,7 +80,7 @@ static int property_get_processes(sd_bus *bus, const char *path, const char *int
 static int method_configure(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
-        KilnManager *manager = manager_of(m);
+        KilnManager *manager = b->manager;
         g_auto(KilnBuilderConfig) changes = {0};
         g_auto(KilnBuilderConfig) previous = {0};
         g_autoptr(GError) local = NULL;
@@ -134,7 +135,7 @@ static int method_configure(sd_bus_message *m, void *userdata, sd_bus_error *err
 static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
-        KilnManager *manager = manager_of(m);
+        KilnManager *manager = b->manager;
         g_autoptr(GError) local = NULL;
         int force = 0, r;
 
@@ -161,6 +162,18 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (r < 0)
                 return r;
 
+        if (b->pending_remove)
+                return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
+        if (kiln_process_count_running(manager, b->id, 0) > 0) {
+                if (!force)
+                        return sd_bus_error_setf(error, KILN_ERROR_BUSY,
+                                                 "Builder '%s' has running processes (force removes it anyway)",
+                                                 b->name);
+                /* Answered when the last of them has ended (kiln_builder_processes_changed). */
+                b->pending_remove = sd_bus_message_ref(m);
+                kiln_process_kill_builder(manager, b->id);
+                return 1;
+        }
         if (!kiln_manager_remove_builder(manager, b, &local))
                 return kiln_error_to_bus(local, error);
         return sd_bus_reply_method_return(m, NULL);
@@ -197,15 +210,17 @@ static void mount_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoi
                 sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed", req->id);
                 return;
         }
-        path = kiln_storage_mount(req->manager->storage, b->id, b->layer, &local);
-        if (!path) {
-                kiln_error_to_bus(local, &error);
-                sd_bus_reply_method_error(m, &error);
-                return;
+        /* Mount() holds one reference however often it is called; runs hold their own. */
+        if (!b->mount_path) {
+                path = kiln_manager_acquire_rootfs(req->manager, b, &local);
+                if (!path) {
+                        kiln_error_to_bus(local, &error);
+                        sd_bus_reply_method_error(m, &error);
+                        return;
+                }
+                b->mount_path = path;
         }
-        g_free(b->mount_path);
-        b->mount_path = path;
-        sd_bus_reply_method_return(m, "s", path);
+        sd_bus_reply_method_return(m, "s", b->mount_path);
 }
 
 static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -214,7 +229,7 @@ static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
         MountRequest *req = g_new0(MountRequest, 1);
         const char *details[] = {"builder", b->name, NULL};
 
-        req->manager = manager_of(m);
+        req->manager = b->manager;
         req->id = g_strdup(b->id);
         return kiln_auth_check_method(req->manager->auth, m, details, mount_authorized, req, mount_request_free);
 }
@@ -222,17 +237,15 @@ static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static int method_unmount(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
-        KilnManager *manager = manager_of(m);
-        g_autoptr(GError) local = NULL;
-
-        if (!kiln_storage_unmount(manager->storage, b->id, &local))
-                return kiln_error_to_bus(local, error);
-        g_clear_pointer(&b->mount_path, g_free);
+        KilnManager *manager = b->manager;
+        if (b->mount_path) {
+                g_clear_pointer(&b->mount_path, g_free);
+                kiln_manager_release_rootfs(manager, b);
+        }
         return sd_bus_reply_method_return(m, NULL);
 }
 
-/* Signals. The vtable-driven sd_bus_emit_* helpers broadcast; a builder's name and configuration
- * are private to those who may see it, so each signal is built here and sent to each of them. */
+/* Signals about builders, sent to each client that may see them (kiln_manager_send_to_watchers). */
 
 static int append_variant(sd_bus_message *s, const KilnBuilder *b, const char *name, const char *sig,
                           const KilnConfigField *field)
@@ -243,8 +256,7 @@ static int append_variant(sd_bus_message *s, const KilnBuilder *b, const char *n
         if (r >= 0)
                 r = sd_bus_message_open_container(s, 'v', sig);
         if (r >= 0)
-                r = field ? kiln_builder_config_append_property(&b->config, field, s)
-                          : property_get_processes(NULL, NULL, NULL, NULL, s, NULL, NULL);
+                r = field ? kiln_builder_config_append_property(&b->config, field, s) : append_processes(s, b);
         if (r >= 0)
                 r = sd_bus_message_close_container(s);
         if (r >= 0)
@@ -252,8 +264,10 @@ static int append_variant(sd_bus_message *s, const KilnBuilder *b, const char *n
         return r;
 }
 
-/* The Builder interface's properties as a{sv}: all of them, or the config fields in @mask. */
-static int append_properties(sd_bus_message *s, const KilnBuilder *b, gboolean all, KilnFieldMask mask)
+/* The Builder interface's properties as a{sv}: all of them, or the config fields in @mask (and
+ * Processes if @processes). */
+static int append_properties(sd_bus_message *s, const KilnBuilder *b, gboolean all, KilnFieldMask mask,
+                             gboolean processes)
 {
         int r = sd_bus_message_open_container(s, 'a', "{sv}");
 
@@ -265,7 +279,7 @@ static int append_properties(sd_bus_message *s, const KilnBuilder *b, gboolean a
                 if (all || (mask & (1u << i)))
                         r = append_variant(s, b, kiln_config_fields[i].property,
                                            kiln_config_field_signature(&kiln_config_fields[i]), &kiln_config_fields[i]);
-        if (r >= 0 && all)
+        if (r >= 0 && (all || processes))
                 r = append_variant(s, b, "Processes", "ao", NULL);
         if (r >= 0)
                 r = sd_bus_message_close_container(s);
@@ -279,9 +293,19 @@ static const char *const standard_interfaces[] = {
         NULL,
 };
 
-static int build_signal(KilnManager *manager, const KilnBuilder *b, SignalKind kind, KilnFieldMask mask,
-                        const char *destination, sd_bus_message **ret)
+typedef struct {
+        const KilnBuilder *builder;
+        SignalKind kind;
+        KilnFieldMask mask;
+        gboolean processes; /* SIGNAL_CHANGED: Processes changed */
+} SignalRequest;
+
+static int build_signal(KilnManager *manager, const char *destination, gconstpointer data, sd_bus_message **ret)
 {
+        const SignalRequest *req = data;
+        const KilnBuilder *b = req->builder;
+        SignalKind kind = req->kind;
+        KilnFieldMask mask = req->mask;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
         int r;
 
@@ -302,7 +326,7 @@ static int build_signal(KilnManager *manager, const KilnBuilder *b, SignalKind k
         case SIGNAL_CHANGED:
                 r = sd_bus_message_append_basic(s, 's', KILN_BUILDER_INTERFACE);
                 if (r >= 0)
-                        r = append_properties(s, b, FALSE, mask);
+                        r = append_properties(s, b, FALSE, mask, req->processes);
                 if (r >= 0)
                         r = sd_bus_message_append_strv(s, NULL);
                 break;
@@ -317,7 +341,7 @@ static int build_signal(KilnManager *manager, const KilnBuilder *b, SignalKind k
                 if (r >= 0)
                         r = sd_bus_message_append_basic(s, 's', KILN_BUILDER_INTERFACE);
                 if (r >= 0)
-                        r = append_properties(s, b, TRUE, 0);
+                        r = append_properties(s, b, TRUE, 0, FALSE);
                 if (r >= 0)
                         r = sd_bus_message_close_container(s);
                 if (r >= 0)
@@ -338,16 +362,9 @@ static int build_signal(KilnManager *manager, const KilnBuilder *b, SignalKind k
 
 static void emit(KilnManager *manager, const KilnBuilder *b, SignalKind kind, KilnFieldMask mask)
 {
-        g_autoptr(GPtrArray) watchers = kiln_auth_watchers(manager->auth, b->owner);
+        SignalRequest req = {b, kind, mask, FALSE};
 
-        for (guint i = 0; i < watchers->len; i++) {
-                _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
-                int r = build_signal(manager, b, kind, mask, watchers->pdata[i], &s);
-                if (r >= 0)
-                        r = sd_bus_send(manager->bus, s, NULL);
-                if (r < 0)
-                        g_warning("Cannot send a signal about builder %s: %s", b->name, g_strerror(-r));
-        }
+        kiln_manager_send_to_watchers(manager, b->owner, build_signal, &req);
 }
 
 void kiln_builder_emit_added(KilnManager *manager, KilnBuilder *b)
@@ -363,6 +380,122 @@ void kiln_builder_emit_removed(KilnManager *manager, KilnBuilder *b)
 void kiln_builder_emit_changed(KilnManager *manager, KilnBuilder *b, KilnFieldMask fields)
 {
         emit(manager, b, SIGNAL_CHANGED, fields);
+}
+
+void kiln_builder_processes_changed(KilnManager *manager, KilnBuilder *b)
+{
+        SignalRequest req = {b, SIGNAL_CHANGED, 0, TRUE};
+        g_autoptr(GError) error = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+
+        kiln_manager_send_to_watchers(manager, b->owner, build_signal, &req);
+        if (!b->pending_remove || kiln_process_count_running(manager, b->id, 0) > 0)
+                return;
+        /* The last process a Remove(force) killed has ended: finish the removal it asked for. */
+        call = g_steal_pointer(&b->pending_remove);
+        if (!kiln_manager_remove_builder(manager, b, &error)) {
+                _cleanup_(sd_bus_error_free) sd_bus_error bus_error = SD_BUS_ERROR_NULL;
+                kiln_error_to_bus(error, &bus_error);
+                sd_bus_reply_method_error(call, &bus_error);
+                return;
+        }
+        sd_bus_reply_method_return(call, NULL);
+}
+
+/* Run, RunCaptured, Start: read and check everything, authorize, then launch. */
+typedef struct {
+        KilnManager *manager;
+        char *builder_id;
+        char **argv;
+        KilnRunOptions options;
+        KilnProcessMode mode;
+        uid_t caller_uid;
+} RunRequest;
+
+static void run_request_free(gpointer data)
+{
+        RunRequest *req = data;
+
+        g_free(req->builder_id);
+        g_strfreev(req->argv);
+        kiln_run_options_clear(&req->options);
+        g_free(req);
+}
+
+static void run_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
+{
+        RunRequest *req = data;
+        KilnBuilder *b;
+
+        if (denied) {
+                sd_bus_reply_method_error(m, denied);
+                return;
+        }
+        b = g_hash_table_lookup(req->manager->builders, req->builder_id);
+        if (!b || b->pending_remove) {
+                sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed", req->builder_id);
+                return;
+        }
+        kiln_process_launch(req->manager, b, m, req->caller_uid, req->argv, &req->options, req->mode);
+}
+
+static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd_bus_error *error)
+{
+        KilnManager *manager = b->manager;
+        RunRequest *req = g_new0(RunRequest, 1);
+        g_autoptr(GError) local = NULL;
+        g_autofree char *command = NULL;
+        const KilnCreds *creds;
+        const char *details[] = {"builder", b->name, "command", NULL, NULL};
+        int r;
+
+        req->manager = manager;
+        req->builder_id = g_strdup(b->id);
+        req->mode = mode;
+        kiln_run_options_init(&req->options);
+
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                goto fail;
+        req->caller_uid = creds->uid;
+        if (!kiln_bus_read_strv(m, "argv", NULL, manager->config, &req->argv, &local) ||
+            !kiln_run_options_read(&req->options, m, manager->config, &local)) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
+        if (b->pending_remove) {
+                r = sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
+                goto fail;
+        }
+        if (req->caller_uid != 0 &&
+            kiln_process_count_running(manager, NULL, req->caller_uid) >= manager->config->processes_per_user) {
+                r = sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
+                                      "User %u already has the limit of %u running processes",
+                                      (unsigned)req->caller_uid, manager->config->processes_per_user);
+                goto fail;
+        }
+        command = g_strjoinv(" ", req->argv);
+        details[3] = command;
+        return kiln_auth_check_method(manager->auth, m, details, run_authorized, req, run_request_free);
+
+fail:
+        run_request_free(req);
+        return r;
+}
+
+static int method_run(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        return start_run(m, userdata, KILN_PROCESS_MODE_RUN, error);
+}
+
+static int method_run_captured(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        return start_run(m, userdata, KILN_PROCESS_MODE_CAPTURED, error);
+}
+
+static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        return start_run(m, userdata, KILN_PROCESS_MODE_START, error);
 }
 
 #define CONFIG_PROPERTY(name, sig) \
@@ -394,6 +527,13 @@ const sd_bus_vtable kiln_builder_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_remove,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Run", SD_BUS_ARGS("as", argv, "a{sv}", options), SD_BUS_RESULT("i", exit_status),
+                                method_run, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RunCaptured", SD_BUS_ARGS("as", argv, "a{sv}", options),
+                                SD_BUS_RESULT("i", exit_status, "s", stdout, "s", stderr), method_run_captured,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("as", argv, "a{sv}", options), SD_BUS_RESULT("o", process),
+                                method_start, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Mount", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", path), method_mount,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unmount,

@@ -15,3 +15,6 @@ int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, 
 void kiln_builder_emit_added(KilnManager *manager, KilnBuilder *builder);
 void kiln_builder_emit_removed(KilnManager *manager, KilnBuilder *builder);
 void kiln_builder_emit_changed(KilnManager *manager, KilnBuilder *builder, KilnFieldMask fields);
+/* A process of @builder started or ended: Processes changed; a Remove(force) waiting for the last
+ * one completes. */
+void kiln_builder_processes_changed(KilnManager *manager, KilnBuilder *builder);

@@ -35,6 +35,7 @@ void kiln_builder_free(KilnBuilder *b)
         kiln_builder_config_clear(&b->config);
         g_free(b->object_path);
         g_free(b->mount_path);
+        sd_bus_message_unref(b->pending_remove);
         g_free(b);
 }
 

@@ -7,7 +7,10 @@
 
 #include "builder-config.h"
 
+struct KilnManager;
+
 typedef struct KilnBuilder {
+        struct KilnManager *manager; /* the one that exports it; not owned */
         char *id;     /* 64 hex */
         char *name;
         uid_t owner;
@@ -17,6 +20,8 @@ typedef struct KilnBuilder {
         KilnBuilderConfig config;
         char *object_path;
         char *mount_path; /* while Mount()ed */
+        guint rootfs_refs; /* Mount() and each run hold one; unmounted at zero */
+        sd_bus_message *pending_remove; /* Remove(force) waiting for the processes it killed */
 } KilnBuilder;
 
 KilnBuilder *kiln_builder_new(const char *id, const char *name, uid_t owner, const char *from,

@@ -18,6 +18,9 @@ KilnConfig *kiln_config_new_defaults(void)
         c->max_builders = 10000;
         c->max_array_length = 256;
         c->max_string_length = 4096;
+        c->processes_per_user = 64;
+        c->capture_bytes = 1024 * 1024;
+        c->process_linger_seconds = 60;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         return c;
@@ -54,17 +57,18 @@ static gboolean read_dir(GKeyFile *kf, const char *key, char **field, GError **e
         return TRUE;
 }
 
-static gboolean read_uint(GKeyFile *kf, const char *key, unsigned min, unsigned *field, GError **error)
+static gboolean read_uint(GKeyFile *kf, const char *group, const char *key, unsigned min, unsigned *field,
+                          GError **error)
 {
         g_autoptr(GError) local = NULL;
         guint64 v;
 
-        if (!g_key_file_has_key(kf, "Limits", key, NULL))
+        if (!g_key_file_has_key(kf, group, key, NULL))
                 return TRUE;
-        v = g_key_file_get_uint64(kf, "Limits", key, &local);
+        v = g_key_file_get_uint64(kf, group, key, &local);
         if (local || v < min || v > G_MAXINT) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                            "[Limits] %s must be a number between %u and %d", key, min, G_MAXINT);
+                            "[%s] %s must be a number between %u and %d", group, key, min, G_MAXINT);
                 return FALSE;
         }
         *field = (unsigned)v;
@@ -91,10 +95,13 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_dir(kf, "RuntimeDirectory", &c->runtime_dir, error) ||
             !read_dir(kf, "DataDirectory", &c->data_dir, error) ||
             !read_dir(kf, "HelperDirectory", &c->helper_dir, error) ||
-            !read_uint(kf, "BuildersPerUser", 0, &c->builders_per_user, error) ||
-            !read_uint(kf, "MaxBuilders", 1, &c->max_builders, error) ||
-            !read_uint(kf, "MaxArrayLength", 1, &c->max_array_length, error) ||
-            !read_uint(kf, "MaxStringLength", 64, &c->max_string_length, error))
+            !read_uint(kf, "Limits", "BuildersPerUser", 0, &c->builders_per_user, error) ||
+            !read_uint(kf, "Limits", "MaxBuilders", 1, &c->max_builders, error) ||
+            !read_uint(kf, "Limits", "MaxArrayLength", 1, &c->max_array_length, error) ||
+            !read_uint(kf, "Limits", "MaxStringLength", 64, &c->max_string_length, error) ||
+            !read_uint(kf, "Limits", "ProcessesPerUser", 0, &c->processes_per_user, error) ||
+            !read_uint(kf, "Limits", "CaptureBytes", 1, &c->capture_bytes, error) ||
+            !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error))
                 return NULL;
 
         isolation = g_key_file_get_string(kf, "Run", "DefaultIsolation", NULL);

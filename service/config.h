@@ -12,6 +12,11 @@
  *   MaxArrayLength=256                 entries in any array argument (argv, env, volumes, ...)
  *   MaxStringLength=4096               bytes in any string argument
  *   MaxBuilders=10000                  builders on the host in all
+ *   ProcessesPerUser=64                running processes one uid may have (uid 0 is not limited)
+ *   CaptureBytes=1048576               RunCaptured's bound per stream
+ *
+ *   [Process]
+ *   LingerSeconds=60                   how long an exited Process object still answers Wait
  *
  *   [Run]
  *   DefaultIsolation=oci
@@ -31,6 +36,9 @@ typedef struct KilnConfig {
         unsigned max_builders;
         unsigned max_array_length;
         unsigned max_string_length;
+        unsigned processes_per_user;
+        unsigned capture_bytes;
+        unsigned process_linger_seconds;
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

@@ -47,7 +47,6 @@ static int run(const char *config_path)
                 g_printerr("kilnd: %s\n", error->message);
                 return 1;
         }
-        kiln_storage_cleanup_stale(storage);
 
         r = sd_bus_open_system_with_description(&bus, "kilnd");
         if (r < 0) {
@@ -60,6 +59,8 @@ static int run(const char *config_path)
                 return 1;
         }
         manager = kiln_manager_new(config, storage, auth, bus);
+        kiln_manager_delete_stale_containers(manager);
+        kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);
         if (r < 0) {

@@ -6,6 +6,7 @@
 #include "kiln-build-config.h"
 
 #include "builder-dbus.h"
+#include "process-dbus.h"
 #include "manager.h"
 #include "validate.h"
 
@@ -402,5 +403,7 @@ int kiln_manager_register(KilnManager *m)
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(m->bus, &m->slots[3], KILN_BUILDER_PATH_PREFIX,
                                                kiln_builder_node_enumerator, m);
+        if (r >= 0)
+                r = kiln_process_register(m);
         return r;
 }

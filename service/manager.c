@@ -2,6 +2,7 @@
 #include <dirent.h>
 
 #include "builder-dbus.h"
+#include "process-dbus.h"
 #include "manager.h"
 #include "validate.h"
 
@@ -30,6 +31,7 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->names = g_hash_table_new(g_str_hash, g_str_equal);
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
+        kiln_process_manager_init(m);
         return m;
 }
 
@@ -39,6 +41,8 @@ void kiln_manager_free(KilnManager *m)
                 return;
         for (size_t i = 0; i < G_N_ELEMENTS(m->slots); i++)
                 sd_bus_slot_unref(m->slots[i]);
+        /* Processes first: freeing a running one kills it and releases its builder's rootfs. */
+        g_hash_table_destroy(m->processes);
         g_hash_table_destroy(m->names);
         g_hash_table_destroy(m->builders);
         g_hash_table_destroy(m->reserved_names);
@@ -49,6 +53,7 @@ void kiln_manager_free(KilnManager *m)
 
 static void add_builder(KilnManager *m, KilnBuilder *b)
 {
+        b->manager = m;
         g_hash_table_insert(m->builders, b->id, b);
         g_hash_table_insert(m->names, b->name, b);
 }
@@ -199,11 +204,71 @@ void kiln_manager_unmount_all(KilnManager *m)
 
         g_hash_table_iter_init(&iter, m->builders);
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b)) {
-                g_autoptr(GError) error = NULL;
                 if (!b->mount_path)
                         continue;
-                if (!kiln_storage_unmount(m->storage, b->id, &error))
-                        g_warning("Cannot unmount builder %s: %s", b->name, error->message);
                 g_clear_pointer(&b->mount_path, g_free);
+                kiln_manager_release_rootfs(m, b);
+        }
+}
+
+char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, GError **error)
+{
+        char *path = kiln_storage_mount(m->storage, b->id, b->layer, error);
+
+        if (path)
+                b->rootfs_refs++;
+        return path;
+}
+
+void kiln_manager_release_rootfs(KilnManager *m, KilnBuilder *b)
+{
+        g_autoptr(GError) error = NULL;
+
+        g_return_if_fail(b->rootfs_refs > 0);
+        if (--b->rootfs_refs > 0)
+                return;
+        if (!kiln_storage_unmount(m->storage, b->id, &error))
+                g_warning("Cannot unmount builder %s: %s", b->name, error->message);
+}
+
+char *kiln_manager_next_container_id(KilnManager *m, KilnBuilder *b)
+{
+        return g_strdup_printf("kiln-%.12s-%" G_GUINT64_FORMAT, b->id, ++m->next_container);
+}
+
+void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactory factory, gconstpointer data)
+{
+        g_autoptr(GPtrArray) watchers = kiln_auth_watchers(m->auth, owner);
+
+        for (guint i = 0; i < watchers->len; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+                int r = factory(m, watchers->pdata[i], data, &s);
+                if (r >= 0)
+                        r = sd_bus_send(m->bus, s, NULL);
+                if (r < 0)
+                        g_warning("Cannot send a signal to %s: %s", (char *)watchers->pdata[i], g_strerror(-r));
+        }
+}
+
+void kiln_manager_delete_stale_containers(KilnManager *m)
+{
+        const char *root = kiln_storage_runtime_root(m->storage);
+        g_autoptr(GDir) dir = g_dir_open(root, 0, NULL);
+        const char *id;
+
+        while (dir && (id = g_dir_read_name(dir))) {
+                for (char **r = m->runtimes; *r; r++) {
+                        g_autofree char *path = g_path_is_absolute(*r) ? g_strdup(*r) : g_find_program_in_path(*r);
+                        const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
+                        int status = -1;
+
+                        /* The runtime is an exec'd program; nothing runs between fork and exec here. */
+                        if (path && g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL |
+                                                 G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL, &status,
+                                                 NULL) && g_spawn_check_wait_status(status, NULL)) {
+                                g_message("Deleted stale container %s", id);
+                                break;
+                        }
+                }
         }
 }

@@ -18,7 +18,10 @@ typedef struct KilnManager {
         GHashTable *names;          /* name → KilnBuilder */
         GHashTable *reserved_names; /* names of builders being created */
         char **runtimes;            /* configured runtimes found on this host */
-        sd_bus_slot *slots[5];
+        guint64 next_container;
+        GHashTable *processes; /* object path → KilnProcess (owned) */
+        guint64 next_process;
+        sd_bus_slot *slots[6];
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
@@ -39,8 +42,28 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name,
                                          KilnFieldMask config_mask, GError **error);
 /* Unmounts, removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
+/* The builder's root file system, mounted while anyone holds it (Mount() and every run). */
+char *kiln_manager_acquire_rootfs(KilnManager *manager, KilnBuilder *builder, GError **error);
+void kiln_manager_release_rootfs(KilnManager *manager, KilnBuilder *builder);
+
+/* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */
+char *kiln_manager_next_container_id(KilnManager *manager, KilnBuilder *builder);
+
+/* Start-up: deletes the runtime containers a crash left in kiln's runtime root (before their bundles
+ * and mounts are cleaned up). */
+void kiln_manager_delete_stale_containers(KilnManager *manager);
+
 /* Unmounts every builder that Mount() mounted (at shutdown). */
 void kiln_manager_unmount_all(KilnManager *manager);
+
+/* Builds one signal addressed to @destination. */
+typedef int (*KilnSignalFactory)(KilnManager *manager, const char *destination, gconstpointer data,
+                                 sd_bus_message **ret);
+/* Sends a signal about an object of @owner to each client that may see it (see auth.h): the
+ * vtable-driven sd_bus_emit_* helpers broadcast, and a builder's name, configuration or command
+ * lines are private to those who may see it. */
+void kiln_manager_send_to_watchers(KilnManager *manager, uid_t owner, KilnSignalFactory factory,
+                                   gconstpointer data);
 
 /* Registers the Manager and Builder objects on the bus. */
 int kiln_manager_register(KilnManager *manager);

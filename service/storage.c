@@ -38,9 +38,12 @@ struct KilnStorage {
         char *layers_dir;
         char *builders_dir;
         char *mounts_dir;
+        char *bundles_dir;
+        char *runtime_root; /* the OCI runtime's --root */
         int layers_fd;
         int builders_fd;
         int mounts_fd;
+        int bundles_fd;
 };
 
 static gboolean set_errno_error(GError **error, int err, const char *syscall_name, const char *path)
@@ -151,6 +154,8 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
         s->layers_dir = g_build_filename(s->state_dir, "layers", NULL);
         s->builders_dir = g_build_filename(s->state_dir, "builders", NULL);
         s->mounts_dir = g_build_filename(s->runtime_dir, "mounts", NULL);
+        s->bundles_dir = g_build_filename(s->runtime_dir, "bundles", NULL);
+        s->runtime_root = g_build_filename(s->runtime_dir, "runtime", NULL);
 
         state_fd = open(s->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (state_fd < 0) {
@@ -172,6 +177,14 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
         s->mounts_fd = ensure_dir(runtime_fd, "mounts", s->mounts_dir, 0700, error);
         if (s->mounts_fd < 0)
                 return NULL;
+        s->bundles_fd = ensure_dir(runtime_fd, "bundles", s->bundles_dir, 0700, error);
+        if (s->bundles_fd < 0)
+                return NULL;
+        {
+                _cleanup_close_ int root_fd = ensure_dir(runtime_fd, "runtime", s->runtime_root, 0700, error);
+                if (root_fd < 0)
+                        return NULL;
+        }
 
         return g_steal_pointer(&s);
 }
@@ -183,6 +196,9 @@ void kiln_storage_free(KilnStorage *s)
         kiln_close_fdp(&s->layers_fd);
         kiln_close_fdp(&s->builders_fd);
         kiln_close_fdp(&s->mounts_fd);
+        kiln_close_fdp(&s->bundles_fd);
+        g_free(s->bundles_dir);
+        g_free(s->runtime_root);
         g_free(s->state_dir);
         g_free(s->runtime_dir);
         g_free(s->helper_path);
@@ -277,6 +293,33 @@ static gboolean unmount_path(const char *path, GError **error)
         return TRUE;
 }
 
+/* Removes every entry of the directory @fd (whose name starts with @prefix, if given), without
+ * following symlinks. */
+static void remove_all_entries(int dir_fd, const char *dir, const char *prefix)
+{
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+
+        if (!d) {
+                kiln_close_fdp(&fd);
+                return;
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+                    (!prefix || g_str_has_prefix(de->d_name, prefix)))
+                        g_ptr_array_add(names, g_strdup(de->d_name));
+        closedir(d);
+        for (guint i = 0; i < names->len; i++) {
+                g_autofree char *failed = NULL;
+                int r = kiln_rm_rf_at(dir_fd, names->pdata[i], &failed);
+                if (r < 0)
+                        g_warning("Cannot remove '%s/%s': %s", dir, failed ? failed : (char *)names->pdata[i],
+                                  g_strerror(-r));
+        }
+}
+
 void kiln_storage_cleanup_stale(KilnStorage *s)
 {
         g_autoptr(GError) error = NULL;
@@ -317,25 +360,11 @@ void kiln_storage_cleanup_stale(KilnStorage *s)
                 closedir(d);
         }
 
-        /* Imports a crash interrupted. */
-        fd = openat(s->layers_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        d = fd >= 0 ? fdopendir(fd) : NULL;
-        if (d) {
-                g_autoptr(GPtrArray) stale = g_ptr_array_new_with_free_func(g_free);
+        /* Bundles of runs a crash interrupted (their containers were deleted by the caller first). */
+        remove_all_entries(s->bundles_fd, s->bundles_dir, NULL);
 
-                fd = -1;
-                while ((de = readdir(d)))
-                        if (g_str_has_prefix(de->d_name, ".tmp-"))
-                                g_ptr_array_add(stale, g_strdup(de->d_name));
-                closedir(d);
-                for (guint i = 0; i < stale->len; i++) {
-                        g_autofree char *failed = NULL;
-                        int r = kiln_rm_rf_at(s->layers_fd, stale->pdata[i], &failed);
-                        if (r < 0)
-                                g_warning("Cannot remove '%s/%s': %s", s->layers_dir, failed,
-                                          g_strerror(-r));
-                }
-        }
+        /* Imports a crash interrupted. */
+        remove_all_entries(s->layers_fd, s->layers_dir, ".tmp-");
 }
 
 /* ---- import ---- */
@@ -939,4 +968,55 @@ gboolean kiln_storage_unmount(KilnStorage *s, const char *id, GError **error)
         if (unlinkat(s->mounts_fd, id, AT_REMOVEDIR) < 0 && errno != ENOENT)
                 return set_errno_error(error, errno, "rmdir", target);
         return TRUE;
+}
+
+/* ---- run bundles ---- */
+
+static gboolean container_id_is_valid(const char *id)
+{
+        if (!*id || strlen(id) > 128)
+                return FALSE;
+        for (const char *p = id; *p; p++)
+                if (!g_ascii_isalnum(*p) && *p != '-' && *p != '_')
+                        return FALSE;
+        return TRUE;
+}
+
+char *kiln_storage_new_bundle(KilnStorage *s, const char *container_id, GError **error)
+{
+        if (!container_id_is_valid(container_id)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid container id '%s'",
+                            container_id);
+                return NULL;
+        }
+        /* mkdirat in our own root-only directory: a fresh name nobody else can have prepared. */
+        if (mkdirat(s->bundles_fd, container_id, 0700) < 0) {
+                g_autofree char *p = g_build_filename(s->bundles_dir, container_id, NULL);
+                set_errno_error(error, errno, "mkdir", p);
+                return NULL;
+        }
+        return g_build_filename(s->bundles_dir, container_id, NULL);
+}
+
+gboolean kiln_storage_remove_bundle(KilnStorage *s, const char *container_id, GError **error)
+{
+        g_autofree char *failed = NULL;
+        int r;
+
+        if (!container_id_is_valid(container_id)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid container id '%s'",
+                            container_id);
+                return FALSE;
+        }
+        r = kiln_rm_rf_at(s->bundles_fd, container_id, &failed);
+        if (r < 0) {
+                g_autofree char *p = g_build_filename(s->bundles_dir, failed ? failed : container_id, NULL);
+                return set_errno_error(error, -r, "remove", p);
+        }
+        return TRUE;
+}
+
+const char *kiln_storage_runtime_root(KilnStorage *s)
+{
+        return s->runtime_root;
 }

@@ -5,6 +5,8 @@
  *   STATE/layers/.tmp-*           an import in progress (removed on start-up)
  *   STATE/builders/<id>/          builder.json (written by builder.c), upper/, work/
  *   RUNTIME/mounts/<id>/          the builder's overlay while mounted
+ *   RUNTIME/bundles/<container>/  one run's bundle (config.json, generated files)
+ *   RUNTIME/runtime/              the OCI runtime's --root (its state of kiln's containers)
  *
  * Errors are GIOError codes: G_IO_ERROR_NOT_FOUND, G_IO_ERROR_PERMISSION_DENIED (the caller may not
  * read something in the source), G_IO_ERROR_NOT_DIRECTORY, G_IO_ERROR_INVALID_ARGUMENT,
@@ -59,3 +61,8 @@ gboolean kiln_storage_remove_builder(KilnStorage *storage, const char *id, GErro
 char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer_digest, GError **error);
 gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);
 gboolean kiln_storage_is_mounted(KilnStorage *storage, const char *id);
+
+/* A fresh RUNTIME/bundles/<container_id> (0700); the id is [A-Za-z0-9_-]. */
+char *kiln_storage_new_bundle(KilnStorage *storage, const char *container_id, GError **error);
+gboolean kiln_storage_remove_bundle(KilnStorage *storage, const char *container_id, GError **error);
+const char *kiln_storage_runtime_root(KilnStorage *storage);

@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <signal.h>
+
+#include "builder-dbus.h"
+#include "process-dbus.h"
+#include "process.h"
+
+const char *kiln_process_state_name(KilnProcessState state)
+{
+        static const char *const names[] = {
+                [KILN_PROCESS_STARTING] = "starting",
+                [KILN_PROCESS_RUNNING] = "running",
+                [KILN_PROCESS_EXITED] = "exited",
+        };
+        return names[state];
+}
+
+static void message_unref(gpointer m)
+{
+        sd_bus_message_unref(m);
+}
+
+static void process_free(KilnProcess *p)
+{
+        if (p->caller_left_handler)
+                g_cancellable_disconnect(p->caller_left, p->caller_left_handler);
+        g_clear_object(&p->caller_left);
+        if (p->timeout_source)
+                g_source_remove(p->timeout_source);
+        if (p->linger_source)
+                g_source_remove(p->linger_source);
+        g_clear_pointer(&p->container, kiln_container_free);
+        g_clear_pointer(&p->plan, kiln_run_plan_free);
+        kiln_run_options_clear(&p->options);
+        if (p->waiters)
+                g_ptr_array_unref(p->waiters);
+        sd_bus_message_unref(p->call);
+        g_strfreev(p->argv);
+        g_free(p->builder_id);
+        g_free(p->builder_path);
+        g_free(p->object_path);
+        g_free(p);
+}
+
+guint kiln_process_count_running(KilnManager *m, const char *builder_id, uid_t owner)
+{
+        GHashTableIter iter;
+        KilnProcess *p;
+        guint n = 0;
+
+        g_hash_table_iter_init(&iter, m->processes);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&p))
+                if (p->state != KILN_PROCESS_EXITED &&
+                    (builder_id ? g_str_equal(p->builder_id, builder_id) : p->owner == owner))
+                        n++;
+        return n;
+}
+
+static void kill_process(KilnProcess *p, int signal)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (p->state == KILN_PROCESS_EXITED || !p->container)
+                return;
+        if (!kiln_container_kill(p->container, signal, &error))
+                g_warning("Cannot kill %s: %s", p->object_path, error->message);
+}
+
+void kiln_process_kill_builder(KilnManager *m, const char *builder_id)
+{
+        GHashTableIter iter;
+        KilnProcess *p;
+
+        g_hash_table_iter_init(&iter, m->processes);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&p))
+                if (g_str_equal(p->builder_id, builder_id))
+                        kill_process(p, SIGKILL);
+}
+
+static void reply_error(sd_bus_message *call, const GError *error);
+static char *captured_text(KilnContainer *container, int stream);
+
+static gboolean on_linger_over(gpointer data)
+{
+        KilnProcess *p = data;
+
+        p->linger_source = 0;
+        kiln_process_emit_removed(p);
+        g_hash_table_remove(p->manager->processes, p->object_path);
+        return G_SOURCE_REMOVE;
+}
+
+static void reply_error(sd_bus_message *call, const GError *error)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error bus_error = SD_BUS_ERROR_NULL;
+
+        kiln_error_to_bus(error, &bus_error);
+        sd_bus_reply_method_error(call, &bus_error);
+}
+
+/* Captured output is text on the bus: invalid UTF-8 is replaced rather than refused. */
+static char *captured_text(KilnContainer *container, int stream)
+{
+        g_autoptr(GBytes) bytes = container ? kiln_container_get_captured(container, stream) : NULL;
+        gsize len = 0;
+        const char *data = bytes ? g_bytes_get_data(bytes, &len) : NULL;
+
+        return data ? g_utf8_make_valid(data, (gssize)len) : g_strdup("");
+}
+
+/* The end of a run, whatever ended it: undo the run's side effects first (so a caller that gets its
+ * answer finds no bundle, runtime state or mount left), then answer everyone, then linger. Runs from
+ * an idle callback, never inside one of the container's own callbacks, since it frees the container. */
+typedef struct {
+        KilnProcess *process;
+        int status;
+        GError *error;
+        char *early_stderr;
+} Ending;
+
+static void ending_free(gpointer data)
+{
+        Ending *e = data;
+
+        g_clear_error(&e->error);
+        g_free(e->early_stderr);
+        g_free(e);
+}
+
+static gboolean finish_exit(gpointer data)
+{
+        Ending *e = data;
+        KilnProcess *p = e->process;
+        KilnManager *m = p->manager;
+        g_autofree char *out = NULL, *err = NULL;
+        KilnBuilder *b;
+
+        p->linger_source = 0; /* this idle source, ending now */
+        if (p->mode == KILN_PROCESS_MODE_CAPTURED && !e->error) {
+                out = captured_text(p->container, 1);
+                err = e->early_stderr ? g_strdup(e->early_stderr) : captured_text(p->container, 2);
+        }
+        g_clear_pointer(&p->container, kiln_container_free);
+        g_clear_pointer(&p->plan, kiln_run_plan_free);
+        kiln_run_options_clear(&p->options);
+
+        if (p->call && e->error)
+                reply_error(p->call, e->error);
+        else if (p->call && p->mode == KILN_PROCESS_MODE_CAPTURED)
+                sd_bus_reply_method_return(p->call, "iss", e->status, out, err);
+        else if (p->call && p->mode == KILN_PROCESS_MODE_RUN)
+                sd_bus_reply_method_return(p->call, "i", e->status);
+        else if (p->call)
+                sd_bus_reply_method_return(p->call, "o", p->object_path);
+        g_clear_pointer(&p->call, sd_bus_message_unref);
+        for (guint i = 0; i < p->waiters->len; i++)
+                sd_bus_reply_method_return(p->waiters->pdata[i], "i", e->status);
+        g_ptr_array_set_size(p->waiters, 0);
+
+        b = g_hash_table_lookup(m->builders, p->builder_id);
+        if (e->error && p->pid == 0) {
+                /* It never ran (the runtime refused): the caller has the error; drop the object. */
+                kiln_process_emit_removed(p);
+                g_hash_table_remove(m->processes, p->object_path);
+        } else {
+                kiln_process_emit_exited(p);
+                p->linger_source = g_timeout_add_seconds(m->config->process_linger_seconds, on_linger_over, p);
+        }
+        if (b)
+                kiln_builder_processes_changed(m, b);
+        return G_SOURCE_REMOVE;
+}
+
+static void process_exited(KilnProcess *p, int status, const GError *error, const char *early_stderr)
+{
+        Ending *e = g_new0(Ending, 1);
+
+        p->state = KILN_PROCESS_EXITED;
+        p->exit_status = status;
+        p->exited_at = (guint64)g_get_real_time();
+        if (p->timeout_source) {
+                g_source_remove(p->timeout_source);
+                p->timeout_source = 0;
+        }
+        e->process = p;
+        e->status = status;
+        e->error = error ? g_error_copy(error) : NULL;
+        e->early_stderr = g_strdup(early_stderr);
+        /* Held as linger_source until finish_exit runs, so process_free can cancel it (and free @e). */
+        p->linger_source = g_idle_add_full(G_PRIORITY_DEFAULT, finish_exit, e, ending_free);
+}
+
+static void on_wait_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        KilnProcess *p = data;
+        g_autoptr(GError) error = NULL;
+        int status = kiln_container_wait_finish(p->container, result, &error);
+
+        if (status < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE)) {
+                g_autoptr(GError) limit = g_error_new(KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                                      "Output exceeded the limit of %u bytes per stream; the "
+                                                      "process was killed",
+                                                      p->manager->config->capture_bytes);
+                process_exited(p, 128 + SIGKILL, limit, NULL);
+        } else if (status < 0) {
+                g_autoptr(GError) failed = g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED, "%s",
+                                                       error->message);
+                process_exited(p, 128 + SIGKILL, failed, NULL);
+        } else {
+                process_exited(p, status, NULL, NULL);
+        }
+}
+
+static void on_started(GObject *source, GAsyncResult *result, gpointer data)
+{
+        KilnProcess *p = data;
+        g_autoptr(GError) error = NULL;
+        KilnBuilder *b;
+
+        if (!kiln_container_start_finish(p->container, result, &error)) {
+                g_autoptr(GError) failed = g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED,
+                                                       "The runtime failed: %s", error->message);
+                process_exited(p, 125, failed, NULL);
+                return;
+        }
+        p->state = KILN_PROCESS_RUNNING;
+        p->pid = (guint32)kiln_container_get_pid(p->container);
+        kiln_process_emit_changed(p);
+        b = g_hash_table_lookup(p->manager->builders, p->builder_id);
+        if (b)
+                kiln_builder_processes_changed(p->manager, b);
+        if (p->mode == KILN_PROCESS_MODE_START && p->call) {
+                sd_bus_reply_method_return(p->call, "o", p->object_path);
+                g_clear_pointer(&p->call, sd_bus_message_unref);
+        }
+        kiln_container_wait_async(p->container, NULL, on_wait_done, p);
+}
+
+static void on_caller_left(GCancellable *cancellable, gpointer data)
+{
+        KilnProcess *p = data;
+
+        /* Runs from the GCancellable's "cancelled" emission, i.e. on the main loop here. */
+        kill_process(p, SIGKILL);
+}
+
+static gboolean on_timeout(gpointer data)
+{
+        KilnProcess *p = data;
+
+        p->timeout_source = 0;
+        kill_process(p, SIGKILL);
+        return G_SOURCE_REMOVE;
+}
+
+static KilnProcess *process_new(KilnManager *m, KilnBuilder *b, sd_bus_message *call, char **argv,
+                                KilnRunOptions *options, KilnProcessMode mode)
+{
+        KilnProcess *p = g_new0(KilnProcess, 1);
+        const KilnCreds *creds = NULL;
+
+        p->manager = m;
+        p->object_path = g_strdup_printf(KILN_PROCESS_PATH_PREFIX "/%" G_GUINT64_FORMAT, ++m->next_process);
+        p->builder_id = g_strdup(b->id);
+        p->builder_path = g_strdup(b->object_path);
+        p->owner = kiln_auth_get_caller(m->auth, call, &creds, NULL) >= 0 ? creds->uid : b->owner;
+        p->argv = g_strdupv(argv);
+        p->mode = mode;
+        p->state = KILN_PROCESS_STARTING;
+        p->exit_status = -1;
+        p->started_at = (guint64)g_get_real_time();
+        p->call = sd_bus_message_ref(call);
+        p->waiters = g_ptr_array_new_with_free_func(message_unref);
+        p->options = *options;
+        kiln_run_options_init(options); /* taken */
+        g_hash_table_insert(m->processes, p->object_path, p);
+        return p;
+}
+
+void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, uid_t caller_uid, char **argv,
+                         KilnRunOptions *options, KilnProcessMode mode)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnRunPlan) plan = kiln_run_prepare(m, b, caller_uid, argv, options, &error);
+        KilnRuntimeSpec spec = {0};
+        KilnProcess *p;
+
+        /* A run that cannot even be prepared leaves nothing behind: no Process object. */
+        if (!plan) {
+                reply_error(call, error);
+                return;
+        }
+        p = process_new(m, b, call, plan->argv, options, mode);
+        p->plan = g_steal_pointer(&plan);
+        kiln_process_emit_added(p);
+        if (p->plan->early_exit_status >= 0) {
+                /* No container: the command cannot run. The caller sees what a shell would print. */
+                if (p->options.stderr_fd >= 0 && mode != KILN_PROCESS_MODE_CAPTURED)
+                        (void)!write(p->options.stderr_fd, p->plan->early_message, strlen(p->plan->early_message));
+                process_exited(p, p->plan->early_exit_status, NULL, p->plan->early_message);
+                return;
+        }
+
+        spec.runtime = p->plan->runtime;
+        spec.state_root = kiln_storage_runtime_root(m->storage);
+        spec.bundle_dir = p->plan->bundle_dir;
+        spec.container_id = p->plan->container_id;
+        spec.runtime_args = p->options.runtime_args;
+        spec.no_pivot = p->options.no_pivot;
+        spec.stdin_fd = p->options.stdin_fd;
+        spec.stdout_fd = p->options.stdout_fd;
+        spec.stderr_fd = p->options.stderr_fd;
+        spec.terminal = p->options.terminal;
+        spec.rows = p->options.rows;
+        spec.cols = p->options.cols;
+        spec.capture_limit = mode == KILN_PROCESS_MODE_CAPTURED ? m->config->capture_bytes : 0;
+        p->container = kiln_container_new(&spec);
+
+        /* The caller leaving kills what it did not detach (and a Run caller cannot detach: nobody would
+         * be left to answer). */
+        if (!p->options.detach || mode != KILN_PROCESS_MODE_START) {
+                p->caller_left = kiln_auth_caller_cancellable(m->auth, call);
+                p->caller_left_handler = g_cancellable_connect(p->caller_left, G_CALLBACK(on_caller_left), p, NULL);
+        }
+        if (p->options.timeout_usec > 0)
+                p->timeout_source = g_timeout_add((guint)MIN((p->options.timeout_usec + 999) / 1000, G_MAXUINT),
+                                                  on_timeout, p);
+        kiln_container_start_async(p->container, NULL, on_started, p);
+}
+
+void kiln_process_manager_init(KilnManager *m)
+{
+        m->processes = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)process_free);
+}

@@ -1,0 +1,569 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
+#include <sys/capability.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "kiln-build-config.h"
+
+#include "passwd.h"
+#include "rootfs.h"
+#include "run.h"
+#include "seccomp-profile.h"
+#include "spec.h"
+
+/* /etc/passwd and /etc/group of an image are read up to this size; larger ones are refused. */
+#define ACCOUNT_FILE_MAX (4 * 1024 * 1024)
+#define HOST_FILE_MAX (256 * 1024)
+
+static const char *first_set(const char *a, const char *b)
+{
+        return a && *a ? a : b && *b ? b : NULL;
+}
+
+static char **concat_lists(char **a, char **b)
+{
+        g_autoptr(GStrvBuilder) all = g_strv_builder_new();
+
+        if (a)
+                g_strv_builder_addv(all, (const char **)a);
+        if (b)
+                g_strv_builder_addv(all, (const char **)b);
+        return g_strv_builder_end(all);
+}
+
+static gboolean fail(GError **error, KilnErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static gboolean fail(GError **error, KilnErrorCode code, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        *error = g_error_new_valist(KILN_ERROR, code, fmt, ap);
+        va_end(ap);
+        return FALSE;
+}
+
+void kiln_run_plan_free(KilnRunPlan *plan)
+{
+        if (!plan)
+                return;
+        if (plan->bundle_dir) {
+                g_autoptr(GError) error = NULL;
+                if (!kiln_storage_remove_bundle(plan->manager->storage, plan->container_id, &error))
+                        g_warning("Cannot remove bundle %s: %s", plan->bundle_dir, error->message);
+        }
+        if (plan->rootfs) {
+                KilnBuilder *b = g_hash_table_lookup(plan->manager->builders, plan->builder_id);
+                if (b)
+                        kiln_manager_release_rootfs(plan->manager, b);
+        }
+        g_free(plan->builder_id);
+        g_free(plan->container_id);
+        g_free(plan->bundle_dir);
+        g_free(plan->rootfs);
+        g_free(plan->runtime);
+        g_strfreev(plan->argv);
+        g_free(plan->early_message);
+        g_free(plan);
+}
+
+/* Everything the spec input points to, kept alive until the spec is generated. */
+typedef struct {
+        KilnSpecInput in;
+        GPtrArray *strings;     /* owned strings the input points into */
+        GPtrArray *string_lists; /* owned NULL-terminated lists */
+        GArray *mounts;         /* KilnMount */
+        GArray *devices;        /* KilnDevice */
+        GArray *gids;           /* guint32 */
+        JsonNode *seccomp;
+} SpecScratch;
+
+static void spec_scratch_clear(SpecScratch *s)
+{
+        g_clear_pointer(&s->strings, g_ptr_array_unref);
+        g_clear_pointer(&s->string_lists, g_ptr_array_unref);
+        g_clear_pointer(&s->mounts, g_array_unref);
+        g_clear_pointer(&s->devices, g_array_unref);
+        g_clear_pointer(&s->gids, g_array_unref);
+        g_clear_pointer(&s->seccomp, json_node_unref);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(SpecScratch, spec_scratch_clear)
+
+static const char *keep(SpecScratch *s, char *owned)
+{
+        g_ptr_array_add(s->strings, owned);
+        return owned;
+}
+
+static const char *const *keep_list(SpecScratch *s, char **owned)
+{
+        g_ptr_array_add(s->string_lists, owned);
+        return (const char *const *)owned;
+}
+
+/* "SRC:DST[:OPTS]" (checked when the options were read) into a bind or overlay mount. `O` makes an
+ * overlay whose throw-away upper and work dirs live in the bundle; `U`, `z` and `Z` are handled by the
+ * generator's allow-list (z/Z are no-ops without SELinux). */
+static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, const char *source,
+                           const char *destination, const char *options, GError **error)
+{
+        g_auto(GStrv) opts = options && *options ? g_strsplit(options, ",", -1) : g_new0(char *, 1);
+        KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(arg))};
+        struct stat st;
+
+        if (stat(source, &st) < 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
+                            g_strerror(errno));
+        if (g_strv_contains((const char *const *)opts, "O")) {
+                g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
+                g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);
+                g_autofree char *upper = g_build_filename(dir, "upper", NULL);
+                g_autofree char *work = g_build_filename(dir, "work", NULL);
+
+                if (g_mkdir_with_parents(upper, 0700) < 0 || g_mkdir_with_parents(work, 0700) < 0)
+                        return fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s", arg,
+                                    g_strerror(errno));
+                mount.type = KILN_MOUNT_OVERLAY;
+                g_ptr_array_add(o, g_strconcat("lowerdir=", source, NULL));
+                g_ptr_array_add(o, g_strconcat("upperdir=", upper, NULL));
+                g_ptr_array_add(o, g_strconcat("workdir=", work, NULL));
+                for (char **p = opts; *p; p++)
+                        if (!g_str_equal(*p, "O") && !g_str_equal(*p, "z") && !g_str_equal(*p, "Z") &&
+                            !g_str_equal(*p, "U"))
+                                g_ptr_array_add(o, g_strdup(*p));
+                g_ptr_array_add(o, NULL);
+                mount.options = keep_list(s, (char **)g_ptr_array_free(g_steal_pointer(&o), FALSE));
+        } else {
+                mount.options = keep_list(s, g_steal_pointer(&opts));
+        }
+        mount.source = keep(s, g_strdup(source));
+        mount.destination = keep(s, g_strdup(destination));
+        g_array_append_val(s->mounts, mount);
+        return TRUE;
+}
+
+/* --mount type=bind,source=S,destination=D[,ro|rw|...] and type=tmpfs,destination=D[,tmpfs-size=N,
+ * tmpfs-mode=M], in buildah's spelling (src/dst/target accepted too). */
+static gboolean add_mount_option(SpecScratch *s, const char *bundle, const char *arg, const char *value,
+                                 GError **error)
+{
+        g_auto(GStrv) parts = g_strsplit(value, ",", -1);
+        g_autoptr(GPtrArray) opts = g_ptr_array_new_with_free_func(g_free);
+        const char *type = NULL, *src = NULL, *dst = NULL;
+
+        for (char **p = parts; *p; p++) {
+                const char *v = strchr(*p, '=') ? strchr(*p, '=') + 1 : NULL;
+                if (g_str_has_prefix(*p, "type="))
+                        type = v;
+                else if (g_str_has_prefix(*p, "source=") || g_str_has_prefix(*p, "src="))
+                        src = v;
+                else if (g_str_has_prefix(*p, "destination=") || g_str_has_prefix(*p, "dst=") ||
+                         g_str_has_prefix(*p, "target="))
+                        dst = v;
+                else if (g_str_has_prefix(*p, "tmpfs-size="))
+                        g_ptr_array_add(opts, g_strconcat("size=", v, NULL));
+                else if (g_str_has_prefix(*p, "tmpfs-mode="))
+                        g_ptr_array_add(opts, g_strconcat("mode=", v, NULL));
+                else if (g_str_equal(*p, "readonly"))
+                        g_ptr_array_add(opts, g_strdup("ro"));
+                else if (g_str_has_prefix(*p, "bind-propagation="))
+                        g_ptr_array_add(opts, g_strdup(v));
+                else
+                        g_ptr_array_add(opts, g_strdup(*p)); /* the generator's allow-list decides */
+        }
+        if (!dst || !g_path_is_absolute(dst))
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute destination",
+                            arg, value);
+        if (g_strcmp0(type, "cache") == 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: type=cache is not supported yet",
+                            arg);
+        if (g_strcmp0(type, "tmpfs") == 0) {
+                KilnMount mount = {.type = KILN_MOUNT_TMPFS, .destination = keep(s, g_strdup(dst)),
+                                   .arg = keep(s, g_strdup(arg))};
+                g_ptr_array_add(opts, NULL);
+                mount.options = keep_list(s, (char **)g_ptr_array_free(g_steal_pointer(&opts), FALSE));
+                g_array_append_val(s->mounts, mount);
+                return TRUE;
+        }
+        if (!src || !g_path_is_absolute(src))
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute source",
+                            arg, value);
+        g_ptr_array_add(opts, NULL);
+        {
+                g_autofree char *joined = g_strjoinv(",", (char **)opts->pdata);
+                return add_volume(s, bundle, arg, src, dst, joined, error);
+        }
+}
+
+static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GError **error)
+{
+        g_auto(GStrv) parts = g_strsplit(spec, ":", 3);
+        KilnDevice d = {0};
+        struct stat st;
+
+        if (stat(parts[0], &st) < 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg, parts[0],
+                            g_strerror(errno));
+        if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' is not a device node", arg,
+                            parts[0]);
+        d.path = keep(s, g_strdup(parts[1] ? parts[1] : parts[0]));
+        d.type = S_ISCHR(st.st_mode) ? 'c' : 'b';
+        d.major = major(st.st_rdev);
+        d.minor = minor(st.st_rdev);
+        d.file_mode = st.st_mode & 07777;
+        d.access = parts[1] && parts[2] ? keep(s, g_strdup(parts[2])) : NULL;
+        g_array_append_val(s->devices, d);
+        return TRUE;
+}
+
+static guint64 parse_size(const char *value)
+{
+        char *end = NULL;
+        guint64 n = g_ascii_strtoull(value, &end, 10);
+
+        switch (g_ascii_tolower(*end)) {
+        case 'k':
+                return n << 10;
+        case 'm':
+                return n << 20;
+        case 'g':
+                return n << 30;
+        default:
+                return n;
+        }
+}
+
+/* The host's /etc/hosts plus the container's name, as buildah writes it. */
+static char *hosts_file(const char *hostname)
+{
+        g_autofree char *host = NULL;
+        gsize len = 0;
+
+        if (!g_file_get_contents("/etc/hosts", &host, &len, NULL) || len > HOST_FILE_MAX) {
+                g_free(host);
+                host = g_strdup("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        }
+        return g_strdup_printf("%s%s127.0.1.1\t%s\n", host, g_str_has_suffix(host, "\n") ? "" : "\n", hostname);
+}
+
+/* The host's resolv.conf; with a private network, loopback nameservers are of no use inside. */
+static char *resolv_conf_file(gboolean private_network)
+{
+        g_autofree char *host = NULL;
+        g_auto(GStrv) lines = NULL;
+        GString *out = g_string_new(NULL);
+        gsize len = 0;
+
+        if (!g_file_get_contents("/etc/resolv.conf", &host, &len, NULL) || len > HOST_FILE_MAX)
+                return g_string_free(out, FALSE);
+        lines = g_strsplit(host, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_autofree char *t = g_strstrip(g_strdup(*l));
+                if (private_network && g_str_has_prefix(t, "nameserver") &&
+                    (strstr(t, " 127.") || strstr(t, "\t127.") || strstr(t, " ::1") || strstr(t, "\t::1")))
+                        continue;
+                if (**l || l[1])
+                        g_string_append_printf(out, "%s\n", *l);
+        }
+        return g_string_free(out, FALSE);
+}
+
+static gboolean write_bundle_file(const char *bundle, const char *name, const char *contents, mode_t mode,
+                                  char **ret_path, GError **error)
+{
+        g_autofree char *path = g_build_filename(bundle, name, NULL);
+
+        if (!g_file_set_contents_full(path, contents, -1, G_FILE_SET_CONTENTS_NONE, mode, error))
+                return FALSE;
+        if (ret_path)
+                *ret_path = g_steal_pointer(&path);
+        return TRUE;
+}
+
+static char *resolve_runtime(KilnManager *m, const char *requested, GError **error)
+{
+        const char *name = requested && *requested ? requested : m->runtimes[0];
+        char *path;
+
+        if (!name) {
+                fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "No OCI runtime was found on this host");
+                return NULL;
+        }
+        path = g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
+        if (!path || !g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
+                g_free(path);
+                fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid runtime: '%s' is not an executable runtime",
+                     name);
+                return NULL;
+        }
+        return path;
+}
+
+/* What only uid 0 may ask for until user namespaces and the run-privileged action land. */
+static gboolean check_caller(uid_t caller_uid, const char *userns, GError **error)
+{
+        if (g_strcmp0(userns, "auto") == 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid userns: 'auto' (a private user namespace) is not available yet");
+        if (caller_uid != 0)
+                return fail(error, KILN_ERROR_CODE_ACCESS_DENIED,
+                            "Runs for callers other than root need user namespaces, which are not available yet");
+        return TRUE;
+}
+
+static gboolean fill_namespaces(KilnSpecInput *in, const KilnRunOptions *o, GError **error)
+{
+        return kiln_namespace_parse("network", o->network ? o->network : "", TRUE, &in->network, error) &&
+               kiln_namespace_parse("pid", o->pid ? o->pid : "", FALSE, &in->pid, error) &&
+               kiln_namespace_parse("ipc", o->ipc ? o->ipc : "", FALSE, &in->ipc, error) &&
+               kiln_namespace_parse("uts", o->uts ? o->uts : "", FALSE, &in->uts, error) &&
+               kiln_namespace_parse("cgroupns", o->cgroupns ? o->cgroupns : "", FALSE, &in->cgroup, error);
+}
+
+static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError **error)
+{
+        g_autofree char *passwd = NULL, *group = NULL;
+        gsize passwd_len = 0, group_len = 0;
+        g_autoptr(GError) local = NULL;
+        char *home = NULL;
+
+        /* Only regular files inside the image, bounded; a missing file is an image without accounts. */
+        if (!kiln_rootfs_read_file(rootfd, "/etc/passwd", ACCOUNT_FILE_MAX, &passwd, &passwd_len, &local)) {
+                if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        g_propagate_prefixed_error(error, g_steal_pointer(&local), "Cannot read /etc/passwd: ");
+                        return FALSE;
+                }
+                g_clear_error(&local);
+        }
+        if (!kiln_rootfs_read_file(rootfd, "/etc/group", ACCOUNT_FILE_MAX, &group, &group_len, &local)) {
+                if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        g_propagate_prefixed_error(error, g_steal_pointer(&local), "Cannot read /etc/group: ");
+                        return FALSE;
+                }
+        }
+        if (!kiln_resolve_user(spec ? spec : "", passwd, passwd_len, group, group_len, &s->in.uid, &s->in.gid,
+                               &s->gids, &home, error))
+                return FALSE;
+        s->in.home = keep(s, home);
+        s->in.additional_gids = (const guint32 *)s->gids->data;
+        s->in.n_additional_gids = s->gids->len;
+        return TRUE;
+}
+
+static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile, GError **error)
+{
+        g_auto(GStrv) caps = NULL;
+        g_autofree char *path = NULL;
+
+        if (g_strcmp0(profile, "unconfined") == 0)
+                return TRUE;
+        caps = kiln_spec_capabilities(&s->in, error);
+        if (!caps)
+                return FALSE;
+        path = g_strdup_printf("%s/seccomp/%s.json", m->config->data_dir, profile && *profile ? profile : "default");
+        s->seccomp = kiln_seccomp_profile_load(path, (const char *const *)caps, error);
+        s->in.seccomp = s->seccomp;
+        return s->seccomp != NULL;
+}
+
+static gboolean fill_mounts(SpecScratch *s, const char *bundle, const KilnBuilder *b, const KilnRunOptions *o,
+                            GError **error)
+{
+        char **lists[] = {b->config.volumes, o->volumes};
+
+        for (size_t l = 0; l < G_N_ELEMENTS(lists); l++)
+                for (char **v = lists[l]; v && *v; v++) {
+                        g_auto(GStrv) parts = g_strsplit(*v, ":", 3);
+                        g_autofree char *arg = g_strdup_printf("volumes[%d]", (int)(v - lists[l]));
+                        if (!add_volume(s, bundle, arg, parts[0], parts[1], parts[2], error))
+                                return FALSE;
+                }
+        for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {
+                const KilnVolumeFd *v = &g_array_index(o->volume_fds, KilnVolumeFd, i);
+                g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
+                /* The caller opened the source; the runtime reaches it through kilnd's descriptor,
+                 * which stays open for the whole run. */
+                g_autofree char *source = g_strdup_printf("/proc/%d/fd/%d", (int)getpid(), v->fd);
+                if (!add_volume(s, bundle, arg, source, v->destination, v->options, error))
+                        return FALSE;
+        }
+        for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
+                g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(mnt - o->mounts));
+                if (!add_mount_option(s, bundle, arg, *mnt, error))
+                        return FALSE;
+        }
+        for (char **d = o->devices; d && *d; d++) {
+                g_autofree char *arg = g_strdup_printf("devices[%d]", (int)(d - o->devices));
+                if (!add_device(s, arg, *d, error))
+                        return FALSE;
+        }
+        s->in.mounts = (const KilnMount *)s->mounts->data;
+        s->in.n_mounts = s->mounts->len;
+        s->in.devices = (const KilnDevice *)s->devices->data;
+        s->in.n_devices = s->devices->len;
+        return TRUE;
+}
+
+static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const KilnBuilder *b, const char *bundle,
+                                      const KilnRunOptions *o, GError **error)
+{
+        const char *hostname = first_set(o->hostname, b->config.hostname);
+        g_autofree char *short_id = g_strndup(b->id, 12);
+        g_autofree char *name = g_strdup(hostname ? hostname : short_id);
+        g_autofree char *hosts = hosts_file(name);
+        g_autofree char *resolv = resolv_conf_file(s->in.network.mode != KILN_NAMESPACE_HOST);
+        g_autofree char *hostname_file = g_strdup_printf("%s\n", name);
+        g_autofree char *containerenv = g_strdup_printf("engine=\"kiln-%s\"\nname=\"%s\"\nid=\"%s\"\n"
+                                                        "image=\"%s\"\nimageid=\"%s\"\nrootless=%d\n",
+                                                        KILN_VERSION, b->name, b->id, b->from, b->layer,
+                                                        s->in.uid_mappings ? 1 : 0);
+        char *path = NULL;
+
+        if (!o->no_hosts) {
+                if (!write_bundle_file(bundle, "hosts", hosts, 0644, &path, error))
+                        return FALSE;
+                s->in.files.hosts = keep(s, path);
+        }
+        if (!write_bundle_file(bundle, "resolv.conf", resolv, 0644, &path, error))
+                return FALSE;
+        s->in.files.resolv_conf = keep(s, path);
+        if (!o->no_hostname) {
+                if (!write_bundle_file(bundle, "hostname", hostname_file, 0644, &path, error))
+                        return FALSE;
+                s->in.files.hostname = keep(s, path);
+        }
+        if (!write_bundle_file(bundle, "containerenv", containerenv, 0644, &path, error))
+                return FALSE;
+        s->in.files.containerenv = keep(s, path);
+        return TRUE;
+}
+
+/* The command: the run's argv, or Entrypoint + Cmd; argv[0] looked up in the image's PATH. Not found
+ * or not executable ends the run before any container, with a shell's status. */
+static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilder *b, char **argv,
+                                GError **error)
+{
+        g_auto(GStrv) env = NULL;
+        g_autoptr(GError) local = NULL;
+        const char *path_value = NULL;
+        char *resolved = NULL;
+
+        plan->argv = argv && argv[0] ? g_strdupv(argv) : concat_lists(b->config.entrypoint, b->config.cmd);
+        if (!plan->argv[0] || !*plan->argv[0])
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid argv: it is empty and the builder has no Entrypoint or Cmd");
+
+        s->in.argv = (const char *const *)plan->argv;
+        env = kiln_spec_environment(&s->in, error);
+        if (!env)
+                return FALSE;
+        for (char **e = env; *e; e++)
+                if (g_str_has_prefix(*e, "PATH="))
+                        path_value = *e + 5;
+        if (!kiln_rootfs_lookup_command(rootfd, plan->argv[0], path_value, s->in.cwd, &resolved, &local)) {
+                gboolean denied = g_error_matches(local, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED);
+                if (!denied && !g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        g_propagate_error(error, g_steal_pointer(&local));
+                        return FALSE;
+                }
+                plan->early_exit_status = denied ? 126 : 127;
+                plan->early_message = g_strdup_printf("kiln: %s: %s\n", plan->argv[0],
+                                                      denied ? "permission denied" : "command not found");
+                return TRUE;
+        }
+        g_free(plan->argv[0]);
+        plan->argv[0] = resolved;
+        return TRUE;
+}
+
+KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, char **argv, KilnRunOptions *o,
+                              GError **error)
+{
+        g_autoptr(KilnRunPlan) plan = g_new0(KilnRunPlan, 1);
+        g_auto(SpecScratch) s = {0};
+        g_autoptr(JsonNode) spec = NULL;
+        g_autofree char *json = NULL;
+        _cleanup_close_ int rootfd = -1;
+        const char *isolation = first_set(o->isolation, b->config.isolation);
+        const char *userns = first_set(o->userns, b->config.userns);
+        const char *user = first_set(o->user, b->config.user);
+        const char *cwd = first_set(o->working_dir, b->config.working_dir);
+
+        plan->manager = m;
+        plan->builder_id = g_strdup(b->id);
+        plan->early_exit_status = -1;
+        s.strings = g_ptr_array_new_with_free_func(g_free);
+        s.string_lists = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+        s.mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
+        s.devices = g_array_new(FALSE, TRUE, sizeof(KilnDevice));
+
+        if (!check_caller(caller_uid, userns, error))
+                return NULL;
+        if (g_strcmp0(isolation, "chroot") == 0) {
+                fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid isolation: 'chroot' is not available yet");
+                return NULL;
+        }
+        plan->runtime = resolve_runtime(m, o->runtime, error);
+        if (!plan->runtime)
+                return NULL;
+
+        /* The root file system, held mounted for the whole run. */
+        plan->rootfs = kiln_manager_acquire_rootfs(m, b, error);
+        if (!plan->rootfs)
+                return NULL;
+        rootfd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0) {
+                fail(error, KILN_ERROR_CODE_FAILED, "open '%s': %s", plan->rootfs, g_strerror(errno));
+                return NULL;
+        }
+
+        plan->container_id = kiln_manager_next_container_id(m, b);
+        plan->bundle_dir = kiln_storage_new_bundle(m->storage, plan->container_id, error);
+        if (!plan->bundle_dir)
+                return NULL;
+
+        s.in.id = b->id;
+        s.in.rootfs = plan->rootfs;
+        s.in.builder_env = (const char *const *)b->config.env;
+        s.in.env = (const char *const *)o->env;
+        s.in.cwd = cwd ? cwd : "/";
+        s.in.terminal = o->terminal;
+        s.in.terminal_rows = o->rows;
+        s.in.terminal_cols = o->cols;
+        s.in.no_new_privileges = o->no_new_privileges > 0;
+        s.in.builder_cap_add = (const char *const *)b->config.cap_add;
+        s.in.builder_cap_drop = (const char *const *)b->config.cap_drop;
+        s.in.cap_add = (const char *const *)o->cap_add;
+        s.in.cap_drop = (const char *const *)o->cap_drop;
+        s.in.ulimits = keep_list(&s, concat_lists(b->config.ulimits, o->ulimits));
+        s.in.hostname = first_set(o->hostname, b->config.hostname);
+        s.in.shm_size = o->shm_size && *o->shm_size ? parse_size(o->shm_size) : 0;
+        s.in.last_cap = (int)cap_max_bits() - 1;
+        /* Host facts the generator cannot look up itself (it is pure). */
+        s.in.host_lacks_dev_shm = !g_file_test("/dev/shm", G_FILE_TEST_IS_DIR);
+        s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);
+        s.in.annotations = (const char *const *)b->config.labels;
+
+        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, error))
+                return NULL;
+        /* The working directory exists before the process starts, owned by the run's user. */
+        if (!kiln_rootfs_mkdir_p(rootfd, s.in.cwd, 0755, s.in.uid, s.in.gid, error))
+                return NULL;
+        if (!resolve_command(plan, &s, rootfd, b, argv, error))
+                return NULL;
+        if (plan->early_exit_status >= 0)
+                return g_steal_pointer(&plan);
+
+        if (!fill_mounts(&s, plan->bundle_dir, b, o, error) ||
+            !fill_seccomp(m, &s, o->seccomp_profile, error) ||
+            !write_generated_files(&s, m, b, plan->bundle_dir, o, error))
+                return NULL;
+        spec = kiln_spec_generate(&s.in, error);
+        if (!spec)
+                return NULL;
+        json = kiln_spec_to_data(spec, FALSE, NULL);
+        if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, NULL, error))
+                return NULL;
+        return g_steal_pointer(&plan);
+}

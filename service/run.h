@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Preparing one run, everything before the runtime starts (DESIGN.md "Run, step by step"):
+ * builder defaults merged with the run's options, the root file system mounted, user and command
+ * resolved inside it, the working directory made, the bundle written (config.json from the pure
+ * spec generator, plus the generated /etc/hosts, /etc/resolv.conf, /etc/hostname and
+ * /run/.containerenv). The side effects are undone by kiln_run_plan_free(). */
+#pragma once
+
+#include "manager.h"
+#include "run-options.h"
+
+typedef struct KilnRunPlan {
+        KilnManager *manager;
+        char *builder_id;
+        char *container_id;
+        char *bundle_dir;
+        char *rootfs;       /* the builder's overlay; held mounted until the plan is freed */
+        char *runtime;      /* absolute path */
+        char **argv;        /* as resolved in the root file system */
+        /* When the command cannot run at all (not found: 127, not executable: 126) there is no
+         * container: the status and a message for the caller's stderr are here instead. */
+        int early_exit_status;
+        char *early_message;
+} KilnRunPlan;
+
+/* @caller_uid decides what needs more than the run action (the caller must be uid 0 until user
+ * namespaces land). Errors name the option at fault. */
+KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, uid_t caller_uid, char **argv,
+                              KilnRunOptions *options, GError **error);
+void kiln_run_plan_free(KilnRunPlan *plan);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRunPlan, kiln_run_plan_free)

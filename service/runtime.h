@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The runtime driver: one container run through an OCI runtime (runc, crun) from a bundle that
+ * already holds config.json. It does create / start / wait / delete, kill on request or
+ * cancellation, stdio (passed through or relayed), the console socket and the pty for terminals,
+ * and captured output for RunCaptured. It knows nothing of builders, D-Bus or polkit.
+ *
+ * Life cycle: kiln_container_new → kiln_container_start_async (create + start; finishes once the
+ * process runs) → kiln_container_wait_async (finishes after the process exited, every relay has
+ * flushed, and the runtime's state was deleted) → kiln_container_free. Kill and Resize may be called
+ * between start and wait's completion. Freeing a container that still runs kills it and cleans up
+ * (synchronously bounded). */
+#pragma once
+
+#include <sys/types.h>
+
+#include <gio/gio.h>
+
+typedef struct KilnRuntimeSpec {
+        const char *runtime;      /* absolute path of runc or crun */
+        const char *state_root;   /* the runtime's --root: kiln's private state dir */
+        const char *bundle_dir;   /* holds config.json (process.terminal must match @terminal) */
+        const char *container_id; /* unique among live containers; [a-zA-Z0-9_-] */
+        char **runtime_args;      /* extra global arguments for the runtime, or NULL */
+        gboolean no_pivot;
+
+        /* The caller's descriptors (-1: /dev/null). Pipes, sockets and regular files go to the
+         * container as they are; a terminal is never handed to the container: its data is relayed
+         * through a pipe (or, with @terminal, through the pty). The driver dups what it keeps. */
+        int stdin_fd;
+        int stdout_fd;
+        int stderr_fd;
+
+        gboolean terminal; /* allocate a pty in the container via --console-socket */
+        guint16 rows, cols; /* its initial size (0: leave as is) */
+
+        /* RunCaptured: collect stdout and stderr (stdio fds above are ignored, stdin is /dev/null) up
+         * to this many bytes each; past it the container is killed and wait fails with
+         * G_IO_ERROR_NO_SPACE. 0: no capture. */
+        gsize capture_limit;
+} KilnRuntimeSpec;
+
+typedef struct KilnContainer KilnContainer;
+
+KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec);
+void kiln_container_free(KilnContainer *container);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnContainer, kiln_container_free)
+
+/* create + start. Fails with G_IO_ERROR_FAILED carrying the runtime's own message (its stderr,
+ * trimmed and bounded) when the runtime refuses. */
+void kiln_container_start_async(KilnContainer *container, GCancellable *cancellable, GAsyncReadyCallback callback,
+                                gpointer user_data);
+gboolean kiln_container_start_finish(KilnContainer *container, GAsyncResult *result, GError **error);
+pid_t kiln_container_get_pid(KilnContainer *container);
+
+/* The process's exit code, 128+N when killed by signal N. Cancelling kills the container (SIGKILL)
+ * and still waits for it and cleans up, then fails with G_IO_ERROR_CANCELLED. */
+void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellable, GAsyncReadyCallback callback,
+                               gpointer user_data);
+int kiln_container_wait_finish(KilnContainer *container, GAsyncResult *result, GError **error);
+
+gboolean kiln_container_kill(KilnContainer *container, int signal, GError **error);
+gboolean kiln_container_resize(KilnContainer *container, guint16 rows, guint16 cols, GError **error);
+
+/* After wait: what RunCaptured collected (never NULL when capture_limit > 0). */
+GBytes *kiln_container_get_captured(KilnContainer *container, int stream /* 1 or 2 */);
+
+/* Start-up detection: runs a trivial container from a tiny bundle under @scratch_dir with each
+ * candidate and returns the first that works (e.g. crun refuses some cgroup v1 layouts). */
+char *kiln_runtime_detect(char **candidates, const char *state_root, const char *scratch_dir, GError **error);
