@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
 #include <sys/capability.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -47,6 +48,11 @@ void kiln_run_plan_free(KilnRunPlan *plan)
 {
         if (!plan)
                 return;
+        /* Staged volumes first: the bundle is removed without crossing into other file systems. */
+        for (guint i = 0; plan->staged && i < plan->staged->len; i++)
+                if (umount2(plan->staged->pdata[i], MNT_DETACH) < 0)
+                        g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i], g_strerror(errno));
+        g_clear_pointer(&plan->staged, g_ptr_array_unref);
         if (plan->bundle_dir) {
                 g_autoptr(GError) error = NULL;
                 if (!kiln_storage_remove_bundle(plan->manager->storage, plan->container_id, &error))
@@ -303,12 +309,12 @@ static char *resolve_runtime(KilnManager *m, const char *requested, GError **err
 /* What only uid 0 may ask for until user namespaces and the run-privileged action land. */
 static gboolean check_caller(uid_t caller_uid, const char *userns, GError **error)
 {
-        if (g_strcmp0(userns, "auto") == 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid userns: 'auto' (a private user namespace) is not available yet");
         if (caller_uid != 0)
                 return fail(error, KILN_ERROR_CODE_ACCESS_DENIED,
                             "Runs for callers other than root need user namespaces, which are not available yet");
+        if (g_strcmp0(userns, "auto") == 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid userns: 'auto' (a private user namespace) is not available yet");
         return TRUE;
 }
 
@@ -367,9 +373,38 @@ static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile
         return s->seccomp != NULL;
 }
 
-static gboolean fill_mounts(SpecScratch *s, const char *bundle, const KilnBuilder *b, const KilnRunOptions *o,
+/* A volume the caller passed as a descriptor is bind-mounted into the bundle first, by kilnd, in the
+ * host's mount namespace where the descriptor's mount lives (the runtime binds in the container's
+ * new namespace, where a mount of another namespace cannot be the source). This is safe: the
+ * descriptor was opened by the caller, so the bind shows only what the caller could open, and the
+ * bundle directory is root's alone. */
+static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const char *arg, char **ret_path,
+                                GError **error)
+{
+        g_autofree char *target = g_strdup_printf("%s/volume-%s", plan->bundle_dir, arg);
+        g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", v->fd);
+        struct stat st;
+
+        if (fstat(v->fd, &st) < 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
+                            g_strerror(errno));
+        if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
+                return fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target, g_strerror(errno));
+        if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s", arg,
+                            g_strerror(errno));
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(target));
+        *ret_path = g_steal_pointer(&target);
+        return TRUE;
+}
+
+static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnBuilder *b, const KilnRunOptions *o,
                             GError **error)
 {
+        const char *bundle = plan->bundle_dir;
+
         char **lists[] = {b->config.volumes, o->volumes};
 
         for (size_t l = 0; l < G_N_ELEMENTS(lists); l++)
@@ -382,10 +417,9 @@ static gboolean fill_mounts(SpecScratch *s, const char *bundle, const KilnBuilde
         for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {
                 const KilnVolumeFd *v = &g_array_index(o->volume_fds, KilnVolumeFd, i);
                 g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
-                /* The caller opened the source; the runtime reaches it through kilnd's descriptor,
-                 * which stays open for the whole run. */
-                g_autofree char *source = g_strdup_printf("/proc/%d/fd/%d", (int)getpid(), v->fd);
-                if (!add_volume(s, bundle, arg, source, v->destination, v->options, error))
+                g_autofree char *source = NULL;
+                if (!stage_volume_fd(plan, v, arg, &source, error) ||
+                    !add_volume(s, bundle, arg, source, v->destination, v->options, error))
                         return FALSE;
         }
         for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
@@ -439,6 +473,22 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         return TRUE;
 }
 
+/* A command given with a '/' is not searched for, but it must still exist and be executable inside
+ * the image, or the run ends as a shell's would (127, 126) instead of as a runtime failure. */
+static gboolean check_executable(KilnRunPlan *plan, int rootfd)
+{
+        _cleanup_close_ int fd = kiln_rootfs_open(rootfd, plan->argv[0], O_PATH, 0);
+        struct stat st;
+
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111))
+                return TRUE;
+        plan->early_exit_status = fd < 0 && fd != -EACCES ? 127 : 126;
+        plan->early_message = g_strdup_printf("kiln: %s: %s\n", plan->argv[0],
+                                              plan->early_exit_status == 127 ? "No such file or directory"
+                                                                             : "Permission denied");
+        return TRUE;
+}
+
 /* The command: the run's argv, or Entrypoint + Cmd; argv[0] looked up in the image's PATH. Not found
  * or not executable ends the run before any container, with a shell's status. */
 static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilder *b, char **argv,
@@ -474,7 +524,7 @@ static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, c
         }
         g_free(plan->argv[0]);
         plan->argv[0] = resolved;
-        return TRUE;
+        return check_executable(plan, rootfd);
 }
 
 KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, char **argv, KilnRunOptions *o,
@@ -555,7 +605,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         if (plan->early_exit_status >= 0)
                 return g_steal_pointer(&plan);
 
-        if (!fill_mounts(&s, plan->bundle_dir, b, o, error) ||
+        if (!fill_mounts(&s, plan, b, o, error) ||
             !fill_seccomp(m, &s, o->seccomp_profile, error) ||
             !write_generated_files(&s, m, b, plan->bundle_dir, o, error))
                 return NULL;

@@ -17,6 +17,7 @@ typedef struct KilnRunPlan {
         char *rootfs;       /* the builder's overlay; held mounted until the plan is freed */
         char *runtime;      /* absolute path */
         char **argv;        /* as resolved in the root file system */
+        GPtrArray *staged;  /* bind mounts of the caller's volume descriptors, in the bundle */
         /* When the command cannot run at all (not found: 127, not executable: 126) there is no
          * container: the status and a message for the caller's stderr are here instead. */
         int early_exit_status;
