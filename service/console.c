@@ -56,8 +56,8 @@ static gboolean apply_size(KilnConsole *c, GError **error)
                 return TRUE;
         if (ioctl(c->master_fd, TIOCSWINSZ, &ws) < 0)
                 return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
-                                   "ioctl TIOCSWINSZ %ux%u on the terminal of %s: %s", c->rows, c->cols, c->path,
-                                   g_strerror(errno)),
+                                   "ioctl TIOCSWINSZ %ux%u on the terminal of %s: %s", c->rows, c->cols,
+                                   c->path, g_strerror(errno)),
                        FALSE;
         return TRUE;
 }
@@ -105,8 +105,8 @@ static gboolean take_master(KilnConsole *c, struct msghdr *msg, ssize_t n, GErro
         if (!g_unix_set_fd_nonblocking(fds[0], TRUE, NULL)) {
                 int e = errno;
                 close(fds[0]);
-                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "fcntl O_NONBLOCK on %s's pty: %s",
-                                   c->path, g_strerror(e)),
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e),
+                                   "fcntl O_NONBLOCK on %s's pty: %s", c->path, g_strerror(e)),
                        FALSE;
         }
         c->master_fd = fds[0];
@@ -140,8 +140,8 @@ static int console_receive(KilnConsole *c)
                 if (c->conn_fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
                         return 0;
                 if (c->conn_fd < 0) {
-                        g_set_error(&c->error, G_IO_ERROR, g_io_error_from_errno(errno), "accept %s: %s", c->path,
-                                    g_strerror(errno));
+                        g_set_error(&c->error, G_IO_ERROR, g_io_error_from_errno(errno), "accept %s: %s",
+                                    c->path, g_strerror(errno));
                         console_close_socket(c);
                         return -1;
                 }
@@ -213,10 +213,11 @@ KilnConsole *kiln_console_new(const char *socket_path, GMainContext *context, GE
         /* The path is in a bundle directory only kilnd writes to: whatever is there is ours from an
          * earlier attempt. */
         if (unlink(socket_path) < 0 && errno != ENOENT)
-                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "unlink %s: %s", socket_path,
-                                   g_strerror(errno)),
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "unlink %s: %s",
+                                   socket_path, g_strerror(errno)),
                        NULL;
-        if (bind(c->listen_fd, (struct sockaddr *)&addr, offsetof(struct sockaddr_un, sun_path) + len + 1) < 0) {
+        if (bind(c->listen_fd, (struct sockaddr *)&addr, offsetof(struct sockaddr_un, sun_path) + len + 1) <
+            0) {
                 int e = errno;
                 kiln_close_fdp(&c->listen_fd);
                 c->listen_fd = -1; /* nothing bound: nothing to unlink */

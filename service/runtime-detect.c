@@ -149,20 +149,21 @@ static gboolean write_detect_bundle(const char *bundle, GError **error)
                         continue;
                 if (S_ISLNK(st.st_mode) && (target = g_file_read_link(host, NULL)) &&
                     symlinkat(target, rootfs_fd, host_dirs[i]) < 0)
-                        return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "symlink %s/%s: %s",
-                                           rootfs, host_dirs[i], g_strerror(errno)),
+                        return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                                           "symlink %s/%s: %s", rootfs, host_dirs[i], g_strerror(errno)),
                                FALSE;
                 if (S_ISDIR(st.st_mode)) {
                         if (mkdirat(rootfs_fd, host_dirs[i], 0755) < 0)
                                 return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
-                                                   "mkdir %s/%s: %s", rootfs, host_dirs[i], g_strerror(errno)),
+                                                   "mkdir %s/%s: %s", rootfs, host_dirs[i],
+                                                   g_strerror(errno)),
                                        FALSE;
                         g_ptr_array_add(binds, g_steal_pointer(&host));
                 }
         }
         if (mkdirat(rootfs_fd, "proc", 0755) < 0 || mkdirat(rootfs_fd, "dev", 0755) < 0)
-                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "mkdir in %s: %s", rootfs,
-                                   g_strerror(errno)),
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "mkdir in %s: %s",
+                                   rootfs, g_strerror(errno)),
                        FALSE;
 
         if (g_file_test("/usr/bin/true", G_FILE_TEST_IS_EXECUTABLE))
@@ -175,7 +176,8 @@ static gboolean write_detect_bundle(const char *bundle, GError **error)
                        FALSE;
 
         config = detect_config(true_path, binds);
-        return g_file_set_contents_full(config_path, config, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, error);
+        return g_file_set_contents_full(config_path, config, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
+                                        error);
 }
 
 typedef struct {
@@ -250,8 +252,8 @@ static gboolean try_runtime(const char *runtime, const char *state_root, const c
                 return FALSE;
         }
         if (r.status != 0)
-                return g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "its test container exited with status %d",
-                                   r.status),
+                return g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                                   "its test container exited with status %d", r.status),
                        FALSE;
         return TRUE;
 }
@@ -271,10 +273,11 @@ char *kiln_runtime_detect(char **candidates, const char *state_root, const char 
         char *found = NULL;
 
         if (!candidates || !*candidates)
-                return g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "No runtime to try"), NULL;
+                return g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "No runtime to try"),
+                       NULL;
         if (g_mkdir_with_parents(state_root, 0700) < 0)
-                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "mkdir %s: %s", state_root,
-                                   g_strerror(errno)),
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "mkdir %s: %s",
+                                   state_root, g_strerror(errno)),
                        NULL;
         if (!g_mkdtemp_full(bundle, 0700))
                 return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "mkdtemp %s: %s", bundle,
@@ -286,12 +289,13 @@ char *kiln_runtime_detect(char **candidates, const char *state_root, const char 
         } else {
                 for (char **c = candidates; *c && !found; c++) {
                         g_autofree char *path = resolve_candidate(*c);
-                        g_autofree char *id = g_strdup_printf("kiln-detect-%d-%d", (int)getpid(),
-                                                              (int)(c - candidates));
+                        g_autofree char *id =
+                                g_strdup_printf("kiln-detect-%d-%d", (int)getpid(), (int)(c - candidates));
 
                         g_clear_error(&local);
                         if (!path)
-                                g_string_append_printf(reasons, "%s%s: not found", reasons->len ? "; " : "", *c);
+                                g_string_append_printf(reasons, "%s%s: not found", reasons->len ? "; " : "",
+                                                       *c);
                         else if (try_runtime(path, state_root, bundle, id, &local))
                                 found = g_steal_pointer(&path);
                         else

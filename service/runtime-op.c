@@ -64,8 +64,8 @@ char *kiln_runtime_parse_messages(const char *text, gsize len)
                 if (*msg == '{') {
                         JsonNode *root;
                         parser = json_parser_new();
-                        if (json_parser_load_from_data(parser, msg, -1, NULL) && (root = json_parser_get_root(parser)) &&
-                            JSON_NODE_HOLDS_OBJECT(root)) {
+                        if (json_parser_load_from_data(parser, msg, -1, NULL) &&
+                            (root = json_parser_get_root(parser)) && JSON_NODE_HOLDS_OBJECT(root)) {
                                 JsonObject *o = json_node_get_object(root);
                                 msg = json_object_get_string_member_with_default(o, "msg", msg);
                                 level = json_object_get_string_member_with_default(o, "level", NULL);
@@ -124,10 +124,10 @@ static void op_complete(KilnRuntimeOp *op)
                         const char *data = g_bytes_get_data(bytes, &len);
                         words = data ? kiln_runtime_parse_messages(data, len) : NULL;
                 }
-                op->message = g_strdup_printf("%s %s of container %s failed (%s %d)%s%s", op->runtime_name, op->verb,
-                                              op->id, op->status > 128 ? "signal" : "exit status",
-                                              op->status > 128 ? op->status - 128 : op->status, words ? ": " : "",
-                                              words ? words : "");
+                op->message = g_strdup_printf("%s %s of container %s failed (%s %d)%s%s", op->runtime_name,
+                                              op->verb, op->id, op->status > 128 ? "signal" : "exit status",
+                                              op->status > 128 ? op->status - 128 : op->status,
+                                              words ? ": " : "", words ? words : "");
         }
         if (op->done)
                 op->done(op->data, op);
@@ -155,10 +155,10 @@ static void on_process_exited(GObject *source, GAsyncResult *result, gpointer da
         op_complete(op);
 }
 
-KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *runtime_args, const char *state_root,
-                                     const char *bundle_dir, const char *id, const char *verb,
-                                     const char *const *verb_args, const char *after_id, int stdio[3],
-                                     GError **error)
+KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *runtime_args,
+                                     const char *state_root, const char *bundle_dir, const char *id,
+                                     const char *verb, const char *const *verb_args, const char *after_id,
+                                     int stdio[3], GError **error)
 {
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
@@ -200,8 +200,8 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
                 int p[2];
                 launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
                 if (pipe2(p, O_CLOEXEC) < 0)
-                        return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "pipe for %s %s: %s",
-                                           runtime, verb, g_strerror(errno)),
+                        return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                                           "pipe for %s %s: %s", runtime, verb, g_strerror(errno)),
                                NULL;
                 (void)g_unix_set_fd_nonblocking(p[0], TRUE, NULL);
                 g_subprocess_launcher_take_stderr_fd(launcher, p[1]);
@@ -263,7 +263,8 @@ GError *kiln_runtime_op_error(KilnRuntimeOp *op)
 
         if (g_str_equal(op->verb, "create") || g_str_equal(op->verb, "start"))
                 for (size_t i = 0; i < G_N_ELEMENTS(exec_failures); i++)
-                        if (strstr(lower, exec_failures[i].first) && strstr(lower, exec_failures[i].second)) {
+                        if (strstr(lower, exec_failures[i].first) &&
+                            strstr(lower, exec_failures[i].second)) {
                                 code = exec_failures[i].code;
                                 break;
                         }
@@ -294,8 +295,8 @@ void kiln_runtime_wait_bounded(GSubprocess *process, guint timeout_ms)
         g_subprocess_wait_async(process, NULL, on_sync_wait_done, &done);
         while (!done) {
                 if (expired) {
-                        g_warning("%s did not exit within %u ms; killing it", g_subprocess_get_identifier(process),
-                                  timeout_ms);
+                        g_warning("%s did not exit within %u ms; killing it",
+                                  g_subprocess_get_identifier(process), timeout_ms);
                         g_subprocess_force_exit(process);
                         expired = FALSE;
                 }
@@ -332,8 +333,8 @@ gboolean kiln_runtime_run_sync(const char *runtime, const char *const *runtime_a
         gboolean expired = FALSE;
         GSource *timer;
 
-        op = kiln_runtime_op_spawn(runtime, runtime_args, state_root, bundle_dir, id, verb, verb_args, NULL, NULL,
-                                   error);
+        op = kiln_runtime_op_spawn(runtime, runtime_args, state_root, bundle_dir, id, verb, verb_args, NULL,
+                                   NULL, error);
         if (!op)
                 return FALSE;
         process = g_object_ref(op->process);
@@ -344,8 +345,8 @@ gboolean kiln_runtime_run_sync(const char *runtime, const char *const *runtime_a
         kiln_runtime_op_run(op, context, on_sync_op_done, &r, NULL);
         while (!r.done) {
                 if (expired) {
-                        g_warning("%s %s of container %s did not exit within %u ms; killing it", runtime, verb, id,
-                                  timeout_ms);
+                        g_warning("%s %s of container %s did not exit within %u ms; killing it", runtime,
+                                  verb, id, timeout_ms);
                         g_subprocess_force_exit(process);
                         expired = FALSE;
                 }

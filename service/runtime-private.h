@@ -36,14 +36,14 @@ struct KilnRuntimeOp {
         GDestroyNotify destroy;
 };
 
-/* Spawns `RUNTIME [runtime_args] --root STATE --log-format json [--log LOG] VERB [verb_args] -- ID [after_id]`
- * with a clean environment, in @bundle_dir. With @stdio (taken, also on failure) the runtime gets those
- * descriptors as its stdin, stdout and stderr, and logs to the bundle's KILN_RUNTIME_LOG_FILE; without, its
- * stdin is /dev/null, stdout is dropped and stderr collected. */
-KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *runtime_args, const char *state_root,
-                                     const char *bundle_dir, const char *id, const char *verb,
-                                     const char *const *verb_args, const char *after_id, int stdio[3],
-                                     GError **error);
+/* Spawns `RUNTIME [runtime_args] --root STATE --log-format json [--log LOG] VERB [verb_args] -- ID
+ * [after_id]` with a clean environment, in @bundle_dir. With @stdio (taken, also on failure) the runtime
+ * gets those descriptors as its stdin, stdout and stderr, and logs to the bundle's KILN_RUNTIME_LOG_FILE;
+ * without, its stdin is /dev/null, stdout is dropped and stderr collected. */
+KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *runtime_args,
+                                     const char *state_root, const char *bundle_dir, const char *id,
+                                     const char *verb, const char *const *verb_args, const char *after_id,
+                                     int stdio[3], GError **error);
 
 /* Waits on @context for the command to exit and its messages to be read, then calls @done, @destroy on
  * @data, and frees @op. */
@@ -69,3 +69,21 @@ char *kiln_runtime_parse_messages(const char *text, gsize len);
 /* Frees @container and iterates @context until every callback that still held it has run: for a
  * private context that is about to go away. */
 void kiln_container_free_draining(KilnContainer *container, GMainContext *context);
+
+/* The container's own process, our child once the runtime's create exited (kilnd is a child subreaper).
+ * Watched through a pidfd and reaped with waitid(P_PIDFD); without pidfds (kernels before 5.4, valgrind)
+ * through GLib's child watch for this one pid. Nothing else in kilnd waits for pids it was not given, so
+ * the pid stays ours until reaped here: a signal sent through the watch never hits a recycled pid. */
+typedef struct KilnPidWatch KilnPidWatch;
+
+/* @status: the exit code, or 128+N when killed by signal N; -1 with @error when the status was lost. */
+typedef void (*KilnPidExited)(gpointer data, int status, const GError *error);
+
+KilnPidWatch *kiln_pid_watch_new(pid_t pid, const char *what, GMainContext *context, KilnPidExited exited,
+                                 gpointer data, GError **error);
+gboolean kiln_pid_watch_is_alive(KilnPidWatch *watch);
+void kiln_pid_watch_kill(KilnPidWatch *watch, int signal);
+/* For freeing: waits at most @timeout_ms for the process to exit and reaps it, without the callback.
+ * Returns FALSE when it is still there. */
+gboolean kiln_pid_watch_reap_sync(KilnPidWatch *watch, guint timeout_ms);
+void kiln_pid_watch_free(KilnPidWatch *watch);

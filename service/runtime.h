@@ -8,7 +8,14 @@
  * process runs) → kiln_container_wait_async (finishes after the process exited, every relay has
  * flushed, and the runtime's state was deleted) → kiln_container_free. Kill and Resize may be called
  * between start and wait's completion. Freeing a container that still runs kills it and cleans up
- * (synchronously bounded). */
+ * (synchronously bounded); a start or wait still pending then never calls back. The finish functions
+ * only read @result (the container may be NULL there).
+ *
+ * The process using this must be a child subreaper (PR_SET_CHILD_SUBREAPER; start fails with
+ * G_IO_ERROR_NOT_SUPPORTED otherwise) and iterate the main context that was the thread default when
+ * start was called: everything happens there. While a container lives the driver keeps three files in
+ * the bundle dir: "pid", "runtime.log" (the runtime's log during create) and "console.sock" (terminal
+ * runs only; its path must fit in a unix socket address, 107 bytes); they are gone once wait answers. */
 #pragma once
 
 #include <sys/types.h>
@@ -45,8 +52,10 @@ KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec);
 void kiln_container_free(KilnContainer *container);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnContainer, kiln_container_free)
 
-/* create + start. Fails with G_IO_ERROR_FAILED carrying the runtime's own message (its stderr,
- * trimmed and bounded) when the runtime refuses. */
+/* create + start. Fails with G_IO_ERROR_FAILED carrying the runtime's own message (its stderr or log,
+ * trimmed and bounded) when the runtime refuses; with G_IO_ERROR_NOT_FOUND or
+ * G_IO_ERROR_PERMISSION_DENIED (same message) when the runtime says it cannot execute the command — a
+ * shell's 127 and 126 (runc checks at create). Whatever was set up is torn down before it answers. */
 void kiln_container_start_async(KilnContainer *container, GCancellable *cancellable, GAsyncReadyCallback callback,
                                 gpointer user_data);
 gboolean kiln_container_start_finish(KilnContainer *container, GAsyncResult *result, GError **error);
@@ -58,7 +67,14 @@ void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellab
                                gpointer user_data);
 int kiln_container_wait_finish(KilnContainer *container, GAsyncResult *result, GError **error);
 
+/* `RUNTIME kill -- ID SIGNAL`, without waiting for it (a refusal is logged; for SIGKILL the process is
+ * then killed through its pidfd). While starting, the signal is kept and sent once the process runs; after
+ * the process exited it is moot, but SIGKILL still drops output held for a reader that stopped reading,
+ * so that wait answers. */
 gboolean kiln_container_kill(KilnContainer *container, int signal, GError **error);
+/* TIOCSWINSZ on the pty (G_IO_ERROR_NOT_SUPPORTED without a terminal); remembered until the pty
+ * arrives; moot after exit. When the caller's stdin ends, the terminal gets its EOF character (VEOF,
+ * twice after a partial line) if it is in canonical mode; in raw mode input just stops. */
 gboolean kiln_container_resize(KilnContainer *container, guint16 rows, guint16 cols, GError **error);
 
 /* After wait: what RunCaptured collected (never NULL when capture_limit > 0). */

@@ -2,8 +2,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <linux/major.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <termios.h>
 
 #include <glib-unix.h>
@@ -99,23 +101,25 @@ int kiln_relay_open_endpoint(int fd, gboolean for_reading, const char *what, GEr
         int flags, accmode, r;
 
         if (fstat(fd, &st) < 0)
-                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fstat %s (fd %d): %s", what,
-                                   fd, g_strerror(errno)),
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fstat %s (fd %d): %s",
+                                   what, fd, g_strerror(errno)),
                        -1;
         flags = fcntl(fd, F_GETFL);
         if (flags < 0)
-                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fcntl %s (fd %d): %s", what,
-                                   fd, g_strerror(errno)),
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fcntl %s (fd %d): %s",
+                                   what, fd, g_strerror(errno)),
                        -1;
         accmode = flags & O_ACCMODE;
         if (for_reading ? accmode == O_WRONLY : accmode == O_RDONLY)
-                return g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s is not open for %s", what,
-                                   for_reading ? "reading" : "writing"),
+                return g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s is not open for %s",
+                                   what, for_reading ? "reading" : "writing"),
                        -1;
 
-        /* Files never make a reader or writer wait for long, and sockets are driven with MSG_DONTWAIT:
-         * for both a plain duplicate will do, shared offset and flags included. */
-        if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode)) {
+        /* Files and the memory devices (/dev/null, /dev/zero...) never make a reader or writer wait for
+         * long, and sockets are driven with MSG_DONTWAIT: for these a plain duplicate will do, shared
+         * offset and flags included. */
+        if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode) ||
+            (S_ISCHR(st.st_mode) && major(st.st_rdev) == MEM_MAJOR)) {
                 r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
                 if (r < 0)
                         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "dup %s: %s", what,
@@ -127,9 +131,14 @@ int kiln_relay_open_endpoint(int fd, gboolean for_reading, const char *what, GEr
                                    "%s is neither a file, a pipe, a socket nor a terminal", what),
                        -1;
 
-        /* Reopening a pty master would allocate a new, unrelated pty: refuse it. */
+        /* Other devices are not reopened: an open can have effects of its own (a watchdog, a tape). And
+         * reopening a pty master would allocate a new, unrelated pty. */
         if (S_ISCHR(st.st_mode)) {
                 unsigned int ptn;
+                if (!isatty(fd))
+                        return g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                           "%s is a device other than a terminal", what),
+                               -1;
                 if (ioctl(fd, TIOCGPTN, &ptn) == 0)
                         return g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                            "%s is the master side of a pseudo-terminal; pass its other side",
@@ -145,8 +154,8 @@ int kiln_relay_open_endpoint(int fd, gboolean for_reading, const char *what, GEr
         path = g_strdup_printf("/proc/self/fd/%d", fd);
         r = open(path, (for_reading ? O_RDONLY : O_WRONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
         if (r < 0)
-                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "reopen %s (%s): %s", what, path,
-                            g_strerror(errno));
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "reopen %s (%s): %s", what,
+                            path, g_strerror(errno));
         return r;
 }
 
@@ -240,7 +249,8 @@ static void watch(KilnRelay *r, gboolean output)
                 return;
         source = g_unix_fd_source_new(output ? r->out_fd : r->in_fd,
                                       (output ? G_IO_OUT : G_IO_IN) | G_IO_HUP | G_IO_ERR);
-        g_source_set_callback(source, (GSourceFunc)(void (*)(void))(output ? on_writable : on_readable), r, NULL);
+        g_source_set_callback(source, (GSourceFunc)(void (*)(void))(output ? on_writable : on_readable), r,
+                              NULL);
         g_source_set_static_name(source, output ? "kiln relay output" : "kiln relay input");
         g_source_attach(source, r->context);
         *slot = source;
@@ -343,8 +353,9 @@ static gboolean on_readable(int fd, GIOCondition condition, gpointer data)
         if (r->captured) {
                 relay_capture(r, (gsize)n);
                 if (r->truncated && r->overflow_is_error) {
-                        relay_finish(r, g_error_new(G_IO_ERROR, G_IO_ERROR_NO_SPACE, "%s exceeded %" G_GSIZE_FORMAT
-                                                    " bytes", r->name, r->limit));
+                        relay_finish(r, g_error_new(G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                    "%s exceeded %" G_GSIZE_FORMAT " bytes", r->name,
+                                                    r->limit));
                         return G_SOURCE_REMOVE;
                 }
                 return G_SOURCE_CONTINUE;
@@ -435,4 +446,129 @@ void kiln_relay_free(KilnRelay *relay)
                 g_byte_array_unref(relay->captured);
         g_free(relay->name);
         g_free(relay);
+}
+
+/* ---- the three streams of one container run ---- */
+
+static const char *const stream_names[] = {"stdin", "stdout", "stderr"};
+
+static int open_null(int flags, GError **error)
+{
+        int fd = open("/dev/null", flags | O_CLOEXEC | O_NOCTTY);
+
+        if (fd < 0)
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "open /dev/null: %s",
+                            g_strerror(errno));
+        return fd;
+}
+
+/* A pipe for stream @i: the runtime's end is returned, ours goes into a relay to or from @ours (the
+ * caller's endpoint, taken), or into a capture when @ours is -1. */
+static int stdio_pipe(KilnStdio *stdio, int i, int ours, gsize capture_limit, const char *name,
+                      GError **error)
+{
+        g_autofree char *relay_name = g_strdup_printf("%s of %s", stream_names[i], name);
+        int p[2], runtime_end, our_end;
+
+        /* Both ends close-on-exec: the runtime's end reaches it only as its stdio (dup2 clears the flag). */
+        if (pipe2(p, O_CLOEXEC) < 0) {
+                kiln_close_fdp(&ours);
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "pipe for %s: %s",
+                                   relay_name, g_strerror(errno)),
+                       -1;
+        }
+        runtime_end = i == 0 ? p[0] : p[1];
+        our_end = i == 0 ? p[1] : p[0];
+        /* Non-blocking only on our end: the container gets an ordinary blocking pipe. */
+        (void)g_unix_set_fd_nonblocking(our_end, TRUE, NULL);
+        if (ours < 0) {
+                stdio->relays[i] = kiln_relay_new_capture(relay_name, our_end, capture_limit, TRUE);
+                stdio->capture[i] = TRUE;
+        } else {
+                stdio->relays[i] = i == 0 ? kiln_relay_new(relay_name, ours, our_end, KILN_RELAY_FLAGS_NONE)
+                                          : kiln_relay_new(relay_name, our_end, ours, KILN_RELAY_FLAGS_NONE);
+        }
+        return runtime_end;
+}
+
+gboolean kiln_stdio_prepare(KilnStdio *stdio, const int caller_fd[3], gboolean terminal, gsize capture_limit,
+                            const char *name, int runtime_fds[3], GError **error)
+{
+        for (int i = 0; i < 3; i++) {
+                int fd = capture_limit > 0 ? -1 : caller_fd[i];
+
+                if (terminal || (fd < 0 && (i == 0 || capture_limit == 0)))
+                        runtime_fds[i] = open_null(i == 0 ? O_RDONLY : O_WRONLY, error);
+                else if (capture_limit > 0)
+                        runtime_fds[i] = stdio_pipe(stdio, i, -1, capture_limit, name, error);
+                else if (isatty(fd)) {
+                        int ours = kiln_relay_open_endpoint(fd, i == 0, stream_names[i], error);
+                        runtime_fds[i] = ours < 0 ? -1 : stdio_pipe(stdio, i, ours, 0, name, error);
+                } else {
+                        runtime_fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                        if (runtime_fds[i] < 0)
+                                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "dup %s: %s",
+                                            stream_names[i], g_strerror(errno));
+                }
+                if (runtime_fds[i] < 0) {
+                        for (int j = 0; j < i; j++)
+                                kiln_close_fdp(&runtime_fds[j]);
+                        kiln_stdio_clear(stdio);
+                        return FALSE;
+                }
+        }
+        return TRUE;
+}
+
+gboolean kiln_stdio_attach_terminal(KilnStdio *stdio, int master, const int caller_fd[3],
+                                    gsize capture_limit, const char *name, GError **error)
+{
+        g_autofree char *in_name = g_strdup_printf("terminal input of %s", name);
+        g_autofree char *out_name = g_strdup_printf("terminal of %s", name);
+        _cleanup_close_ int in = -1, m_in = -1, m_out = -1, out = -1;
+
+        /* Each relay gets its own duplicate of the master, to close when it is done. */
+        if (caller_fd[0] >= 0 && capture_limit == 0) {
+                in = kiln_relay_open_endpoint(caller_fd[0], TRUE, "stdin", error);
+                if (in < 0)
+                        return FALSE;
+                m_in = fcntl(master, F_DUPFD_CLOEXEC, 3);
+                if (m_in < 0)
+                        goto dup_failed;
+        }
+        m_out = fcntl(master, F_DUPFD_CLOEXEC, 3);
+        if (m_out < 0)
+                goto dup_failed;
+        if (capture_limit == 0) {
+                out = caller_fd[1] >= 0 ? kiln_relay_open_endpoint(caller_fd[1], FALSE, "stdout", error)
+                                        : open_null(O_WRONLY | O_NONBLOCK, error);
+                if (out < 0)
+                        return FALSE;
+        }
+
+        if (in >= 0)
+                stdio->relays[0] = kiln_relay_new(in_name, kiln_steal_fd(&in), kiln_steal_fd(&m_in),
+                                                  KILN_RELAY_TERMINAL_EOF);
+        if (capture_limit > 0) {
+                stdio->relays[1] =
+                        kiln_relay_new_capture(out_name, kiln_steal_fd(&m_out), capture_limit, TRUE);
+                stdio->capture[1] = TRUE;
+        } else {
+                stdio->relays[1] = kiln_relay_new(out_name, kiln_steal_fd(&m_out), kiln_steal_fd(&out),
+                                                  KILN_RELAY_FLAGS_NONE);
+        }
+        return TRUE;
+
+dup_failed:
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "dup the terminal of %s: %s", name,
+                    g_strerror(errno));
+        return FALSE;
+}
+
+void kiln_stdio_clear(KilnStdio *stdio)
+{
+        for (int i = 0; i < 3; i++) {
+                g_clear_pointer(&stdio->relays[i], kiln_relay_free);
+                stdio->capture[i] = FALSE;
+        }
 }

@@ -33,11 +33,12 @@ typedef struct KilnRelay KilnRelay;
  * an I/O error. The relay's descriptors are closed by then; the callback may free the relay. */
 typedef void (*KilnRelayDoneFunc)(KilnRelay *relay, const GError *error, gpointer user_data);
 
-/* A descriptor of our own for the caller's @fd that a relay may poll: regular files are dup'ed (reads and
- * writes never wait), sockets dup'ed (driven with MSG_DONTWAIT), pipes, FIFOs and terminals reopened
- * through /proc/self/fd with O_NONBLOCK, a new open file description with the same access, so the caller's
- * own flags stay as they were. @for_reading says which direction is needed; @what names the descriptor
- * in errors ("stdin"). Pty masters and directories are refused. Returns the descriptor (O_CLOEXEC) or -1. */
+/* A descriptor of our own for the caller's @fd that a relay may poll: regular files and memory devices
+ * (/dev/null...) are dup'ed (reads and writes never wait), sockets dup'ed (driven with MSG_DONTWAIT),
+ * pipes, FIFOs and terminals reopened through /proc/self/fd with O_NONBLOCK, a new open file description
+ * with the same access, so the caller's own flags stay as they were. @for_reading says which direction is
+ * needed; @what names the descriptor in errors ("stdin"). Pty masters, other devices and directories are
+ * refused. Returns the descriptor (O_CLOEXEC) or -1. */
 int kiln_relay_open_endpoint(int fd, gboolean for_reading, const char *what, GError **error);
 
 /* Takes ownership of @in_fd and @out_fd (see kiln_relay_open_endpoint; our own pipe ends must be
@@ -69,3 +70,31 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRelay, kiln_relay_free)
  * reset: what tests check to see that a relay streams in constant memory. */
 void kiln_relay_get_buffer_stats(gsize *in_use, gsize *peak);
 void kiln_relay_reset_buffer_peak(void);
+
+/* ---- the three streams of one container run ---- */
+
+/* What a run does with its stdio: the descriptors the runtime gets (and hands to the container's
+ * process) and the relays for our side, indexed 0 (stdin), 1 (stdout), 2 (stderr).
+ * - No terminal: the caller's pipes, sockets and files go straight to the container; /dev/null where the
+ *   caller gave nothing (-1); a terminal is relayed through a pipe, never handed over (the container could
+ *   push input into the caller's session with TIOCSTI, or change its modes).
+ * - Capture (@capture_limit > 0): stdout and stderr are pipes read into buffers of at most that many bytes
+ *   (past it the relay fails with G_IO_ERROR_NO_SPACE); stdin is /dev/null; the caller's fds are ignored.
+ * - Terminal: the runtime gets /dev/null; kiln_stdio_attach_terminal relays the pty master once it came. */
+typedef struct KilnStdio {
+        KilnRelay *relays[3]; /* NULL where nothing is relayed */
+        gboolean capture[3];
+} KilnStdio;
+
+/* @name says whose streams these are ("container ID"). On success @runtime_fds holds three new
+ * descriptors (O_CLOEXEC) for the runtime's stdin, stdout and stderr; the relays are not started. */
+gboolean kiln_stdio_prepare(KilnStdio *stdio, const int caller_fd[3], gboolean terminal, gsize capture_limit,
+                            const char *name, int runtime_fds[3], GError **error);
+
+/* With a terminal: caller stdin → @master (the terminal's EOF character at its end), @master → caller
+ * stdout (or the capture). The caller's stderr has nothing to carry: a pty merges both streams. */
+gboolean kiln_stdio_attach_terminal(KilnStdio *stdio, int master, const int caller_fd[3],
+                                    gsize capture_limit, const char *name, GError **error);
+
+/* Stops and frees the relays. */
+void kiln_stdio_clear(KilnStdio *stdio);
