@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kilnd: start-up, the main loop, and an orderly shutdown. */
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 
@@ -11,6 +12,10 @@
 #include "auth.h"
 #include "bus-glib.h"
 #include "manager.h"
+
+static void ignore_signal(int sig)
+{
+}
 
 static gboolean on_quit(gpointer loop)
 {
@@ -38,6 +43,10 @@ static int run(const char *config_path)
 
         /* Files kilnd creates are its own unless a step says otherwise. */
         umask(0077);
+        /* A caller's pipe that loses its reader must cost a write an EPIPE, not kilnd its life. A handler
+         * rather than SIG_IGN: handlers are reset at exec, so runtimes and containers start with the
+         * default disposition. */
+        signal(SIGPIPE, ignore_signal);
         /* Container processes re-parent to kilnd, so it can reap them (and wait through pidfds). */
         if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
                 g_warning("Cannot become a child subreaper: %s", g_strerror(errno));
@@ -60,6 +69,7 @@ static int run(const char *config_path)
         }
         manager = kiln_manager_new(config, storage, auth, bus);
         kiln_manager_delete_stale_containers(manager);
+        kiln_manager_detect_runtime(manager);
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);

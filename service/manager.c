@@ -3,8 +3,11 @@
 
 #include "builder-dbus.h"
 #include "process-dbus.h"
+#include "runtime.h"
 #include "manager.h"
 #include "validate.h"
+
+static char *resolve_runtime_name(const char *name);
 
 static char **find_runtimes(char **configured)
 {
@@ -258,7 +261,7 @@ void kiln_manager_delete_stale_containers(KilnManager *m)
 
         while (dir && (id = g_dir_read_name(dir))) {
                 for (char **r = m->runtimes; *r; r++) {
-                        g_autofree char *path = g_path_is_absolute(*r) ? g_strdup(*r) : g_find_program_in_path(*r);
+                        g_autofree char *path = resolve_runtime_name(*r);
                         const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
                         int status = -1;
 
@@ -271,4 +274,35 @@ void kiln_manager_delete_stale_containers(KilnManager *m)
                         }
                 }
         }
+}
+
+static char *resolve_runtime_name(const char *name)
+{
+        return g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
+}
+
+void kiln_manager_detect_runtime(KilnManager *m)
+{
+        g_autoptr(GError) error = NULL;
+        g_autofree char *works = NULL;
+        guint n = g_strv_length(m->runtimes);
+
+        if (n == 0)
+                return;
+        works = kiln_runtime_detect(m->runtimes, kiln_storage_runtime_root(m->storage), m->config->runtime_dir,
+                                    &error);
+        if (!works) {
+                g_warning("%s", error->message);
+                return;
+        }
+        for (guint i = 0; i < n; i++) {
+                g_autofree char *path = resolve_runtime_name(m->runtimes[i]);
+                if (g_strcmp0(path, works) == 0) {
+                        char *first = m->runtimes[i];
+                        memmove(&m->runtimes[1], &m->runtimes[0], i * sizeof(char *));
+                        m->runtimes[0] = first;
+                        break;
+                }
+        }
+        g_message("Default runtime: %s (%s)", m->runtimes[0], works);
 }

@@ -49,6 +49,10 @@ void kiln_manager_release_rootfs(KilnManager *manager, KilnBuilder *builder);
 /* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */
 char *kiln_manager_next_container_id(KilnManager *manager, KilnBuilder *builder);
 
+/* Start-up: runs a trivial container with each runtime found and makes the first that works the
+ * default (crun refuses some cgroup v1 layouts where runc works). */
+void kiln_manager_detect_runtime(KilnManager *manager);
+
 /* Start-up: deletes the runtime containers a crash left in kiln's runtime root (before their bundles
  * and mounts are cleaned up). */
 void kiln_manager_delete_stale_containers(KilnManager *manager);

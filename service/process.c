@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <signal.h>
+#include <sys/socket.h>
 
 #include "builder-dbus.h"
 #include "process-dbus.h"
 #include "process.h"
+#include "stdio-relay.h"
 
 const char *kiln_process_state_name(KilnProcessState state)
 {
@@ -54,6 +56,22 @@ guint kiln_process_count_running(KilnManager *m, const char *builder_id, uid_t o
                     (builder_id ? g_str_equal(p->builder_id, builder_id) : p->owner == owner))
                         n++;
         return n;
+}
+
+/* A shell-like message for the caller's stderr when no container ran. Never waits: a caller could hand
+ * over a full pipe, and the main loop must not block on it; a message that does not fit is dropped. */
+static void tell_caller(KilnProcess *p, const char *message)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (p->options.stderr_fd < 0 || p->mode == KILN_PROCESS_MODE_CAPTURED)
+                return;
+        fd = kiln_relay_open_endpoint(p->options.stderr_fd, FALSE, "stderr", NULL);
+        if (fd < 0)
+                return;
+        /* Pipes and terminals come back O_NONBLOCK, files never wait; sockets need MSG_DONTWAIT. */
+        if (send(fd, message, strlen(message), MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == ENOTSOCK)
+                (void)!write(fd, message, strlen(message));
 }
 
 static void kill_process(KilnProcess *p, int signal)
@@ -218,8 +236,19 @@ static void on_started(GObject *source, GAsyncResult *result, gpointer data)
         KilnBuilder *b;
 
         if (!kiln_container_start_finish(p->container, result, &error)) {
-                g_autoptr(GError) failed = g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED,
-                                                       "The runtime failed: %s", error->message);
+                g_autoptr(GError) failed = NULL;
+                /* The runtime checks the command at create: a shell's statuses, not a failure. */
+                if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND) ||
+                    g_error_matches(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED)) {
+                        g_autofree char *message = g_strdup_printf("kiln: %s\n", error->message);
+                        int status = error->code == G_IO_ERROR_NOT_FOUND ? 127 : 126;
+                        tell_caller(p, message);
+                        p->pid = 0;
+                        process_exited(p, status, NULL, message);
+                        return;
+                }
+                failed = g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED, "The runtime failed: %s",
+                                     error->message);
                 process_exited(p, 125, failed, NULL);
                 return;
         }
@@ -295,8 +324,7 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         kiln_process_emit_added(p);
         if (p->plan->early_exit_status >= 0) {
                 /* No container: the command cannot run. The caller sees what a shell would print. */
-                if (p->options.stderr_fd >= 0 && mode != KILN_PROCESS_MODE_CAPTURED)
-                        (void)!write(p->options.stderr_fd, p->plan->early_message, strlen(p->plan->early_message));
+                tell_caller(p, p->plan->early_message);
                 process_exited(p, p->plan->early_exit_status, NULL, p->plan->early_message);
                 return;
         }
