@@ -94,10 +94,10 @@ static gboolean add_split(GPtrArray **list, const char *value)
         return TRUE;
 }
 
-#define DEFINE_COLLECT(field, adder)                                                                   \
-        static gboolean collect_##field(const char *name, const char *value, gpointer data, GError **e) \
-        {                                                                                              \
-                return adder(&((RunFlags *)data)->field, value);                                      \
+#define DEFINE_COLLECT(field, adder)                                                                        \
+        static gboolean collect_##field(const char *name, const char *value, gpointer data, GError **e)     \
+        {                                                                                                   \
+                return adder(&((RunFlags *)data)->field, value);                                            \
         }
 
 DEFINE_COLLECT(env, add_to)
@@ -136,45 +136,49 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
         int first;
 
         const GOptionEntry entries[] = {
-            {"cap-add", 0, 0, G_OPTION_ARG_CALLBACK, collect_cap_add,
-             "Add a capability (CAP_X or X; ALL; comma-separated lists too)", "CAP"},
-            {"cap-drop", 0, 0, G_OPTION_ARG_CALLBACK, collect_cap_drop,
-             "Drop a capability (CAP_X or X; ALL; comma-separated lists too)", "CAP"},
-            {"cgroupns", 0, 0, G_OPTION_ARG_STRING, &f->cgroupns, "Cgroup namespace: private, host or a path",
-             "HOW"},
-            {"device", 0, 0, G_OPTION_ARG_CALLBACK, collect_devices, "Add a host device",
-             "HOST[:CONTAINER[:PERMISSIONS]]"},
-            {"env", 'e', 0, G_OPTION_ARG_CALLBACK, collect_env,
-             "Set a variable for this run (K=V; K or PREFIX* copy kiln's own)", "K=V"},
-            {"hostname", 0, 0, G_OPTION_ARG_STRING, &f->hostname, "Host name in the container", "NAME"},
-            {"ipc", 0, 0, G_OPTION_ARG_STRING, &f->ipc, "IPC namespace: private, host or a path", "HOW"},
-            {"isolation", 0, 0, G_OPTION_ARG_STRING, &f->isolation, "Isolation: oci or chroot", "TYPE"},
-            {"mount", 0, 0, G_OPTION_ARG_CALLBACK, collect_mounts, "Attach a mount (type=bind|tmpfs|cache,…)",
-             "MOUNT"},
-            {"network", 0, 0, G_OPTION_ARG_STRING, &f->network,
-             "Network namespace: private, none, host or a path", "HOW"},
-            {"net", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &f->network, "Same as --network", "HOW"},
-            {"no-hostname", 0, 0, G_OPTION_ARG_NONE, &f->no_hostname, "Do not generate /etc/hostname", NULL},
-            {"no-hosts", 0, 0, G_OPTION_ARG_NONE, &f->no_hosts, "Do not generate /etc/hosts", NULL},
-            {"no-pivot", 0, 0, G_OPTION_ARG_NONE, &f->no_pivot, "Do not use pivot_root", NULL},
-            {"pid", 0, 0, G_OPTION_ARG_STRING, &f->pid, "PID namespace: private, host or a path", "HOW"},
-            {"runtime", 0, 0, G_OPTION_ARG_STRING, &f->runtime, "OCI runtime (name or path)", "RUNTIME"},
-            {"runtime-flag", 0, 0, G_OPTION_ARG_CALLBACK, collect_runtime_flags,
-             "Global flag for the runtime, without its leading --", "FLAG"},
-            {"terminal", 't', 0, G_OPTION_ARG_NONE, &f->terminal, "Give the command a terminal", NULL},
-            {"tty", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &f->terminal, "Same as --terminal", NULL},
-            {"timeout", 0, 0, G_OPTION_ARG_STRING, &f->timeout,
-             "Kill the command after this long (seconds, or like 1m30s)", "DURATION"},
-            {"ulimit", 0, 0, G_OPTION_ARG_CALLBACK, collect_ulimits, "Resource limit", "TYPE=SOFT[:HARD]"},
-            {"user", 0, 0, G_OPTION_ARG_STRING, &f->user, "User (and group) to run as", "USER[:GROUP]"},
-            {"uts", 0, 0, G_OPTION_ARG_STRING, &f->uts, "UTS namespace: private, host or a path", "HOW"},
-            {"valid-exit-codes", 0, 0, G_OPTION_ARG_CALLBACK, collect_valid_exit_codes,
-             "Exit statuses that count as success: kiln exits 0 for them", "N[,N…]"},
-            {"volume", 'v', 0, G_OPTION_ARG_CALLBACK, collect_volumes,
-             "Bind mount a host path (opened by kiln, as you)", "SRC:DST[:OPTS]"},
-            {"workingdir", 0, 0, G_OPTION_ARG_STRING, &f->working_dir, "Working directory of the command",
-             "DIR"},
-            {NULL},
+                {"cap-add", 0, 0, G_OPTION_ARG_CALLBACK, collect_cap_add,
+                 "Add a capability (CAP_X or X; ALL; comma-separated lists too)", "CAP"},
+                {"cap-drop", 0, 0, G_OPTION_ARG_CALLBACK, collect_cap_drop,
+                 "Drop a capability (CAP_X or X; ALL; comma-separated lists too)", "CAP"},
+                {"cgroupns", 0, 0, G_OPTION_ARG_STRING, &f->cgroupns,
+                 "Cgroup namespace: private, host or a path", "HOW"},
+                {"device", 0, 0, G_OPTION_ARG_CALLBACK, collect_devices, "Add a host device",
+                 "HOST[:CONTAINER[:PERMISSIONS]]"},
+                {"env", 'e', 0, G_OPTION_ARG_CALLBACK, collect_env,
+                 "Set a variable for this run (K=V; K or PREFIX* copy kiln's own)", "K=V"},
+                {"hostname", 0, 0, G_OPTION_ARG_STRING, &f->hostname, "Host name in the container", "NAME"},
+                {"ipc", 0, 0, G_OPTION_ARG_STRING, &f->ipc, "IPC namespace: private, host or a path", "HOW"},
+                {"isolation", 0, 0, G_OPTION_ARG_STRING, &f->isolation, "Isolation: oci or chroot", "TYPE"},
+                {"mount", 0, 0, G_OPTION_ARG_CALLBACK, collect_mounts,
+                 "Attach a mount (type=bind|tmpfs|cache,…)", "MOUNT"},
+                {"network", 0, 0, G_OPTION_ARG_STRING, &f->network,
+                 "Network namespace: private, none, host or a path", "HOW"},
+                {"net", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &f->network, "Same as --network",
+                 "HOW"},
+                {"no-hostname", 0, 0, G_OPTION_ARG_NONE, &f->no_hostname, "Do not generate /etc/hostname",
+                 NULL},
+                {"no-hosts", 0, 0, G_OPTION_ARG_NONE, &f->no_hosts, "Do not generate /etc/hosts", NULL},
+                {"no-pivot", 0, 0, G_OPTION_ARG_NONE, &f->no_pivot, "Do not use pivot_root", NULL},
+                {"pid", 0, 0, G_OPTION_ARG_STRING, &f->pid, "PID namespace: private, host or a path", "HOW"},
+                {"runtime", 0, 0, G_OPTION_ARG_STRING, &f->runtime, "OCI runtime (name or path)", "RUNTIME"},
+                {"runtime-flag", 0, 0, G_OPTION_ARG_CALLBACK, collect_runtime_flags,
+                 "Global flag for the runtime, without its leading --", "FLAG"},
+                {"terminal", 't', 0, G_OPTION_ARG_NONE, &f->terminal, "Give the command a terminal", NULL},
+                {"tty", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &f->terminal, "Same as --terminal",
+                 NULL},
+                {"timeout", 0, 0, G_OPTION_ARG_STRING, &f->timeout,
+                 "Kill the command after this long (seconds, or like 1m30s)", "DURATION"},
+                {"ulimit", 0, 0, G_OPTION_ARG_CALLBACK, collect_ulimits, "Resource limit",
+                 "TYPE=SOFT[:HARD]"},
+                {"user", 0, 0, G_OPTION_ARG_STRING, &f->user, "User (and group) to run as", "USER[:GROUP]"},
+                {"uts", 0, 0, G_OPTION_ARG_STRING, &f->uts, "UTS namespace: private, host or a path", "HOW"},
+                {"valid-exit-codes", 0, 0, G_OPTION_ARG_CALLBACK, collect_valid_exit_codes,
+                 "Exit statuses that count as success: kiln exits 0 for them", "N[,N…]"},
+                {"volume", 'v', 0, G_OPTION_ARG_CALLBACK, collect_volumes,
+                 "Bind mount a host path (opened by kiln, as you)", "SRC:DST[:OPTS]"},
+                {"workingdir", 0, 0, G_OPTION_ARG_STRING, &f->working_dir,
+                 "Working directory of the command", "DIR"},
+                {NULL},
         };
 
         context = g_option_context_new("BUILDER [--] [COMMAND [ARG…]]");
@@ -258,8 +262,8 @@ static bool parse_duration(const char *text, guint64 *ret_usec)
                 const char *suffix;
                 double usec;
         } units[] = {
-            /* "ms" before "m" and "s". */
-            {"ms", 1e3}, {"us", 1}, {"µs", 1}, {"h", 3600e6}, {"m", 60e6}, {"s", 1e6},
+                /* "ms" before "m" and "s". */
+                {"ms", 1e3}, {"us", 1}, {"µs", 1}, {"h", 3600e6}, {"m", 60e6}, {"s", 1e6},
         };
         const char *p = text;
         double total = 0, value;
@@ -300,7 +304,8 @@ static bool parse_valid_exit_codes(GPtrArray *texts, GArray **ret)
                 int code;
 
                 if (!g_ascii_string_to_unsigned(text, 10, 0, 255, &n, NULL)) {
-                        kiln_usage_error("run", "--valid-exit-codes: '%s' is not an exit status (0 to 255)", text);
+                        kiln_usage_error("run", "--valid-exit-codes: '%s' is not an exit status (0 to 255)",
+                                         text);
                         return false;
                 }
                 code = (int)n;
@@ -402,32 +407,53 @@ static bool open_volumes(GPtrArray *specs, GArray **ret)
 /* ---- the terminal ---- */
 
 static struct termios saved_termios;
-static bool termios_saved;
+static volatile sig_atomic_t termios_saved;
 
+/* Async-signal-safe: tcsetattr is. */
 static void restore_terminal(void)
 {
         if (!termios_saved)
                 return;
         (void)tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios);
-        termios_saved = false;
+        termios_saved = 0;
 }
 
-/* Raw mode on our stdin terminal, so that every key (^C included) goes to the container's terminal. */
+/* A crash must not leave the user's terminal raw: restore it, then die of the same signal. */
+static void on_fatal_signal(int signo)
+{
+        restore_terminal();
+        (void)raise(signo); /* SA_RESETHAND: the default action this time */
+}
+
+static void restore_terminal_on_fatal_signals(void)
+{
+        static const int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGPIPE, SIGQUIT};
+        struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND | SA_NODEFER};
+
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < G_N_ELEMENTS(fatal); i++)
+                (void)sigaction(fatal[i], &sa, NULL);
+}
+
+/* Raw mode on our stdin terminal, so that every key (^C included) goes to the container's terminal.
+ * Restored by every way out: the normal paths call restore_terminal(), atexit() and fatal signals
+ * are the last resort. */
 static void make_terminal_raw(void)
 {
-        static bool atexit_registered;
+        static bool handlers_installed;
         struct termios raw;
 
         if (termios_saved || isatty(STDIN_FILENO) != 1 || tcgetattr(STDIN_FILENO, &saved_termios) < 0)
                 return;
-        if (!atexit_registered) {
-                atexit(restore_terminal); /* a last resort; every normal path restores first */
-                atexit_registered = true;
+        if (!handlers_installed) {
+                atexit(restore_terminal);
+                restore_terminal_on_fatal_signals();
+                handlers_installed = true;
         }
         raw = saved_termios;
         cfmakeraw(&raw);
         if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0)
-                termios_saved = true;
+                termios_saved = 1;
 }
 
 /* The size of our terminal (stdout's, else stdin's or stderr's); false if none has one. */
@@ -599,13 +625,14 @@ typedef struct {
         sd_bus *bus;
         sd_event *event;
         bool terminal;
-        char *process_path;     /* once Start has answered */
+        char *process_path; /* once Start has answered */
         sd_bus_slot *start_slot;
         sd_bus_slot *wait_slot;
-        bool resize_pending;    /* SIGWINCH before the process existed */
-        int exit_status;        /* Wait's answer, -1 until then */
-        int interrupted_by;     /* a signal before the process existed: we leave */
-        bool failed;            /* kiln's own failure, already reported */
+        bool resize_pending; /* SIGWINCH before the process existed */
+        int pending_signal;  /* a signal to pass on once the process exists */
+        int exit_status;     /* Wait's answer, -1 until then */
+        int interrupted_by;  /* a second signal before the process existed: we leave */
+        bool failed;         /* kiln's own failure, already reported */
 } RunState;
 
 static void finish(RunState *st)
@@ -624,8 +651,8 @@ static int on_reply_ignored(sd_bus_message *reply, void *userdata, sd_bus_error 
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);
 
-        /* A Kill or Resize that loses the race with the exit is no news to the user. */
-        if (error && st->exit_status < 0)
+        /* A Kill or Resize that loses the race with the exit ("not running") is no news to the user. */
+        if (error && st->exit_status < 0 && !sd_bus_error_has_name(error, KILN_ERROR_NOT_FOUND))
                 kiln_bus_log_error(error, sd_bus_message_get_errno(reply), sd_bus_message_get_member(reply));
         return 0;
 }
@@ -669,8 +696,14 @@ static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si,
                 return 0;
         }
         if (!st->process_path) {
-                /* Nothing runs yet (Start may wait for a password dialog): leave. Our connection
-                 * closing makes kilnd cancel the Start, or kill what it started. */
+                /* Start has not answered: the command may already run (its output can come before
+                 * the answer), or Start may wait for a password dialog. The first signal is passed
+                 * on once the process exists; a second one leaves at once, and our connection
+                 * closing makes kilnd cancel the start, or kill what it started. */
+                if (st->pending_signal == 0) {
+                        st->pending_signal = signo;
+                        return 0;
+                }
                 st->interrupted_by = signo;
                 finish(st);
                 return 0;
@@ -729,6 +762,8 @@ static int on_start_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
                 make_terminal_raw();
         if (st->resize_pending)
                 send_resize(st);
+        if (st->pending_signal)
+                process_call(st, "Kill", "s", sigabbrev_np(st->pending_signal));
 
         r = kiln_bus_new_call(st->bus, st->process_path, KILN_PROCESS_INTERFACE, "Wait", &m);
         if (r < 0) {
@@ -835,8 +870,9 @@ int kiln_verb_run(int argc, char **argv)
         if (!parse_command_line(&f, argc, argv, &builder, &command))
                 return KILN_EXIT_FAILURE;
         if (f.timeout && !parse_duration(f.timeout, &s.timeout_usec))
-                return kiln_usage_error("run", "--timeout: '%s' is not a positive duration (seconds, or like 1m30s)",
-                                        f.timeout);
+                return kiln_usage_error(
+                        "run", "--timeout: '%s' is not a positive duration (seconds, or like 1m30s)",
+                        f.timeout);
         if (!parse_valid_exit_codes(f.valid_exit_codes, &valid))
                 return KILN_EXIT_FAILURE;
         s.env = resolve_env(f.env);
@@ -849,7 +885,8 @@ int kiln_verb_run(int argc, char **argv)
                 /* As buildah: each --runtime-flag is a global flag of the runtime, named without "--". */
                 s.runtime_args = g_new0(char *, f.runtime_flags->len + 1);
                 for (guint i = 0; i < f.runtime_flags->len; i++)
-                        s.runtime_args[i] = g_strconcat("--", (char *)g_ptr_array_index(f.runtime_flags, i), NULL);
+                        s.runtime_args[i] =
+                                g_strconcat("--", (char *)g_ptr_array_index(f.runtime_flags, i), NULL);
         }
         if (!open_volumes(f.volumes, &s.volumes))
                 return KILN_EXIT_FAILURE;
