@@ -13,26 +13,20 @@ static char *check_any(const char *arg, const char *value, GError **error)
         return g_strdup(value);
 }
 
-#define DEFINE_CHECK(name, validator)                                                         \
-        static char *name(const char *arg, const char *value, GError **error)                  \
-        {                                                                                      \
-                return validator(arg, value, error) ? g_strdup(value) : NULL;                  \
-        }
-
 static gboolean validate_working_dir(const char *arg, const char *value, GError **error)
 {
         return kiln_validate_absolute_path(arg, value, TRUE, error);
 }
 
-DEFINE_CHECK(check_env, kiln_validate_env_entry)
-DEFINE_CHECK(check_working_dir, validate_working_dir)
-DEFINE_CHECK(check_user, kiln_validate_user_spec)
-DEFINE_CHECK(check_hostname, kiln_validate_hostname)
-DEFINE_CHECK(check_volume, kiln_validate_volume)
-DEFINE_CHECK(check_ulimit, kiln_validate_ulimit)
-DEFINE_CHECK(check_isolation, kiln_validate_isolation)
-DEFINE_CHECK(check_userns, kiln_validate_userns)
-DEFINE_CHECK(check_label_key, kiln_validate_label_key)
+KILN_DEFINE_STRING_CHECK(check_env, kiln_validate_env_entry)
+KILN_DEFINE_STRING_CHECK(check_working_dir, validate_working_dir)
+KILN_DEFINE_STRING_CHECK(check_user, kiln_validate_user_spec)
+KILN_DEFINE_STRING_CHECK(check_hostname, kiln_validate_hostname)
+KILN_DEFINE_STRING_CHECK(check_volume, kiln_validate_volume)
+KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
+KILN_DEFINE_STRING_CHECK(check_isolation, kiln_validate_isolation)
+KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
+KILN_DEFINE_STRING_CHECK(check_label_key, kiln_validate_label_key)
 
 static char *check_capability(const char *arg, const char *value, GError **error)
 {

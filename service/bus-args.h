@@ -11,6 +11,13 @@
 /* Checks one string and returns what is stored (a new string), or NULL with @error set. */
 typedef char *(*KilnStringCheck)(const char *arg, const char *value, GError **error);
 
+/* A KilnStringCheck that stores the value unchanged when @validator (arg, value, error) accepts it. */
+#define KILN_DEFINE_STRING_CHECK(name, validator)                                              \
+        static char *name(const char *arg, const char *value, GError **error)                   \
+        {                                                                                       \
+                return validator(arg, value, error) ? g_strdup(value) : NULL;                   \
+        }
+
 gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits, GError **error);
 gboolean kiln_check_array_limit(const char *arg, size_t n, const KilnConfig *limits, GError **error);
 

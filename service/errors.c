@@ -47,3 +47,25 @@ int kiln_error_to_bus(const GError *error, sd_bus_error *bus_error)
                 name = io_error_name(error->code);
         return sd_bus_error_set(bus_error, name, error->message);
 }
+
+gboolean kiln_fail(GError **error, KilnErrorCode code, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        g_propagate_error(error, g_error_new_valist(KILN_ERROR, code, fmt, ap));
+        va_end(ap);
+        return FALSE;
+}
+
+gboolean kiln_invalid(GError **error, const char *arg, const char *fmt, ...)
+{
+        g_autofree char *reason = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        reason = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: %s", arg, reason);
+        return FALSE;
+}

@@ -22,6 +22,11 @@ typedef enum {
         KILN_ERROR_CODE_ACCESS_DENIED,
 } KilnErrorCode;
 
+/* Sets @error (KILN_ERROR, @code) and returns FALSE, for `return kiln_fail(...)`. */
+gboolean kiln_fail(GError **error, KilnErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+/* InvalidArgument "Invalid ARG: REASON": every such message names the argument. */
+gboolean kiln_invalid(GError **error, const char *arg, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
 /* Fills @bus_error from @error (KILN_ERROR or G_IO_ERROR codes) and returns the negative errno
  * sd-bus handlers return. */
 int kiln_error_to_bus(const GError *error, sd_bus_error *bus_error);

@@ -107,16 +107,6 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
         create_request_free(req);
 }
 
-static gboolean invalid_argument(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static gboolean invalid_argument(GError **error, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        *error = g_error_new_valist(KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, fmt, ap);
-        va_end(ap);
-        return FALSE;
-}
 
 static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **error)
 {
@@ -126,12 +116,12 @@ static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **e
         int fd;
 
         if (sd_bus_message_peek_type(m, &type, &contents) < 0 || !contents || !g_str_equal(contents, "h"))
-                return invalid_argument(error, "Invalid rootfs_fd: expected a value of type 'h', got '%s'",
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid rootfs_fd: expected a value of type 'h', got '%s'",
                                         contents ? contents : "?");
         if (sd_bus_message_read(m, "v", "h", &fd) < 0)
-                return invalid_argument(error, "Invalid rootfs_fd: cannot read it");
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid rootfs_fd: cannot read it");
         if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
-                return invalid_argument(error, "Invalid rootfs_fd: not an open directory");
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid rootfs_fd: not an open directory");
         /* The message owns its descriptor; the import needs its own. */
         kiln_close_fdp(&req->rootfs_fd);
         req->rootfs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -155,7 +145,7 @@ static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GErro
                 const char *key;
 
                 if (sd_bus_message_read_basic(m, 's', &key) < 0)
-                        return invalid_argument(error, "Invalid options: cannot read them");
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid options: cannot read them");
                 if (!kiln_check_array_limit("options", ++n, req->manager->config, error))
                         return FALSE;
                 if (g_str_equal(key, "rootfs_fd")) {
@@ -166,14 +156,14 @@ static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GErro
                                 return FALSE;
                         req->mask |= 1u << (field - kiln_config_fields);
                 } else {
-                        return invalid_argument(error, "Invalid options: unknown key '%.64s'", key);
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid options: unknown key '%.64s'", key);
                 }
                 r = sd_bus_message_exit_container(m);
         }
         if (r >= 0)
                 r = sd_bus_message_exit_container(m);
         if (r < 0)
-                return invalid_argument(error, "Invalid options: cannot read them: %s", g_strerror(-r));
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid options: cannot read them: %s", g_strerror(-r));
         return TRUE;
 }
 
@@ -210,14 +200,14 @@ static gboolean check_create(CreateRequest *req, const char *name, const char *f
                 return FALSE;
         }
         if (g_str_has_prefix(from, "oci:") || g_str_has_prefix(from, "oci-archive:"))
-                return invalid_argument(error, "Invalid from: '%s': OCI image sources are not supported yet",
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid from: '%s': OCI image sources are not supported yet",
                                         from);
         if (req->rootfs_fd >= 0) {
                 if (!g_str_has_prefix(from, "/"))
-                        return invalid_argument(error, "Invalid from: with rootfs_fd, from must be the "
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid from: with rootfs_fd, from must be the "
                                                        "directory's absolute path, got '%s'", from);
         } else if (!g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/")) {
-                return invalid_argument(error,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                         "Invalid from: '%s' is not 'scratch', an absolute directory path, "
                                         "'oci:DIR' or 'oci-archive:FILE'", from);
         }

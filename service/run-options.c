@@ -27,12 +27,6 @@ typedef struct {
 
 #define AT(o, opt, T) ((T *)((char *)(o) + (opt)->offset))
 
-#define DEFINE_CHECK(name, validator)                                                          \
-        static char *name(const char *arg, const char *value, GError **error)                   \
-        {                                                                                       \
-                return validator(arg, value, error) ? g_strdup(value) : NULL;                   \
-        }
-
 static gboolean validate_dir(const char *arg, const char *value, GError **error)
 {
         return kiln_validate_absolute_path(arg, value, TRUE, error);
@@ -128,21 +122,21 @@ static gboolean validate_seccomp_profile(const char *arg, const char *value, GEr
         return !*value || kiln_validate_name(arg, value, error);
 }
 
-DEFINE_CHECK(check_env, kiln_validate_env_entry)
-DEFINE_CHECK(check_user, kiln_validate_user_spec)
-DEFINE_CHECK(check_dir, validate_dir)
-DEFINE_CHECK(check_hostname, kiln_validate_hostname)
-DEFINE_CHECK(check_isolation, kiln_validate_isolation)
-DEFINE_CHECK(check_userns, kiln_validate_userns)
-DEFINE_CHECK(check_namespace, validate_namespace)
-DEFINE_CHECK(check_network, validate_network)
-DEFINE_CHECK(check_volume, kiln_validate_volume)
-DEFINE_CHECK(check_mount, validate_mount)
-DEFINE_CHECK(check_device, validate_device)
-DEFINE_CHECK(check_ulimit, kiln_validate_ulimit)
-DEFINE_CHECK(check_size, validate_size)
-DEFINE_CHECK(check_runtime, validate_runtime)
-DEFINE_CHECK(check_seccomp_profile, validate_seccomp_profile)
+KILN_DEFINE_STRING_CHECK(check_env, kiln_validate_env_entry)
+KILN_DEFINE_STRING_CHECK(check_user, kiln_validate_user_spec)
+KILN_DEFINE_STRING_CHECK(check_dir, validate_dir)
+KILN_DEFINE_STRING_CHECK(check_hostname, kiln_validate_hostname)
+KILN_DEFINE_STRING_CHECK(check_isolation, kiln_validate_isolation)
+KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
+KILN_DEFINE_STRING_CHECK(check_namespace, validate_namespace)
+KILN_DEFINE_STRING_CHECK(check_network, validate_network)
+KILN_DEFINE_STRING_CHECK(check_volume, kiln_validate_volume)
+KILN_DEFINE_STRING_CHECK(check_mount, validate_mount)
+KILN_DEFINE_STRING_CHECK(check_device, validate_device)
+KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
+KILN_DEFINE_STRING_CHECK(check_size, validate_size)
+KILN_DEFINE_STRING_CHECK(check_runtime, validate_runtime)
+KILN_DEFINE_STRING_CHECK(check_seccomp_profile, validate_seccomp_profile)
 
 static char *check_capability(const char *arg, const char *value, GError **error)
 {

@@ -33,16 +33,6 @@ static char **concat_lists(char **a, char **b)
         return g_strv_builder_end(all);
 }
 
-static gboolean fail(GError **error, KilnErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static gboolean fail(GError **error, KilnErrorCode code, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        *error = g_error_new_valist(KILN_ERROR, code, fmt, ap);
-        va_end(ap);
-        return FALSE;
-}
 
 void kiln_run_plan_free(KilnRunPlan *plan)
 {
@@ -118,7 +108,7 @@ static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, 
         struct stat st;
 
         if (stat(source, &st) < 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
                             g_strerror(errno));
         if (g_strv_contains((const char *const *)opts, "O")) {
                 g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
@@ -127,7 +117,7 @@ static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, 
                 g_autofree char *work = g_build_filename(dir, "work", NULL);
 
                 if (g_mkdir_with_parents(upper, 0700) < 0 || g_mkdir_with_parents(work, 0700) < 0)
-                        return fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s", arg,
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s", arg,
                                     g_strerror(errno));
                 mount.type = KILN_MOUNT_OVERLAY;
                 g_ptr_array_add(o, g_strconcat("lowerdir=", source, NULL));
@@ -178,10 +168,10 @@ static gboolean add_mount_option(SpecScratch *s, const char *bundle, const char 
                         g_ptr_array_add(opts, g_strdup(*p)); /* the generator's allow-list decides */
         }
         if (!dst || !g_path_is_absolute(dst))
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute destination",
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute destination",
                             arg, value);
         if (g_strcmp0(type, "cache") == 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: type=cache is not supported yet",
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: type=cache is not supported yet",
                             arg);
         if (g_strcmp0(type, "tmpfs") == 0) {
                 KilnMount mount = {.type = KILN_MOUNT_TMPFS, .destination = keep(s, g_strdup(dst)),
@@ -192,7 +182,7 @@ static gboolean add_mount_option(SpecScratch *s, const char *bundle, const char 
                 return TRUE;
         }
         if (!src || !g_path_is_absolute(src))
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute source",
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute source",
                             arg, value);
         g_ptr_array_add(opts, NULL);
         {
@@ -208,10 +198,10 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
         struct stat st;
 
         if (stat(parts[0], &st) < 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg, parts[0],
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg, parts[0],
                             g_strerror(errno));
         if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' is not a device node", arg,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' is not a device node", arg,
                             parts[0]);
         d.path = keep(s, g_strdup(parts[1] ? parts[1] : parts[0]));
         d.type = S_ISCHR(st.st_mode) ? 'c' : 'b';
@@ -293,13 +283,13 @@ static char *resolve_runtime(KilnManager *m, const char *requested, GError **err
         char *path;
 
         if (!name) {
-                fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "No OCI runtime was found on this host");
+                kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "No OCI runtime was found on this host");
                 return NULL;
         }
         path = g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
         if (!path || !g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
                 g_free(path);
-                fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid runtime: '%s' is not an executable runtime",
+                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid runtime: '%s' is not an executable runtime",
                      name);
                 return NULL;
         }
@@ -310,10 +300,10 @@ static char *resolve_runtime(KilnManager *m, const char *requested, GError **err
 static gboolean check_caller(uid_t caller_uid, const char *userns, GError **error)
 {
         if (caller_uid != 0)
-                return fail(error, KILN_ERROR_CODE_ACCESS_DENIED,
+                return kiln_fail(error, KILN_ERROR_CODE_ACCESS_DENIED,
                             "Runs for callers other than root need user namespaces, which are not available yet");
         if (g_strcmp0(userns, "auto") == 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                             "Invalid userns: 'auto' (a private user namespace) is not available yet");
         return TRUE;
 }
@@ -386,12 +376,12 @@ static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const 
         struct stat st;
 
         if (fstat(v->fd, &st) < 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
                             g_strerror(errno));
         if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
-                return fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target, g_strerror(errno));
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target, g_strerror(errno));
         if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s", arg,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s", arg,
                             g_strerror(errno));
         if (!plan->staged)
                 plan->staged = g_ptr_array_new_with_free_func(g_free);
@@ -501,7 +491,7 @@ static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, c
 
         plan->argv = argv && argv[0] ? g_strdupv(argv) : concat_lists(b->config.entrypoint, b->config.cmd);
         if (!plan->argv[0] || !*plan->argv[0])
-                return fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                             "Invalid argv: it is empty and the builder has no Entrypoint or Cmd");
 
         s->in.argv = (const char *const *)plan->argv;
@@ -551,7 +541,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         if (!check_caller(caller_uid, userns, error))
                 return NULL;
         if (g_strcmp0(isolation, "chroot") == 0) {
-                fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid isolation: 'chroot' is not available yet");
+                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid isolation: 'chroot' is not available yet");
                 return NULL;
         }
         plan->runtime = resolve_runtime(m, o->runtime, error);
@@ -564,7 +554,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
                 return NULL;
         rootfd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (rootfd < 0) {
-                fail(error, KILN_ERROR_CODE_FAILED, "open '%s': %s", plan->rootfs, g_strerror(errno));
+                kiln_fail(error, KILN_ERROR_CODE_FAILED, "open '%s': %s", plan->rootfs, g_strerror(errno));
                 return NULL;
         }
 

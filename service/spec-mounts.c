@@ -45,7 +45,7 @@ char *kiln_spec_normalize_path(const char *arg, const char *path, GError **error
                         continue;
                 if (g_str_equal(*p, "..")) {
                         g_string_free(s, TRUE);
-                        kiln_spec_invalid(error, arg, "'%s' contains '..'", path);
+                        kiln_invalid(error, arg, "'%s' contains '..'", path);
                         return NULL;
                 }
                 g_string_append_c(s, '/');
@@ -101,7 +101,7 @@ static gboolean add_standard_mounts(GPtrArray *mounts, const KilnSpecInput *inpu
          * choice; a private tmpfs would split what the namespace shares). */
         if (host_ipc) {
                 if (input->shm_size)
-                        return kiln_spec_invalid(error, "shm_size", "cannot be set with ipc 'host'");
+                        return kiln_invalid(error, "shm_size", "cannot be set with ipc 'host'");
                 /* A host without it has no POSIX shared memory to share: none in the container. */
                 if (!input->host_lacks_dev_shm)
                         g_ptr_array_add(mounts, mount_new("/dev/shm", "bind", "/dev/shm", bind_options));
@@ -219,7 +219,7 @@ static gboolean check_dirs(const char *arg, const char *where, const char *value
                 if (!normal)
                         return FALSE;
                 if (strpbrk(*d, ",:\\="))
-                        return kiln_spec_invalid(
+                        return kiln_invalid(
                                 error, arg, "overlay directory '%s' for %s contains ',', ':', '=' or '\\'",
                                 *d, where);
         }
@@ -241,7 +241,7 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                             option_table[i].has_value == (value != NULL))
                                 break;
                 if (i == G_N_ELEMENTS(option_table) || !(option_table[i].types & (1u << m->type)))
-                        return kiln_spec_invalid(error, arg, "'%s' is not an option of a %s mount (at %s)",
+                        return kiln_invalid(error, arg, "'%s' is not an option of a %s mount (at %s)",
                                                  *opt, type_names[m->type], where);
                 switch (option_table[i].kind) {
                 case OPT_RO:
@@ -252,7 +252,7 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                         break;
                 case OPT_PROPAGATION:
                         if (o->propagation && !g_str_equal(o->propagation, *opt))
-                                return kiln_spec_invalid(error, arg, "both '%s' and '%s' at %s",
+                                return kiln_invalid(error, arg, "both '%s' and '%s' at %s",
                                                          o->propagation, *opt, where);
                         o->propagation = *opt;
                         break;
@@ -268,13 +268,13 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                         break;
                 case OPT_SIZE:
                         if (!check_size(value))
-                                return kiln_spec_invalid(error, arg, "'%s' is not a size (N[kmg]) at %s",
+                                return kiln_invalid(error, arg, "'%s' is not a size (N[kmg]) at %s",
                                                          *opt, where);
                         o->size = value;
                         break;
                 case OPT_MODE:
                         if (!check_mode(value))
-                                return kiln_spec_invalid(error, arg, "'%s' is not an octal mode at %s", *opt,
+                                return kiln_invalid(error, arg, "'%s' is not an octal mode at %s", *opt,
                                                          where);
                         o->mode = value;
                         break;
@@ -290,13 +290,13 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                 }
         }
         if (o->ro && o->rw)
-                return kiln_spec_invalid(error, arg, "both 'ro' and 'rw' at %s", where);
+                return kiln_invalid(error, arg, "both 'ro' and 'rw' at %s", where);
         if (o->exec && o->flags[2])
-                return kiln_spec_invalid(error, arg, "both 'exec' and 'noexec' at %s", where);
+                return kiln_invalid(error, arg, "both 'exec' and 'noexec' at %s", where);
         if (m->type == KILN_MOUNT_OVERLAY && !o->lowerdir)
-                return kiln_spec_invalid(error, arg, "the overlay at %s has no lowerdir", where);
+                return kiln_invalid(error, arg, "the overlay at %s has no lowerdir", where);
         if (!o->upperdir != !o->workdir)
-                return kiln_spec_invalid(
+                return kiln_invalid(
                         error, arg, "the overlay at %s needs both upperdir and workdir, or neither", where);
         return TRUE;
 }
@@ -317,11 +317,11 @@ static KilnSpecMount *convert_mount(const KilnMount *m, GError **error)
         MountOptions o = {0};
 
         if ((guint)m->type >= G_N_ELEMENTS(type_names)) {
-                kiln_spec_invalid(error, arg, "unknown mount type %d", (int)m->type);
+                kiln_invalid(error, arg, "unknown mount type %d", (int)m->type);
                 return NULL;
         }
         if (!m->destination) {
-                kiln_spec_invalid(error, arg, "a %s mount has no destination", type_names[m->type]);
+                kiln_invalid(error, arg, "a %s mount has no destination", type_names[m->type]);
                 return NULL;
         }
         destination = kiln_spec_normalize_path(arg, m->destination, error);
@@ -331,7 +331,7 @@ static KilnSpecMount *convert_mount(const KilnMount *m, GError **error)
          * paths there are part of the isolation. */
         if (g_str_equal(destination, "/") || g_str_equal(destination, "/proc") ||
             g_str_has_prefix(destination, "/proc/")) {
-                kiln_spec_invalid(error, arg, "cannot mount over %s", destination);
+                kiln_invalid(error, arg, "cannot mount over %s", destination);
                 return NULL;
         }
         if (!parse_options(arg, m, destination, &o, error))
@@ -340,7 +340,7 @@ static KilnSpecMount *convert_mount(const KilnMount *m, GError **error)
         switch (m->type) {
         case KILN_MOUNT_BIND:
                 if (!m->source) {
-                        kiln_spec_invalid(error, arg, "the bind mount at %s has no source", destination);
+                        kiln_invalid(error, arg, "the bind mount at %s has no source", destination);
                         return NULL;
                 }
                 source = kiln_spec_normalize_path(arg, m->source, error);
@@ -437,7 +437,7 @@ GPtrArray *kiln_spec_build_mounts(const KilnSpecInput *input, gboolean userns, g
                 if (!m)
                         return NULL;
                 if (find_mount(user, m->destination, NULL)) {
-                        kiln_spec_invalid(error, input->mounts[i].arg ? input->mounts[i].arg : "mounts",
+                        kiln_invalid(error, input->mounts[i].arg ? input->mounts[i].arg : "mounts",
                                           "more than one mount at %s", m->destination);
                         kiln_spec_mount_free(m);
                         return NULL;

@@ -4,8 +4,6 @@
 
 #include "spec.h"
 
-gboolean kiln_spec_invalid(GError **error, const char *arg, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-
 /* spec-process.c */
 
 /* The hostname the spec gets: NULL unless the UTS namespace is private. */

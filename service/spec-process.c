@@ -24,7 +24,7 @@ gboolean kiln_spec_resolve_hostname(const KilnSpecInput *input, char **hostname,
         if (input->uts.mode != KILN_NAMESPACE_PRIVATE) {
                 /* A hostname set in a namespace kiln does not own would change someone else's. */
                 if (given)
-                        return kiln_spec_invalid(error, "hostname",
+                        return kiln_invalid(error, "hostname",
                                                  "'%s' needs a private UTS namespace (uts is not 'private')",
                                                  given);
                 *hostname = NULL;
@@ -37,7 +37,7 @@ gboolean kiln_spec_resolve_hostname(const KilnSpecInput *input, char **hostname,
                 return TRUE;
         }
         if (!input->id || strlen(input->id) < HOSTNAME_FROM_ID_LENGTH)
-                return kiln_spec_invalid(error, "id", "the builder id is needed for the default hostname");
+                return kiln_invalid(error, "id", "the builder id is needed for the default hostname");
         *hostname = g_strndup(input->id, HOSTNAME_FROM_ID_LENGTH);
         return TRUE;
 }
@@ -152,9 +152,9 @@ static gboolean parse_caps(const char *arg, const CapLayer *layer, const char *c
                         continue;
                 }
                 if (cap_from_name(normalized, &value) < 0)
-                        return kiln_spec_invalid(error, arg, "'%s' is not a capability name", names[i]);
+                        return kiln_invalid(error, arg, "'%s' is not a capability name", names[i]);
                 if (value > last)
-                        return kiln_spec_invalid(error, arg,
+                        return kiln_invalid(error, arg,
                                                  "%s (%s) is not supported by the running kernel",
                                                  normalized, layer->what);
                 *mask |= G_GUINT64_CONSTANT(1) << value;
@@ -173,11 +173,11 @@ static gboolean apply_layer(guint64 *set, const CapLayer *layer, int last, GErro
             !parse_caps("cap_drop", layer, layer->drop, last, &drop, &drop_all, error))
                 return FALSE;
         if (add_all && drop_all)
-                return kiln_spec_invalid(error, "cap_add", "ALL cannot be both added and dropped (%s)",
+                return kiln_invalid(error, "cap_add", "ALL cannot be both added and dropped (%s)",
                                          layer->what);
         if (add & drop) {
                 g_autofree char *name = kiln_spec_capability_name(__builtin_ctzll(add & drop));
-                return kiln_spec_invalid(error, "cap_add", "%s cannot be both added and dropped (%s)", name,
+                return kiln_invalid(error, "cap_add", "%s cannot be both added and dropped (%s)", name,
                                          layer->what);
         }
         if (drop_all)
@@ -254,7 +254,7 @@ static gboolean parse_ulimit(const char *arg, const char *spec, gsize *index, gu
                         break;
         if (*index == G_N_ELEMENTS(rlimit_table) || !parse_limit(limits[0], soft) ||
             (limits[1] && !parse_limit(limits[1], hard)))
-                return kiln_spec_invalid(error, arg, "'%s' is not of the form name=soft[:hard]", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form name=soft[:hard]", spec);
         if (!limits[1])
                 *hard = *soft; /* as docker's units: "nofile=N" is N:N */
         return TRUE;

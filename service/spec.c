@@ -31,17 +31,6 @@ static const char *const readonly_paths[] = {
         "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL,
 };
 
-gboolean kiln_spec_invalid(GError **error, const char *arg, const char *fmt, ...)
-{
-        g_autofree char *reason = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        reason = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: %s", arg, reason);
-        return FALSE;
-}
 
 /* ---- namespaces ---- */
 
@@ -75,7 +64,7 @@ gboolean kiln_namespace_parse(const char *arg, const char *value, gboolean allow
                 *ns = (KilnNamespace){namespace_modes[i].value, NULL};
                 return TRUE;
         }
-        return kiln_spec_invalid(error, arg, "'%s' is not one of 'private', 'host', %s'ns:PATH'", value,
+        return kiln_invalid(error, arg, "'%s' is not one of 'private', 'host', %s'ns:PATH'", value,
                                  allow_none ? "'none', " : "");
 }
 
@@ -107,13 +96,13 @@ static gboolean check_namespaces(const KilnSpecInput *input, GError **error)
                 const char *arg = namespace_table[i].arg;
 
                 if ((guint)ns->mode > KILN_NAMESPACE_NONE)
-                        return kiln_spec_invalid(error, arg, "unknown namespace mode %d", (int)ns->mode);
+                        return kiln_invalid(error, arg, "unknown namespace mode %d", (int)ns->mode);
                 if (ns->mode == KILN_NAMESPACE_NONE && ns != &input->network)
-                        return kiln_spec_invalid(error, arg, "'none' is only a network mode");
+                        return kiln_invalid(error, arg, "'none' is only a network mode");
                 if (ns->mode != KILN_NAMESPACE_PATH)
                         continue;
                 if (!ns->path)
-                        return kiln_spec_invalid(error, arg, "ns: needs a path");
+                        return kiln_invalid(error, arg, "ns: needs a path");
                 if (!kiln_validate_absolute_path(arg, ns->path, FALSE, error))
                         return FALSE;
         }
@@ -158,19 +147,19 @@ static gboolean ranges_overlap(guint64 a, guint64 a_size, guint64 b, guint64 b_s
 static gboolean check_mappings(const char *arg, const KilnIdMapping *m, gsize n, GError **error)
 {
         if (n > MAX_ID_MAPPINGS)
-                return kiln_spec_invalid(error, arg, "more than %d ranges", MAX_ID_MAPPINGS);
+                return kiln_invalid(error, arg, "more than %d ranges", MAX_ID_MAPPINGS);
         for (gsize i = 0; i < n; i++) {
                 if (m[i].size == 0)
-                        return kiln_spec_invalid(error, arg, "range %" G_GSIZE_FORMAT " is empty", i);
+                        return kiln_invalid(error, arg, "range %" G_GSIZE_FORMAT " is empty", i);
                 if ((guint64)m[i].container_id + m[i].size > G_MAXUINT32 ||
                     (guint64)m[i].host_id + m[i].size > G_MAXUINT32)
-                        return kiln_spec_invalid(error, arg,
+                        return kiln_invalid(error, arg,
                                                  "range %" G_GSIZE_FORMAT " goes past 4294967294", i);
                 /* The kernel refuses overlapping ranges on either side. */
                 for (gsize j = 0; j < i; j++)
                         if (ranges_overlap(m[i].container_id, m[i].size, m[j].container_id, m[j].size) ||
                             ranges_overlap(m[i].host_id, m[i].size, m[j].host_id, m[j].size))
-                                return kiln_spec_invalid(
+                                return kiln_invalid(
                                         error, arg,
                                         "ranges %" G_GSIZE_FORMAT " and %" G_GSIZE_FORMAT " overlap", j, i);
         }
@@ -191,21 +180,21 @@ static gboolean check_user_namespace(const KilnSpecInput *input, gboolean *usern
         if (!*userns)
                 return TRUE;
         if (input->n_uid_mappings == 0 || input->n_gid_mappings == 0)
-                return kiln_spec_invalid(error, "userns",
+                return kiln_invalid(error, "userns",
                                          "a user namespace needs both uid and gid mappings");
         if (!check_mappings("uid mappings", input->uid_mappings, input->n_uid_mappings, error) ||
             !check_mappings("gid mappings", input->gid_mappings, input->n_gid_mappings, error))
                 return FALSE;
         /* runc would fail later, with a message about setuid; say which id instead. */
         if (!id_mapped(input->uid_mappings, input->n_uid_mappings, input->uid))
-                return kiln_spec_invalid(error, "user", "uid %u is not mapped in the user namespace",
+                return kiln_invalid(error, "user", "uid %u is not mapped in the user namespace",
                                          input->uid);
         if (!id_mapped(input->gid_mappings, input->n_gid_mappings, input->gid))
-                return kiln_spec_invalid(error, "user", "gid %u is not mapped in the user namespace",
+                return kiln_invalid(error, "user", "gid %u is not mapped in the user namespace",
                                          input->gid);
         for (gsize i = 0; i < input->n_additional_gids; i++)
                 if (!id_mapped(input->gid_mappings, input->n_gid_mappings, input->additional_gids[i]))
-                        return kiln_spec_invalid(error, "user",
+                        return kiln_invalid(error, "user",
                                                  "supplementary gid %u is not mapped in the user namespace",
                                                  input->additional_gids[i]);
         return TRUE;
@@ -238,23 +227,23 @@ static gboolean check_devices(const KilnSpecInput *input, GError **error)
                 g_autofree char *path = NULL;
 
                 if (!d->path)
-                        return kiln_spec_invalid(error, arg, "no path");
+                        return kiln_invalid(error, arg, "no path");
                 path = kiln_spec_normalize_path(arg, d->path, error);
                 if (!path)
                         return FALSE;
                 if (!g_str_equal(path, d->path))
-                        return kiln_spec_invalid(error, arg, "'%s' is not a canonical path", d->path);
+                        return kiln_invalid(error, arg, "'%s' is not a canonical path", d->path);
                 if (!d->type || !strchr("cbup", d->type))
-                        return kiln_spec_invalid(error, arg, "type '%c' is not one of c, b, u, p", d->type);
+                        return kiln_invalid(error, arg, "type '%c' is not one of c, b, u, p", d->type);
                 if (d->access && (!*d->access || strspn(d->access, "rwm") != strlen(d->access)))
-                        return kiln_spec_invalid(error, arg, "access '%s' is not made of r, w, m",
+                        return kiln_invalid(error, arg, "access '%s' is not made of r, w, m",
                                                  d->access);
                 if (d->file_mode > 07777)
-                        return kiln_spec_invalid(error, arg, "file mode %o has more than permission bits",
+                        return kiln_invalid(error, arg, "file mode %o has more than permission bits",
                                                  d->file_mode);
                 for (gsize j = 0; j < i; j++)
                         if (g_str_equal(input->devices[j].path, d->path))
-                                return kiln_spec_invalid(error, arg, "a second device at %s", d->path);
+                                return kiln_invalid(error, arg, "a second device at %s", d->path);
         }
         return TRUE;
 }
@@ -367,20 +356,20 @@ static void add_capabilities(JsonBuilder *b, guint64 caps, gboolean root)
 static gboolean check_process(const KilnSpecInput *input, char **cwd, GError **error)
 {
         if (!input->argv || !input->argv[0] || !*input->argv[0])
-                return kiln_spec_invalid(error, "argv", "no command to run");
+                return kiln_invalid(error, "argv", "no command to run");
         if (!input->rootfs)
-                return kiln_spec_invalid(error, "rootfs", "no root file system");
+                return kiln_invalid(error, "rootfs", "no root file system");
         if (!kiln_validate_absolute_path("rootfs", input->rootfs, FALSE, error))
                 return FALSE;
         *cwd = kiln_spec_normalize_path("working_dir", input->cwd && *input->cwd ? input->cwd : "/", error);
         if (!*cwd)
                 return FALSE;
         if (input->seccomp && !JSON_NODE_HOLDS_OBJECT(input->seccomp))
-                return kiln_spec_invalid(error, "seccomp_profile", "the profile is not a JSON object");
+                return kiln_invalid(error, "seccomp_profile", "the profile is not a JSON object");
         for (guint i = 0; input->annotations && input->annotations[i]; i++) {
                 const char *eq = strchr(input->annotations[i], '=');
                 if (!eq || eq == input->annotations[i])
-                        return kiln_spec_invalid(error, "labels", "'%s' is not of the form key=value",
+                        return kiln_invalid(error, "labels", "'%s' is not of the form key=value",
                                                  input->annotations[i]);
         }
         return TRUE;

@@ -7,18 +7,6 @@
 #define NAME_MAX_LENGTH 128
 #define HOSTNAME_MAX_LENGTH 64
 
-static gboolean invalid(GError **error, const char *arg, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static gboolean invalid(GError **error, const char *arg, const char *fmt, ...)
-{
-        g_autofree char *reason = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        reason = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: %s", arg, reason);
-        return FALSE;
-}
 
 static gboolean has_control_chars(const char *s)
 {
@@ -42,14 +30,14 @@ gboolean kiln_id_is_valid(const char *id)
 gboolean kiln_validate_name(const char *arg, const char *name, GError **error)
 {
         if (!*name)
-                return invalid(error, arg, "the name is empty");
+                return kiln_invalid(error, arg, "the name is empty");
         if (strlen(name) > NAME_MAX_LENGTH)
-                return invalid(error, arg, "'%.32s…' is longer than %d characters", name, NAME_MAX_LENGTH);
+                return kiln_invalid(error, arg, "'%.32s…' is longer than %d characters", name, NAME_MAX_LENGTH);
         if (!g_ascii_isalnum(name[0]))
-                return invalid(error, arg, "'%s' must start with a letter or digit", name);
+                return kiln_invalid(error, arg, "'%s' must start with a letter or digit", name);
         for (const char *p = name; *p; p++)
                 if (!g_ascii_isalnum(*p) && *p != '_' && *p != '.' && *p != '-')
-                        return invalid(error, arg, "'%s' may only contain letters, digits, '_', '.' and '-'",
+                        return kiln_invalid(error, arg, "'%s' may only contain letters, digits, '_', '.' and '-'",
                                        name);
         return TRUE;
 }
@@ -59,20 +47,20 @@ gboolean kiln_validate_env_entry(const char *arg, const char *entry, GError **er
         const char *eq = strchr(entry, '=');
 
         if (!eq)
-                return invalid(error, arg, "'%s' is not of the form NAME=VALUE", entry);
+                return kiln_invalid(error, arg, "'%s' is not of the form NAME=VALUE", entry);
         if (eq == entry)
-                return invalid(error, arg, "'%s' has an empty variable name", entry);
+                return kiln_invalid(error, arg, "'%s' has an empty variable name", entry);
         return TRUE;
 }
 
 gboolean kiln_validate_absolute_path(const char *arg, const char *path, gboolean allow_empty, GError **error)
 {
         if (!*path)
-                return allow_empty ? TRUE : invalid(error, arg, "the path is empty");
+                return allow_empty ? TRUE : kiln_invalid(error, arg, "the path is empty");
         if (path[0] != '/')
-                return invalid(error, arg, "'%s' is not an absolute path", path);
+                return kiln_invalid(error, arg, "'%s' is not an absolute path", path);
         if (has_control_chars(path))
-                return invalid(error, arg, "the path contains control characters");
+                return kiln_invalid(error, arg, "the path contains control characters");
         return TRUE;
 }
 
@@ -83,10 +71,10 @@ gboolean kiln_validate_user_spec(const char *arg, const char *spec, GError **err
         if (!*spec)
                 return TRUE; /* unset: the image's default */
         if (has_control_chars(spec) || strchr(spec, '/') || strpbrk(spec, " \t"))
-                return invalid(error, arg, "'%s' is not of the form user[:group]", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form user[:group]", spec);
         colon = strchr(spec, ':');
         if (colon && (colon == spec || !colon[1] || strchr(colon + 1, ':')))
-                return invalid(error, arg, "'%s' is not of the form user[:group]", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form user[:group]", spec);
         return TRUE;
 }
 
@@ -95,13 +83,13 @@ gboolean kiln_validate_hostname(const char *arg, const char *hostname, GError **
         if (!*hostname)
                 return TRUE;
         if (strlen(hostname) > HOSTNAME_MAX_LENGTH)
-                return invalid(error, arg, "'%.32s…' is longer than %d characters", hostname,
+                return kiln_invalid(error, arg, "'%.32s…' is longer than %d characters", hostname,
                                HOSTNAME_MAX_LENGTH);
         if (hostname[0] == '-' || hostname[0] == '.')
-                return invalid(error, arg, "'%s' must start with a letter or digit", hostname);
+                return kiln_invalid(error, arg, "'%s' must start with a letter or digit", hostname);
         for (const char *p = hostname; *p; p++)
                 if (!g_ascii_isalnum(*p) && *p != '-' && *p != '.')
-                        return invalid(error, arg, "'%s' may only contain letters, digits, '-' and '.'",
+                        return kiln_invalid(error, arg, "'%s' may only contain letters, digits, '-' and '.'",
                                        hostname);
         return TRUE;
 }
@@ -111,7 +99,7 @@ static gboolean one_of(const char *arg, const char *value, const char *const *al
         if (!*value || g_strv_contains(allowed, value))
                 return TRUE;
         g_autofree char *list = g_strjoinv("', '", (char **)allowed);
-        return invalid(error, arg, "'%s' is not one of '%s'", value, list);
+        return kiln_invalid(error, arg, "'%s' is not one of '%s'", value, list);
 }
 
 gboolean kiln_validate_isolation(const char *arg, const char *value, GError **error)
@@ -139,7 +127,7 @@ gboolean kiln_validate_capability(const char *arg, const char *name, char **norm
         full = g_str_has_prefix(upper, "CAP_") ? g_strdup(upper) : g_strconcat("CAP_", upper, NULL);
         /* libcap knows the kernel's names; it also accepts numbers, which we do not. */
         if (g_ascii_isdigit(full[4]) || cap_from_name(full, &value) < 0)
-                return invalid(error, arg, "'%s' is not a capability name", name);
+                return kiln_invalid(error, arg, "'%s' is not a capability name", name);
         *normalized = g_steal_pointer(&full);
         return TRUE;
 }
@@ -165,15 +153,15 @@ gboolean kiln_validate_ulimit(const char *arg, const char *spec, GError **error)
         guint64 soft, hard;
 
         if (!name_value[0] || !name_value[1])
-                return invalid(error, arg, "'%s' is not of the form name=soft[:hard]", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form name=soft[:hard]", spec);
         if (!g_strv_contains(ulimit_names, name_value[0]))
-                return invalid(error, arg, "'%s' is not a resource limit name", name_value[0]);
+                return kiln_invalid(error, arg, "'%s' is not a resource limit name", name_value[0]);
         soft_hard = g_strsplit(name_value[1], ":", 3);
         if (!soft_hard[0] || (soft_hard[1] && soft_hard[2]) || !parse_limit_value(soft_hard[0], &soft) ||
             (soft_hard[1] && !parse_limit_value(soft_hard[1], &hard)))
-                return invalid(error, arg, "'%s' is not of the form name=soft[:hard] with numbers", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form name=soft[:hard] with numbers", spec);
         if (soft_hard[1] && soft > hard)
-                return invalid(error, arg, "'%s' has a soft limit above its hard limit", spec);
+                return kiln_invalid(error, arg, "'%s' has a soft limit above its hard limit", spec);
         return TRUE;
 }
 
@@ -188,7 +176,7 @@ gboolean kiln_validate_volume(const char *arg, const char *spec, GError **error)
         guint n = g_strv_length(parts);
 
         if (n < 2 || n > 3)
-                return invalid(error, arg, "'%s' is not of the form SRC:DST[:OPTIONS]", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form SRC:DST[:OPTIONS]", spec);
         if (!kiln_validate_absolute_path(arg, parts[0], FALSE, error) ||
             !kiln_validate_absolute_path(arg, parts[1], FALSE, error))
                 return FALSE;
@@ -196,7 +184,7 @@ gboolean kiln_validate_volume(const char *arg, const char *spec, GError **error)
                 g_auto(GStrv) options = g_strsplit(parts[2], ",", -1);
                 for (char **o = options; *o; o++)
                         if (!g_strv_contains(volume_options, *o))
-                                return invalid(error, arg, "'%s' is not a volume option", *o);
+                                return kiln_invalid(error, arg, "'%s' is not a volume option", *o);
         }
         return TRUE;
 }
@@ -204,9 +192,9 @@ gboolean kiln_validate_volume(const char *arg, const char *spec, GError **error)
 gboolean kiln_validate_label_key(const char *arg, const char *key, GError **error)
 {
         if (!*key)
-                return invalid(error, arg, "a label name is empty");
+                return kiln_invalid(error, arg, "a label name is empty");
         if (has_control_chars(key))
-                return invalid(error, arg, "a label name contains control characters");
+                return kiln_invalid(error, arg, "a label name contains control characters");
         return TRUE;
 }
 

@@ -13,7 +13,6 @@ Run as root from the source tree after a build (tools/kiln-dev test builds build
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -21,27 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-
-
-def timed(cmd, env):
-    start = time.perf_counter()
-    result = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f'{" ".join(cmd)} failed ({result.returncode}): {result.stderr.strip()}')
-    return elapsed
-
-
-def median_ms(samples):
-    return statistics.median(samples) * 1000.0
-
-
-def rss_kib(pid):
-    with open(f'/proc/{pid}/status') as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1])
-    return -1
+from benchlib import median_ms, rss_kib, timed  # noqa: E402
 
 
 def cpu_ms(pid):
