@@ -467,8 +467,8 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
                 goto fail;
         }
-        if (req->caller_uid != 0 &&
-            kiln_process_count_running(manager, NULL, req->caller_uid) >= manager->config->processes_per_user) {
+        /* Every caller, root included: each process holds a runtime, relays and a mount. */
+        if (kiln_process_count_running(manager, NULL, req->caller_uid) >= manager->config->processes_per_user) {
                 r = sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
                                       "User %u already has the limit of %u running processes",
                                       (unsigned)req->caller_uid, manager->config->processes_per_user);

@@ -12,7 +12,7 @@
  *   MaxArrayLength=256                 entries in any array argument (argv, env, volumes, ...)
  *   MaxStringLength=4096               bytes in any string argument
  *   MaxBuilders=10000                  builders on the host in all
- *   ProcessesPerUser=64                running processes one uid may have (uid 0 is not limited)
+ *   ProcessesPerUser=64                running processes one uid may have (uid 0 included)
  *   CaptureBytes=1048576               RunCaptured's bound per stream
  *
  *   [Process]

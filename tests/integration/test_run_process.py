@@ -287,6 +287,26 @@ class RunBus(kr.RunTestCase):
         self.assertFalse(os.path.exists(self.builder_dir(b.id)))
         self.assertEqual(self.rootfs_mounts(b), [])
 
+    def test_processes_per_user_limit(self):
+        # [Limits] ProcessesPerUser (64 by default) counts running processes of one uid, root's
+        # too: one more Start answers LimitExceeded and starts nothing.
+        limit = 64
+        b = self.builder()
+        paths = [self.start(b, ['sleep', '100']) for _ in range(limit)]
+        for path in paths:
+            self.wait_running(path)
+        before = self.running_processes()
+        r = self.gcall(b.path, kt.BUILDER_IFACE + '.Start', kt.gv_strv(['sleep', '100']),
+                       kt.gv_dict({'detach': True}))
+        self.assertError(r, kt.E_LIMIT)
+        self.assertIn('64', r.message)
+        self.assertEqual(sorted(self.running_processes()), sorted(before))
+        r = self.remove(b.path, force=True)
+        self.assertTrue(r.ok, r)
+        # Below the limit again, a run works.
+        b2 = self.builder()
+        self.assertEqual(self.run_ok(b2.name, 'true'), '')
+
     def test_remove_force_through_cli(self):
         b = self.builder()
         child = self.spawn(b, 'sh', '-c', 'echo ready; sleep 100')
