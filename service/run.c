@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
 #include <sys/capability.h>
+#include <ftw.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -100,6 +101,26 @@ static const char *const *keep_list(SpecScratch *s, char **owned)
 /* "SRC:DST[:OPTS]" (checked when the options were read) into a bind or overlay mount. `O` makes an
  * overlay whose throw-away upper and work dirs live in the bundle; `U`, `z` and `Z` are handled by the
  * generator's allow-list (z/Z are no-ops without SELinux). */
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int chown_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        return lchown(path, chown_uid, chown_gid) < 0 ? -1 : 0;
+}
+
+/* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTW_PHYS never follows a
+ * symlink in the tree and FTW_MOUNT never leaves its file system. Only uid 0 reaches this until runs
+ * for other callers exist (check_caller), and the path is the caller's own choice. */
+static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t gid, GError **error)
+{
+        chown_uid = uid;
+        chown_gid = gid;
+        if (nftw(source, chown_entry, 64, FTW_PHYS | FTW_MOUNT) != 0)
+                return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source, g_strerror(errno));
+        return TRUE;
+}
+
 static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, const char *source,
                            const char *destination, const char *options, GError **error)
 {
@@ -110,6 +131,8 @@ static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, 
         if (stat(source, &st) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
                             g_strerror(errno));
+        if (g_strv_contains((const char *const *)opts, "U") && !chown_tree(arg, source, s->in.uid, s->in.gid, error))
+                return FALSE;
         if (g_strv_contains((const char *const *)opts, "O")) {
                 g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
                 g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);

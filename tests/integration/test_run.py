@@ -358,6 +358,23 @@ class RunCli(kr.RunTestCase):
                       cwd=os.path.dirname(src))
         self.assertEqual(out, 'from host\n')
 
+    def test_volume_chown_to_run_user(self):
+        # `U` gives the source to the run's user, symlinks inside left as links (never followed).
+        b = self.builder()
+        src = self.unique_scratch_dir('vol-u')
+        outside = self.unique_scratch_dir('vol-u-outside')
+        with open(os.path.join(src, 'f'), 'w') as f:
+            f.write('x\n')
+        os.symlink(outside, os.path.join(src, 'link'))
+        out = self.sh(b, 'id -u; touch /data/written; stat -c %u:%g /data/f', '--user', '1000:1000',
+                      '-v', f'{src}:/data:U')
+        self.assertEqual(out, '1000\n1000:1000\n')
+        for name in ('', 'f', 'written'):
+            st = os.lstat(os.path.join(src, name))
+            self.assertEqual((st.st_uid, st.st_gid), (1000, 1000), name)
+        st = os.stat(outside)
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0), 'the symlink was followed')
+
     def test_volume_read_only(self):
         b = self.builder()
         src = self.unique_scratch_dir('vol-ro')
