@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* /dev: when the spec mounts a fresh tmpfs there, it gets the standard nodes (bound from the host's,
+ * which works inside a user namespace where mknod does not), the usual symlinks, and the spec's
+ * linux.devices. Everything is created under the container's /dev, resolved inside the root. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "isolate.h"
+#include "rootfs.h"
+
+static const char *const standard_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+static const struct {
+        const char *name, *target;
+} standard_links[] = {
+        {"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+        {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
+};
+
+static bool spec_has_device(const IsoSpec *spec, const char *path)
+{
+        for (gsize i = 0; i < spec->n_devices; i++)
+                if (g_str_equal(spec->devices[i].path, path))
+                        return true;
+        return false;
+}
+
+/* An empty file at @path in the root with the host's node of the same path bound on it. */
+static gboolean bind_host_node(IsoRoot *root, const char *path, GError **error)
+{
+        const char *root_path = root->spec->root;
+        _cleanup_close_ int source = -1, target = -1;
+        char s[ISO_FD_PATH_MAX], t[ISO_FD_PATH_MAX];
+        struct stat st;
+
+        source = open(path, O_PATH | O_CLOEXEC);
+        if (source < 0 || fstat(source, &st) < 0)
+                return iso_fail_errno(error, errno, "open host device '%s'", path);
+        if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+                return iso_fail(error, "host device '%s' is not a device node", path);
+        target = iso_root_open_target(root->rootfd, root_path, path, true, error);
+        if (target < 0)
+                return FALSE;
+        /* Safe: the host's node itself (not a new one: the device cgroup of runc does not exist here, so
+         * only nodes the spec names ever appear), on a file of the container's private /dev. */
+        if (mount(iso_fd_path(s, source), iso_fd_path(t, target), NULL, MS_BIND, NULL) < 0)
+                return iso_fail_errno(error, errno, "bind device '%s' at '%s%s'", path, root_path, path);
+        return TRUE;
+}
+
+static gboolean make_node(IsoRoot *root, const IsoDevice *d, GError **error)
+{
+        const char *root_path = root->spec->root;
+        g_autofree char *dir = g_path_get_dirname(d->path);
+        g_autofree char *name = g_path_get_basename(d->path);
+        _cleanup_close_ int dirfd = -1;
+
+        if (root->in_userns && d->type != S_IFIFO)
+                return bind_host_node(root, d->path, error);
+        /* Made if missing, then opened for real: mknodat does not take an O_PATH directory. */
+        dirfd = iso_root_open_target(root->rootfd, root_path, dir, false, error);
+        if (dirfd < 0)
+                return FALSE;
+        kiln_close_fdp(&dirfd);
+        dirfd = kiln_rootfs_open(root->rootfd, dir, O_RDONLY | O_DIRECTORY, 0);
+        if (dirfd < 0)
+                return iso_fail_errno(error, -dirfd, "open '%s%s'", root_path, dir);
+        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+                return iso_fail_errno(error, errno, "unlink '%s%s'", root_path, d->path);
+        /* Safe: exactly the node the spec names (kilnd authorized devices); mknodat never follows a final
+         * symlink, and the directory was resolved inside the root. */
+        if (mknodat(dirfd, name, d->type | (d->file_mode & 0777), makedev(d->major, d->minor)) < 0)
+                return iso_fail_errno(error, errno, "mknod '%s%s'", root_path, d->path);
+        if (fchmodat(dirfd, name, d->file_mode & 07777, 0) < 0)
+                return iso_fail_errno(error, errno, "chmod '%s%s'", root_path, d->path);
+        if (fchownat(dirfd, name, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) < 0)
+                return iso_fail_errno(error, errno, "chown '%s%s'", root_path, d->path);
+        return TRUE;
+}
+
+gboolean iso_dev_populate(IsoRoot *root, GError **error)
+{
+        const IsoSpec *spec = root->spec;
+
+        if (root->dev_is_tmpfs) {
+                _cleanup_close_ int dev = -1;
+
+                for (size_t i = 0; i < G_N_ELEMENTS(standard_nodes); i++) {
+                        g_autofree char *path = g_strconcat("/dev/", standard_nodes[i], NULL);
+                        if (!spec_has_device(spec, path) && !bind_host_node(root, path, error))
+                                return FALSE;
+                }
+                dev = kiln_rootfs_open(root->rootfd, "/dev", O_RDONLY | O_DIRECTORY, 0);
+                if (dev < 0)
+                        return iso_fail_errno(error, -dev, "open '%s/dev'", spec->root);
+                for (size_t i = 0; i < G_N_ELEMENTS(standard_links); i++)
+                        if (symlinkat(standard_links[i].target, dev, standard_links[i].name) < 0 &&
+                            errno != EEXIST)
+                                return iso_fail_errno(error, errno, "symlink '%s/dev/%s'", spec->root,
+                                                      standard_links[i].name);
+        }
+        for (gsize i = 0; i < spec->n_devices; i++)
+                if (!make_node(root, &spec->devices[i], error))
+                        return FALSE;
+        return TRUE;
+}

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kilnd's runtime driver (service/runtime.h), unchanged, with kiln-isolate as its runtime: create,
+ * start, wait, kill, delete, stdio passed through or captured, the terminal through the console socket,
+ * and a command that cannot run reported as runc's would be. Needs root and a static /bin/busybox;
+ * exits 77 (skipped) otherwise. */
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "isolate-testlib.h"
+#include "runtime.h"
+
+#define TIMEOUT_SECONDS 60
+
+typedef struct {
+        gboolean done;
+        gboolean ok;
+        int status;
+        GError *error;
+} Result;
+
+static void on_started(GObject *source, GAsyncResult *result, gpointer data)
+{
+        Result *r = data;
+
+        r->ok = kiln_container_start_finish(NULL, result, &r->error);
+        r->done = TRUE;
+}
+
+static void on_waited(GObject *source, GAsyncResult *result, gpointer data)
+{
+        Result *r = data;
+
+        r->status = kiln_container_wait_finish(NULL, result, &r->error);
+        r->done = TRUE;
+}
+
+static void iterate_until(const gboolean *flag)
+{
+        gint64 deadline = g_get_monotonic_time() + TIMEOUT_SECONDS * G_USEC_PER_SEC;
+
+        while (!*flag) {
+                g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+                g_main_context_iteration(NULL, TRUE);
+        }
+}
+
+static const char *runtime_args[3];
+
+static KilnRuntimeSpec spec_for(const char *bundle, const char *id)
+{
+        return (KilnRuntimeSpec){
+                .runtime = test_env.isolate,
+                .state_root = test_env.state_root,
+                .bundle_dir = bundle,
+                .container_id = id,
+                .runtime_args = (char **)runtime_args,
+                .stdin_fd = -1,
+                .stdout_fd = -1,
+                .stderr_fd = -1,
+        };
+}
+
+/* Start and wait; *error gets a start failure. Returns the exit status, or -1. */
+static int drive(KilnContainer *c, GError **error)
+{
+        Result r = {0};
+
+        kiln_container_start_async(c, NULL, on_started, &r);
+        iterate_until(&r.done);
+        if (!r.ok) {
+                g_propagate_error(error, r.error);
+                return -1;
+        }
+        r = (Result){0};
+        kiln_container_wait_async(c, NULL, on_waited, &r);
+        iterate_until(&r.done);
+        g_assert_no_error(r.error);
+        return r.status;
+}
+
+static guint count_dir(const char *path)
+{
+        g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+        guint n = 0;
+
+        while (dir && g_dir_read_name(dir))
+                n++;
+        return n;
+}
+
+static void test_exit_status(void)
+{
+        static const char *const argv[] = {"/bin/sh", "-c", "exit 42", NULL};
+        TestRun run = {.argv = argv, .seccomp = TRUE};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        KilnRuntimeSpec spec = spec_for(bundle, id);
+        g_autoptr(KilnContainer) c = kiln_container_new(&spec);
+        g_autoptr(GError) error = NULL;
+
+        g_assert_cmpint(drive(c, &error), ==, 42);
+        g_assert_no_error(error);
+        g_assert_cmpuint(count_dir(test_env.state_root), ==, 0); /* deleted */
+}
+
+static void test_capture(void)
+{
+        static const char *const argv[] = {"/bin/sh", "-c", "echo out; echo err >&2; ls /proc/self/fd",
+                                           NULL};
+        TestRun run = {.argv = argv, .seccomp = TRUE, .no_new_privileges = TRUE};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        KilnRuntimeSpec spec = spec_for(bundle, id);
+        g_autoptr(KilnContainer) c = NULL;
+        g_autoptr(GBytes) out = NULL, err = NULL;
+        g_autoptr(GError) error = NULL;
+
+        spec.capture_limit = 4096;
+        c = kiln_container_new(&spec);
+        g_assert_cmpint(drive(c, &error), ==, 0);
+        out = kiln_container_get_captured(c, 1);
+        err = kiln_container_get_captured(c, 2);
+        /* Nothing of kilnd's (here: the test's) descriptors reaches the command. */
+        g_assert_cmpmem(g_bytes_get_data(out, NULL), g_bytes_get_size(out), "out\n0\n1\n2\n3\n", 12);
+        g_assert_cmpmem(g_bytes_get_data(err, NULL), g_bytes_get_size(err), "err\n", 4);
+}
+
+static void test_kill(void)
+{
+        static const char *const argv[] = {"/bin/sleep", "30", NULL};
+        TestRun run = {.argv = argv};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        KilnRuntimeSpec spec = spec_for(bundle, id);
+        g_autoptr(KilnContainer) c = kiln_container_new(&spec);
+        g_autoptr(GError) error = NULL;
+        Result r = {0};
+
+        kiln_container_start_async(c, NULL, on_started, &r);
+        iterate_until(&r.done);
+        g_assert_no_error(r.error);
+        g_assert_cmpint(kiln_container_get_pid(c), >, 1);
+        g_assert_true(kiln_container_kill(c, SIGKILL, &error));
+        g_assert_no_error(error);
+        r = (Result){0};
+        kiln_container_wait_async(c, NULL, on_waited, &r);
+        iterate_until(&r.done);
+        g_assert_no_error(r.error);
+        g_assert_cmpint(r.status, ==, 128 + SIGKILL);
+        g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
+}
+
+static void test_not_found(void)
+{
+        static const char *const missing[] = {"/bin/no-such-command", NULL};
+        static const char *const not_exec[] = {"/etc/not-executable", NULL};
+        const char *const *cases[] = {missing, not_exec};
+        const int codes[] = {G_IO_ERROR_NOT_FOUND, G_IO_ERROR_PERMISSION_DENIED};
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                TestRun run = {.argv = cases[i]};
+                g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+                KilnRuntimeSpec spec = spec_for(bundle, id);
+                g_autoptr(KilnContainer) c = kiln_container_new(&spec);
+                g_autoptr(GError) error = NULL;
+
+                /* Checked at create, in runc's words: the driver tells not found from not executable. */
+                g_assert_cmpint(drive(c, &error), ==, -1);
+                g_assert_error(error, G_IO_ERROR, codes[i]);
+                g_test_message("%s", error->message);
+                g_assert_nonnull(strstr(error->message, "kiln-isolate create of container"));
+                g_assert_nonnull(strstr(error->message, cases[i][0]));
+        }
+        g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
+}
+
+static void test_setup_failure(void)
+{
+        TestRun run = {0};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        g_autofree char *config = g_build_filename(bundle, "config.json", NULL);
+        KilnRuntimeSpec spec = spec_for(bundle, id);
+        g_autoptr(KilnContainer) c = kiln_container_new(&spec);
+        g_autoptr(GError) error = NULL;
+
+        g_assert_true(g_file_set_contents(
+                config, "{\"ociVersion\": \"1.0.2\", \"root\": {\"path\": \"/r\"}, \"process\": 3}", -1,
+                NULL));
+        g_assert_cmpint(drive(c, &error), ==, -1);
+        g_assert_error(error, G_IO_ERROR, G_IO_ERROR_FAILED);
+        g_test_message("%s", error->message);
+        /* kiln-isolate's own words, from its --log file. */
+        g_assert_nonnull(strstr(error->message, "config.json: process is not an object"));
+        g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
+}
+
+static void test_terminal(void)
+{
+        static const char *const argv[] = {"/bin/sh", "-c", "tty; stty size", NULL};
+        TestRun run = {.argv = argv, .terminal = TRUE, .seccomp = TRUE};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        KilnRuntimeSpec spec = spec_for(bundle, id);
+        g_autoptr(KilnContainer) c = NULL;
+        g_autoptr(GBytes) out = NULL;
+        g_autoptr(GError) error = NULL;
+
+        spec.terminal = TRUE;
+        spec.rows = 30;
+        spec.cols = 90;
+        spec.capture_limit = 4096;
+        c = kiln_container_new(&spec);
+        g_assert_cmpint(drive(c, &error), ==, 0);
+        out = kiln_container_get_captured(c, 1);
+        g_assert_cmpmem(g_bytes_get_data(out, NULL), g_bytes_get_size(out), "/dev/pts/0\r\n30 90\r\n", 19);
+}
+
+static int compare_double(const void *a, const void *b)
+{
+        double x = *(const double *)a, y = *(const double *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* What a chroot run costs kilnd's driver as it is: create, start, wait, delete. */
+static void test_timing(void)
+{
+        TestRun run = {.seccomp = TRUE};
+        double times[20];
+
+        if (test_env.wrapper) {
+                g_test_skip("timing under a wrapper means nothing");
+                return;
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
+                g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+                KilnRuntimeSpec spec = spec_for(bundle, id);
+                g_autoptr(KilnContainer) c = kiln_container_new(&spec);
+                g_autoptr(GError) error = NULL;
+                gint64 t0 = g_get_monotonic_time();
+
+                g_assert_cmpint(drive(c, &error), ==, 0);
+                times[i] = (double)(g_get_monotonic_time() - t0) / 1000.0;
+        }
+        qsort(times, G_N_ELEMENTS(times), sizeof(double), compare_double);
+        g_print("# driver create/start/wait/delete of /bin/true with kiln-isolate: median %.2f ms of %zu\n",
+                (times[9] + times[10]) / 2, G_N_ELEMENTS(times));
+}
+
+static gboolean on_tick(gpointer data)
+{
+        return G_SOURCE_CONTINUE;
+}
+
+int main(int argc, char **argv)
+{
+        g_autofree char *cache = NULL;
+        int r;
+
+        test_env_init(&argc, &argv);
+        /* As kilnd: the init re-parents to us when `create` exits. */
+        g_assert_no_errno(prctl(PR_SET_CHILD_SUBREAPER, 1));
+        g_assert_no_errno(g_mkdir_with_parents(test_env.state_root, 0700));
+        runtime_args[0] = "--cache-dir";
+        runtime_args[1] = test_env.cache_dir;
+        g_timeout_add_seconds(1, on_tick, NULL);
+
+        g_test_add_func("/isolate-driver/exit-status", test_exit_status);
+        g_test_add_func("/isolate-driver/capture", test_capture);
+        g_test_add_func("/isolate-driver/kill", test_kill);
+        g_test_add_func("/isolate-driver/not-found", test_not_found);
+        g_test_add_func("/isolate-driver/setup-failure", test_setup_failure);
+        g_test_add_func("/isolate-driver/terminal", test_terminal);
+        g_test_add_func("/isolate-driver/timing", test_timing);
+        r = g_test_run();
+        test_env_cleanup();
+        return r;
+}
