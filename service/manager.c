@@ -253,14 +253,14 @@ void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactor
         }
 }
 
-void kiln_manager_delete_stale_containers(KilnManager *m)
+/* Deletes every container left in @root with the first of @runtimes that can. */
+static void delete_stale_in(const char *root, char **runtimes)
 {
-        const char *root = kiln_storage_runtime_root(m->storage);
         g_autoptr(GDir) dir = g_dir_open(root, 0, NULL);
         const char *id;
 
         while (dir && (id = g_dir_read_name(dir))) {
-                for (char **r = m->runtimes; *r; r++) {
+                for (char **r = runtimes; *r; r++) {
                         g_autofree char *path = resolve_runtime_name(*r);
                         const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
                         int status = -1;
@@ -274,6 +274,15 @@ void kiln_manager_delete_stale_containers(KilnManager *m)
                         }
                 }
         }
+}
+
+void kiln_manager_delete_stale_containers(KilnManager *m)
+{
+        g_autofree char *isolate = g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+        char *isolate_only[] = {isolate, NULL};
+
+        delete_stale_in(kiln_storage_runtime_root(m->storage), m->runtimes);
+        delete_stale_in(kiln_storage_isolate_root(m->storage), isolate_only);
 }
 
 static char *resolve_runtime_name(const char *name)

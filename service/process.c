@@ -330,7 +330,7 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         }
 
         spec.runtime = p->plan->runtime;
-        spec.state_root = kiln_storage_runtime_root(m->storage);
+        spec.state_root = p->plan->state_root;
         spec.bundle_dir = p->plan->bundle_dir;
         spec.container_id = p->plan->container_id;
         spec.runtime_args = p->options.runtime_args;

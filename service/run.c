@@ -59,6 +59,7 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         g_free(plan->bundle_dir);
         g_free(plan->rootfs);
         g_free(plan->runtime);
+        g_free(plan->state_root);
         g_strfreev(plan->argv);
         g_free(plan->early_message);
         g_free(plan);
@@ -564,10 +565,18 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         if (!check_caller(caller_uid, userns, error))
                 return NULL;
         if (g_strcmp0(isolation, "chroot") == 0) {
-                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid isolation: 'chroot' is not available yet");
-                return NULL;
+                /* One generator, two executors: kiln-isolate takes the very config.json runc would. It
+                 * keeps its state apart from the OCI runtime's. */
+                if (o->runtime && *o->runtime) {
+                        kiln_invalid(error, "runtime", "it does not apply to isolation 'chroot'");
+                        return NULL;
+                }
+                plan->runtime = g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+                plan->state_root = g_strdup(kiln_storage_isolate_root(m->storage));
+        } else {
+                plan->runtime = resolve_runtime(m, o->runtime, error);
+                plan->state_root = g_strdup(kiln_storage_runtime_root(m->storage));
         }
-        plan->runtime = resolve_runtime(m, o->runtime, error);
         if (!plan->runtime)
                 return NULL;
 

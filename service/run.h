@@ -15,7 +15,8 @@ typedef struct KilnRunPlan {
         char *container_id;
         char *bundle_dir;
         char *rootfs;       /* the builder's overlay; held mounted until the plan is freed */
-        char *runtime;      /* absolute path */
+        char *runtime;      /* absolute path: runc, crun, or kiln-isolate for isolation=chroot */
+        char *state_root;   /* its --root */
         char **argv;        /* as resolved in the root file system */
         GPtrArray *staged;  /* bind mounts of the caller's volume descriptors, in the bundle */
         /* When the command cannot run at all (not found: 127, not executable: 126) there is no

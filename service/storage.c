@@ -40,6 +40,7 @@ struct KilnStorage {
         char *mounts_dir;
         char *bundles_dir;
         char *runtime_root; /* the OCI runtime's --root */
+        char *isolate_root; /* kiln-isolate's --root */
         int layers_fd;
         int builders_fd;
         int mounts_fd;
@@ -156,6 +157,7 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
         s->mounts_dir = g_build_filename(s->runtime_dir, "mounts", NULL);
         s->bundles_dir = g_build_filename(s->runtime_dir, "bundles", NULL);
         s->runtime_root = g_build_filename(s->runtime_dir, "runtime", NULL);
+        s->isolate_root = g_build_filename(s->runtime_dir, "isolate", NULL);
 
         state_fd = open(s->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (state_fd < 0) {
@@ -182,7 +184,10 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
                 return NULL;
         {
                 _cleanup_close_ int root_fd = ensure_dir(runtime_fd, "runtime", s->runtime_root, 0700, error);
-                if (root_fd < 0)
+                _cleanup_close_ int isolate_fd = root_fd < 0 ? -1
+                                                              : ensure_dir(runtime_fd, "isolate", s->isolate_root,
+                                                                           0700, error);
+                if (isolate_fd < 0)
                         return NULL;
         }
 
@@ -199,6 +204,7 @@ void kiln_storage_free(KilnStorage *s)
         kiln_close_fdp(&s->bundles_fd);
         g_free(s->bundles_dir);
         g_free(s->runtime_root);
+        g_free(s->isolate_root);
         g_free(s->state_dir);
         g_free(s->runtime_dir);
         g_free(s->helper_path);
@@ -1019,4 +1025,9 @@ gboolean kiln_storage_remove_bundle(KilnStorage *s, const char *container_id, GE
 const char *kiln_storage_runtime_root(KilnStorage *s)
 {
         return s->runtime_root;
+}
+
+const char *kiln_storage_isolate_root(KilnStorage *s)
+{
+        return s->isolate_root;
 }

@@ -7,6 +7,7 @@
  *   RUNTIME/mounts/<id>/          the builder's overlay while mounted
  *   RUNTIME/bundles/<container>/  one run's bundle (config.json, generated files)
  *   RUNTIME/runtime/              the OCI runtime's --root (its state of kiln's containers)
+ *   RUNTIME/isolate/              kiln-isolate's --root (chroot isolation)
  *
  * Errors are GIOError codes: G_IO_ERROR_NOT_FOUND, G_IO_ERROR_PERMISSION_DENIED (the caller may not
  * read something in the source), G_IO_ERROR_NOT_DIRECTORY, G_IO_ERROR_INVALID_ARGUMENT,
@@ -66,3 +67,5 @@ gboolean kiln_storage_is_mounted(KilnStorage *storage, const char *id);
 char *kiln_storage_new_bundle(KilnStorage *storage, const char *container_id, GError **error);
 gboolean kiln_storage_remove_bundle(KilnStorage *storage, const char *container_id, GError **error);
 const char *kiln_storage_runtime_root(KilnStorage *storage);
+/* kiln-isolate's --root: RUNTIME/isolate */
+const char *kiln_storage_isolate_root(KilnStorage *storage);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <limits.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -25,7 +26,30 @@ const char *iso_fd_path(char buf[ISO_FD_PATH_MAX], int fd)
         return buf;
 }
 
-int iso_root_open_target(int rootfd, const char *root_path, const char *path, bool file, GError **error)
+/* The target of @path if it is a symlink (read through its parent, itself resolved inside the root, so
+ * only the last component is looked at), as a path inside the root; NULL otherwise. */
+static char *link_target_in_root(int rootfd, const char *path)
+{
+        g_autofree char *dir = g_path_get_dirname(path);
+        g_autofree char *base = g_path_get_basename(path);
+        _cleanup_close_ int dirfd = kiln_rootfs_open(rootfd, dir, O_PATH | O_DIRECTORY, 0);
+        char target[PATH_MAX];
+        ssize_t n;
+
+        if (dirfd < 0)
+                return NULL;
+        n = readlinkat(dirfd, base, target, sizeof(target) - 1);
+        if (n <= 0)
+                return NULL;
+        target[n] = '\0';
+        return target[0] == '/' ? g_strdup(target) : g_build_filename(dir, target, NULL);
+}
+
+/* Symlinks followed to make a missing file target, at most (as the kernel's own limit). */
+#define MAX_LINK_HOPS 40
+
+static int open_target(int rootfd, const char *root_path, const char *path, bool file, unsigned hops,
+                       GError **error)
 {
         g_autoptr(GError) local = NULL;
         g_autofree char *parent = NULL;
@@ -45,6 +69,16 @@ int iso_root_open_target(int rootfd, const char *root_path, const char *path, bo
         }
         if (file) {
                 fd = kiln_rootfs_open(rootfd, path, O_CREAT | O_RDONLY | O_NOCTTY | O_NONBLOCK, 0644);
+                if (fd == -ENOENT && hops < MAX_LINK_HOPS) {
+                        /* A dangling symlink whose target's directory is missing: make the target, as
+                         * runc does, at the place the link names inside the root, never outside it. */
+                        g_autofree char *target = link_target_in_root(rootfd, path);
+                        if (target) {
+                                fd = open_target(rootfd, root_path, target, file, hops + 1, error);
+                                if (fd < 0)
+                                        return -1;
+                        }
+                }
                 if (fd < 0) {
                         iso_fail_errno(error, -fd, "create '%s%s'", root_path, path);
                         return -1;
@@ -55,6 +89,11 @@ int iso_root_open_target(int rootfd, const char *root_path, const char *path, bo
         if (fd < 0)
                 iso_fail_errno(error, -fd, "open '%s%s'", root_path, path);
         return fd < 0 ? -1 : fd;
+}
+
+int iso_root_open_target(int rootfd, const char *root_path, const char *path, bool file, GError **error)
+{
+        return open_target(rootfd, root_path, path, file, 0, error);
 }
 
 /* The flags a mount has that a remount must keep: in a user namespace the kernel locks nosuid, nodev,

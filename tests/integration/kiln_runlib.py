@@ -28,7 +28,7 @@ import unittest
 import kiln_testlib as kt
 
 # Isolation modes the run tests cover; 'chroot' joins when kiln-isolate does.
-ISOLATIONS = ('oci',)
+ISOLATIONS = ('oci', 'chroot')
 
 PROCESS_IFACE = 'org.kiln.Builder1.Process'
 PROCESS_PATH_PREFIX = '/org/kiln/Builder1/process/'
@@ -218,7 +218,7 @@ class RunTestCase(kt.KilnTestCase):
         mounts = self.mounts_under(self.env.dir)
         if mounts:
             left['mounts'] = mounts
-        for sub in ('bundles', 'runtime'):
+        for sub in ('bundles', 'runtime', 'isolate'):
             entries = self.listdir(os.path.join(self.run_dir, sub))
             if entries:
                 left[sub] = entries
