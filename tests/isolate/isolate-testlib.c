@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <elf.h>
 #include <fcntl.h>
 #include <sys/capability.h>
 #include <sys/stat.h>
@@ -8,88 +7,24 @@
 #include <gio/gio.h>
 
 #include "import/fs-util.h"
+#include "busybox-rootfs.h"
 #include "isolate-testlib.h"
 #include "seccomp-profile.h"
 
 TestEnv test_env;
 
-static const char *const applets[] = {"sh",   "ls",  "cat",      "echo",     "id",     "true",  "false",
-                                      "env",  "pwd", "mkdir",    "touch",    "stat",   "sleep", "grep",
-                                      "head", "wc",  "hostname", "readlink", "ulimit", "tty"};
 
-static gboolean is_static_elf(const char *path)
-{
-        g_autofree char *data = NULL;
-        gsize len;
-        const Elf64_Ehdr *eh;
 
-        if (!g_file_get_contents(path, &data, &len, NULL) || len < sizeof(Elf64_Ehdr))
-                return FALSE;
-        eh = (const Elf64_Ehdr *)data;
-        if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
-            eh->e_phoff + (guint64)eh->e_phnum * sizeof(Elf64_Phdr) > len)
-                return FALSE;
-        for (int i = 0; i < eh->e_phnum; i++)
-                if (((const Elf64_Phdr *)(data + eh->e_phoff))[i].p_type == PT_INTERP)
-                        return FALSE;
-        return TRUE;
-}
 
-static void copy_file(const char *from, const char *to, int mode)
-{
-        g_autofree char *data = NULL;
-        gsize len;
-
-        g_assert_true(g_file_get_contents(from, &data, &len, NULL));
-        g_assert_true(g_file_set_contents_full(to, data, (gssize)len, G_FILE_SET_CONTENTS_NONE, mode, NULL));
-}
-
-static void write_file(const char *dir, const char *name, const char *text, int mode)
-{
-        g_autofree char *path = g_build_filename(dir, name, NULL);
-        g_assert_true(g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_NONE, mode, NULL));
-}
 
 /* As tests/integration/kiln_harness.py make_busybox_rootfs, plus the probe and two files that cannot
  * be executed. */
 static void make_rootfs(const char *probe)
 {
-        static const char *const dirs[] = {"bin",  "etc",  "dev",          "proc", "sys",     "run", "tmp",
-                                           "root", "home", "home/builder", "usr",  "usr/bin", "var", "data"};
-        g_autofree char *bin = g_build_filename(test_env.rootfs, "bin", NULL);
-        g_autofree char *etc = g_build_filename(test_env.rootfs, "etc", NULL);
+        g_autofree char *probe_to = g_build_filename(test_env.rootfs, "bin", "probe", NULL);
 
-        for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
-                g_autofree char *d = g_build_filename(test_env.rootfs, dirs[i], NULL);
-                g_assert_no_errno(g_mkdir_with_parents(d, 0755));
-        }
-        g_assert_no_errno(chmod(test_env.rootfs, 0755));
-        {
-                g_autofree char *tmp = g_build_filename(test_env.rootfs, "tmp", NULL);
-                g_autofree char *root = g_build_filename(test_env.rootfs, "root", NULL);
-                g_autofree char *home = g_build_filename(test_env.rootfs, "home", "builder", NULL);
-                g_assert_no_errno(chmod(tmp, 01777));
-                g_assert_no_errno(chmod(root, 0700));
-                g_assert_no_errno(chown(home, 1000, 1000));
-        }
-        {
-                g_autofree char *busybox = g_build_filename(bin, "busybox", NULL);
-                g_autofree char *probe_to = g_build_filename(bin, "probe", NULL);
-                copy_file("/bin/busybox", busybox, 0755);
-                copy_file(probe, probe_to, 0755);
-        }
-        for (size_t i = 0; i < G_N_ELEMENTS(applets); i++) {
-                g_autofree char *link = g_build_filename(bin, applets[i], NULL);
-                g_assert_no_errno(symlink("busybox", link));
-        }
-        write_file(etc, "passwd",
-                   "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000:builder:/home/builder:/bin/sh\n"
-                   "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-                   0644);
-        write_file(etc, "group", "root:x:0:\nwheel:x:10:\nusers:x:100:\nbuilder:x:1000:\nnobody:x:65534:\n",
-                   0644);
-        write_file(etc, "not-executable", "#!/bin/sh\necho no\n", 0644);
-        write_file(etc, "garbage", "garbage\n", 0755);
+        test_make_busybox_rootfs(test_env.rootfs);
+        test_copy_file(probe, probe_to, 0755);
 }
 
 static int skip(const char *why)
@@ -106,7 +41,7 @@ void test_env_init(int *argc, char ***argv)
         g_test_init(argc, argv, NULL);
         if (geteuid() != 0)
                 exit(skip("needs root"));
-        if (!is_static_elf("/bin/busybox"))
+        if (!test_is_static_elf("/bin/busybox"))
                 exit(skip("needs a static /bin/busybox (busybox-static)"));
         if (!g_getenv("KILN_ISOLATE") || !probe || !g_getenv("KILN_SECCOMP_PROFILE"))
                 exit(skip("KILN_ISOLATE, KILN_SYSCALL_PROBE and KILN_SECCOMP_PROFILE are set by meson"));
@@ -190,10 +125,10 @@ char *test_make_bundle(const TestRun *run, char **id)
                 in.n_uid_mappings = in.n_gid_mappings = 1;
         }
         g_assert_no_errno(mkdir(bundle, 0755));
-        write_file(bundle, "hosts", "127.0.0.1 localhost\n", 0644);
-        write_file(bundle, "resolv.conf", "nameserver 127.0.0.1\n", 0644);
-        write_file(bundle, "hostname", "test\n", 0644);
-        write_file(bundle, "containerenv", "", 0644);
+        test_write_file(bundle, "hosts", "127.0.0.1 localhost\n", 0644);
+        test_write_file(bundle, "resolv.conf", "nameserver 127.0.0.1\n", 0644);
+        test_write_file(bundle, "hostname", "test\n", 0644);
+        test_write_file(bundle, "containerenv", "", 0644);
         /* Under a wrapper (valgrind) the init runs instrumented too: valgrind knows no seccomp(2), and a
          * lower RLIMIT_NOFILE set on it from outside takes away the descriptors valgrind keeps. */
         if (run->seccomp && !test_env.wrapper) {

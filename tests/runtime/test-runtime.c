@@ -4,7 +4,6 @@
  *
  * After every test: no runtime state left under --root, no child process of ours left, and (checked over
  * many runs) no descriptor leaked. */
-#include <elf.h>
 #include <fcntl.h>
 #include <pty.h>
 #include <signal.h>
@@ -19,6 +18,7 @@
 #include "import/fs-util.h"
 #include "kiln-common.h"
 #include "runtime-private.h"
+#include "busybox-rootfs.h"
 #include "runtime.h"
 #include "stdio-relay.h"
 
@@ -30,8 +30,6 @@ static char *state_dir;
 static char *runc_path;
 static unsigned int counter;
 
-static const char *const applets[] = {"sh",   "cat",   "true", "tty",      "stty", "seq", "head",
-                                      "echo", "sleep", "yes",  "readlink", "wc",   "ls"};
 
 /* ---- fixtures ---- */
 
@@ -1051,54 +1049,7 @@ static void test_no_fd_leak(void)
         assert_clean();
 }
 
-static void make_rootfs(void)
-{
-        g_autofree char *bin = g_build_filename(rootfs_dir, "bin", NULL);
-        g_autofree char *etc = g_build_filename(rootfs_dir, "etc", NULL);
-        g_autofree char *busybox = g_build_filename(bin, "busybox", NULL);
-        g_autofree char *data = NULL;
-        g_autofree char *garbage = g_build_filename(etc, "garbage", NULL);
-        g_autofree char *not_exec = g_build_filename(etc, "not-executable", NULL);
-        static const char *const dirs[] = {"proc", "dev", "sys", "tmp"};
-        gsize len;
 
-        g_assert_no_errno(g_mkdir_with_parents(bin, 0755));
-        g_assert_no_errno(g_mkdir_with_parents(etc, 0755));
-        for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
-                g_autofree char *d = g_build_filename(rootfs_dir, dirs[i], NULL);
-                g_assert_no_errno(mkdir(d, 0755));
-        }
-        g_assert_true(g_file_get_contents("/bin/busybox", &data, &len, NULL));
-        g_assert_true(
-                g_file_set_contents_full(busybox, data, (gssize)len, G_FILE_SET_CONTENTS_NONE, 0755, NULL));
-        for (size_t i = 0; i < G_N_ELEMENTS(applets); i++) {
-                g_autofree char *link = g_build_filename(bin, applets[i], NULL);
-                g_assert_no_errno(symlink("busybox", link));
-        }
-        g_assert_true(
-                g_file_set_contents_full(garbage, "garbage\n", -1, G_FILE_SET_CONTENTS_NONE, 0755, NULL));
-        g_assert_true(
-                g_file_set_contents_full(not_exec, "#!/bin/sh\n", -1, G_FILE_SET_CONTENTS_NONE, 0644, NULL));
-}
-
-/* A static executable has no PT_INTERP: it runs in a root file system without a libc. */
-static gboolean is_static_elf(const char *path)
-{
-        g_autofree char *data = NULL;
-        gsize len;
-        const Elf64_Ehdr *eh;
-
-        if (!g_file_get_contents(path, &data, &len, NULL) || len < sizeof(Elf64_Ehdr))
-                return FALSE;
-        eh = (const Elf64_Ehdr *)data;
-        if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
-            eh->e_phoff + (guint64)eh->e_phnum * sizeof(Elf64_Phdr) > len)
-                return FALSE;
-        for (int i = 0; i < eh->e_phnum; i++)
-                if (((const Elf64_Phdr *)(data + eh->e_phoff))[i].p_type == PT_INTERP)
-                        return FALSE;
-        return TRUE;
-}
 
 static int skip(const char *why)
 {
@@ -1118,7 +1069,7 @@ int main(int argc, char **argv)
                 runc_path = g_strdup("/usr/sbin/runc");
         if (!runc_path)
                 return skip("needs runc");
-        if (!is_static_elf("/bin/busybox"))
+        if (!test_is_static_elf("/bin/busybox"))
                 return skip("needs a static /bin/busybox (busybox-static)");
 
         /* As kilnd: container processes re-parent to us once runc create exits. */
@@ -1128,7 +1079,7 @@ int main(int argc, char **argv)
         rootfs_dir = g_build_filename(tmp_dir, "rootfs", NULL);
         state_dir = g_build_filename(tmp_dir, "state", NULL);
         g_assert_no_errno(mkdir(state_dir, 0700));
-        make_rootfs();
+        test_make_busybox_rootfs(rootfs_dir);
         g_timeout_add_seconds(1, on_tick, NULL);
 
         g_test_add_func("/runtime/messages", test_messages);
