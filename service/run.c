@@ -102,6 +102,7 @@ static const char *const *keep_list(SpecScratch *s, char **owned)
 /* "SRC:DST[:OPTS]" (checked when the options were read) into a bind or overlay mount. `O` makes an
  * overlay whose throw-away upper and work dirs live in the bundle; `U`, `z` and `Z` are handled by the
  * generator's allow-list (z/Z are no-ops without SELinux). */
+/* nftw() passes no user data; kilnd prepares runs on its one main-loop thread, so these are safe. */
 static uid_t chown_uid;
 static gid_t chown_gid;
 
@@ -129,6 +130,9 @@ static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, 
         KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(arg))};
         struct stat st;
 
+        /* A host path the caller named, looked up as root: only uid 0 gets here until runs for other
+         * callers exist (check_caller); those will open their sources with their own credentials, as
+         * volume_fds already are (staged, then seen here as a path in the bundle). */
         if (stat(source, &st) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
                             g_strerror(errno));
@@ -221,6 +225,8 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
         KilnDevice d = {0};
         struct stat st;
 
+        /* A host device the caller named, looked up as root: devices are for uid 0 only (check_caller),
+         * and only its type and numbers are used, to describe the node the runtime creates. */
         if (stat(parts[0], &st) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg, parts[0],
                             g_strerror(errno));
