@@ -23,6 +23,15 @@ KilnConfig *kiln_config_new_defaults(void)
         c->process_linger_seconds = 60;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
+        c->no_new_privileges = FALSE;
+        c->subuid_file = g_strdup("/etc/subuid");
+        c->subgid_file = g_strdup("/etc/subgid");
+        /* The top quarter of the id space, far above the ids distributions give to accounts and to
+         * /etc/subuid ranges (from 100000), less its last slot: that one would hold (uid_t)-1. */
+        c->id_pool_start = 0xC0000000u;
+        c->id_pool_size = 0x40000000u - 65536;
+        c->id_range_size = 65536;
+        c->default_userns_root = g_strdup("host");
         return c;
 }
 
@@ -36,20 +45,22 @@ void kiln_config_free(KilnConfig *c)
         g_free(c->helper_dir);
         g_free(c->default_isolation);
         g_strfreev(c->runtimes);
+        g_free(c->subuid_file);
+        g_free(c->subgid_file);
+        g_free(c->default_userns_root);
         g_free(c);
 }
 
-/* A directory setting must be absolute: the service never resolves paths against its cwd. */
-static gboolean read_dir(GKeyFile *kf, const char *key, char **field, GError **error)
+/* A path setting must be absolute: the service never resolves paths against its cwd. */
+static gboolean read_path(GKeyFile *kf, const char *group, const char *key, char **field, GError **error)
 {
-        g_autoptr(GError) local = NULL;
-        g_autofree char *v = g_key_file_get_string(kf, "Paths", key, &local);
+        g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
 
         if (!v)
                 return TRUE;
         if (!g_path_is_absolute(v)) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                            "[Paths] %s must be an absolute path, got '%s'", key, v);
+                            "[%s] %s must be an absolute path, got '%s'", group, key, v);
                 return FALSE;
         }
         g_free(*field);
@@ -75,45 +86,118 @@ static gboolean read_uint(GKeyFile *kf, const char *group, const char *key, unsi
         return TRUE;
 }
 
+/* Ids: the whole 32-bit range is meaningful, so these are read apart from the G_MAXINT-bounded limits. */
+static gboolean read_id(GKeyFile *kf, const char *group, const char *key, guint32 min, guint32 max,
+                        guint32 *field, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        guint64 v;
+
+        if (!g_key_file_has_key(kf, group, key, NULL))
+                return TRUE;
+        v = g_key_file_get_uint64(kf, group, key, &local);
+        if (local || v < min || v > max) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[%s] %s must be a number between %u and %u", group, key, min, max);
+                return FALSE;
+        }
+        *field = (guint32)v;
+        return TRUE;
+}
+
+static gboolean read_bool(GKeyFile *kf, const char *group, const char *key, gboolean *field, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        gboolean v;
+
+        if (!g_key_file_has_key(kf, group, key, NULL))
+                return TRUE;
+        v = g_key_file_get_boolean(kf, group, key, &local);
+        if (local) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[%s] %s must be true or false", group, key);
+                return FALSE;
+        }
+        *field = v;
+        return TRUE;
+}
+
+/* A setting that names one of two choices. */
+static gboolean read_choice(GKeyFile *kf, const char *group, const char *key, const char *a, const char *b,
+                            char **field, GError **error)
+{
+        g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
+
+        if (!v)
+                return TRUE;
+        if (!g_str_equal(v, a) && !g_str_equal(v, b)) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[%s] %s must be '%s' or '%s', got '%s'", group, key, a, b, v);
+                return FALSE;
+        }
+        g_free(*field);
+        *field = g_steal_pointer(&v);
+        return TRUE;
+}
+
+/* The pool's slots must be real ids: (uid_t)-1 means "no change" to the kernel and is refused in
+ * maps, so no slot may reach it; and a pool smaller than one range would silently give nothing. */
+static gboolean check_pool(const KilnConfig *c, GError **error)
+{
+        if ((guint64)c->id_pool_start + c->id_pool_size > G_MAXUINT32) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[UserNamespace] PoolStart + PoolSize must not exceed %u (got %u + %u)",
+                            G_MAXUINT32, c->id_pool_start, c->id_pool_size);
+                return FALSE;
+        }
+        if (c->id_pool_size > 0 && c->id_pool_size < c->id_range_size) {
+                g_set_error(
+                        error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "[UserNamespace] PoolSize must be 0 (no pool) or at least RangeSize (%u), got %u",
+                        c->id_range_size, c->id_pool_size);
+                return FALSE;
+        }
+        return TRUE;
+}
+
 KilnConfig *kiln_config_load(const char *path, GError **error)
 {
         g_autoptr(KilnConfig) c = kiln_config_new_defaults();
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) local = NULL;
-        g_autofree char *isolation = NULL;
         char **runtimes;
 
         if (!g_key_file_load_from_file(kf, path ? path : DEFAULT_CONFIG_FILE, G_KEY_FILE_NONE, &local)) {
                 if (!path && g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
                         return g_steal_pointer(&c);
-                g_propagate_prefixed_error(error, g_steal_pointer(&local), "%s: ",
-                                           path ? path : DEFAULT_CONFIG_FILE);
+                g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                           "%s: ", path ? path : DEFAULT_CONFIG_FILE);
                 return NULL;
         }
 
-        if (!read_dir(kf, "StateDirectory", &c->state_dir, error) ||
-            !read_dir(kf, "RuntimeDirectory", &c->runtime_dir, error) ||
-            !read_dir(kf, "DataDirectory", &c->data_dir, error) ||
-            !read_dir(kf, "HelperDirectory", &c->helper_dir, error) ||
+        if (!read_path(kf, "Paths", "StateDirectory", &c->state_dir, error) ||
+            !read_path(kf, "Paths", "RuntimeDirectory", &c->runtime_dir, error) ||
+            !read_path(kf, "Paths", "DataDirectory", &c->data_dir, error) ||
+            !read_path(kf, "Paths", "HelperDirectory", &c->helper_dir, error) ||
             !read_uint(kf, "Limits", "BuildersPerUser", 0, &c->builders_per_user, error) ||
             !read_uint(kf, "Limits", "MaxBuilders", 1, &c->max_builders, error) ||
             !read_uint(kf, "Limits", "MaxArrayLength", 1, &c->max_array_length, error) ||
             !read_uint(kf, "Limits", "MaxStringLength", 64, &c->max_string_length, error) ||
             !read_uint(kf, "Limits", "ProcessesPerUser", 0, &c->processes_per_user, error) ||
             !read_uint(kf, "Limits", "CaptureBytes", 1, &c->capture_bytes, error) ||
-            !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error))
+            !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
+            !read_choice(kf, "Run", "DefaultIsolation", "oci", "chroot", &c->default_isolation, error) ||
+            !read_bool(kf, "Run", "NoNewPrivileges", &c->no_new_privileges, error) ||
+            !read_path(kf, "UserNamespace", "SubUidFile", &c->subuid_file, error) ||
+            !read_path(kf, "UserNamespace", "SubGidFile", &c->subgid_file, error) ||
+            !read_id(kf, "UserNamespace", "PoolStart", 0, G_MAXUINT32 - 1, &c->id_pool_start, error) ||
+            !read_id(kf, "UserNamespace", "PoolSize", 0, G_MAXUINT32, &c->id_pool_size, error) ||
+            !read_id(kf, "UserNamespace", "RangeSize", 1, G_MAXUINT32 - 1, &c->id_range_size, error) ||
+            !read_choice(kf, "UserNamespace", "DefaultForRoot", "host", "auto", &c->default_userns_root,
+                         error) ||
+            !check_pool(c, error))
                 return NULL;
 
-        isolation = g_key_file_get_string(kf, "Run", "DefaultIsolation", NULL);
-        if (isolation) {
-                if (!g_str_equal(isolation, "oci") && !g_str_equal(isolation, "chroot")) {
-                        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                                    "[Run] DefaultIsolation must be 'oci' or 'chroot', got '%s'", isolation);
-                        return NULL;
-                }
-                g_free(c->default_isolation);
-                c->default_isolation = g_steal_pointer(&isolation);
-        }
         runtimes = g_key_file_get_string_list(kf, "Run", "Runtimes", NULL, NULL);
         if (runtimes) {
                 g_strfreev(c->runtimes);

@@ -21,6 +21,17 @@
  *   [Run]
  *   DefaultIsolation=oci
  *   Runtimes=runc;crun                 runtimes kiln may use, in order of preference
+ *   NoNewPrivileges=false              the default of the no_new_privileges run option
+ *
+ *   [UserNamespace]                    userns=auto (service/userns.h)
+ *   SubUidFile=/etc/subuid             owners' subordinate uids (absolute path)
+ *   SubGidFile=/etc/subgid             owners' subordinate gids (absolute path)
+ *   PoolStart=3221225472               first id of the pool for owners without subordinate ids
+ *   PoolSize=1073676288                ids in the pool (2^30 less one range, to stay below 4294967295);
+ *                                      0 disables it. PoolStart + PoolSize <= 4294967295
+ *   RangeSize=65536                    ids one owner gets from the pool (>= 1, <= PoolSize)
+ *   DefaultForRoot=host                userns of builders created by uid 0: host or auto
+ *                                      (other owners always get auto)
  */
 #pragma once
 
@@ -42,6 +53,14 @@ typedef struct KilnConfig {
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */
+        gboolean no_new_privileges;
+
+        char *subuid_file;
+        char *subgid_file;
+        guint32 id_pool_start;
+        guint32 id_pool_size; /* 0: no pool */
+        guint32 id_range_size;
+        char *default_userns_root; /* "host" or "auto" */
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */

@@ -22,6 +22,15 @@ static void test_defaults(void)
         g_assert_cmpstr(c->runtime_dir, ==, "/run/kiln");
         g_assert_cmpstr(c->default_isolation, ==, "oci");
         g_assert_cmpuint(c->max_array_length, >, 0);
+        g_assert_false(c->no_new_privileges);
+        g_assert_cmpstr(c->subuid_file, ==, "/etc/subuid");
+        g_assert_cmpstr(c->subgid_file, ==, "/etc/subgid");
+        g_assert_cmpuint(c->id_pool_start, ==, 3221225472u);
+        g_assert_cmpuint(c->id_range_size, ==, 65536);
+        /* whole slots only, and the last id of the pool is below 4294967295 */
+        g_assert_cmpuint(c->id_pool_size % c->id_range_size, ==, 0);
+        g_assert_cmpuint((guint64)c->id_pool_start + c->id_pool_size, <=, G_MAXUINT32);
+        g_assert_cmpstr(c->default_userns_root, ==, "host");
 }
 
 static void test_overrides(void)
@@ -40,6 +49,69 @@ static void test_overrides(void)
         g_assert_cmpstr(c->default_isolation, ==, "chroot");
         g_assert_cmpstr(c->runtimes[0], ==, "crun");
         g_unlink(path);
+}
+
+static void test_user_namespace(void)
+{
+        g_autofree char *path =
+                write_temp("[Run]\nNoNewPrivileges=true\n"
+                           "[UserNamespace]\nSubUidFile=/tmp/subuid\nSubGidFile=/tmp/subgid\n"
+                           "PoolStart=0\nPoolSize=4294967295\nRangeSize=1\nDefaultForRoot=auto\n");
+        g_autofree char *disabled = write_temp("[UserNamespace]\nPoolStart=4294967294\nPoolSize=0\n");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
+        g_autoptr(KilnConfig) d = NULL;
+
+        g_assert_no_error(error);
+        g_assert_true(c->no_new_privileges);
+        g_assert_cmpstr(c->subuid_file, ==, "/tmp/subuid");
+        g_assert_cmpstr(c->subgid_file, ==, "/tmp/subgid");
+        g_assert_cmpuint(c->id_pool_start, ==, 0);
+        g_assert_cmpuint(c->id_pool_size, ==, 4294967295u);
+        g_assert_cmpuint(c->id_range_size, ==, 1);
+        g_assert_cmpstr(c->default_userns_root, ==, "auto");
+
+        d = kiln_config_load(disabled, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(d->id_pool_size, ==, 0);
+        g_unlink(path);
+        g_unlink(disabled);
+}
+
+/* The message names the group and the key. */
+static void test_user_namespace_rejects(void)
+{
+        static const struct {
+                const char *conf;
+                const char *says;
+        } bad[] = {
+                {"[UserNamespace]\nSubUidFile=etc/subuid\n",
+                 "[UserNamespace] SubUidFile must be an absolute path"},
+                {"[UserNamespace]\nSubGidFile=\n", "[UserNamespace] SubGidFile must be an absolute path"},
+                {"[UserNamespace]\nPoolStart=4294967295\n", "[UserNamespace] PoolStart must be a number"},
+                {"[UserNamespace]\nPoolStart=-1\n", "[UserNamespace] PoolStart must be a number"},
+                {"[UserNamespace]\nPoolSize=4294967296\n", "[UserNamespace] PoolSize must be a number"},
+                {"[UserNamespace]\nRangeSize=0\n", "[UserNamespace] RangeSize must be a number between 1"},
+                /* 0xC0000000 + 2^30 would include 4294967295 */
+                {"[UserNamespace]\nPoolStart=3221225472\nPoolSize=1073741824\n",
+                 "[UserNamespace] PoolStart + PoolSize must not exceed 4294967295"},
+                {"[UserNamespace]\nPoolSize=100\nRangeSize=65536\n", "[UserNamespace] PoolSize must be 0"},
+                {"[UserNamespace]\nDefaultForRoot=maybe\n",
+                 "[UserNamespace] DefaultForRoot must be 'host' or 'auto'"},
+                {"[Run]\nNoNewPrivileges=perhaps\n", "[Run] NoNewPrivileges must be true or false"},
+        };
+
+        for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+                g_autofree char *path = write_temp(bad[i].conf);
+                g_autoptr(GError) error = NULL;
+                g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
+
+                g_assert_null(c);
+                g_assert_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE);
+                if (!g_str_has_prefix(error->message, bad[i].says))
+                        g_error("'%s' does not start with '%s'", error->message, bad[i].says);
+                g_unlink(path);
+        }
 }
 
 static void test_rejects(void)
@@ -78,6 +150,8 @@ int main(int argc, char **argv)
         g_test_add_func("/config/defaults", test_defaults);
         g_test_add_func("/config/overrides", test_overrides);
         g_test_add_func("/config/rejects", test_rejects);
+        g_test_add_func("/config/user-namespace", test_user_namespace);
+        g_test_add_func("/config/user-namespace-rejects", test_user_namespace_rejects);
         g_test_add_func("/config/missing-explicit-file", test_missing_explicit_file);
         return g_test_run();
 }
