@@ -211,6 +211,7 @@ typedef struct {
         sd_bus_message *message;
         LinkedCancellable cancellable;
         char *action;
+        char *weakens; /* the "weakens" detail, repeated in a refusal */
         gboolean interactive;
         KilnAuthCallback callback;
         gpointer user_data;
@@ -224,6 +225,7 @@ static void check_free(Check *check)
         sd_bus_message_unref(check->message);
         linked_clear(&check->cancellable);
         g_free(check->action);
+        g_free(check->weakens);
         g_free(check);
 }
 
@@ -245,12 +247,17 @@ static void on_check_done(GObject *source, GAsyncResult *res, gpointer data)
                 sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED,
                                   "Authorization check for %s failed: %s", check->action, local->message);
         } else if (!polkit_authorization_result_get_is_authorized(result)) {
+                const char *sep = check->weakens ? " (the run asks for " : "";
+                const char *why = check->weakens ? check->weakens : "";
+                const char *end = check->weakens ? ")" : "";
+
                 if (polkit_authorization_result_get_is_challenge(result) && !check->interactive)
                         sd_bus_error_setf(&error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                          "Interactive authentication is required for %s", check->action);
+                                          "Interactive authentication is required for %s%s%s%s", check->action,
+                                          sep, why, end);
                 else
-                        sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized for %s",
-                                          check->action);
+                        sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized for %s%s%s%s",
+                                          check->action, sep, why, end);
         }
         check->callback(check->message, sd_bus_error_is_set(&error) ? &error : NULL, check->user_data);
         check_free(check);
@@ -259,8 +266,15 @@ static void on_check_done(GObject *source, GAsyncResult *res, gpointer data)
 int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const *details,
                            KilnAuthCallback callback, gpointer user_data, GDestroyNotify destroy)
 {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         const char *action = kiln_auth_action_for(sd_bus_message_get_interface(m), sd_bus_message_get_member(m));
+
+        return kiln_auth_check(auth, m, action, details, callback, user_data, destroy);
+}
+
+int kiln_auth_check(KilnAuth *auth, sd_bus_message *m, const char *action, const char *const *details,
+                    KilnAuthCallback callback, gpointer user_data, GDestroyNotify destroy)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         g_autoptr(PolkitSubject) subject = NULL;
         g_autoptr(PolkitDetails) polkit_details = NULL;
         Caller *caller;
@@ -286,8 +300,11 @@ int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const 
 
         subject = polkit_system_bus_name_new(caller->sender);
         polkit_details = polkit_details_new();
-        for (const char *const *d = details; d && d[0] && d[1]; d += 2)
+        for (const char *const *d = details; d && d[0] && d[1]; d += 2) {
                 polkit_details_insert(polkit_details, d[0], d[1]);
+                if (g_str_equal(d[0], "weakens"))
+                        check->weakens = g_strdup(d[1]);
+        }
         polkit_authority_check_authorization(
                 auth->authority, subject, action, polkit_details,
                 check->interactive ? POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION

@@ -36,6 +36,9 @@ typedef void (*KilnAuthCallback)(sd_bus_message *m, const sd_bus_error *error, g
  * tells sd-bus to look for another handler, which then answers UnknownMethod). */
 int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const *details,
                            KilnAuthCallback callback, gpointer user_data, GDestroyNotify destroy);
+/* The same for an action the method decides itself (Run: run or run-privileged, on what is asked). */
+int kiln_auth_check(KilnAuth *auth, sd_bus_message *m, const char *action, const char *const *details,
+                    KilnAuthCallback callback, gpointer user_data, GDestroyNotify destroy);
 
 /* Whether the sender of @m may see and act on an object owned by @owner: uid 0, the owner, or a caller
  * holding manage-all. Synchronous: manage-all is looked up in a per-caller cache that a non-interactive

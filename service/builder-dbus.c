@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "builder-dbus.h"
 #include "process-dbus.h"
+#include "run-privileges.h"
 #include "validate.h"
 
 
@@ -210,9 +211,15 @@ static void mount_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoi
                 sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed", req->id);
                 return;
         }
-        /* Mount() holds one reference however often it is called; runs hold their own. */
+        /* Mount() holds one reference however often it is called; runs hold their own. A builder with
+         * a user namespace shows its files as its runs see them: owned by the mapped IDs. */
         if (!b->mount_path) {
-                path = kiln_manager_acquire_rootfs(req->manager, b, &local);
+                g_auto(KilnIdMaps) maps = {0};
+                gboolean mapped = g_strcmp0(b->config.userns, "auto") == 0;
+
+                path = mapped && !kiln_manager_id_maps(req->manager, b, &maps, &local)
+                               ? NULL
+                               : kiln_manager_acquire_rootfs(req->manager, b, mapped ? &maps : NULL, &local);
                 if (!path) {
                         kiln_error_to_bus(local, &error);
                         sd_bus_reply_method_error(m, &error);
@@ -444,9 +451,10 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
         KilnManager *manager = b->manager;
         RunRequest *req = g_new0(RunRequest, 1);
         g_autoptr(GError) local = NULL;
-        g_autofree char *command = NULL;
+        g_autofree char *command = NULL, *weakened = NULL;
+        g_autoptr(GPtrArray) weakenings = NULL;
         const KilnCreds *creds;
-        const char *details[] = {"builder", b->name, "command", NULL, NULL};
+        const char *details[] = {"builder", b->name, "command", NULL, NULL, NULL, NULL};
         int r;
 
         req->manager = manager;
@@ -474,9 +482,22 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                                       (unsigned)req->caller_uid, manager->config->processes_per_user);
                 goto fail;
         }
+        /* Decided on the resolved configuration, before anything changes. */
+        weakenings = kiln_run_weakenings(manager, b, &req->options, creds, &local);
+        if (!weakenings) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
         command = g_strjoinv(" ", req->argv);
         details[3] = command;
-        return kiln_auth_check_method(manager->auth, m, details, run_authorized, req, run_request_free);
+        if (weakenings->len > 0) {
+                g_ptr_array_add(weakenings, NULL);
+                weakened = g_strjoinv("; ", (char **)weakenings->pdata);
+                details[4] = "weakens";
+                details[5] = weakened;
+        }
+        return kiln_auth_check(manager->auth, m, weakened ? KILN_ACTION_RUN_PRIVILEGED : KILN_ACTION_RUN, details,
+                               run_authorized, req, run_request_free);
 
 fail:
         run_request_free(req);

@@ -30,6 +30,7 @@ static int run(const char *config_path)
         g_autoptr(KilnStorage) storage = NULL;
         g_autoptr(KilnAuth) auth = NULL;
         g_autoptr(KilnManager) manager = NULL;
+        g_autofree char *allotments = NULL;
         g_autoptr(GMainLoop) loop = g_main_loop_new(NULL, FALSE);
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         guint bus_source;
@@ -68,6 +69,12 @@ static int run(const char *config_path)
                 return 1;
         }
         manager = kiln_manager_new(config, storage, auth, bus);
+        allotments = g_build_filename(config->state_dir, "userns-allotments", NULL);
+        manager->userns = kiln_userns_new(config, allotments, &error);
+        if (!manager->userns) {
+                g_printerr("kilnd: %s\n", error->message);
+                return 1;
+        }
         kiln_manager_delete_stale_containers(manager);
         kiln_manager_detect_runtime(manager);
         kiln_storage_cleanup_stale(storage);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
+#include <pwd.h>
 
 #include "builder-dbus.h"
 #include "process-dbus.h"
 #include "runtime.h"
 #include "manager.h"
+#include "mount-idmap.h"
 #include "validate.h"
 
 static char *resolve_runtime_name(const char *name);
@@ -50,6 +52,7 @@ void kiln_manager_free(KilnManager *m)
         g_hash_table_destroy(m->builders);
         g_hash_table_destroy(m->reserved_names);
         g_strfreev(m->runtimes);
+        kiln_userns_free(m->userns);
         sd_bus_unref(m->bus);
         g_free(m);
 }
@@ -167,15 +170,15 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
         b = kiln_builder_new(id, name, owner, from, layer, (guint64)g_get_real_time());
         kiln_builder_config_assign(&b->config, config, config_mask);
         /* What a run would use is recorded at creation, as buildah does, so the properties say it:
-         * the configured isolation, and no user namespace for root (buildah rootful) but a private one
-         * for everyone else. */
+         * the configured isolation, and for root the configured user namespace (none out of the box,
+         * as buildah rootful) but a private one for everyone else. */
         if (!b->config.isolation || !*b->config.isolation) {
                 g_free(b->config.isolation);
                 b->config.isolation = g_strdup(m->config->default_isolation);
         }
         if (!b->config.userns || !*b->config.userns) {
                 g_free(b->config.userns);
-                b->config.userns = g_strdup(owner == 0 ? "host" : "auto");
+                b->config.userns = g_strdup(owner == 0 ? m->config->default_userns_root : "auto");
         }
         if (!kiln_storage_create_builder(m->storage, id, error))
                 return NULL;
@@ -214,12 +217,53 @@ void kiln_manager_unmount_all(KilnManager *m)
         }
 }
 
-char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, GError **error)
+void kiln_id_maps_clear(KilnIdMaps *maps)
 {
-        char *path = kiln_storage_mount(m->storage, b->id, b->layer, error);
+        g_clear_pointer(&maps->uid_map, g_array_unref);
+        g_clear_pointer(&maps->gid_map, g_array_unref);
+}
 
-        if (path)
+gboolean kiln_manager_id_maps(KilnManager *m, const KilnBuilder *b, KilnIdMaps *ret, GError **error)
+{
+        struct passwd pw, *found = NULL;
+        char buf[4096];
+
+        if (getpwuid_r(b->owner, &pw, buf, sizeof(buf), &found) != 0 || !found)
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid userns: the builder's owner %u has no account on this host",
+                                 (unsigned)b->owner);
+        return kiln_userns_mappings(m->userns, b->owner, pw.pw_gid, &ret->uid_map, &ret->gid_map, error);
+}
+
+char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMaps *maps, GError **error)
+{
+        gboolean idmapped = maps != NULL;
+        _cleanup_close_ int userns_fd = -1;
+        char *path;
+
+        if (b->rootfs_refs > 0 && b->rootfs_idmapped != idmapped) {
+                kiln_fail(error, KILN_ERROR_CODE_BUSY,
+                          "Builder '%s' is in use with %s; a run with userns=%s must wait until it ends",
+                          b->name, b->rootfs_idmapped ? "its user namespace" : "no user namespace",
+                          idmapped ? "auto" : "host");
+                return NULL;
+        }
+        if (b->rootfs_refs == 0 && idmapped) {
+                userns_fd = kiln_userns_fd_new((const KilnIdMapping *)maps->uid_map->data, maps->uid_map->len,
+                                               (const KilnIdMapping *)maps->gid_map->data, maps->gid_map->len,
+                                               error);
+                if (userns_fd < 0)
+                        return NULL;
+        }
+        /* A mount left by a crash is of unknown kind: held by nobody, it is mounted afresh. */
+        if (b->rootfs_refs == 0 && kiln_storage_is_mounted(m->storage, b->id) &&
+            !kiln_storage_unmount(m->storage, b->id, error))
+                return NULL;
+        path = kiln_storage_mount(m->storage, b->id, b->layer, userns_fd, error);
+        if (path) {
                 b->rootfs_refs++;
+                b->rootfs_idmapped = idmapped;
+        }
         return path;
 }
 

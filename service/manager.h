@@ -8,11 +8,13 @@
 #include "builder.h"
 #include "config.h"
 #include "storage.h"
+#include "userns.h"
 
 typedef struct KilnManager {
         KilnConfig *config;
         KilnStorage *storage;
         KilnAuth *auth;
+        KilnUserns *userns;         /* subordinate ids and the pool (owned) */
         sd_bus *bus;
         GHashTable *builders;       /* id → KilnBuilder (owned) */
         GHashTable *names;          /* name → KilnBuilder */
@@ -42,8 +44,21 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name,
                                          KilnFieldMask config_mask, GError **error);
 /* Unmounts, removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
-/* The builder's root file system, mounted while anyone holds it (Mount() and every run). */
-char *kiln_manager_acquire_rootfs(KilnManager *manager, KilnBuilder *builder, GError **error);
+/* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
+ * subordinate ids (see userns.h). A builder's maps depend on its owner only. */
+typedef struct {
+        GArray *uid_map;
+        GArray *gid_map;
+} KilnIdMaps;
+void kiln_id_maps_clear(KilnIdMaps *maps);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)
+gboolean kiln_manager_id_maps(KilnManager *manager, const KilnBuilder *builder, KilnIdMaps *ret, GError **error);
+
+/* The builder's root file system, mounted while anyone holds it (Mount() and every run). With @maps
+ * (for userns=auto) the layers are ID-mapped through them; a builder mounted one way while held is
+ * Busy for the other. */
+char *kiln_manager_acquire_rootfs(KilnManager *manager, KilnBuilder *builder, const KilnIdMaps *maps,
+                                  GError **error);
 void kiln_manager_release_rootfs(KilnManager *manager, KilnBuilder *builder);
 
 /* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */

@@ -333,7 +333,7 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         spec.state_root = p->plan->state_root;
         spec.bundle_dir = p->plan->bundle_dir;
         spec.container_id = p->plan->container_id;
-        spec.runtime_args = p->options.runtime_args;
+        spec.runtime_args = p->plan->runtime_args;
         spec.no_pivot = p->options.no_pivot;
         spec.stdin_fd = p->options.stdin_fd;
         spec.stdout_fd = p->options.stdout_fd;

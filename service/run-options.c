@@ -230,7 +230,25 @@ void kiln_run_options_clear(KilnRunOptions *o)
                         break;
                 }
         }
+        g_clear_pointer(&o->opened_sources, g_hash_table_unref);
         kiln_run_options_init(o);
+}
+
+char *kiln_mount_option_source(const char *value)
+{
+        g_auto(GStrv) parts = g_strsplit(value, ",", -1);
+        const char *source = NULL;
+        gboolean bind = TRUE; /* the type buildah assumes */
+
+        for (char **p = parts; *p; p++) {
+                if (g_str_has_prefix(*p, "type="))
+                        bind = g_str_equal(*p, "type=bind");
+                else if (g_str_has_prefix(*p, "source="))
+                        source = *p + strlen("source=");
+                else if (g_str_has_prefix(*p, "src="))
+                        source = *p + strlen("src=");
+        }
+        return bind && source ? g_strdup(source) : NULL;
 }
 
 /* The message owns its descriptors; the run keeps duplicates for as long as it needs them. */

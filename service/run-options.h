@@ -39,9 +39,15 @@ typedef struct KilnRunOptions {
         char *seccomp_profile;
         guint64 timeout_usec;
         gboolean detach;
+
+        /* Not an option: host path → O_PATH descriptor of a volume source, opened as the caller
+         * before authorization (run-privileges.h); NULL for uid 0 callers. */
+        GHashTable *opened_sources;
 } KilnRunOptions;
 
 void kiln_run_options_init(KilnRunOptions *options);
+/* The source path of a --mount value of type bind (the default type; "source=S" or "src=S"), or NULL. */
+char *kiln_mount_option_source(const char *value);
 void kiln_run_options_clear(KilnRunOptions *options);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnRunOptions, kiln_run_options_clear)
 

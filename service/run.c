@@ -9,6 +9,7 @@
 #include "kiln-build-config.h"
 
 #include "passwd.h"
+#include "userns.h"
 #include "rootfs.h"
 #include "run.h"
 #include "seccomp-profile.h"
@@ -59,6 +60,7 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         g_free(plan->bundle_dir);
         g_free(plan->rootfs);
         g_free(plan->runtime);
+        g_strfreev(plan->runtime_args);
         g_free(plan->state_root);
         g_strfreev(plan->argv);
         g_free(plan->early_message);
@@ -74,6 +76,7 @@ typedef struct {
         GArray *devices;        /* KilnDevice */
         GArray *gids;           /* guint32 */
         JsonNode *seccomp;
+        GHashTable *opened_sources; /* the options', borrowed */
 } SpecScratch;
 
 static void spec_scratch_clear(SpecScratch *s)
@@ -112,8 +115,8 @@ static int chown_entry(const char *path, const struct stat *st, int flag, struct
 }
 
 /* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTW_PHYS never follows a
- * symlink in the tree and FTW_MOUNT never leaves its file system. Only uid 0 reaches this until runs
- * for other callers exist (check_caller), and the path is the caller's own choice. */
+ * symlink in the tree and FTW_MOUNT never leaves its file system. For a caller other than uid 0, `U`
+ * needs run-privileged (run-privileges.c); the path is the caller's own choice. */
 static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t gid, GError **error)
 {
         chown_uid = uid;
@@ -123,20 +126,74 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
         return TRUE;
 }
 
-static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, const char *source,
+/* A volume the caller passed as a descriptor is bind-mounted into the bundle first, by kilnd, in the
+ * host's mount namespace where the descriptor's mount lives (the runtime binds in the container's
+ * new namespace, where a mount of another namespace cannot be the source). This is safe: the
+ * descriptor was opened by the caller, so the bind shows only what the caller could open, and the
+ * bundle directory is root's alone. */
+static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const char *arg, char **ret_path,
+                                GError **error)
+{
+        g_autofree char *target = g_strdup_printf("%s/volume-%u", plan->bundle_dir,
+                                                  plan->staged ? plan->staged->len : 0);
+        g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", v->fd);
+        struct stat st;
+
+        if (fstat(v->fd, &st) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
+                            g_strerror(errno));
+        if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target, g_strerror(errno));
+        if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s", arg,
+                            g_strerror(errno));
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(target));
+        *ret_path = g_steal_pointer(&target);
+        return TRUE;
+}
+
+/* The host ids of the run's user: what files kilnd makes for it inside the root file system or a volume
+ * must be owned by on disk. */
+static gboolean run_user_host_ids(const SpecScratch *s, uid_t *uid, gid_t *gid, GError **error)
+{
+        guint32 u = s->in.uid, g = s->in.gid;
+
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, s->in.uid, &u) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, s->in.gid, &g)))
+                return kiln_invalid(error, "user", "%u:%u is not mapped in the builder's user namespace",
+                                    (unsigned)s->in.uid, (unsigned)s->in.gid);
+        *uid = u;
+        *gid = g;
+        return TRUE;
+}
+
+static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const char *arg, const char *source,
                            const char *destination, const char *options, GError **error)
 {
         g_auto(GStrv) opts = options && *options ? g_strsplit(options, ",", -1) : g_new0(char *, 1);
         KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(arg))};
+        const char *bundle = plan->bundle_dir;
+        g_autofree char *staged = NULL;
         struct stat st;
+        uid_t uid;
+        gid_t gid;
 
-        /* A host path the caller named, looked up as root: only uid 0 gets here until runs for other
-         * callers exist (check_caller); those will open their sources with their own credentials, as
-         * volume_fds already are (staged, then seen here as a path in the bundle). */
+        /* A source that the caller opened itself before authorization is bound from that descriptor;
+         * any other host path reaches here only for uid 0 or with run-privileged (run-privileges.c). */
+        if (s->opened_sources && g_hash_table_contains(s->opened_sources, source)) {
+                KilnVolumeFd v = {.fd = GPOINTER_TO_INT(g_hash_table_lookup(s->opened_sources, source))};
+                if (!stage_volume_fd(plan, &v, arg, &staged, error))
+                        return FALSE;
+                source = staged;
+        }
         if (stat(source, &st) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
                             g_strerror(errno));
-        if (g_strv_contains((const char *const *)opts, "U") && !chown_tree(arg, source, s->in.uid, s->in.gid, error))
+        if (g_strv_contains((const char *const *)opts, "U") &&
+            (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(arg, source, uid, gid, error)))
                 return FALSE;
         if (g_strv_contains((const char *const *)opts, "O")) {
                 g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
@@ -168,7 +225,7 @@ static gboolean add_volume(SpecScratch *s, const char *bundle, const char *arg, 
 
 /* --mount type=bind,source=S,destination=D[,ro|rw|...] and type=tmpfs,destination=D[,tmpfs-size=N,
  * tmpfs-mode=M], in buildah's spelling (src/dst/target accepted too). */
-static gboolean add_mount_option(SpecScratch *s, const char *bundle, const char *arg, const char *value,
+static gboolean add_mount_option(SpecScratch *s, KilnRunPlan *plan, const char *arg, const char *value,
                                  GError **error)
 {
         g_auto(GStrv) parts = g_strsplit(value, ",", -1);
@@ -215,7 +272,7 @@ static gboolean add_mount_option(SpecScratch *s, const char *bundle, const char 
         g_ptr_array_add(opts, NULL);
         {
                 g_autofree char *joined = g_strjoinv(",", (char **)opts->pdata);
-                return add_volume(s, bundle, arg, src, dst, joined, error);
+                return add_volume(s, plan, arg, src, dst, joined, error);
         }
 }
 
@@ -326,18 +383,6 @@ static char *resolve_runtime(KilnManager *m, const char *requested, GError **err
         return path;
 }
 
-/* What only uid 0 may ask for until user namespaces and the run-privileged action land. */
-static gboolean check_caller(uid_t caller_uid, const char *userns, GError **error)
-{
-        if (caller_uid != 0)
-                return kiln_fail(error, KILN_ERROR_CODE_ACCESS_DENIED,
-                            "Runs for callers other than root need user namespaces, which are not available yet");
-        if (g_strcmp0(userns, "auto") == 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid userns: 'auto' (a private user namespace) is not available yet");
-        return TRUE;
-}
-
 static gboolean fill_namespaces(KilnSpecInput *in, const KilnRunOptions *o, GError **error)
 {
         return kiln_namespace_parse("network", o->network ? o->network : "", TRUE, &in->network, error) &&
@@ -393,45 +438,16 @@ static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile
         return s->seccomp != NULL;
 }
 
-/* A volume the caller passed as a descriptor is bind-mounted into the bundle first, by kilnd, in the
- * host's mount namespace where the descriptor's mount lives (the runtime binds in the container's
- * new namespace, where a mount of another namespace cannot be the source). This is safe: the
- * descriptor was opened by the caller, so the bind shows only what the caller could open, and the
- * bundle directory is root's alone. */
-static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const char *arg, char **ret_path,
-                                GError **error)
-{
-        g_autofree char *target = g_strdup_printf("%s/volume-%s", plan->bundle_dir, arg);
-        g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", v->fd);
-        struct stat st;
-
-        if (fstat(v->fd, &st) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
-                            g_strerror(errno));
-        if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target, g_strerror(errno));
-        if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s", arg,
-                            g_strerror(errno));
-        if (!plan->staged)
-                plan->staged = g_ptr_array_new_with_free_func(g_free);
-        g_ptr_array_add(plan->staged, g_strdup(target));
-        *ret_path = g_steal_pointer(&target);
-        return TRUE;
-}
-
 static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnBuilder *b, const KilnRunOptions *o,
                             GError **error)
 {
-        const char *bundle = plan->bundle_dir;
-
         char **lists[] = {b->config.volumes, o->volumes};
 
         for (size_t l = 0; l < G_N_ELEMENTS(lists); l++)
                 for (char **v = lists[l]; v && *v; v++) {
                         g_auto(GStrv) parts = g_strsplit(*v, ":", 3);
                         g_autofree char *arg = g_strdup_printf("volumes[%d]", (int)(v - lists[l]));
-                        if (!add_volume(s, bundle, arg, parts[0], parts[1], parts[2], error))
+                        if (!add_volume(s, plan, arg, parts[0], parts[1], parts[2], error))
                                 return FALSE;
                 }
         for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {
@@ -439,12 +455,12 @@ static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnBuilder
                 g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
                 g_autofree char *source = NULL;
                 if (!stage_volume_fd(plan, v, arg, &source, error) ||
-                    !add_volume(s, bundle, arg, source, v->destination, v->options, error))
+                    !add_volume(s, plan, arg, source, v->destination, v->options, error))
                         return FALSE;
         }
         for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
                 g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(mnt - o->mounts));
-                if (!add_mount_option(s, bundle, arg, *mnt, error))
+                if (!add_mount_option(s, plan, arg, *mnt, error))
                         return FALSE;
         }
         for (char **d = o->devices; d && *d; d++) {
@@ -490,6 +506,27 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         if (!write_bundle_file(bundle, "containerenv", containerenv, 0644, &path, error))
                 return FALSE;
         s->in.files.containerenv = keep(s, path);
+        return TRUE;
+}
+
+/* The runtime sets up the container's mounts as its mapped root, which may not enter kilnd's root-only
+ * runtime directory: kiln-runtime-ns runs it where only this run's bundle, root file system and the
+ * runtime's state show there, through directories anyone may enter (see kiln-runtime-ns.c). The
+ * bundle itself becomes enterable; outside that namespace its parent still shuts everyone out. */
+static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, KilnManager *m, GError **error)
+{
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+        g_auto(GStrv) runtime_args = g_steal_pointer(&plan->runtime_args);
+
+        if (chmod(plan->bundle_dir, 0711) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "chmod %s: %s", plan->bundle_dir, g_strerror(errno));
+        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs, plan->state_root, "--",
+                                plan->runtime, NULL);
+        if (runtime_args)
+                g_strv_builder_addv(args, (const char **)runtime_args);
+        plan->runtime_args = g_strv_builder_end(args);
+        g_free(plan->runtime);
+        plan->runtime = g_build_filename(m->config->helper_dir, "kiln-runtime-ns", NULL);
         return TRUE;
 }
 
@@ -555,21 +592,24 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         g_autoptr(JsonNode) spec = NULL;
         g_autofree char *json = NULL;
         _cleanup_close_ int rootfd = -1;
+        uid_t host_uid;
+        gid_t host_gid;
         const char *isolation = first_set(o->isolation, b->config.isolation);
         const char *userns = first_set(o->userns, b->config.userns);
+        gboolean private_userns = g_strcmp0(userns, "auto") == 0;
+        g_auto(KilnIdMaps) maps = {0};
         const char *user = first_set(o->user, b->config.user);
         const char *cwd = first_set(o->working_dir, b->config.working_dir);
 
         plan->manager = m;
         plan->builder_id = g_strdup(b->id);
         plan->early_exit_status = -1;
+        s.opened_sources = o->opened_sources;
         s.strings = g_ptr_array_new_with_free_func(g_free);
         s.string_lists = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
         s.mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
         s.devices = g_array_new(FALSE, TRUE, sizeof(KilnDevice));
 
-        if (!check_caller(caller_uid, userns, error))
-                return NULL;
         if (g_strcmp0(isolation, "chroot") == 0) {
                 /* One generator, two executors: kiln-isolate takes the very config.json runc would. It
                  * keeps its state apart from the OCI runtime's. */
@@ -586,8 +626,16 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         if (!plan->runtime)
                 return NULL;
 
-        /* The root file system, held mounted for the whole run. */
-        plan->rootfs = kiln_manager_acquire_rootfs(m, b, error);
+        /* The root file system, held mounted for the whole run; ID-mapped in a user namespace. */
+        if (private_userns) {
+                if (!kiln_manager_id_maps(m, b, &maps, error))
+                        return NULL;
+                s.in.uid_mappings = (const KilnIdMapping *)maps.uid_map->data;
+                s.in.n_uid_mappings = maps.uid_map->len;
+                s.in.gid_mappings = (const KilnIdMapping *)maps.gid_map->data;
+                s.in.n_gid_mappings = maps.gid_map->len;
+        }
+        plan->rootfs = kiln_manager_acquire_rootfs(m, b, private_userns ? &maps : NULL, error);
         if (!plan->rootfs)
                 return NULL;
         rootfd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -609,7 +657,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         s.in.terminal = o->terminal;
         s.in.terminal_rows = o->rows;
         s.in.terminal_cols = o->cols;
-        s.in.no_new_privileges = o->no_new_privileges > 0;
+        s.in.no_new_privileges = o->no_new_privileges >= 0 ? o->no_new_privileges > 0 : m->config->no_new_privileges;
         s.in.builder_cap_add = (const char *const *)b->config.cap_add;
         s.in.builder_cap_drop = (const char *const *)b->config.cap_drop;
         s.in.cap_add = (const char *const *)o->cap_add;
@@ -623,10 +671,11 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);
         s.in.annotations = (const char *const *)b->config.labels;
 
-        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, error))
+        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, error) ||
+            !run_user_host_ids(&s, &host_uid, &host_gid, error))
                 return NULL;
         /* The working directory exists before the process starts, owned by the run's user. */
-        if (!kiln_rootfs_mkdir_p(rootfd, s.in.cwd, 0755, s.in.uid, s.in.gid, error))
+        if (!kiln_rootfs_mkdir_p(rootfd, s.in.cwd, 0755, host_uid, host_gid, error))
                 return NULL;
         if (!resolve_command(plan, &s, rootfd, b, argv, error))
                 return NULL;
@@ -642,6 +691,9 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
                 return NULL;
         json = kiln_spec_to_data(spec, FALSE, NULL);
         if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, NULL, error))
+                return NULL;
+        plan->runtime_args = g_strdupv(o->runtime_args);
+        if (private_userns && !run_in_intermediate_namespace(plan, m, error))
                 return NULL;
         return g_steal_pointer(&plan);
 }

@@ -16,6 +16,7 @@ typedef struct KilnRunPlan {
         char *bundle_dir;
         char *rootfs;       /* the builder's overlay; held mounted until the plan is freed */
         char *runtime;      /* absolute path: runc, crun, or kiln-isolate for isolation=chroot */
+        char **runtime_args; /* its global arguments, before --root (for kiln-runtime-ns: the real runtime's) */
         char *state_root;   /* its --root */
         char **argv;        /* as resolved in the root file system */
         GPtrArray *staged;  /* bind mounts of the caller's volume descriptors, in the bundle */
@@ -25,8 +26,8 @@ typedef struct KilnRunPlan {
         char *early_message;
 } KilnRunPlan;
 
-/* @caller_uid decides what needs more than the run action (the caller must be uid 0 until user
- * namespaces land). Errors name the option at fault. */
+/* Authorization happened before (run-privileges.h decides what needs run-privileged); volume sources
+ * the caller opened are in @options->opened_sources. Errors name the option at fault. */
 KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, uid_t caller_uid, char **argv,
                               KilnRunOptions *options, GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);

@@ -25,6 +25,7 @@
 #include "import/fs-util.h"
 #include "import/layer-digest.h"
 #include "kiln-common.h"
+#include "mount-idmap.h"
 
 #define HELPER_NAME "kiln-import"
 #define HELPER_KILL_TIMEOUT_SECONDS 10
@@ -867,7 +868,7 @@ static int overlay_fsmount(int lower, int upper, int work, const char *lower_pat
         return mfd;
 }
 
-char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, GError **error)
+char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, int userns_fd, GError **error)
 {
         g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
                         *work_path = NULL;
@@ -889,6 +890,17 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_diges
         if (lower < 0) {
                 set_errno_error(error, errno, "openat", lower_path);
                 return NULL;
+        }
+        if (userns_fd >= 0) {
+                /* The shared layer seen through the builder's mapping; the upper dir's root then takes
+                 * the mapped owner of the layer's root below (init_upper_root). */
+                int mapped = kiln_idmapped_tree(lower, userns_fd, lower_path, error);
+                if (mapped < 0) {
+                        g_warning("%s", (*error)->message);
+                        return NULL;
+                }
+                close(lower);
+                lower = mapped;
         }
         bdir_fd = openat(s->builders_fd, id, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (bdir_fd < 0) {
@@ -920,6 +932,11 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_diges
         }
 
         mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, TRUE, error);
+        if (mfd == -1 && userns_fd >= 0) {
+                /* Layers by descriptor are the only way to put a detached ID-mapped tree under it. */
+                set_errno_error(error, errno, "fsconfig overlay (ID-mapped layer)", upper_path);
+                goto fail;
+        }
         if (mfd == -1 && errno == EINVAL)
                 mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, FALSE, error);
         if (mfd == -1 && errno == ENOSYS) {

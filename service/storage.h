@@ -58,8 +58,11 @@ gboolean kiln_storage_create_builder(KilnStorage *storage, const char *id, GErro
 gboolean kiln_storage_remove_builder(KilnStorage *storage, const char *id, GError **error);
 
 /* Mounts the overlay (lower: the layer, upper/work: the builder's) at RUNTIME/mounts/<id>, nosuid and
- * nodev; mounting an already mounted builder returns the same path. */
-char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer_digest, GError **error);
+ * nodev; mounting an already mounted builder returns the same path. With @userns_fd (else -1) the
+ * layer is ID-mapped through that user namespace (see mount-idmap.h); the upper dir is not: it holds
+ * what the container writes, owned on the host by the mapped IDs. */
+char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer_digest, int userns_fd,
+                         GError **error);
 gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);
 gboolean kiln_storage_is_mounted(KilnStorage *storage, const char *id);
 

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "caller-open.h"
+#include "run-privileges.h"
+#include "spec.h"
+
+static const char *first_set(const char *a, const char *b)
+{
+        return a && *a ? a : b && *b ? b : NULL;
+}
+
+static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
+{
+        const struct {
+                const char *name;
+                const char *value;
+        } namespaces[] = {{"network", o->network}, {"pid", o->pid},           {"ipc", o->ipc},
+                          {"uts", o->uts},         {"cgroupns", o->cgroupns}};
+
+        for (size_t i = 0; i < G_N_ELEMENTS(namespaces); i++) {
+                KilnNamespace ns;
+                if (!namespaces[i].value || !kiln_namespace_parse(namespaces[i].name, namespaces[i].value, TRUE, &ns, NULL))
+                        continue; /* unset, or refused with its own error when the run is prepared */
+                if (ns.mode == KILN_NAMESPACE_HOST || ns.mode == KILN_NAMESPACE_PATH)
+                        g_ptr_array_add(reasons, g_strdup_printf("%s=%s", namespaces[i].name, namespaces[i].value));
+        }
+}
+
+/* Capabilities the resolved set has that the default set has not. */
+static gboolean check_capabilities(GPtrArray *reasons, const KilnBuilder *b, const KilnRunOptions *o,
+                                   GError **error)
+{
+        KilnSpecInput in = {
+                .builder_cap_add = (const char *const *)b->config.cap_add,
+                .builder_cap_drop = (const char *const *)b->config.cap_drop,
+                .cap_add = (const char *const *)o->cap_add,
+                .cap_drop = (const char *const *)o->cap_drop,
+                .last_cap = 63,
+        };
+        g_auto(GStrv) caps = kiln_spec_capabilities(&in, error);
+
+        if (!caps)
+                return FALSE;
+        for (char **c = caps; *c; c++)
+                if (!g_strv_contains(kiln_default_capabilities, *c))
+                        g_ptr_array_add(reasons, g_strdup_printf("cap_add %s", *c));
+        return TRUE;
+}
+
+static void check_runtime(GPtrArray *reasons, KilnManager *m, const KilnRunOptions *o)
+{
+        if (o->runtime && *o->runtime && !g_strv_contains((const char *const *)m->config->runtimes, o->runtime))
+                g_ptr_array_add(reasons, g_strdup_printf("runtime %s, which kiln.conf does not list", o->runtime));
+        if (o->runtime_args && o->runtime_args[0])
+                g_ptr_array_add(reasons, g_strdup("runtime_args"));
+}
+
+/* One volume source: opened as the caller (kept for the run), or a reason. */
+static gboolean check_source(GPtrArray *reasons, KilnRunOptions *o, const KilnCreds *caller, const char *arg,
+                             const char *source, const char *options, GError **error)
+{
+        g_auto(GStrv) opts = options && *options ? g_strsplit(options, ",", -1) : NULL;
+        int fd;
+
+        if (opts && g_strv_contains((const char *const *)opts, "U"))
+                g_ptr_array_add(reasons, g_strdup_printf("%s option U, which gives away the owner of %s", arg, source));
+        if (g_hash_table_contains(o->opened_sources, source))
+                return TRUE;
+        fd = kiln_open_as_caller(caller, source);
+        if (fd >= 0) {
+                g_hash_table_insert(o->opened_sources, g_strdup(source), GINT_TO_POINTER(fd));
+                return TRUE;
+        }
+        if (errno == EACCES || errno == EPERM) {
+                g_ptr_array_add(reasons, g_strdup_printf("volume source %s, which the caller cannot read", source));
+                return TRUE;
+        }
+        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
+                         g_strerror(errno));
+}
+
+static void close_source(gpointer fd)
+{
+        close(GPOINTER_TO_INT(fd));
+}
+
+static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunOptions *o, const KilnCreds *caller,
+                              GError **error)
+{
+        char **lists[] = {b->config.volumes, o->volumes};
+
+        o->opened_sources = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, close_source);
+        for (size_t l = 0; l < G_N_ELEMENTS(lists); l++)
+                for (char **v = lists[l]; v && *v; v++) {
+                        g_auto(GStrv) parts = g_strsplit(*v, ":", 3);
+                        g_autofree char *arg = g_strdup_printf("volumes[%d]", (int)(v - lists[l]));
+                        if (!check_source(reasons, o, caller, arg, parts[0], parts[1] ? parts[2] : NULL, error))
+                                return FALSE;
+                }
+        for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
+                g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(mnt - o->mounts));
+                g_autofree char *source = kiln_mount_option_source(*mnt);
+                if (source && !check_source(reasons, o, caller, arg, source, NULL, error))
+                        return FALSE;
+        }
+        for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {
+                const KilnVolumeFd *v = &g_array_index(o->volume_fds, KilnVolumeFd, i);
+                g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
+                g_auto(GStrv) opts = v->options && *v->options ? g_strsplit(v->options, ",", -1) : NULL;
+                if (opts && g_strv_contains((const char *const *)opts, "U"))
+                        g_ptr_array_add(reasons, g_strdup_printf("%s option U, which gives away owners", arg));
+                /* An O_PATH descriptor proves only that the caller could walk to the source. */
+                if (!kiln_caller_can_read(caller, v->fd))
+                        g_ptr_array_add(reasons,
+                                        g_strdup_printf("%s (to %s), whose source the caller cannot read", arg,
+                                                        v->destination));
+        }
+        return TRUE;
+}
+
+GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o, const KilnCreds *caller,
+                               GError **error)
+{
+        g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
+        const char *userns = first_set(o->userns, b->config.userns);
+
+        /* uid 0 is root on the host already: nothing it asks for weakens anything it holds. */
+        if (caller->uid == 0)
+                return g_steal_pointer(&reasons);
+        if (g_strcmp0(userns, "auto") != 0)
+                g_ptr_array_add(reasons, g_strdup("userns=host, where container root is host root"));
+        check_namespaces(reasons, o);
+        if (!check_capabilities(reasons, b, o, error))
+                return NULL;
+        for (char **d = o->devices; d && *d; d++)
+                g_ptr_array_add(reasons, g_strdup_printf("device %s", *d));
+        if (g_strcmp0(o->seccomp_profile, "unconfined") == 0)
+                g_ptr_array_add(reasons, g_strdup("seccomp_profile=unconfined"));
+        check_runtime(reasons, m, o);
+        if (m->config->no_new_privileges && o->no_new_privileges == 0)
+                g_ptr_array_add(reasons, g_strdup("no_new_privileges=false"));
+        if (!check_volumes(reasons, b, o, caller, error))
+                return NULL;
+        return g_steal_pointer(&reasons);
+}

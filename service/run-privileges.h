@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What in a run weakens isolation (DESIGN.md), decided on the resolved configuration (builder
+ * defaults merged with the run's options) before anything changes: a run with any of it needs
+ * org.kiln.builder1.run-privileged instead of org.kiln.builder1.run. */
+#pragma once
+
+#include "manager.h"
+#include "run-options.h"
+
+/* The reasons, as short phrases for the authorization dialog and errors ("network=host",
+ * "cap_add CAP_SYS_ADMIN", "volume source /root, which the caller cannot read"); empty when the run
+ * keeps isolation intact. For a caller other than uid 0 every volume source given as a path is
+ * opened here as the caller (caller-open.h) into @options->opened_sources, so the run later binds
+ * what the caller reached, not what the path names by then. NULL with InvalidArgument for a
+ * source that does not exist or an option that cannot be resolved. */
+GPtrArray *kiln_run_weakenings(KilnManager *manager, const KilnBuilder *builder, KilnRunOptions *options,
+                               const KilnCreds *caller, GError **error);
