@@ -71,10 +71,13 @@ class Env:
 
     # -- life cycle ---------------------------------------------------------
 
-    def setup(self):
+    def setup(self, extra_conf=None):
+        """@extra_conf: kiln.conf text on top of kiln-env's (kiln.conf.extra)."""
         require_root()
         subprocess.run([KILN_ENV, 'users'], check=True)
         self.dir = tempfile.mkdtemp(prefix='kiln-env.')
+        if extra_conf:
+            _write(os.path.join(self.dir, 'kiln.conf.extra'), extra_conf)
         # meson kills a test that times out with SIGTERM; turn that into an
         # exception so that stop() still runs and nothing is left behind.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

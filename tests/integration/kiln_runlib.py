@@ -99,8 +99,8 @@ def _write(path, text, mode=0o644):
 _ROOTFS = None
 
 
-def setup_module():
-    kt.setup_module()
+def setup_module(extra_conf=None):
+    kt.setup_module(extra_conf)
     _warm_up()
 
 

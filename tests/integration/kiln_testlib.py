@@ -163,12 +163,12 @@ _FAILED = False
 _SCRATCH_COUNTER = 0
 
 
-def setup_module():
+def setup_module(extra_conf=None):
     global ENV, _FAILED
     if os.geteuid() != 0:
         raise unittest.SkipTest('integration tests need root')
     _FAILED = False
-    ENV = kh.Env().setup()
+    ENV = kh.Env().setup(extra_conf)
 
 
 def teardown_module():

@@ -515,22 +515,6 @@ class RunCli(kr.RunTestCase):
         self.assertLess(time.monotonic() - started, 2)
         child.communicate(timeout=30)
 
-    # -- callers ---------------------------------------------------------------------------
-
-    def test_non_root_refused(self):
-        rootfs = kr.make_run_rootfs(self.unique_scratch_dir('alice-rootfs'))
-        for top, dirs, files in os.walk(rootfs):
-            for name in [top] + [os.path.join(top, n) for n in dirs + files]:
-                os.lchown(name, self.uid(kt.ALICE), self.uid(kt.ALICE))
-        self.env.kiln('from', '--name', 'alices', rootfs, user=kt.ALICE, check=True)
-        code, out, err = self.krun('alices', 'true', user=kt.ALICE)
-        self.assertEqual((code, out), (125, ''), err)
-        path = self.get_builder('alices').object_path()
-        for method in ('RunCaptured', 'Start', 'Run'):
-            r = self.gcall(path, f'{kt.BUILDER_IFACE}.{method}', kt.gv_strv(['true']), kt.gv_dict(), user=kt.ALICE)
-            self.assertError(r, kt.E_ACCESS_DENIED)
-        self.assertEqual(self.props(path)['Processes'], [])
-
 
 kr.parametrize(globals(), RunCli)
 
