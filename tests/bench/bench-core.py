@@ -65,10 +65,10 @@ def main():
         for label, extra in (('small', 0), ('large', 198)):
             base = env.scratch_dir(f'base-{label}')
             make_base(base, extra)
-            first = timed([kiln, 'from', '--name', f'first-{label}', base], envvars)
+            first = timed([kiln, 'from', '--name', f'first-{label}', base], env=envvars)
             samples = []
             for i in range(args.repeat):
-                samples.append(timed([kiln, 'from', '--name', f'{label}-{i}', base], envvars))
+                samples.append(timed([kiln, 'from', '--name', f'{label}-{i}', base], env=envvars))
             print(f'create from {du_mib(base)} MB base: first import {first * 1000:.0f} ms, '
                   f'then median {median_ms(samples):.1f} ms over {args.repeat}')
             subprocess.run([kiln, 'rm', '--all'], env=envvars, check=True, stdout=subprocess.DEVNULL)
@@ -87,7 +87,7 @@ def main():
 
         def measure(*call):
             before = cpu_ms(pid)
-            walls = [timed(busctl(*call), envvars) for _ in range(args.repeat)]
+            walls = [timed(busctl(*call), env=envvars) for _ in range(args.repeat)]
             return walls, (cpu_ms(pid) - before) / args.repeat
 
         ping, _ = measure('org.freedesktop.DBus.Peer', 'Ping')
