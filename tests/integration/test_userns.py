@@ -153,6 +153,8 @@ class UsernsCases(kr.RunTestCase):
         for method, args in (('Kill', ['"KILL"']), ('Wait', [])):
             r = self.gcall(proc, f'{kr.PROCESS_IFACE}.{method}', *args, user=kt.BOB)
             self.assertError(r, kt.E_UNKNOWN_OBJECT)
+        r = self.gcall(proc, f'{kt.PROPERTIES_IFACE}.GetAll', f'"{kr.PROCESS_IFACE}"', user=kt.BOB)
+        self.assertError(r, kt.E_UNKNOWN_OBJECT)
         code, out, err = self.krun(b.name, 'true', user=kt.BOB)
         self.assertNotEqual(code, 0)
         self.assertEqual(self.process_props(proc)['State'], 'running')
