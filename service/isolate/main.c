@@ -217,9 +217,11 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                         goto fail;
                 launch.console_fd = console_fd;
         }
-        if (mode == ISO_MODE_CREATE) {
-                start_fd = iso_state_create(o->root, o->id, &state_dir, error);
-                if (start_fd < 0)
+        /* A created container and a detached run outlive us: their state lets `kill`, `state` and
+         * `delete --force` find the init (a caller that crashed cleans up by the id alone). */
+        if (mode != ISO_MODE_RUN) {
+                if (!iso_state_create(o->root, o->id, &state_dir, mode == ISO_MODE_CREATE ? &start_fd : NULL,
+                                      error))
                         goto fail;
                 state_made = true;
                 launch.start_fd = start_fd;
@@ -228,12 +230,14 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                 goto fail;
         kiln_close_fdp(&console_fd);
         console_fd = -1;
-        if (mode == ISO_MODE_CREATE) {
+        if (mode != ISO_MODE_RUN) {
                 if (!iso_state_write(state_dir, pid, spec->bundle, error) ||
                     !write_pid_file(o->pid_file, pid, error)) {
                         kill(pid, SIGKILL);
                         goto fail;
                 }
+                /* Detached: the command runs; its parent from now on is our parent, or the subreaper
+                 * above, which reaps it and removes the state (or calls `delete`). */
                 return 0;
         }
         if (!write_pid_file(o->pid_file, pid, error)) {
@@ -241,8 +245,7 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                 (void)wait_status(pid);
                 goto fail;
         }
-        /* Detached: the command runs; its parent from now on is our parent, or the subreaper above. */
-        return mode == ISO_MODE_RUN_DETACHED ? 0 : wait_status(pid);
+        return wait_status(pid);
 fail:
         if (state_made)
                 (void)iso_state_remove(o->root, o->id, NULL);
