@@ -151,13 +151,24 @@ static gboolean parse(int argc, char **argv, Options *o, GError **error)
 static gboolean write_pid_file(const char *path, pid_t pid, GError **error)
 {
         g_autofree char *text = g_strdup_printf("%d", (int)pid);
-        g_autoptr(GError) local = NULL;
+        g_autofree char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t len = strlen(text);
 
         if (!path)
                 return TRUE;
-        /* Written whole and renamed into place: a reader never sees half of it. */
-        if (!g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0644, &local))
-                return iso_fail(error, "write pid file: %s", local->message);
+        /* Written whole and renamed into place: a reader never sees half of it. Not synced: it lives in
+         * a runtime directory, means nothing after a reboot, and a detached run's caller waits for it. */
+        tmp = g_strconcat(path, ".tmp", NULL);
+        (void)unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return iso_fail_errno(error, errno, "write pid file '%s'", tmp);
+        if (write(fd, text, len) != (ssize_t)len || rename(tmp, path) < 0) {
+                int errsv = errno;
+                (void)unlink(tmp);
+                return iso_fail_errno(error, errsv, "write pid file '%s'", path);
+        }
         return TRUE;
 }
 
