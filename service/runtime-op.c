@@ -248,7 +248,8 @@ void kiln_runtime_op_run(KilnRuntimeOp *op, GMainContext *context, KilnRuntimeOp
 
 GError *kiln_runtime_op_error(KilnRuntimeOp *op)
 {
-        /* How runc and crun say that the command cannot be executed, at create or start. */
+        /* How runc and crun say that the command cannot be executed, at create or start (and
+         * kiln-isolate, in their words, at run). */
         static const struct {
                 const char *first, *second;
                 int code;
@@ -261,7 +262,8 @@ GError *kiln_runtime_op_error(KilnRuntimeOp *op)
         g_autofree char *lower = g_ascii_strdown(op->message ? op->message : "", -1);
         int code = G_IO_ERROR_FAILED;
 
-        if (g_str_equal(op->verb, "create") || g_str_equal(op->verb, "start"))
+        if (g_str_equal(op->verb, "create") || g_str_equal(op->verb, "start") ||
+            g_str_equal(op->verb, "run"))
                 for (size_t i = 0; i < G_N_ELEMENTS(exec_failures); i++)
                         if (strstr(lower, exec_failures[i].first) &&
                             strstr(lower, exec_failures[i].second)) {

@@ -7,6 +7,10 @@
  * runtime commands are GSubprocesses (GLib reaps them), the container's own process is watched through a
  * pidfd — kilnd is a child subreaper, so the process re-parents to us when the runtime's `create` exits.
  *
+ * kiln-isolate (isolation=chroot) takes one execution instead of three: `run --detach` returns once the
+ * command runs (create and start in one), signals go through the pidfd, and the state it keeps for a
+ * crash's clean-up is removed here once the process is reaped (no `delete`).
+ *
  * A run is over ("settled") once no runtime command runs, the process is reaped, the runtime's state is
  * deleted and every output relay has flushed; only then does wait answer. */
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include <glib-unix.h>
 
 #include "console.h"
+#include "import/fs-util.h"
 #include "kiln-common.h"
 #include "runtime-private.h"
 #include "runtime.h"
@@ -44,6 +49,7 @@ struct KilnContainer {
         char *what; /* "container ID", for messages */
         char **runtime_args;
         gboolean no_pivot;
+        gboolean isolate;
         gboolean terminal;
         guint16 rows, cols;
         gsize capture_limit;
@@ -52,7 +58,7 @@ struct KilnContainer {
 
         GMainContext *context;
 
-        GSubprocess *create_process;
+        GSubprocess *create_process; /* create, or kiln-isolate's run --detach */
         GSubprocess *start_process;
         GSubprocess *delete_process;
         gboolean created; /* the runtime has state for it: delete it */
@@ -115,6 +121,7 @@ KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec)
         c->what = g_strdup_printf("container %s", c->id);
         c->runtime_args = g_strdupv(spec->runtime_args);
         c->no_pivot = spec->no_pivot;
+        c->isolate = spec->isolate;
         c->terminal = spec->terminal;
         c->rows = spec->rows;
         c->cols = spec->cols;
@@ -277,11 +284,18 @@ static void on_kill_done(gpointer data, KilnRuntimeOp *op)
 
 static gboolean runtime_kill(KilnContainer *c, int signal, GError **error)
 {
-        g_autofree char *sig = g_strdup_printf("%d", signal);
-        KilnRuntimeOp *op =
-                kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
-                                      c->bundle_dir, c->id, "kill", NULL, sig, NULL, error);
+        g_autofree char *sig = NULL;
+        KilnRuntimeOp *op;
 
+        /* kiln-isolate's kill would do just this, through a pidfd of its own, three milliseconds later:
+         * the process is our child until we reap it, so its pid cannot have been recycled. */
+        if (c->isolate) {
+                kiln_pid_watch_kill(c->pid_watch, signal);
+                return TRUE;
+        }
+        sig = g_strdup_printf("%d", signal);
+        op = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
+                                   c->bundle_dir, c->id, "kill", NULL, sig, NULL, error);
         if (!op) {
                 if (signal == SIGKILL)
                         kiln_pid_watch_kill(c->pid_watch, SIGKILL);
@@ -305,6 +319,20 @@ static void on_delete_done(gpointer data, KilnRuntimeOp *op)
         container_settle(c);
 }
 
+/* kiln-isolate's state for a detached run, once its process is reaped: nothing is left to kill, and
+ * removing the directory is all its `delete` would do. The id is ours and checked ([a-zA-Z0-9_-]). */
+static void isolate_forget(KilnContainer *c)
+{
+        _cleanup_close_ int dirfd = open(c->state_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        g_autofree char *failed = NULL;
+        int r = dirfd < 0 ? -errno : kiln_rm_rf_at(dirfd, c->id, &failed);
+
+        if (r < 0)
+                g_warning("Cannot remove the state of container %s: %s/%s: %s", c->id, c->state_root,
+                          failed ? failed : c->id, g_strerror(-r));
+        c->deleted = TRUE;
+}
+
 /* delete --force: the runtime kills whatever is left of the container and forgets it. */
 static void runtime_delete(KilnContainer *c)
 {
@@ -314,6 +342,10 @@ static void runtime_delete(KilnContainer *c)
 
         if (!c->created || c->deleted || c->delete_process)
                 return;
+        if (c->isolate && c->exited) {
+                isolate_forget(c);
+                return;
+        }
         op = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
                                    c->bundle_dir, c->id, "delete", args, NULL, NULL, &error);
         if (!op) {
@@ -428,18 +460,11 @@ static void start_fail(KilnContainer *c, GError *error)
         container_settle(c);
 }
 
-static void on_start_done(gpointer data, KilnRuntimeOp *op)
+/* The command runs: start answers. */
+static void container_running(KilnContainer *c)
 {
-        KilnContainer *c = data;
         int signal;
 
-        if (c->disposed)
-                return;
-        g_clear_object(&c->start_process);
-        if (op->status != 0) {
-                start_fail(c, kiln_runtime_op_error(op));
-                return;
-        }
         c->started = TRUE;
         if (c->start_cancelled) {
                 start_fail(c, g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
@@ -452,6 +477,20 @@ static void on_start_done(gpointer data, KilnRuntimeOp *op)
         if (signal && !c->exited)
                 (void)runtime_kill(c, signal, NULL);
         start_task_return(c, NULL);
+}
+
+static void on_start_done(gpointer data, KilnRuntimeOp *op)
+{
+        KilnContainer *c = data;
+
+        if (c->disposed)
+                return;
+        g_clear_object(&c->start_process);
+        if (op->status != 0) {
+                start_fail(c, kiln_runtime_op_error(op));
+                return;
+        }
+        container_running(c);
 }
 
 static void on_create_done(gpointer data, KilnRuntimeOp *op)
@@ -478,10 +517,17 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
                 start_fail(c, error);
                 return;
         }
-        relays_start(c);
+        /* The terminal's relays; the others run since the spawn, and may have finished already when the
+         * command ran at once (run --detach) and ended. */
+        if (c->terminal)
+                relays_start(c);
         if (c->start_cancelled) {
                 start_fail(c, g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
                                           "Starting container %s was cancelled", c->id));
+                return;
+        }
+        if (c->isolate) {
+                container_running(c); /* run --detach: the command runs already */
                 return;
         }
         start = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
@@ -573,6 +619,8 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                 g_ptr_array_add(args, g_strdup("--console-socket"));
                 g_ptr_array_add(args, g_steal_pointer(&socket));
         }
+        if (c->isolate)
+                g_ptr_array_add(args, g_strdup("--detach"));
         g_ptr_array_add(args, g_strdup("--bundle"));
         g_ptr_array_add(args, g_strdup(c->bundle_dir));
         g_ptr_array_add(args, g_strdup("--pid-file"));
@@ -582,8 +630,8 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
         g_ptr_array_add(args, NULL);
 
         create = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
-                                       c->bundle_dir, c->id, "create", (const char *const *)args->pdata,
-                                       NULL, stdio, &error);
+                                       c->bundle_dir, c->id, c->isolate ? "run" : "create",
+                                       (const char *const *)args->pdata, NULL, stdio, &error);
         stdio[0] = stdio[1] = stdio[2] = -1; /* taken, also on failure */
         if (!create)
                 goto fail;
@@ -801,6 +849,10 @@ static void container_dispose(KilnContainer *c)
                 g_clear_object(&c->delete_process);
                 c->deleted = TRUE;
         }
+        /* kiln-isolate's process, once reaped, leaves only the state to remove. */
+        if (c->isolate && c->created && !c->deleted &&
+            (c->exited || (c->pid_watch && kiln_pid_watch_reap_sync(c->pid_watch, REAP_TIMEOUT_MS))))
+                isolate_forget(c);
         if (c->created && !c->deleted) {
                 const char *const args[] = {"--force", NULL};
                 if (!kiln_runtime_run_sync(c->runtime, (const char *const *)c->runtime_args, c->state_root,

@@ -4,12 +4,12 @@
  * cancellation, stdio (passed through or relayed), the console socket and the pty for terminals,
  * and captured output for RunCaptured. It knows nothing of builders, D-Bus or polkit.
  *
- * Life cycle: kiln_container_new → kiln_container_start_async (create + start; finishes once the
- * process runs) → kiln_container_wait_async (finishes after the process exited, every relay has
- * flushed, and the runtime's state was deleted) → kiln_container_free. Kill and Resize may be called
- * between start and wait's completion. Freeing a container that still runs kills it and cleans up
- * (synchronously bounded); a start or wait still pending then never calls back. The finish functions
- * only read @result (the container may be NULL there).
+ * Life cycle: kiln_container_new → kiln_container_start_async (create + start, or kiln-isolate's
+ * run --detach; finishes once the process runs) → kiln_container_wait_async (finishes after the process
+ * exited, every relay has flushed, and the runtime's state was deleted) → kiln_container_free. Kill and
+ * Resize may be called between start and wait's completion. Freeing a container that still runs kills it and
+ * cleans up (synchronously bounded); a start or wait still pending then never calls back. The finish
+ * functions only read @result (the container may be NULL there).
  *
  * The process using this must be a child subreaper (PR_SET_CHILD_SUBREAPER; start fails with
  * G_IO_ERROR_NOT_SUPPORTED otherwise) and iterate the main context that was the thread default when
@@ -29,6 +29,10 @@ typedef struct KilnRuntimeSpec {
         const char *container_id; /* unique among live containers; [a-zA-Z0-9_-] */
         char **runtime_args;      /* extra global arguments for the runtime, or NULL */
         gboolean no_pivot;
+        /* The runtime is kiln-isolate: one `run --detach` instead of create + start, signals through the
+         * process's pidfd instead of `kill`, and its state (kept for a crash's clean-up) removed by us
+         * once the process is reaped instead of by `delete` (docs/isolate.md). */
+        gboolean isolate;
 
         /* The caller's descriptors (-1: /dev/null). Pipes, sockets and regular files go to the
          * container as they are; a terminal is never handed to the container: its data is relayed
@@ -67,10 +71,10 @@ void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellab
                                gpointer user_data);
 int kiln_container_wait_finish(KilnContainer *container, GAsyncResult *result, GError **error);
 
-/* `RUNTIME kill -- ID SIGNAL`, without waiting for it (a refusal is logged; for SIGKILL the process is
- * then killed through its pidfd). While starting, the signal is kept and sent once the process runs; after
- * the process exited it is moot, but SIGKILL still drops output held for a reader that stopped reading,
- * so that wait answers. */
+/* `RUNTIME kill -- ID SIGNAL` (kiln-isolate: the signal goes straight through the pidfd), without waiting
+ * for it (a refusal is logged; for SIGKILL the process is then killed through its pidfd). While starting,
+ * the signal is kept and sent once the process runs; after the process exited it is moot, but SIGKILL
+ * still drops output held for a reader that stopped reading, so that wait answers. */
 gboolean kiln_container_kill(KilnContainer *container, int signal, GError **error);
 /* TIOCSWINSZ on the pty (G_IO_ERROR_NOT_SUPPORTED without a terminal); remembered until the pty
  * arrives; moot after exit. When the caller's stdin ends, the terminal gets its EOF character (VEOF,

@@ -239,7 +239,7 @@ typedef struct IsoLaunch {
  * create mode waiting for start, in run mode exec'ing). */
 gboolean iso_container_launch(const IsoLaunch *launch, pid_t *pid, GError **error);
 
-/* state.c: the state of created containers under --root, one directory per id. */
+/* state.c: the state of created containers and detached runs under --root, one directory per id. */
 typedef struct IsoState {
         pid_t pid;
         guint64 start_time; /* /proc/PID/stat field 22: tells a recycled pid apart */
@@ -250,8 +250,10 @@ typedef struct IsoState {
 #define ISO_START_SOCKET "start.sock"
 #define ISO_STATE_FILE "state.json"
 
-/* Makes @root/@id (fails with "container ID exists") and the listening start socket in it. */
-int iso_state_create(const char *root, const char *id, int *dirfd, GError **error);
+/* Makes @root/@id (fails with "container ID exists") and opens it as *dirfd; with @start_fd also the
+ * listening start socket in it. */
+gboolean iso_state_create(const char *root, const char *id, int *dirfd, int *start_fd, GError **error);
+/* Writes state.json for @pid, running or (a detached run's command that ended at once) our zombie. */
 gboolean iso_state_write(int dirfd, pid_t pid, const char *bundle, GError **error);
 gboolean iso_state_read(const char *root, const char *id, IsoState *state, GError **error);
 void iso_state_clear(IsoState *state);

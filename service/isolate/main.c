@@ -151,13 +151,24 @@ static gboolean parse(int argc, char **argv, Options *o, GError **error)
 static gboolean write_pid_file(const char *path, pid_t pid, GError **error)
 {
         g_autofree char *text = g_strdup_printf("%d", (int)pid);
-        g_autoptr(GError) local = NULL;
+        g_autofree char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t len = strlen(text);
 
         if (!path)
                 return TRUE;
-        /* Written whole and renamed into place: a reader never sees half of it. */
-        if (!g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0644, &local))
-                return iso_fail(error, "write pid file: %s", local->message);
+        /* Written whole and renamed into place: a reader never sees half of it. Not synced: it lives in
+         * a runtime directory, means nothing after a reboot, and a detached run's caller waits for it. */
+        tmp = g_strconcat(path, ".tmp", NULL);
+        (void)unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return iso_fail_errno(error, errno, "write pid file '%s'", tmp);
+        if (write(fd, text, len) != (ssize_t)len || rename(tmp, path) < 0) {
+                int errsv = errno;
+                (void)unlink(tmp);
+                return iso_fail_errno(error, errsv, "write pid file '%s'", path);
+        }
         return TRUE;
 }
 
@@ -217,9 +228,11 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                         goto fail;
                 launch.console_fd = console_fd;
         }
-        if (mode == ISO_MODE_CREATE) {
-                start_fd = iso_state_create(o->root, o->id, &state_dir, error);
-                if (start_fd < 0)
+        /* A created container and a detached run outlive us: their state lets `kill`, `state` and
+         * `delete --force` find the init (a caller that crashed cleans up by the id alone). */
+        if (mode != ISO_MODE_RUN) {
+                if (!iso_state_create(o->root, o->id, &state_dir, mode == ISO_MODE_CREATE ? &start_fd : NULL,
+                                      error))
                         goto fail;
                 state_made = true;
                 launch.start_fd = start_fd;
@@ -228,12 +241,14 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                 goto fail;
         kiln_close_fdp(&console_fd);
         console_fd = -1;
-        if (mode == ISO_MODE_CREATE) {
+        if (mode != ISO_MODE_RUN) {
                 if (!iso_state_write(state_dir, pid, spec->bundle, error) ||
                     !write_pid_file(o->pid_file, pid, error)) {
                         kill(pid, SIGKILL);
                         goto fail;
                 }
+                /* Detached: the command runs; its parent from now on is our parent, or the subreaper
+                 * above, which reaps it and removes the state (or calls `delete`). */
                 return 0;
         }
         if (!write_pid_file(o->pid_file, pid, error)) {
@@ -241,8 +256,7 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                 (void)wait_status(pid);
                 goto fail;
         }
-        /* Detached: the command runs; its parent from now on is our parent, or the subreaper above. */
-        return mode == ISO_MODE_RUN_DETACHED ? 0 : wait_status(pid);
+        return wait_status(pid);
 fail:
         if (state_made)
                 (void)iso_state_remove(o->root, o->id, NULL);

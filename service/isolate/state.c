@@ -39,21 +39,22 @@ static gboolean socket_address(int dirfd, struct sockaddr_un *addr)
         return TRUE;
 }
 
-int iso_state_create(const char *root, const char *id, int *dirfd, GError **error)
+gboolean iso_state_create(const char *root, const char *id, int *dirfd, int *start_fd, GError **error)
 {
         g_autofree char *path = g_build_filename(root, id, NULL);
         _cleanup_close_ int listen_fd = -1;
         struct sockaddr_un addr;
 
         if (g_mkdir_with_parents(root, 0700) < 0)
-                return iso_fail_errno(error, errno, "mkdir '%s'", root), -1;
+                return iso_fail_errno(error, errno, "mkdir '%s'", root);
         if (mkdir(path, 0700) < 0)
                 return errno == EEXIST ? iso_fail(error, "container '%s' exists", id)
-                                       : iso_fail_errno(error, errno, "mkdir '%s'", path),
-                       -1;
+                                       : iso_fail_errno(error, errno, "mkdir '%s'", path);
         *dirfd = open_dir(root, id, error);
         if (*dirfd < 0)
                 goto fail;
+        if (!start_fd)
+                return TRUE;
         listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (listen_fd < 0) {
                 iso_fail_errno(error, errno, "socket");
@@ -64,15 +65,17 @@ int iso_state_create(const char *root, const char *id, int *dirfd, GError **erro
                 iso_fail_errno(error, errno, "listen on '%s/%s'", path, ISO_START_SOCKET);
                 goto fail;
         }
-        return kiln_steal_fd(&listen_fd);
+        *start_fd = kiln_steal_fd(&listen_fd);
+        return TRUE;
 fail:
         /* Ours, just made: nothing of another container is removed. */
         (void)iso_state_remove(root, id, NULL);
-        return -1;
+        return FALSE;
 }
 
-/* The start time (field 22 of /proc/PID/stat) of @pid while it runs; FALSE once it is gone or a zombie. */
-static gboolean proc_running(pid_t pid, guint64 *start_time)
+/* The start time (field 22 of /proc/PID/stat) of @pid; *alive is FALSE once it exited (a zombie) or is
+ * gone. FALSE when there is no such process. */
+static gboolean proc_start_time(pid_t pid, guint64 *start_time, bool *alive)
 {
         g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
         g_autofree char *text = NULL;
@@ -87,9 +90,18 @@ static gboolean proc_running(pid_t pid, guint64 *start_time)
         if (!after)
                 return FALSE;
         fields = g_strsplit(after + 2, " ", 0);
-        if (g_strv_length(fields) < 20 || g_str_equal(fields[0], "Z") || g_str_equal(fields[0], "X"))
+        if (g_strv_length(fields) < 20)
                 return FALSE;
+        *alive = !g_str_equal(fields[0], "Z") && !g_str_equal(fields[0], "X");
         return g_ascii_string_to_unsigned(fields[19], 10, 0, G_MAXUINT64, start_time, NULL);
+}
+
+/* The start time of @pid while it runs; FALSE once it is gone or a zombie. */
+static gboolean proc_running(pid_t pid, guint64 *start_time)
+{
+        bool alive = false;
+
+        return proc_start_time(pid, start_time, &alive) && alive;
 }
 
 bool iso_state_running(const IsoState *state)
@@ -144,8 +156,11 @@ gboolean iso_state_write(int dirfd, pid_t pid, const char *bundle, GError **erro
         _cleanup_close_ int fd = -1;
         guint64 start_time = 0;
         size_t len;
+        bool alive;
 
-        if (!proc_running(pid, &start_time))
+        /* A detached run's command may have exited already: it is our child, a zombie until we are
+         * gone and kilnd reaps it, so its pid and start time still name it. */
+        if (!proc_start_time(pid, &start_time, &alive))
                 return iso_fail(error, "read the start time of process %d", (int)pid);
         json_builder_begin_object(b);
         json_builder_set_member_name(b, "pid");

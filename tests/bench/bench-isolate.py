@@ -7,9 +7,9 @@ On one busybox root file system and one bundle written by the project's generato
 private namespaces, the default seccomp profile, generated /etc files), prints the median wall time of
   - `kiln-isolate run` of /bin/true (seccomp filter from the cache, as every run after the first);
   - the same without the cache (the filter compiled by libseccomp each time);
-  - `kiln-isolate create`, `start`, wait, `delete`: the sequence kilnd's runtime driver drives,
-    with this script as the child subreaper, as kilnd is;
-  - `kiln-isolate run --detach`, wait: the one-step form a driver could use instead;
+  - `kiln-isolate create`, `start`, wait, `delete`: runc's sequence, with this script as the child
+    subreaper, as kilnd is;
+  - `kiln-isolate run --detach`, wait, remove the state: what kilnd's runtime driver does;
   - `runc run` of the same bundle, when runc is installed;
   - a bare `unshare --mount --pid --fork --uts --ipc --net chroot ROOTFS /bin/true`;
 and the ratios against issue 5's goal (chroot isolation at most 15 ms and 3x the bare unshare).
@@ -33,7 +33,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def isolate_sequence(isolate, root, cache, bundle, name):
-    """create, start, wait for the init, delete: what kilnd's driver does, with nothing around it."""
+    """create, start, wait for the init, delete: runc's sequence, with nothing around it."""
     pid_file = os.path.join(bundle, f'{name}.pid')
     start = time.perf_counter()
     subprocess.run([isolate, '--root', root, '--cache-dir', cache, 'create', '--bundle', bundle,
@@ -49,7 +49,7 @@ def isolate_sequence(isolate, root, cache, bundle, name):
 
 
 def isolate_detached(isolate, root, cache, bundle, name):
-    """run --detach, then wait for the command as its subreaper."""
+    """run --detach, wait for the command as its subreaper, remove the state: what kilnd's driver does."""
     pid_file = os.path.join(bundle, f'{name}.pid')
     start = time.perf_counter()
     subprocess.run([isolate, '--root', root, '--cache-dir', cache, 'run', '--detach', '--bundle', bundle,
@@ -57,6 +57,7 @@ def isolate_detached(isolate, root, cache, bundle, name):
     with open(pid_file) as f:
         pid = int(f.read())
     os.waitpid(pid, 0)
+    shutil.rmtree(os.path.join(root, name))
     elapsed = time.perf_counter() - start
     os.unlink(pid_file)
     return elapsed

@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-from benchlib import median_ms, rss_kib, timed  # noqa: E402
+from benchlib import buildah_container, median_ms, rss_kib, timed  # noqa: E402
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -74,18 +74,6 @@ def bare_bundle(env, kiln, builder, work):
     with open(os.path.join(dest, 'config.json'), 'w') as f:
         json.dump(spec, f)
     return dest
-
-
-def buildah_container(rootfs, work):
-    storage = ['--root', os.path.join(work, 'buildah-root'), '--runroot', os.path.join(work, 'buildah-run'),
-               '--storage-driver', 'vfs']
-    ctr = subprocess.run(['buildah', *storage, 'from', 'scratch'], capture_output=True, text=True,
-                         check=True).stdout.strip().splitlines()[-1]
-    mnt = subprocess.run(['buildah', *storage, 'mount', ctr], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    subprocess.run(['cp', '-a', rootfs + '/.', mnt + '/'], check=True)
-    subprocess.run(['buildah', *storage, 'umount', ctr], check=True, stdout=subprocess.DEVNULL)
-    return storage, ctr
 
 
 def main():

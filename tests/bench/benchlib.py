@@ -1,4 +1,5 @@
-"""What both benchmarks need: timing a command, medians, a process's resident memory."""
+"""What the benchmarks share: timing a command, medians, a process's resident memory, a buildah container."""
+import os
 import statistics
 import subprocess
 import sys
@@ -25,3 +26,17 @@ def rss_kib(pid):
             if line.startswith('VmRSS:'):
                 return int(line.split()[1])
     return -1
+
+
+def buildah_container(rootfs, work):
+    """A buildah working container from scratch holding a copy of @rootfs, with buildah's storage (vfs)
+    private under @work: no registry, no network. Returns (buildah's storage flags, container name)."""
+    storage = ['--root', os.path.join(work, 'buildah-root'), '--runroot', os.path.join(work, 'buildah-run'),
+               '--storage-driver', 'vfs']
+    ctr = subprocess.run(['buildah', *storage, 'from', 'scratch'], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    mnt = subprocess.run(['buildah', *storage, 'mount', ctr], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    subprocess.run(['cp', '-a', rootfs + '/.', mnt + '/'], check=True)
+    subprocess.run(['buildah', *storage, 'umount', ctr], check=True, stdout=subprocess.DEVNULL)
+    return storage, ctr

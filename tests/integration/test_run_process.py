@@ -193,6 +193,19 @@ class RunBus(kr.RunTestCase):
         self.assertTrue(self.kill_process(path, 'TERM').ok)
         self.assertEqual(self.wait_process(path), 11)
 
+    def test_runtime_state_while_running(self):
+        # While a command runs, its runtime keeps state under kilnd's state root for it (what kilnd's
+        # start-up clean-up finds after a crash): runc's, or kiln-isolate's for a detached run. Once
+        # the process is gone, kilnd has removed it (without running `delete` for kiln-isolate).
+        b = self.builder()
+        path = self.start(b, ['sleep', '100'])
+        self.wait_running(path)
+        sub = 'isolate' if self.isolation == 'chroot' else 'runtime'
+        self.assertEqual(len(self.listdir(os.path.join(self.run_dir, sub))), 1, sub)
+        self.assertTrue(self.kill_process(path, 'KILL').ok)
+        self.assertEqual(self.wait_process(path), 137)
+        self.assertEqual(self.listdir(os.path.join(self.run_dir, sub)), [], sub)
+
     def test_kill_errors(self):
         b = self.builder()
         path = self.start(b, ['sleep', '100'])

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* kilnd's runtime driver (service/runtime.h), unchanged, with kiln-isolate as its runtime: create,
- * start, wait, kill, delete, stdio passed through or captured, the terminal through the console socket,
- * and a command that cannot run reported as runc's would be. Needs root and a static /bin/busybox;
- * exits 77 (skipped) otherwise. */
+/* kilnd's runtime driver (service/runtime.h) with kiln-isolate as its runtime, both ways it can drive it:
+ * as runc (create, start, wait, kill, delete) and as kilnd does (`isolate`: run --detach, wait, signals
+ * through the pidfd, the state removed in-process). Stdio passed through or captured, the terminal
+ * through the console socket, a command that cannot run reported as runc's would be, and nothing left in
+ * the state root. Needs root and a static /bin/busybox; exits 77 (skipped) otherwise. */
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -49,10 +50,14 @@ static void iterate_until(const gboolean *flag)
 
 static const char *runtime_args[3];
 
-static KilnRuntimeSpec spec_for(const char *bundle, const char *id)
+/* The test's data: TRUE for kilnd's one-step driving of kiln-isolate, FALSE for runc's sequence. */
+static const gboolean drive_as_runc = FALSE, drive_as_isolate = TRUE;
+
+static KilnRuntimeSpec spec_for(const char *bundle, const char *id, gconstpointer isolate)
 {
         return (KilnRuntimeSpec){
                 .runtime = test_env.isolate,
+                .isolate = *(const gboolean *)isolate,
                 .state_root = test_env.state_root,
                 .bundle_dir = bundle,
                 .container_id = id,
@@ -91,12 +96,12 @@ static guint count_dir(const char *path)
         return n;
 }
 
-static void test_exit_status(void)
+static void test_exit_status(gconstpointer data)
 {
         static const char *const argv[] = {"/bin/sh", "-c", "exit 42", NULL};
         TestRun run = {.argv = argv, .seccomp = TRUE};
         g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
-        KilnRuntimeSpec spec = spec_for(bundle, id);
+        KilnRuntimeSpec spec = spec_for(bundle, id, data);
         g_autoptr(KilnContainer) c = kiln_container_new(&spec);
         g_autoptr(GError) error = NULL;
 
@@ -105,13 +110,13 @@ static void test_exit_status(void)
         g_assert_cmpuint(count_dir(test_env.state_root), ==, 0); /* deleted */
 }
 
-static void test_capture(void)
+static void test_capture(gconstpointer data)
 {
         static const char *const argv[] = {"/bin/sh", "-c", "echo out; echo err >&2; ls /proc/self/fd",
                                            NULL};
         TestRun run = {.argv = argv, .seccomp = TRUE, .no_new_privileges = TRUE};
         g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
-        KilnRuntimeSpec spec = spec_for(bundle, id);
+        KilnRuntimeSpec spec = spec_for(bundle, id, data);
         g_autoptr(KilnContainer) c = NULL;
         g_autoptr(GBytes) out = NULL, err = NULL;
         g_autoptr(GError) error = NULL;
@@ -126,12 +131,12 @@ static void test_capture(void)
         g_assert_cmpmem(g_bytes_get_data(err, NULL), g_bytes_get_size(err), "err\n", 4);
 }
 
-static void test_kill(void)
+static void test_kill(gconstpointer data)
 {
         static const char *const argv[] = {"/bin/sleep", "30", NULL};
         TestRun run = {.argv = argv};
         g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
-        KilnRuntimeSpec spec = spec_for(bundle, id);
+        KilnRuntimeSpec spec = spec_for(bundle, id, data);
         g_autoptr(KilnContainer) c = kiln_container_new(&spec);
         g_autoptr(GError) error = NULL;
         Result r = {0};
@@ -150,7 +155,29 @@ static void test_kill(void)
         g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
 }
 
-static void test_not_found(void)
+/* Freeing a container that runs (kilnd stopping, a caller gone) kills it, reaps it and forgets it. */
+static void test_free_running(gconstpointer data)
+{
+        static const char *const argv[] = {"/bin/sleep", "30", NULL};
+        TestRun run = {.argv = argv};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        KilnRuntimeSpec spec = spec_for(bundle, id, data);
+        KilnContainer *c = kiln_container_new(&spec);
+        Result r = {0};
+        pid_t pid;
+
+        kiln_container_start_async(c, NULL, on_started, &r);
+        iterate_until(&r.done);
+        g_assert_no_error(r.error);
+        pid = kiln_container_get_pid(c);
+        g_assert_cmpint(pid, >, 1);
+        g_assert_cmpuint(count_dir(test_env.state_root), ==, 1);
+        kiln_container_free(c);
+        g_assert_cmpint(kill(pid, 0), <, 0); /* reaped: no such process */
+        g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
+}
+
+static void test_not_found(gconstpointer data)
 {
         static const char *const missing[] = {"/bin/no-such-command", NULL};
         static const char *const not_exec[] = {"/etc/not-executable", NULL};
@@ -160,7 +187,7 @@ static void test_not_found(void)
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
                 TestRun run = {.argv = cases[i]};
                 g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
-                KilnRuntimeSpec spec = spec_for(bundle, id);
+                KilnRuntimeSpec spec = spec_for(bundle, id, data);
                 g_autoptr(KilnContainer) c = kiln_container_new(&spec);
                 g_autoptr(GError) error = NULL;
 
@@ -168,18 +195,20 @@ static void test_not_found(void)
                 g_assert_cmpint(drive(c, &error), ==, -1);
                 g_assert_error(error, G_IO_ERROR, codes[i]);
                 g_test_message("%s", error->message);
-                g_assert_nonnull(strstr(error->message, "kiln-isolate create of container"));
+                g_assert_nonnull(strstr(error->message, *(const gboolean *)data
+                                                                ? "kiln-isolate run of container"
+                                                                : "kiln-isolate create of container"));
                 g_assert_nonnull(strstr(error->message, cases[i][0]));
         }
         g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
 }
 
-static void test_setup_failure(void)
+static void test_setup_failure(gconstpointer data)
 {
         TestRun run = {0};
         g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
         g_autofree char *config = g_build_filename(bundle, "config.json", NULL);
-        KilnRuntimeSpec spec = spec_for(bundle, id);
+        KilnRuntimeSpec spec = spec_for(bundle, id, data);
         g_autoptr(KilnContainer) c = kiln_container_new(&spec);
         g_autoptr(GError) error = NULL;
 
@@ -194,12 +223,12 @@ static void test_setup_failure(void)
         g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
 }
 
-static void test_terminal(void)
+static void test_terminal(gconstpointer data)
 {
         static const char *const argv[] = {"/bin/sh", "-c", "tty; stty size", NULL};
         TestRun run = {.argv = argv, .terminal = TRUE, .seccomp = TRUE};
         g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
-        KilnRuntimeSpec spec = spec_for(bundle, id);
+        KilnRuntimeSpec spec = spec_for(bundle, id, data);
         g_autoptr(KilnContainer) c = NULL;
         g_autoptr(GBytes) out = NULL;
         g_autoptr(GError) error = NULL;
@@ -220,8 +249,8 @@ static int compare_double(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-/* What a chroot run costs kilnd's driver as it is: create, start, wait, delete. */
-static void test_timing(void)
+/* What a chroot run costs the driver: create, start, wait, delete, or run --detach and wait. */
+static void test_timing(gconstpointer data)
 {
         TestRun run = {.seccomp = TRUE};
         double times[20];
@@ -232,7 +261,7 @@ static void test_timing(void)
         }
         for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
                 g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
-                KilnRuntimeSpec spec = spec_for(bundle, id);
+                KilnRuntimeSpec spec = spec_for(bundle, id, data);
                 g_autoptr(KilnContainer) c = kiln_container_new(&spec);
                 g_autoptr(GError) error = NULL;
                 gint64 t0 = g_get_monotonic_time();
@@ -241,7 +270,8 @@ static void test_timing(void)
                 times[i] = (double)(g_get_monotonic_time() - t0) / 1000.0;
         }
         qsort(times, G_N_ELEMENTS(times), sizeof(double), compare_double);
-        g_print("# driver create/start/wait/delete of /bin/true with kiln-isolate: median %.2f ms of %zu\n",
+        g_print("# driver %s of /bin/true with kiln-isolate: median %.2f ms of %zu\n",
+                *(const gboolean *)data ? "run --detach/wait" : "create/start/wait/delete",
                 (times[9] + times[10]) / 2, G_N_ELEMENTS(times));
 }
 
@@ -252,6 +282,10 @@ static gboolean on_tick(gpointer data)
 
 int main(int argc, char **argv)
 {
+        static const struct {
+                const char *name;
+                const gboolean *data;
+        } modes[] = {{"isolate", &drive_as_isolate}, {"runc-verbs", &drive_as_runc}};
         g_autofree char *cache = NULL;
         int r;
 
@@ -263,13 +297,26 @@ int main(int argc, char **argv)
         runtime_args[1] = test_env.cache_dir;
         g_timeout_add_seconds(1, on_tick, NULL);
 
-        g_test_add_func("/isolate-driver/exit-status", test_exit_status);
-        g_test_add_func("/isolate-driver/capture", test_capture);
-        g_test_add_func("/isolate-driver/kill", test_kill);
-        g_test_add_func("/isolate-driver/not-found", test_not_found);
-        g_test_add_func("/isolate-driver/setup-failure", test_setup_failure);
-        g_test_add_func("/isolate-driver/terminal", test_terminal);
-        g_test_add_func("/isolate-driver/timing", test_timing);
+        for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
+                static const struct {
+                        const char *name;
+                        GTestDataFunc func;
+                } tests[] = {
+                        {"exit-status", test_exit_status},
+                        {"capture", test_capture},
+                        {"kill", test_kill},
+                        {"free-running", test_free_running},
+                        {"not-found", test_not_found},
+                        {"setup-failure", test_setup_failure},
+                        {"terminal", test_terminal},
+                        {"timing", test_timing},
+                };
+                for (size_t t = 0; t < G_N_ELEMENTS(tests); t++) {
+                        g_autofree char *path =
+                                g_strdup_printf("/isolate-driver/%s/%s", modes[i].name, tests[t].name);
+                        g_test_add_data_func(path, modes[i].data, tests[t].func);
+                }
+        }
         r = g_test_run();
         test_env_cleanup();
         return r;

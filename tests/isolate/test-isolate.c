@@ -694,7 +694,9 @@ static void test_terminal(void)
 }
 
 /* run --detach: the parent leaves once the command runs; the init is then ours (the subreaper's), as it
- * would be kilnd's. An exec that fails still fails the command line, with its status and words. */
+ * would be kilnd's. Its state stays (a caller that crashed finds it by id) until `delete`, also when the
+ * command ended before kiln-isolate wrote it. An exec that fails still fails the command line, with its
+ * status and words, and leaves no state. */
 static void test_run_detached(void)
 {
         static const char *const argv[] = {"/bin/sh", "-c", "exit 7", NULL};
@@ -708,18 +710,29 @@ static void test_run_detached(void)
         int status;
         pid_t pid;
 
+        const char *const state_args[] = {"state", "--", id, NULL};
+        const char *const delete_args[] = {"delete", "--", id, NULL};
+        g_autofree char *state_dir = g_build_filename(test_env.state_root, id, NULL);
+        g_autofree char *state = NULL;
+
         g_assert_cmpint(test_isolate_cmd(args, NULL, NULL), ==, 0);
         g_assert_true(g_file_get_contents(pid_file, &pid_text, NULL, NULL));
         pid = atoi(pid_text);
         g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
         g_assert_true(WIFEXITED(status));
         g_assert_cmpint(WEXITSTATUS(status), ==, 7);
+        g_assert_cmpint(test_isolate_cmd(state_args, &state, NULL), ==, 0);
+        g_assert_nonnull(strstr(state, "\"stopped\""));
+        g_assert_cmpint(test_isolate_cmd(delete_args, NULL, NULL), ==, 0);
+        g_assert_false(g_file_test(state_dir, G_FILE_TEST_EXISTS));
         {
                 TestRun bad = {.argv = garbage};
                 g_autofree char *id2 = NULL, *bundle2 = test_make_bundle(&bad, &id2);
+                g_autofree char *state_dir2 = g_build_filename(test_env.state_root, id2, NULL);
                 const char *const args2[] = {"run", "-d", "--bundle", bundle2, "--", id2, NULL};
                 g_assert_cmpint(test_isolate_cmd(args2, NULL, &err), ==, 126);
                 g_assert_nonnull(strstr(err, "exec '/etc/garbage': Exec format error"));
+                g_assert_false(g_file_test(state_dir2, G_FILE_TEST_EXISTS));
         }
 }
 
