@@ -311,7 +311,6 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(KilnRunPlan) plan = kiln_run_prepare(m, b, caller_uid, argv, options, &error);
-        g_autofree char *isolate = NULL;
         KilnRuntimeSpec spec = {0};
         KilnProcess *p;
 
@@ -331,10 +330,7 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         }
 
         spec.runtime = p->plan->runtime;
-        /* isolation=chroot: the plan names kiln-isolate from the helper dir, which takes one `run --detach`
-         * where runc takes create, start and delete. */
-        isolate = g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
-        spec.isolate = g_str_equal(p->plan->runtime, isolate);
+        spec.isolate = p->plan->isolate;
         spec.state_root = p->plan->state_root;
         spec.bundle_dir = p->plan->bundle_dir;
         spec.container_id = p->plan->container_id;

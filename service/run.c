@@ -618,6 +618,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
                         return NULL;
                 }
                 plan->runtime = g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+                plan->isolate = TRUE;
                 plan->state_root = g_strdup(kiln_storage_isolate_root(m->storage));
         } else {
                 plan->runtime = resolve_runtime(m, o->runtime, error);

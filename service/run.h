@@ -18,6 +18,7 @@ typedef struct KilnRunPlan {
         char *runtime;      /* absolute path: runc, crun, or kiln-isolate for isolation=chroot */
         char **runtime_args; /* its global arguments, before --root (for kiln-runtime-ns: the real runtime's) */
         char *state_root;   /* its --root */
+        gboolean isolate;   /* the executor is kiln-isolate (isolation=chroot): one `run --detach` */
         char **argv;        /* as resolved in the root file system */
         GPtrArray *staged;  /* bind mounts of the caller's volume descriptors, in the bundle */
         /* When the command cannot run at all (not found: 127, not executable: 126) there is no
