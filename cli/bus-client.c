@@ -4,6 +4,29 @@
 
 #include "bus-client.h"
 #include "cli-util.h"
+#include "polkit-agent.h"
+
+/* Calls that never make polkit ask: reads, and control of a process the caller started. Before any
+ * other call, on a connection that allows interactive authorization, the polkit agent is started:
+ * a method that gains a polkit check needs no change here. */
+static const struct {
+        const char *interface;
+        const char *member;
+} calls_without_authorization[] = {
+        {KILN_MANAGER_INTERFACE, "GetBuilder"}, {KILN_MANAGER_INTERFACE, "ListBuilders"},
+        {KILN_PROPERTIES_INTERFACE, "Get"},     {KILN_PROPERTIES_INTERFACE, "GetAll"},
+        {KILN_PROCESS_INTERFACE, "Wait"},       {KILN_PROCESS_INTERFACE, "Resize"},
+        {KILN_PROCESS_INTERFACE, "Kill"},
+};
+
+static bool may_need_authorization(const char *interface, const char *member)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(calls_without_authorization); i++)
+                if (g_str_equal(calls_without_authorization[i].interface, interface) &&
+                    g_str_equal(calls_without_authorization[i].member, member))
+                        return false;
+        return true;
+}
 
 void kiln_builder_info_free(KilnBuilderInfo *info)
 {
@@ -23,7 +46,21 @@ int kiln_bus_log_error(const sd_bus_error *error, int r, const char *what)
                  * timeout, or a service that returned -errno): its message alone says too little. */
                 bool bare_errno = g_str_has_prefix(error->name, "System.Error.");
 
-                if (error->message && error->message[0] != '\0') {
+                if (sd_bus_error_has_name(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED)) {
+                        /* polkit would ask for a password, but we did not allow it: say how to. */
+                        const char *message = error->message && error->message[0] != '\0'
+                                                      ? error->message
+                                                      : "Interactive authentication is required";
+
+                        if (kiln_get_no_ask_password())
+                                kiln_log("%s; run kiln without --no-ask-password on a terminal to be asked "
+                                         "for a password, or ask an administrator to allow the action",
+                                         message);
+                        else
+                                kiln_log("%s; run kiln on a terminal to be asked for a password, or ask an "
+                                         "administrator to allow the action",
+                                         message);
+                } else if (error->message && error->message[0] != '\0') {
                         if (bare_errno)
                                 kiln_log("%s: %s", what, error->message);
                         else
@@ -51,8 +88,9 @@ int kiln_bus_open(sd_bus **ret)
         if (r < 0)
                 return kiln_bus_log_error(NULL, r, "cannot connect to the system bus");
 
-        if (kiln_is_interactive()) {
-                /* Let polkit ask for a password, and wait long enough for someone to type it. */
+        /* Let polkit ask for a password (through the agent kiln_bus_new_call starts), and wait long
+         * enough for someone to type it. */
+        if (kiln_may_ask_password()) {
                 r = sd_bus_set_allow_interactive_authorization(bus, true);
                 if (r < 0)
                         return kiln_bus_log_error(NULL, r, "cannot allow interactive authorization");
@@ -69,6 +107,9 @@ int kiln_bus_new_call(sd_bus *bus, const char *path, const char *interface, cons
                       sd_bus_message **ret)
 {
         int r;
+
+        if (sd_bus_get_allow_interactive_authorization(bus) > 0 && may_need_authorization(interface, member))
+                kiln_polkit_agent_open();
 
         /* The connection's allow-interactive-authorization setting is copied into the message. */
         r = sd_bus_message_new_method_call(bus, ret, KILN_BUS_NAME, path, interface, member);

@@ -14,6 +14,9 @@
 #include "kiln-common.h"
 
 #define KILN_PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
+#ifndef KILN_PROCESS_INTERFACE
+#define KILN_PROCESS_INTERFACE "org.kiln.Builder1.Process"
+#endif
 
 /* Creating a builder imports its base tree, which can take long for big trees. */
 #define KILN_TIMEOUT_CREATE_USEC (30ULL * 60 * 1000 * 1000)
@@ -36,14 +39,16 @@ typedef struct {
 void kiln_builder_info_free(KilnBuilderInfo *info);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnBuilderInfo, kiln_builder_info_free)
 
-/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). */
+/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). Calls on it allow interactive
+ * authorization when kiln_may_ask_password(). */
 int kiln_bus_open(sd_bus **ret);
 
 /* Prints the error of a failed call: its message, or its name if the message is empty, or the
  * errno text with what we were doing. Returns r (negative). */
 int kiln_bus_log_error(const sd_bus_error *error, int r, const char *what);
 
-/* A method call to kilnd at path; the caller appends the arguments. */
+/* A method call to kilnd at path; the caller appends the arguments. When the connection allows
+ * interactive authorization and the call may need it, the polkit agent is started first (once). */
 int kiln_bus_new_call(sd_bus *bus, const char *path, const char *interface, const char *member,
                       sd_bus_message **ret);
 

@@ -61,7 +61,25 @@ bool kiln_parse_options(const char *verb, const char *parameters, const char *su
         return true;
 }
 
+/* Set once, by main, from the global options; read by the bus code of every verb. */
+static bool no_ask_password;
+
+void kiln_set_no_ask_password(bool value)
+{
+        no_ask_password = value;
+}
+
+bool kiln_get_no_ask_password(void)
+{
+        return no_ask_password;
+}
+
 bool kiln_is_interactive(void)
 {
         return isatty(STDIN_FILENO) == 1;
+}
+
+bool kiln_may_ask_password(void)
+{
+        return !no_ask_password && kiln_is_interactive();
 }

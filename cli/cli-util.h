@@ -22,5 +22,13 @@ int kiln_usage_error(const char *verb, const char *format, ...) G_GNUC_PRINTF(2,
 bool kiln_parse_options(const char *verb, const char *parameters, const char *summary,
                         const GOptionEntry *entries, int *argc, char ***argv);
 
-/* Whether the caller may be asked for a password: stdin is a terminal. */
+/* The global option --no-ask-password: polkit must not ask for a password, kiln starts no agent. */
+void kiln_set_no_ask_password(bool value);
+bool kiln_get_no_ask_password(void);
+
+/* Whether stdin is a terminal. */
 bool kiln_is_interactive(void);
+
+/* Whether the caller may be asked for a password: stdin is a terminal and --no-ask-password was
+ * not given. */
+bool kiln_may_ask_password(void);

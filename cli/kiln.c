@@ -16,21 +16,25 @@ typedef struct {
 } Verb;
 
 static const Verb verbs[] = {
-    {"from", kiln_verb_from, "Create a builder from scratch, a directory or an OCI image"},
-    {"containers", kiln_verb_containers, "List builders"},
-    {"inspect", kiln_verb_inspect, "Show a builder's properties as JSON"},
-    {"config", kiln_verb_config, "Change a builder's configuration"},
-    {"run", kiln_verb_run, "Run a command in a builder"},
-    {"rm", kiln_verb_rm, "Remove builders"},
-    {"mount", kiln_verb_mount, "Mount a builder's root file system on the host"},
-    {"umount", kiln_verb_umount, "Unmount a builder's root file system"},
+        {"from", kiln_verb_from, "Create a builder from scratch, a directory or an OCI image"},
+        {"containers", kiln_verb_containers, "List builders"},
+        {"inspect", kiln_verb_inspect, "Show a builder's properties as JSON"},
+        {"config", kiln_verb_config, "Change a builder's configuration"},
+        {"run", kiln_verb_run, "Run a command in a builder"},
+        {"rm", kiln_verb_rm, "Remove builders"},
+        {"mount", kiln_verb_mount, "Mount a builder's root file system on the host"},
+        {"umount", kiln_verb_umount, "Unmount a builder's root file system"},
 };
 
 static void print_help(void)
 {
         printf("Usage:\n"
-               "  kiln [--version] [--help] VERB [OPTION…] [ARGUMENT…]\n\n"
+               "  kiln [--version] [--help] [--no-ask-password] VERB [OPTION…] [ARGUMENT…]\n\n"
                "Build containers through the kilnd system service.\n\n"
+               "Options:\n"
+               "  -h, --help           Show this help\n"
+               "  -v, --version        Show kiln's version\n"
+               "  --no-ask-password    Never ask for a password (polkit); fail instead\n\n"
                "Verbs:\n");
         for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++)
                 printf("  %-12s %s\n", verbs[i].name, verbs[i].summary);
@@ -49,34 +53,40 @@ int main(int argc, char **argv)
 {
         g_autofree char *prgname = NULL;
         const Verb *verb;
+        int i;
 
         setlocale(LC_ALL, "");
 
-        if (argc < 2) {
+        /* The global options, before the verb. */
+        for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+                if (g_str_equal(argv[i], "--version") || g_str_equal(argv[i], "-v")) {
+                        printf("kiln version %s\n", KILN_VERSION);
+                        return KILN_EXIT_SUCCESS;
+                }
+                if (g_str_equal(argv[i], "--help") || g_str_equal(argv[i], "-h")) {
+                        print_help();
+                        return KILN_EXIT_SUCCESS;
+                }
+                if (g_str_equal(argv[i], "--no-ask-password")) {
+                        kiln_set_no_ask_password(true);
+                        continue;
+                }
+                kiln_log("unknown option '%s' (see 'kiln --help')", argv[i]);
+                return KILN_EXIT_FAILURE;
+        }
+        if (i >= argc) {
                 kiln_log("missing verb (see 'kiln --help')");
                 return KILN_EXIT_FAILURE;
         }
-        if (g_str_equal(argv[1], "--version") || g_str_equal(argv[1], "-v")) {
-                printf("kiln version %s\n", KILN_VERSION);
-                return KILN_EXIT_SUCCESS;
-        }
-        if (g_str_equal(argv[1], "--help") || g_str_equal(argv[1], "-h")) {
-                print_help();
-                return KILN_EXIT_SUCCESS;
-        }
-        if (argv[1][0] == '-') {
-                kiln_log("unknown option '%s' (see 'kiln --help')", argv[1]);
-                return KILN_EXIT_FAILURE;
-        }
 
-        verb = find_verb(argv[1]);
+        verb = find_verb(argv[i]);
         if (!verb) {
-                kiln_log("unknown verb '%s' (see 'kiln --help')", argv[1]);
+                kiln_log("unknown verb '%s' (see 'kiln --help')", argv[i]);
                 return KILN_EXIT_FAILURE;
         }
 
         /* GOptionContext's --help output reads "Usage: kiln VERB [OPTION…] …". */
         prgname = g_strdup_printf("kiln %s", verb->name);
         g_set_prgname(prgname);
-        return verb->run(argc - 1, argv + 1);
+        return verb->run(argc - i, argv + i);
 }
