@@ -3,14 +3,10 @@
 mount and umount, as root and as kiln-alice; exit status 125 and the
 service's message on failure; on a terminal, the polkit agent (pkttyagent)
 and --no-ask-password."""
-import fcntl
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
-import termios
 import time
 import unittest
 
@@ -283,146 +279,6 @@ class Cli(kt.KilnTestCase):
 
 # -- on a terminal: the polkit agent and --no-ask-password ----------------------------
 
-PKTTYAGENT = '/usr/bin/pkttyagent'
-
-
-def processes_below(pid):
-    """The descendants of @pid as {pid: (comm, state)}, from /proc."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index('(') + 1:stat.rindex(')')]
-        state, ppid = stat[stat.rindex(')') + 2:].split()[:2]
-        children.setdefault(int(ppid), []).append((int(entry), comm, state))
-    found, todo = {}, [pid]
-    while todo:
-        for child, comm, state in children.get(todo.pop(), []):
-            found[child] = (comm, state)
-            todo.append(child)
-    return found
-
-
-def is_running(pid):
-    """False once @pid has exited (a zombie that nobody reaped yet counts as exited)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(')') + 2] not in 'ZX'
-
-
-class TerminalKiln:
-    """kiln run as @user with a pseudo-terminal as stdin and controlling terminal (what a
-    user at a terminal has; pkttyagent prompts on /dev/tty), stdout and stderr as pipes."""
-
-    def __init__(self, env, user, *args, linger=False):
-        self.master, slave = os.openpty()
-        full_env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=env.bus_address)
-        command = [env.kiln_cli] + list(args)
-        if linger:
-            # The session stays after kiln exits: the terminal does not hang up, so nothing
-            # but kiln's own doing stops what it started.
-            command = ['sh', '-c', '"$0" "$@"; exec sleep 120'] + command
-        self.proc = subprocess.Popen(
-            ['runuser', '-u', user, '--'] + command,
-            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd='/',
-            start_new_session=True,
-            # After setsid: the terminal on stdin becomes the controlling terminal.
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-        os.close(slave)
-        self.screen = ''
-
-    def read_until(self, text, timeout=30):
-        """Reads what appears on the terminal until @text has; False if it did not in time."""
-        deadline = time.monotonic() + timeout
-        while text not in self.screen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
-            if not ready:
-                if self.proc.poll() is not None:  # kiln is gone and nothing more came
-                    return False
-                continue
-            try:
-                data = os.read(self.master, 4096)
-            except OSError:  # EIO: no one has the terminal open any more
-                return text in self.screen
-            if not data:
-                return text in self.screen
-            self.screen += data.decode(errors='replace')
-        return True
-
-    def drain(self):
-        """Reads what is left on the terminal."""
-        while select.select([self.master], [], [], 0.1)[0]:
-            try:
-                data = os.read(self.master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            self.screen += data.decode(errors='replace')
-
-    def wait_echo_off(self, timeout=30):
-        """Waits until the terminal stops echoing: a password is being read. (pkttyagent turns
-        echo off with TCSAFLUSH, which drops what was typed before.)"""
-        deadline = time.monotonic() + timeout
-        while termios.tcgetattr(self.master)[3] & termios.ECHO:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def type(self, data):
-        os.write(self.master, data)
-
-    def kiln_pid(self):
-        for pid, (comm, _) in processes_below(self.proc.pid).items():
-            if comm == 'kiln':
-                return pid
-        return None
-
-    def agents(self):
-        """The pkttyagent processes below kiln."""
-        return [pid for pid, (comm, _) in processes_below(self.proc.pid).items() if comm == 'pkttyagent']
-
-    def finish(self, timeout=30):
-        """Waits for kiln to exit; (exit code, stdout, stderr, terminal output)."""
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.drain()
-            self.kill()
-            out, err = self.proc.communicate()
-            raise AssertionError(f'kiln did not exit in {timeout} s; terminal: {self.screen!r}\n'
-                                 f'stdout: {out!r}\nstderr: {err!r}')
-        self.drain()
-        return self.proc.returncode, out.decode(), err.decode(), self.screen
-
-    def kill(self):
-        for pid in processes_below(self.proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.kill()
-            self.proc.communicate()
-        os.close(self.master)
-
-
 class CliAuthentication(kt.KilnTestCase):
     """kiln-bob may not create builders: the policy's allow_any is auth_admin (the tests
     have no logind session), so polkit asks for root's password when kiln allows it."""
@@ -431,15 +287,15 @@ class CliAuthentication(kt.KilnTestCase):
         self.remove_all_builders()
 
     def on_terminal(self, *args, user=kt.BOB, linger=False):
-        term = TerminalKiln(self.env, user, *args, linger=linger)
+        term = kt.TerminalKiln(self.env, user, *args, linger=linger)
         self.addCleanup(term.close)
         return term
 
     def wait_gone(self, pid, timeout=10):
         deadline = time.monotonic() + timeout
-        while is_running(pid) and time.monotonic() < deadline:
+        while kt.is_running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return not is_running(pid)
+        return not kt.is_running(pid)
 
     def test_no_ask_password_is_a_global_option(self):
         code, out, err = self.env.kiln('--no-ask-password', 'from', '--name', 'nap', 'scratch', user=kt.ALICE)
@@ -475,14 +331,14 @@ class CliAuthentication(kt.KilnTestCase):
         self.assertIn('on a terminal', err)
         self.assertNotIn('--no-ask-password', err)
 
-    @unittest.skipUnless(os.access(PKTTYAGENT, os.X_OK), f'{PKTTYAGENT} is not installed')
+    @unittest.skipUnless(os.access(kt.PKTTYAGENT, os.X_OK), f'{kt.PKTTYAGENT} is not installed')
     def test_agent_prompts_on_terminal(self):
         before = self.snapshot()
         term = self.on_terminal('from', '--name', 'bob-agent', 'scratch')
         self.assertTrue(term.read_until('Password:'), f'no password prompt on the terminal: {term.screen!r}')
         self.assertIn('AUTHENTICATING FOR org.kiln.builder1.create', term.screen)
         agents = term.agents()
-        self.assertEqual(len(agents), 1, processes_below(term.proc.pid))
+        self.assertEqual(len(agents), 1, kt.processes_below(term.proc.pid))
         # End of input at the prompt: authentication fails, kiln reports it and exits,
         # stopping and reaping its agent on the way out.
         self.assertTrue(term.wait_echo_off(), 'the terminal still echoes at the password prompt')
@@ -494,12 +350,12 @@ class CliAuthentication(kt.KilnTestCase):
         self.assertFalse(os.path.exists(f'/proc/{agents[0]}'), 'pkttyagent left behind (or not reaped)')
         self.assertEqual(self.snapshot(), before)
 
-    @unittest.skipUnless(os.access(PKTTYAGENT, os.X_OK), f'{PKTTYAGENT} is not installed')
+    @unittest.skipUnless(os.access(kt.PKTTYAGENT, os.X_OK), f'{kt.PKTTYAGENT} is not installed')
     def test_agent_stopped_when_kiln_is_killed(self):
         term = self.on_terminal('from', '--name', 'bob-killed', 'scratch', linger=True)
         self.assertTrue(term.read_until('Password:'), f'no password prompt on the terminal: {term.screen!r}')
         agents = term.agents()
-        self.assertEqual(len(agents), 1, processes_below(term.proc.pid))
+        self.assertEqual(len(agents), 1, kt.processes_below(term.proc.pid))
         kiln = term.kiln_pid()
         # A signal kiln has no handler for: its atexit handler does not run, the agent
         # must go anyway.

@@ -12,6 +12,7 @@ import os
 import pwd
 import subprocess
 import tempfile
+import unittest
 
 import kiln_runlib as kr
 import kiln_testlib as kt
@@ -216,6 +217,23 @@ class UsernsCases(kr.RunTestCase):
         self.assertFalse(r.ok, r)
         self.assertIn('Access denied', r.err)  # busctl's words for AccessDenied
         self.assertEqual(self.props(b.path)['Processes'], [])
+
+    @unittest.skipUnless(os.access(kt.PKTTYAGENT, os.X_OK), f'{kt.PKTTYAGENT} is not installed')
+    def test_client_leaving_while_polkit_asks_leaves_nothing(self):
+        b = self.alices_builder()
+        term = kt.TerminalKiln(self.env, kt.ALICE, 'run', '--network', 'host', b.name, 'true')
+        self.addCleanup(term.close)
+        # The agent kiln started shows what the password would allow: polkit got the details.
+        self.assertTrue(term.read_until('Password:'), f'no password prompt: {term.screen!r}')
+        self.assertIn('org.kiln.builder1.run-privileged', term.screen)
+        self.assertIn('network=host', term.screen)
+        self.assertIn(b.name, term.screen)
+        term.kill()  # kiln and its agent go while polkit still waits for the password
+        term.proc.communicate()
+        # Nothing was prepared before authorization; tearDown checks mounts, bundles, runtime
+        # state and kilnd's descriptors. kilnd goes on serving.
+        self.assertEqual(self.props(b.path)['Processes'], [])
+        self.assertEqual(self.sh(b, 'echo still here', user=kt.ALICE), 'still here\n')
 
     def test_unprivileged_options_need_only_run(self):
         b = self.alices_builder()
