@@ -21,6 +21,7 @@ typedef struct {
         KilnFieldMask mask;
         KilnCreds creds; /* groups borrowed from the auth cache are copied: the caller may leave */
         GCancellable *cancellable;
+        gboolean importing; /* kiln-import holds the request now: on_import_done frees it */
 } CreateRequest;
 
 static void create_request_free(gpointer data)
@@ -37,6 +38,16 @@ static void create_request_free(gpointer data)
         g_clear_object(&req->cancellable);
         sd_bus_message_unref(req->message);
         g_free(req);
+}
+
+/* The authorization's destroy notify: it runs after create_authorized, or alone when the caller left
+ * while polkit was asked. */
+static void create_request_release(gpointer data)
+{
+        CreateRequest *req = data;
+
+        if (!req->importing)
+                create_request_free(req);
 }
 
 static void create_reply_error(CreateRequest *req, const GError *error)
@@ -89,12 +100,12 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
 
         if (denied) {
                 sd_bus_reply_method_error(m, denied);
-                create_request_free(req);
                 return;
         }
         if (req->rootfs_fd >= 0 || g_str_has_prefix(req->from, "/")) {
                 const char *path = req->rootfs_fd >= 0 ? NULL : req->from;
                 /* The path is opened by kiln-import as the caller, never by the service. */
+                req->importing = TRUE;
                 kiln_storage_import_async(req->manager->storage, path, kiln_steal_fd(&req->rootfs_fd),
                                           &req->creds, req->cancellable, on_import_done, req);
                 return;
@@ -104,7 +115,6 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
                 create_reply_error(req, error);
         else
                 create_finish(req, layer);
-        create_request_free(req);
 }
 
 
@@ -263,7 +273,7 @@ static int method_create_builder(sd_bus_message *m, void *userdata, sd_bus_error
 
         details[1] = req->name;
         details[3] = req->from;
-        return kiln_auth_check_method(manager->auth, m, details, create_authorized, req, NULL);
+        return kiln_auth_check_method(manager->auth, m, details, create_authorized, req, create_request_release);
 
 fail:
         create_request_free(req);
