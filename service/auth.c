@@ -35,6 +35,8 @@ struct KilnAuth {
         sd_bus_slot *name_owner_slot;
         PolkitAuthority *authority;
         GHashTable *callers; /* unique name → Caller */
+        GHashTable *checks;  /* Check set: polkit checks in flight */
+        gboolean stopping;   /* kiln_auth_stop() ran: outcomes are no longer acted on */
 };
 
 static void caller_free(Caller *c)
@@ -75,6 +77,7 @@ KilnAuth *kiln_auth_new(sd_bus *bus, GError **error)
 
         auth->bus = sd_bus_ref(bus);
         auth->callers = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)caller_free);
+        auth->checks = g_hash_table_new(NULL, NULL);
         r = sd_bus_match_signal(bus, &auth->name_owner_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                 "org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed, auth);
         if (r < 0) {
@@ -95,6 +98,7 @@ void kiln_auth_free(KilnAuth *auth)
                 return;
         sd_bus_slot_unref(auth->name_owner_slot);
         g_hash_table_destroy(auth->callers);
+        g_hash_table_destroy(auth->checks);
         g_clear_object(&auth->authority);
         sd_bus_unref(auth->bus);
         g_free(auth);
@@ -220,6 +224,7 @@ typedef struct {
 
 static void check_free(Check *check)
 {
+        g_hash_table_remove(check->auth->checks, check);
         if (check->destroy)
                 check->destroy(check->user_data);
         sd_bus_message_unref(check->message);
@@ -237,8 +242,8 @@ static void on_check_done(GObject *source, GAsyncResult *res, gpointer data)
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
         result = polkit_authority_check_authorization_finish(POLKIT_AUTHORITY(source), res, &local);
-        if (g_error_matches(local, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
-                /* The caller left: nobody to answer. */
+        if (g_error_matches(local, G_IO_ERROR, G_IO_ERROR_CANCELLED) || check->auth->stopping) {
+                /* The caller left, or kilnd is stopping: nobody to answer, nothing to start. */
                 check_free(check);
                 return;
         }
@@ -289,6 +294,7 @@ int kiln_auth_check(KilnAuth *auth, sd_bus_message *m, const char *action, const
         }
 
         check = g_new0(Check, 1);
+        g_hash_table_add(auth->checks, check);
         check->auth = auth;
         check->message = sd_bus_message_ref(m);
         check->action = g_strdup(action);
@@ -311,6 +317,23 @@ int kiln_auth_check(KilnAuth *auth, sd_bus_message *m, const char *action, const
                                    : POLKIT_CHECK_AUTHORIZATION_FLAGS_NONE,
                 check->cancellable.own, on_check_done, check);
         return 1;
+}
+
+void kiln_auth_stop(KilnAuth *auth)
+{
+        gint64 deadline = g_get_monotonic_time() + 2 * G_USEC_PER_SEC;
+        GHashTableIter iter;
+        gpointer check;
+
+        auth->stopping = TRUE;
+        g_hash_table_iter_init(&iter, auth->checks);
+        while (g_hash_table_iter_next(&iter, &check, NULL))
+                g_cancellable_cancel(((Check *)check)->cancellable.own);
+        /* Each check frees itself (and the call it holds) when polkit's answer to the cancellation
+         * arrives on this loop. */
+        while (g_hash_table_size(auth->checks) > 0 && g_get_monotonic_time() < deadline)
+                if (!g_main_context_iteration(NULL, FALSE))
+                        g_usleep(1000);
 }
 
 typedef struct {

@@ -20,6 +20,9 @@ typedef struct KilnAuth KilnAuth;
 
 KilnAuth *kiln_auth_new(sd_bus *bus, GError **error);
 void kiln_auth_free(KilnAuth *auth);
+/* At shutdown, before what the callbacks use goes away: cancels every pending polkit check and
+ * waits (up to 2 s) until each has freed the call it holds; later outcomes are dropped. */
+void kiln_auth_stop(KilnAuth *auth);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnAuth, kiln_auth_free)
 
 /* The sender's credentials, cached per unique name until it leaves the bus. The pointer stays valid

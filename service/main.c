@@ -102,6 +102,7 @@ static int run(const char *config_path)
         sd_notify(0, "STOPPING=1");
         g_message("kilnd stopping");
         (void)sd_bus_release_name(bus, KILN_BUS_NAME);
+        kiln_auth_stop(auth);
         kiln_manager_unmount_all(manager);
         g_source_remove(bus_source);
         return 0;
