@@ -558,7 +558,7 @@ gboolean kiln_seccomp_host_detect(KilnSeccompHost *host, GError **error)
 }
 
 /* Profiles are the administrator's files under the data directory, but still read with a bound. */
-static char *read_profile(const char *path, gsize *length, GError **error)
+static char *read_profile(const char *path, struct stat *ret_st, gsize *length, GError **error)
 {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         g_autofree char *data = NULL;
@@ -592,7 +592,79 @@ static char *read_profile(const char *path, gsize *length, GError **error)
         }
         data[n] = '\0';
         *length = n;
+        *ret_st = st;
         return g_steal_pointer(&data);
+}
+
+/* Resolving a profile checks every syscall name with libseccomp: most of a run's preparation time.
+ * The result depends only on the file, the capabilities and this machine, so kilnd keeps the last
+ * few, keyed by the file's identity and contents' length and time; a changed file is a new key. */
+#define RESOLVED_CACHE_MAX 16
+static GHashTable *resolved_cache; /* key → JsonNode; kilnd prepares runs on its one main thread */
+
+/* json_node_copy() shares objects and arrays: a run's copy must not reach into the cache. */
+static JsonNode *deep_copy(JsonNode *node)
+{
+        JsonNode *copy;
+
+        switch (json_node_get_node_type(node)) {
+        case JSON_NODE_OBJECT: {
+                JsonObject *o = json_node_get_object(node), *c = json_object_new();
+                JsonObjectIter iter;
+                const char *name;
+                JsonNode *member;
+
+                json_object_iter_init_ordered(&iter, o);
+                while (json_object_iter_next_ordered(&iter, &name, &member))
+                        json_object_set_member(c, name, deep_copy(member));
+                copy = json_node_init_object(json_node_alloc(), c);
+                json_object_unref(c);
+                return copy;
+        }
+        case JSON_NODE_ARRAY: {
+                JsonArray *a = json_node_get_array(node), *c = json_array_sized_new(json_array_get_length(a));
+
+                for (guint i = 0; i < json_array_get_length(a); i++)
+                        json_array_add_element(c, deep_copy(json_array_get_element(a, i)));
+                copy = json_node_init_array(json_node_alloc(), c);
+                json_array_unref(c);
+                return copy;
+        }
+        default:
+                return json_node_copy(node);
+        }
+}
+
+static char *cache_key(const char *path, const struct stat *st, const char *const *caps)
+{
+        g_autofree char *joined = caps ? g_strjoinv(",", (char **)caps) : g_strdup("");
+
+        return g_strdup_printf("%s|%lu:%lu:%lld:%lld.%09ld|%s", path, (unsigned long)st->st_dev,
+                               (unsigned long)st->st_ino, (long long)st->st_size, (long long)st->st_mtim.tv_sec,
+                               st->st_mtim.tv_nsec, joined);
+}
+
+static JsonNode *cache_lookup(const char *path, const char *const *caps)
+{
+        g_autofree char *key = NULL;
+        struct stat now;
+        JsonNode *hit;
+
+        if (!resolved_cache || stat(path, &now) < 0)
+                return NULL;
+        key = cache_key(path, &now, caps);
+        hit = g_hash_table_lookup(resolved_cache, key);
+        return hit ? deep_copy(hit) : NULL;
+}
+
+static void cache_store(const char *path, const struct stat *st, const char *const *caps, JsonNode *resolved)
+{
+        if (!resolved_cache)
+                resolved_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                       (GDestroyNotify)json_node_unref);
+        if (g_hash_table_size(resolved_cache) >= RESOLVED_CACHE_MAX)
+                g_hash_table_remove_all(resolved_cache);
+        g_hash_table_insert(resolved_cache, cache_key(path, st, caps), deep_copy(resolved));
 }
 
 JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, GError **error)
@@ -603,9 +675,14 @@ JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, G
         KilnSeccompHost host;
         gsize length = 0;
 
+        JsonNode *resolved = cache_lookup(path, caps);
+        struct stat st;
+
+        if (resolved)
+                return resolved;
         if (!kiln_seccomp_host_detect(&host, error))
                 return NULL;
-        data = read_profile(path, &length, error);
+        data = read_profile(path, &st, &length, error);
         if (!data)
                 return NULL;
         if (!json_parser_load_from_data(parser, data, (gssize)length, &parse_error)) {
@@ -613,7 +690,10 @@ JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, G
                             "Invalid seccomp_profile: %s: %s", path, parse_error->message);
                 return NULL;
         }
-        return kiln_seccomp_profile_resolve(path, json_parser_get_root(parser), caps, &host, error);
+        resolved = kiln_seccomp_profile_resolve(path, json_parser_get_root(parser), caps, &host, error);
+        if (resolved)
+                cache_store(path, &st, caps, resolved);
+        return resolved;
 }
 
 /* ---- the filter ---- */

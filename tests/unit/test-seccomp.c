@@ -2,6 +2,7 @@
 /* The default seccomp profile (data/seccomp/default.json) and the profile loader: what is allowed,
  * what is refused, how includes/excludes follow capabilities, architecture and kernel, and that
  * libseccomp accepts the result (a filter is built, and loaded in a child that tries the calls). */
+#include <glib/gstdio.h>
 #include <errno.h>
 #include <linux/sched.h>
 #include <string.h>
@@ -205,6 +206,42 @@ static void test_load(void)
         g_assert_nonnull(strstr(error->message, "/nonexistent/profile.json"));
 }
 
+static char *default_action_of(const char *path, const char *const *caps)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(JsonNode) loaded = kiln_seccomp_profile_load(path, caps, &error);
+
+        g_assert_no_error(error);
+        return g_strdup(json_object_get_string_member(json_node_get_object(loaded), "defaultAction"));
+}
+
+/* kilnd keeps resolved profiles: a second load gives the same result, a changed file a new one, and
+ * what a caller does to its copy never reaches the next. */
+static void test_load_cached(void)
+{
+        g_autofree char *dir = g_dir_make_tmp("kiln-seccomp-XXXXXX", NULL);
+        g_autofree char *path = g_build_filename(dir, "p.json", NULL);
+        g_autofree char *first = NULL, *again = NULL, *changed = NULL;
+        g_autoptr(GError) error = NULL;
+        JsonNode *copy;
+
+        g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": []}", -1, NULL));
+        first = default_action_of(path, kiln_default_capabilities);
+        copy = kiln_seccomp_profile_load(path, kiln_default_capabilities, &error);
+        json_object_set_string_member(json_node_get_object(copy), "defaultAction", "SCMP_ACT_KILL");
+        json_node_unref(copy);
+        again = default_action_of(path, kiln_default_capabilities);
+        g_assert_cmpstr(first, ==, "SCMP_ACT_ERRNO");
+        g_assert_cmpstr(again, ==, "SCMP_ACT_ERRNO");
+
+        /* A new file (a new inode, as an editor's save makes). */
+        g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": []}", -1, NULL));
+        changed = default_action_of(path, kiln_default_capabilities);
+        g_assert_cmpstr(changed, ==, "SCMP_ACT_ALLOW");
+        g_unlink(path);
+        g_rmdir(dir);
+}
+
 static void test_bad_profiles(void)
 {
         static const struct {
@@ -365,6 +402,7 @@ int main(int argc, char **argv)
         g_test_add_func("/seccomp/default-profile", test_default_profile);
         g_test_add_func("/seccomp/includes-excludes", test_includes_excludes);
         g_test_add_func("/seccomp/load", test_load);
+        g_test_add_func("/seccomp/load-cached", test_load_cached);
         g_test_add_func("/seccomp/bad-profiles", test_bad_profiles);
         g_test_add_func("/seccomp/plain-oci", test_plain_oci_profile);
         g_test_add_func("/seccomp/filter", test_filter);
