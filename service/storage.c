@@ -46,6 +46,7 @@ struct KilnStorage {
         int builders_fd;
         int mounts_fd;
         int bundles_fd;
+        gboolean layers_by_path; /* overlayfs takes no layer descriptors (before Linux 6.13) */
 };
 
 static gboolean set_errno_error(GError **error, int err, const char *syscall_name, const char *path)
@@ -868,6 +869,33 @@ static int overlay_fsmount(int lower, int upper, int work, const char *lower_pat
         return mfd;
 }
 
+/* Without layer descriptors, a detached ID-mapped tree has no path to give the overlay: it is attached
+ * on the builder's (still empty) mount point while the overlay is made, then detached again (the
+ * overlay holds its own reference to each layer). */
+static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer_tree, const char *upper_path,
+                                       const char *work_path, GError **error)
+{
+        g_autofree char *point = mount_point_path(s, id);
+        int mfd, e;
+
+        if (move_mount(layer_tree, "", s->mounts_fd, id, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+                set_errno_error(error, errno, "move_mount (ID-mapped layer)", point);
+                return -2;
+        }
+        mfd = overlay_fsmount(-1, -1, -1, point, upper_path, work_path, FALSE, error);
+        e = errno;
+        if (umount2(point, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+                g_warning("Cannot detach the ID-mapped layer from %s: %s", point, g_strerror(errno));
+        if (mfd == -1)
+                set_errno_error(error, e, "fsconfig overlay (ID-mapped layer)", upper_path);
+        return mfd == -1 ? -2 : mfd;
+}
+
+void kiln_storage_prefer_layer_paths(KilnStorage *s)
+{
+        s->layers_by_path = TRUE;
+}
+
 char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, int userns_fd, GError **error)
 {
         g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
@@ -931,13 +959,17 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_diges
                 return NULL;
         }
 
-        mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, TRUE, error);
-        if (mfd == -1 && userns_fd >= 0) {
-                /* Layers by descriptor are the only way to put a detached ID-mapped tree under it. */
-                set_errno_error(error, errno, "fsconfig overlay (ID-mapped layer)", upper_path);
-                goto fail;
+        if (s->layers_by_path) {
+                mfd = -1;
+                errno = EINVAL;
+        } else {
+                mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, TRUE, error);
+                if (mfd == -1 && errno == EINVAL)
+                        s->layers_by_path = TRUE;
         }
-        if (mfd == -1 && errno == EINVAL)
+        if (mfd == -1 && errno == EINVAL && userns_fd >= 0)
+                mfd = overlay_over_attached_layer(s, id, lower, upper_path, work_path, error);
+        else if (mfd == -1 && errno == EINVAL)
                 mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, FALSE, error);
         if (mfd == -1 && errno == ENOSYS) {
                 /* No new mount API: mount(2) with the same options. */

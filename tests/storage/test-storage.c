@@ -17,6 +17,7 @@
 #include "import/fs-util.h"
 #include "import/layer-digest.h"
 #include "kiln-common.h"
+#include "mount-idmap.h"
 #include "storage.h"
 
 #define NOBODY 65534
@@ -807,6 +808,53 @@ static void test_mount_roundtrip(Fixture *f, gconstpointer data)
 }
 
 /* The merged root shows upper/'s own metadata; it takes the layer root's on the first mount. */
+/* A user namespace's view of the layer: on-disk 0 is the mapped root, other ids shift with the
+ * subordinate range; the upper dir takes the mapped owner of the layer's root. @data: by path
+ * (overlayfs before Linux 6.13) rather than by descriptor. */
+static void test_mount_idmapped(Fixture *f, gconstpointer data)
+{
+        const KilnIdMapping map[] = {{0, 4000, 1}, {1, 200000, 65536}};
+        g_autofree char *src = make_src(f, "src");
+        g_autofree char *file = path_in(src, "owned");
+        g_autofree char *digest = NULL, *mnt = NULL, *upper = NULL, *bdir = NULL;
+        g_autoptr(GError) error = NULL;
+        _cleanup_close_ int userns = -1;
+        struct stat st;
+
+        write_file(file, "x\n");
+        g_assert_cmpint(lchown(file, 1000, 1000), ==, 0);
+        g_assert_cmpint(lchown(src, 0, 0), ==, 0);
+        digest = import_ok(f, src);
+        if (data)
+                kiln_storage_prefer_layer_paths(f->storage);
+        userns = kiln_userns_fd_new(map, G_N_ELEMENTS(map), map, G_N_ELEMENTS(map), &error);
+        g_assert_no_error(error);
+        g_assert_true(kiln_storage_create_builder(f->storage, ID_A, &error));
+        mnt = kiln_storage_mount(f->storage, ID_A, digest, userns, &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(mnt);
+        {
+                g_autofree char *p = path_in(mnt, "owned");
+                g_assert_cmpint(stat(p, &st), ==, 0);
+                g_assert_cmpuint(st.st_uid, ==, 200000 + 999);
+                g_assert_cmpuint(st.st_gid, ==, 200000 + 999);
+                g_assert_cmpint(stat(mnt, &st), ==, 0);
+                g_assert_cmpuint(st.st_uid, ==, 4000);
+        }
+        /* The layer itself is untouched; the upper dir's root belongs to the mapped root. */
+        g_assert_cmpint(stat(file, &st), ==, 0);
+        g_assert_cmpuint(st.st_uid, ==, 1000);
+        bdir = kiln_storage_builder_dir(f->storage, ID_A);
+        upper = path_in(bdir, "upper");
+        g_assert_cmpint(stat(upper, &st), ==, 0);
+        g_assert_cmpuint(st.st_uid, ==, 4000);
+        /* Only the overlay is left mounted there (the attached layer, if any, is gone again). */
+        g_assert_true(kiln_storage_unmount(f->storage, ID_A, &error));
+        g_assert_no_error(error);
+        g_assert_false(kiln_storage_is_mounted(f->storage, ID_A));
+        g_assert_true(kiln_storage_remove_builder(f->storage, ID_A, &error));
+}
+
 static void test_mount_root_metadata(Fixture *f, gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
@@ -938,6 +986,9 @@ int main(int argc, char **argv)
         add("/storage/scratch", test_scratch);
         add("/storage/mount/roundtrip", test_mount_roundtrip);
         add("/storage/mount/root-metadata", test_mount_root_metadata);
+        add("/storage/mount/idmapped", test_mount_idmapped);
+        g_test_add("/storage/mount/idmapped-by-path", Fixture, "by path", fixture_setup, test_mount_idmapped,
+                   fixture_teardown);
         add("/storage/remove-builder/symlinks", test_remove_builder_symlinks);
         add("/storage/cleanup-stale", test_cleanup_stale);
         return g_test_run();
