@@ -57,6 +57,14 @@ static int is_below(const char *cover, const char *path)
                !strstr(path, "//");
 }
 
+static int makes_container(char **runtime_argv)
+{
+        for (char **a = runtime_argv; *a; a++)
+                if (strcmp(*a, "create") == 0 || strcmp(*a, "run") == 0)
+                        return 1;
+        return 0;
+}
+
 int main(int argc, char **argv)
 {
         int trees[MAX_KEEP];
@@ -68,6 +76,15 @@ int main(int argc, char **argv)
                 return 125;
         }
         cover = argv[1];
+        /* Only the verbs that make a container set up mounts; the others (start, kill, delete, state)
+         * touch nothing but the runtime's state and go straight through. */
+        for (; i < argc && strcmp(argv[i], "--") != 0; i++)
+                ;
+        if (i + 1 < argc && !makes_container(argv + i + 1)) {
+                execv(argv[i + 1], argv + i + 1);
+                die("exec", argv[i + 1]);
+        }
+        i = 2;
         /* kilnd's umask (0077) would shut the mapped root out of the directories made here. */
         umask(0022);
         if (unshare(CLONE_NEWNS) < 0)
