@@ -1,12 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "caller-open.h"
 #include "run-privileges.h"
+#include "run.h"
 #include "spec.h"
-
-static const char *first_set(const char *a, const char *b)
-{
-        return a && *a ? a : b && *b ? b : NULL;
-}
 
 static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
 {
@@ -121,12 +117,11 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
                                GError **error)
 {
         g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
-        const char *userns = first_set(o->userns, b->config.userns);
 
         /* uid 0 is root on the host already: nothing it asks for weakens anything it holds. */
         if (caller->uid == 0)
                 return g_steal_pointer(&reasons);
-        if (g_strcmp0(userns, "auto") != 0)
+        if (!kiln_run_wants_userns(b, o))
                 g_ptr_array_add(reasons, g_strdup("userns=host, where container root is host root"));
         check_namespaces(reasons, o);
         if (!check_capabilities(reasons, b, o, error))

@@ -24,6 +24,11 @@ static const char *first_set(const char *a, const char *b)
         return a && *a ? a : b && *b ? b : NULL;
 }
 
+gboolean kiln_run_wants_userns(const KilnBuilder *b, const KilnRunOptions *o)
+{
+        return g_strcmp0(first_set(o->userns, b->config.userns), "auto") == 0;
+}
+
 static char **concat_lists(char **a, char **b)
 {
         g_autoptr(GStrvBuilder) all = g_strv_builder_new();
@@ -595,8 +600,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, 
         uid_t host_uid;
         gid_t host_gid;
         const char *isolation = first_set(o->isolation, b->config.isolation);
-        const char *userns = first_set(o->userns, b->config.userns);
-        gboolean private_userns = g_strcmp0(userns, "auto") == 0;
+        gboolean private_userns = kiln_run_wants_userns(b, o);
         g_auto(KilnIdMaps) maps = {0};
         const char *user = first_set(o->user, b->config.user);
         const char *cwd = first_set(o->working_dir, b->config.working_dir);

@@ -32,4 +32,8 @@ typedef struct KilnRunPlan {
 KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, uid_t caller_uid, char **argv,
                               KilnRunOptions *options, GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);
+
+/* The user namespace a run gets: the run's option, else the builder's. One rule for preparing the run
+ * and for deciding what it weakens. */
+gboolean kiln_run_wants_userns(const KilnBuilder *builder, const KilnRunOptions *options);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRunPlan, kiln_run_plan_free)
