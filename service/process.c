@@ -310,7 +310,7 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
                          KilnRunOptions *options, KilnProcessMode mode)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(KilnRunPlan) plan = kiln_run_prepare(m, b, caller_uid, argv, options, &error);
+        g_autoptr(KilnRunPlan) plan = kiln_run_prepare(m, b, argv, options, &error);
         KilnRuntimeSpec spec = {0};
         KilnProcess *p;
 

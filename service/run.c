@@ -589,8 +589,7 @@ static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, c
         return check_executable(plan, rootfd);
 }
 
-KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, uid_t caller_uid, char **argv, KilnRunOptions *o,
-                              GError **error)
+KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnRunOptions *o, GError **error)
 {
         g_autoptr(KilnRunPlan) plan = g_new0(KilnRunPlan, 1);
         g_auto(SpecScratch) s = {0};

@@ -29,8 +29,8 @@ typedef struct KilnRunPlan {
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volume sources
  * the caller opened are in @options->opened_sources. Errors name the option at fault. */
-KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, uid_t caller_uid, char **argv,
-                              KilnRunOptions *options, GError **error);
+KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char **argv, KilnRunOptions *options,
+                              GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);
 
 /* The user namespace a run gets: the run's option, else the builder's. One rule for preparing the run
