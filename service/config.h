@@ -5,7 +5,7 @@
  *   StateDirectory=/var/lib/kiln       layers/, builders/
  *   RuntimeDirectory=/run/kiln         mounts, bundles, runtime --root
  *   DataDirectory=$datadir/kiln        seccomp profiles
- *   HelperDirectory=$libexecdir/kiln   kiln-import, kiln-isolate
+ *   HelperDirectory=$libexecdir/kiln   kiln-import, kiln-isolate, kiln-runtime-ns
  *
  *   [Limits]
  *   BuildersPerUser=100                builders one uid may own (uid 0 is not limited)
