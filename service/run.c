@@ -135,7 +135,8 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
  * host's mount namespace where the descriptor's mount lives (the runtime binds in the container's
  * new namespace, where a mount of another namespace cannot be the source). This is safe: the
  * descriptor was opened by the caller, so the bind shows only what the caller could open, and the
- * bundle directory is root's alone. */
+ * bundle sits in RUNTIME/bundles, which only root may enter (a bundle of a run in a user namespace is
+ * 0711 itself, for the mapped root inside kiln-runtime-ns's namespace). */
 static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const char *arg, char **ret_path,
                                 GError **error)
 {
@@ -287,8 +288,9 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
         KilnDevice d = {0};
         struct stat st;
 
-        /* A host device the caller named, looked up as root: devices are for uid 0 only (check_caller),
-         * and only its type and numbers are used, to describe the node the runtime creates. */
+        /* A host device the caller named, looked up as root: devices need run-privileged from anyone
+         * but uid 0 (run-privileges.c), and only its type and numbers are used, to describe the node
+         * the runtime creates. */
         if (stat(parts[0], &st) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg, parts[0],
                             g_strerror(errno));
