@@ -516,6 +516,19 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         return TRUE;
 }
 
+/* The runtime's global arguments: kiln-isolate keeps its compiled filters under kilnd's runtime
+ * directory, not in its own default place; an OCI runtime gets the caller's (run-privileged). */
+static char **runtime_arguments(const KilnRunPlan *plan, KilnManager *m, const KilnRunOptions *o)
+{
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+
+        if (plan->isolate)
+                g_strv_builder_add_many(args, "--cache-dir", kiln_storage_isolate_cache(m->storage), NULL);
+        if (o->runtime_args)
+                g_strv_builder_addv(args, (const char **)o->runtime_args);
+        return g_strv_builder_end(args);
+}
+
 /* The runtime sets up the container's mounts as its mapped root, which may not enter kilnd's root-only
  * runtime directory: kiln-runtime-ns runs it where only this run's bundle, root file system and the
  * runtime's state show there, through directories anyone may enter (see kiln-runtime-ns.c). The
@@ -527,8 +540,10 @@ static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, KilnManager *m,
 
         if (chmod(plan->bundle_dir, 0711) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_FAILED, "chmod %s: %s", plan->bundle_dir, g_strerror(errno));
-        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs, plan->state_root, "--",
-                                plan->runtime, NULL);
+        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs, plan->state_root, NULL);
+        if (plan->isolate)
+                g_strv_builder_add(args, kiln_storage_isolate_cache(m->storage));
+        g_strv_builder_add_many(args, "--", plan->runtime, NULL);
         if (runtime_args)
                 g_strv_builder_addv(args, (const char **)runtime_args);
         plan->runtime_args = g_strv_builder_end(args);
@@ -698,7 +713,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         json = kiln_spec_to_data(spec, FALSE, NULL);
         if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, NULL, error))
                 return NULL;
-        plan->runtime_args = g_strdupv(o->runtime_args);
+        plan->runtime_args = runtime_arguments(plan, m, o);
         if (private_userns && !run_in_intermediate_namespace(plan, m, error))
                 return NULL;
         return g_steal_pointer(&plan);

@@ -42,6 +42,7 @@ struct KilnStorage {
         char *bundles_dir;
         char *runtime_root; /* the OCI runtime's --root */
         char *isolate_root; /* kiln-isolate's --root */
+        char *isolate_cache; /* kiln-isolate's --cache-dir */
         int layers_fd;
         int builders_fd;
         int mounts_fd;
@@ -160,6 +161,7 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
         s->bundles_dir = g_build_filename(s->runtime_dir, "bundles", NULL);
         s->runtime_root = g_build_filename(s->runtime_dir, "runtime", NULL);
         s->isolate_root = g_build_filename(s->runtime_dir, "isolate", NULL);
+        s->isolate_cache = g_build_filename(s->runtime_dir, "isolate-cache", NULL);
 
         state_fd = open(s->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (state_fd < 0) {
@@ -189,7 +191,10 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
                 _cleanup_close_ int isolate_fd = root_fd < 0 ? -1
                                                               : ensure_dir(runtime_fd, "isolate", s->isolate_root,
                                                                            0700, error);
-                if (isolate_fd < 0)
+                _cleanup_close_ int cache_fd = isolate_fd < 0 ? -1
+                                                              : ensure_dir(runtime_fd, "isolate-cache",
+                                                                           s->isolate_cache, 0700, error);
+                if (cache_fd < 0)
                         return NULL;
         }
 
@@ -207,6 +212,7 @@ void kiln_storage_free(KilnStorage *s)
         g_free(s->bundles_dir);
         g_free(s->runtime_root);
         g_free(s->isolate_root);
+        g_free(s->isolate_cache);
         g_free(s->state_dir);
         g_free(s->runtime_dir);
         g_free(s->helper_path);
@@ -1079,4 +1085,9 @@ const char *kiln_storage_runtime_root(KilnStorage *s)
 const char *kiln_storage_isolate_root(KilnStorage *s)
 {
         return s->isolate_root;
+}
+
+const char *kiln_storage_isolate_cache(KilnStorage *s)
+{
+        return s->isolate_cache;
 }

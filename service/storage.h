@@ -8,6 +8,7 @@
  *   RUNTIME/bundles/<container>/  one run's bundle (config.json, generated files)
  *   RUNTIME/runtime/              the OCI runtime's --root (its state of kiln's containers)
  *   RUNTIME/isolate/              kiln-isolate's --root (chroot isolation)
+ *   RUNTIME/isolate-cache/        kiln-isolate's compiled seccomp filters
  *
  * Errors are GIOError codes: G_IO_ERROR_NOT_FOUND, G_IO_ERROR_PERMISSION_DENIED (the caller may not
  * read something in the source), G_IO_ERROR_NOT_DIRECTORY, G_IO_ERROR_INVALID_ARGUMENT,
@@ -75,3 +76,5 @@ gboolean kiln_storage_remove_bundle(KilnStorage *storage, const char *container_
 const char *kiln_storage_runtime_root(KilnStorage *storage);
 /* kiln-isolate's --root: RUNTIME/isolate */
 const char *kiln_storage_isolate_root(KilnStorage *storage);
+/* kiln-isolate's --cache-dir (compiled seccomp filters): RUNTIME/isolate-cache */
+const char *kiln_storage_isolate_cache(KilnStorage *storage);

@@ -23,6 +23,17 @@ class RunCli(kr.RunTestCase):
 
     # -- exit statuses --------------------------------------------------------------------
 
+    def test_filter_cache_stays_under_the_runtime_directory(self):
+        # kiln-isolate's compiled seccomp filters live under kilnd's RuntimeDirectory, not in a place
+        # of their own on the host.
+        if self.isolation != 'chroot':
+            self.skipTest('only kiln-isolate keeps compiled filters')
+        cache = os.path.join(self.run_dir, 'isolate-cache')
+        for name in self.listdir(cache):
+            os.unlink(os.path.join(cache, name))
+        self.run_ok(self.builder(), 'true')
+        self.assertEqual(len(self.listdir(cache)), 1)
+
     def test_exit_status_zero_and_code(self):
         b = self.builder()
         self.assertEqual(self.run_ok(b, 'echo', 'hello'), 'hello\n')
