@@ -44,20 +44,21 @@ int kiln_userns_fd_new(const KilnIdMapping *uid_map, gsize n_uid, const KilnIdMa
          * multi-threaded process runs in it (it does not return from the syscall into our code). */
         pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL);
         if (pid < 0) {
-                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "Cannot create a user namespace: %s",
-                            g_strerror(errno));
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                            "Cannot create a user namespace: %s", g_strerror(errno));
                 return -1;
         }
         if (pid == 0) {
                 for (;;)
                         pause();
         }
-        if (write_map(pid, "uid_map", uid_map, n_uid, error) && write_map(pid, "gid_map", gid_map, n_gid, error)) {
+        if (write_map(pid, "uid_map", uid_map, n_uid, error) &&
+            write_map(pid, "gid_map", gid_map, n_gid, error)) {
                 ns_path = g_strdup_printf("/proc/%d/ns/user", (int)pid);
                 fd = open(ns_path, O_RDONLY | O_CLOEXEC);
                 if (fd < 0)
-                        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "Cannot open %s: %s", ns_path,
-                                    g_strerror(errno));
+                        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "Cannot open %s: %s",
+                                    ns_path, g_strerror(errno));
         }
         kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)

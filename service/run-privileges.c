@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <sys/capability.h>
+
 #include "caller-open.h"
 #include "run-privileges.h"
 #include "run.h"
@@ -9,15 +11,20 @@ static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
         const struct {
                 const char *name;
                 const char *value;
-        } namespaces[] = {{"network", o->network}, {"pid", o->pid},           {"ipc", o->ipc},
-                          {"uts", o->uts},         {"cgroupns", o->cgroupns}};
+        } namespaces[] = {{"network", o->network},
+                          {"pid", o->pid},
+                          {"ipc", o->ipc},
+                          {"uts", o->uts},
+                          {"cgroupns", o->cgroupns}};
 
         for (size_t i = 0; i < G_N_ELEMENTS(namespaces); i++) {
                 KilnNamespace ns;
-                if (!namespaces[i].value || !kiln_namespace_parse(namespaces[i].name, namespaces[i].value, TRUE, &ns, NULL))
+                if (!namespaces[i].value ||
+                    !kiln_namespace_parse(namespaces[i].name, namespaces[i].value, TRUE, &ns, NULL))
                         continue; /* unset, or refused with its own error when the run is prepared */
                 if (ns.mode == KILN_NAMESPACE_HOST || ns.mode == KILN_NAMESPACE_PATH)
-                        g_ptr_array_add(reasons, g_strdup_printf("%s=%s", namespaces[i].name, namespaces[i].value));
+                        g_ptr_array_add(reasons,
+                                        g_strdup_printf("%s=%s", namespaces[i].name, namespaces[i].value));
         }
 }
 
@@ -30,7 +37,7 @@ static gboolean check_capabilities(GPtrArray *reasons, const KilnBuilder *b, con
                 .builder_cap_drop = (const char *const *)b->config.cap_drop,
                 .cap_add = (const char *const *)o->cap_add,
                 .cap_drop = (const char *const *)o->cap_drop,
-                .last_cap = 63,
+                .last_cap = (int)cap_max_bits() - 1,
         };
         g_auto(GStrv) caps = kiln_spec_capabilities(&in, error);
 
@@ -44,8 +51,10 @@ static gboolean check_capabilities(GPtrArray *reasons, const KilnBuilder *b, con
 
 static void check_runtime(GPtrArray *reasons, KilnManager *m, const KilnRunOptions *o)
 {
-        if (o->runtime && *o->runtime && !g_strv_contains((const char *const *)m->config->runtimes, o->runtime))
-                g_ptr_array_add(reasons, g_strdup_printf("runtime %s, which kiln.conf does not list", o->runtime));
+        if (o->runtime && *o->runtime &&
+            !g_strv_contains((const char *const *)m->config->runtimes, o->runtime))
+                g_ptr_array_add(reasons,
+                                g_strdup_printf("runtime %s, which kiln.conf does not list", o->runtime));
         if (o->runtime_args && o->runtime_args[0])
                 g_ptr_array_add(reasons, g_strdup("runtime_args"));
 }
@@ -58,7 +67,8 @@ static gboolean check_source(GPtrArray *reasons, KilnRunOptions *o, const KilnCr
         int fd;
 
         if (opts && g_strv_contains((const char *const *)opts, "U"))
-                g_ptr_array_add(reasons, g_strdup_printf("%s option U, which gives away the owner of %s", arg, source));
+                g_ptr_array_add(reasons, g_strdup_printf("%s option U, which gives away the owner of %s",
+                                                         arg, source));
         if (g_hash_table_contains(o->opened_sources, source))
                 return TRUE;
         fd = kiln_open_as_caller(caller, source);
@@ -67,7 +77,8 @@ static gboolean check_source(GPtrArray *reasons, KilnRunOptions *o, const KilnCr
                 return TRUE;
         }
         if (errno == EACCES || errno == EPERM) {
-                g_ptr_array_add(reasons, g_strdup_printf("volume source %s, which the caller cannot read", source));
+                g_ptr_array_add(reasons,
+                                g_strdup_printf("volume source %s, which the caller cannot read", source));
                 return TRUE;
         }
         return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
@@ -79,8 +90,8 @@ static void close_source(gpointer fd)
         close(GPOINTER_TO_INT(fd));
 }
 
-static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunOptions *o, const KilnCreds *caller,
-                              GError **error)
+static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunOptions *o,
+                              const KilnCreds *caller, GError **error)
 {
         char **lists[] = {b->config.volumes, o->volumes};
 
@@ -89,7 +100,8 @@ static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunO
                 for (char **v = lists[l]; v && *v; v++) {
                         g_auto(GStrv) parts = g_strsplit(*v, ":", 3);
                         g_autofree char *arg = g_strdup_printf("volumes[%d]", (int)(v - lists[l]));
-                        if (!check_source(reasons, o, caller, arg, parts[0], parts[1] ? parts[2] : NULL, error))
+                        if (!check_source(reasons, o, caller, arg, parts[0], parts[1] ? parts[2] : NULL,
+                                          error))
                                 return FALSE;
                 }
         for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
@@ -103,18 +115,19 @@ static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunO
                 g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
                 g_auto(GStrv) opts = v->options && *v->options ? g_strsplit(v->options, ",", -1) : NULL;
                 if (opts && g_strv_contains((const char *const *)opts, "U"))
-                        g_ptr_array_add(reasons, g_strdup_printf("%s option U, which gives away owners", arg));
+                        g_ptr_array_add(reasons,
+                                        g_strdup_printf("%s option U, which gives away owners", arg));
                 /* An O_PATH descriptor proves only that the caller could walk to the source. */
                 if (!kiln_caller_can_read(caller, v->fd))
                         g_ptr_array_add(reasons,
-                                        g_strdup_printf("%s (to %s), whose source the caller cannot read", arg,
-                                                        v->destination));
+                                        g_strdup_printf("%s (to %s), whose source the caller cannot read",
+                                                        arg, v->destination));
         }
         return TRUE;
 }
 
-GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o, const KilnCreds *caller,
-                               GError **error)
+GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o,
+                               const KilnCreds *caller, GError **error)
 {
         g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
 

@@ -96,7 +96,8 @@ int main(int argc, char **argv)
         for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
                 if (n_keep == MAX_KEEP || !is_below(cover, argv[i]))
                         die("refusing to keep", argv[i]);
-                trees[n_keep] = open_tree(AT_FDCWD, argv[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+                trees[n_keep] =
+                        open_tree(AT_FDCWD, argv[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
                 if (trees[n_keep] < 0)
                         die("open_tree", argv[i]);
                 n_keep++;
