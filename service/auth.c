@@ -258,8 +258,8 @@ static void on_check_done(GObject *source, GAsyncResult *res, gpointer data)
 
                 if (polkit_authorization_result_get_is_challenge(result) && !check->interactive)
                         sd_bus_error_setf(&error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                          "Interactive authentication is required for %s%s%s%s", check->action,
-                                          sep, why, end);
+                                          "Interactive authentication is required for %s%s%s%s",
+                                          check->action, sep, why, end);
                 else
                         sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized for %s%s%s%s",
                                           check->action, sep, why, end);

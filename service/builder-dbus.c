@@ -496,8 +496,8 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 details[4] = "weakens";
                 details[5] = weakened;
         }
-        return kiln_auth_check(manager->auth, m, weakened ? KILN_ACTION_RUN_PRIVILEGED : KILN_ACTION_RUN, details,
-                               run_authorized, req, run_request_free);
+        return kiln_auth_check(manager->auth, m, weakened ? KILN_ACTION_RUN_PRIVILEGED : KILN_ACTION_RUN,
+                               details, run_authorized, req, run_request_free);
 
 fail:
         run_request_free(req);

@@ -21,7 +21,7 @@ typedef struct KilnBuilder {
         char *object_path;
         char *mount_path; /* while Mount()ed */
         guint rootfs_refs; /* Mount() and each run hold one; unmounted at zero */
-        gboolean rootfs_idmapped; /* mounted with the owner's ID maps (userns=auto) */
+        gboolean rootfs_idmapped;       /* mounted with the owner's ID maps (userns=auto) */
         sd_bus_message *pending_remove; /* Remove(force) waiting for the processes it killed */
 } KilnBuilder;
 

@@ -40,7 +40,8 @@ int kiln_error_to_bus(const GError *error, sd_bus_error *bus_error)
 {
         const char *name = SD_BUS_ERROR_FAILED;
 
-        if (error->domain == KILN_ERROR && error->code >= 0 && (size_t)error->code < G_N_ELEMENTS(kiln_error_names))
+        if (error->domain == KILN_ERROR && error->code >= 0 &&
+            (size_t)error->code < G_N_ELEMENTS(kiln_error_names))
                 name = kiln_error_names[error->code];
         else if (error->domain == G_IO_ERROR)
                 name = io_error_name(error->code);

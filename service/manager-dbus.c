@@ -273,7 +273,8 @@ static int method_create_builder(sd_bus_message *m, void *userdata, sd_bus_error
 
         details[1] = req->name;
         details[3] = req->from;
-        return kiln_auth_check_method(manager->auth, m, details, create_authorized, req, create_request_release);
+        return kiln_auth_check_method(manager->auth, m, details, create_authorized, req,
+                                      create_request_release);
 
 fail:
         create_request_free(req);

@@ -249,9 +249,9 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
                 return NULL;
         }
         if (b->rootfs_refs == 0 && idmapped) {
-                userns_fd = kiln_userns_fd_new((const KilnIdMapping *)maps->uid_map->data, maps->uid_map->len,
-                                               (const KilnIdMapping *)maps->gid_map->data, maps->gid_map->len,
-                                               error);
+                userns_fd = kiln_userns_fd_new(
+                        (const KilnIdMapping *)maps->uid_map->data, maps->uid_map->len,
+                        (const KilnIdMapping *)maps->gid_map->data, maps->gid_map->len, error);
                 if (userns_fd < 0)
                         return NULL;
         }

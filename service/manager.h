@@ -14,7 +14,7 @@ typedef struct KilnManager {
         KilnConfig *config;
         KilnStorage *storage;
         KilnAuth *auth;
-        KilnUserns *userns;         /* subordinate ids and the pool (owned) */
+        KilnUserns *userns; /* subordinate ids and the pool (owned) */
         sd_bus *bus;
         GHashTable *builders;       /* id → KilnBuilder (owned) */
         GHashTable *names;          /* name → KilnBuilder */
@@ -52,7 +52,8 @@ typedef struct {
 } KilnIdMaps;
 void kiln_id_maps_clear(KilnIdMaps *maps);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)
-gboolean kiln_manager_id_maps(KilnManager *manager, const KilnBuilder *builder, KilnIdMaps *ret, GError **error);
+gboolean kiln_manager_id_maps(KilnManager *manager, const KilnBuilder *builder, KilnIdMaps *ret,
+                              GError **error);
 
 /* The builder's root file system, mounted while anyone holds it (Mount() and every run). With @maps
  * (for userns=auto) the layers are ID-mapped through them; a builder mounted one way while held is

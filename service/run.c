@@ -140,19 +140,20 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
 static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const char *arg, char **ret_path,
                                 GError **error)
 {
-        g_autofree char *target = g_strdup_printf("%s/volume-%u", plan->bundle_dir,
-                                                  plan->staged ? plan->staged->len : 0);
+        g_autofree char *target =
+                g_strdup_printf("%s/volume-%u", plan->bundle_dir, plan->staged ? plan->staged->len : 0);
         g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", v->fd);
         struct stat st;
 
         if (fstat(v->fd, &st) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
-                            g_strerror(errno));
+                                 g_strerror(errno));
         if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target, g_strerror(errno));
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target,
+                                 g_strerror(errno));
         if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s", arg,
-                            g_strerror(errno));
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s",
+                                 arg, g_strerror(errno));
         if (!plan->staged)
                 plan->staged = g_ptr_array_new_with_free_func(g_free);
         g_ptr_array_add(plan->staged, g_strdup(target));
@@ -539,8 +540,10 @@ static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, KilnManager *m,
         g_auto(GStrv) runtime_args = g_steal_pointer(&plan->runtime_args);
 
         if (chmod(plan->bundle_dir, 0711) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "chmod %s: %s", plan->bundle_dir, g_strerror(errno));
-        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs, plan->state_root, NULL);
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "chmod %s: %s", plan->bundle_dir,
+                                 g_strerror(errno));
+        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs,
+                                plan->state_root, NULL);
         if (plan->isolate)
                 g_strv_builder_add(args, kiln_storage_isolate_cache(m->storage));
         g_strv_builder_add_many(args, "--", plan->runtime, NULL);
@@ -678,7 +681,8 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         s.in.terminal = o->terminal;
         s.in.terminal_rows = o->rows;
         s.in.terminal_cols = o->cols;
-        s.in.no_new_privileges = o->no_new_privileges >= 0 ? o->no_new_privileges > 0 : m->config->no_new_privileges;
+        s.in.no_new_privileges =
+                o->no_new_privileges >= 0 ? o->no_new_privileges > 0 : m->config->no_new_privileges;
         s.in.builder_cap_add = (const char *const *)b->config.cap_add;
         s.in.builder_cap_drop = (const char *const *)b->config.cap_drop;
         s.in.cap_add = (const char *const *)o->cap_add;

@@ -16,7 +16,8 @@ typedef struct KilnRunPlan {
         char *bundle_dir;
         char *rootfs;       /* the builder's overlay; held mounted until the plan is freed */
         char *runtime;      /* absolute path: runc, crun, or kiln-isolate for isolation=chroot */
-        char **runtime_args; /* its global arguments, before --root (for kiln-runtime-ns: the real runtime's) */
+        char **runtime_args; /* its global arguments, before --root (for kiln-runtime-ns: the real runtime's)
+                              */
         char *state_root;   /* its --root */
         gboolean isolate;   /* the executor is kiln-isolate (isolation=chroot): one `run --detach` */
         char **argv;        /* as resolved in the root file system */
@@ -29,8 +30,8 @@ typedef struct KilnRunPlan {
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volume sources
  * the caller opened are in @options->opened_sources. Errors name the option at fault. */
-KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char **argv, KilnRunOptions *options,
-                              GError **error);
+KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char **argv,
+                              KilnRunOptions *options, GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);
 
 /* The user namespace a run gets: the run's option, else the builder's. One rule for preparing the run

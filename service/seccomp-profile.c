@@ -622,7 +622,8 @@ static JsonNode *deep_copy(JsonNode *node)
                 return copy;
         }
         case JSON_NODE_ARRAY: {
-                JsonArray *a = json_node_get_array(node), *c = json_array_sized_new(json_array_get_length(a));
+                JsonArray *a = json_node_get_array(node),
+                          *c = json_array_sized_new(json_array_get_length(a));
 
                 for (guint i = 0; i < json_array_get_length(a); i++)
                         json_array_add_element(c, deep_copy(json_array_get_element(a, i)));
@@ -640,8 +641,8 @@ static char *cache_key(const char *path, const struct stat *st, const char *cons
         g_autofree char *joined = caps ? g_strjoinv(",", (char **)caps) : g_strdup("");
 
         return g_strdup_printf("%s|%lu:%lu:%lld:%lld.%09ld|%s", path, (unsigned long)st->st_dev,
-                               (unsigned long)st->st_ino, (long long)st->st_size, (long long)st->st_mtim.tv_sec,
-                               st->st_mtim.tv_nsec, joined);
+                               (unsigned long)st->st_ino, (long long)st->st_size,
+                               (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, joined);
 }
 
 static JsonNode *cache_lookup(const char *path, const char *const *caps)

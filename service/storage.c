@@ -878,8 +878,8 @@ static int overlay_fsmount(int lower, int upper, int work, const char *lower_pat
 /* Without layer descriptors, a detached ID-mapped tree has no path to give the overlay: it is attached
  * on the builder's (still empty) mount point while the overlay is made, then detached again (the
  * overlay holds its own reference to each layer). */
-static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer_tree, const char *upper_path,
-                                       const char *work_path, GError **error)
+static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer_tree,
+                                       const char *upper_path, const char *work_path, GError **error)
 {
         g_autofree char *point = mount_point_path(s, id);
         int mfd, e;
@@ -902,7 +902,8 @@ void kiln_storage_prefer_layer_paths(KilnStorage *s)
         s->layers_by_path = TRUE;
 }
 
-char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, int userns_fd, GError **error)
+char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, int userns_fd,
+                         GError **error)
 {
         g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
                         *work_path = NULL;
