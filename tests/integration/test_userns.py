@@ -139,6 +139,38 @@ class UsernsCases(kr.RunTestCase):
         # Disjoint from every subordinate range of the files.
         self.assertFalse(start < ALICE_SUBUID + SUBID_COUNT and ALICE_SUBUID < start + count)
 
+    def test_mount_shows_the_files_as_runs_write_them(self):
+        b = self.alices_builder()
+        self.sh(b, 'touch /by-root', user=kt.ALICE)
+        # Mount needs org.kiln.builder1.mount: not alice's without a rule, root's always.
+        code, out, err = self.env.kiln('mount', b.name, user=kt.ALICE)
+        self.assertEqual(code, 125, err)
+        self.assertIn('org.kiln.builder1.mount', err)
+        code, out, err = self.env.kiln('mount', b.name)
+        self.assertEqual(code, 0, err)
+        mnt = out.strip()
+        try:
+            st = os.stat(os.path.join(mnt, 'by-root'))
+            self.assertEqual((st.st_uid, st.st_gid), (self.alice.pw_uid, self.alice.pw_gid))
+            st = os.stat(os.path.join(mnt, 'home', 'builder'))
+            self.assertEqual(st.st_uid, ALICE_SUBUID + 999)
+            # A run while it is mounted shares the mapped mount.
+            self.assertEqual(self.sh(b, 'stat -c %u /by-root', user=kt.ALICE), '0\n')
+        finally:
+            self.env.kiln('umount', b.name, check=True)
+
+    def test_run_of_the_other_kind_while_held_is_busy(self):
+        b = self.alices_builder()
+        self.env.kiln('mount', b.name, check=True)  # held with alice's mapping
+        try:
+            self.set_trusted(True)
+            r = self.captured(b, ['true'], {'userns': 'host'}, user=kt.ALICE)
+            self.assertError(r, kt.E_BUSY, ['userns=host'])
+        finally:
+            self.env.kiln('umount', b.name, check=True)
+        r = self.captured(b, ['true'], {'userns': 'host'}, user=kt.ALICE)
+        self.assertTrue(r.ok, r)
+
     # -- other users ---------------------------------------------------------------------
 
     def test_bob_cannot_see_or_touch_alices_builder_or_process(self):
