@@ -3,6 +3,7 @@
  * layer.
  *
  *   kiln-import --uid U --gid G [--groups G1,G2,...] --layers STATE/layers (--path ABS | --fd N)
+ *               [--shift-uids C:H:N,... --shift-gids C:H:N,...]
  *
  * kilnd runs this as root. It prints the layer digest (64 hex characters) on stdout and exits 0, or
  * prints one line naming the path and the reason on stderr and exits with one of the
@@ -24,7 +25,11 @@
  * names the layer a full import of that exact state produced; if that layer exists, it is the answer.
  * Any change to a file's content, metadata or xattrs moves its ctime, which no unprivileged caller
  * can set, so a changed tree never matches. Otherwise the full import runs and records its own
- * fingerprint (taken from the same fstat() as the layer's metadata). */
+ * fingerprint (taken from the same fstat() as the layer's metadata).
+ *
+ * With --shift-uids/--shift-gids (user namespace maps, container:host:count) every owner is written
+ * as the host id its id maps to (unmapped ids become 65534): a shifted copy of a layer, for kernels
+ * or file systems that refuse ID-mapped mounts. The maps are part of the fingerprint. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -62,7 +67,17 @@ typedef struct Options {
         const char *path;
         int fd;
         bool have_uid, have_gid;
+        const char *shift_uids, *shift_gids; /* as given, for the fingerprint */
 } Options;
+
+#define SHIFT_MAX_RANGES 340
+#define OVERFLOW_ID 65534
+
+/* One user namespace map: container ids [c, c + n) are host ids [h, h + n). */
+typedef struct IdShift {
+        uint32_t c[SHIFT_MAX_RANGES], h[SHIFT_MAX_RANGES], n[SHIFT_MAX_RANGES];
+        size_t len;
+} IdShift;
 
 /* A directory of the new layer that may still get entries: the stack of these mirrors the reader's. */
 typedef struct Dir {
@@ -91,6 +106,8 @@ typedef struct Importer {
         GHashTable *links; /* InodeKey → path of the first entry */
         GChecksum *fingerprint;
         bool fingerprint_only; /* the first pass: open and fstat everything, create nothing */
+        IdShift *shift_uid, *shift_gid; /* NULL: owners as they are */
+        char *shift_text;
         uint32_t n_records;
         uint8_t *buffer;
         int exit_code;
@@ -591,6 +608,37 @@ static int create_node(Importer *im, const struct stat *st, int dirfd, const cha
 
 /* Checks a received descriptor and returns its stat. Directories and regular files are read by us (root),
  * so they must be real descriptors opened for reading, and not on a pseudo file system. */
+static uint32_t shift_id(const IdShift *s, uint32_t id)
+{
+        for (size_t i = 0; i < s->len; i++)
+                if (id >= s->c[i] && id - s->c[i] < s->n[i])
+                        return s->h[i] + (id - s->c[i]);
+        return OVERFLOW_ID;
+}
+
+/* "C:H:N,C:H:N,...": kilnd's checked maps; anything else is refused. */
+static IdShift *parse_shift(const char *text)
+{
+        g_autofree IdShift *s = g_new0(IdShift, 1);
+        g_auto(GStrv) ranges = g_strsplit(text, ",", -1);
+
+        for (char **r = ranges; *r; r++) {
+                g_auto(GStrv) f = g_strsplit(*r, ":", -1);
+                guint64 c, h, n;
+                if (s->len == SHIFT_MAX_RANGES || g_strv_length(f) != 3 ||
+                    !g_ascii_string_to_unsigned(f[0], 10, 0, UINT32_MAX - 1, &c, NULL) ||
+                    !g_ascii_string_to_unsigned(f[1], 10, 0, UINT32_MAX - 1, &h, NULL) ||
+                    !g_ascii_string_to_unsigned(f[2], 10, 1, UINT32_MAX - 1, &n, NULL) || c + n > UINT32_MAX ||
+                    h + n > UINT32_MAX)
+                        return NULL;
+                s->c[s->len] = (uint32_t)c;
+                s->h[s->len] = (uint32_t)h;
+                s->n[s->len] = (uint32_t)n;
+                s->len++;
+        }
+        return s->len > 0 ? g_steal_pointer(&s) : NULL;
+}
+
 static int check_received(Importer *im, int fd, struct stat *st, const char *path)
 {
         const char *fs = NULL;
@@ -598,6 +646,10 @@ static int check_received(Importer *im, int fd, struct stat *st, const char *pat
 
         if (fstat(fd, st) < 0)
                 return fail_errno(im, errno, "fstat", display(path));
+        if (im->shift_uid) {
+                st->st_uid = shift_id(im->shift_uid, st->st_uid);
+                st->st_gid = shift_id(im->shift_gid, st->st_gid);
+        }
         if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
                 return 0;
 
@@ -662,6 +714,8 @@ static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, siz
                 root.mtime = st.st_mtim;
                 g_array_append_val(im->stack, root);
                 hash_fingerprint(im, "", &st);
+                if (im->shift_text)
+                        g_checksum_update(im->fingerprint, (const guchar *)im->shift_text, -1);
                 if (im->fingerprint_only)
                         return 0;
 
@@ -1050,6 +1104,10 @@ static int parse_options(int argc, char **argv, Options *o)
                         o->layers = val;
                 } else if (strcmp(arg, "--path") == 0) {
                         o->path = val;
+                } else if (strcmp(arg, "--shift-uids") == 0) {
+                        o->shift_uids = val;
+                } else if (strcmp(arg, "--shift-gids") == 0) {
+                        o->shift_gids = val;
                 } else if (strcmp(arg, "--fd") == 0) {
                         if (!g_ascii_string_to_unsigned(val, 10, 3, INT_MAX, &v, NULL))
                                 return -1;
@@ -1062,6 +1120,8 @@ static int parse_options(int argc, char **argv, Options *o)
         if (!o->have_uid || !o->have_gid || !o->layers || !g_path_is_absolute(o->layers))
                 return -1;
         if (!!o->path == (o->fd >= 0))
+                return -1;
+        if (!o->shift_uids != !o->shift_gids)
                 return -1;
         if (o->path && (!g_path_is_absolute(o->path) || strlen(o->path) >= PATH_MAX))
                 return -1;
@@ -1101,6 +1161,9 @@ static void importer_cleanup(Importer *im)
                 g_checksum_free(im->fingerprint);
         g_free(im->buffer);
         g_free(im->error);
+        g_free(im->shift_uid);
+        g_free(im->shift_gid);
+        g_free(im->shift_text);
 }
 
 /* Forks a reader for one pass over the source. */
@@ -1208,12 +1271,18 @@ int main(int argc, char **argv)
         /* Everything we create starts private; final modes are set explicitly. */
         umask(077);
 
-        if (parse_options(argc, argv, &o) < 0) {
+        if (parse_options(argc, argv, &o) < 0 ||
+            (o.shift_uids && (!(im.shift_uid = parse_shift(o.shift_uids)) ||
+                              !(im.shift_gid = parse_shift(o.shift_gids))))) {
                 fprintf(stderr, "usage: kiln-import --uid U --gid G [--groups G1,G2,...] --layers DIR "
-                                "(--path ABSOLUTE-PATH | --fd N)\n");
+                                "(--path ABSOLUTE-PATH | --fd N) [--shift-uids C:H:N,... --shift-gids C:H:N,...]\n");
                 g_free(o.groups);
+                g_free(im.shift_uid);
+                g_free(im.shift_gid);
                 return KILN_IMPORT_EXIT_USAGE;
         }
+        if (o.shift_uids)
+                im.shift_text = g_strconcat(o.shift_uids, "/", o.shift_gids, NULL);
 
         /* Nothing inherited but stdio and the source descriptor; no working directory in anyone's tree. */
         keep[0] = o.fd;
