@@ -524,15 +524,49 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
                                         status);
 }
 
+/* Runs kiln-import with @argv (the helper's arguments, not yet NULL-terminated) for @task; @src_fd, if
+ * not -1, becomes its fd 3. */
+static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, GCancellable *cancellable)
+{
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GError) error = NULL;
+        const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+        ImportState *st;
+
+        g_ptr_array_add(argv, NULL);
+        launcher =
+            g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+        g_subprocess_launcher_set_environ(launcher, (char **)env);
+        g_subprocess_launcher_set_cwd(launcher, "/");
+        if (src_fd >= 0)
+                g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
+
+        st = g_new0(ImportState, 1);
+        g_mutex_init(&st->lock);
+        st->context = g_main_context_ref_thread_default();
+        st->cancellable = cancellable ? g_object_ref(cancellable) : NULL;
+        g_task_set_task_data(task, st, (GDestroyNotify)import_state_free);
+
+        st->proc = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, &error);
+        if (!st->proc) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "Cannot run %s: %s",
+                                        s->helper_path, error->message);
+                return;
+        }
+
+        /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
+         * collected, so no tmp tree or zombie is left behind. */
+        g_subprocess_communicate_async(st->proc, NULL, NULL, on_import_done, g_object_ref(task));
+        if (cancellable)
+                st->cancel_id =
+                    g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
+}
+
 void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
                                GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
 {
         g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
-        g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        g_autoptr(GError) error = NULL;
-        const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-        ImportState *st;
 
         g_task_set_source_tag(task, kiln_storage_import_async);
 
@@ -576,34 +610,36 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
                 g_ptr_array_add(argv, g_strdup("--fd"));
                 g_ptr_array_add(argv, g_strdup("3"));
         }
-        g_ptr_array_add(argv, NULL);
+        spawn_import(s, task, argv, src_fd, cancellable);
+}
 
-        launcher =
-            g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
-        g_subprocess_launcher_set_environ(launcher, (char **)env);
-        g_subprocess_launcher_set_cwd(launcher, "/");
-        if (src_fd >= 0)
-                g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
+void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const char *uid_shift,
+                                    const char *gid_shift, GCancellable *cancellable, GAsyncReadyCallback callback,
+                                    gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
 
-        st = g_new0(ImportState, 1);
-        g_mutex_init(&st->lock);
-        st->context = g_main_context_ref_thread_default();
-        st->cancellable = cancellable ? g_object_ref(cancellable) : NULL;
-        g_task_set_task_data(task, st, (GDestroyNotify)import_state_free);
-
-        st->proc = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, &error);
-        if (!st->proc) {
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "Cannot run %s: %s",
-                                        s->helper_path, error->message);
+        g_task_set_source_tag(task, kiln_storage_import_async);
+        if (!kiln_storage_layer_exists(s, digest)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "No layer %s", digest);
                 return;
         }
-
-        /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
-         * collected, so no tmp tree or zombie is left behind. */
-        g_subprocess_communicate_async(st->proc, NULL, NULL, on_import_done, g_object_ref(task));
-        if (cancellable)
-                st->cancel_id =
-                    g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
+        /* The layer is root's own tree: read as root, written with the owners shifted. */
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        g_ptr_array_add(argv, g_strdup("--uid"));
+        g_ptr_array_add(argv, g_strdup("0"));
+        g_ptr_array_add(argv, g_strdup("--gid"));
+        g_ptr_array_add(argv, g_strdup("0"));
+        g_ptr_array_add(argv, g_strdup("--layers"));
+        g_ptr_array_add(argv, g_strdup(s->layers_dir));
+        g_ptr_array_add(argv, g_strdup("--path"));
+        g_ptr_array_add(argv, g_build_filename(s->layers_dir, digest, NULL));
+        g_ptr_array_add(argv, g_strdup("--shift-uids"));
+        g_ptr_array_add(argv, g_strdup(uid_shift));
+        g_ptr_array_add(argv, g_strdup("--shift-gids"));
+        g_ptr_array_add(argv, g_strdup(gid_shift));
+        spawn_import(s, task, argv, -1, cancellable);
 }
 
 char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)
@@ -895,6 +931,13 @@ static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer
         if (mfd == -1)
                 set_errno_error(error, e, "fsconfig overlay (ID-mapped layer)", upper_path);
         return mfd == -1 ? -2 : mfd;
+}
+
+gboolean kiln_storage_can_idmap_layers(KilnStorage *s, int userns_fd, GError **error)
+{
+        _cleanup_close_ int tree = kiln_idmapped_tree(s->layers_fd, userns_fd, s->layers_dir, error);
+
+        return tree >= 0;
 }
 
 void kiln_storage_prefer_layer_paths(KilnStorage *s)

@@ -45,6 +45,12 @@ void kiln_storage_import_async(KilnStorage *storage, const char *src_path, int s
                                const KilnCreds *creds, GCancellable *cancellable,
                                GAsyncReadyCallback callback, gpointer user_data);
 char *kiln_storage_import_finish(KilnStorage *storage, GAsyncResult *result, GError **error);
+/* A copy of the layer @digest whose owners are shifted through user namespace maps ("C:H:N,...", as
+ * checked by userns.c): for kernels or file systems that refuse ID-mapped mounts. The result is a
+ * layer digest; finish with kiln_storage_import_finish(). */
+void kiln_storage_shift_layer_async(KilnStorage *storage, const char *digest, const char *uid_shift,
+                                    const char *gid_shift, GCancellable *cancellable, GAsyncReadyCallback callback,
+                                    gpointer user_data);
 
 /* The empty layer that `scratch` builders use (created on first use). */
 char *kiln_storage_scratch_layer(KilnStorage *storage, GError **error);
@@ -65,6 +71,8 @@ gboolean kiln_storage_remove_builder(KilnStorage *storage, const char *id, GErro
 char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer_digest, int userns_fd,
                          GError **error);
 gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);
+/* Whether the layers' file system takes an ID-mapped mount through @userns_fd (the error says why not). */
+gboolean kiln_storage_can_idmap_layers(KilnStorage *storage, int userns_fd, GError **error);
 /* Gives overlayfs its layers by path, as before Linux 6.13 (found out on the first mount otherwise):
  * for the tests of that path. */
 void kiln_storage_prefer_layer_paths(KilnStorage *storage);
