@@ -217,7 +217,7 @@ static void mount_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoi
                 g_auto(KilnIdMaps) maps = {0};
                 gboolean mapped = g_strcmp0(b->config.userns, "auto") == 0;
 
-                path = mapped && !kiln_manager_id_maps(req->manager, b, &maps, &local)
+                path = mapped && !kiln_manager_id_maps(req->manager, b->owner, &maps, &local)
                                ? NULL
                                : kiln_manager_acquire_rootfs(req->manager, b, mapped ? &maps : NULL, &local);
                 if (!path) {

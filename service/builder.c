@@ -80,6 +80,10 @@ char *kiln_builder_to_json(const KilnBuilder *b)
         json_builder_add_string_value(jb, b->from);
         json_builder_set_member_name(jb, "layer");
         json_builder_add_string_value(jb, b->layer);
+        if (b->layer_shifted) {
+                json_builder_set_member_name(jb, "layer_shifted");
+                json_builder_add_boolean_value(jb, TRUE);
+        }
         json_builder_set_member_name(jb, "created");
         json_builder_add_int_value(jb, (gint64)b->created_usec);
         json_builder_set_member_name(jb, "config");
@@ -149,6 +153,8 @@ KilnBuilder *kiln_builder_from_json(const char *json, GError **error)
                 return NULL;
         }
         b = kiln_builder_new(id, name, (uid_t)owner, from, layer, (guint64)created);
+        b->layer_shifted = json_object_has_member(root, "layer_shifted") &&
+                           json_object_get_boolean_member(root, "layer_shifted");
         if (json_object_has_member(root, "config")) {
                 if (!JSON_NODE_HOLDS_OBJECT(json_object_get_member(root, "config"))) {
                         metadata_invalid(error, "config is not an object");

@@ -16,6 +16,7 @@ typedef struct KilnBuilder {
         uid_t owner;
         char *from;   /* as the caller gave it: "scratch" or a path */
         char *layer;  /* digest of the base layer */
+        gboolean layer_shifted; /* the base is a copy shifted to the owner's ID maps (no ID-mapping) */
         guint64 created_usec;
         KilnBuilderConfig config;
         char *object_path;

@@ -24,6 +24,7 @@ KilnConfig *kiln_config_new_defaults(void)
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
+        c->idmapped_layers = TRUE;
         c->subuid_file = g_strdup("/etc/subuid");
         c->subgid_file = g_strdup("/etc/subgid");
         /* The top quarter of the id space, far above the ids distributions give to accounts and to
@@ -195,6 +196,7 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_id(kf, "UserNamespace", "RangeSize", 1, G_MAXUINT32 - 1, &c->id_range_size, error) ||
             !read_choice(kf, "UserNamespace", "DefaultForRoot", "host", "auto", &c->default_userns_root,
                          error) ||
+            !read_bool(kf, "UserNamespace", "IdMappedLayers", &c->idmapped_layers, error) ||
             !check_pool(c, error))
                 return NULL;
 

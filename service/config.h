@@ -30,6 +30,7 @@
  *   PoolSize=1073676288                ids in the pool (2^30 less one range, to stay below 4294967295);
  *                                      0 disables it. PoolStart + PoolSize <= 4294967295
  *   RangeSize=65536                    ids one owner gets from the pool (>= 1, <= PoolSize)
+ *   IdMappedLayers=true                ID-map layers where the kernel can; false: shifted copies
  *   DefaultForRoot=host                userns of builders created by uid 0: host or auto
  *                                      (other owners always get auto)
  */
@@ -61,6 +62,7 @@ typedef struct KilnConfig {
         guint32 id_pool_size; /* 0: no pool */
         guint32 id_range_size;
         char *default_userns_root; /* "host" or "auto" */
+        gboolean idmapped_layers;  /* FALSE: shifted copies of layers even where ID-mapping works */
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */

@@ -77,6 +77,7 @@ static int run(const char *config_path)
         }
         kiln_manager_delete_stale_containers(manager);
         kiln_manager_detect_runtime(manager);
+        kiln_manager_detect_idmapped_layers(manager);
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);

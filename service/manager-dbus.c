@@ -58,20 +58,73 @@ static void create_reply_error(CreateRequest *req, const GError *error)
         sd_bus_reply_method_error(req->message, &bus_error);
 }
 
-static void create_finish(CreateRequest *req, const char *layer)
+static void create_finish(CreateRequest *req, const char *layer, gboolean shifted)
 {
         g_autoptr(GError) error = NULL;
         KilnBuilder *b;
 
         /* Release the reservation first: the builder takes the name itself. */
         g_hash_table_remove(req->manager->reserved_names, req->name);
-        b = kiln_manager_create_builder(req->manager, req->name, req->creds.uid, req->from, layer, &req->config,
-                                        req->mask, &error);
+        b = kiln_manager_create_builder(req->manager, req->name, req->creds.uid, req->from, layer, shifted,
+                                        &req->config, req->mask, &error);
         g_clear_pointer(&req->name, g_free);
         if (!b)
                 create_reply_error(req, error);
         else
                 sd_bus_reply_method_return(req->message, "o", b->object_path);
+}
+
+/* A map as kiln-import takes it: "C:H:N,C:H:N,...". */
+static char *format_shift(const GArray *map)
+{
+        GString *s = g_string_new(NULL);
+
+        for (guint i = 0; i < map->len; i++) {
+                const KilnIdMapping *m = &g_array_index(map, KilnIdMapping, i);
+                g_string_append_printf(s, "%s%u:%u:%u", i ? "," : "", m->container_id, m->host_id, m->size);
+        }
+        return g_string_free(s, FALSE);
+}
+
+static void on_shift_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *layer = kiln_storage_import_finish(req->manager->storage, result, &error);
+
+        if (layer)
+                create_finish(req, layer, TRUE);
+        else if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+                g_prefix_error(&error, "Cannot make a copy of '%s' for the user namespace: ", req->from);
+                create_reply_error(req, error);
+        }
+        create_request_free(req);
+}
+
+/* The builder on its base @layer; where layers cannot be ID-mapped, a builder with a user namespace
+ * first gets a copy of it shifted to its owner's maps (made once per base and map: the copy is a
+ * content-addressed layer like any other). TRUE when kiln-import now holds the request. */
+static gboolean create_on_base(CreateRequest *req, const char *layer)
+{
+        KilnManager *m = req->manager;
+        g_auto(KilnIdMaps) maps = {0};
+        g_autoptr(GError) error = NULL;
+        g_autofree char *uid_shift = NULL, *gid_shift = NULL;
+
+        if (m->idmapped_layers || g_strcmp0(kiln_manager_default_userns(m, req->creds.uid, &req->config), "auto") != 0) {
+                create_finish(req, layer, FALSE);
+                return FALSE;
+        }
+        if (!kiln_manager_id_maps(m, req->creds.uid, &maps, &error)) {
+                create_reply_error(req, error);
+                return FALSE;
+        }
+        uid_shift = format_shift(maps.uid_map);
+        gid_shift = format_shift(maps.gid_map);
+        req->importing = TRUE;
+        kiln_storage_shift_layer_async(m->storage, layer, uid_shift, gid_shift, req->cancellable, on_shift_done,
+                                       req);
+        return TRUE;
 }
 
 static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
@@ -86,8 +139,8 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
                         g_prefix_error(&error, "Cannot import from '%s': ", req->from);
                         create_reply_error(req, error);
                 }
-        } else {
-                create_finish(req, layer);
+        } else if (create_on_base(req, layer)) {
+                return;
         }
         create_request_free(req);
 }
@@ -114,9 +167,8 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
         if (!layer)
                 create_reply_error(req, error);
         else
-                create_finish(req, layer);
+                create_on_base(req, layer); /* if it goes to kiln-import, the release leaves req alone */
 }
-
 
 static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **error)
 {

@@ -153,9 +153,17 @@ KilnBuilder *kiln_manager_find(KilnManager *m, const char *name_or_id, GError **
         return NULL;
 }
 
+const char *kiln_manager_default_userns(KilnManager *m, uid_t owner, const KilnBuilderConfig *config)
+{
+        if (config->userns && *config->userns)
+                return config->userns;
+        return owner == 0 ? m->config->default_userns_root : "auto";
+}
+
 KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t owner, const char *from,
-                                         const char *layer, const KilnBuilderConfig *config,
-                                         KilnFieldMask config_mask, GError **error)
+                                         const char *layer, gboolean layer_shifted,
+                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
+                                         GError **error)
 {
         g_autofree char *id = NULL;
         g_autofree char *dir = NULL;
@@ -168,6 +176,7 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
         } while (g_hash_table_contains(m->builders, id));
 
         b = kiln_builder_new(id, name, owner, from, layer, (guint64)g_get_real_time());
+        b->layer_shifted = layer_shifted;
         kiln_builder_config_assign(&b->config, config, config_mask);
         /* What a run would use is recorded at creation, as buildah does, so the properties say it:
          * the configured isolation, and for root the configured user namespace (none out of the box,
@@ -178,7 +187,7 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
         }
         if (!b->config.userns || !*b->config.userns) {
                 g_free(b->config.userns);
-                b->config.userns = g_strdup(owner == 0 ? m->config->default_userns_root : "auto");
+                b->config.userns = g_strdup(kiln_manager_default_userns(m, owner, config));
         }
         if (!kiln_storage_create_builder(m->storage, id, error))
                 return NULL;
@@ -223,16 +232,36 @@ void kiln_id_maps_clear(KilnIdMaps *maps)
         g_clear_pointer(&maps->gid_map, g_array_unref);
 }
 
-gboolean kiln_manager_id_maps(KilnManager *m, const KilnBuilder *b, KilnIdMaps *ret, GError **error)
+gboolean kiln_manager_id_maps(KilnManager *m, uid_t owner, KilnIdMaps *ret, GError **error)
 {
         struct passwd pw, *found = NULL;
         char buf[4096];
 
-        if (getpwuid_r(b->owner, &pw, buf, sizeof(buf), &found) != 0 || !found)
+        if (getpwuid_r(owner, &pw, buf, sizeof(buf), &found) != 0 || !found)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                  "Invalid userns: the builder's owner %u has no account on this host",
-                                 (unsigned)b->owner);
-        return kiln_userns_mappings(m->userns, b->owner, pw.pw_gid, &ret->uid_map, &ret->gid_map, error);
+                                 (unsigned)owner);
+        return kiln_userns_mappings(m->userns, owner, pw.pw_gid, &ret->uid_map, &ret->gid_map, error);
+}
+
+void kiln_manager_detect_idmapped_layers(KilnManager *m)
+{
+        const KilnIdMapping probe[] = {{0, 65534, 1}};
+        g_autoptr(GError) error = NULL;
+        _cleanup_close_ int userns_fd = -1;
+
+        m->idmapped_layers = FALSE;
+        if (!m->config->idmapped_layers) {
+                g_message("Layers are not ID-mapped (IdMappedLayers=false): user namespaces use shifted copies");
+                return;
+        }
+        userns_fd = kiln_userns_fd_new(probe, 1, probe, 1, &error);
+        if (userns_fd >= 0)
+                m->idmapped_layers = kiln_storage_can_idmap_layers(m->storage, userns_fd, &error);
+        if (!m->idmapped_layers)
+                g_warning("Layers cannot be ID-mapped here (%s): builders with a user namespace get shifted "
+                          "copies of their bases",
+                          error ? error->message : "unknown");
 }
 
 char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMaps *maps, GError **error)
@@ -248,7 +277,15 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
                           idmapped ? "auto" : "host");
                 return NULL;
         }
-        if (b->rootfs_refs == 0 && idmapped) {
+        if (idmapped && !b->layer_shifted && !m->idmapped_layers) {
+                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                          "Invalid userns: layers cannot be ID-mapped on this host, and builder '%s' was made "
+                          "without a user namespace; make a new builder with userns=auto",
+                          b->name);
+                return NULL;
+        }
+        /* A shifted base already has the owners a mapped one would show. */
+        if (b->rootfs_refs == 0 && idmapped && !b->layer_shifted) {
                 userns_fd = kiln_userns_fd_new(
                         (const KilnIdMapping *)maps->uid_map->data, maps->uid_map->len,
                         (const KilnIdMapping *)maps->gid_map->data, maps->gid_map->len, error);

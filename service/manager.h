@@ -15,6 +15,7 @@ typedef struct KilnManager {
         KilnStorage *storage;
         KilnAuth *auth;
         KilnUserns *userns; /* subordinate ids and the pool (owned) */
+        gboolean idmapped_layers; /* layers can be ID-mapped here (else: shifted copies) */
         sd_bus *bus;
         GHashTable *builders;       /* id → KilnBuilder (owned) */
         GHashTable *names;          /* name → KilnBuilder */
@@ -40,8 +41,12 @@ guint kiln_manager_count_owned(KilnManager *manager, uid_t owner);
 
 /* Creates the builder's directories and metadata, then exports it. */
 KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner, const char *from,
-                                         const char *layer, const KilnBuilderConfig *config,
-                                         KilnFieldMask config_mask, GError **error);
+                                         const char *layer, gboolean layer_shifted,
+                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
+                                         GError **error);
+/* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for
+ * everyone else. */
+const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);
 /* Unmounts, removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
 /* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
@@ -52,8 +57,11 @@ typedef struct {
 } KilnIdMaps;
 void kiln_id_maps_clear(KilnIdMaps *maps);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)
-gboolean kiln_manager_id_maps(KilnManager *manager, const KilnBuilder *builder, KilnIdMaps *ret,
-                              GError **error);
+gboolean kiln_manager_id_maps(KilnManager *manager, uid_t owner, KilnIdMaps *ret, GError **error);
+
+/* Start-up: whether the layers' file system takes ID-mapped mounts (and kiln.conf allows them); where
+ * not, builders with a user namespace are made from shifted copies of their bases (logged once). */
+void kiln_manager_detect_idmapped_layers(KilnManager *manager);
 
 /* The builder's root file system, mounted while anyone holds it (Mount() and every run). With @maps
  * (for userns=auto) the layers are ID-mapped through them; a builder mounted one way while held is

@@ -652,7 +652,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
 
         /* The root file system, held mounted for the whole run; ID-mapped in a user namespace. */
         if (private_userns) {
-                if (!kiln_manager_id_maps(m, b, &maps, error))
+                if (!kiln_manager_id_maps(m, b->owner, &maps, error))
                         return NULL;
                 s.in.uid_mappings = (const KilnIdMapping *)maps.uid_map->data;
                 s.in.n_uid_mappings = maps.uid_map->len;
