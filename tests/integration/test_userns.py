@@ -25,7 +25,8 @@ TRUSTED_GROUP = 'kiln-trusted'
 _SUBID_DIR = None
 
 
-def setUpModule():
+def setup_with(extra=''):
+    """The environment of these tests, with @extra lines in [UserNamespace] (test_userns_shifted)."""
     global _SUBID_DIR
     _SUBID_DIR = tempfile.mkdtemp(prefix='kiln-subid.')
     with open(os.path.join(_SUBID_DIR, 'subuid'), 'w') as f:
@@ -33,7 +34,11 @@ def setUpModule():
     with open(os.path.join(_SUBID_DIR, 'subgid'), 'w') as f:
         f.write(f'{pwd.getpwnam(kt.ALICE).pw_uid}:{ALICE_SUBGID}:{SUBID_COUNT}\n')
     kr.setup_module(extra_conf=f'[UserNamespace]\nSubUidFile={_SUBID_DIR}/subuid\n'
-                               f'SubGidFile={_SUBID_DIR}/subgid\n')
+                               f'SubGidFile={_SUBID_DIR}/subgid\n{extra}')
+
+
+def setUpModule():
+    setup_with()
 
 
 def tearDownModule():
