@@ -38,6 +38,16 @@ class ShiftedCases(tu.UsernsCases_oci.__bases__[0]):
         self.alices_builder_from(b.rootfs)
         self.assertEqual(sorted(os.listdir(layers)), before)
 
+    def test_shifted_base_survives_a_restart(self):
+        b = self.alices_builder()
+        self.sh(b, 'touch /before', user=kt.ALICE)
+        self.env.restart_kilnd()
+        self.fd_baseline = self.kilnd_fds()
+        out = self.sh(b, 'stat -c %u /before /bin/busybox; cat /proc/self/uid_map', user=kt.ALICE)
+        lines = out.split('\n')
+        self.assertEqual(lines[:2], ['0', '0'])
+        self.assertEqual(tu.read_map(lines[2]), [(0, self.alice.pw_uid, 1)])
+
     def test_root_builder_with_userns_auto_uses_the_pool(self):
         # Made with a user namespace from the start: its base is shifted to root's pool range.
         name = self.unique_name('root-auto')
