@@ -234,21 +234,42 @@ void kiln_run_options_clear(KilnRunOptions *o)
         kiln_run_options_init(o);
 }
 
-char *kiln_mount_option_source(const char *value)
+void kiln_mount_option_parse(const char *value, KilnMountOption *ret)
 {
         g_auto(GStrv) parts = g_strsplit(value, ",", -1);
-        const char *source = NULL;
-        gboolean bind = TRUE; /* the type buildah assumes */
+        g_autoptr(GStrvBuilder) rest = g_strv_builder_new();
+        const char *type = "bind", *source = NULL, *destination = NULL;
 
         for (char **p = parts; *p; p++) {
+                const char *v = strchr(*p, '=') ? strchr(*p, '=') + 1 : NULL;
                 if (g_str_has_prefix(*p, "type="))
-                        bind = g_str_equal(*p, "type=bind");
-                else if (g_str_has_prefix(*p, "source="))
-                        source = *p + strlen("source=");
-                else if (g_str_has_prefix(*p, "src="))
-                        source = *p + strlen("src=");
+                        type = v;
+                else if (g_str_has_prefix(*p, "source=") || g_str_has_prefix(*p, "src="))
+                        source = v;
+                else if (g_str_has_prefix(*p, "destination=") || g_str_has_prefix(*p, "dst=") ||
+                         g_str_has_prefix(*p, "target="))
+                        destination = v;
+                else if (g_str_has_prefix(*p, "tmpfs-size=") || g_str_has_prefix(*p, "tmpfs-mode="))
+                        g_strv_builder_add(rest, *p + strlen("tmpfs-")); /* size=, mode= */
+                else if (g_str_equal(*p, "readonly"))
+                        g_strv_builder_add(rest, "ro");
+                else if (g_str_has_prefix(*p, "bind-propagation="))
+                        g_strv_builder_add(rest, v);
+                else
+                        g_strv_builder_add(rest, *p); /* the generator's allow-list decides */
         }
-        return bind && source ? g_strdup(source) : NULL;
+        ret->type = g_strdup(type);
+        ret->source = g_strdup(source);
+        ret->destination = g_strdup(destination);
+        ret->options = g_strv_builder_end(rest);
+}
+
+void kiln_mount_option_clear(KilnMountOption *option)
+{
+        g_clear_pointer(&option->type, g_free);
+        g_clear_pointer(&option->source, g_free);
+        g_clear_pointer(&option->destination, g_free);
+        g_clear_pointer(&option->options, g_strfreev);
 }
 
 /* The message owns its descriptors; the run keeps duplicates for as long as it needs them. */

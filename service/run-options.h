@@ -46,8 +46,18 @@ typedef struct KilnRunOptions {
 } KilnRunOptions;
 
 void kiln_run_options_init(KilnRunOptions *options);
-/* The source path of a --mount value of type bind (the default type; "source=S" or "src=S"), or NULL. */
-char *kiln_mount_option_source(const char *value);
+/* One --mount value ("type=bind|tmpfs|cache,source=S,destination=D,..." in buildah's spelling:
+ * src, dst and target too; bind when no type is given; the last of a repeated key counts), parsed
+ * once for both the authorization and the preparation of a run, so they agree on what is bound. */
+typedef struct KilnMountOption {
+        char *type;        /* "bind", "tmpfs" or "cache" */
+        char *source;      /* NULL when not given */
+        char *destination; /* NULL when not given */
+        char **options;    /* the rest, in mount(8) spelling: size=, mode=, ro, propagation, ... */
+} KilnMountOption;
+void kiln_mount_option_parse(const char *value, KilnMountOption *ret);
+void kiln_mount_option_clear(KilnMountOption *option);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnMountOption, kiln_mount_option_clear)
 void kiln_run_options_clear(KilnRunOptions *options);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnRunOptions, kiln_run_options_clear)
 

@@ -106,8 +106,11 @@ static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunO
                 }
         for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
                 g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(mnt - o->mounts));
-                g_autofree char *source = kiln_mount_option_source(*mnt);
-                if (source && !check_source(reasons, o, caller, arg, source, NULL, error))
+                g_auto(KilnMountOption) mount = {0};
+
+                kiln_mount_option_parse(*mnt, &mount);
+                if (g_str_equal(mount.type, "bind") && mount.source &&
+                    !check_source(reasons, o, caller, arg, mount.source, NULL, error))
                         return FALSE;
         }
         for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {

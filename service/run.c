@@ -9,11 +9,11 @@
 #include "kiln-build-config.h"
 
 #include "passwd.h"
-#include "userns.h"
 #include "rootfs.h"
 #include "run.h"
 #include "seccomp-profile.h"
 #include "spec.h"
+#include "userns.h"
 
 /* /etc/passwd and /etc/group of an image are read up to this size; larger ones are refused. */
 #define ACCOUNT_FILE_MAX (4 * 1024 * 1024)
@@ -235,51 +235,25 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const char *arg, c
 static gboolean add_mount_option(SpecScratch *s, KilnRunPlan *plan, const char *arg, const char *value,
                                  GError **error)
 {
-        g_auto(GStrv) parts = g_strsplit(value, ",", -1);
-        g_autoptr(GPtrArray) opts = g_ptr_array_new_with_free_func(g_free);
-        const char *type = NULL, *src = NULL, *dst = NULL;
+        g_auto(KilnMountOption) m = {0};
 
-        for (char **p = parts; *p; p++) {
-                const char *v = strchr(*p, '=') ? strchr(*p, '=') + 1 : NULL;
-                if (g_str_has_prefix(*p, "type="))
-                        type = v;
-                else if (g_str_has_prefix(*p, "source=") || g_str_has_prefix(*p, "src="))
-                        src = v;
-                else if (g_str_has_prefix(*p, "destination=") || g_str_has_prefix(*p, "dst=") ||
-                         g_str_has_prefix(*p, "target="))
-                        dst = v;
-                else if (g_str_has_prefix(*p, "tmpfs-size="))
-                        g_ptr_array_add(opts, g_strconcat("size=", v, NULL));
-                else if (g_str_has_prefix(*p, "tmpfs-mode="))
-                        g_ptr_array_add(opts, g_strconcat("mode=", v, NULL));
-                else if (g_str_equal(*p, "readonly"))
-                        g_ptr_array_add(opts, g_strdup("ro"));
-                else if (g_str_has_prefix(*p, "bind-propagation="))
-                        g_ptr_array_add(opts, g_strdup(v));
-                else
-                        g_ptr_array_add(opts, g_strdup(*p)); /* the generator's allow-list decides */
-        }
-        if (!dst || !g_path_is_absolute(dst))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute destination",
-                            arg, value);
-        if (g_strcmp0(type, "cache") == 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: type=cache is not supported yet",
-                            arg);
-        if (g_strcmp0(type, "tmpfs") == 0) {
-                KilnMount mount = {.type = KILN_MOUNT_TMPFS, .destination = keep(s, g_strdup(dst)),
-                                   .arg = keep(s, g_strdup(arg))};
-                g_ptr_array_add(opts, NULL);
-                mount.options = keep_list(s, (char **)g_ptr_array_free(g_steal_pointer(&opts), FALSE));
+        kiln_mount_option_parse(value, &m);
+        if (!m.destination || !g_path_is_absolute(m.destination))
+                return kiln_invalid(error, arg, "'%s' needs an absolute destination", value);
+        if (g_str_equal(m.type, "cache"))
+                return kiln_invalid(error, arg, "type=cache is not supported yet");
+        if (g_str_equal(m.type, "tmpfs")) {
+                KilnMount mount = {.type = KILN_MOUNT_TMPFS, .destination = keep(s, g_strdup(m.destination)),
+                                   .arg = keep(s, g_strdup(arg)),
+                                   .options = keep_list(s, g_steal_pointer(&m.options))};
                 g_array_append_val(s->mounts, mount);
                 return TRUE;
         }
-        if (!src || !g_path_is_absolute(src))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' needs an absolute source",
-                            arg, value);
-        g_ptr_array_add(opts, NULL);
+        if (!m.source || !g_path_is_absolute(m.source))
+                return kiln_invalid(error, arg, "'%s' needs an absolute source", value);
         {
-                g_autofree char *joined = g_strjoinv(",", (char **)opts->pdata);
-                return add_volume(s, plan, arg, src, dst, joined, error);
+                g_autofree char *joined = g_strjoinv(",", m.options);
+                return add_volume(s, plan, arg, m.source, m.destination, joined, error);
         }
 }
 
