@@ -203,7 +203,7 @@ class UsernsCases(kr.RunTestCase):
 
     def privileged_requests(self):
         requests = [('--network', 'host'), ('--cap-add', 'SYS_ADMIN'), ('--device', '/dev/fuse'),
-                    ('-v', '/root:/r')]
+                    ('-v', '/root:/r'), ('--mount', 'type=bind,src=/root,dst=/r')]
         if self.isolation == 'oci':
             requests.append(('--runtime', '/usr/sbin/runc'))
         return requests
