@@ -913,7 +913,8 @@ static int overlay_fsmount(int lower, int upper, int work, const char *lower_pat
 
 /* Without layer descriptors, a detached ID-mapped tree has no path to give the overlay: it is attached
  * on the builder's (still empty) mount point while the overlay is made, then detached again (the
- * overlay holds its own reference to each layer). */
+ * overlay holds its own reference to each layer). The mount point is in RUNTIME/mounts, root's alone,
+ * so nobody else sees the layer there in the meantime. */
 static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer_tree,
                                        const char *upper_path, const char *work_path, GError **error)
 {
