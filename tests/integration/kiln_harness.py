@@ -92,6 +92,10 @@ class Env:
         os.environ['DBUS_SYSTEM_BUS_ADDRESS'] = self.bus_address
         return self
 
+    def restart_polkitd(self):
+        """A fresh polkitd on the same bus (see kiln-env restart-polkitd)."""
+        subprocess.run([KILN_ENV, 'restart-polkitd', self.dir], stdout=subprocess.DEVNULL, check=True)
+
     def restart_kilnd(self):
         """SIGTERM kilnd, wait for it to exit, start it again on the same state."""
         subprocess.run([KILN_ENV, 'restart-kilnd', self.dir, self.build_root],
