@@ -27,12 +27,14 @@
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
+/* Closes *@fd if open and forgets it (-1), keeping errno. */
 static inline void kiln_close_fdp(int *fd)
 {
         if (*fd >= 0) {
                 int saved = errno;
                 close(*fd);
                 errno = saved;
+                *fd = -1;
         }
 }
 #define _cleanup_close_ __attribute__((cleanup(kiln_close_fdp)))
