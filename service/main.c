@@ -11,7 +11,9 @@
 
 #include "auth.h"
 #include "bus-glib.h"
+#include "isolate-server.h"
 #include "manager.h"
+#include "run.h"
 
 static void ignore_signal(int sig)
 {
@@ -31,6 +33,7 @@ static int run(const char *config_path)
         g_autoptr(KilnAuth) auth = NULL;
         g_autoptr(KilnManager) manager = NULL;
         g_autofree char *allotments = NULL;
+        g_auto(GStrv) isolate_globals = NULL;
         g_autoptr(GMainLoop) loop = g_main_loop_new(NULL, FALSE);
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         guint bus_source;
@@ -78,6 +81,8 @@ static int run(const char *config_path)
         kiln_manager_delete_stale_containers(manager);
         kiln_manager_detect_runtime(manager);
         kiln_manager_detect_idmapped_layers(manager);
+        isolate_globals = kiln_run_isolate_globals(manager);
+        manager->isolate_server = kiln_isolate_server_new((const char *const *)isolate_globals);
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);

@@ -3,6 +3,7 @@
 #include <pwd.h>
 
 #include "builder-dbus.h"
+#include "isolate-server.h"
 #include "process-dbus.h"
 #include "runtime.h"
 #include "manager.h"
@@ -48,6 +49,7 @@ void kiln_manager_free(KilnManager *m)
                 sd_bus_slot_unref(m->slots[i]);
         /* Processes first: freeing a running one kills it and releases its builder's rootfs. */
         g_hash_table_destroy(m->processes);
+        kiln_isolate_server_free(m->isolate_server); /* after the runs it served */
         g_hash_table_destroy(m->names);
         g_hash_table_destroy(m->builders);
         g_hash_table_destroy(m->reserved_names);

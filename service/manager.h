@@ -23,6 +23,7 @@ typedef struct KilnManager {
         char **runtimes;            /* configured runtimes found on this host */
         guint64 next_container;
         GHashTable *processes; /* object path → KilnProcess (owned) */
+        struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
         guint64 next_process;
         sd_bus_slot *slots[6];
 } KilnManager;

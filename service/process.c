@@ -331,6 +331,7 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
 
         spec.runtime = p->plan->runtime;
         spec.isolate = p->plan->isolate;
+        spec.isolate_server = m->isolate_server;
         spec.state_root = p->plan->state_root;
         spec.bundle_dir = p->plan->bundle_dir;
         spec.container_id = p->plan->container_id;

@@ -11,6 +11,7 @@
 #include "passwd.h"
 #include "rootfs.h"
 #include "run.h"
+#include "runtime.h"
 #include "seccomp-profile.h"
 #include "spec.h"
 #include "userns.h"
@@ -491,14 +492,37 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         return TRUE;
 }
 
-/* The runtime's global arguments: kiln-isolate keeps its compiled filters under kilnd's runtime
- * directory, not in its own default place; an OCI runtime gets the caller's (run-privileged). */
+static char *isolate_path(KilnManager *m)
+{
+        return g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+}
+
+/* kiln-isolate keeps its compiled filters under kilnd's runtime directory, not in its own default
+ * place. */
+static void add_isolate_arguments(GStrvBuilder *args, KilnManager *m)
+{
+        g_strv_builder_add_many(args, "--cache-dir", kiln_storage_isolate_cache(m->storage), NULL);
+}
+
+char **kiln_run_isolate_globals(KilnManager *m)
+{
+        g_autofree char *path = isolate_path(m);
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+        g_auto(GStrv) arguments = NULL;
+
+        add_isolate_arguments(args, m);
+        arguments = g_strv_builder_end(args);
+        return kiln_runtime_global_argv(path, (const char *const *)arguments, kiln_storage_isolate_root(m->storage));
+}
+
+/* The runtime's global arguments: kiln-isolate's own, and for an OCI runtime the caller's
+ * (run-privileged). */
 static char **runtime_arguments(const KilnRunPlan *plan, KilnManager *m, const KilnRunOptions *o)
 {
         g_autoptr(GStrvBuilder) args = g_strv_builder_new();
 
         if (plan->isolate)
-                g_strv_builder_add_many(args, "--cache-dir", kiln_storage_isolate_cache(m->storage), NULL);
+                add_isolate_arguments(args, m);
         if (o->runtime_args)
                 g_strv_builder_addv(args, (const char **)o->runtime_args);
         return g_strv_builder_end(args);
@@ -614,7 +638,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
                         kiln_invalid(error, "runtime", "it does not apply to isolation 'chroot'");
                         return NULL;
                 }
-                plan->runtime = g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+                plan->runtime = isolate_path(m);
                 plan->isolate = TRUE;
                 plan->state_root = g_strdup(kiln_storage_isolate_root(m->storage));
         } else {

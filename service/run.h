@@ -34,6 +34,10 @@ KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char *
                               KilnRunOptions *options, GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);
 
+/* kiln-isolate and the global options every chroot run of kilnd's own gives it: what its server is
+ * started with (isolate-server.h). */
+char **kiln_run_isolate_globals(KilnManager *manager);
+
 /* The user namespace a run gets: the run's option, else the builder's. One rule for preparing the run
  * and for deciding what it weakens. */
 gboolean kiln_run_wants_userns(const KilnBuilder *builder, const KilnRunOptions *options);

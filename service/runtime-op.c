@@ -8,6 +8,7 @@
 #include <json-glib/json-glib.h>
 
 #include "import/fs-util.h"
+#include "isolate-server.h"
 #include "kiln-common.h"
 #include "runtime-private.h"
 
@@ -15,7 +16,7 @@
 
 /* A runtime inherits nothing from kilnd's environment: NOTIFY_SOCKET in particular would make runc pass
  * systemd's notification socket for kilnd's own unit into the container. */
-static const char *const runtime_environ[] = {
+const char *const kiln_runtime_environ[] = {
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LC_ALL=C",
         NULL,
@@ -26,6 +27,7 @@ static void op_free(KilnRuntimeOp *op)
         if (op->destroy)
                 op->destroy(op->data);
         g_clear_object(&op->process);
+        g_clear_pointer(&op->request, kiln_isolate_request_unref);
         kiln_relay_free(op->messages);
         g_free(op->runtime_name);
         g_free(op->verb);
@@ -155,20 +157,11 @@ static void on_process_exited(GObject *source, GAsyncResult *result, gpointer da
         op_complete(op);
 }
 
-KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *runtime_args,
-                                     const char *state_root, const char *bundle_dir, const char *id,
-                                     const char *verb, const char *const *verb_args, const char *after_id,
-                                     int stdio[3], GError **error)
+/* RUNTIME [runtime_args] --root STATE --log-format json: what comes before the verb (and --log). */
+static void add_globals(GPtrArray *argv, const char *runtime, const char *const *runtime_args,
+                        const char *state_root)
 {
-        g_autoptr(GSubprocessLauncher) launcher = NULL;
-        g_autoptr(GPtrArray) argv = g_ptr_array_new();
-        g_autofree char *log_path = NULL;
-        KilnRuntimeOp *op;
-        GSubprocess *process;
-        int messages_fd = -1;
-
-        /* Names always after "--": an id can never be taken for an option. The runtime's own --root
-         * comes after runtime_args so that ours is the one in force. */
+        /* The runtime's own --root comes after runtime_args so that ours is the one in force. */
         g_ptr_array_add(argv, (char *)runtime);
         for (const char *const *a = runtime_args; a && *a; a++)
                 g_ptr_array_add(argv, (char *)*a);
@@ -176,11 +169,31 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
         g_ptr_array_add(argv, (char *)state_root);
         g_ptr_array_add(argv, "--log-format");
         g_ptr_array_add(argv, "json");
-        if (stdio) {
-                log_path = g_build_filename(bundle_dir, KILN_RUNTIME_LOG_FILE, NULL);
+}
+
+char **kiln_runtime_global_argv(const char *runtime, const char *const *runtime_args, const char *state_root)
+{
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+
+        add_globals(argv, runtime, runtime_args, state_root);
+        g_ptr_array_add(argv, NULL);
+        return g_strdupv((char **)argv->pdata);
+}
+
+/* The globals, then [--log LOG] VERB [verb_args] -- ID [after_id]; *@n_globals: how many globals. */
+static GPtrArray *runtime_argv(const char *runtime, const char *const *runtime_args, const char *state_root,
+                               const char *log_path, const char *verb, const char *const *verb_args,
+                               const char *id, const char *after_id, guint *n_globals)
+{
+        GPtrArray *argv = g_ptr_array_new();
+
+        add_globals(argv, runtime, runtime_args, state_root);
+        *n_globals = argv->len;
+        if (log_path) {
                 g_ptr_array_add(argv, "--log");
-                g_ptr_array_add(argv, log_path);
+                g_ptr_array_add(argv, (char *)log_path);
         }
+        /* Names always after "--": an id can never be taken for an option. */
         g_ptr_array_add(argv, (char *)verb);
         for (const char *const *a = verb_args; a && *a; a++)
                 g_ptr_array_add(argv, (char *)*a);
@@ -189,6 +202,62 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
         if (after_id)
                 g_ptr_array_add(argv, (char *)after_id);
         g_ptr_array_add(argv, NULL);
+        return argv;
+}
+
+static KilnRuntimeOp *op_new(const char *runtime, const char *verb, const char *id, char *log_path)
+{
+        KilnRuntimeOp *op = g_new0(KilnRuntimeOp, 1);
+
+        op->runtime_name = g_path_get_basename(runtime);
+        op->verb = g_strdup(verb);
+        op->id = g_strdup(id);
+        op->log_path = log_path;
+        return op;
+}
+
+KilnRuntimeOp *kiln_runtime_op_request(KilnIsolateServer *server, const char *runtime,
+                                       const char *const *runtime_args, const char *state_root,
+                                       const char *bundle_dir, const char *id, const char *verb,
+                                       const char *const *verb_args, int stdio[3], GError **error)
+{
+        g_autofree char *log_path = g_build_filename(bundle_dir, KILN_RUNTIME_LOG_FILE, NULL);
+        g_autoptr(GPtrArray) argv = NULL;
+        KilnIsolateRequest *request;
+        KilnRuntimeOp *op;
+        guint n_globals;
+
+        argv = runtime_argv(runtime, runtime_args, state_root, log_path, verb, verb_args, id, NULL, &n_globals);
+        g_return_val_if_fail(kiln_isolate_server_serves(server, (const char *const *)argv->pdata, n_globals),
+                             NULL);
+        request = kiln_isolate_server_request(server, bundle_dir,
+                                              (const char *const *)argv->pdata + n_globals, stdio, error);
+        if (!request) {
+                g_prefix_error(error, "%s %s of container %s: ", runtime, verb, id);
+                return NULL;
+        }
+        op = op_new(runtime, verb, id, g_steal_pointer(&log_path));
+        op->request = request;
+        return op;
+}
+
+KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *runtime_args,
+                                     const char *state_root, const char *bundle_dir, const char *id,
+                                     const char *verb, const char *const *verb_args, const char *after_id,
+                                     int stdio[3], GError **error)
+{
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GPtrArray) argv = NULL;
+        g_autofree char *log_path = NULL;
+        KilnRuntimeOp *op;
+        GSubprocess *process;
+        int messages_fd = -1;
+        guint n_globals;
+
+        if (stdio)
+                log_path = g_build_filename(bundle_dir, KILN_RUNTIME_LOG_FILE, NULL);
+        argv = runtime_argv(runtime, runtime_args, state_root, log_path, verb, verb_args, id, after_id,
+                            &n_globals);
 
         if (stdio) {
                 /* The runtime's stdio becomes the container's: create hands them on to its process. */
@@ -207,7 +276,7 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
                 g_subprocess_launcher_take_stderr_fd(launcher, p[1]);
                 messages_fd = p[0];
         }
-        g_subprocess_launcher_set_environ(launcher, (char **)runtime_environ);
+        g_subprocess_launcher_set_environ(launcher, (char **)kiln_runtime_environ);
         g_subprocess_launcher_set_cwd(launcher, bundle_dir);
 
         process = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, error);
@@ -219,11 +288,7 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
                 return NULL;
         }
 
-        op = g_new0(KilnRuntimeOp, 1);
-        op->runtime_name = g_path_get_basename(runtime);
-        op->verb = g_strdup(verb);
-        op->id = g_strdup(id);
-        op->log_path = g_steal_pointer(&log_path);
+        op = op_new(runtime, verb, id, g_steal_pointer(&log_path));
         op->process = process;
         if (messages_fd >= 0) {
                 g_autofree char *name = g_strdup_printf("%s %s messages", op->runtime_name, verb);
@@ -232,12 +297,25 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
         return op;
 }
 
+static void on_request_done(gpointer data, int status)
+{
+        KilnRuntimeOp *op = data;
+
+        op->exited = TRUE;
+        op->status = status;
+        op_complete(op);
+}
+
 void kiln_runtime_op_run(KilnRuntimeOp *op, GMainContext *context, KilnRuntimeOpDone done, gpointer data,
                          GDestroyNotify destroy)
 {
         op->done = done;
         op->data = data;
         op->destroy = destroy;
+        if (op->request) {
+                kiln_isolate_request_watch(op->request, context, on_request_done, op);
+                return;
+        }
         if (op->messages)
                 kiln_relay_start(op->messages, context, on_messages_done, op);
         /* GSubprocess answers on the thread-default context of the caller. */

@@ -5,6 +5,7 @@
 
 #include <gio/gio.h>
 
+#include "isolate-server.h"
 #include "runtime.h"
 #include "stdio-relay.h"
 
@@ -26,6 +27,7 @@ struct KilnRuntimeOp {
         char *log_path; /* where the runtime logs when its stderr is the container's */
         int signal;     /* for kill: what was sent */
         GSubprocess *process;
+        KilnIsolateRequest *request; /* instead of @process: run by kiln-isolate's server */
         KilnRelay *messages; /* the runtime's stderr, bounded */
         gboolean exited;
         int status;    /* exit code, 128+N when killed by signal N */
@@ -45,6 +47,13 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
                                      const char *verb, const char *const *verb_args, const char *after_id,
                                      int stdio[3], GError **error);
 
+/* The same command run by kiln-isolate's @server (kiln_isolate_server_serves() must hold for the
+ * global options), always with @stdio; no after_id. */
+KilnRuntimeOp *kiln_runtime_op_request(KilnIsolateServer *server, const char *runtime,
+                                       const char *const *runtime_args, const char *state_root,
+                                       const char *bundle_dir, const char *id, const char *verb,
+                                       const char *const *verb_args, int stdio[3], GError **error);
+
 /* Waits on @context for the command to exit and its messages to be read, then calls @done, @destroy on
  * @data, and frees @op. */
 void kiln_runtime_op_run(KilnRuntimeOp *op, GMainContext *context, KilnRuntimeOpDone done, gpointer data,
@@ -53,6 +62,9 @@ void kiln_runtime_op_run(KilnRuntimeOp *op, GMainContext *context, KilnRuntimeOp
 /* The failure as an error: G_IO_ERROR_NOT_FOUND / G_IO_ERROR_PERMISSION_DENIED when the runtime could not
  * execute the command (as a shell's 127 / 126), otherwise G_IO_ERROR_FAILED. */
 GError *kiln_runtime_op_error(KilnRuntimeOp *op);
+
+/* The environment of every runtime command: nothing of kilnd's. */
+extern const char *const kiln_runtime_environ[];
 
 /* Runs one command to its end on a private main context, at most @timeout_ms before it is killed. */
 gboolean kiln_runtime_run_sync(const char *runtime, const char *const *runtime_args, const char *state_root,

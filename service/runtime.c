@@ -50,6 +50,7 @@ struct KilnContainer {
         char **runtime_args;
         gboolean no_pivot;
         gboolean isolate;
+        KilnIsolateServer *isolate_server;
         gboolean terminal;
         guint16 rows, cols;
         gsize capture_limit;
@@ -59,6 +60,7 @@ struct KilnContainer {
         GMainContext *context;
 
         GSubprocess *create_process; /* create, or kiln-isolate's run --detach */
+        KilnIsolateRequest *create_request; /* instead: run --detach by kiln-isolate's server */
         GSubprocess *start_process;
         GSubprocess *delete_process;
         gboolean created; /* the runtime has state for it: delete it */
@@ -122,6 +124,7 @@ KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec)
         c->runtime_args = g_strdupv(spec->runtime_args);
         c->no_pivot = spec->no_pivot;
         c->isolate = spec->isolate;
+        c->isolate_server = spec->isolate ? spec->isolate_server : NULL;
         c->terminal = spec->terminal;
         c->rows = spec->rows;
         c->cols = spec->cols;
@@ -410,7 +413,7 @@ static void container_settle(KilnContainer *c)
 {
         if (c->disposed || c->settled)
                 return;
-        if (c->create_process || c->start_process || c->delete_process || c->pid_watch ||
+        if (c->create_process || c->create_request || c->start_process || c->delete_process || c->pid_watch ||
             (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
             kiln_relay_is_running(c->stdio.relays[STDERR]))
                 return;
@@ -502,6 +505,7 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
         if (c->disposed)
                 return;
         g_clear_object(&c->create_process);
+        g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
         if (op->status != 0) {
                 /* The runtime cleans up after a failed create; deleting here could hit another container
                  * of the same name, the very conflict that may have made create fail. */
@@ -548,6 +552,18 @@ static gboolean on_start_cancelled(GCancellable *cancellable, gpointer data)
         c->start_cancelled = TRUE;
         cancel_source_clear(&c->start_cancel_source);
         return G_SOURCE_REMOVE; /* acted on between the steps: create is never interrupted */
+}
+
+/* kiln-isolate's server runs what kilnd would execute: the same program with the same global options. */
+static gboolean served(KilnContainer *c)
+{
+        g_auto(GStrv) globals = NULL;
+
+        if (!c->isolate_server)
+                return FALSE;
+        globals = kiln_runtime_global_argv(c->runtime, (const char *const *)c->runtime_args, c->state_root);
+        return kiln_isolate_server_serves(c->isolate_server, (const char *const *)globals,
+                                          g_strv_length(globals));
 }
 
 static gboolean spec_check(KilnContainer *c, GError **error)
@@ -629,15 +645,24 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                 g_ptr_array_add(args, g_strdup("--no-pivot"));
         g_ptr_array_add(args, NULL);
 
-        create = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
-                                       c->bundle_dir, c->id, c->isolate ? "run" : "create",
-                                       (const char *const *)args->pdata, NULL, stdio, &error);
+        if (served(c))
+                create = kiln_runtime_op_request(c->isolate_server, c->runtime,
+                                                 (const char *const *)c->runtime_args, c->state_root,
+                                                 c->bundle_dir, c->id, "run", (const char *const *)args->pdata,
+                                                 stdio, &error);
+        else
+                create = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
+                                               c->bundle_dir, c->id, c->isolate ? "run" : "create",
+                                               (const char *const *)args->pdata, NULL, stdio, &error);
         stdio[0] = stdio[1] = stdio[2] = -1; /* taken, also on failure */
         if (!create)
                 goto fail;
-        /* The container's ends of our pipes now live only in the runtime (closed by the launcher), so
-         * EOF arrives when the container's processes are gone. */
-        c->create_process = g_object_ref(create->process);
+        /* The container's ends of our pipes now live only in the runtime (closed by the launcher, or
+         * sent to kiln-isolate's server), so EOF arrives when the container's processes are gone. */
+        if (create->request)
+                c->create_request = kiln_isolate_request_ref(create->request);
+        else
+                c->create_process = g_object_ref(create->process);
         kiln_runtime_op_run(create, c->context, on_create_done, container_ref(c),
                             (GDestroyNotify)container_unref);
         if (!c->terminal)
@@ -809,6 +834,15 @@ static void drop_task(GTask **task, TaskHook **hook, GSource **cancel_source, co
         g_task_return_new_error(t, G_IO_ERROR, G_IO_ERROR_CANCELLED, "Container %s was freed", id);
 }
 
+/* Waits (bounded) for the create (or run --detach) under way: whether it succeeded. */
+static gboolean create_finish_sync(KilnContainer *c)
+{
+        if (c->create_request)
+                return kiln_isolate_request_wait_bounded(c->create_request, SYNC_TIMEOUT_MS) == 0;
+        kiln_runtime_wait_bounded(c->create_process, SYNC_TIMEOUT_MS);
+        return g_subprocess_get_if_exited(c->create_process) && g_subprocess_get_exit_status(c->create_process) == 0;
+}
+
 /* Synchronous and bounded: wait for runtime commands under way, kill the process, delete the runtime's
  * state, reap, close everything. Callbacks of commands still in flight find the container disposed. */
 static void container_dispose(KilnContainer *c)
@@ -827,10 +861,8 @@ static void container_dispose(KilnContainer *c)
         g_clear_error(&c->start_error);
 
         /* A create is let finish rather than killed: killing it would orphan its half-made container. */
-        if (c->create_process) {
-                kiln_runtime_wait_bounded(c->create_process, SYNC_TIMEOUT_MS);
-                if (g_subprocess_get_if_exited(c->create_process) &&
-                    g_subprocess_get_exit_status(c->create_process) == 0) {
+        if (c->create_process || c->create_request) {
+                if (create_finish_sync(c)) {
                         c->created = TRUE;
                         if (!read_pid_file(c, &error) || !watch_pid(c, &error)) {
                                 g_warning("Container %s: %s", c->id, error->message);
@@ -838,6 +870,7 @@ static void container_dispose(KilnContainer *c)
                         }
                 }
                 g_clear_object(&c->create_process);
+                g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
         }
         if (c->start_process) {
                 kiln_runtime_wait_bounded(c->start_process, SYNC_TIMEOUT_MS);

@@ -33,6 +33,9 @@ typedef struct KilnRuntimeSpec {
          * process's pidfd instead of `kill`, and its state (kept for a crash's clean-up) removed by us
          * once the process is reaped instead of by `delete` (docs/isolate.md). */
         gboolean isolate;
+        /* With @isolate: kiln-isolate's server (isolate-server.h), which runs it without an execve when
+         * the command line's global options are the server's own; NULL: always executed. */
+        struct KilnIsolateServer *isolate_server;
 
         /* The caller's descriptors (-1: /dev/null). Pipes, sockets and regular files go to the
          * container as they are; a terminal is never handed to the container: its data is relayed
@@ -49,6 +52,10 @@ typedef struct KilnRuntimeSpec {
          * G_IO_ERROR_NO_SPACE. 0: no capture. */
         gsize capture_limit;
 } KilnRuntimeSpec;
+
+/* RUNTIME [runtime_args] --root STATE_ROOT --log-format json: the global options of every runtime
+ * command the driver runs (what kiln-isolate's server is started with). */
+char **kiln_runtime_global_argv(const char *runtime, const char *const *runtime_args, const char *state_root);
 
 typedef struct KilnContainer KilnContainer;
 

@@ -14,6 +14,7 @@
  *   mounts.c      the spec's mounts inside the root file system
  *   devices.c     /dev
  *   paths.c       sysctls, pivot_root, masked and read-only paths
+ *   serve.c       kilnd's server: a forked child per command instead of an execve
  *   caps.c user.c rlimits.c seccomp.c terminal.c exec.c state.c log.c */
 #pragma once
 
@@ -209,6 +210,9 @@ typedef struct IsoSeccomp IsoSeccomp;
 IsoSeccomp *iso_seccomp_prepare(const IsoSpec *spec, const char *cache_dir, GError **error);
 gboolean iso_seccomp_load(const IsoSeccomp *filter, GError **error);
 void iso_seccomp_free(IsoSeccomp *filter);
+/* What libseccomp finds out once per process (the kernel's API level), found out now: for `serve`,
+ * whose children would each ask again. */
+void iso_seccomp_probe(void);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(IsoSeccomp, iso_seccomp_free)
 
 /* exec.c: argv[0] looked up as execvp() would with the spec's PATH (as the user, from the cwd);
@@ -278,3 +282,7 @@ void iso_log_close(void);
 
 /* Writes @contents in one write(2) to the existing file @path under @dirfd (kernel files: maps, sysctls). */
 gboolean iso_write_file(int dirfd, const char *path, const char *contents, GError **error);
+
+/* serve.c: `kiln-isolate [GLOBAL...] serve` (serve-protocol.h). @globals: argv[0] and the global options
+ * (@n_globals of them); each request's command runs in a forked child as @command(globals + request). */
+int iso_serve(char **globals, int n_globals, int (*command)(int argc, char **argv));

@@ -8,6 +8,7 @@
  *     kill   [--] ID [SIGNAL]
  *     delete [--force] [--] ID
  *     state  [--] ID
+ *     serve  (kilnd's: stdin is a socket of requests for the commands above, serve.c)
  *
  * --cache-dir keeps compiled seccomp filters (default /run/kiln-isolate-cache; "none": no cache).
  *
@@ -34,6 +35,7 @@ typedef struct Options {
         const char *log;
         bool log_json;
         const char *command;
+        int command_index; /* in argv: what comes before are the global options */
         const char *bundle;
         const char *pid_file;
         const char *console_socket;
@@ -111,7 +113,10 @@ static gboolean parse(int argc, char **argv, Options *o, GError **error)
         }
         if (i >= argc)
                 return iso_fail(error, "no command given (run, create, start, kill, delete, state)");
+        o->command_index = i;
         o->command = argv[i++];
+        if (g_str_equal(o->command, "serve"))
+                return i == argc ? TRUE : iso_fail(error, "serve: unexpected argument '%s'", argv[i]);
         for (; i < argc; i++) {
                 const char *a = argv[i];
                 if (!dashdash && a[0] == '-') {
@@ -359,17 +364,12 @@ static int cmd_state(const Options *o, GError **error)
         return 0;
 }
 
-int main(int argc, char **argv)
+/* One command, as a fresh kiln-isolate or a child of `serve` runs it. */
+static int run_command(int argc, char **argv)
 {
         g_autoptr(GError) error = NULL;
         Options o = {.root = DEFAULT_STATE_ROOT, .cache_dir = DEFAULT_CACHE_DIR};
         int code;
-
-        /* Not dumpable while privileged: no process of the container's user can ptrace us or open our
-         * /proc files. The init inherits it; execve makes the command dumpable again. */
-        (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-        /* Nothing inherited beyond stdio may reach a container. */
-        (void)close_range(3, ~0U, 0);
 
         if (!parse(argc, argv, &o, &error)) {
                 fprintf(stderr, "kiln-isolate: %s\n", error->message);
@@ -377,7 +377,9 @@ int main(int argc, char **argv)
                 return ISO_EXIT_SETUP;
         }
         iso_log_setup(o.log, o.log_json);
-        if (g_str_equal(o.command, "run"))
+        if (g_str_equal(o.command, "serve"))
+                code = (iso_fail(&error, "serve: not a command a server runs"), ISO_EXIT_SETUP);
+        else if (g_str_equal(o.command, "run"))
                 code = cmd_launch(&o, o.detach ? ISO_MODE_RUN_DETACHED : ISO_MODE_RUN, &error);
         else if (g_str_equal(o.command, "create"))
                 code = cmd_launch(&o, ISO_MODE_CREATE, &error);
@@ -394,5 +396,23 @@ int main(int argc, char **argv)
         if (error)
                 iso_log_error(error->message);
         iso_log_close();
+        fflush(stdout);
         return code;
+}
+
+int main(int argc, char **argv)
+{
+        g_autoptr(GError) error = NULL;
+        Options o = {0};
+
+        /* Not dumpable while privileged: no process of the container's user can ptrace us or open our
+         * /proc files. The init inherits it; execve makes the command dumpable again. */
+        (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        /* Nothing inherited beyond stdio may reach a container. */
+        (void)close_range(3, ~0U, 0);
+
+        /* "kiln-isolate [GLOBAL...] serve": each command it runs gets the same global options. */
+        if (parse(argc, argv, &o, &error) && g_str_equal(o.command, "serve"))
+                return iso_serve(argv, o.command_index, run_command);
+        return run_command(argc, argv);
 }

@@ -202,3 +202,8 @@ gboolean iso_seccomp_load(const IsoSeccomp *filter, GError **error)
                                       filter->n_insns);
         return TRUE;
 }
+
+void iso_seccomp_probe(void)
+{
+        (void)seccomp_api_get();
+}

@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kiln-isolate's server, kilnd's end (isolate-server.h). The server is a GSubprocess (GLib reaps it);
+ * each request has a socket of its own for its two replies, so a request needs no bookkeeping here
+ * beyond its own descriptor, and a server that dies shows as an end of file on every request. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "isolate-server.h"
+#include "isolate/serve-protocol.h"
+#include "kiln-common.h"
+#include "runtime-private.h"
+
+#define SERVER_EXIT_TIMEOUT_MS 5000
+#define STATUS_LOST 255
+
+struct KilnIsolateServer {
+        GMutex lock;
+        char **argv; /* kiln-isolate, the global options, "serve" */
+        guint n_globals;
+        GSubprocess *process;
+        int fd; /* our end of its stdin */
+};
+
+struct KilnIsolateRequest {
+        int ref_count;
+        int fd;    /* the replies */
+        int pidfd; /* the command, once started */
+        pid_t pid;
+        gboolean exited;
+        int status;
+        GSource *source;
+        GMainContext *context;
+        KilnIsolateRequestDone done;
+        gpointer data;
+};
+
+static void server_stop_locked(KilnIsolateServer *s)
+{
+        kiln_close_fdp(&s->fd);
+        if (s->process) {
+                kiln_runtime_wait_bounded(s->process, SERVER_EXIT_TIMEOUT_MS);
+                g_clear_object(&s->process);
+        }
+}
+
+static gboolean server_start_locked(KilnIsolateServer *s, GError **error)
+{
+        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
+        int sv[2];
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                                   "socketpair for kiln-isolate's server: %s", g_strerror(errno)),
+                       FALSE;
+        g_subprocess_launcher_take_stdin_fd(launcher, sv[1]);
+        g_subprocess_launcher_set_environ(launcher, (char **)kiln_runtime_environ);
+        g_subprocess_launcher_set_cwd(launcher, "/");
+        s->process = g_subprocess_launcher_spawnv(launcher, (const char *const *)s->argv, error);
+        g_subprocess_launcher_close(launcher);
+        if (!s->process) {
+                close(sv[0]);
+                g_prefix_error(error, "kiln-isolate's server: ");
+                return FALSE;
+        }
+        s->fd = sv[0];
+        g_debug("kiln-isolate's server started: pid %s", g_subprocess_get_identifier(s->process));
+        return TRUE;
+}
+
+KilnIsolateServer *kiln_isolate_server_new(const char *const *argv)
+{
+        KilnIsolateServer *s = g_new0(KilnIsolateServer, 1);
+        g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+        g_autoptr(GError) error = NULL;
+
+        g_mutex_init(&s->lock);
+        g_strv_builder_addv(b, (const char **)argv);
+        g_strv_builder_add(b, "serve");
+        s->argv = g_strv_builder_end(b);
+        s->n_globals = g_strv_length(s->argv) - 1;
+        s->fd = -1;
+        if (!server_start_locked(s, &error))
+                g_warning("%s; chroot runs execute kiln-isolate instead", error->message);
+        return s;
+}
+
+void kiln_isolate_server_free(KilnIsolateServer *s)
+{
+        if (!s)
+                return;
+        server_stop_locked(s);
+        g_strfreev(s->argv);
+        g_mutex_clear(&s->lock);
+        g_free(s);
+}
+
+gboolean kiln_isolate_server_serves(KilnIsolateServer *s, const char *const *argv, guint n)
+{
+        if (!s || n != s->n_globals)
+                return FALSE;
+        for (guint i = 0; i < n; i++)
+                if (g_strcmp0(argv[i], s->argv[i]) != 0)
+                        return FALSE;
+        return TRUE;
+}
+
+pid_t kiln_isolate_server_get_pid(KilnIsolateServer *s)
+{
+        g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+        const char *id = s->process ? g_subprocess_get_identifier(s->process) : NULL;
+
+        return id ? (pid_t)g_ascii_strtoll(id, NULL, 10) : 0;
+}
+
+static gboolean send_request(int fd, const GString *payload, const int fds[KILN_SERVE_REQUEST_FDS])
+{
+        struct iovec iov = {.iov_base = payload->str, .iov_len = payload->len};
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * KILN_SERVE_REQUEST_FDS)];
+        } control = {0};
+        struct msghdr msg = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        ssize_t n;
+
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * KILN_SERVE_REQUEST_FDS);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * KILN_SERVE_REQUEST_FDS);
+        do
+                n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        return n == (ssize_t)payload->len;
+}
+
+KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char *cwd,
+                                                const char *const *args, int stdio[3], GError **error)
+{
+        g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+        g_autoptr(GString) payload = g_string_new(NULL);
+        KilnIsolateRequest *r;
+        int replies[2] = {-1, -1};
+        gboolean sent = FALSE;
+
+        g_string_append_len(payload, cwd, (gssize)strlen(cwd) + 1);
+        for (const char *const *a = args; *a; a++)
+                g_string_append_len(payload, *a, (gssize)strlen(*a) + 1);
+        if (payload->len > KILN_SERVE_REQUEST_MAX) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                            "kiln-isolate's command line is too long for its server (%zu bytes, at most %d)",
+                            payload->len, KILN_SERVE_REQUEST_MAX);
+                goto out;
+        }
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, replies) < 0) {
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                            "socketpair for kiln-isolate's server: %s", g_strerror(errno));
+                goto out;
+        }
+        /* A server that went away since the last request is started again, once. */
+        for (int attempt = 0; attempt < 2 && !sent; attempt++) {
+                const int fds[KILN_SERVE_REQUEST_FDS] = {replies[1], stdio[0], stdio[1], stdio[2]};
+                if (s->fd < 0 && !server_start_locked(s, error))
+                        break;
+                sent = send_request(s->fd, payload, fds);
+                if (!sent) {
+                        int errsv = errno;
+                        g_warning("kiln-isolate's server did not take a request (%s); starting it again",
+                                  g_strerror(errsv));
+                        server_stop_locked(s);
+                        if (attempt == 1)
+                                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errsv),
+                                            "kiln-isolate's server: %s", g_strerror(errsv));
+                }
+        }
+out:
+        for (int i = 0; i < 3; i++)
+                kiln_close_fdp(&stdio[i]);
+        kiln_close_fdp(&replies[1]);
+        if (!sent) {
+                kiln_close_fdp(&replies[0]);
+                return NULL;
+        }
+        r = g_new0(KilnIsolateRequest, 1);
+        r->ref_count = 1;
+        r->fd = replies[0];
+        r->pidfd = -1;
+        r->status = -1;
+        return r;
+}
+
+static void request_lost(KilnIsolateRequest *r)
+{
+        r->exited = TRUE;
+        r->status = STATUS_LOST;
+        g_warning("kiln-isolate's server went away before command %d ended", (int)r->pid);
+}
+
+/* Takes what the server said so far. TRUE once the command's end is known (or lost). */
+static gboolean read_replies(KilnIsolateRequest *r)
+{
+        while (!r->exited) {
+                KilnServeReply reply;
+                struct iovec iov = {.iov_base = &reply, .iov_len = sizeof(reply)};
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(sizeof(int))];
+                } control;
+                struct msghdr msg = {
+                        .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control.buf,
+                        .msg_controllen = sizeof(control.buf),
+                };
+                int pidfd = -1;
+                ssize_t n = recvmsg(r->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return FALSE;
+                if (n <= 0) {
+                        request_lost(r);
+                        break;
+                }
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                            c->cmsg_len == CMSG_LEN(sizeof(int)))
+                                memcpy(&pidfd, CMSG_DATA(c), sizeof(int));
+                if (n == sizeof(reply) && reply.kind == KILN_SERVE_STARTED && r->pidfd < 0) {
+                        r->pid = reply.value;
+                        r->pidfd = pidfd;
+                        pidfd = -1;
+                } else if (n == sizeof(reply) && reply.kind == KILN_SERVE_EXITED) {
+                        r->exited = TRUE;
+                        r->status = reply.value;
+                }
+                kiln_close_fdp(&pidfd);
+        }
+        kiln_close_fdp(&r->fd);
+        kiln_close_fdp(&r->pidfd);
+        return TRUE;
+}
+
+static gboolean on_replies(int fd, GIOCondition condition, gpointer data)
+{
+        KilnIsolateRequest *r = data;
+
+        if (!read_replies(r))
+                return G_SOURCE_CONTINUE;
+        g_clear_pointer(&r->source, g_source_unref);
+        r->done(r->data, r->status);
+        return G_SOURCE_REMOVE;
+}
+
+void kiln_isolate_request_watch(KilnIsolateRequest *r, GMainContext *context, KilnIsolateRequestDone done,
+                                gpointer data)
+{
+        g_return_if_fail(!r->source && !r->exited);
+        r->done = done;
+        r->data = data;
+        r->context = g_main_context_ref(context);
+        r->source = g_unix_fd_source_new(r->fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+        g_source_set_callback(r->source, (GSourceFunc)(void (*)(void))on_replies, r, NULL);
+        g_source_set_static_name(r->source, "kiln-isolate server replies");
+        g_source_attach(r->source, context);
+}
+
+static gboolean on_done_later(gpointer data)
+{
+        KilnIsolateRequest *r = data;
+
+        r->done(r->data, r->status);
+        return G_SOURCE_REMOVE;
+}
+
+int kiln_isolate_request_wait_bounded(KilnIsolateRequest *r, guint timeout_ms)
+{
+        gboolean killed = FALSE, watched = r->source != NULL;
+        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+        /* The watch hears of the end from here, on its own context, as it would have. */
+        if (watched) {
+                g_source_destroy(r->source);
+                g_clear_pointer(&r->source, g_source_unref);
+        }
+        while (!read_replies(r)) {
+                struct pollfd p = {.fd = r->fd, .events = POLLIN};
+                gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+                if (left > 0) {
+                        (void)poll(&p, 1, (int)MIN(left, G_MAXINT));
+                        continue;
+                }
+                if (killed) {
+                        request_lost(r);
+                        kiln_close_fdp(&r->fd);
+                        kiln_close_fdp(&r->pidfd);
+                        break;
+                }
+                g_warning("kiln-isolate command %d did not exit within %u ms; killing it", (int)r->pid,
+                          timeout_ms);
+                if (r->pidfd >= 0)
+                        (void)syscall(SYS_pidfd_send_signal, r->pidfd, SIGKILL, NULL, 0);
+                killed = TRUE;
+                deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+        }
+        if (watched) {
+                GSource *idle = g_idle_source_new();
+                g_source_set_callback(idle, on_done_later, kiln_isolate_request_ref(r),
+                                      (GDestroyNotify)kiln_isolate_request_unref);
+                g_source_set_static_name(idle, "kiln-isolate server request done");
+                g_source_attach(idle, r->context);
+                g_source_unref(idle);
+        }
+        return r->status;
+}
+
+gboolean kiln_isolate_request_has_exited(KilnIsolateRequest *r)
+{
+        return r->exited;
+}
+
+int kiln_isolate_request_get_status(KilnIsolateRequest *r)
+{
+        return r->status;
+}
+
+KilnIsolateRequest *kiln_isolate_request_ref(KilnIsolateRequest *r)
+{
+        r->ref_count++;
+        return r;
+}
+
+void kiln_isolate_request_unref(KilnIsolateRequest *r)
+{
+        if (!r || --r->ref_count > 0)
+                return;
+        if (r->source) {
+                g_source_destroy(r->source);
+                g_source_unref(r->source);
+        }
+        if (r->context)
+                g_main_context_unref(r->context);
+        kiln_close_fdp(&r->fd);
+        kiln_close_fdp(&r->pidfd);
+        g_free(r);
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kiln-isolate's server, seen from kilnd: one `kiln-isolate [GLOBAL...] serve` started with kilnd's own
+ * global options, which forks a child per command instead of kilnd executing kiln-isolate for every run
+ * (service/isolate/serve-protocol.h, docs/isolate.md). A run whose kiln-isolate command line starts
+ * differently (wrapped in kiln-runtime-ns, the caller's runtime_args) executes kiln-isolate as before.
+ *
+ * Part of the runtime driver: requests are made and watched on the container's main context. */
+#pragma once
+
+#include <gio/gio.h>
+
+typedef struct KilnIsolateServer KilnIsolateServer;
+typedef struct KilnIsolateRequest KilnIsolateRequest;
+
+/* @argv: kiln-isolate and its global options ("serve" is added). The server is started now and again
+ * by the next request after it went away; a start that fails is logged, and requests fail until one
+ * succeeds. */
+KilnIsolateServer *kiln_isolate_server_new(const char *const *argv);
+/* Closes the socket (the server reaps what still runs and exits) and waits a bounded time for it. */
+void kiln_isolate_server_free(KilnIsolateServer *server);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnIsolateServer, kiln_isolate_server_free)
+
+/* Whether a command line that starts with @argv[0 .. @n) is one this server runs. */
+gboolean kiln_isolate_server_serves(KilnIsolateServer *server, const char *const *argv, guint n);
+/* The server's pid, 0 while none runs (for tests and logs). */
+pid_t kiln_isolate_server_get_pid(KilnIsolateServer *server);
+
+/* Has the server run `kiln-isolate GLOBAL... @args` in @cwd with @stdio (taken, also on failure) as
+ * its stdin, stdout and stderr. */
+KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *server, const char *cwd,
+                                                const char *const *args, int stdio[3], GError **error);
+
+/* @status: the command's exit code, 128+N when killed by signal N, 255 when the server went away
+ * before it told. */
+typedef void (*KilnIsolateRequestDone)(gpointer data, int status);
+
+/* Calls @done once, on @context, when the command has exited. */
+void kiln_isolate_request_watch(KilnIsolateRequest *request, GMainContext *context,
+                                KilnIsolateRequestDone done, gpointer data);
+/* Waits at most @timeout_ms for the command to exit, then kills it and waits as long again. Returns
+ * its status, 255 when it was lost. A watch still gets its call, from its context's main loop. */
+int kiln_isolate_request_wait_bounded(KilnIsolateRequest *request, guint timeout_ms);
+gboolean kiln_isolate_request_has_exited(KilnIsolateRequest *request);
+int kiln_isolate_request_get_status(KilnIsolateRequest *request);
+
+KilnIsolateRequest *kiln_isolate_request_ref(KilnIsolateRequest *request);
+void kiln_isolate_request_unref(KilnIsolateRequest *request);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnIsolateRequest, kiln_isolate_request_unref)

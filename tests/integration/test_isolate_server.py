@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""kiln-isolate's server: chroot runs are forked by one long-running `kiln-isolate serve`, kilnd's
+child, instead of kilnd executing kiln-isolate for each (docs/isolate.md, "The server").
+
+kilnd here takes its helpers from a directory of links to the build's, so that a test can take
+kiln-isolate away: runs that still work then cannot have executed it.
+"""
+import os
+import signal
+import tempfile
+import unittest
+
+import kiln_harness as kh
+import kiln_runlib as kr
+import kiln_testlib as kt
+
+_HELPERS = None
+HELPER_NAMES = ('kiln-isolate', 'kiln-runtime-ns', 'kiln-import')
+
+
+def setUpModule():
+    global _HELPERS
+    _HELPERS = tempfile.mkdtemp(prefix='kiln-helpers-')
+    os.chmod(_HELPERS, 0o755)
+    link_helpers()
+    kr.setup_module(extra_conf=f'[Paths]\nHelperDirectory={_HELPERS}\n')
+
+
+def tearDownModule():
+    kr.teardown_module()
+    for name in HELPER_NAMES:
+        unlink_helper(name)
+    os.rmdir(_HELPERS)
+
+
+def link_helpers():
+    build_helpers = os.path.join(kh.BUILD_ROOT, 'service')
+    for name in HELPER_NAMES:
+        path = os.path.join(_HELPERS, name)
+        if not os.path.lexists(path):
+            os.symlink(os.path.join(build_helpers, name), path)
+
+
+def unlink_helper(name):
+    try:
+        os.unlink(os.path.join(_HELPERS, name))
+    except FileNotFoundError:
+        pass
+
+
+def cmdline(pid):
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return [a.decode() for a in f.read().split(b'\0')[:-1]]
+    except OSError:
+        return []
+
+
+class IsolateServer(kr.RunTestCase):
+    isolation = 'chroot'
+
+    @classmethod
+    def setUpClass(cls):
+        pass  # one mode only: not parametrized
+
+    def tearDown(self):
+        link_helpers()
+        super().tearDown()
+
+    def servers(self):
+        """kilnd's children that are kiln-isolate servers: {pid: argv}."""
+        found = {}
+        for pid in kt.processes_below(self.kilnd_pid()):
+            argv = cmdline(pid)
+            if argv and os.path.basename(argv[0]) == 'kiln-isolate' and argv[-1] == 'serve':
+                found[pid] = argv
+        return found
+
+    def the_server(self):
+        servers = self.servers()
+        self.assertEqual(len(servers), 1, f'kiln-isolate servers below kilnd: {servers}')
+        return next(iter(servers.items()))
+
+    def test_one_server_with_kilnds_options(self):
+        pid, argv = self.the_server()
+        with open(f'/proc/{pid}/status') as f:
+            ppid = int(kr.parse_status(f.read())['PPid'])
+        self.assertEqual(ppid, self.kilnd_pid())
+        self.assertEqual(argv, [os.path.join(_HELPERS, 'kiln-isolate'),
+                                '--cache-dir', os.path.join(self.run_dir, 'isolate-cache'),
+                                '--root', os.path.join(self.run_dir, 'isolate'),
+                                '--log-format', 'json', 'serve'])
+        b = self.builder()
+        for i in range(3):
+            self.assertEqual(self.sh(b, f'echo run-{i}'), f'run-{i}\n')
+        self.assertEqual(self.the_server()[0], pid, 'the server is the same after three runs')
+
+    def test_runs_do_not_execute_kiln_isolate(self):
+        b = self.builder()
+        unlink_helper('kiln-isolate')
+        self.assertEqual(self.sh(b, 'echo served; exit 0'), 'served\n')
+        code, out, err = self.krun(b, 'sh', '-c', 'echo out; echo err >&2; exit 7')
+        self.assertEqual((code, out, err), (7, 'out\n', 'err\n'))
+        # An OCI runtime's run is not the server's business, nor a chroot run with runtime_args: those
+        # execute their program, which is gone.
+        code, out, err = self.krun('--runtime-flag', 'debug', b, 'true')
+        self.assertNotEqual(code, 0, 'a run with runtime_args must execute kiln-isolate, which is gone')
+        self.assertIn('kiln-isolate', err)
+
+    def test_server_killed_is_started_again(self):
+        b = self.builder()
+        pid, _ = self.the_server()
+        os.kill(pid, signal.SIGKILL)
+        self.wait_until(lambda: pid not in self.servers(), 10, f'server {pid} did not go away')
+        self.assertEqual(self.sh(b, 'echo again'), 'again\n')
+        new_pid, _ = self.the_server()
+        self.assertNotEqual(new_pid, pid)
+        # Gone, not a zombie kilnd forgot to reap.
+        self.wait_until(lambda: not os.path.exists(f'/proc/{pid}'), 10, f'server {pid} was not reaped')
+
+    def test_server_that_cannot_start_fails_the_run_clearly(self):
+        b = self.builder()
+        pid, _ = self.the_server()
+        unlink_helper('kiln-isolate')
+        os.kill(pid, signal.SIGKILL)
+        self.wait_until(lambda: pid not in self.servers(), 10, f'server {pid} did not go away')
+        code, out, err = self.krun(b, 'echo', 'nothing')
+        self.assertNotEqual(code, 0)
+        self.assertEqual(out, '')
+        self.assertIn('kiln-isolate', err)
+        self.assertEqual(self.servers(), {})
+        link_helpers()
+        self.assertEqual(self.sh(b, 'echo back'), 'back\n')
+        self.the_server()
+
+    def test_run_outlives_its_server(self):
+        # Once the command runs it is kilnd's child: the server's death does not touch it.
+        b = self.builder()
+        child = self.spawn(b, 'sh', '-c', 'echo started; sleep 1; echo finished; exit 3')
+        self.assertEqual(child.stdout.readline(), 'started\n')
+        pid, _ = self.the_server()
+        os.kill(pid, signal.SIGKILL)
+        out, err = child.communicate(timeout=30)
+        self.assertEqual((child.returncode, out), (3, 'finished\n'), err)
+        self.assertEqual(self.sh(b, 'echo next'), 'next\n')
+        self.assertNotEqual(self.the_server()[0], pid)
+
+    def test_server_ends_with_kilnd(self):
+        pid, _ = self.the_server()
+        self.env.restart_kilnd()
+        self.wait_until(lambda: not os.path.exists(f'/proc/{pid}'), 10,
+                        f'the old kilnd\'s server {pid} is still there')
+        self.the_server()
+        self.fd_baseline = self.kilnd_fds()
+
+
+if __name__ == '__main__':
+    unittest.main()
