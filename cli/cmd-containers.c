@@ -8,10 +8,9 @@
 #include <pwd.h>
 #include <stdio.h>
 
-#include <json-glib/json-glib.h>
 
 #include "bus-client.h"
-#include "bus-json.h"
+#include "json-module.h"
 #include "cli-util.h"
 #include "verbs.h"
 
@@ -79,34 +78,6 @@ static void print_ids(GPtrArray *builders)
         }
 }
 
-static void print_json(GPtrArray *builders)
-{
-        g_autoptr(JsonBuilder) builder = json_builder_new();
-        g_autoptr(JsonNode) root = NULL;
-
-        json_builder_begin_array(builder);
-        for (guint i = 0; i < builders->len; i++) {
-                KilnBuilderInfo *info = g_ptr_array_index(builders, i);
-
-                json_builder_begin_object(builder);
-                json_builder_set_member_name(builder, "id");
-                json_builder_add_string_value(builder, info->id);
-                json_builder_set_member_name(builder, "name");
-                json_builder_add_string_value(builder, info->name);
-                json_builder_set_member_name(builder, "owner");
-                json_builder_add_int_value(builder, info->owner);
-                json_builder_set_member_name(builder, "from");
-                json_builder_add_string_value(builder, info->from);
-                json_builder_set_member_name(builder, "path");
-                json_builder_add_string_value(builder, info->path);
-                json_builder_end_object(builder);
-        }
-        json_builder_end_array(builder);
-
-        root = json_builder_get_root(builder);
-        kiln_print_json(root);
-}
-
 int kiln_verb_containers(int argc, char **argv)
 {
         gboolean json = FALSE, quiet = FALSE, all = FALSE;
@@ -136,9 +107,12 @@ int kiln_verb_containers(int argc, char **argv)
         if (r < 0)
                 return KILN_EXIT_FAILURE;
 
-        if (json)
-                print_json(builders);
-        else if (quiet)
+        if (json) {
+                const KilnCliJson *module = kiln_cli_json();
+                if (!module)
+                        return KILN_EXIT_FAILURE;
+                module->print_builders(builders);
+        } else if (quiet)
                 print_ids(builders);
         else
                 print_table(builders);

@@ -2,7 +2,7 @@
 /* kiln inspect: every property of a builder, as a JSON object keyed by property name. The
  * conversion is generic, so a property added to the service shows up without a client change. */
 #include "bus-client.h"
-#include "bus-json.h"
+#include "json-module.h"
 #include "cli-util.h"
 #include "verbs.h"
 
@@ -10,7 +10,7 @@ int kiln_verb_inspect(int argc, char **argv)
 {
         g_autoptr(sd_bus) bus = NULL;
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
-        g_autoptr(JsonNode) properties = NULL;
+        const KilnCliJson *json;
         g_autofree char *path = NULL;
         int r;
 
@@ -37,12 +37,13 @@ int kiln_verb_inspect(int argc, char **argv)
                 return KILN_EXIT_FAILURE;
 
         /* The reply is a{sv}: it becomes an object, each variant its contents. */
-        r = kiln_bus_read_json(reply, &properties);
+        json = kiln_cli_json();
+        if (!json)
+                return KILN_EXIT_FAILURE;
+        r = json->print_message(reply);
         if (r < 0) {
                 kiln_bus_log_parse_error(r);
                 return KILN_EXIT_FAILURE;
         }
-
-        kiln_print_json(properties);
         return KILN_EXIT_SUCCESS;
 }

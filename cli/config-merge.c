@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 
-#include <json-glib/json-glib.h>
 
 #include "config-merge.h"
+#include "json-module.h"
 
 static void pair_free(KilnPair *pair)
 {
@@ -208,29 +208,23 @@ char **kiln_list_to_strv(GPtrArray *list)
         return strv;
 }
 
-/* arg as a JSON array of strings, or NULL if it is anything else. */
-static char **parse_exec_form(const char *arg)
+/* *ret: arg as a JSON array of strings ("exec form"), or NULL if it is anything else. Only text that
+ * could be one loads the JSON module; when that cannot be loaded, the command is not guessed at. */
+static bool parse_exec_form(const char *stripped, const char *arg, char ***ret, GError **error)
 {
-        g_autoptr(JsonNode) root = NULL;
-        g_auto(GStrv) argv = NULL;
-        JsonArray *array;
-        guint n;
+        const KilnCliJson *json;
 
-        root = json_from_string(arg, NULL);
-        if (!root || !JSON_NODE_HOLDS_ARRAY(root))
-                return NULL;
-
-        array = json_node_get_array(root);
-        n = json_array_get_length(array);
-        argv = g_new0(char *, n + 1);
-        for (guint i = 0; i < n; i++) {
-                JsonNode *element = json_array_get_element(array, i);
-
-                if (!JSON_NODE_HOLDS_VALUE(element) || json_node_get_value_type(element) != G_TYPE_STRING)
-                        return NULL;
-                argv[i] = json_node_dup_string(element);
+        *ret = NULL;
+        if (stripped[0] != '[')
+                return true;
+        json = kiln_cli_json();
+        if (!json) {
+                g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                            "a command in exec form (a JSON array) needs JSON support, which is missing");
+                return false;
         }
-        return g_steal_pointer(&argv);
+        *ret = json->parse_string_array(arg);
+        return true;
 }
 
 bool kiln_parse_command(KilnCommandKind kind, const char *arg, char ***ret, GError **error)
@@ -243,7 +237,8 @@ bool kiln_parse_command(KilnCommandKind kind, const char *arg, char ***ret, GErr
                 return true;
         }
 
-        argv = parse_exec_form(arg);
+        if (!parse_exec_form(stripped, arg, &argv, error))
+                return false;
         if (argv) {
                 *ret = argv;
                 return true;

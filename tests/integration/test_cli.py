@@ -5,6 +5,7 @@ service's message on failure; on a terminal, the polkit agent (pkttyagent)
 and --no-ask-password."""
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -157,6 +158,34 @@ class Cli(kt.KilnTestCase):
         # By id and by short id too.
         self.assertEqual(self.inspect(shown['Id'], user=kt.ALICE), shown)
         self.assertEqual(self.inspect(shown['Id'][:12], user=kt.ALICE), shown)
+
+    def test_json_is_loaded_only_by_verbs_that_need_it(self):
+        # kiln links no JSON library: inspect, containers --json and an exec-form --cmd load
+        # kiln-cli-json.so from kiln's run path. A copy of kiln without it does everything else and
+        # says what is missing; with the module beside it, JSON works again.
+        lone_dir = self.unique_scratch_dir('lone-kiln')
+        lone = os.path.join(lone_dir, 'kiln')
+        shutil.copy(self.env.kiln_cli, lone)
+        rootfs = self.make_rootfs('cli-lone')
+        code, out, err = self.env.run([lone, 'from', '--name', 'lone', rootfs])
+        self.assertEqual((code, out), (0, 'lone\n'), err)
+        code, _, err = self.env.run([lone, 'config', '--cmd', 'echo shell form', 'lone'])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.props(self.get_builder('lone').object_path())['Cmd'], ['echo', 'shell', 'form'])
+        code, out, err = self.env.run([lone, 'containers', '--quiet'])
+        self.assertEqual(code, 0, err)
+        for args in (['inspect', 'lone'], ['containers', '--json'], ['config', '--cmd', '["echo"]', 'lone']):
+            code, out, err = self.env.run([lone] + args)
+            self.assertEqual((code, out), (125, ''), f'{args}: {err}')
+            self.assertIn('JSON support is missing', err, args)
+            self.assertIn('kiln-cli-json.so', err, args)
+        os.symlink(os.path.join(os.path.dirname(self.env.kiln_cli), 'kiln-cli-json.so'),
+                   os.path.join(lone_dir, 'kiln-cli-json.so'))
+        code, out, err = self.env.run([lone, 'config', '--cmd', '["echo", "exec form"]', 'lone'])
+        self.assertEqual(code, 0, err)
+        code, out, err = self.env.run([lone, 'inspect', 'lone'])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)['Cmd'], ['echo', 'exec form'])
 
     # -- config ----------------------------------------------------------------------------
 

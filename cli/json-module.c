@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* kiln-cli-json.so: everything of the client that reads or writes JSON (json-module.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "bus-json.h"
+#include <json-glib/json-glib.h>
+
+#include "bus-client.h"
+#include "json-module.h"
 
 /* Type codes as sd_bus_message_peek_type() reports them; it reports the end of a container
  * separately, so the 0 that strchr() would match never reaches these lookups. */
 #define BASIC_TYPES "sogbynqiuxtdh"
 #define CONTAINER_TYPES "avre"
+
+static int read_json(sd_bus_message *m, JsonNode **ret);
 
 typedef union {
         uint8_t u8;
@@ -115,7 +121,7 @@ static int read_dict(sd_bus_message *m, const char *entry_signature, JsonNode **
                 r = read_key(m, entry_signature[0], &key);
                 if (r < 0)
                         return r;
-                r = kiln_bus_read_json(m, &value);
+                r = read_json(m, &value);
                 if (r < 0)
                         return r;
                 json_object_set_member(object, key, value);
@@ -139,7 +145,7 @@ static int read_sequence(sd_bus_message *m, JsonNode **ret)
         while ((r = sd_bus_message_peek_type(m, NULL, NULL)) > 0) {
                 JsonNode *element = NULL;
 
-                r = kiln_bus_read_json(m, &element);
+                r = read_json(m, &element);
                 if (r < 0)
                         return r;
                 json_array_add_element(array, element);
@@ -151,7 +157,7 @@ static int read_sequence(sd_bus_message *m, JsonNode **ret)
         return 0;
 }
 
-int kiln_bus_read_json(sd_bus_message *m, JsonNode **ret)
+static int read_json(sd_bus_message *m, JsonNode **ret)
 {
         g_autoptr(JsonNode) node = NULL;
         const char *contents;
@@ -172,7 +178,7 @@ int kiln_bus_read_json(sd_bus_message *m, JsonNode **ret)
                 return r;
 
         if (type == SD_BUS_TYPE_VARIANT)
-                r = kiln_bus_read_json(m, &node);
+                r = read_json(m, &node);
         else if (type == SD_BUS_TYPE_ARRAY && contents[0] == SD_BUS_TYPE_DICT_ENTRY_BEGIN) {
                 /* contents is "{ks...}": the entry's own signature is what lies between braces. */
                 g_autofree char *entry = g_strndup(contents + 1, strlen(contents) - 2);
@@ -190,7 +196,7 @@ int kiln_bus_read_json(sd_bus_message *m, JsonNode **ret)
         return 0;
 }
 
-void kiln_print_json(JsonNode *node)
+static void print_json(JsonNode *node)
 {
         g_autoptr(JsonGenerator) generator = json_generator_new();
         g_autofree char *text = NULL;
@@ -201,3 +207,72 @@ void kiln_print_json(JsonNode *node)
         text = json_generator_to_data(generator, NULL);
         printf("%s\n", text);
 }
+
+static int print_message(sd_bus_message *m)
+{
+        g_autoptr(JsonNode) node = NULL;
+        int r = read_json(m, &node);
+
+        if (r >= 0)
+                print_json(node);
+        return r;
+}
+
+static void print_builders(GPtrArray *builders)
+{
+        g_autoptr(JsonBuilder) builder = json_builder_new();
+        g_autoptr(JsonNode) root = NULL;
+
+        json_builder_begin_array(builder);
+        for (guint i = 0; i < builders->len; i++) {
+                KilnBuilderInfo *info = g_ptr_array_index(builders, i);
+
+                json_builder_begin_object(builder);
+                json_builder_set_member_name(builder, "id");
+                json_builder_add_string_value(builder, info->id);
+                json_builder_set_member_name(builder, "name");
+                json_builder_add_string_value(builder, info->name);
+                json_builder_set_member_name(builder, "owner");
+                json_builder_add_int_value(builder, info->owner);
+                json_builder_set_member_name(builder, "from");
+                json_builder_add_string_value(builder, info->from);
+                json_builder_set_member_name(builder, "path");
+                json_builder_add_string_value(builder, info->path);
+                json_builder_end_object(builder);
+        }
+        json_builder_end_array(builder);
+
+        root = json_builder_get_root(builder);
+        print_json(root);
+}
+
+static char **parse_string_array(const char *text)
+{
+        g_autoptr(JsonNode) root = NULL;
+        g_auto(GStrv) argv = NULL;
+        JsonArray *array;
+        guint n;
+
+        root = json_from_string(text, NULL);
+        if (!root || !JSON_NODE_HOLDS_ARRAY(root))
+                return NULL;
+
+        array = json_node_get_array(root);
+        n = json_array_get_length(array);
+        argv = g_new0(char *, n + 1);
+        for (guint i = 0; i < n; i++) {
+                JsonNode *element = json_array_get_element(array, i);
+
+                if (!JSON_NODE_HOLDS_VALUE(element) || json_node_get_value_type(element) != G_TYPE_STRING)
+                        return NULL;
+                argv[i] = json_node_dup_string(element);
+        }
+        return g_steal_pointer(&argv);
+}
+
+/* What kiln_cli_json() looks up. */
+G_MODULE_EXPORT const KilnCliJson kiln_cli_json_module = {
+        .print_message = print_message,
+        .print_builders = print_builders,
+        .parse_string_array = parse_string_array,
+};
