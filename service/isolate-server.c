@@ -8,6 +8,7 @@
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <glib-unix.h>
@@ -19,6 +20,10 @@
 
 #define SERVER_EXIT_TIMEOUT_MS 5000
 #define STATUS_LOST 255
+/* A command whose server died is reaped by kilnd: checked this often, and given this long to be
+ * handed over (the server's descriptors close before its children are re-parented). */
+#define ORPHAN_POLL_MS 5
+#define ORPHAN_HANDOVER_US (2 * G_USEC_PER_SEC)
 
 struct KilnIsolateServer {
         GMutex lock;
@@ -35,6 +40,8 @@ struct KilnIsolateRequest {
         pid_t pid;
         gboolean exited;
         int status;
+        gboolean orphaned; /* the server went away after starting it: we reap it */
+        gint64 handover_deadline;
         GSource *source;
         GMainContext *context;
         KilnIsolateRequestDone done;
@@ -176,7 +183,7 @@ KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char
                 sent = send_request(s->fd, payload, fds);
                 if (!sent) {
                         int errsv = errno;
-                        g_warning("kiln-isolate's server did not take a request (%s); starting it again",
+                        g_message("kiln-isolate's server did not take a request (%s); starting it again",
                                   g_strerror(errsv));
                         server_stop_locked(s);
                         if (attempt == 1)
@@ -204,12 +211,41 @@ static void request_lost(KilnIsolateRequest *r)
 {
         r->exited = TRUE;
         r->status = STATUS_LOST;
-        g_warning("kiln-isolate's server went away before command %d ended", (int)r->pid);
+        g_warning("kiln-isolate's server went away: how command %d ended is unknown", (int)r->pid);
+}
+
+static void request_close(KilnIsolateRequest *r)
+{
+        kiln_close_fdp(&r->fd);
+        kiln_close_fdp(&r->pidfd);
+}
+
+/* The server went away after it started the command: the command is kilnd's child now (kilnd is a
+ * child subreaper), or about to be, and kilnd reaps it. TRUE once its status is known (or lost). */
+static gboolean reap_orphan(KilnIsolateRequest *r)
+{
+        siginfo_t info = {0};
+
+        if (waitid((idtype_t)P_PIDFD, (id_t)r->pidfd, &info, WEXITED | WNOHANG) == 0) {
+                if (info.si_pid == 0)
+                        return FALSE; /* ours, still running */
+                r->exited = TRUE;
+                r->status = info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
+                request_close(r);
+                return TRUE;
+        }
+        if (errno == ECHILD && g_get_monotonic_time() < r->handover_deadline)
+                return FALSE; /* still the dead server's */
+        request_lost(r);
+        request_close(r);
+        return TRUE;
 }
 
 /* Takes what the server said so far. TRUE once the command's end is known (or lost). */
 static gboolean read_replies(KilnIsolateRequest *r)
 {
+        if (r->orphaned)
+                return reap_orphan(r);
         while (!r->exited) {
                 KilnServeReply reply;
                 struct iovec iov = {.iov_base = &reply, .iov_len = sizeof(reply)};
@@ -230,6 +266,14 @@ static gboolean read_replies(KilnIsolateRequest *r)
                         continue;
                 if (n < 0 && errno == EAGAIN)
                         return FALSE;
+                if (n <= 0 && r->pidfd >= 0) {
+                        g_message("kiln-isolate's server went away while command %d ran; reaping it",
+                                  (int)r->pid);
+                        r->orphaned = TRUE;
+                        r->handover_deadline = g_get_monotonic_time() + ORPHAN_HANDOVER_US;
+                        kiln_close_fdp(&r->fd);
+                        return reap_orphan(r);
+                }
                 if (n <= 0) {
                         request_lost(r);
                         break;
@@ -248,20 +292,40 @@ static gboolean read_replies(KilnIsolateRequest *r)
                 }
                 kiln_close_fdp(&pidfd);
         }
-        kiln_close_fdp(&r->fd);
-        kiln_close_fdp(&r->pidfd);
+        request_close(r);
         return TRUE;
+}
+
+static gboolean on_orphan_poll(gpointer data);
+
+/* The watch's source: the reply socket, or once orphaned a timer. */
+static gboolean request_progress(KilnIsolateRequest *r)
+{
+        gboolean was_orphaned = r->orphaned;
+
+        if (!read_replies(r)) {
+                if (r->orphaned == was_orphaned)
+                        return G_SOURCE_CONTINUE;
+                g_clear_pointer(&r->source, g_source_unref);
+                r->source = g_timeout_source_new(ORPHAN_POLL_MS);
+                g_source_set_callback(r->source, on_orphan_poll, r, NULL);
+                g_source_set_static_name(r->source, "kiln-isolate orphan");
+                g_source_attach(r->source, r->context);
+                return G_SOURCE_REMOVE;
+        }
+        g_clear_pointer(&r->source, g_source_unref);
+        r->done(r->data, r->status);
+        return G_SOURCE_REMOVE;
+}
+
+static gboolean on_orphan_poll(gpointer data)
+{
+        return request_progress(data);
 }
 
 static gboolean on_replies(int fd, GIOCondition condition, gpointer data)
 {
-        KilnIsolateRequest *r = data;
-
-        if (!read_replies(r))
-                return G_SOURCE_CONTINUE;
-        g_clear_pointer(&r->source, g_source_unref);
-        r->done(r->data, r->status);
-        return G_SOURCE_REMOVE;
+        return request_progress(data);
 }
 
 void kiln_isolate_request_watch(KilnIsolateRequest *r, GMainContext *context, KilnIsolateRequestDone done,
@@ -296,16 +360,15 @@ int kiln_isolate_request_wait_bounded(KilnIsolateRequest *r, guint timeout_ms)
                 g_clear_pointer(&r->source, g_source_unref);
         }
         while (!read_replies(r)) {
-                struct pollfd p = {.fd = r->fd, .events = POLLIN};
+                struct pollfd p = {.fd = r->orphaned ? r->pidfd : r->fd, .events = POLLIN};
                 gint64 left = (deadline - g_get_monotonic_time()) / 1000;
                 if (left > 0) {
-                        (void)poll(&p, 1, (int)MIN(left, G_MAXINT));
+                        (void)poll(&p, 1, (int)MIN(left, r->orphaned ? ORPHAN_POLL_MS : G_MAXINT));
                         continue;
                 }
                 if (killed) {
                         request_lost(r);
-                        kiln_close_fdp(&r->fd);
-                        kiln_close_fdp(&r->pidfd);
+                        request_close(r);
                         break;
                 }
                 g_warning("kiln-isolate command %d did not exit within %u ms; killing it", (int)r->pid,
@@ -331,6 +394,11 @@ gboolean kiln_isolate_request_has_exited(KilnIsolateRequest *r)
         return r->exited;
 }
 
+pid_t kiln_isolate_request_get_pid(KilnIsolateRequest *r)
+{
+        return r->pid;
+}
+
 int kiln_isolate_request_get_status(KilnIsolateRequest *r)
 {
         return r->status;
@@ -352,7 +420,6 @@ void kiln_isolate_request_unref(KilnIsolateRequest *r)
         }
         if (r->context)
                 g_main_context_unref(r->context);
-        kiln_close_fdp(&r->fd);
-        kiln_close_fdp(&r->pidfd);
+        request_close(r);
         g_free(r);
 }

@@ -6,16 +6,16 @@
  *
  * The server is single-threaded and does nothing but fork, reap and report, so that a fork of it is as
  * clean as a fresh start: no lock held, no thread lost. It is not dumpable (main.c), nor are its
- * children until the command's execve. A child sets the server's death as its own (PDEATHSIG): no
- * command outlives the server half set up. The container's init, once its parent child exits, goes to
- * kilnd (a child subreaper above us), as with a kiln-isolate kilnd executed. */
+ * children until the command's execve. The container's init, once its parent child exits, goes to
+ * kilnd (a child subreaper above us), as with a kiln-isolate kilnd executed; so does a child whose
+ * server died, and kilnd reaps it through the pidfd it was sent: a command half set up is finished,
+ * not killed, when the server goes. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/pidfd.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -120,15 +120,12 @@ static int receive(Request *r)
 
 /* In the child: the request's descriptors become stdio, nothing else of the server stays, and the
  * command line is the server's global options followed by the request's. Never returns. */
-static void run_child(Request *r, pid_t server, const sigset_t *mask, char **globals, int n_globals,
+static void run_child(Request *r, const sigset_t *mask, char **globals, int n_globals,
                       int (*command)(int argc, char **argv))
 {
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
         const char *cwd = r->buf;
 
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != server)
-                _exit(ISO_EXIT_SETUP);
         (void)sigprocmask(SIG_SETMASK, mask, NULL);
         for (int i = 0; i < 3; i++)
                 if (dup2(r->fds[1 + i], i) < 0)
@@ -173,12 +170,12 @@ static gboolean reap(GHashTable *children, gboolean block)
 static void start(Request *r, GHashTable *children, const sigset_t *mask, char **globals, int n_globals,
                   int (*command)(int argc, char **argv))
 {
-        pid_t server = getpid(), pid;
+        pid_t pid;
         int pidfd;
 
         pid = fork();
         if (pid == 0)
-                run_child(r, server, mask, globals, n_globals, command);
+                run_child(r, mask, globals, n_globals, command);
         if (pid < 0) {
                 fprintf(stderr, "kiln-isolate serve: fork: %s\n", g_strerror(errno));
                 send_reply(r->fds[0], KILN_SERVE_EXITED, ISO_EXIT_SETUP, -1);

@@ -23,7 +23,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-from benchlib import buildah_container, median_ms, timed  # noqa: E402
+from benchlib import build_description, buildah_container, median_ms, timed  # noqa: E402
 
 GOAL_MS = 15.0
 GOAL_BARE_RATIO = 3.0
@@ -35,6 +35,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=51)
     args = parser.parse_args()
     kh.require_root()
+    print(f'build: {build_description(kh.BUILD_ROOT)}')
     if not shutil.which('buildah'):
         sys.exit('buildah is not installed (apt-get install buildah)')
 

@@ -20,7 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-from benchlib import median_ms, rss_kib, timed  # noqa: E402
+from benchlib import build_description, median_ms, rss_kib, timed  # noqa: E402
 
 
 def cpu_ms(pid):
@@ -54,6 +54,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=15)
     args = parser.parse_args()
     kh.require_root()
+    print(f'build: {build_description(kh.BUILD_ROOT)}')
 
     with kh.Env() as env:
         envvars = dict(os.environ)

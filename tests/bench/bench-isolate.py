@@ -27,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-from benchlib import median_ms, timed  # noqa: E402
+from benchlib import build_description, median_ms, timed  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -68,6 +68,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=21)
     args = parser.parse_args()
     kh.require_root()
+    print(f'build: {build_description(kh.BUILD_ROOT)}')
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     isolate = os.path.join(kh.BUILD_ROOT, 'service', 'kiln-isolate')
     make_bundle = os.path.join(kh.BUILD_ROOT, 'tests', 'isolate', 'make-bundle')

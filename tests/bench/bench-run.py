@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-from benchlib import buildah_container, median_ms, rss_kib, timed  # noqa: E402
+from benchlib import build_description, buildah_container, median_ms, rss_kib, timed  # noqa: E402
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -82,6 +82,7 @@ def main():
     parser.add_argument('--leak-runs', type=int, default=1000)
     args = parser.parse_args()
     kh.require_root()
+    print(f'build: {build_description(kh.BUILD_ROOT)}')
     # The bare sequence reaps the container's process itself, as kilnd does.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if not shutil.which('buildah'):

@@ -18,7 +18,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 import kiln_harness as kh  # noqa: E402
-from benchlib import median_ms, timed  # noqa: E402
+from benchlib import build_description, median_ms, timed  # noqa: E402
 
 ALICE = 'kiln-alice'
 
@@ -39,6 +39,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=21)
     args = parser.parse_args()
     kh.require_root()
+    print(f'build: {build_description(kh.BUILD_ROOT)}')
 
     env = kh.Env().setup('[Process]\nLingerSeconds=0\n')
     try:

@@ -1,4 +1,5 @@
 """What the benchmarks share: timing a command, medians, a process's resident memory, a buildah container."""
+import json
 import os
 import statistics
 import subprocess
@@ -40,3 +41,13 @@ def buildah_container(rootfs, work):
     subprocess.run(['cp', '-a', rootfs + '/.', mnt + '/'], check=True)
     subprocess.run(['buildah', *storage, 'umount', ctr], check=True, stdout=subprocess.DEVNULL)
     return storage, ctr
+
+
+def build_description(build_root):
+    """"BUILD_ROOT (buildtype X)": which build the figures are of (meson's own record)."""
+    try:
+        with open(os.path.join(build_root, 'meson-info', 'intro-buildoptions.json')) as f:
+            options = {o['name']: o['value'] for o in json.load(f)}
+        return f'{build_root} (buildtype {options.get("buildtype")}, optimization {options.get("optimization")})'
+    except (OSError, ValueError, KeyError):
+        return f'{build_root} (buildtype unknown)'

@@ -10,6 +10,7 @@
 
 #include <glib-unix.h>
 
+#include "isolate-server.h"
 #include "isolate-testlib.h"
 #include "runtime.h"
 
@@ -50,14 +51,25 @@ static void iterate_until(const gboolean *flag)
 
 static const char *runtime_args[3];
 
-/* The test's data: TRUE for kilnd's one-step driving of kiln-isolate, FALSE for runc's sequence. */
-static const gboolean drive_as_runc = FALSE, drive_as_isolate = TRUE;
+/* The test's data: how the driver drives kiln-isolate. */
+typedef struct {
+        gboolean isolate; /* kilnd's one-step driving (run --detach), or runc's sequence */
+        gboolean served;  /* through kiln-isolate's server, as kilnd does, or executed */
+} Mode;
+static const Mode drive_as_runc = {FALSE, FALSE}, drive_as_isolate = {TRUE, FALSE},
+                  drive_served = {TRUE, TRUE};
 
-static KilnRuntimeSpec spec_for(const char *bundle, const char *id, gconstpointer isolate)
+/* Started with the test's global options, as kilnd starts its own. */
+static KilnIsolateServer *server;
+
+static KilnRuntimeSpec spec_for(const char *bundle, const char *id, gconstpointer data)
 {
+        const Mode *mode = data;
+
         return (KilnRuntimeSpec){
                 .runtime = test_env.isolate,
-                .isolate = *(const gboolean *)isolate,
+                .isolate = mode->isolate,
+                .isolate_server = mode->served ? server : NULL,
                 .state_root = test_env.state_root,
                 .bundle_dir = bundle,
                 .container_id = id,
@@ -195,7 +207,7 @@ static void test_not_found(gconstpointer data)
                 g_assert_cmpint(drive(c, &error), ==, -1);
                 g_assert_error(error, G_IO_ERROR, codes[i]);
                 g_test_message("%s", error->message);
-                g_assert_nonnull(strstr(error->message, *(const gboolean *)data
+                g_assert_nonnull(strstr(error->message, ((const Mode *)data)->isolate
                                                                 ? "kiln-isolate run of container"
                                                                 : "kiln-isolate create of container"));
                 g_assert_nonnull(strstr(error->message, cases[i][0]));
@@ -271,8 +283,56 @@ static void test_timing(gconstpointer data)
         }
         qsort(times, G_N_ELEMENTS(times), sizeof(double), compare_double);
         g_print("# driver %s of /bin/true with kiln-isolate: median %.2f ms of %zu\n",
-                *(const gboolean *)data ? "run --detach/wait" : "create/start/wait/delete",
+                ((const Mode *)data)->served    ? "run --detach/wait, served"
+                : ((const Mode *)data)->isolate ? "run --detach/wait"
+                                                : "create/start/wait/delete",
                 (times[9] + times[10]) / 2, G_N_ELEMENTS(times));
+}
+
+static void on_request_done(gpointer data, int status)
+{
+        *(int *)data = status;
+}
+
+/* The server dies while its child still runs a command (`run` without --detach waits for it): the child
+ * is ours then, as kilnd's, and reaped through the pidfd the server sent, with the command's own status.
+ * The next request gets a new server. */
+static void test_server_death(void)
+{
+        static const char *const argv[] = {"/bin/sh", "-c", "sleep 1; exit 3", NULL};
+        TestRun run = {.argv = argv};
+        g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
+        const char *const args[] = {"run", "--bundle", bundle, "--", id, NULL};
+        int stdio[3], status = -1;
+        g_autoptr(KilnIsolateRequest) request = NULL;
+        g_autoptr(GError) error = NULL;
+        pid_t first = kiln_isolate_server_get_pid(server);
+
+        g_assert_cmpint(first, >, 0);
+        for (int i = 0; i < 3; i++)
+                g_assert_no_errno(stdio[i] = open("/dev/null", O_RDWR | O_CLOEXEC));
+        request = kiln_isolate_server_request(server, bundle, args, stdio, &error);
+        g_assert_no_error(error);
+        kiln_isolate_request_watch(request, g_main_context_default(), on_request_done, &status);
+        while (kiln_isolate_request_get_pid(request) == 0)
+                g_main_context_iteration(NULL, TRUE);
+        g_assert_no_errno(kill(first, SIGKILL));
+        while (status < 0)
+                g_main_context_iteration(NULL, TRUE);
+        g_assert_cmpint(status, ==, 3);
+
+        /* Started again by the next run, which it serves. */
+        {
+                TestRun next = {.seccomp = TRUE};
+                g_autofree char *next_id = NULL, *next_bundle = test_make_bundle(&next, &next_id);
+                KilnRuntimeSpec spec = spec_for(next_bundle, next_id, &drive_served);
+                g_autoptr(KilnContainer) c = kiln_container_new(&spec);
+
+                g_assert_cmpint(drive(c, &error), ==, 0);
+                g_assert_no_error(error);
+        }
+        g_assert_cmpint(kiln_isolate_server_get_pid(server), >, 0);
+        g_assert_cmpint(kiln_isolate_server_get_pid(server), !=, first);
 }
 
 static gboolean on_tick(gpointer data)
@@ -284,9 +344,10 @@ int main(int argc, char **argv)
 {
         static const struct {
                 const char *name;
-                const gboolean *data;
-        } modes[] = {{"isolate", &drive_as_isolate}, {"runc-verbs", &drive_as_runc}};
+                const Mode *data;
+        } modes[] = {{"served", &drive_served}, {"isolate", &drive_as_isolate}, {"runc-verbs", &drive_as_runc}};
         g_autofree char *cache = NULL;
+        g_auto(GStrv) globals = NULL;
         int r;
 
         test_env_init(&argc, &argv);
@@ -296,6 +357,9 @@ int main(int argc, char **argv)
         runtime_args[0] = "--cache-dir";
         runtime_args[1] = test_env.cache_dir;
         g_timeout_add_seconds(1, on_tick, NULL);
+        globals = kiln_runtime_global_argv(test_env.isolate, runtime_args, test_env.state_root);
+        server = kiln_isolate_server_new((const char *const *)globals);
+        g_test_add_func("/isolate-driver/served/server-death", test_server_death);
 
         for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
                 static const struct {
@@ -318,6 +382,7 @@ int main(int argc, char **argv)
                 }
         }
         r = g_test_run();
+        kiln_isolate_server_free(server);
         test_env_cleanup();
         return r;
 }
