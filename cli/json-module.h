@@ -23,5 +23,5 @@ typedef struct KilnCliJson {
         char **(*parse_string_array)(const char *text);
 } KilnCliJson;
 
-/* The module, loaded on first use; NULL (and a message on stderr) when it cannot be. */
+/* The module, loaded on first use (json-load.c); NULL (and a message on stderr) when it cannot be. */
 const KilnCliJson *kiln_cli_json(void);
