@@ -289,6 +289,25 @@ gboolean kiln_storage_is_mounted(KilnStorage *s, const char *id)
         return path_is_mounted(path);
 }
 
+char *kiln_storage_mount_point(KilnStorage *s, const char *id)
+{
+        return kiln_hex64_is_valid(id) ? mount_point_path(s, id) : NULL;
+}
+
+dev_t kiln_storage_mount_device(KilnStorage *s, const char *id)
+{
+        struct stat st, mounts;
+
+        if (!kiln_hex64_is_valid(id))
+                return 0;
+        /* The walk to a mount point ends on the root of what is mounted there; a bare directory is on
+         * RUNTIME's own file system. */
+        if (fstatat(s->mounts_fd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 || fstat(s->mounts_fd, &mounts) < 0 ||
+            !S_ISDIR(st.st_mode) || st.st_dev == mounts.st_dev)
+                return 0;
+        return st.st_dev;
+}
+
 /* Unmounts @path: a plain unmount first, a lazy detach only if it is busy. */
 static gboolean unmount_path(const char *path, GError **error)
 {

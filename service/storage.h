@@ -77,6 +77,12 @@ gboolean kiln_storage_can_idmap_layers(KilnStorage *storage, int userns_fd, GErr
  * for the tests of that path. */
 void kiln_storage_prefer_layer_paths(KilnStorage *storage);
 gboolean kiln_storage_is_mounted(KilnStorage *storage, const char *id);
+/* RUNTIME/mounts/<id>, mounted or not (NULL for an invalid id). */
+char *kiln_storage_mount_point(KilnStorage *storage, const char *id);
+/* The device of the file system mounted at the builder's mount point, 0 when none is: an overlay has a
+ * device of its own for as long as it exists, so the same device later means the same mount, still in
+ * place. One fstatat, where kiln_storage_is_mounted() reads the whole mount table. */
+dev_t kiln_storage_mount_device(KilnStorage *storage, const char *id);
 
 /* A fresh RUNTIME/bundles/<container_id> (0700); the id is [A-Za-z0-9_-]. */
 char *kiln_storage_new_bundle(KilnStorage *storage, const char *container_id, GError **error);

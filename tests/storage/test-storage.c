@@ -744,12 +744,22 @@ static void test_mount_roundtrip(Fixture *f, gconstpointer data)
         g_assert_true(g_file_test(bdir, G_FILE_TEST_IS_DIR));
 
         g_assert_false(kiln_storage_is_mounted(f->storage, ID_A));
+        g_assert_cmpuint(kiln_storage_mount_device(f->storage, ID_A), ==, 0);
         mnt = kiln_storage_mount(f->storage, ID_A, digest, -1, &error);
         g_assert_no_error(error);
         g_assert_nonnull(mnt);
         g_assert_true(kiln_storage_is_mounted(f->storage, ID_A));
         g_assert_true(mountinfo_has(mnt, "nosuid"));
         g_assert_true(mountinfo_has(mnt, "nodev"));
+        {
+                g_autofree char *point = kiln_storage_mount_point(f->storage, ID_A);
+                struct stat over;
+
+                g_assert_cmpstr(point, ==, mnt);
+                g_assert_cmpint(stat(mnt, &over), ==, 0);
+                g_assert_cmpuint(kiln_storage_mount_device(f->storage, ID_A), ==, over.st_dev);
+                g_assert_null(kiln_storage_mount_point(f->storage, "../" ID_A));
+        }
 
         again = kiln_storage_mount(f->storage, ID_A, digest, -1, &error);
         g_assert_no_error(error);
@@ -780,8 +790,13 @@ static void test_mount_roundtrip(Fixture *f, gconstpointer data)
         g_assert_true(kiln_storage_unmount(f->storage, ID_A, &error));
         g_assert_no_error(error);
         g_assert_false(kiln_storage_is_mounted(f->storage, ID_A));
+        g_assert_cmpuint(kiln_storage_mount_device(f->storage, ID_A), ==, 0);
         g_assert_cmpint(lstat(mnt, &st), ==, -1);
         g_assert_cmpint(errno, ==, ENOENT);
+        /* an empty mount point (as after an umount by hand) has nothing mounted either */
+        g_assert_cmpint(mkdir(mnt, 0700), ==, 0);
+        g_assert_cmpuint(kiln_storage_mount_device(f->storage, ID_A), ==, 0);
+        g_assert_cmpint(rmdir(mnt), ==, 0);
         /* unmounting twice is fine */
         g_assert_true(kiln_storage_unmount(f->storage, ID_A, &error));
         g_assert_no_error(error);
