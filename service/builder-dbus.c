@@ -249,6 +249,9 @@ static int method_unmount(sd_bus_message *m, void *userdata, sd_bus_error *error
                 g_clear_pointer(&b->mount_path, g_free);
                 kiln_manager_release_rootfs(manager, b);
         }
+        /* An administrator who unmounts expects nothing mounted afterwards, unless a run holds it: a
+         * mount kept for the next run (or just let go by Mount()) goes now. */
+        kiln_manager_unmount_lingering(manager, b);
         return sd_bus_reply_method_return(m, NULL);
 }
 

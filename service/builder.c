@@ -35,6 +35,11 @@ void kiln_builder_free(KilnBuilder *b)
         kiln_builder_config_clear(&b->config);
         g_free(b->object_path);
         g_free(b->mount_path);
+        /* The manager unmounts a lingering mount before it lets a builder go; the timer must not
+         * outlive the builder it points to even if something forgot. */
+        g_clear_handle_id(&b->rootfs_linger_source, g_source_remove);
+        g_clear_pointer(&b->rootfs_uid_map, g_array_unref);
+        g_clear_pointer(&b->rootfs_gid_map, g_array_unref);
         sd_bus_message_unref(b->pending_remove);
         g_free(b);
 }

@@ -24,6 +24,9 @@ KilnConfig *kiln_config_new_defaults(void)
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
+        /* Long enough to bridge the steps of a build script, short enough that an idle builder
+         * leaves the mount table soon. */
+        c->keep_mounted_seconds = 10;
         c->idmapped_layers = TRUE;
         c->subuid_file = g_strdup("/etc/subuid");
         c->subgid_file = g_strdup("/etc/subgid");
@@ -189,6 +192,7 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
             !read_choice(kf, "Run", "DefaultIsolation", "oci", "chroot", &c->default_isolation, error) ||
             !read_bool(kf, "Run", "NoNewPrivileges", &c->no_new_privileges, error) ||
+            !read_uint(kf, "Run", "KeepMountedSeconds", 0, &c->keep_mounted_seconds, error) ||
             !read_path(kf, "UserNamespace", "SubUidFile", &c->subuid_file, error) ||
             !read_path(kf, "UserNamespace", "SubGidFile", &c->subgid_file, error) ||
             !read_id(kf, "UserNamespace", "PoolStart", 0, G_MAXUINT32 - 1, &c->id_pool_start, error) ||

@@ -22,6 +22,8 @@
  *   DefaultIsolation=oci
  *   Runtimes=runc;crun                 runtimes kiln may use, in order of preference
  *   NoNewPrivileges=false              the default of the no_new_privileges run option
+ *   KeepMountedSeconds=10              how long a builder's root file system stays mounted after
+ *                                      its last holder lets go; 0 unmounts at once
  *
  *   [UserNamespace]                    userns=auto (service/userns.h)
  *   SubUidFile=/etc/subuid             owners' subordinate uids (absolute path)
@@ -55,6 +57,7 @@ typedef struct KilnConfig {
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */
         gboolean no_new_privileges;
+        unsigned keep_mounted_seconds;
 
         char *subuid_file;
         char *subgid_file;

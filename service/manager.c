@@ -47,6 +47,9 @@ void kiln_manager_free(KilnManager *m)
                 return;
         for (size_t i = 0; i < G_N_ELEMENTS(m->slots); i++)
                 sd_bus_slot_unref(m->slots[i]);
+        /* Nothing kilnd mounted outlives it (main.c asks for this first; here for every other way
+         * out), and from here on a rootfs is unmounted as soon as nobody holds it. */
+        kiln_manager_unmount_all(m);
         /* Processes first: freeing a running one kills it and releases its builder's rootfs. */
         g_hash_table_destroy(m->processes);
         kiln_isolate_server_free(m->isolate_server); /* after the runs it served */
@@ -206,6 +209,8 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
 
 gboolean kiln_manager_remove_builder(KilnManager *m, KilnBuilder *b, GError **error)
 {
+        /* A mount kept for the next run goes with the builder: kiln_storage_remove_builder unmounts. */
+        g_clear_handle_id(&b->rootfs_linger_source, g_source_remove);
         if (!kiln_storage_remove_builder(m->storage, b->id, error))
                 return FALSE;
         kiln_builder_emit_removed(m, b);
@@ -219,12 +224,16 @@ void kiln_manager_unmount_all(KilnManager *m)
         GHashTableIter iter;
         KilnBuilder *b;
 
+        /* The runs still going end when the manager is freed, after the main loop has stopped: their
+         * release must unmount at once, as no timer would ever fire. */
+        m->stopping = TRUE;
         g_hash_table_iter_init(&iter, m->builders);
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b)) {
-                if (!b->mount_path)
-                        continue;
-                g_clear_pointer(&b->mount_path, g_free);
-                kiln_manager_release_rootfs(m, b);
+                if (b->mount_path) {
+                        g_clear_pointer(&b->mount_path, g_free);
+                        kiln_manager_release_rootfs(m, b);
+                }
+                kiln_manager_unmount_lingering(m, b);
         }
 }
 
@@ -266,6 +275,65 @@ void kiln_manager_detect_idmapped_layers(KilnManager *m)
                           error ? error->message : "unknown");
 }
 
+static gboolean same_map(const GArray *a, const GArray *b)
+{
+        return a && b && a->len == b->len && memcmp(a->data, b->data, a->len * sizeof(KilnIdMapping)) == 0;
+}
+
+/* Whether the mount that nobody holds serves, as it is, a run that needs @maps (NULL: none). */
+static gboolean lingering_mount_fits(KilnManager *m, KilnBuilder *b, const KilnIdMaps *maps)
+{
+        dev_t dev;
+
+        if (b->rootfs_idmapped != (maps != NULL))
+                return FALSE;
+        /* Layers ID-mapped through the maps of that time: the subid files may have changed since. */
+        if (maps && !b->layer_shifted &&
+            !(same_map(b->rootfs_uid_map, maps->uid_map) && same_map(b->rootfs_gid_map, maps->gid_map)))
+                return FALSE;
+        /* Unmounted behind kilnd's back, the bare mount point would become the run's root. */
+        dev = kiln_storage_mount_device(m->storage, b->id);
+        return dev != 0 && dev == b->rootfs_dev;
+}
+
+/* A fresh mount: what lingering_mount_fits() will compare with. */
+static void remember_mount(KilnManager *m, KilnBuilder *b, const KilnIdMaps *maps)
+{
+        g_clear_pointer(&b->rootfs_uid_map, g_array_unref);
+        g_clear_pointer(&b->rootfs_gid_map, g_array_unref);
+        if (maps && !b->layer_shifted) {
+                b->rootfs_uid_map = g_array_ref(maps->uid_map);
+                b->rootfs_gid_map = g_array_ref(maps->gid_map);
+        }
+        b->rootfs_dev = kiln_storage_mount_device(m->storage, b->id);
+}
+
+static void unmount_rootfs(KilnManager *m, KilnBuilder *b)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (!kiln_storage_unmount(m->storage, b->id, &error))
+                g_warning("Cannot unmount builder %s: %s", b->name, error->message);
+}
+
+/* Nobody has held the builder's root file system for [Run] KeepMountedSeconds. */
+static gboolean on_keep_mounted_over(gpointer data)
+{
+        KilnBuilder *b = data;
+
+        b->rootfs_linger_source = 0;
+        unmount_rootfs(b->manager, b);
+        return G_SOURCE_REMOVE;
+}
+
+void kiln_manager_unmount_lingering(KilnManager *m, KilnBuilder *b)
+{
+        if (!b->rootfs_linger_source)
+                return;
+        g_clear_handle_id(&b->rootfs_linger_source, g_source_remove);
+        unmount_rootfs(m, b);
+}
+
 char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMaps *maps, GError **error)
 {
         gboolean idmapped = maps != NULL;
@@ -286,6 +354,18 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
                           b->name);
                 return NULL;
         }
+        /* The mount the last run left: reused as it is (no mount syscall) when it is of the kind this
+         * holder needs. Of the other kind it is nobody's any more, so it is mounted afresh rather than
+         * answering Busy. */
+        if (b->rootfs_linger_source) {
+                g_clear_handle_id(&b->rootfs_linger_source, g_source_remove);
+                if (lingering_mount_fits(m, b, maps)) {
+                        b->rootfs_refs++;
+                        return kiln_storage_mount_point(m->storage, b->id);
+                }
+                if (!kiln_storage_unmount(m->storage, b->id, error))
+                        return NULL;
+        }
         /* A shifted base already has the owners a mapped one would show. */
         if (b->rootfs_refs == 0 && idmapped && !b->layer_shifted) {
                 userns_fd = kiln_userns_fd_new(
@@ -300,6 +380,8 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
                 return NULL;
         path = kiln_storage_mount(m->storage, b->id, b->layer, userns_fd, error);
         if (path) {
+                if (b->rootfs_refs == 0)
+                        remember_mount(m, b, maps);
                 b->rootfs_refs++;
                 b->rootfs_idmapped = idmapped;
         }
@@ -308,13 +390,20 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
 
 void kiln_manager_release_rootfs(KilnManager *m, KilnBuilder *b)
 {
-        g_autoptr(GError) error = NULL;
+        guint64 keep_ms = (guint64)m->config->keep_mounted_seconds * 1000;
 
         g_return_if_fail(b->rootfs_refs > 0);
         if (--b->rootfs_refs > 0)
                 return;
-        if (!kiln_storage_unmount(m->storage, b->id, &error))
-                g_warning("Cannot unmount builder %s: %s", b->name, error->message);
+        /* Kept for the next run of a build script, which then skips mount, umount and the mount point
+         * (about a millisecond of a chroot run). g_timeout_add rather than _seconds: a one-second
+         * setting must not end at once. */
+        if (keep_ms > 0 && !m->stopping) {
+                b->rootfs_linger_source =
+                        g_timeout_add((guint)MIN(keep_ms, G_MAXUINT), on_keep_mounted_over, b);
+                return;
+        }
+        unmount_rootfs(m, b);
 }
 
 char *kiln_manager_next_container_id(KilnManager *m, KilnBuilder *b)

@@ -25,6 +25,7 @@ typedef struct KilnManager {
         GHashTable *processes; /* object path → KilnProcess (owned) */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
         guint64 next_process;
+        gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];
 } KilnManager;
 
@@ -48,7 +49,7 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name,
 /* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for
  * everyone else. */
 const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);
-/* Unmounts, removes from disk and unexports. */
+/* Unmounts (a mount kept for a next run too), removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
 /* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
  * subordinate ids (see userns.h). A builder's maps depend on its owner only. */
@@ -64,12 +65,15 @@ gboolean kiln_manager_id_maps(KilnManager *manager, uid_t owner, KilnIdMaps *ret
  * not, builders with a user namespace are made from shifted copies of their bases (logged once). */
 void kiln_manager_detect_idmapped_layers(KilnManager *manager);
 
-/* The builder's root file system, mounted while anyone holds it (Mount() and every run). With @maps
- * (for userns=auto) the layers are ID-mapped through them; a builder mounted one way while held is
- * Busy for the other. */
+/* The builder's root file system, mounted while anyone holds it (Mount() and every run) and for
+ * [Run] KeepMountedSeconds after the last holder lets go, so that the next run reuses the mount. With
+ * @maps (for userns=auto) the layers are ID-mapped through them; a builder mounted one way while held
+ * is Busy for the other, and a kept mount of the other kind is replaced. */
 char *kiln_manager_acquire_rootfs(KilnManager *manager, KilnBuilder *builder, const KilnIdMaps *maps,
                                   GError **error);
 void kiln_manager_release_rootfs(KilnManager *manager, KilnBuilder *builder);
+/* Unmounts now a root file system that nobody holds but that is kept for a next run (Unmount()). */
+void kiln_manager_unmount_lingering(KilnManager *manager, KilnBuilder *builder);
 
 /* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */
 char *kiln_manager_next_container_id(KilnManager *manager, KilnBuilder *builder);
@@ -82,7 +86,8 @@ void kiln_manager_detect_runtime(KilnManager *manager);
  * and mounts are cleaned up). */
 void kiln_manager_delete_stale_containers(KilnManager *manager);
 
-/* Unmounts every builder that Mount() mounted (at shutdown). */
+/* At shutdown: unmounts every builder that Mount() mounted and every mount kept for a next run; from
+ * then on a builder is unmounted as soon as its last run ends. */
 void kiln_manager_unmount_all(KilnManager *manager);
 
 /* Builds one signal addressed to @destination. */

@@ -23,6 +23,7 @@ static void test_defaults(void)
         g_assert_cmpstr(c->default_isolation, ==, "oci");
         g_assert_cmpuint(c->max_array_length, >, 0);
         g_assert_false(c->no_new_privileges);
+        g_assert_cmpuint(c->keep_mounted_seconds, ==, 10);
         g_assert_cmpstr(c->subuid_file, ==, "/etc/subuid");
         g_assert_cmpstr(c->subgid_file, ==, "/etc/subgid");
         g_assert_cmpuint(c->id_pool_start, ==, 3221225472u);
@@ -37,7 +38,8 @@ static void test_overrides(void)
 {
         g_autofree char *path = write_temp("[Paths]\nStateDirectory=/tmp/s\nRuntimeDirectory=/tmp/r\n"
                                            "[Limits]\nBuildersPerUser=3\nMaxArrayLength=8\n"
-                                           "[Run]\nDefaultIsolation=chroot\nRuntimes=crun;runc;\n");
+                                           "[Run]\nDefaultIsolation=chroot\nRuntimes=crun;runc;\n"
+                                           "KeepMountedSeconds=0\n");
         g_autoptr(GError) error = NULL;
         g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
 
@@ -48,6 +50,7 @@ static void test_overrides(void)
         g_assert_cmpuint(c->max_array_length, ==, 8);
         g_assert_cmpstr(c->default_isolation, ==, "chroot");
         g_assert_cmpstr(c->runtimes[0], ==, "crun");
+        g_assert_cmpuint(c->keep_mounted_seconds, ==, 0);
         g_unlink(path);
 }
 
@@ -99,6 +102,7 @@ static void test_user_namespace_rejects(void)
                 {"[UserNamespace]\nDefaultForRoot=maybe\n",
                  "[UserNamespace] DefaultForRoot must be 'host' or 'auto'"},
                 {"[Run]\nNoNewPrivileges=perhaps\n", "[Run] NoNewPrivileges must be true or false"},
+                {"[Run]\nKeepMountedSeconds=-1\n", "[Run] KeepMountedSeconds must be a number between 0"},
         };
 
         for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
