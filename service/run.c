@@ -186,8 +186,8 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const char *arg, c
         const char *bundle = plan->bundle_dir;
         g_autofree char *staged = NULL;
         struct stat st;
-        uid_t uid;
-        gid_t gid;
+        uid_t uid = (uid_t)-1; /* -1: set below; to chown, "leave as is" */
+        gid_t gid = (gid_t)-1;
 
         /* A source that the caller opened itself before authorization is bound from that descriptor;
          * any other host path reaches here only for uid 0 or with run-privileged (run-privileges.c). */
@@ -614,8 +614,8 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         g_autoptr(JsonNode) spec = NULL;
         g_autofree char *json = NULL;
         _cleanup_close_ int rootfd = -1;
-        uid_t host_uid;
-        gid_t host_gid;
+        uid_t host_uid = (uid_t)-1; /* set by run_user_host_ids() */
+        gid_t host_gid = (gid_t)-1;
         const char *isolation = first_set(o->isolation, b->config.isolation);
         gboolean private_userns = kiln_run_wants_userns(b, o);
         g_auto(KilnIdMaps) maps = {0};
