@@ -29,27 +29,59 @@ static bool spec_has_device(const IsoSpec *spec, const char *path)
         return false;
 }
 
-/* An empty file at @path in the root with the host's node of the same path bound on it. */
-static gboolean bind_host_node(IsoRoot *root, const char *path, GError **error)
+/* The host's device node @path, opened O_PATH. */
+static int open_host_node(const char *path, GError **error)
 {
-        const char *root_path = root->spec->root;
-        _cleanup_close_ int source = -1, target = -1;
-        char s[ISO_FD_PATH_MAX], t[ISO_FD_PATH_MAX];
+        _cleanup_close_ int fd = open(path, O_PATH | O_CLOEXEC);
         struct stat st;
 
-        source = open(path, O_PATH | O_CLOEXEC);
-        if (source < 0 || fstat(source, &st) < 0)
-                return iso_fail_errno(error, errno, "open host device '%s'", path);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return iso_fail_errno(error, errno, "open host device '%s'", path), -1;
         if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
-                return iso_fail(error, "host device '%s' is not a device node", path);
-        target = iso_root_open_target(root->rootfd, root_path, path, true, error);
-        if (target < 0)
-                return FALSE;
-        /* Safe: the host's node itself (not a new one: the device cgroup of runc does not exist here, so
-         * only nodes the spec names ever appear), on a file of the container's private /dev. */
+                return iso_fail(error, "host device '%s' is not a device node", path), -1;
+        return kiln_steal_fd(&fd);
+}
+
+/* Safe: the host's node itself (not a new one: the device cgroup of runc does not exist here, so only
+ * nodes the spec names ever appear), on a file of the container's private /dev. */
+static gboolean bind_node(int source, int target, const char *path, const char *root_path, GError **error)
+{
+        char s[ISO_FD_PATH_MAX], t[ISO_FD_PATH_MAX];
+
         if (mount(iso_fd_path(s, source), iso_fd_path(t, target), NULL, MS_BIND, NULL) < 0)
                 return iso_fail_errno(error, errno, "bind device '%s' at '%s%s'", path, root_path, path);
         return TRUE;
+}
+
+/* An empty file at @path in the root with the host's node of the same path bound on it. */
+static gboolean bind_host_node(IsoRoot *root, const char *path, GError **error)
+{
+        _cleanup_close_ int source = -1, target = -1;
+
+        source = open_host_node(path, error);
+        if (source < 0)
+                return FALSE;
+        target = iso_root_open_target(root->rootfd, root->spec->root, path, true, error);
+        return target >= 0 && bind_node(source, target, path, root->spec->root, error);
+}
+
+/* The same for a standard node in the fresh /dev tmpfs (@dev): made with O_EXCL right in it, without
+ * resolving the path again. Something already there (a volume the spec mounts on it) is found the
+ * careful way instead. */
+static gboolean bind_standard_node(IsoRoot *root, int dev, const char *name, GError **error)
+{
+        g_autofree char *path = g_strconcat("/dev/", name, NULL);
+        _cleanup_close_ int source = -1, target = -1;
+
+        source = open_host_node(path, error);
+        if (source < 0)
+                return FALSE;
+        target = openat(dev, name, O_CREAT | O_EXCL | O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0644);
+        if (target < 0 && errno == EEXIST)
+                return bind_host_node(root, path, error);
+        if (target < 0)
+                return iso_fail_errno(error, errno, "create '%s%s'", root->spec->root, path);
+        return bind_node(source, target, path, root->spec->root, error);
 }
 
 static gboolean make_node(IsoRoot *root, const IsoDevice *d, GError **error)
@@ -87,16 +119,15 @@ gboolean iso_dev_populate(IsoRoot *root, GError **error)
         const IsoSpec *spec = root->spec;
 
         if (root->dev_is_tmpfs) {
-                _cleanup_close_ int dev = -1;
+                _cleanup_close_ int dev = kiln_rootfs_open(root->rootfd, "/dev", O_RDONLY | O_DIRECTORY, 0);
 
-                for (size_t i = 0; i < G_N_ELEMENTS(standard_nodes); i++) {
-                        g_autofree char *path = g_strconcat("/dev/", standard_nodes[i], NULL);
-                        if (!spec_has_device(spec, path) && !bind_host_node(root, path, error))
-                                return FALSE;
-                }
-                dev = kiln_rootfs_open(root->rootfd, "/dev", O_RDONLY | O_DIRECTORY, 0);
                 if (dev < 0)
                         return iso_fail_errno(error, -dev, "open '%s/dev'", spec->root);
+                for (size_t i = 0; i < G_N_ELEMENTS(standard_nodes); i++) {
+                        g_autofree char *path = g_strconcat("/dev/", standard_nodes[i], NULL);
+                        if (!spec_has_device(spec, path) && !bind_standard_node(root, dev, standard_nodes[i], error))
+                                return FALSE;
+                }
                 for (size_t i = 0; i < G_N_ELEMENTS(standard_links); i++)
                         if (symlinkat(standard_links[i].target, dev, standard_links[i].name) < 0 &&
                             errno != EEXIST)
