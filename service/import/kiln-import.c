@@ -503,7 +503,7 @@ static int open_parent_in_tmp(Importer *im, const char *path, const char **base)
 
 static int make_hardlink(Importer *im, const char *first, int dirfd, const char *name, const char *path)
 {
-        const char *base;
+        const char *base = NULL; /* set when a descriptor is returned */
         _cleanup_close_ int fd = open_parent_in_tmp(im, first, &base);
 
         if (fd < 0)
