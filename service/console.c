@@ -9,6 +9,7 @@
 #include <glib-unix.h>
 
 #include "console.h"
+#include "fd-passing.h"
 #include "kiln-common.h"
 
 /* runc and crun send one descriptor; room for a few more so that extra ones are seen and closed. */
@@ -65,22 +66,12 @@ static gboolean apply_size(KilnConsole *c, GError **error)
 /* Takes the first descriptor of the message as the master (closing any others) and checks that it is
  * one: only root can connect to the socket (it lives in kilnd's own 0700 bundle directory), but a
  * confused runtime must not make us relay some other file. */
-static gboolean take_master(KilnConsole *c, struct msghdr *msg, ssize_t n, GError **error)
+static gboolean take_master(KilnConsole *c, int *fds, size_t n_fds, int msg_flags, ssize_t n, GError **error)
 {
-        int fds[CONSOLE_MAX_FDS];
-        size_t n_fds = 0;
         unsigned int ptn;
         gboolean ok = TRUE;
 
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(msg); h; h = CMSG_NXTHDR(msg, h)) {
-                size_t k;
-                if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-                        continue;
-                k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k && n_fds < CONSOLE_MAX_FDS; i++)
-                        memcpy(&fds[n_fds++], CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-        }
-        if (msg->msg_flags & MSG_CTRUNC) {
+        if (msg_flags & MSG_CTRUNC) {
                 g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
                             "recvmsg %s: more descriptors than expected (control data truncated)", c->path);
                 ok = FALSE;
@@ -117,17 +108,8 @@ static gboolean take_master(KilnConsole *c, struct msghdr *msg, ssize_t n, GErro
 static int console_receive(KilnConsole *c)
 {
         char data[256];
-        struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * CONSOLE_MAX_FDS)];
-        } control;
-        struct msghdr msg = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
+        int fds[CONSOLE_MAX_FDS], msg_flags = 0;
+        size_t n_fds;
         ssize_t n;
 
         if (c->master_fd >= 0)
@@ -147,15 +129,15 @@ static int console_receive(KilnConsole *c)
                 }
         }
 
-        /* MSG_CMSG_CLOEXEC: the master must not leak into runtimes spawned by other runs meanwhile. */
-        n = recvmsg(c->conn_fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        /* Close-on-exec: the master must not leak into runtimes spawned by other runs meanwhile. */
+        n = kiln_recv_fds(c->conn_fd, data, sizeof(data), fds, CONSOLE_MAX_FDS, &n_fds, MSG_DONTWAIT, &msg_flags);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
                 return 0;
         if (n < 0)
                 g_set_error(&c->error, G_IO_ERROR, g_io_error_from_errno(errno), "recvmsg %s: %s", c->path,
                             g_strerror(errno));
         else
-                (void)take_master(c, &msg, n, &c->error);
+                (void)take_master(c, fds, n_fds, msg_flags, n, &c->error);
         console_close_socket(c);
         return c->master_fd >= 0 ? 1 : -1;
 }

@@ -13,6 +13,7 @@
 
 #include <glib-unix.h>
 
+#include "fd-passing.h"
 #include "isolate-server.h"
 #include "isolate/serve-protocol.h"
 #include "kiln-common.h"
@@ -126,32 +127,6 @@ pid_t kiln_isolate_server_get_pid(KilnIsolateServer *s)
         return id ? (pid_t)g_ascii_strtoll(id, NULL, 10) : 0;
 }
 
-static gboolean send_request(int fd, const GString *payload, const int fds[KILN_SERVE_REQUEST_FDS])
-{
-        struct iovec iov = {.iov_base = payload->str, .iov_len = payload->len};
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * KILN_SERVE_REQUEST_FDS)];
-        } control = {0};
-        struct msghdr msg = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        ssize_t n;
-
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * KILN_SERVE_REQUEST_FDS);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * KILN_SERVE_REQUEST_FDS);
-        do
-                n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        return n == (ssize_t)payload->len;
-}
-
 KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char *cwd,
                                                 const char *const *args, int stdio[3], GError **error)
 {
@@ -180,7 +155,8 @@ KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char
                 const int fds[KILN_SERVE_REQUEST_FDS] = {replies[1], stdio[0], stdio[1], stdio[2]};
                 if (s->fd < 0 && !server_start_locked(s, error))
                         break;
-                sent = send_request(s->fd, payload, fds);
+                sent = kiln_send_fds(s->fd, payload->str, payload->len, fds, KILN_SERVE_REQUEST_FDS) ==
+                       (ssize_t)payload->len;
                 if (!sent) {
                         int errsv = errno;
                         g_message("kiln-isolate's server did not take a request (%s); starting it again",
@@ -248,19 +224,9 @@ static gboolean read_replies(KilnIsolateRequest *r)
                 return reap_orphan(r);
         while (!r->exited) {
                 KilnServeReply reply;
-                struct iovec iov = {.iov_base = &reply, .iov_len = sizeof(reply)};
-                union {
-                        struct cmsghdr align;
-                        char buf[CMSG_SPACE(sizeof(int))];
-                } control;
-                struct msghdr msg = {
-                        .msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = control.buf,
-                        .msg_controllen = sizeof(control.buf),
-                };
                 int pidfd = -1;
-                ssize_t n = recvmsg(r->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                size_t n_fds;
+                ssize_t n = kiln_recv_fds(r->fd, &reply, sizeof(reply), &pidfd, 1, &n_fds, MSG_DONTWAIT, NULL);
 
                 if (n < 0 && errno == EINTR)
                         continue;
@@ -278,14 +244,9 @@ static gboolean read_replies(KilnIsolateRequest *r)
                         request_lost(r);
                         break;
                 }
-                for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-                            c->cmsg_len == CMSG_LEN(sizeof(int)))
-                                memcpy(&pidfd, CMSG_DATA(c), sizeof(int));
                 if (n == sizeof(reply) && reply.kind == KILN_SERVE_STARTED && r->pidfd < 0) {
                         r->pid = reply.value;
-                        r->pidfd = pidfd;
-                        pidfd = -1;
+                        r->pidfd = kiln_steal_fd(&pidfd);
                 } else if (n == sizeof(reply) && reply.kind == KILN_SERVE_EXITED) {
                         r->exited = TRUE;
                         r->status = reply.value;

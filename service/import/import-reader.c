@@ -23,6 +23,7 @@
 
 #include <glib.h>
 
+#include "fd-passing.h"
 #include "fs-util.h"
 #include "import-protocol.h"
 #include "kiln-common.h"
@@ -44,12 +45,6 @@ static void reader_send(Reader *r, uint32_t kind, uint32_t parent, int32_t error
                         const char *name, size_t name_len, int fd)
 {
         KilnImportRecord rec;
-        union {
-                char buf[CMSG_SPACE(sizeof(int))];
-                struct cmsghdr align;
-        } control;
-        struct iovec iov;
-        struct msghdr msg = {0};
 
         if (name_len > sizeof(rec.name))
                 name_len = sizeof(rec.name);
@@ -62,26 +57,8 @@ static void reader_send(Reader *r, uint32_t kind, uint32_t parent, int32_t error
         if (name_len > 0)
                 memcpy(rec.name, name, name_len);
 
-        iov.iov_base = &rec;
-        iov.iov_len = sizeof(rec.h) + name_len;
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        if (fd >= 0) {
-                struct cmsghdr *cmsg;
-
-                memset(&control, 0, sizeof(control));
-                msg.msg_control = control.buf;
-                msg.msg_controllen = sizeof(control.buf);
-                cmsg = CMSG_FIRSTHDR(&msg);
-                cmsg->cmsg_level = SOL_SOCKET;
-                cmsg->cmsg_type = SCM_RIGHTS;
-                cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-        }
-
-        while (sendmsg(r->sock, &msg, MSG_NOSIGNAL) < 0)
-                if (errno != EINTR)
-                        _exit(1); /* the parent is gone or refused; it reports the failure */
+        if (kiln_send_fds(r->sock, &rec, sizeof(rec.h) + name_len, &fd, fd >= 0 ? 1 : 0) < 0)
+                _exit(1); /* the parent is gone or refused; it reports the failure */
 
         if (kind != KILN_IMPORT_RECORD_ENTRY)
                 return;

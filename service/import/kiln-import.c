@@ -48,6 +48,7 @@
 
 #include <glib.h>
 
+#include "fd-passing.h"
 #include "fs-util.h"
 #include "import-protocol.h"
 #include "kiln-common.h"
@@ -890,23 +891,14 @@ static int handle_error(Importer *im, const KilnImportRecord *rec)
 /* Receives one record. Returns 1 with a record (and *fd, or -1), 0 at end of stream, -1 on error. */
 static int receive(Importer *im, KilnImportRecord *rec, int *fd)
 {
-        union {
-                char buf[CMSG_SPACE(sizeof(int))];
-                struct cmsghdr align;
-        } control;
-        struct iovec iov = {.iov_base = rec, .iov_len = sizeof(*rec)};
-        struct msghdr msg = {0};
-        struct cmsghdr *cmsg;
+        size_t n_fds;
+        int msg_flags = 0;
         ssize_t n;
 
+        /* Every descriptor that came is taken, the first kept, so none leaks whatever else is wrong. */
         *fd = -1;
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof(control.buf);
-
         for (;;) {
-                n = recvmsg(im->sock, &msg, MSG_CMSG_CLOEXEC);
+                n = kiln_recv_fds(im->sock, rec, sizeof(*rec), fd, 1, &n_fds, 0, &msg_flags);
                 if (n >= 0)
                         break;
                 /* ECONNRESET: the reader exited with acknowledgements unread. The kernel reports
@@ -919,24 +911,9 @@ static int receive(Importer *im, KilnImportRecord *rec, int *fd)
                         return -1;
         }
 
-        /* Take every descriptor that came, so none leaks whatever else is wrong. */
-        for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-                if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
-                        continue;
-                size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < count; i++) {
-                        int f;
-                        memcpy(&f, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
-                        if (*fd < 0)
-                                *fd = f;
-                        else
-                                close(f);
-                }
-        }
-
         if (n == 0)
                 return 0;
-        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(rec->h) ||
+        if ((msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(rec->h) ||
             rec->h.name_len != (size_t)n - sizeof(rec->h))
                 return fail(im, KILN_IMPORT_EXIT_FAILED, "reader protocol error: bad record");
         return 1;

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fd-passing.h"
 #include "isolate.h"
 #include "serve-protocol.h"
 
@@ -43,71 +44,32 @@ static void request_close(Request *r)
 static void send_reply(int fd, int32_t kind, int32_t value, int pidfd)
 {
         KilnServeReply reply = {.kind = kind, .value = value};
-        struct iovec iov = {.iov_base = &reply, .iov_len = sizeof(reply)};
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int))];
-        } control = {0};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 
-        if (pidfd >= 0) {
-                struct cmsghdr *c;
-                msg.msg_control = control.buf;
-                msg.msg_controllen = sizeof(control.buf);
-                c = CMSG_FIRSTHDR(&msg);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-        }
         /* kilnd may have given up on this request: nothing to do about it here. */
-        while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
-                ;
+        (void)kiln_send_fds(fd, &reply, sizeof(reply), &pidfd, pidfd >= 0 ? 1 : 0);
 }
 
 /* One datagram and its descriptors. Returns 0 at kilnd's end of file, -1 on a malformed request
  * (its descriptors closed, a reply sent where possible), 1 with a request. */
 static int receive(Request *r)
 {
-        struct iovec iov = {.iov_base = r->buf, .iov_len = KILN_SERVE_REQUEST_MAX};
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * KILN_SERVE_REQUEST_FDS)];
-        } control;
-        struct msghdr msg = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
+        size_t n_fds = 0;
+        int flags = 0;
         ssize_t n;
 
-        r->n_fds = 0;
         do
-                n = recvmsg(CONTROL_FD, &msg, MSG_CMSG_CLOEXEC);
+                n = kiln_recv_fds(CONTROL_FD, r->buf, KILN_SERVE_REQUEST_MAX, r->fds, KILN_SERVE_REQUEST_FDS,
+                                  &n_fds, 0, &flags);
         while (n < 0 && errno == EINTR);
-        if (n < 0 && errno == EAGAIN)
-                return -1;
-        if (n <= 0)
+        r->n_fds = (int)n_fds;
+        if (n <= 0) {
+                request_close(r);
                 return 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-                size_t count;
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < count; i++) {
-                        int fd;
-                        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                        if (r->n_fds < KILN_SERVE_REQUEST_FDS)
-                                r->fds[r->n_fds++] = fd;
-                        else
-                                close(fd);
-                }
         }
         r->len = (size_t)n;
         r->buf[r->len] = '\0';
-        if (r->n_fds != KILN_SERVE_REQUEST_FDS || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-            r->len < 2 || r->buf[r->len - 1] != '\0') {
+        if (r->n_fds != KILN_SERVE_REQUEST_FDS || (flags & (MSG_TRUNC | MSG_CTRUNC)) || r->len < 2 ||
+            r->buf[r->len - 1] != '\0') {
                 fprintf(stderr, "kiln-isolate serve: malformed request (%zd bytes, %d descriptors)\n", n,
                         r->n_fds);
                 if (r->n_fds > 0)

@@ -10,6 +10,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "fd-passing.h"
 #include "isolate.h"
 
 int iso_console_connect(const char *path, GError **error)
@@ -32,24 +33,7 @@ int iso_console_connect(const char *path, GError **error)
 
 static gboolean send_master(int console_fd, int master, const char *name, GError **error)
 {
-        union {
-                char buf[CMSG_SPACE(sizeof(int))];
-                struct cmsghdr align;
-        } control = {0};
-        struct iovec iov = {.iov_base = (void *)name, .iov_len = strlen(name)};
-        struct msghdr msg = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &master, sizeof(int));
-        if (sendmsg(console_fd, &msg, MSG_NOSIGNAL) < 0)
+        if (kiln_send_fds(console_fd, name, strlen(name), &master, 1) < 0)
                 return iso_fail_errno(error, errno, "send the terminal to the console socket");
         return TRUE;
 }
