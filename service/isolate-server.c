@@ -95,7 +95,7 @@ KilnIsolateServer *kiln_isolate_server_new(const char *const *argv)
         s->n_globals = g_strv_length(s->argv) - 1;
         s->fd = -1;
         if (!server_start_locked(s, &error))
-                g_warning("%s; chroot runs execute kiln-isolate instead", error->message);
+                g_warning("%s; the next chroot run tries again", error->message);
         return s;
 }
 
@@ -136,6 +136,12 @@ KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char
         int replies[2] = {-1, -1};
         gboolean sent = FALSE;
 
+        for (int i = 0; i < 3; i++)
+                if (stdio[i] < 0) {
+                        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                    "kiln-isolate's server needs all three standard descriptors");
+                        goto out;
+                }
         g_string_append_len(payload, cwd, (gssize)strlen(cwd) + 1);
         for (const char *const *a = args; *a; a++)
                 g_string_append_len(payload, *a, (gssize)strlen(*a) + 1);
@@ -153,19 +159,24 @@ KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char
         /* A server that went away since the last request is started again, once. */
         for (int attempt = 0; attempt < 2 && !sent; attempt++) {
                 const int fds[KILN_SERVE_REQUEST_FDS] = {replies[1], stdio[0], stdio[1], stdio[2]};
+                gboolean gone;
+                int errsv;
+
                 if (s->fd < 0 && !server_start_locked(s, error))
                         break;
                 sent = kiln_send_fds(s->fd, payload->str, payload->len, fds, KILN_SERVE_REQUEST_FDS) ==
                        (ssize_t)payload->len;
-                if (!sent) {
-                        int errsv = errno;
-                        g_message("kiln-isolate's server did not take a request (%s); starting it again",
-                                  g_strerror(errsv));
-                        server_stop_locked(s);
-                        if (attempt == 1)
-                                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errsv),
-                                            "kiln-isolate's server: %s", g_strerror(errsv));
+                if (sent)
+                        break;
+                errsv = errno;
+                gone = errsv == EPIPE || errsv == ECONNRESET || errsv == ENOTCONN;
+                if (!gone || attempt == 1) {
+                        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errsv),
+                                    "sending a command to kiln-isolate's server: %s", g_strerror(errsv));
+                        break;
                 }
+                g_message("kiln-isolate's server went away (%s); starting it again", g_strerror(errsv));
+                server_stop_locked(s);
         }
 out:
         for (int i = 0; i < 3; i++)
