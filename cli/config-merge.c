@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 
-
 #include "config-merge.h"
 #include "json-module.h"
 

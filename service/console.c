@@ -130,7 +130,8 @@ static int console_receive(KilnConsole *c)
         }
 
         /* Close-on-exec: the master must not leak into runtimes spawned by other runs meanwhile. */
-        n = kiln_recv_fds(c->conn_fd, data, sizeof(data), fds, CONSOLE_MAX_FDS, &n_fds, MSG_DONTWAIT, &msg_flags);
+        n = kiln_recv_fds(c->conn_fd, data, sizeof(data), fds, CONSOLE_MAX_FDS, &n_fds, MSG_DONTWAIT,
+                          &msg_flags);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
                 return 0;
         if (n < 0)

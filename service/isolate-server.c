@@ -60,7 +60,8 @@ static void server_stop_locked(KilnIsolateServer *s)
 
 static gboolean server_start_locked(KilnIsolateServer *s, GError **error)
 {
-        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
+        g_autoptr(GSubprocessLauncher) launcher =
+                g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
         int sv[2];
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -237,7 +238,8 @@ static gboolean read_replies(KilnIsolateRequest *r)
                 KilnServeReply reply;
                 int pidfd = -1;
                 size_t n_fds;
-                ssize_t n = kiln_recv_fds(r->fd, &reply, sizeof(reply), &pidfd, 1, &n_fds, MSG_DONTWAIT, NULL);
+                ssize_t n =
+                        kiln_recv_fds(r->fd, &reply, sizeof(reply), &pidfd, 1, &n_fds, MSG_DONTWAIT, NULL);
 
                 if (n < 0 && errno == EINTR)
                         continue;

@@ -227,7 +227,8 @@ KilnRuntimeOp *kiln_runtime_op_request(KilnIsolateServer *server, const char *ru
         KilnRuntimeOp *op;
         guint n_globals;
 
-        argv = runtime_argv(runtime, runtime_args, state_root, log_path, verb, verb_args, id, NULL, &n_globals);
+        argv = runtime_argv(runtime, runtime_args, state_root, log_path, verb, verb_args, id, NULL,
+                            &n_globals);
         g_return_val_if_fail(kiln_isolate_server_serves(server, (const char *const *)argv->pdata, n_globals),
                              NULL);
         request = kiln_isolate_server_request(server, bundle_dir,

@@ -28,7 +28,7 @@ struct KilnRuntimeOp {
         int signal;     /* for kill: what was sent */
         GSubprocess *process;
         KilnIsolateRequest *request; /* instead of @process: run by kiln-isolate's server */
-        KilnRelay *messages; /* the runtime's stderr, bounded */
+        KilnRelay *messages;         /* the runtime's stderr, bounded */
         gboolean exited;
         int status;    /* exit code, 128+N when killed by signal N */
         char *message; /* when status != 0: what failed, with the runtime's own words */

@@ -59,7 +59,7 @@ struct KilnContainer {
 
         GMainContext *context;
 
-        GSubprocess *create_process; /* create, or kiln-isolate's run --detach */
+        GSubprocess *create_process;        /* create, or kiln-isolate's run --detach */
         KilnIsolateRequest *create_request; /* instead: run --detach by kiln-isolate's server */
         GSubprocess *start_process;
         GSubprocess *delete_process;
@@ -413,8 +413,8 @@ static void container_settle(KilnContainer *c)
 {
         if (c->disposed || c->settled)
                 return;
-        if (c->create_process || c->create_request || c->start_process || c->delete_process || c->pid_watch ||
-            (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
+        if (c->create_process || c->create_request || c->start_process || c->delete_process ||
+            c->pid_watch || (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
             kiln_relay_is_running(c->stdio.relays[STDERR]))
                 return;
 
@@ -646,13 +646,13 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
         g_ptr_array_add(args, NULL);
 
         if (served(c))
-                create = kiln_runtime_op_request(c->isolate_server, c->runtime,
-                                                 (const char *const *)c->runtime_args, c->state_root,
-                                                 c->bundle_dir, c->id, "run", (const char *const *)args->pdata,
-                                                 stdio, &error);
+                create = kiln_runtime_op_request(
+                        c->isolate_server, c->runtime, (const char *const *)c->runtime_args, c->state_root,
+                        c->bundle_dir, c->id, "run", (const char *const *)args->pdata, stdio, &error);
         else
-                create = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
-                                               c->bundle_dir, c->id, c->isolate ? "run" : "create",
+                create = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args,
+                                               c->state_root, c->bundle_dir, c->id,
+                                               c->isolate ? "run" : "create",
                                                (const char *const *)args->pdata, NULL, stdio, &error);
         stdio[0] = stdio[1] = stdio[2] = -1; /* taken, also on failure */
         if (!create)
@@ -840,7 +840,8 @@ static gboolean create_finish_sync(KilnContainer *c)
         if (c->create_request)
                 return kiln_isolate_request_wait_bounded(c->create_request, SYNC_TIMEOUT_MS) == 0;
         kiln_runtime_wait_bounded(c->create_process, SYNC_TIMEOUT_MS);
-        return g_subprocess_get_if_exited(c->create_process) && g_subprocess_get_exit_status(c->create_process) == 0;
+        return g_subprocess_get_if_exited(c->create_process) &&
+               g_subprocess_get_exit_status(c->create_process) == 0;
 }
 
 /* Synchronous and bounded: wait for runtime commands under way, kill the process, delete the runtime's

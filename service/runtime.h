@@ -55,7 +55,8 @@ typedef struct KilnRuntimeSpec {
 
 /* RUNTIME [runtime_args] --root STATE_ROOT --log-format json: the global options of every runtime
  * command the driver runs (what kiln-isolate's server is started with). */
-char **kiln_runtime_global_argv(const char *runtime, const char *const *runtime_args, const char *state_root);
+char **kiln_runtime_global_argv(const char *runtime, const char *const *runtime_args,
+                                const char *state_root);
 
 typedef struct KilnContainer KilnContainer;
 

@@ -125,7 +125,8 @@ gboolean iso_dev_populate(IsoRoot *root, GError **error)
                         return iso_fail_errno(error, -dev, "open '%s/dev'", spec->root);
                 for (size_t i = 0; i < G_N_ELEMENTS(standard_nodes); i++) {
                         g_autofree char *path = g_strconcat("/dev/", standard_nodes[i], NULL);
-                        if (!spec_has_device(spec, path) && !bind_standard_node(root, dev, standard_nodes[i], error))
+                        if (!spec_has_device(spec, path) &&
+                            !bind_standard_node(root, dev, standard_nodes[i], error))
                                 return FALSE;
                 }
                 for (size_t i = 0; i < G_N_ELEMENTS(standard_links); i++)

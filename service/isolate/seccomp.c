@@ -21,7 +21,7 @@
 #include "seccomp-profile.h"
 
 #define CACHE_FORMAT "kiln-isolate-bpf-2" /* 2: binary-tree programs */
-#define MAX_INSNS 4096 /* BPF_MAXINSNS */
+#define MAX_INSNS 4096                    /* BPF_MAXINSNS */
 
 struct IsoSeccomp {
         struct sock_filter *insns;

@@ -345,7 +345,8 @@ int main(int argc, char **argv)
         static const struct {
                 const char *name;
                 const Mode *data;
-        } modes[] = {{"served", &drive_served}, {"isolate", &drive_as_isolate}, {"runc-verbs", &drive_as_runc}};
+        } modes[] = {
+                {"served", &drive_served}, {"isolate", &drive_as_isolate}, {"runc-verbs", &drive_as_runc}};
         g_autofree char *cache = NULL;
         g_auto(GStrv) globals = NULL;
         int r;
