@@ -363,19 +363,9 @@ int kiln_isolate_request_wait_bounded(KilnIsolateRequest *r, guint timeout_ms)
         return r->status;
 }
 
-gboolean kiln_isolate_request_has_exited(KilnIsolateRequest *r)
-{
-        return r->exited;
-}
-
 pid_t kiln_isolate_request_get_pid(KilnIsolateRequest *r)
 {
         return r->pid;
-}
-
-int kiln_isolate_request_get_status(KilnIsolateRequest *r)
-{
-        return r->status;
 }
 
 KilnIsolateRequest *kiln_isolate_request_ref(KilnIsolateRequest *r)

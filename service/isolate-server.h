@@ -40,10 +40,8 @@ void kiln_isolate_request_watch(KilnIsolateRequest *request, GMainContext *conte
 /* Waits at most @timeout_ms for the command to exit, then kills it and waits as long again. Returns
  * its status, 255 when it was lost. A watch still gets its call, from its context's main loop. */
 int kiln_isolate_request_wait_bounded(KilnIsolateRequest *request, guint timeout_ms);
-gboolean kiln_isolate_request_has_exited(KilnIsolateRequest *request);
 /* The command's pid once the server said it started it (read by the watch or the wait), else 0. */
 pid_t kiln_isolate_request_get_pid(KilnIsolateRequest *request);
-int kiln_isolate_request_get_status(KilnIsolateRequest *request);
 
 KilnIsolateRequest *kiln_isolate_request_ref(KilnIsolateRequest *request);
 void kiln_isolate_request_unref(KilnIsolateRequest *request);

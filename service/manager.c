@@ -8,6 +8,7 @@
 #include "runtime.h"
 #include "manager.h"
 #include "mount-idmap.h"
+#include "run.h"
 #include "validate.h"
 
 static char *resolve_runtime_name(const char *name);
@@ -450,7 +451,7 @@ static void delete_stale_in(const char *root, char **runtimes)
 
 void kiln_manager_delete_stale_containers(KilnManager *m)
 {
-        g_autofree char *isolate = g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+        g_autofree char *isolate = kiln_run_isolate_path(m);
         char *isolate_only[] = {isolate, NULL};
 
         delete_stale_in(kiln_storage_runtime_root(m->storage), m->runtimes);

@@ -492,7 +492,7 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         return TRUE;
 }
 
-static char *isolate_path(KilnManager *m)
+char *kiln_run_isolate_path(KilnManager *m)
 {
         return g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
 }
@@ -506,7 +506,7 @@ static void add_isolate_arguments(GStrvBuilder *args, KilnManager *m)
 
 char **kiln_run_isolate_globals(KilnManager *m)
 {
-        g_autofree char *path = isolate_path(m);
+        g_autofree char *path = kiln_run_isolate_path(m);
         g_autoptr(GStrvBuilder) args = g_strv_builder_new();
         g_auto(GStrv) arguments = NULL;
 
@@ -638,7 +638,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
                         kiln_invalid(error, "runtime", "it does not apply to isolation 'chroot'");
                         return NULL;
                 }
-                plan->runtime = isolate_path(m);
+                plan->runtime = kiln_run_isolate_path(m);
                 plan->isolate = TRUE;
                 plan->state_root = g_strdup(kiln_storage_isolate_root(m->storage));
         } else {

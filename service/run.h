@@ -34,6 +34,9 @@ KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char *
                               KilnRunOptions *options, GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);
 
+/* kiln-isolate, the chroot isolation's executor, in kilnd's helper directory. */
+char *kiln_run_isolate_path(KilnManager *manager);
+
 /* kiln-isolate and the global options every chroot run of kilnd's own gives it: what its server is
  * started with (isolate-server.h). */
 char **kiln_run_isolate_globals(KilnManager *manager);
