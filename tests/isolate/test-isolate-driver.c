@@ -10,44 +10,12 @@
 
 #include <glib-unix.h>
 
+#include "container-drive.h"
 #include "isolate-server.h"
 #include "isolate-testlib.h"
 #include "runtime.h"
 
 #define TIMEOUT_SECONDS 60
-
-typedef struct {
-        gboolean done;
-        gboolean ok;
-        int status;
-        GError *error;
-} Result;
-
-static void on_started(GObject *source, GAsyncResult *result, gpointer data)
-{
-        Result *r = data;
-
-        r->ok = kiln_container_start_finish(NULL, result, &r->error);
-        r->done = TRUE;
-}
-
-static void on_waited(GObject *source, GAsyncResult *result, gpointer data)
-{
-        Result *r = data;
-
-        r->status = kiln_container_wait_finish(NULL, result, &r->error);
-        r->done = TRUE;
-}
-
-static void iterate_until(const gboolean *flag)
-{
-        gint64 deadline = g_get_monotonic_time() + TIMEOUT_SECONDS * G_USEC_PER_SEC;
-
-        while (!*flag) {
-                g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-                g_main_context_iteration(NULL, TRUE);
-        }
-}
 
 static const char *runtime_args[3];
 
@@ -83,17 +51,17 @@ static KilnRuntimeSpec spec_for(const char *bundle, const char *id, gconstpointe
 /* Start and wait; *error gets a start failure. Returns the exit status, or -1. */
 static int drive(KilnContainer *c, GError **error)
 {
-        Result r = {0};
+        DriveResult r = {0};
 
-        kiln_container_start_async(c, NULL, on_started, &r);
-        iterate_until(&r.done);
+        kiln_container_start_async(c, NULL, drive_on_started, &r);
+        drive_iterate_until(&r.done, TIMEOUT_SECONDS);
         if (!r.ok) {
                 g_propagate_error(error, r.error);
                 return -1;
         }
-        r = (Result){0};
-        kiln_container_wait_async(c, NULL, on_waited, &r);
-        iterate_until(&r.done);
+        r = (DriveResult){0};
+        kiln_container_wait_async(c, NULL, drive_on_waited, &r);
+        drive_iterate_until(&r.done, TIMEOUT_SECONDS);
         g_assert_no_error(r.error);
         return r.status;
 }
@@ -151,17 +119,17 @@ static void test_kill(gconstpointer data)
         KilnRuntimeSpec spec = spec_for(bundle, id, data);
         g_autoptr(KilnContainer) c = kiln_container_new(&spec);
         g_autoptr(GError) error = NULL;
-        Result r = {0};
+        DriveResult r = {0};
 
-        kiln_container_start_async(c, NULL, on_started, &r);
-        iterate_until(&r.done);
+        kiln_container_start_async(c, NULL, drive_on_started, &r);
+        drive_iterate_until(&r.done, TIMEOUT_SECONDS);
         g_assert_no_error(r.error);
         g_assert_cmpint(kiln_container_get_pid(c), >, 1);
         g_assert_true(kiln_container_kill(c, SIGKILL, &error));
         g_assert_no_error(error);
-        r = (Result){0};
-        kiln_container_wait_async(c, NULL, on_waited, &r);
-        iterate_until(&r.done);
+        r = (DriveResult){0};
+        kiln_container_wait_async(c, NULL, drive_on_waited, &r);
+        drive_iterate_until(&r.done, TIMEOUT_SECONDS);
         g_assert_no_error(r.error);
         g_assert_cmpint(r.status, ==, 128 + SIGKILL);
         g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
@@ -175,11 +143,11 @@ static void test_free_running(gconstpointer data)
         g_autofree char *id = NULL, *bundle = test_make_bundle(&run, &id);
         KilnRuntimeSpec spec = spec_for(bundle, id, data);
         KilnContainer *c = kiln_container_new(&spec);
-        Result r = {0};
+        DriveResult r = {0};
         pid_t pid;
 
-        kiln_container_start_async(c, NULL, on_started, &r);
-        iterate_until(&r.done);
+        kiln_container_start_async(c, NULL, drive_on_started, &r);
+        drive_iterate_until(&r.done, TIMEOUT_SECONDS);
         g_assert_no_error(r.error);
         pid = kiln_container_get_pid(c);
         g_assert_cmpint(pid, >, 1);
@@ -335,11 +303,6 @@ static void test_server_death(void)
         g_assert_cmpint(kiln_isolate_server_get_pid(server), !=, first);
 }
 
-static gboolean on_tick(gpointer data)
-{
-        return G_SOURCE_CONTINUE;
-}
-
 int main(int argc, char **argv)
 {
         static const struct {
@@ -357,7 +320,7 @@ int main(int argc, char **argv)
         g_assert_no_errno(g_mkdir_with_parents(test_env.state_root, 0700));
         runtime_args[0] = "--cache-dir";
         runtime_args[1] = test_env.cache_dir;
-        g_timeout_add_seconds(1, on_tick, NULL);
+        g_timeout_add_seconds(1, drive_on_tick, NULL);
         globals = kiln_runtime_global_argv(test_env.isolate, runtime_args, test_env.state_root);
         server = kiln_isolate_server_new((const char *const *)globals);
         g_test_add_func("/isolate-driver/served/server-death", test_server_death);

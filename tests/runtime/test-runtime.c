@@ -19,6 +19,7 @@
 #include "kiln-common.h"
 #include "runtime-private.h"
 #include "busybox-rootfs.h"
+#include "container-drive.h"
 #include "runtime.h"
 #include "stdio-relay.h"
 
@@ -153,50 +154,6 @@ static KilnRuntimeSpec spec_for(const char *bundle, const char *id)
 
 /* ---- driving the main loop ---- */
 
-typedef struct {
-        gboolean done;
-        gboolean ok;
-        int status;
-        GError *error;
-} Result;
-
-static void result_clear(Result *r)
-{
-        g_clear_error(&r->error);
-        memset(r, 0, sizeof(*r));
-}
-
-static void on_started(GObject *source, GAsyncResult *result, gpointer data)
-{
-        Result *r = data;
-
-        r->ok = kiln_container_start_finish(NULL, result, &r->error);
-        r->done = TRUE;
-}
-
-static void on_waited(GObject *source, GAsyncResult *result, gpointer data)
-{
-        Result *r = data;
-
-        r->status = kiln_container_wait_finish(NULL, result, &r->error);
-        r->done = TRUE;
-}
-
-static gboolean on_tick(gpointer data)
-{
-        return G_SOURCE_CONTINUE; /* wakes the loop so deadlines are checked */
-}
-
-static void iterate_until(const gboolean *flag)
-{
-        gint64 deadline = g_get_monotonic_time() + RUN_TIMEOUT_SECONDS * G_USEC_PER_SEC;
-
-        while (!*flag) {
-                g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-                g_main_context_iteration(NULL, TRUE);
-        }
-}
-
 static gboolean on_expired(gpointer data)
 {
         *(gboolean *)data = TRUE;
@@ -214,10 +171,10 @@ static void iterate_for(guint ms)
 
 static gboolean start(KilnContainer *c, GCancellable *cancellable, GError **error)
 {
-        Result r = {0};
+        DriveResult r = {0};
 
-        kiln_container_start_async(c, cancellable, on_started, &r);
-        iterate_until(&r.done);
+        kiln_container_start_async(c, cancellable, drive_on_started, &r);
+        drive_iterate_until(&r.done, RUN_TIMEOUT_SECONDS);
         if (r.error)
                 g_propagate_error(error, r.error);
         return r.ok;
@@ -225,10 +182,10 @@ static gboolean start(KilnContainer *c, GCancellable *cancellable, GError **erro
 
 static int wait_for(KilnContainer *c, GCancellable *cancellable, GError **error)
 {
-        Result r = {0};
+        DriveResult r = {0};
 
-        kiln_container_wait_async(c, cancellable, on_waited, &r);
-        iterate_until(&r.done);
+        kiln_container_wait_async(c, cancellable, drive_on_waited, &r);
+        drive_iterate_until(&r.done, RUN_TIMEOUT_SECONDS);
         if (r.error)
                 g_propagate_error(error, r.error);
         return r.status;
@@ -434,11 +391,11 @@ static void test_kill_while_starting(void)
         KilnRuntimeSpec spec = spec_for(bundle, id);
         g_autoptr(KilnContainer) c = kiln_container_new(&spec);
         g_autoptr(GError) error = NULL;
-        Result r = {0};
+        DriveResult r = {0};
 
-        kiln_container_start_async(c, NULL, on_started, &r);
+        kiln_container_start_async(c, NULL, drive_on_started, &r);
         g_assert_true(kiln_container_kill(c, SIGKILL, &error));
-        iterate_until(&r.done);
+        drive_iterate_until(&r.done, RUN_TIMEOUT_SECONDS);
         g_assert_no_error(r.error);
         g_assert_true(r.ok);
         g_assert_cmpint(wait_for(c, NULL, &error), ==, 128 + SIGKILL);
@@ -698,7 +655,7 @@ static void test_kill_stalled_output(void)
         g_autoptr(GError) error = NULL;
         gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
         int master, slave;
-        Result r = {0};
+        DriveResult r = {0};
         pid_t pid;
 
         make_pty(&master, &slave, TRUE);
@@ -707,7 +664,7 @@ static void test_kill_stalled_output(void)
         c = kiln_container_new(&spec);
         g_assert_true(start(c, NULL, &error));
         pid = kiln_container_get_pid(c);
-        kiln_container_wait_async(c, NULL, on_waited, &r);
+        kiln_container_wait_async(c, NULL, drive_on_waited, &r);
         while (kill(pid, 0) == 0) { /* until it exited and was reaped */
                 g_assert_cmpint(g_get_monotonic_time(), <, deadline);
                 g_main_context_iteration(NULL, TRUE);
@@ -716,7 +673,7 @@ static void test_kill_stalled_output(void)
         g_assert_false(r.done);
         g_assert_true(kiln_container_kill(c, SIGKILL, &error));
         g_assert_false(r.done); /* answered from the main loop, not inside kill */
-        iterate_until(&r.done);
+        drive_iterate_until(&r.done, RUN_TIMEOUT_SECONDS);
         g_assert_no_error(r.error);
         g_assert_cmpint(r.status, ==, 0);
         g_assert_no_errno(tcflow(slave, TCOON));
@@ -852,16 +809,16 @@ static void test_cancel_wait(void)
         g_autoptr(KilnContainer) c = kiln_container_new(&spec);
         g_autoptr(GCancellable) cancellable = g_cancellable_new();
         g_autoptr(GError) error = NULL;
-        Result r = {0};
+        DriveResult r = {0};
 
         g_assert_true(start(c, NULL, &error));
-        kiln_container_wait_async(c, cancellable, on_waited, &r);
+        kiln_container_wait_async(c, cancellable, drive_on_waited, &r);
         iterate_for(100);
         g_assert_false(r.done);
         g_cancellable_cancel(cancellable);
-        iterate_until(&r.done);
+        drive_iterate_until(&r.done, RUN_TIMEOUT_SECONDS);
         g_assert_error(r.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
-        result_clear(&r);
+        drive_result_clear(&r);
         assert_clean();
 }
 
@@ -887,12 +844,12 @@ static void test_free_while_running(void)
         KilnRuntimeSpec spec = spec_for(bundle, id);
         KilnContainer *c = kiln_container_new(&spec);
         g_autoptr(GError) error = NULL;
-        Result r = {0};
+        DriveResult r = {0};
         pid_t pid;
 
         g_assert_true(start(c, NULL, &error));
         pid = kiln_container_get_pid(c);
-        kiln_container_wait_async(c, NULL, on_waited, &r);
+        kiln_container_wait_async(c, NULL, drive_on_waited, &r);
         kiln_container_free(c);
         g_assert_true(kill(pid, 0) < 0 && errno == ESRCH);
         iterate_for(100);
@@ -907,13 +864,13 @@ static void test_free_while_starting(void)
         KilnRuntimeSpec spec = spec_for(bundle, id);
         KilnContainer *c;
         int master, slave;
-        Result r = {0};
+        DriveResult r = {0};
 
         make_pty(&master, &slave, TRUE);
         spec.stdin_fd = spec.stdout_fd = slave;
         spec.terminal = TRUE;
         c = kiln_container_new(&spec);
-        kiln_container_start_async(c, NULL, on_started, &r);
+        kiln_container_start_async(c, NULL, drive_on_started, &r);
         kiln_container_free(c); /* create still running */
         iterate_for(200);
         g_assert_false(r.done);
@@ -1080,7 +1037,7 @@ int main(int argc, char **argv)
         state_dir = g_build_filename(tmp_dir, "state", NULL);
         g_assert_no_errno(mkdir(state_dir, 0700));
         test_make_busybox_rootfs(rootfs_dir);
-        g_timeout_add_seconds(1, on_tick, NULL);
+        g_timeout_add_seconds(1, drive_on_tick, NULL);
 
         g_test_add_func("/runtime/messages", test_messages);
         g_test_add_func("/runtime/endpoints", test_endpoints);
