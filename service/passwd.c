@@ -59,7 +59,7 @@ static void for_each_line(const char *buf, gsize len, guint min_fields, LineFunc
         }
 }
 
-gboolean kiln_parse_id(const char *s, gsize n, guint32 *id)
+gboolean kiln_parse_uint32(const char *s, gsize n, guint32 *value)
 {
         guint64 v = 0;
 
@@ -70,9 +70,19 @@ gboolean kiln_parse_id(const char *s, gsize n, guint32 *id)
                         return FALSE;
                 v = v * 10 + (guint64)(s[i] - '0');
         }
-        if (v >= G_MAXUINT32)
+        if (v > G_MAXUINT32)
                 return FALSE;
-        *id = (guint32)v;
+        *value = (guint32)v;
+        return TRUE;
+}
+
+gboolean kiln_parse_id(const char *s, gsize n, guint32 *id)
+{
+        guint32 v;
+
+        if (!kiln_parse_uint32(s, n, &v) || v == G_MAXUINT32)
+                return FALSE;
+        *id = v;
         return TRUE;
 }
 

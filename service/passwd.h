@@ -28,7 +28,9 @@ typedef struct KilnPasswdEntry {
 void kiln_passwd_entry_clear(KilnPasswdEntry *entry);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnPasswdEntry, kiln_passwd_entry_clear)
 
-/* A uid or gid: decimal digits only, at most 4294967294 ((uid_t)-1 means "no change" to the kernel). */
+/* Decimal digits only (no sign, no space), at most 4294967295. */
+gboolean kiln_parse_uint32(const char *s, gsize n, guint32 *value);
+/* A uid or gid: the same, at most 4294967294 ((uid_t)-1 means "no change" to the kernel). */
 gboolean kiln_parse_id(const char *s, gsize n, guint32 *id);
 
 /* Fill @entry from the first line of the passwd content @buf (@len bytes) that matches. */

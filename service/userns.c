@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "kiln-common.h"
+#include "passwd.h"
 #include "userns.h"
 
 /* The allotments file is kilnd's own; the bound only keeps a damaged one from eating memory. */
@@ -41,16 +42,9 @@ typedef struct SubidLine {
 
 static gboolean parse_number(const char *s, gsize n, guint64 *ret)
 {
-        guint64 v = 0;
+        guint32 v;
 
-        if (n == 0 || n > 10)
-                return FALSE;
-        for (gsize i = 0; i < n; i++) {
-                if (!g_ascii_isdigit(s[i]))
-                        return FALSE;
-                v = v * 10 + (guint64)(s[i] - '0');
-        }
-        if (v > G_MAXUINT32)
+        if (!kiln_parse_uint32(s, n, &v))
                 return FALSE;
         *ret = v;
         return TRUE;
