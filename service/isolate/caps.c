@@ -36,8 +36,12 @@ gboolean iso_caps_drop_bounding(guint64 keep, GError **error)
                 /* Safe: PR_CAPBSET_DROP can only remove a capability, for this process and whatever it
                  * execs; a capability dropped here can never come back. */
                 if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                        g_autofree char *name = cap_to_name(cap);
-                        return iso_fail_errno(error, errno, "prctl PR_CAPBSET_DROP %s", name);
+                        int saved = errno;
+                        char *name = cap_to_name(cap);
+                        /* libcap's strings carry a header of its own: cap_free, never free/g_free. */
+                        iso_fail_errno(error, saved, "prctl PR_CAPBSET_DROP %s", name ? name : "?");
+                        cap_free(name);
+                        return FALSE;
                 }
         }
         return TRUE;
@@ -68,8 +72,11 @@ gboolean iso_caps_apply(const IsoSpec *spec, GError **error)
         /* Safe: the sets asked for lie within the bounding set already applied, and capset cannot add to
          * the permitted set; it fails rather than grant. */
         if (ok && cap_set_proc(caps) < 0) {
-                g_autofree char *text = cap_to_text(caps, NULL);
-                ok = iso_fail_errno(error, errno, "capset '%s'", text ? text : "?");
+                int saved = errno;
+                char *text = cap_to_text(caps, NULL);
+                /* libcap's strings carry a header of its own: cap_free, never free/g_free. */
+                ok = iso_fail_errno(error, saved, "capset '%s'", text ? text : "?");
+                cap_free(text);
         }
         cap_free(caps);
         if (!ok)
