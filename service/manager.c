@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
 #include <pwd.h>
+#include <sys/capability.h>
+#include <sys/prctl.h>
 
 #include "builder-dbus.h"
 #include "isolate-server.h"
@@ -26,6 +28,17 @@ static char **find_runtimes(char **configured)
         return (char **)g_ptr_array_free(g_steal_pointer(&found), FALSE);
 }
 
+/* Read once: nothing raises a bounding set, and kilnd does not lower its own. */
+static guint64 read_bounding_set(void)
+{
+        guint64 set = 0;
+
+        for (int cap = 0; cap < (int)cap_max_bits() && cap < 64; cap++)
+                if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1)
+                        set |= G_GUINT64_CONSTANT(1) << cap;
+        return set;
+}
+
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
 {
         KilnManager *m = g_new0(KilnManager, 1);
@@ -38,6 +51,7 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->names = g_hash_table_new(g_str_hash, g_str_equal);
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
+        m->bounding_set = read_bounding_set();
         kiln_process_manager_init(m);
         return m;
 }

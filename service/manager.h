@@ -21,6 +21,7 @@ typedef struct KilnManager {
         GHashTable *names;          /* name → KilnBuilder */
         GHashTable *reserved_names; /* names of builders being created */
         char **runtimes;            /* configured runtimes found on this host */
+        guint64 bounding_set;       /* kilnd's capability bounding set: the most a run can have */
         guint64 next_container;
         GHashTable *processes; /* object path → KilnProcess (owned) */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */

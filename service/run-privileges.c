@@ -29,8 +29,8 @@ static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
 }
 
 /* Capabilities the resolved set has that the default set has not. */
-static gboolean check_capabilities(GPtrArray *reasons, const KilnBuilder *b, const KilnRunOptions *o,
-                                   GError **error)
+static gboolean check_capabilities(GPtrArray *reasons, KilnManager *m, const KilnBuilder *b,
+                                   const KilnRunOptions *o, GError **error)
 {
         KilnSpecInput in = {
                 .builder_cap_add = (const char *const *)b->config.cap_add,
@@ -38,6 +38,7 @@ static gboolean check_capabilities(GPtrArray *reasons, const KilnBuilder *b, con
                 .cap_add = (const char *const *)o->cap_add,
                 .cap_drop = (const char *const *)o->cap_drop,
                 .last_cap = (int)cap_max_bits() - 1,
+                .bounding_set = m->bounding_set,
         };
         g_auto(GStrv) caps = kiln_spec_capabilities(&in, error);
 
@@ -140,7 +141,7 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
         if (!kiln_run_wants_userns(b, o))
                 g_ptr_array_add(reasons, g_strdup("userns=host, where container root is host root"));
         check_namespaces(reasons, o);
-        if (!check_capabilities(reasons, b, o, error))
+        if (!check_capabilities(reasons, m, b, o, error))
                 return NULL;
         for (char **d = o->devices; d && *d; d++)
                 g_ptr_array_add(reasons, g_strdup_printf("device %s", *d));

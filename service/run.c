@@ -689,6 +689,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         s.in.hostname = first_set(o->hostname, b->config.hostname);
         s.in.shm_size = o->shm_size && *o->shm_size ? parse_size(o->shm_size) : 0;
         s.in.last_cap = (int)cap_max_bits() - 1;
+        s.in.bounding_set = m->bounding_set;
         /* Host facts the generator cannot look up itself (it is pure). */
         s.in.host_lacks_dev_shm = !g_file_test("/dev/shm", G_FILE_TEST_IS_DIR);
         s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);

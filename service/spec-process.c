@@ -139,7 +139,7 @@ typedef struct CapLayer {
 } CapLayer;
 
 static gboolean parse_caps(const char *arg, const CapLayer *layer, const char *const *names, int last,
-                           guint64 *mask, gboolean *all, GError **error)
+                           guint64 available, guint64 *mask, gboolean *all, GError **error)
 {
         for (guint i = 0; names && names[i]; i++) {
                 g_autofree char *normalized = NULL;
@@ -157,20 +157,24 @@ static gboolean parse_caps(const char *arg, const CapLayer *layer, const char *c
                         return kiln_invalid(error, arg,
                                                  "%s (%s) is not supported by the running kernel",
                                                  normalized, layer->what);
+                /* Dropping what kilnd lacks anyway is harmless; adding it could only fail later, in the
+                 * runtime ("unable to apply caps"), so it is refused here with its name. */
+                if (g_str_equal(arg, "cap_add") && !(available & (G_GUINT64_CONSTANT(1) << value)))
+                        return kiln_invalid(error, arg, "%s (%s) is not in kilnd's capability bounding set",
+                                            normalized, layer->what);
                 *mask |= G_GUINT64_CONSTANT(1) << value;
         }
         return TRUE;
 }
 
 /* One layer of add/drop over @set, with podman's rules (see spec.h). */
-static gboolean apply_layer(guint64 *set, const CapLayer *layer, int last, GError **error)
+static gboolean apply_layer(guint64 *set, const CapLayer *layer, int last, guint64 all, GError **error)
 {
-        guint64 all = last >= 63 ? G_MAXUINT64 : (G_GUINT64_CONSTANT(1) << (last + 1)) - 1;
         guint64 add = 0, drop = 0;
         gboolean add_all = FALSE, drop_all = FALSE;
 
-        if (!parse_caps("cap_add", layer, layer->add, last, &add, &add_all, error) ||
-            !parse_caps("cap_drop", layer, layer->drop, last, &drop, &drop_all, error))
+        if (!parse_caps("cap_add", layer, layer->add, last, all, &add, &add_all, error) ||
+            !parse_caps("cap_drop", layer, layer->drop, last, all, &drop, &drop_all, error))
                 return FALSE;
         if (add_all && drop_all)
                 return kiln_invalid(error, "cap_add", "ALL cannot be both added and dropped (%s)",
@@ -196,15 +200,20 @@ gboolean kiln_spec_capability_set(const KilnSpecInput *input, guint64 *set, GErr
                 {input->cap_add, input->cap_drop, "run options"},
         };
         int last = last_cap(input);
+        /* What ALL means: every capability of the kernel that kilnd itself holds in its bounding set
+         * (as podman's ALL is its own bounding set), never more than a runtime could apply. */
+        guint64 all = last >= 63 ? G_MAXUINT64 : (G_GUINT64_CONSTANT(1) << (last + 1)) - 1;
         guint64 caps = 0;
 
+        if (input->bounding_set)
+                all &= input->bounding_set;
         for (const char *const *name = kiln_default_capabilities; *name; name++) {
                 cap_value_t value;
-                if (cap_from_name(*name, &value) == 0 && value <= last)
+                if (cap_from_name(*name, &value) == 0 && (all & (G_GUINT64_CONSTANT(1) << value)))
                         caps |= G_GUINT64_CONSTANT(1) << value;
         }
         for (gsize i = 0; i < G_N_ELEMENTS(layers); i++)
-                if (!apply_layer(&caps, &layers[i], last, error))
+                if (!apply_layer(&caps, &layers[i], last, all, error))
                         return FALSE;
         *set = caps;
         return TRUE;

@@ -145,6 +145,10 @@ typedef struct KilnSpecInput {
 
         /* host facts (what the caller saw on this host; zero is the common case) */
         int last_cap; /* the running kernel's highest capability (cap_last_cap); < 0: libcap's */
+        /* The capabilities kilnd itself may pass on (its bounding set; a unit's CapabilityBoundingSet=
+         * narrows it). 0: every capability up to last_cap. ALL means these; a named one outside is
+         * refused; a default one outside is left out. */
+        guint64 bounding_set;
         gboolean host_lacks_dev_shm;    /* no /dev/shm to bind with ipc "host": none is mounted */
         gboolean host_lacks_dev_mqueue; /* no /dev/mqueue to bind (user namespace, ipc "host") */
 } KilnSpecInput;

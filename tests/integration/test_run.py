@@ -264,6 +264,25 @@ class RunCli(kr.RunTestCase):
         caps = self.caps(b)
         self.assertEqual(caps['CapEff'], (default | kr.cap_mask(['NET_ADMIN'])) & ~kr.cap_mask(['KILL']))
 
+    def test_cap_add_all_is_kilnds_bounding_set(self):
+        """ALL is what kilnd holds, not every capability of the kernel: a host or unit whose bounding
+        set lacks one (this kind of machine lacks CAP_SYS_RESOURCE) still runs --cap-add ALL, and
+        naming a capability kilnd lacks is refused with its name."""
+        b = self.builder()
+        with open(f'/proc/{self.kilnd_pid()}/status') as f:
+            kilnd_bounding = int(kr.parse_status(f.read())['CapBnd'], 16)
+        caps = self.caps('--cap-add', 'ALL', b)
+        self.assertEqual((caps['CapEff'], caps['CapBnd']), (kilnd_bounding,) * 2)
+        lacking = [name for name in ('SYS_RESOURCE', 'SYS_MODULE', 'SYS_BOOT')
+                   if not kilnd_bounding & kr.cap_mask([name])]
+        if not lacking:
+            self.skipTest('kilnd holds every capability tried here; nothing to refuse')
+        code, out, err = self.krun('--cap-add', lacking[0], b, 'true')
+        self.assertEqual((code, out), (125, ''), err)
+        self.assertIn('cap_add', err)
+        self.assertIn(f'CAP_{lacking[0]}', err)
+        self.assertIn('bounding set', err)
+
     def test_capabilities_are_effective(self):
         b = self.builder()
         self.sh(b, 'touch /f && chown 1000 /f')

@@ -9,8 +9,10 @@
  *     KILN_UPDATE_GOLDEN=1 meson test -C BUILD test-spec
  * then read the diff (git diff tests/unit/golden) before committing it. */
 #include <string.h>
+#include <sys/capability.h>
 
 #include "kiln-common.h"
+#include "spec-private.h"
 #include "spec.h"
 #include "test-paths.h"
 
@@ -450,6 +452,13 @@ static void m_cap_newer_than_kernel(KilnSpecInput *in)
         in->cap_add = add;
         in->last_cap = 37;
 }
+/* kilnd under a bounding set without CAP_SYS_RESOURCE (CAP_SYS_RESOURCE is capability 24). */
+static void m_cap_outside_bounding(KilnSpecInput *in)
+{
+        static const char *const add[] = {"SYS_RESOURCE", NULL};
+        in->cap_add = add;
+        in->bounding_set = ((G_GUINT64_CONSTANT(1) << 41) - 1) & ~(G_GUINT64_CONSTANT(1) << 24);
+}
 static void m_bad_ulimit(KilnSpecInput *in)
 {
         static const char *const u[] = {"nofile=10:5", NULL};
@@ -539,6 +548,7 @@ static const struct {
         {"cap-both", m_cap_both, "cap_add"},
         {"cap-all-both", m_cap_all_both, "cap_add"},
         {"cap-newer-than-kernel", m_cap_newer_than_kernel, "cap_add"},
+        {"cap-outside-bounding", m_cap_outside_bounding, "cap_add"},
         {"bad-ulimit", m_bad_ulimit, "ulimits[0]"},
         {"bad-env", m_bad_env, "env[1]"},
         {"shm-with-host-ipc", m_shm_with_host_ipc, "shm_size"},
@@ -631,6 +641,39 @@ static void test_capabilities(void)
         g_assert_cmpuint(g_strv_length(caps), ==, 0);
 }
 
+/* ALL is kilnd's bounding set, not every capability of the kernel; a default capability kilnd lacks is
+ * left out rather than asked of a runtime that cannot grant it. */
+static void test_capabilities_bounding(void)
+{
+        static const char *const add_all[] = {"ALL", NULL};
+        static const char *const drop_raw[] = {"NET_RAW", NULL};
+        guint64 bounding = ((G_GUINT64_CONSTANT(1) << 41) - 1) &
+                           ~(G_GUINT64_CONSTANT(1) << CAP_SYS_RESOURCE) &
+                           ~(G_GUINT64_CONSTANT(1) << CAP_KILL);
+        g_autoptr(GError) error = NULL;
+        guint64 set = 0;
+        KilnSpecInput in;
+
+        base_input(&in);
+        in.bounding_set = bounding;
+        g_assert_true(kiln_spec_capability_set(&in, &set, &error));
+        g_assert_no_error(error);
+        g_assert_false(set & (G_GUINT64_CONSTANT(1) << CAP_KILL));
+        g_assert_true(set & (G_GUINT64_CONSTANT(1) << CAP_CHOWN));
+
+        in.cap_add = add_all;
+        in.cap_drop = drop_raw;
+        g_assert_true(kiln_spec_capability_set(&in, &set, &error));
+        g_assert_no_error(error);
+        g_assert_cmphex(set, ==, bounding & ~(G_GUINT64_CONSTANT(1) << CAP_NET_RAW));
+
+        /* Dropping a capability kilnd lacks is no error. */
+        in.cap_add = NULL;
+        in.cap_drop = (const char *const[]){"SYS_RESOURCE", NULL};
+        g_assert_true(kiln_spec_capability_set(&in, &set, &error));
+        g_assert_no_error(error);
+}
+
 static void test_to_data(void)
 {
         static const char *const ulimits[] = {"core=unlimited", NULL};
@@ -686,6 +729,7 @@ int main(int argc, char **argv)
         g_test_add_func("/spec/golden/user-nonroot", test_user);
         g_test_add_func("/spec/golden/caps-add-all", test_caps);
         g_test_add_func("/spec/golden/caps-drop-all", test_caps_drop_all);
+        g_test_add_func("/spec/capabilities-bounding", test_capabilities_bounding);
         g_test_add_func("/spec/golden/namespaces-host", test_namespaces);
         g_test_add_func("/spec/golden/namespaces-paths", test_namespaces_paths);
         g_test_add_func("/spec/golden/network-none", test_network_none);
