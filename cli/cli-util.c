@@ -34,6 +34,114 @@ int kiln_usage_error(const char *verb, const char *format, ...)
         return KILN_EXIT_FAILURE;
 }
 
+bool kiln_parse_bool(const char *text, bool *ret)
+{
+        /* The spellings buildah's flags (Go's strconv.ParseBool) take. */
+        static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True", NULL};
+        static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False", NULL};
+
+        if (g_strv_contains(yes, text))
+                *ret = true;
+        else if (g_strv_contains(no, text))
+                *ret = false;
+        else
+                return false;
+        return true;
+}
+
+static const GOptionEntry *find_long(const GOptionEntry *entries, const char *name, gsize len)
+{
+        for (; entries && entries->long_name; entries++)
+                if (strlen(entries->long_name) == len && strncmp(entries->long_name, name, len) == 0)
+                        return entries;
+        return NULL;
+}
+
+static const GOptionEntry *find_short(const GOptionEntry *entries, char name)
+{
+        for (; entries && entries->long_name; entries++)
+                if (name && entries->short_name == name)
+                        return entries;
+        return NULL;
+}
+
+static bool is_switch(const GOptionEntry *e)
+{
+        return e && e->arg == G_OPTION_ARG_NONE && !(e->flags & G_OPTION_FLAG_REVERSE);
+}
+
+static bool takes_value(const GOptionEntry *e)
+{
+        return e && e->arg != G_OPTION_ARG_NONE &&
+               !(e->arg == G_OPTION_ARG_CALLBACK && (e->flags & G_OPTION_FLAG_NO_ARG));
+}
+
+/* Whether argv[i] is a cluster of short switches only ("-t", "-af"); sets them. */
+static bool take_short_switches(const GOptionEntry *entries, const char *arg)
+{
+        for (const char *c = arg + 1; *c; c++)
+                if (!is_switch(find_short(entries, *c)))
+                        return false;
+        for (const char *c = arg + 1; *c; c++)
+                *(gboolean *)find_short(entries, *c)->arg_data = TRUE;
+        return true;
+}
+
+bool kiln_take_switches(const GOptionEntry *entries, bool stop_at_operand, int *argc, char ***argv,
+                        GError **error)
+{
+        int out = 1;
+
+        for (int i = 1; i < *argc; i++) {
+                const char *arg = (*argv)[i];
+                const GOptionEntry *e = NULL;
+                bool value = true;
+
+                if (g_str_equal(arg, "--")) {
+                        /* Everything from here on belongs to the verb (or the command). */
+                        while (i < *argc)
+                                (*argv)[out++] = (*argv)[i++];
+                        break;
+                }
+                if (g_str_has_prefix(arg, "--")) {
+                        const char *eq = strchr(arg, '=');
+                        e = find_long(entries, arg + 2, eq ? (gsize)(eq - arg - 2) : strlen(arg + 2));
+                        if (is_switch(e)) {
+                                if (eq && !kiln_parse_bool(eq + 1, &value)) {
+                                        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                                                    "--%s takes true or false, not '%s'", e->long_name,
+                                                    eq + 1);
+                                        return false;
+                                }
+                                *(gboolean *)e->arg_data = value;
+                                continue;
+                        }
+                        (*argv)[out++] = (*argv)[i];
+                        if (takes_value(e) && !eq && i + 1 < *argc)
+                                (*argv)[out++] = (*argv)[++i];
+                        continue;
+                }
+                if (arg[0] == '-' && arg[1]) {
+                        if (take_short_switches(entries, arg))
+                                continue;
+                        e = find_short(entries, arg[1]);
+                        (*argv)[out++] = (*argv)[i];
+                        if (takes_value(e) && !arg[2] && i + 1 < *argc)
+                                (*argv)[out++] = (*argv)[++i];
+                        continue;
+                }
+                if (stop_at_operand) {
+                        while (i < *argc)
+                                (*argv)[out++] = (*argv)[i++];
+                        break;
+                }
+                (*argv)[out++] = (*argv)[i];
+        }
+        (*argv)[out] = NULL;
+        *argc = out;
+        return true;
+}
+
 bool kiln_parse_options(const char *verb, const char *parameters, const char *summary,
                         const GOptionEntry *entries, int *argc, char ***argv)
 {
@@ -45,7 +153,8 @@ bool kiln_parse_options(const char *verb, const char *parameters, const char *su
         if (entries)
                 g_option_context_add_main_entries(context, entries, NULL);
 
-        if (!g_option_context_parse(context, argc, argv, &error)) {
+        if (!kiln_take_switches(entries, false, argc, argv, &error) ||
+            !g_option_context_parse(context, argc, argv, &error)) {
                 kiln_usage_error(verb, "%s", error->message);
                 return false;
         }

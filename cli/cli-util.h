@@ -22,6 +22,17 @@ int kiln_usage_error(const char *verb, const char *format, ...) G_GNUC_PRINTF(2,
 bool kiln_parse_options(const char *verb, const char *parameters, const char *summary,
                         const GOptionEntry *entries, int *argc, char ***argv);
 
+/* "true"/"false" and the other spellings buildah's boolean flags take ("1", "t", "FALSE", ...). */
+bool kiln_parse_bool(const char *text, bool *ret);
+
+/* Sets and removes from argv the switches of @entries (G_OPTION_ARG_NONE) before GLib parses the rest:
+ * GLib takes "--flag=false" as "--flag", while buildah's flags take "--flag", "--flag=true" and
+ * "--flag=false" (the last one given counts). Stops at "--", and with @stop_at_operand at the first
+ * argument that is not an option (strict POSIX parsing), so a command's own arguments are never
+ * touched. A bad value: G_OPTION_ERROR_BAD_VALUE naming the flag. */
+bool kiln_take_switches(const GOptionEntry *entries, bool stop_at_operand, int *argc, char ***argv,
+                        GError **error);
+
 /* The global option --no-ask-password: polkit must not ask for a password, kiln starts no agent. */
 void kiln_set_no_ask_password(bool value);
 bool kiln_get_no_ask_password(void);

@@ -112,11 +112,12 @@ DEFINE_COLLECT(valid_exit_codes, add_split)
 
 /* One pass of GLib's parser in strict POSIX mode: it stops at the first argument that is not an
  * option (BUILDER, then the command's first word) and leaves a "--" in argv. */
-static bool parse_pass(GOptionContext *context, int *argc, char ***argv)
+static bool parse_pass(GOptionContext *context, const GOptionEntry *entries, int *argc, char ***argv)
 {
         g_autoptr(GError) error = NULL;
 
-        if (!g_option_context_parse(context, argc, argv, &error)) {
+        if (!kiln_take_switches(entries, true, argc, argv, &error) ||
+            !g_option_context_parse(context, argc, argv, &error)) {
                 kiln_usage_error("run", "%s", error->message);
                 return false;
         }
@@ -195,7 +196,7 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
         g_option_context_set_main_group(context, group);
 
         /* Options before BUILDER. */
-        if (!parse_pass(context, &argc, &argv))
+        if (!parse_pass(context, entries, &argc, &argv))
                 return false;
         first = 1;
         if (is_dashdash(argc, argv, first)) {
@@ -220,7 +221,7 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 argv[first] = argv[0];
                 rest_argc = argc - first;
                 rest_argv = argv + first;
-                if (!parse_pass(context, &rest_argc, &rest_argv))
+                if (!parse_pass(context, entries, &rest_argc, &rest_argv))
                         return false;
                 argc = rest_argc;
                 argv = rest_argv;

@@ -2,6 +2,7 @@
 /* kiln: the command-line client of kilnd. buildah-like verbs; it talks only D-Bus. */
 #include <locale.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <glib.h>
 
@@ -69,6 +70,16 @@ int main(int argc, char **argv)
                 }
                 if (g_str_equal(argv[i], "--no-ask-password")) {
                         kiln_set_no_ask_password(true);
+                        continue;
+                }
+                if (g_str_has_prefix(argv[i], "--no-ask-password=")) {
+                        const char *text = argv[i] + strlen("--no-ask-password=");
+                        bool value;
+                        if (!kiln_parse_bool(text, &value)) {
+                                kiln_log("--no-ask-password takes true or false, not '%s'", text);
+                                return KILN_EXIT_FAILURE;
+                        }
+                        kiln_set_no_ask_password(value);
                         continue;
                 }
                 kiln_log("unknown option '%s' (see 'kiln --help')", argv[i]);

@@ -146,6 +146,30 @@ class Cli(kt.KilnTestCase):
         out, _ = self.kiln('containers', '-q', '--all')
         self.assertEqual(len(out.split()), 3)
 
+    def test_switches_take_true_and_false(self):
+        """Every switch takes --flag, --flag=true and --flag=false, as buildah's do; the last one
+        given counts."""
+        made = self.make_three()
+        out, _ = self.kiln('containers', '--all=false', '--quiet=true', user=kt.ALICE)
+        self.assertEqual(sorted(out.split()), sorted([made['c-alice1'][0][:12], made['c-alice2'][0][:12]]))
+        out, _ = self.kiln('containers', '--all=true', '--json=false', '-q')
+        self.assertEqual(len(out.split()), 3)
+        out, _ = self.kiln('containers', '--json=1', '--all=false')
+        self.assertEqual([b['name'] for b in json.loads(out)], ['c-root'])
+        out, _ = self.kiln('containers', '--quiet', '--quiet=false')
+        self.assertEqual(out.splitlines()[0].split(), ['BUILDER', 'ID', 'OWNER', 'FROM', 'NAME'])
+        _, err = self.kiln('containers', '--json=yes', expect=125)
+        self.assertIn("--json takes true or false, not 'yes'", err)
+        # rm --all=false removes only what is named.
+        out, _ = self.kiln('rm', '--all=false', '--force=false', 'c-alice1', user=kt.ALICE)
+        self.assertEqual(out.strip(), made['c-alice1'][0])
+        self.assertEqual(sorted(e[1] for e in self.list_builders()), ['c-alice2', 'c-root'])
+        out, _ = self.kiln('rm', '--all=true', user=kt.ALICE)
+        self.assertEqual(sorted(e[1] for e in self.list_builders()), ['c-root'])
+        _, err = self.kiln('--no-ask-password=maybe', 'containers', expect=125)
+        self.assertIn("--no-ask-password takes true or false, not 'maybe'", err)
+        self.kiln('--no-ask-password=false', 'containers')
+
     # -- inspect ---------------------------------------------------------------------------
 
     def test_inspect(self):

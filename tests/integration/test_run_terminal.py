@@ -32,6 +32,28 @@ class RunTerminal(kr.RunTestCase):
         code, out, err = self.env.run(['script', '-qec', f'{self.env.kiln_cli} run {b.name} tty', '/dev/null'])
         self.assertIn('not a tty', out + err)
 
+    def test_terminal_flag_values(self):
+        """--terminal=false means no terminal and --terminal=true one, as buildah's flags read;
+        GLib alone took any --flag=VALUE as --flag."""
+        b = self.builder()
+        for flag, has_terminal in (('--terminal=false', False), ('--terminal=true', True), ('-t', True),
+                                   ('--tty=false', False), ('--terminal=0', False),
+                                   ('--terminal --terminal=false', False),
+                                   ('--terminal=false --terminal', True)):
+            code, out, err = self.env.run(['script', '-qec', f'{self.env.kiln_cli} run {flag} {b.name} tty',
+                                           '/dev/null'])
+            if has_terminal:
+                self.assertEqual(code, 0, f'{flag}: {out} {err}')
+                self.assertRegex(out, r'/dev/pts/\d+', flag)
+            else:
+                self.assertIn('not a tty', out + err, flag)
+        code, out, err = self.env.run([self.env.kiln_cli, 'run', '--terminal=maybe', b.name, 'tty'])
+        self.assertEqual(code, 125)
+        self.assertIn("--terminal takes true or false, not 'maybe'", err)
+        # A flag in the command's own arguments is the command's, not kiln's.
+        out = self.run_ok(b, 'echo', '--terminal=false', '-t')
+        self.assertEqual(out, '--terminal=false -t\n')
+
     def open_pty(self, rows, cols):
         master, slave = os.openpty()
         self.addCleanup(os.close, master)
@@ -60,8 +82,10 @@ class RunTerminal(kr.RunTestCase):
         before = termios.tcgetattr(slave)
         child = self.spawn_on_pty(slave, '-t', b, 'sh', '-c', 'stty size; read x; stty size; read y; exit 5')
         self.read_until(master, '30 100')
-        # kiln put its terminal in raw mode.
-        self.assertFalse(termios.tcgetattr(slave)[3] & termios.ICANON, 'the terminal is not in raw mode')
+        # kiln puts its terminal in raw mode when Start answers, which may come after the command's
+        # first output.
+        self.assertTrue(self.wait_until(lambda: not termios.tcgetattr(slave)[3] & termios.ICANON, 10),
+                        'the terminal is not in raw mode')
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 25, 90, 0, 0))
         child.send_signal(signal.SIGWINCH)
         time.sleep(0.5)
