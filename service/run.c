@@ -335,13 +335,20 @@ static char *resolv_conf_file(gboolean private_network)
         return g_string_free(out, FALSE);
 }
 
+/* A file of kilnd's own in the bundle, owned by @uid:@gid (-1: root) with exactly @mode, whatever
+ * kilnd's umask (0077) made of it. Paths are safe here: the bundle is kilnd's, fresh, and no caller
+ * can enter it. */
 static gboolean write_bundle_file(const char *bundle, const char *name, const char *contents, mode_t mode,
-                                  char **ret_path, GError **error)
+                                  uid_t uid, gid_t gid, char **ret_path, GError **error)
 {
         g_autofree char *path = g_build_filename(bundle, name, NULL);
 
         if (!g_file_set_contents_full(path, contents, -1, G_FILE_SET_CONTENTS_NONE, mode, error))
                 return FALSE;
+        /* chown before chmod: chown clears set-id bits, and there are none to keep. */
+        if (lchown(path, uid, gid) < 0 || chmod(path, mode) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot set the owner and mode of %s: %s",
+                                 name, g_strerror(errno));
         if (ret_path)
                 *ret_path = g_steal_pointer(&path);
         return TRUE;
@@ -471,24 +478,33 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
                                                         "image=\"%s\"\nimageid=\"%s\"\nrootless=%d\n",
                                                         KILN_VERSION, b->name, b->id, b->from, b->layer,
                                                         s->in.uid_mappings ? 1 : 0);
-        char *path = NULL;
+        const struct {
+                const char *name;
+                const char *contents;
+                const char **target;
+        } files[] = {
+                {"hosts", o->no_hosts ? NULL : hosts, &s->in.files.hosts},
+                {"resolv.conf", resolv, &s->in.files.resolv_conf},
+                {"hostname", o->no_hostname ? NULL : hostname_file, &s->in.files.hostname},
+                {"containerenv", containerenv, &s->in.files.containerenv},
+        };
+        guint32 root_uid = 0, root_gid = 0;
 
-        if (!o->no_hosts) {
-                if (!write_bundle_file(bundle, "hosts", hosts, 0644, &path, error))
+        /* Readable by every user of the container, as buildah makes them (apt resolves names after
+         * dropping to its own user), and owned by the container's root, not by an unmapped host root. */
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, 0, &root_uid) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, 0, &root_gid)))
+                return kiln_invalid(error, "userns", "the container's root is not mapped");
+        for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+                char *path = NULL;
+                if (!files[i].contents)
+                        continue;
+                if (!write_bundle_file(bundle, files[i].name, files[i].contents, 0644, root_uid, root_gid,
+                                       &path, error))
                         return FALSE;
-                s->in.files.hosts = keep(s, path);
+                *files[i].target = keep(s, path);
         }
-        if (!write_bundle_file(bundle, "resolv.conf", resolv, 0644, &path, error))
-                return FALSE;
-        s->in.files.resolv_conf = keep(s, path);
-        if (!o->no_hostname) {
-                if (!write_bundle_file(bundle, "hostname", hostname_file, 0644, &path, error))
-                        return FALSE;
-                s->in.files.hostname = keep(s, path);
-        }
-        if (!write_bundle_file(bundle, "containerenv", containerenv, 0644, &path, error))
-                return FALSE;
-        s->in.files.containerenv = keep(s, path);
         return TRUE;
 }
 
@@ -714,7 +730,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         if (!spec)
                 return NULL;
         json = kiln_spec_to_data(spec, FALSE, NULL);
-        if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, NULL, error))
+        if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, 0, 0, NULL, error))
                 return NULL;
         plan->runtime_args = runtime_arguments(plan, m, o);
         if (private_userns && !run_in_intermediate_namespace(plan, m, error))

@@ -264,6 +264,16 @@ class RunCli(kr.RunTestCase):
         caps = self.caps(b)
         self.assertEqual(caps['CapEff'], (default | kr.cap_mask(['NET_ADMIN'])) & ~kr.cap_mask(['KILL']))
 
+    def test_generated_files_are_readable_by_every_user(self):
+        """kilnd's umask (0077) must not make the generated files private to root: a process of
+        another user inside reads them, as under buildah."""
+        b = self.builder()
+        files = '/etc/hosts /etc/resolv.conf /etc/hostname /run/.containerenv'
+        out = self.sh(b, f'stat -c "%n %a %u:%g" {files}')
+        self.assertEqual(out.splitlines(), [f'{f} 644 0:0' for f in files.split()])
+        out = self.run_ok('--user', 'builder', b, 'cat', '/etc/hosts', '/etc/hostname')
+        self.assertIn('localhost', out)
+
     def test_cap_add_all_is_kilnds_bounding_set(self):
         """ALL is what kilnd holds, not every capability of the kernel: a host or unit whose bounding
         set lacks one (this kind of machine lacks CAP_SYS_RESOURCE) still runs --cap-add ALL, and

@@ -105,6 +105,16 @@ class UsernsCases(kr.RunTestCase):
         layer_owner = os.stat(os.path.join(b.rootfs, 'bin', 'busybox'))
         self.assertEqual((layer_owner.st_uid, layer_owner.st_gid), (0, 0))
 
+    def test_generated_files_are_readable_and_container_roots(self):
+        """/etc/hosts, /etc/resolv.conf, /etc/hostname and /run/.containerenv: 0644 and owned by the
+        container's root, so a user other than root inside reads them (name resolution)."""
+        b = self.alices_builder()
+        files = '/etc/hosts /etc/resolv.conf /etc/hostname /run/.containerenv'
+        out = self.sh(b, f'stat -c "%n %a %u:%g" {files}', user=kt.ALICE)
+        self.assertEqual(out.splitlines(), [f'{f} 644 0:0' for f in files.split()])
+        out = self.run_ok('--user', 'builder', b, 'cat', '/etc/hostname', '/run/.containerenv', user=kt.ALICE)
+        self.assertIn('engine="kiln-', out)
+
     def test_writes_are_owned_by_the_mapped_ids_on_the_host(self):
         b = self.alices_builder()
         self.sh(b, 'touch /by-root && touch /tmp/by-one && chown 1:1 /tmp/by-one && '
