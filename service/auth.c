@@ -225,11 +225,15 @@ static void outcome_from_failure(Check *check, const GError *failure, sd_bus_err
 {
         g_autofree char *remote = g_dbus_error_get_remote_error(failure);
         g_autoptr(GError) stripped = g_error_copy(failure);
+        gboolean from_polkitd = remote && g_str_has_prefix(remote, POLKIT_BUS_NAME ".Error.");
 
         g_dbus_error_strip_remote_error(stripped);
-        g_warning("Asking polkit about %s for %s failed: %s", check->action, check->sender,
-                  failure->message);
-        if (remote && g_str_has_prefix(remote, POLKIT_BUS_NAME ".Error."))
+        /* polkitd refusing the background manage-all lookup mostly means that its client has just
+         * left the bus: nothing for the log. */
+        if (!(check->manage_all && from_polkitd))
+                g_warning("Asking polkit about %s for %s failed: %s", check->action, check->sender,
+                          failure->message);
+        if (from_polkitd)
                 sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized for %s: polkit: %s",
                                   check->action, stripped->message);
         else if (g_error_matches(failure, G_DBUS_ERROR, G_DBUS_ERROR_LIMITS_EXCEEDED))

@@ -39,6 +39,8 @@ BASE_CONF = ('[Limits]\n'
 CAROL = 'kiln-carol'
 
 E_POLKIT_REFUSED = (kt.E_INTERACTIVE, kt.E_ACCESS_DENIED)
+# The header flag ALLOW_INTERACTIVE_AUTHORIZATION.
+FLAG_ALLOW_INTERACTIVE = 0x4
 
 
 def setUpModule():
@@ -392,7 +394,8 @@ class AuthzLimits(kt.KilnTestCase):
     # -- polkitd hung, gone, restarted ------------------------------------------------------------
 
     def test_hung_polkitd_is_bounded(self):
-        self.reconfigure(BASE_CONF.replace('AuthorizationTimeoutSeconds=60', 'AuthorizationTimeoutSeconds=2'))
+        self.reconfigure(BASE_CONF.replace('AuthorizationTimeoutSeconds=60', 'AuthorizationTimeoutSeconds=2\n'
+                                           'InteractiveAuthorizationTimeoutSeconds=3'))
         self.stop_polkitd()
         before = time.monotonic()
         r = self.gcall(kt.MANAGER_PATH, kt.MANAGER_IFACE + '.CreateBuilder', kt.gv_str('hung'), kt.gv_str('scratch'), '@a{sv} {}',
@@ -402,6 +405,20 @@ class AuthzLimits(kt.KilnTestCase):
         self.assertIn('2 s', r.message)
         self.assertLess(elapsed, 8, f'answered after {elapsed:.1f} s')
         self.assertGreater(elapsed, 1.5)
+        self.assertEqual(self.list_builders(), [])
+        # A call that lets polkit ask for a password has its own bound.
+        before = time.monotonic()
+        p = self.pipeline(kt.ALICE, [{'path': kt.MANAGER_PATH, 'interface': kt.MANAGER_IFACE,
+                                      'member': 'CreateBuilder', 'signature': 'ssa{sv}',
+                                      'args': ['hung-interactive', 'scratch', {}],
+                                      'flags': FLAG_ALLOW_INTERACTIVE}])
+        reply = p.collect(20).get(0, {})
+        elapsed = time.monotonic() - before
+        self.assertEqual((reply['type'], reply.get('error_name')), ('error', kt.E_BUSY), reply)
+        self.assertIn('polkit', reply['body'][0])
+        self.assertIn('3 s', reply['body'][0])
+        self.assertLess(elapsed, 9, f'answered after {elapsed:.1f} s')
+        self.assertGreater(elapsed, 2.5)
         self.assertEqual(self.list_builders(), [])
         self.continue_polkitd()
         # kilnd still serves, and the late answer to the abandoned question changes nothing.
