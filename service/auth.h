@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Authorization in one place: who is calling (from the bus daemon's credentials, never from
  * /proc), which polkit action each method needs (one table), asynchronous polkit checks with the
- * caller's bus name as subject, and who may see which builder. */
+ * caller's bus name as subject, and who may see which builder. Checks in progress are bounded per
+ * uid and in all ([Limits] AuthorizationsPerUser, MaxAuthorizations) and in time
+ * (AuthorizationTimeoutSeconds, InteractiveAuthorizationTimeoutSeconds); a polkitd that goes away
+ * while asked is asked again once, when the next one owns its name. */
 #pragma once
 
 #include <sys/types.h>
 
 #include <systemd/sd-bus.h>
 
+#include "config.h"
 #include "storage.h"
 
 #define KILN_ACTION_CREATE "org.kiln.builder1.create"
@@ -18,10 +22,12 @@
 
 typedef struct KilnAuth KilnAuth;
 
-KilnAuth *kiln_auth_new(sd_bus *bus, GError **error);
+/* @config (the limits) must outlive the KilnAuth. */
+KilnAuth *kiln_auth_new(sd_bus *bus, const KilnConfig *config, GError **error);
 void kiln_auth_free(KilnAuth *auth);
-/* At shutdown, before what the callbacks use goes away: cancels every pending polkit check and
- * waits (up to 2 s) until each has freed the call it holds; later outcomes are dropped. */
+/* At shutdown, before what the callbacks use goes away: every pending check lets go of the call it
+ * holds at once (no callback, only its destroy notify), and the questions to polkitd are ended (up to
+ * 2 s). */
 void kiln_auth_stop(KilnAuth *auth);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnAuth, kiln_auth_free)
 
@@ -34,9 +40,12 @@ typedef void (*KilnAuthCallback)(sd_bus_message *m, const sd_bus_error *error, g
 
 /* Checks the polkit action that the method table assigns to @m's member (uid 0 is always allowed;
  * a method without an action is allowed). @details: NULL-terminated key, value pairs shown in the
- * authentication dialog. The check is cancelled if the caller leaves the bus; then @callback is not
- * called but @destroy is. Returns 1: the message is taken (an sd-bus method handler that returns 0
- * tells sd-bus to look for another handler, which then answers UnknownMethod). */
+ * authentication dialog. The check is dropped if the caller leaves the bus; then @callback is not
+ * called but @destroy is (at once: not when polkitd answers). Past the limits @callback gets
+ * LimitExceeded at once; a polkitd that does not answer in time, or cannot be reached, gives Busy;
+ * only polkit's own refusal gives AccessDenied or InteractiveAuthorizationRequired. Returns 1: the
+ * message is taken (an sd-bus method handler that returns 0 tells sd-bus to look for another
+ * handler, which then answers UnknownMethod). */
 int kiln_auth_check_method(KilnAuth *auth, sd_bus_message *m, const char *const *details,
                            KilnAuthCallback callback, gpointer user_data, GDestroyNotify destroy);
 /* The same for an action the method decides itself (Run: run or run-privileged, on what is asked). */

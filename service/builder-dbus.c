@@ -420,12 +420,16 @@ typedef struct {
         KilnRunOptions options;
         KilnProcessMode mode;
         uid_t caller_uid;
+        gboolean reserved; /* holds one of caller_uid's ProcessesPerUser slots */
 } RunRequest;
 
 static void run_request_free(gpointer data)
 {
         RunRequest *req = data;
 
+        /* Refused, dropped (the caller left, kilnd stops), or the builder went: the slot is free. */
+        if (req->reserved)
+                kiln_manager_release_process(req->manager, req->caller_uid);
         g_free(req->builder_id);
         g_strfreev(req->argv);
         kiln_run_options_clear(&req->options);
@@ -446,6 +450,10 @@ static void run_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoint
                 sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed", req->builder_id);
                 return;
         }
+        /* The Process object takes the slot over: kiln_process_launch creates it (it counts as running
+         * from then on) or fails, before the main loop runs again, so no other call sees the gap. */
+        kiln_manager_release_process(req->manager, req->caller_uid);
+        req->reserved = FALSE;
         kiln_process_launch(req->manager, b, m, req->caller_uid, req->argv, &req->options, req->mode);
 }
 
@@ -478,13 +486,13 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
                 goto fail;
         }
-        /* Every caller, root included: each process holds a runtime, relays and a mount. */
-        if (kiln_process_count_running(manager, NULL, req->caller_uid) >= manager->config->processes_per_user) {
-                r = sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
-                                      "User %u already has the limit of %u running processes",
-                                      (unsigned)req->caller_uid, manager->config->processes_per_user);
+        /* The slot is taken before polkit is asked: the count then includes every call still being
+         * authorized. */
+        if (!kiln_manager_reserve_process(manager, req->caller_uid, &local)) {
+                r = kiln_error_to_bus(local, error);
                 goto fail;
         }
+        req->reserved = TRUE;
         /* Decided on the resolved configuration, before anything changes. */
         weakenings = kiln_run_weakenings(manager, b, &req->options, creds, &local);
         if (!weakenings) {

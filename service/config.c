@@ -21,6 +21,12 @@ KilnConfig *kiln_config_new_defaults(void)
         c->processes_per_user = 64;
         c->capture_bytes = 1024 * 1024;
         c->process_linger_seconds = 60;
+        /* polkit checks in progress hold pending replies on kilnd's bus connection, which the
+         * system bus caps at 128: one user must not fill them, and all users together must not. */
+        c->authorizations_per_user = 16;
+        c->max_authorizations = 100;
+        c->authorization_timeout_seconds = 25;
+        c->interactive_authorization_timeout_seconds = 300;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -190,6 +196,12 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_uint(kf, "Limits", "ProcessesPerUser", 0, &c->processes_per_user, error) ||
             !read_uint(kf, "Limits", "CaptureBytes", 1, &c->capture_bytes, error) ||
             !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
+            !read_uint(kf, "Limits", "AuthorizationsPerUser", 1, &c->authorizations_per_user, error) ||
+            !read_uint(kf, "Limits", "MaxAuthorizations", 1, &c->max_authorizations, error) ||
+            !read_uint(kf, "Limits", "AuthorizationTimeoutSeconds", 1, &c->authorization_timeout_seconds,
+                       error) ||
+            !read_uint(kf, "Limits", "InteractiveAuthorizationTimeoutSeconds", 1,
+                       &c->interactive_authorization_timeout_seconds, error) ||
             !read_choice(kf, "Run", "DefaultIsolation", "oci", "chroot", &c->default_isolation, error) ||
             !read_bool(kf, "Run", "NoNewPrivileges", &c->no_new_privileges, error) ||
             !read_uint(kf, "Run", "KeepMountedSeconds", 0, &c->keep_mounted_seconds, error) ||

@@ -14,6 +14,11 @@
  *   MaxBuilders=10000                  builders on the host in all
  *   ProcessesPerUser=64                running processes one uid may have (uid 0 included)
  *   CaptureBytes=1048576               RunCaptured's bound per stream
+ *   AuthorizationsPerUser=16           polkit checks one uid may have in progress
+ *   MaxAuthorizations=100              polkit checks in progress in all (below the bus's 128
+ *                                      pending replies per connection)
+ *   AuthorizationTimeoutSeconds=25     how long a check waits for polkitd (no password asked)
+ *   InteractiveAuthorizationTimeoutSeconds=300  the same while polkit may ask for a password
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -53,6 +58,10 @@ typedef struct KilnConfig {
         unsigned processes_per_user;
         unsigned capture_bytes;
         unsigned process_linger_seconds;
+        unsigned authorizations_per_user;
+        unsigned max_authorizations;
+        unsigned authorization_timeout_seconds;
+        unsigned interactive_authorization_timeout_seconds;
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

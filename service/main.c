@@ -66,7 +66,7 @@ static int run(const char *config_path)
                 g_printerr("kilnd: cannot connect to the system bus: %s\n", g_strerror(-r));
                 return 1;
         }
-        auth = kiln_auth_new(bus, &error);
+        auth = kiln_auth_new(bus, config, &error);
         if (!auth) {
                 g_printerr("kilnd: %s\n", error->message);
                 return 1;

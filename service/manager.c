@@ -52,6 +52,7 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
         m->bounding_set = read_bounding_set();
+        m->process_reservations = g_hash_table_new(NULL, NULL);
         kiln_process_manager_init(m);
         return m;
 }
@@ -71,6 +72,7 @@ void kiln_manager_free(KilnManager *m)
         g_hash_table_destroy(m->names);
         g_hash_table_destroy(m->builders);
         g_hash_table_destroy(m->reserved_names);
+        g_hash_table_destroy(m->process_reservations);
         g_strfreev(m->runtimes);
         kiln_userns_free(m->userns);
         sd_bus_unref(m->bus);
@@ -141,6 +143,32 @@ guint kiln_manager_count_owned(KilnManager *m, uid_t owner)
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
                 n += b->owner == owner;
         return n;
+}
+
+gboolean kiln_manager_reserve_process(KilnManager *m, uid_t uid, GError **error)
+{
+        gpointer key = GUINT_TO_POINTER(uid);
+        guint reserved = GPOINTER_TO_UINT(g_hash_table_lookup(m->process_reservations, key));
+
+        /* Every caller, root included: each process holds a runtime, relays and a mount. */
+        if (kiln_process_count_running(m, NULL, uid) + reserved >= m->config->processes_per_user)
+                return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                 "User %u already has the limit of %u running processes (ProcessesPerUser)",
+                                 (unsigned)uid, m->config->processes_per_user);
+        g_hash_table_insert(m->process_reservations, key, GUINT_TO_POINTER(reserved + 1));
+        return TRUE;
+}
+
+void kiln_manager_release_process(KilnManager *m, uid_t uid)
+{
+        gpointer key = GUINT_TO_POINTER(uid);
+        guint reserved = GPOINTER_TO_UINT(g_hash_table_lookup(m->process_reservations, key));
+
+        g_return_if_fail(reserved > 0);
+        if (reserved > 1)
+                g_hash_table_insert(m->process_reservations, key, GUINT_TO_POINTER(reserved - 1));
+        else
+                g_hash_table_remove(m->process_reservations, key);
 }
 
 KilnBuilder *kiln_manager_find(KilnManager *m, const char *name_or_id, GError **error)

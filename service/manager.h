@@ -24,6 +24,7 @@ typedef struct KilnManager {
         guint64 bounding_set;       /* kilnd's capability bounding set: the most a run can have */
         guint64 next_container;
         GHashTable *processes; /* object path → KilnProcess (owned) */
+        GHashTable *process_reservations;         /* uid → Run/RunCaptured/Start calls not yet a process */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
         guint64 next_process;
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
@@ -41,6 +42,13 @@ void kiln_manager_load(KilnManager *manager);
 KilnBuilder *kiln_manager_find(KilnManager *manager, const char *name_or_id, GError **error);
 gboolean kiln_manager_name_taken(KilnManager *manager, const char *name);
 guint kiln_manager_count_owned(KilnManager *manager, uid_t owner);
+
+/* [Limits] ProcessesPerUser counts a uid's running processes and its calls on their way to becoming
+ * one: a call takes its slot before polkit is asked (so concurrent calls cannot all pass the count
+ * and overshoot it) and gives it back exactly once, when it is refused, dropped or fails, or just
+ * before its Process object takes the slot over. */
+gboolean kiln_manager_reserve_process(KilnManager *manager, uid_t uid, GError **error);
+void kiln_manager_release_process(KilnManager *manager, uid_t uid);
 
 /* Creates the builder's directories and metadata, then exports it. */
 KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner, const char *from,
