@@ -14,6 +14,10 @@
  *   MaxBuilders=10000                  builders on the host in all
  *   ProcessesPerUser=64                running processes one uid may have (uid 0 included)
  *   CaptureBytes=1048576               RunCaptured's bound per stream
+ *   ArgumentBytes=262144               argv + env bytes of one Run/RunCaptured/Start
+ *   ProcessBytesPerUser=4194304        argv (+ env while running) bytes one uid's Process objects keep
+ *   LingeringProcessesPerUser=64       exited Process objects kept per uid (oldest dropped first)
+ *   DescriptorsPerUser=1024            descriptors one uid's running processes may make kilnd hold
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -53,6 +57,11 @@ typedef struct KilnConfig {
         unsigned processes_per_user;
         unsigned capture_bytes;
         unsigned process_linger_seconds;
+        /* What one caller can make kilnd keep (process.c): bounds the replies that list it too. */
+        unsigned argument_bytes;
+        unsigned process_bytes_per_user;
+        unsigned lingering_per_user;
+        unsigned descriptors_per_user;
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */
