@@ -444,19 +444,17 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         KilnRuntimeSpec spec = {0};
         KilnProcess *p;
 
-        /* Checked before polkit was asked too; again now, since other runs of the caller may have been
-         * launched meanwhile. Room is made by dropping the caller's oldest exited processes. */
-        if (!kiln_process_check_limits(m, caller_uid, argv, options, &error)) {
-                reply_error(call, error);
-                return;
-        }
-        trim_lingering(m, caller_uid, strv_bytes(argv) + strv_bytes(options->env));
         plan = kiln_run_prepare(m, b, argv, options, &error);
-        /* A run that cannot even be prepared leaves nothing behind: no Process object. */
-        if (!plan) {
+        /* Checked before polkit was asked too; again now, on the command as resolved (an empty argv runs
+         * the builder's Entrypoint and Cmd), and since other runs of the caller may have started meanwhile.
+         * A run that cannot even be prepared, or is past a limit, leaves nothing behind: the plan undoes
+         * itself, and there is no Process object. */
+        if (!plan || !kiln_process_check_limits(m, caller_uid, plan->argv, options, &error)) {
                 reply_error(call, error);
                 return;
         }
+        /* Room for it is made by dropping the caller's oldest exited processes. */
+        trim_lingering(m, caller_uid, strv_bytes(plan->argv) + strv_bytes(options->env));
         p = process_new(m, b, call, plan->argv, options, mode);
         p->plan = g_steal_pointer(&plan);
         kiln_process_emit_added(p);
