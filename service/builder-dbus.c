@@ -486,6 +486,11 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
                 goto fail;
         }
+        /* What the run would make kilnd keep: argv and env bytes, descriptors (process.h). */
+        if (!kiln_process_check_limits(manager, req->caller_uid, req->argv, &req->options, &local)) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
         /* The slot is taken before polkit is asked: the count then includes every call still being
          * authorized. */
         if (!kiln_manager_reserve_process(manager, req->caller_uid, &local)) {

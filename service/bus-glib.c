@@ -59,9 +59,11 @@ static gboolean bus_source_dispatch(GSource *source, GSourceFunc callback, gpoin
         while (r > 0);
         if (r < 0 && r != -ECONNRESET && r != -ENOTCONN)
                 g_warning("Processing the bus connection failed: %s", g_strerror(-r));
-        if (r == -ECONNRESET || r == -ENOTCONN) {
-                /* The bus went away: nothing can be served any more. */
-                g_warning("Lost the bus connection");
+        /* However it failed, a connection that is no longer open will not come back: the daemon dropped
+         * us (a message past its limits, its own restart). Nothing can be served any more; the callback
+         * decides how kilnd ends (with a failure: main.c). */
+        if (r < 0 && (r == -ECONNRESET || r == -ENOTCONN || sd_bus_is_open(s->bus) <= 0)) {
+                g_warning("Lost the bus connection: %s", g_strerror(-r));
                 return callback ? callback(user_data) : G_SOURCE_REMOVE;
         }
         return G_SOURCE_CONTINUE;

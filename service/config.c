@@ -27,6 +27,13 @@ KilnConfig *kiln_config_new_defaults(void)
         c->max_authorizations = 100;
         c->authorization_timeout_seconds = 25;
         c->interactive_authorization_timeout_seconds = 300;
+        /* 256 KiB of arguments is many times what a build step's command line needs; 4 MiB per user still
+         * lets ProcessesPerUser runs of 64 KiB coexist and keeps one user's share of a listing small next
+         * to the bus's 32 MiB message limit (docs/decisions.md). */
+        c->argument_bytes = 256 * 1024;
+        c->process_bytes_per_user = 4 * 1024 * 1024;
+        c->lingering_per_user = 64;
+        c->descriptors_per_user = 1024;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -170,6 +177,24 @@ static gboolean check_pool(const KilnConfig *c, GError **error)
         return TRUE;
 }
 
+/* The bounds on what one caller can make kilnd keep. A single Process object must fit in one bus message
+ * with room to spare, whatever else is configured: hence the upper bound of ArgumentBytes. */
+static gboolean read_process_limits(GKeyFile *kf, KilnConfig *c, GError **error)
+{
+        if (!read_uint(kf, "Limits", "ArgumentBytes", 1, &c->argument_bytes, error) ||
+            !read_uint(kf, "Limits", "ProcessBytesPerUser", 1, &c->process_bytes_per_user, error) ||
+            !read_uint(kf, "Limits", "LingeringProcessesPerUser", 0, &c->lingering_per_user, error) ||
+            !read_uint(kf, "Limits", "DescriptorsPerUser", 1, &c->descriptors_per_user, error))
+                return FALSE;
+        if (c->argument_bytes > 16 * 1024 * 1024) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[Limits] ArgumentBytes must be at most %u (half a bus message), got %u",
+                            16 * 1024 * 1024, c->argument_bytes);
+                return FALSE;
+        }
+        return TRUE;
+}
+
 KilnConfig *kiln_config_load(const char *path, GError **error)
 {
         g_autoptr(KilnConfig) c = kiln_config_new_defaults();
@@ -214,6 +239,8 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
                          error) ||
             !read_bool(kf, "UserNamespace", "IdMappedLayers", &c->idmapped_layers, error) ||
             !check_pool(c, error))
+                return NULL;
+        if (!read_process_limits(kf, c, error))
                 return NULL;
 
         runtimes = g_key_file_get_string_list(kf, "Run", "Runtimes", NULL, NULL);

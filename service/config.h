@@ -19,6 +19,10 @@
  *                                      pending replies per connection)
  *   AuthorizationTimeoutSeconds=25     how long a check waits for polkitd (no password asked)
  *   InteractiveAuthorizationTimeoutSeconds=300  the same while polkit may ask for a password
+ *   ArgumentBytes=262144               argv + env bytes of one Run/RunCaptured/Start
+ *   ProcessBytesPerUser=4194304        argv (+ env while running) bytes one uid's Process objects keep
+ *   LingeringProcessesPerUser=64       exited Process objects kept per uid (oldest dropped first)
+ *   DescriptorsPerUser=1024            descriptors one uid's running processes may make kilnd hold
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -62,6 +66,11 @@ typedef struct KilnConfig {
         unsigned max_authorizations;
         unsigned authorization_timeout_seconds;
         unsigned interactive_authorization_timeout_seconds;
+        /* What one caller can make kilnd keep (process.c): bounds the replies that list it too. */
+        unsigned argument_bytes;
+        unsigned process_bytes_per_user;
+        unsigned lingering_per_user;
+        unsigned descriptors_per_user;
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

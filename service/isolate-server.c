@@ -14,6 +14,7 @@
 #include <glib-unix.h>
 
 #include "fd-passing.h"
+#include "fd-limit.h"
 #include "isolate-server.h"
 #include "isolate/serve-protocol.h"
 #include "kiln-common.h"
@@ -71,6 +72,7 @@ static gboolean server_start_locked(KilnIsolateServer *s, GError **error)
         g_subprocess_launcher_take_stdin_fd(launcher, sv[1]);
         g_subprocess_launcher_set_environ(launcher, (char **)kiln_runtime_environ);
         g_subprocess_launcher_set_cwd(launcher, "/");
+        kiln_fd_limit_apply(launcher);
         s->process = g_subprocess_launcher_spawnv(launcher, (const char *const *)s->argv, error);
         g_subprocess_launcher_close(launcher);
         if (!s->process) {

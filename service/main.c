@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "bus-glib.h"
+#include "fd-limit.h"
 #include "isolate-server.h"
 #include "manager.h"
 #include "run.h"
@@ -21,6 +22,17 @@ static void ignore_signal(int sig)
 
 static gboolean on_quit(gpointer loop)
 {
+        g_main_loop_quit(loop);
+        return G_SOURCE_REMOVE;
+}
+
+/* Set when the bus connection went away under kilnd (dbus-daemon dropped or restarted): that is a
+ * failure, not a stop. The exit status says so, and Restart=on-failure brings kilnd back. */
+static gboolean bus_lost;
+
+static gboolean on_bus_lost(gpointer loop)
+{
+        bus_lost = TRUE;
         g_main_loop_quit(loop);
         return G_SOURCE_REMOVE;
 }
@@ -51,6 +63,8 @@ static int run(const char *config_path)
          * rather than SIG_IGN: handlers are reset at exec, so runtimes and containers start with the
          * default disposition. */
         signal(SIGPIPE, ignore_signal);
+        /* Before the bus, the storage and any thread: each run holds descriptors (fd-limit.h). */
+        kiln_fd_limit_raise();
         /* Container processes re-parent to kilnd, so it can reap them (and wait through pidfds). */
         if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
                 g_warning("Cannot become a child subreaper: %s", g_strerror(errno));
@@ -90,7 +104,7 @@ static int run(const char *config_path)
                 g_printerr("kilnd: cannot register objects: %s\n", g_strerror(-r));
                 return 1;
         }
-        bus_source = kiln_bus_attach_glib(bus, NULL, on_quit, loop);
+        bus_source = kiln_bus_attach_glib(bus, NULL, on_bus_lost, loop);
         r = sd_bus_request_name(bus, KILN_BUS_NAME, 0);
         if (r < 0) {
                 g_printerr("kilnd: cannot own %s: %s\n", KILN_BUS_NAME, g_strerror(-r));
@@ -106,12 +120,16 @@ static int run(const char *config_path)
         g_main_loop_run(loop);
 
         sd_notify(0, "STOPPING=1");
-        g_message("kilnd stopping");
-        (void)sd_bus_release_name(bus, KILN_BUS_NAME);
+        g_message(bus_lost ? "kilnd stopping: it lost the bus connection" : "kilnd stopping");
+        if (!bus_lost)
+                (void)sd_bus_release_name(bus, KILN_BUS_NAME);
         kiln_auth_stop(auth);
         kiln_manager_unmount_all(manager);
-        g_source_remove(bus_source);
-        return 0;
+        if (!bus_lost) /* a lost bus's source removed itself */
+                g_source_remove(bus_source);
+        /* Runs were stopped and everything undone either way; without the bus nothing can be served,
+         * and the service manager must learn that this was not an orderly stop. */
+        return bus_lost ? 1 : 0;
 }
 
 int main(int argc, char **argv)

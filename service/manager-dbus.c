@@ -358,6 +358,67 @@ static int method_get_builder(sd_bus_message *m, void *userdata, sd_bus_error *e
         return sd_bus_reply_method_return(m, "o", b->object_path);
 }
 
+/* No reply may be larger than the bus accepts: dbus-daemon's max_message_size is 32 MiB unless the bus
+ * configuration lowers it (Debian's system.conf does not), and a connection that sends a larger message
+ * is dropped, with it every run of every user. The listings (GetManagedObjects, ListBuilders) grow with
+ * what all users keep, so their size is bounded before they are built, with room for the header; a
+ * listing past it answers LimitExceeded instead (docs/decisions.md has the arithmetic). */
+#define REPLY_BYTES_MAX ((guint64)32 * 1024 * 1024 - 64 * 1024)
+
+/* An upper bound of a builder's entry in GetManagedObjects (as process_listing_bytes, process-dbus.c):
+ * each string costs at most its length + 8 bytes, each map entry two strings; the fixed part (path, the
+ * standard interfaces, 20 property names and types, padding) stays under 2 KiB. */
+static guint64 builder_listing_bytes(KilnManager *m, const KilnBuilder *b)
+{
+        g_auto(GStrv) processes = kiln_process_paths_of(m, b->id);
+        guint64 n = 2048 + strlen(b->object_path) + strlen(b->id) + strlen(b->name) + strlen(b->from) + 32;
+
+        for (size_t i = 0; i < kiln_config_n_fields; i++) {
+                const KilnConfigField *f = &kiln_config_fields[i];
+                const char *at = (const char *)&b->config + f->offset;
+
+                n += 64; /* name, variant signature, dict entry padding */
+                if (f->type == KILN_FIELD_STRING) {
+                        const char *v = *(char *const *)at;
+                        n += (v ? strlen(v) : 0) + 8;
+                } else {
+                        for (char *const *v = *(char **const *)at; v && *v; v++)
+                                n += strlen(*v) + 16;
+                }
+        }
+        for (char **p = processes; *p; p++)
+                n += strlen(*p) + 8;
+        return n;
+}
+
+/* Runs before sd-bus's own object manager builds the GetManagedObjects reply (filters see each incoming
+ * message first). Every path is estimated against all that the caller may see: a subtree is smaller. */
+static int filter_managed_objects(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        GHashTableIter iter;
+        KilnBuilder *b;
+        guint64 n;
+
+        if (!sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
+                return 0;
+        n = kiln_process_listing_bytes(manager, m);
+        g_hash_table_iter_init(&iter, manager->builders);
+        while (n <= REPLY_BYTES_MAX && g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                if (kiln_auth_may_access(manager->auth, m, b->owner))
+                        n += builder_listing_bytes(manager, b);
+        if (n <= REPLY_BYTES_MAX)
+                return 0; /* sd-bus answers */
+        g_warning("Refusing GetManagedObjects from %s: the reply could reach %" G_GUINT64_FORMAT " bytes",
+                  sd_bus_message_get_sender(m) ?: "?", n);
+        (void)sd_bus_reply_method_errorf(
+                m, KILN_ERROR_LIMIT_EXCEEDED,
+                "The objects would not fit in one bus message (more than %" G_GUINT64_FORMAT
+                " bytes): list builders with ListBuilders, read objects one by one",
+                REPLY_BYTES_MAX);
+        return 1; /* answered: sd-bus does not see it */
+}
+
 static int compare_by_name(gconstpointer a, gconstpointer b)
 {
         return strcmp((*(KilnBuilder *const *)a)->name, (*(KilnBuilder *const *)b)->name);
@@ -369,6 +430,7 @@ static int method_list_builders(sd_bus_message *m, void *userdata, sd_bus_error 
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         g_autoptr(GPtrArray) visible = g_ptr_array_new();
         GHashTableIter iter;
+        guint64 size = 64;
         KilnBuilder *b;
         int r;
 
@@ -378,6 +440,17 @@ static int method_list_builders(sd_bus_message *m, void *userdata, sd_bus_error 
                 if (kiln_auth_may_access(manager->auth, m, b->owner))
                         g_ptr_array_add(visible, b);
         g_ptr_array_sort(visible, compare_by_name);
+
+        /* Each entry: 4 strings and an object path (length + 8 at most each), a uint32, struct padding. */
+        for (guint i = 0; i < visible->len; i++) {
+                b = visible->pdata[i];
+                size += strlen(b->id) + strlen(b->name) + strlen(b->from) + strlen(b->object_path) + 48;
+        }
+        if (size > REPLY_BYTES_MAX)
+                return sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
+                                         "The list of %u builders would not fit in one bus message (more "
+                                         "than %" G_GUINT64_FORMAT " bytes)",
+                                         visible->len, REPLY_BYTES_MAX);
 
         r = sd_bus_message_new_method_return(m, &reply);
         if (r >= 0)
@@ -458,5 +531,8 @@ int kiln_manager_register(KilnManager *m)
                                                kiln_builder_node_enumerator, m);
         if (r >= 0)
                 r = kiln_process_register(m);
+        /* Floating: lives as long as the connection. */
+        if (r >= 0)
+                r = sd_bus_add_filter(m->bus, NULL, filter_managed_objects, m);
         return r;
 }

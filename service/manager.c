@@ -9,6 +9,7 @@
 #include "process-dbus.h"
 #include "runtime.h"
 #include "manager.h"
+#include "fd-limit.h"
 #include "mount-idmap.h"
 #include "run.h"
 #include "validate.h"
@@ -480,9 +481,11 @@ static void delete_stale_in(const char *root, char **runtimes)
                         const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
                         int status = -1;
 
-                        /* The runtime is an exec'd program; nothing runs between fork and exec here. */
+                        /* The runtime is an exec'd program; between fork and exec only the descriptor limit is
+                         * restored (one system call, fd-limit.h). */
                         if (path && g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL |
-                                                 G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL, &status,
+                                                 G_SPAWN_STDERR_TO_DEV_NULL, kiln_fd_limit_child_setup, NULL,
+                                                 NULL, NULL, &status,
                                                  NULL) && g_spawn_check_wait_status(status, NULL)) {
                                 g_message("Deleted stale container %s", id);
                                 break;

@@ -50,6 +50,31 @@ char **kiln_process_paths_of(KilnManager *m, const char *builder_id)
         return (char **)g_ptr_array_free(g_steal_pointer(&paths), FALSE);
 }
 
+/* Every string on the bus costs its length, a 4-byte length, a NUL and up to 3 bytes of padding; the rest
+ * of one Process object's entry (its path, 3 standard interfaces, 8 property names, types and fixed-size
+ * values, dict entry padding) is well under 1 KiB. */
+static guint64 process_listing_bytes(const KilnProcess *p)
+{
+        guint64 n = 1024 + strlen(p->object_path) + strlen(p->builder_path) + 16;
+
+        for (char **a = p->argv; a && *a; a++)
+                n += strlen(*a) + 8;
+        return n;
+}
+
+guint64 kiln_process_listing_bytes(KilnManager *m, sd_bus_message *caller)
+{
+        GHashTableIter iter;
+        KilnProcess *p;
+        guint64 n = 0;
+
+        g_hash_table_iter_init(&iter, m->processes);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&p))
+                if (kiln_auth_may_access(m->auth, caller, p->owner))
+                        n += process_listing_bytes(p);
+        return n;
+}
+
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {

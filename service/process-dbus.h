@@ -19,3 +19,6 @@ void kiln_process_emit_exited(KilnProcess *process);
 
 /* The object paths of a builder's processes that have not exited, for Builder.Processes. */
 char **kiln_process_paths_of(KilnManager *manager, const char *builder_id);
+
+/* An upper bound of the bytes the processes @caller may see add to a GetManagedObjects reply. */
+guint64 kiln_process_listing_bytes(KilnManager *manager, sd_bus_message *caller);

@@ -44,6 +44,115 @@ static void process_free(KilnProcess *p)
         g_free(p);
 }
 
+/* What one run may cost kilnd in descriptors besides those the caller handed over, at its peak while it
+ * starts: the pidfd, relay pipes and their ends, the runtime's message pipe, a console socket and the
+ * terminal, the run's own copies of the caller's stdio. Once it runs it keeps 1 with pipes and 6 with a
+ * terminal (measured; test_security_bus.py checks the first), so 12 is a bound, not a measurement. */
+#define PROCESS_OWN_DESCRIPTORS 12
+
+static gsize strv_bytes(char *const *v)
+{
+        gsize n = 0;
+
+        for (; v && *v; v++)
+                n += strlen(*v) + 1;
+        return n;
+}
+
+static guint strv_count(char *const *v)
+{
+        return v ? g_strv_length((char **)v) : 0;
+}
+
+/* What a run costs in descriptors, counted when it is admitted: each volume or mount may hold a source
+ * opened for it until the container runs. */
+static guint options_descriptors(const KilnRunOptions *o)
+{
+        return PROCESS_OWN_DESCRIPTORS + (o->stdin_fd >= 0) + (o->stdout_fd >= 0) + (o->stderr_fd >= 0) +
+               (o->volume_fds ? o->volume_fds->len : 0) + strv_count(o->volumes) + strv_count(o->mounts);
+}
+
+typedef struct {
+        gsize held_bytes; /* of processes not yet lingering */
+        guint held_descriptors;
+} UserUsage;
+
+static void user_usage(KilnManager *m, uid_t uid, UserUsage *u)
+{
+        GHashTableIter iter;
+        KilnProcess *p;
+
+        *u = (UserUsage){0};
+        g_hash_table_iter_init(&iter, m->processes);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&p))
+                if (p->owner == uid && !p->lingering) {
+                        u->held_bytes += p->argv_bytes + p->env_bytes;
+                        u->held_descriptors += p->descriptors;
+                }
+}
+
+gboolean kiln_process_check_limits(KilnManager *m, uid_t uid, char *const *argv,
+                                   const KilnRunOptions *options, GError **error)
+{
+        const KilnConfig *c = m->config;
+        gsize bytes = strv_bytes(argv) + strv_bytes(options->env);
+        guint descriptors = options_descriptors(options);
+        UserUsage u;
+
+        if (bytes > c->argument_bytes)
+                return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                 "argv and env are %" G_GSIZE_FORMAT
+                                 " bytes together, more than the limit of %u bytes",
+                                 bytes, c->argument_bytes);
+        user_usage(m, uid, &u);
+        if (u.held_bytes + bytes > c->process_bytes_per_user)
+                return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                 "argv and env: the running processes of user %u keep %" G_GSIZE_FORMAT
+                                 " bytes of them; %" G_GSIZE_FORMAT " more would pass the limit of %u bytes",
+                                 (unsigned)uid, u.held_bytes, bytes, c->process_bytes_per_user);
+        if (u.held_descriptors + descriptors > c->descriptors_per_user)
+                return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                 "Descriptors: the running processes of user %u hold %u; this run's %u (its "
+                                 "stdio, volume_fds, volumes and mounts) would pass the limit of %u",
+                                 (unsigned)uid, u.held_descriptors, descriptors, c->descriptors_per_user);
+        return TRUE;
+}
+
+static gboolean exited_before(const KilnProcess *a, const KilnProcess *b)
+{
+        return a->exited_at != b->exited_at ? a->exited_at < b->exited_at : a->started_at < b->started_at;
+}
+
+/* Drops @uid's oldest exited Process objects, early, until the user keeps at most LingeringProcessesPerUser
+ * of them and, with @incoming more bytes, at most ProcessBytesPerUser in all. Lingering is a courtesy to
+ * late Wait calls; it must not let one user grow what every listing carries. */
+static void trim_lingering(KilnManager *m, uid_t uid, gsize incoming)
+{
+        const KilnConfig *c = m->config;
+
+        for (;;) {
+                KilnProcess *oldest = NULL, *p;
+                GHashTableIter iter;
+                gsize bytes = incoming;
+                guint n = 0;
+
+                g_hash_table_iter_init(&iter, m->processes);
+                while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&p)) {
+                        if (p->owner != uid)
+                                continue;
+                        bytes += p->argv_bytes + p->env_bytes;
+                        if (p->lingering && (n++, !oldest || exited_before(p, oldest)))
+                                oldest = p;
+                }
+                if (!oldest || (n <= c->lingering_per_user && bytes <= c->process_bytes_per_user))
+                        return;
+                g_debug("Dropping %s early: user %u keeps %u exited processes, %" G_GSIZE_FORMAT " bytes",
+                        oldest->object_path, (unsigned)uid, n, bytes);
+                kiln_process_emit_removed(oldest);
+                g_hash_table_remove(m->processes, oldest->object_path);
+        }
+}
+
 guint kiln_process_count_running(KilnManager *m, const char *builder_id, uid_t owner)
 {
         GHashTableIter iter;
@@ -183,6 +292,10 @@ static gboolean finish_exit(gpointer data)
         } else {
                 kiln_process_emit_exited(p);
                 p->linger_source = g_timeout_add_seconds(m->config->process_linger_seconds, on_linger_over, p);
+                p->lingering = TRUE;
+                p->env_bytes = 0; /* the options went with the run */
+                p->descriptors = 0;
+                trim_lingering(m, p->owner, 0); /* may free @p */
         }
         if (b)
                 kiln_builder_processes_changed(m, b);
@@ -229,6 +342,19 @@ static void on_wait_done(GObject *source, GAsyncResult *result, gpointer data)
         }
 }
 
+/* Once the container runs, the caller's descriptors in the options have done their work: the runtime
+ * and the container have their own copies of its stdio (kilnd's relays keep theirs in the container),
+ * and every volume is mounted in the bundle. Holding them for the whole run would cost descriptors that
+ * other users' runs need. The count admitted (p->descriptors) stays: it is a bound, not a measurement. */
+static void release_caller_descriptors(KilnProcess *p)
+{
+        kiln_close_fdp(&p->options.stdin_fd);
+        kiln_close_fdp(&p->options.stdout_fd);
+        kiln_close_fdp(&p->options.stderr_fd);
+        g_clear_pointer(&p->options.volume_fds, g_array_unref);
+        g_clear_pointer(&p->options.opened_sources, g_hash_table_unref);
+}
+
 static void on_started(GObject *source, GAsyncResult *result, gpointer data)
 {
         KilnProcess *p = data;
@@ -253,6 +379,7 @@ static void on_started(GObject *source, GAsyncResult *result, gpointer data)
                 return;
         }
         p->state = KILN_PROCESS_RUNNING;
+        release_caller_descriptors(p);
         p->pid = (guint32)kiln_container_get_pid(p->container);
         kiln_process_emit_changed(p);
         b = g_hash_table_lookup(p->manager->builders, p->builder_id);
@@ -300,6 +427,9 @@ static KilnProcess *process_new(KilnManager *m, KilnBuilder *b, sd_bus_message *
         p->started_at = (guint64)g_get_real_time();
         p->call = sd_bus_message_ref(call);
         p->waiters = g_ptr_array_new_with_free_func(message_unref);
+        p->argv_bytes = strv_bytes(p->argv);
+        p->env_bytes = strv_bytes(options->env);
+        p->descriptors = options_descriptors(options);
         p->options = *options;
         kiln_run_options_init(options); /* taken */
         g_hash_table_insert(m->processes, p->object_path, p);
@@ -310,15 +440,21 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
                          KilnRunOptions *options, KilnProcessMode mode)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(KilnRunPlan) plan = kiln_run_prepare(m, b, argv, options, &error);
+        g_autoptr(KilnRunPlan) plan = NULL;
         KilnRuntimeSpec spec = {0};
         KilnProcess *p;
 
-        /* A run that cannot even be prepared leaves nothing behind: no Process object. */
-        if (!plan) {
+        plan = kiln_run_prepare(m, b, argv, options, &error);
+        /* Checked before polkit was asked too; again now, on the command as resolved (an empty argv runs
+         * the builder's Entrypoint and Cmd), and since other runs of the caller may have started meanwhile.
+         * A run that cannot even be prepared, or is past a limit, leaves nothing behind: the plan undoes
+         * itself, and there is no Process object. */
+        if (!plan || !kiln_process_check_limits(m, caller_uid, plan->argv, options, &error)) {
                 reply_error(call, error);
                 return;
         }
+        /* Room for it is made by dropping the caller's oldest exited processes. */
+        trim_lingering(m, caller_uid, strv_bytes(plan->argv) + strv_bytes(options->env));
         p = process_new(m, b, call, plan->argv, options, mode);
         p->plan = g_steal_pointer(&plan);
         kiln_process_emit_added(p);

@@ -43,11 +43,22 @@ typedef struct KilnProcess {
         gulong caller_left_handler;
         guint timeout_source;
         guint linger_source;
+        gboolean lingering; /* exited and answered: may be dropped early to make room */
+        gsize argv_bytes;   /* kept until the object goes */
+        gsize env_bytes;    /* kept while it runs */
+        guint descriptors;  /* counted against DescriptorsPerUser while it runs */
 } KilnProcess;
 
 /* Runs @argv in @builder for the call @m (already authorized); takes @options. Answers @m itself. */
 void kiln_process_launch(KilnManager *manager, KilnBuilder *builder, sd_bus_message *m, uid_t caller_uid,
                          char **argv, KilnRunOptions *options, KilnProcessMode mode);
+
+/* Whether a run of @argv with @options by @uid stays within what one user may make kilnd keep: argv and
+ * env bytes (ArgumentBytes, ProcessBytesPerUser counting @uid's running processes; exited ones are
+ * dropped to make room instead) and descriptors (DescriptorsPerUser). LimitExceeded naming the argument
+ * otherwise. Checked before polkit is asked and again when the run is launched. */
+gboolean kiln_process_check_limits(KilnManager *manager, uid_t uid, char *const *argv,
+                                   const KilnRunOptions *options, GError **error);
 
 /* Kills every running process of a builder (Remove with force). */
 void kiln_process_kill_builder(KilnManager *manager, const char *builder_id);

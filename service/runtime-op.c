@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* One runtime command: spawned with GSubprocess (kilnd is multi-threaded, so nothing of ours may run
- * between fork and exec, and GLib reaps what it spawned), its complaints collected within a bound. */
+/* One runtime command: spawned with GSubprocess (kilnd is multi-threaded, so nothing of ours but one
+ * setrlimit, fd-limit.h, runs between fork and exec, and GLib reaps what it spawned), its complaints
+ * collected within a bound. */
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -8,6 +9,7 @@
 #include <json-glib/json-glib.h>
 
 #include "import/fs-util.h"
+#include "fd-limit.h"
 #include "isolate-server.h"
 #include "kiln-common.h"
 #include "runtime-private.h"
@@ -279,6 +281,7 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
         }
         g_subprocess_launcher_set_environ(launcher, (char **)kiln_runtime_environ);
         g_subprocess_launcher_set_cwd(launcher, bundle_dir);
+        kiln_fd_limit_apply(launcher);
 
         process = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, error);
         /* Our copies of what the child got go now: a pipe's EOF must not wait for us. */

@@ -525,6 +525,10 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
          * command ran at once (run --detach) and ended. */
         if (c->terminal)
                 relays_start(c);
+        /* The runtime and the relays have their own descriptors of the caller's stdio now: ours would only
+         * cost the run three descriptors until it ends (DescriptorsPerUser, process.c). */
+        for (int i = 0; i < 3; i++)
+                kiln_close_fdp(&c->caller_fd[i]);
         if (c->start_cancelled) {
                 start_fail(c, g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
                                           "Starting container %s was cancelled", c->id));

@@ -10,6 +10,7 @@
  *     follows a symlink and never leaves the file system;
  *   - the caller's source tree is read only by kiln-import's unprivileged reader (import/). */
 #include "storage.h"
+#include "fd-limit.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -557,6 +558,7 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
             g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
         g_subprocess_launcher_set_environ(launcher, (char **)env);
         g_subprocess_launcher_set_cwd(launcher, "/");
+        kiln_fd_limit_apply(launcher);
         if (src_fd >= 0)
                 g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
 
