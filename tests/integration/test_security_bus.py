@@ -34,9 +34,11 @@ SOFT_NOFILE = 1024
 # with DESCRIPTOR_RUNS runs, before ProcessesPerUser.
 DESCRIPTOR_RUNS = 40
 DESCRIPTORS_PER_USER = 15 * DESCRIPTOR_RUNS
+# The DESCRIPTOR_RUNS clients start at once: their polkit checks may all be in flight together.
 EXTRA_CONF = f"""[Limits]
 ProcessesPerUser=70
 DescriptorsPerUser={DESCRIPTORS_PER_USER}
+AuthorizationsPerUser={DESCRIPTOR_RUNS + 10}
 """
 # Descriptors kilnd keeps per running `kiln run` with pipes: measured 1 (its pidfd; the caller's
 # stdio went to the runtime), 7 before the caller's descriptors were closed once the container ran.
