@@ -184,15 +184,16 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
         return g_steal_pointer(&v);
 }
 
-/* Only directories and regular files are bound: a symlink would be bound (and at clean-up
- * unmounted) as the link, and sockets, FIFOs and devices are not volumes. */
-static gboolean check_source_type(const KilnRunVolume *v, int fd, GError **error)
+/* Only directories and regular files are bound for a caller other than uid 0: a symlink would be
+ * bound (and at clean-up unmounted) as the link, and sockets, FIFOs and devices are not volumes.
+ * uid 0 may bind a socket or a device node (the host's already), never a symlink. */
+static gboolean check_source_type(const KilnRunVolume *v, int fd, const KilnCreds *caller, GError **error)
 {
         struct stat st;
 
         if (fstat(fd, &st) < 0)
                 return kiln_invalid(error, v->arg, "cannot inspect the source: %s", g_strerror(errno));
-        if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+        if (S_ISLNK(st.st_mode) || (caller->uid != 0 && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)))
                 return kiln_invalid(error, v->arg, "the source is not a directory or a regular file");
         return TRUE;
 }
@@ -203,7 +204,7 @@ static gboolean open_source(KilnRunVolume *v, const KilnCreds *caller, GError **
 {
         v->fd = kiln_open_as_caller(caller, v->source);
         if (v->fd >= 0)
-                return check_source_type(v, v->fd, error);
+                return check_source_type(v, v->fd, caller, error);
         if (errno == EACCES || errno == EPERM) {
                 v->unreadable = TRUE; /* opened, as root, only once run-privileged is granted */
                 return TRUE;
@@ -250,7 +251,7 @@ gboolean kiln_run_volumes_resolve(KilnRunOptions *o, char **builder_volumes, con
                 v->fd = g_steal_fd(&fdv->fd);
                 /* What is checked is what is bound: the object behind the descriptor itself. An
                  * O_PATH descriptor proves only that the caller could walk to it. */
-                if (!check_source_type(v, v->fd, error))
+                if (!check_source_type(v, v->fd, caller, error))
                         return FALSE;
                 v->unreadable = caller->uid != 0 && !kiln_caller_can_read(caller, v->fd);
                 g_ptr_array_add(list, g_steal_pointer(&v));

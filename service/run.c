@@ -139,8 +139,9 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
 /* A source held as a descriptor is bind-mounted into the bundle first, by kilnd, in the host's mount
  * namespace where the descriptor's mount lives (the runtime binds in the container's new namespace,
  * where a mount of another namespace cannot be the source), and the runtime then binds that staged
- * path: it never resolves a path a caller named. This is safe: the descriptor is a directory or a
- * regular file (run-volumes.c checked), opened by or as the caller (or, for a source the caller
+ * path: it never resolves a path a caller named. This is safe: the descriptor is never a symlink
+ * (for a caller other than uid 0, a directory or a regular file: run-volumes.c checked), opened by
+ * or as the caller (or, for a source the caller
  * cannot read, by kilnd once run-privileged was granted), so the bind shows only what was
  * authorized; the bundle sits in RUNTIME/bundles, which only root may enter (a bundle of a run in a
  * user namespace is 0711 itself, for the mapped root inside kiln-runtime-ns's namespace). */
@@ -153,7 +154,8 @@ static gboolean stage_fd(KilnRunPlan *plan, int fd, const char *arg, char **ret_
 
         if (fstat(fd, &st) < 0)
                 return kiln_invalid(error, arg, "fstat: %s", g_strerror(errno));
-        if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+        /* A symlink would be bound as the link, and its unmount would follow it. */
+        if (S_ISLNK(st.st_mode))
                 return kiln_invalid(error, arg, "the source is not a directory or a regular file");
         if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot stage %s: %s", arg,
@@ -179,9 +181,18 @@ static int open_privileged_source(const KilnRunVolume *v, GError **error)
         int fd = -1;
         errno = ENOSYS;
 #endif
+        struct stat st;
 
-        if (fd < 0)
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 kiln_invalid(error, v->arg, "source '%s': %s", v->source, g_strerror(errno));
+                kiln_close_fdp(&fd);
+                return -1;
+        }
+        if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+                kiln_invalid(error, v->arg, "the source is not a directory or a regular file");
+                kiln_close_fdp(&fd);
+                return -1;
+        }
         return fd;
 }
 
