@@ -9,7 +9,7 @@
 #include "errors.h"
 
 typedef struct KilnVolumeFd {
-        int fd; /* owned */
+        int fd; /* owned; moved into resolved_volumes when the run is resolved */
         char *destination;
         char *options;
 } KilnVolumeFd;

@@ -140,11 +140,11 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
  * namespace where the descriptor's mount lives (the runtime binds in the container's new namespace,
  * where a mount of another namespace cannot be the source), and the runtime then binds that staged
  * path: it never resolves a path a caller named. This is safe: the descriptor is never a symlink
- * (for a caller other than uid 0, a directory or a regular file: run-volumes.c checked), opened by
- * or as the caller (or, for a source the caller
- * cannot read, by kilnd once run-privileged was granted), so the bind shows only what was
- * authorized; the bundle sits in RUNTIME/bundles, which only root may enter (a bundle of a run in a
- * user namespace is 0711 itself, for the mapped root inside kiln-runtime-ns's namespace). */
+ * (for a caller other than uid 0, a directory or a regular file: run-volumes.c checked), opened by or
+ * as the caller (or, for a source the caller cannot read, by kilnd once run-privileged was granted),
+ * so the bind shows only what was authorized; the bundle sits in RUNTIME/bundles, which only root
+ * may enter (a bundle of a run in a user namespace is 0711 itself, for the mapped root inside
+ * kiln-runtime-ns's namespace). */
 static gboolean stage_fd(KilnRunPlan *plan, int fd, const char *arg, char **ret_path, GError **error)
 {
         g_autofree char *target =
