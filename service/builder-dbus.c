@@ -2,6 +2,7 @@
 #include "builder-dbus.h"
 #include "process-dbus.h"
 #include "run-privileges.h"
+#include "run-volumes.h"
 #include "validate.h"
 
 
@@ -498,7 +499,12 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 goto fail;
         }
         req->reserved = TRUE;
-        /* Decided on the resolved configuration, before anything changes. */
+        /* Decided on the resolved configuration, before anything changes; the volumes and mounts
+         * (the builder's as they are now) are resolved once, into the list the run is prepared from. */
+        if (!kiln_run_volumes_resolve(&req->options, b->config.volumes, creds, &local)) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
         weakenings = kiln_run_weakenings(manager, b, &req->options, creds, &local);
         if (!weakenings) {
                 r = kiln_error_to_bus(local, error);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/fsuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -61,6 +62,29 @@ static gboolean readable(int fd)
         return faccessat(fd, "", R_OK, AT_EMPTY_PATH | AT_EACCESS) == 0;
 }
 
+/* Symlinks, the last component's included, are followed with the caller's identity: the result is
+ * what the caller's own open would reach, never the link itself (no O_NOFOLLOW, so a descriptor of
+ * a symlink cannot come out of here). Magic links are refused: /proc/self/fd/N and /proc/self/cwd
+ * would be kilnd's, and lead to whatever kilnd holds open (another caller's volume), past the
+ * directories that keep this caller out. */
+static int open_path(const char *path)
+{
+#ifdef SYS_openat2
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
+        long fd = -1;
+
+        for (int attempt = 0; attempt < 32; attempt++) {
+                fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+                if (fd >= 0 || (errno != EAGAIN && errno != EINTR))
+                        break;
+        }
+        return (int)fd;
+#else
+        errno = ENOSYS; /* fail closed, as rootfs.c */
+        return -1;
+#endif
+}
+
 int kiln_open_as_caller(const KilnCreds *creds, const char *path)
 {
         OwnIdentity own;
@@ -68,7 +92,7 @@ int kiln_open_as_caller(const KilnCreds *creds, const char *path)
 
         if (!become_caller(creds, &own))
                 return -1;
-        fd = open(path, O_PATH | O_CLOEXEC);
+        fd = open_path(path);
         if (fd >= 0 && !readable(fd)) {
                 kiln_close_fdp(&fd);
                 fd = -1;

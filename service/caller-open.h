@@ -6,8 +6,9 @@
 
 #include "storage.h"
 
-/* An O_PATH descriptor of @path (symlinks followed as the caller's own open would) when the caller
- * may read it; else -1 with errno (EACCES/EPERM: the caller may not, ENOENT: there is nothing). */
+/* An O_PATH descriptor of @path (symlinks followed as the caller's own open would, so never a
+ * symlink itself; magic links such as /proc/self/fd/N refused with ELOOP) when the caller may read
+ * it; else -1 with errno (EACCES/EPERM: the caller may not, ENOENT: there is nothing). */
 int kiln_open_as_caller(const KilnCreds *creds, const char *path);
 
 /* Whether the caller may read what @fd (which it opened, maybe as O_PATH) refers to. */

@@ -352,7 +352,7 @@ static void release_caller_descriptors(KilnProcess *p)
         kiln_close_fdp(&p->options.stdout_fd);
         kiln_close_fdp(&p->options.stderr_fd);
         g_clear_pointer(&p->options.volume_fds, g_array_unref);
-        g_clear_pointer(&p->options.opened_sources, g_hash_table_unref);
+        g_clear_pointer(&p->options.resolved_volumes, g_ptr_array_unref); /* holds the sources open */
 }
 
 static void on_started(GObject *source, GAsyncResult *result, gpointer data)

@@ -4,6 +4,7 @@
 
 #include "bus-args.h"
 #include "run-options.h"
+#include "run-volumes.h"
 #include "spec.h"
 #include "validate.h"
 
@@ -51,22 +52,13 @@ static gboolean validate_network(const char *arg, const char *value, GError **er
         return kiln_namespace_parse(arg, value, TRUE, &ns, error);
 }
 
-/* --mount: "type=bind|tmpfs|cache,..." — the full parse happens when the run is resolved; here only
- * the shape, so a typo is refused before anything starts. */
+/* --mount: the very parser the run is resolved with (run-volumes.h), so a typo is refused before
+ * anything starts, in the same words. */
 static gboolean validate_mount(const char *arg, const char *value, GError **error)
 {
-        static const char *const types[] = {"type=bind", "type=tmpfs", "type=cache", NULL};
-        g_auto(GStrv) parts = g_strsplit(value, ",", -1);
+        g_autoptr(KilnRunVolume) mount = kiln_run_mount_parse(arg, value, error);
 
-        for (char **p = parts; *p; p++)
-                if (g_str_has_prefix(*p, "type=")) {
-                        if (g_strv_contains(types, *p))
-                                return TRUE;
-                        break;
-                }
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                    "Invalid %s: '%s' needs type=bind, type=tmpfs or type=cache", arg, value);
-        return FALSE;
+        return mount != NULL;
 }
 
 /* --device HOST[:CONTAINER[:PERMISSIONS]] */
@@ -230,46 +222,8 @@ void kiln_run_options_clear(KilnRunOptions *o)
                         break;
                 }
         }
-        g_clear_pointer(&o->opened_sources, g_hash_table_unref);
+        g_clear_pointer(&o->resolved_volumes, g_ptr_array_unref);
         kiln_run_options_init(o);
-}
-
-void kiln_mount_option_parse(const char *value, KilnMountOption *ret)
-{
-        g_auto(GStrv) parts = g_strsplit(value, ",", -1);
-        g_autoptr(GStrvBuilder) rest = g_strv_builder_new();
-        const char *type = "bind", *source = NULL, *destination = NULL;
-
-        for (char **p = parts; *p; p++) {
-                const char *v = strchr(*p, '=') ? strchr(*p, '=') + 1 : NULL;
-                if (g_str_has_prefix(*p, "type="))
-                        type = v;
-                else if (g_str_has_prefix(*p, "source=") || g_str_has_prefix(*p, "src="))
-                        source = v;
-                else if (g_str_has_prefix(*p, "destination=") || g_str_has_prefix(*p, "dst=") ||
-                         g_str_has_prefix(*p, "target="))
-                        destination = v;
-                else if (g_str_has_prefix(*p, "tmpfs-size=") || g_str_has_prefix(*p, "tmpfs-mode="))
-                        g_strv_builder_add(rest, *p + strlen("tmpfs-")); /* size=, mode= */
-                else if (g_str_equal(*p, "readonly"))
-                        g_strv_builder_add(rest, "ro");
-                else if (g_str_has_prefix(*p, "bind-propagation="))
-                        g_strv_builder_add(rest, v);
-                else
-                        g_strv_builder_add(rest, *p); /* the generator's allow-list decides */
-        }
-        ret->type = g_strdup(type);
-        ret->source = g_strdup(source);
-        ret->destination = g_strdup(destination);
-        ret->options = g_strv_builder_end(rest);
-}
-
-void kiln_mount_option_clear(KilnMountOption *option)
-{
-        g_clear_pointer(&option->type, g_free);
-        g_clear_pointer(&option->source, g_free);
-        g_clear_pointer(&option->destination, g_free);
-        g_clear_pointer(&option->options, g_strfreev);
 }
 
 /* The message owns its descriptors; the run keeps duplicates for as long as it needs them. */

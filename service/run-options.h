@@ -9,7 +9,7 @@
 #include "errors.h"
 
 typedef struct KilnVolumeFd {
-        int fd; /* owned */
+        int fd; /* owned; moved into resolved_volumes when the run is resolved */
         char *destination;
         char *options;
 } KilnVolumeFd;
@@ -40,24 +40,12 @@ typedef struct KilnRunOptions {
         guint64 timeout_usec;
         gboolean detach;
 
-        /* Not an option: host path → O_PATH descriptor of a volume source, opened as the caller
-         * before authorization (run-privileges.h); NULL for uid 0 callers. */
-        GHashTable *opened_sources;
+        /* Not an option: every volume and mount of the run (the builder's included), resolved once before
+         * authorization (run-volumes.h); the authorization and the preparation read only this. */
+        GPtrArray *resolved_volumes; /* KilnRunVolume */
 } KilnRunOptions;
 
 void kiln_run_options_init(KilnRunOptions *options);
-/* One --mount value ("type=bind|tmpfs|cache,source=S,destination=D,..." in buildah's spelling:
- * src, dst and target too; bind when no type is given; the last of a repeated key counts), parsed
- * once for both the authorization and the preparation of a run, so they agree on what is bound. */
-typedef struct KilnMountOption {
-        char *type;        /* "bind", "tmpfs" or "cache" */
-        char *source;      /* NULL when not given */
-        char *destination; /* NULL when not given */
-        char **options;    /* the rest, in mount(8) spelling: size=, mode=, ro, propagation, ... */
-} KilnMountOption;
-void kiln_mount_option_parse(const char *value, KilnMountOption *ret);
-void kiln_mount_option_clear(KilnMountOption *option);
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnMountOption, kiln_mount_option_clear)
 void kiln_run_options_clear(KilnRunOptions *options);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnRunOptions, kiln_run_options_clear)
 

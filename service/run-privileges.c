@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <sys/capability.h>
 
-#include "caller-open.h"
 #include "run-privileges.h"
+#include "run-volumes.h"
 #include "run.h"
 #include "spec.h"
 
@@ -60,74 +60,24 @@ static void check_runtime(GPtrArray *reasons, KilnManager *m, const KilnRunOptio
                 g_ptr_array_add(reasons, g_strdup("runtime_args"));
 }
 
-/* One volume source: opened as the caller (kept for the run), or a reason. */
-static gboolean check_source(GPtrArray *reasons, KilnRunOptions *o, const KilnCreds *caller, const char *arg,
-                             const char *source, const char *options, GError **error)
+/* From the run's one resolved list of volumes and mounts (run-volumes.h), the very entries the run
+ * binds: every spelling of an option arrives here parsed. */
+static void check_volumes(GPtrArray *reasons, const KilnRunOptions *o)
 {
-        g_auto(GStrv) opts = options && *options ? g_strsplit(options, ",", -1) : NULL;
-        int fd;
+        for (guint i = 0; o->resolved_volumes && i < o->resolved_volumes->len; i++) {
+                const KilnRunVolume *v = o->resolved_volumes->pdata[i];
+                const char *source = v->source ? v->source : "its source";
 
-        if (opts && g_strv_contains((const char *const *)opts, "U"))
-                g_ptr_array_add(reasons, g_strdup_printf("%s option U, which gives away the owner of %s",
-                                                         arg, source));
-        if (g_hash_table_contains(o->opened_sources, source))
-                return TRUE;
-        fd = kiln_open_as_caller(caller, source);
-        if (fd >= 0) {
-                g_hash_table_insert(o->opened_sources, g_strdup(source), GINT_TO_POINTER(fd));
-                return TRUE;
-        }
-        if (errno == EACCES || errno == EPERM) {
-                g_ptr_array_add(reasons,
-                                g_strdup_printf("volume source %s, which the caller cannot read", source));
-                return TRUE;
-        }
-        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
-                         g_strerror(errno));
-}
-
-static void close_source(gpointer fd)
-{
-        close(GPOINTER_TO_INT(fd));
-}
-
-static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunOptions *o,
-                              const KilnCreds *caller, GError **error)
-{
-        char **lists[] = {b->config.volumes, o->volumes};
-
-        o->opened_sources = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, close_source);
-        for (size_t l = 0; l < G_N_ELEMENTS(lists); l++)
-                for (char **v = lists[l]; v && *v; v++) {
-                        g_auto(GStrv) parts = g_strsplit(*v, ":", 3);
-                        g_autofree char *arg = g_strdup_printf("volumes[%d]", (int)(v - lists[l]));
-                        if (!check_source(reasons, o, caller, arg, parts[0], parts[1] ? parts[2] : NULL,
-                                          error))
-                                return FALSE;
-                }
-        for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
-                g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(mnt - o->mounts));
-                g_auto(KilnMountOption) mount = {0};
-
-                kiln_mount_option_parse(*mnt, &mount);
-                if (g_str_equal(mount.type, "bind") && mount.source &&
-                    !check_source(reasons, o, caller, arg, mount.source, NULL, error))
-                        return FALSE;
-        }
-        for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {
-                const KilnVolumeFd *v = &g_array_index(o->volume_fds, KilnVolumeFd, i);
-                g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
-                g_auto(GStrv) opts = v->options && *v->options ? g_strsplit(v->options, ",", -1) : NULL;
-                if (opts && g_strv_contains((const char *const *)opts, "U"))
+                if (v->flags & KILN_RUN_VOLUME_CHOWN)
                         g_ptr_array_add(reasons,
-                                        g_strdup_printf("%s option U, which gives away owners", arg));
-                /* An O_PATH descriptor proves only that the caller could walk to the source. */
-                if (!kiln_caller_can_read(caller, v->fd))
+                                        g_strdup_printf("%s option U, which gives away the owner of %s",
+                                                        v->arg, source));
+                if (v->unreadable)
                         g_ptr_array_add(reasons,
-                                        g_strdup_printf("%s (to %s), whose source the caller cannot read",
-                                                        arg, v->destination));
+                                        g_strdup_printf("%s (to %s): volume source %s, which the caller "
+                                                        "cannot read",
+                                                        v->arg, v->destination, source));
         }
-        return TRUE;
 }
 
 GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o,
@@ -135,6 +85,11 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
 {
         g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
 
+        /* Fail closed: without the resolved list nothing about the volumes is known. */
+        if (!o->resolved_volumes) {
+                kiln_fail(error, KILN_ERROR_CODE_FAILED, "The run's volumes were not resolved");
+                return NULL;
+        }
         /* uid 0 is root on the host already: nothing it asks for weakens anything it holds. */
         if (caller->uid == 0)
                 return g_steal_pointer(&reasons);
@@ -150,7 +105,6 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
         check_runtime(reasons, m, o);
         if (m->config->no_new_privileges && o->no_new_privileges == 0)
                 g_ptr_array_add(reasons, g_strdup("no_new_privileges=false"));
-        if (!check_volumes(reasons, b, o, caller, error))
-                return NULL;
+        check_volumes(reasons, o);
         return g_steal_pointer(&reasons);
 }

@@ -9,9 +9,8 @@
 
 /* The reasons, as short phrases for the authorization dialog and errors ("network=host",
  * "cap_add CAP_SYS_ADMIN", "volume source /root, which the caller cannot read"); empty when the run
- * keeps isolation intact. For a caller other than uid 0 every volume source given as a path is
- * opened here as the caller (caller-open.h) into @options->opened_sources, so the run later binds
- * what the caller reached, not what the path names by then. NULL with InvalidArgument for a
- * source that does not exist or an option that cannot be resolved. */
+ * keeps isolation intact. Volumes and mounts are judged from @options->resolved_volumes
+ * (kiln_run_volumes_resolve() made it first), the list the run is prepared from. NULL with
+ * InvalidArgument for an option that cannot be resolved. */
 GPtrArray *kiln_run_weakenings(KilnManager *manager, const KilnBuilder *builder, KilnRunOptions *options,
                                const KilnCreds *caller, GError **error);

@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
-#include <sys/capability.h>
 #include <ftw.h>
+#include <linux/openat2.h>
+#include <sys/capability.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "kiln-build-config.h"
 
 #include "passwd.h"
 #include "rootfs.h"
 #include "run.h"
+#include "run-volumes.h"
 #include "runtime.h"
 #include "seccomp-profile.h"
 #include "spec.h"
@@ -48,7 +52,7 @@ void kiln_run_plan_free(KilnRunPlan *plan)
                 return;
         /* Staged volumes first: the bundle is removed without crossing into other file systems. */
         for (guint i = 0; plan->staged && i < plan->staged->len; i++)
-                if (umount2(plan->staged->pdata[i], MNT_DETACH) < 0)
+                if (umount2(plan->staged->pdata[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
                         g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i], g_strerror(errno));
         g_clear_pointer(&plan->staged, g_ptr_array_unref);
         if (plan->bundle_dir) {
@@ -82,7 +86,6 @@ typedef struct {
         GArray *devices;        /* KilnDevice */
         GArray *gids;           /* guint32 */
         JsonNode *seccomp;
-        GHashTable *opened_sources; /* the options', borrowed */
 } SpecScratch;
 
 static void spec_scratch_clear(SpecScratch *s)
@@ -108,9 +111,9 @@ static const char *const *keep_list(SpecScratch *s, char **owned)
         return (const char *const *)owned;
 }
 
-/* "SRC:DST[:OPTS]" (checked when the options were read) into a bind or overlay mount. `O` makes an
- * overlay whose throw-away upper and work dirs live in the bundle; `U`, `z` and `Z` are handled by the
- * generator's allow-list (z/Z are no-ops without SELinux). */
+/* The run's volumes and mounts come from its one resolved list (run-volumes.h), the list its
+ * authorization judged. `O` makes an overlay whose throw-away upper and work dirs live in the bundle;
+ * `U` gives the source to the run's user; z and Z are no-ops without SELinux. */
 /* nftw() passes no user data; kilnd prepares runs on its one main-loop thread, so these are safe. */
 static uid_t chown_uid;
 static gid_t chown_gid;
@@ -122,7 +125,8 @@ static int chown_entry(const char *path, const struct stat *st, int flag, struct
 
 /* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTW_PHYS never follows a
  * symlink in the tree and FTW_MOUNT never leaves its file system. For a caller other than uid 0, `U`
- * needs run-privileged (run-privileges.c); the path is the caller's own choice. */
+ * needs run-privileged (run-privileges.c), and @source is the staged bind of what the caller opened,
+ * not a path it named. */
 static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t gid, GError **error)
 {
         chown_uid = uid;
@@ -132,34 +136,64 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
         return TRUE;
 }
 
-/* A volume the caller passed as a descriptor is bind-mounted into the bundle first, by kilnd, in the
- * host's mount namespace where the descriptor's mount lives (the runtime binds in the container's
- * new namespace, where a mount of another namespace cannot be the source). This is safe: the
- * descriptor was opened by the caller, so the bind shows only what the caller could open, and the
- * bundle sits in RUNTIME/bundles, which only root may enter (a bundle of a run in a user namespace is
- * 0711 itself, for the mapped root inside kiln-runtime-ns's namespace). */
-static gboolean stage_volume_fd(KilnRunPlan *plan, const KilnVolumeFd *v, const char *arg, char **ret_path,
-                                GError **error)
+/* A source held as a descriptor is bind-mounted into the bundle first, by kilnd, in the host's mount
+ * namespace where the descriptor's mount lives (the runtime binds in the container's new namespace,
+ * where a mount of another namespace cannot be the source), and the runtime then binds that staged
+ * path: it never resolves a path a caller named. This is safe: the descriptor is never a symlink
+ * (for a caller other than uid 0, a directory or a regular file: run-volumes.c checked), opened by or
+ * as the caller (or, for a source the caller cannot read, by kilnd once run-privileged was granted),
+ * so the bind shows only what was authorized; the bundle sits in RUNTIME/bundles, which only root
+ * may enter (a bundle of a run in a user namespace is 0711 itself, for the mapped root inside
+ * kiln-runtime-ns's namespace). */
+static gboolean stage_fd(KilnRunPlan *plan, int fd, const char *arg, char **ret_path, GError **error)
 {
         g_autofree char *target =
                 g_strdup_printf("%s/volume-%u", plan->bundle_dir, plan->staged ? plan->staged->len : 0);
-        g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", v->fd);
+        g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", fd);
         struct stat st;
 
-        if (fstat(v->fd, &st) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: fstat: %s", arg,
-                                 g_strerror(errno));
+        if (fstat(fd, &st) < 0)
+                return kiln_invalid(error, arg, "fstat: %s", g_strerror(errno));
+        /* A symlink would be bound as the link, and its unmount would follow it. */
+        if (S_ISLNK(st.st_mode))
+                return kiln_invalid(error, arg, "the source is not a directory or a regular file");
         if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create %s: %s", target,
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot stage %s: %s", arg,
                                  g_strerror(errno));
         if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot bind it: %s",
-                                 arg, g_strerror(errno));
+                return kiln_invalid(error, arg, "cannot bind it: %s", g_strerror(errno));
         if (!plan->staged)
                 plan->staged = g_ptr_array_new_with_free_func(g_free);
         g_ptr_array_add(plan->staged, g_strdup(target));
         *ret_path = g_steal_pointer(&target);
         return TRUE;
+}
+
+/* A source the caller cannot read, bound now that run-privileged was granted: opened by kilnd (as
+ * root, which is what the grant allows) and staged like any other, so the runtime still binds no
+ * path of the caller's. Magic links stay refused. */
+static int open_privileged_source(const KilnRunVolume *v, GError **error)
+{
+#ifdef SYS_openat2
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
+        int fd = (int)syscall(SYS_openat2, AT_FDCWD, v->source, &how, sizeof(how));
+#else
+        int fd = -1;
+        errno = ENOSYS;
+#endif
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                kiln_invalid(error, v->arg, "source '%s': %s", v->source, g_strerror(errno));
+                kiln_close_fdp(&fd);
+                return -1;
+        }
+        if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+                kiln_invalid(error, v->arg, "the source is not a directory or a regular file");
+                kiln_close_fdp(&fd);
+                return -1;
+        }
+        return fd;
 }
 
 /* The host ids of the run's user: what files kilnd makes for it inside the root file system or a volume
@@ -178,84 +212,68 @@ static gboolean run_user_host_ids(const SpecScratch *s, uid_t *uid, gid_t *gid, 
         return TRUE;
 }
 
-static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const char *arg, const char *source,
-                           const char *destination, const char *options, GError **error)
+static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, GError **error)
 {
-        g_auto(GStrv) opts = options && *options ? g_strsplit(options, ",", -1) : g_new0(char *, 1);
-        KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(arg))};
+        KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(v->arg))};
         const char *bundle = plan->bundle_dir;
+        const char *source = v->source;
         g_autofree char *staged = NULL;
         struct stat st;
         uid_t uid = (uid_t)-1; /* -1: set below; to chown, "leave as is" */
         gid_t gid = (gid_t)-1;
 
-        /* A source that the caller opened itself before authorization is bound from that descriptor;
-         * any other host path reaches here only for uid 0 or with run-privileged (run-privileges.c). */
-        if (s->opened_sources && g_hash_table_contains(s->opened_sources, source)) {
-                KilnVolumeFd v = {.fd = GPOINTER_TO_INT(g_hash_table_lookup(s->opened_sources, source))};
-                if (!stage_volume_fd(plan, &v, arg, &staged, error))
+        if (v->kind == KILN_RUN_VOLUME_TMPFS) {
+                mount.type = KILN_MOUNT_TMPFS;
+                mount.destination = keep(s, g_strdup(v->destination));
+                mount.options = keep_list(s, g_strdupv(v->options));
+                g_array_append_val(s->mounts, mount);
+                return TRUE;
+        }
+        /* A source held open (volume_fds, or a path a caller other than uid 0 named, opened as the
+         * caller) is bound from that descriptor; so is one the caller cannot read, opened now. Only
+         * uid 0's paths reach the runtime as paths. */
+        if (v->fd >= 0) {
+                if (!stage_fd(plan, v->fd, v->arg, &staged, error))
+                        return FALSE;
+                source = staged;
+        } else if (v->unreadable) {
+                _cleanup_close_ int fd = open_privileged_source(v, error);
+                if (fd < 0 || !stage_fd(plan, fd, v->arg, &staged, error))
                         return FALSE;
                 source = staged;
         }
-        if (stat(source, &st) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: source '%s': %s", arg, source,
-                            g_strerror(errno));
-        if (g_strv_contains((const char *const *)opts, "U") &&
-            (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(arg, source, uid, gid, error)))
+        if (!source || stat(source, &st) < 0)
+                return kiln_invalid(error, v->arg, "source '%s': %s", source ? source : "",
+                                    g_strerror(errno));
+        /* `U` changes the owner of what is bound (the staged mount, for a descriptor). */
+        if ((v->flags & KILN_RUN_VOLUME_CHOWN) &&
+            (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(v->arg, source, uid, gid, error)))
                 return FALSE;
-        if (g_strv_contains((const char *const *)opts, "O")) {
+        if (v->kind == KILN_RUN_VOLUME_OVERLAY) {
                 g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
                 g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);
                 g_autofree char *upper = g_build_filename(dir, "upper", NULL);
                 g_autofree char *work = g_build_filename(dir, "work", NULL);
 
                 if (g_mkdir_with_parents(upper, 0700) < 0 || g_mkdir_with_parents(work, 0700) < 0)
-                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s", arg,
-                                    g_strerror(errno));
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                         "Cannot create an overlay for %s: %s", v->arg, g_strerror(errno));
                 mount.type = KILN_MOUNT_OVERLAY;
                 g_ptr_array_add(o, g_strconcat("lowerdir=", source, NULL));
                 g_ptr_array_add(o, g_strconcat("upperdir=", upper, NULL));
                 g_ptr_array_add(o, g_strconcat("workdir=", work, NULL));
-                for (char **p = opts; *p; p++)
-                        if (!g_str_equal(*p, "O") && !g_str_equal(*p, "z") && !g_str_equal(*p, "Z") &&
-                            !g_str_equal(*p, "U"))
-                                g_ptr_array_add(o, g_strdup(*p));
+                /* The parsed options only: no caller string can name another lower, upper or work dir. */
+                for (char **p = v->options; p && *p; p++)
+                        g_ptr_array_add(o, g_strdup(*p));
                 g_ptr_array_add(o, NULL);
                 mount.options = keep_list(s, (char **)g_ptr_array_free(g_steal_pointer(&o), FALSE));
         } else {
-                mount.options = keep_list(s, g_steal_pointer(&opts));
+                mount.options = keep_list(s, g_strdupv(v->options));
         }
         mount.source = keep(s, g_strdup(source));
-        mount.destination = keep(s, g_strdup(destination));
+        mount.destination = keep(s, g_strdup(v->destination));
         g_array_append_val(s->mounts, mount);
         return TRUE;
-}
-
-/* --mount type=bind,source=S,destination=D[,ro|rw|...] and type=tmpfs,destination=D[,tmpfs-size=N,
- * tmpfs-mode=M], in buildah's spelling (src/dst/target accepted too). */
-static gboolean add_mount_option(SpecScratch *s, KilnRunPlan *plan, const char *arg, const char *value,
-                                 GError **error)
-{
-        g_auto(KilnMountOption) m = {0};
-
-        kiln_mount_option_parse(value, &m);
-        if (!m.destination || !g_path_is_absolute(m.destination))
-                return kiln_invalid(error, arg, "'%s' needs an absolute destination", value);
-        if (g_str_equal(m.type, "cache"))
-                return kiln_invalid(error, arg, "type=cache is not supported yet");
-        if (g_str_equal(m.type, "tmpfs")) {
-                KilnMount mount = {.type = KILN_MOUNT_TMPFS, .destination = keep(s, g_strdup(m.destination)),
-                                   .arg = keep(s, g_strdup(arg)),
-                                   .options = keep_list(s, g_steal_pointer(&m.options))};
-                g_array_append_val(s->mounts, mount);
-                return TRUE;
-        }
-        if (!m.source || !g_path_is_absolute(m.source))
-                return kiln_invalid(error, arg, "'%s' needs an absolute source", value);
-        {
-                g_autofree char *joined = g_strjoinv(",", m.options);
-                return add_volume(s, plan, arg, m.source, m.destination, joined, error);
-        }
 }
 
 static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GError **error)
@@ -428,31 +446,14 @@ static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile
         return s->seccomp != NULL;
 }
 
-static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnBuilder *b, const KilnRunOptions *o,
-                            GError **error)
+static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnRunOptions *o, GError **error)
 {
-        char **lists[] = {b->config.volumes, o->volumes};
-
-        for (size_t l = 0; l < G_N_ELEMENTS(lists); l++)
-                for (char **v = lists[l]; v && *v; v++) {
-                        g_auto(GStrv) parts = g_strsplit(*v, ":", 3);
-                        g_autofree char *arg = g_strdup_printf("volumes[%d]", (int)(v - lists[l]));
-                        if (!add_volume(s, plan, arg, parts[0], parts[1], parts[2], error))
-                                return FALSE;
-                }
-        for (guint i = 0; o->volume_fds && i < o->volume_fds->len; i++) {
-                const KilnVolumeFd *v = &g_array_index(o->volume_fds, KilnVolumeFd, i);
-                g_autofree char *arg = g_strdup_printf("volume_fds[%u]", i);
-                g_autofree char *source = NULL;
-                if (!stage_volume_fd(plan, v, arg, &source, error) ||
-                    !add_volume(s, plan, arg, source, v->destination, v->options, error))
+        /* The list the authorization judged, never the option strings again. */
+        if (!o->resolved_volumes)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "The run's volumes were not resolved");
+        for (guint i = 0; i < o->resolved_volumes->len; i++)
+                if (!add_volume(s, plan, o->resolved_volumes->pdata[i], error))
                         return FALSE;
-        }
-        for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
-                g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(mnt - o->mounts));
-                if (!add_mount_option(s, plan, arg, *mnt, error))
-                        return FALSE;
-        }
         for (char **d = o->devices; d && *d; d++) {
                 g_autofree char *arg = g_strdup_printf("devices[%d]", (int)(d - o->devices));
                 if (!add_device(s, arg, *d, error))
@@ -641,7 +642,6 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         plan->manager = m;
         plan->builder_id = g_strdup(b->id);
         plan->early_exit_status = -1;
-        s.opened_sources = o->opened_sources;
         s.strings = g_ptr_array_new_with_free_func(g_free);
         s.string_lists = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
         s.mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
@@ -722,8 +722,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         if (plan->early_exit_status >= 0)
                 return g_steal_pointer(&plan);
 
-        if (!fill_mounts(&s, plan, b, o, error) ||
-            !fill_seccomp(m, &s, o->seccomp_profile, error) ||
+        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(m, &s, o->seccomp_profile, error) ||
             !write_generated_files(&s, m, b, plan->bundle_dir, o, error))
                 return NULL;
         spec = kiln_spec_generate(&s.in, error);

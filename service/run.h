@@ -21,15 +21,16 @@ typedef struct KilnRunPlan {
         char *state_root;   /* its --root */
         gboolean isolate;   /* the executor is kiln-isolate (isolation=chroot): one `run --detach` */
         char **argv;        /* as resolved in the root file system */
-        GPtrArray *staged;  /* bind mounts of the caller's volume descriptors, in the bundle */
+        GPtrArray *staged;  /* bind mounts of volume sources held as descriptors, in the bundle */
         /* When the command cannot run at all (not found: 127, not executable: 126) there is no
          * container: the status and a message for the caller's stderr are here instead. */
         int early_exit_status;
         char *early_message;
 } KilnRunPlan;
 
-/* Authorization happened before (run-privileges.h decides what needs run-privileged); volume sources
- * the caller opened are in @options->opened_sources. Errors name the option at fault. */
+/* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and
+ * mounts are bound from @options->resolved_volumes, the list it judged (run-volumes.h). Errors name
+ * the option at fault. */
 KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char **argv,
                               KilnRunOptions *options, GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);

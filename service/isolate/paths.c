@@ -102,7 +102,7 @@ gboolean iso_pivot(IsoRoot *root, bool no_pivot, GError **error)
          * cannot propagate anywhere, then detached: nothing of the host stays reachable. */
         if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
                 return iso_fail_errno(error, errno, "make the old root a slave");
-        if (umount2(".", MNT_DETACH) < 0)
+        if (umount2(".", MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
                 return iso_fail_errno(error, errno, "detach the old root");
         if (chdir("/") < 0)
                 return iso_fail_errno(error, errno, "chdir '/' in '%s'", r);

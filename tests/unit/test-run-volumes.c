@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The volume and --mount parsers of run-volumes.c: every spelling of an option that weakens isolation
+ * comes out as the same parsed flag, and nothing a caller writes reaches the spec generator unparsed. */
+#include "run-volumes.h"
+
+static void assert_options(const KilnRunVolume *v, const char *const *expected)
+{
+        g_assert_nonnull(v->options);
+        g_assert_cmpuint(g_strv_length(v->options), ==, g_strv_length((char **)expected));
+        for (guint i = 0; expected[i]; i++)
+                g_assert_cmpstr(v->options[i], ==, expected[i]);
+}
+
+static void assert_refused(KilnRunVolume *v, GError *error, const char *arg, const char *fragment)
+{
+        g_assert_null(v);
+        g_assert_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT);
+        /* Every message names the argument it is about. */
+        g_assert_nonnull(strstr(error->message, arg));
+        if (fragment)
+                g_assert_nonnull(strstr(error->message, fragment));
+}
+
+static void test_volume_spec(void)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnRunVolume) plain = kiln_run_volume_parse("volumes[0]", "/src:/dst", &error);
+        g_autoptr(KilnRunVolume) full =
+                kiln_run_volume_parse("volumes[1]", "/src:/dst:ro,U,z,rslave,nosuid", &error);
+        g_autoptr(KilnRunVolume) overlay =
+                kiln_run_volume_parse("builder volumes[0]", "/src:/dst:O,nodev", &error);
+
+        g_assert_no_error(error);
+        g_assert_cmpstr(plain->arg, ==, "volumes[0]");
+        g_assert_cmpint(plain->kind, ==, KILN_RUN_VOLUME_BIND);
+        g_assert_cmpstr(plain->source, ==, "/src");
+        g_assert_cmpstr(plain->destination, ==, "/dst");
+        g_assert_cmpint(plain->fd, ==, -1);
+        g_assert_cmpint(plain->flags, ==, 0);
+        assert_options(plain, (const char *const[]){NULL});
+
+        g_assert_cmpint(full->flags, ==, KILN_RUN_VOLUME_CHOWN | KILN_RUN_VOLUME_RELABEL);
+        assert_options(full, (const char *const[]){"ro", "rslave", "nosuid", NULL});
+
+        g_assert_cmpstr(overlay->arg, ==, "builder volumes[0]");
+        g_assert_cmpint(overlay->kind, ==, KILN_RUN_VOLUME_OVERLAY);
+        assert_options(overlay, (const char *const[]){"nodev", NULL});
+}
+
+static void test_volume_spec_refused(void)
+{
+        static const char *const bad[] = {
+                "/src",
+                "relative:/dst",
+                "/src:relative",
+                "/src:/dst:bogus",
+                "/src:/dst:ro,lowerdir=/etc",
+                "/a:/b:c:d",
+                "/src:/dst:U,",
+                NULL,
+        };
+
+        for (const char *const *spec = bad; *spec; spec++) {
+                g_autoptr(GError) error = NULL;
+                KilnRunVolume *v = kiln_run_volume_parse("volumes[3]", *spec, &error);
+                assert_refused(v, error, "volumes[3]", NULL);
+        }
+}
+
+static void test_volume_fd(void)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnRunVolume) v = kiln_run_volume_parse_fd("volume_fds[0]", "/data", "U,ro", &error);
+        KilnRunVolume *bad;
+
+        g_assert_no_error(error);
+        g_assert_null(v->source);
+        g_assert_cmpint(v->fd, ==, -1);
+        g_assert_cmpstr(v->destination, ==, "/data");
+        g_assert_cmpint(v->flags, ==, KILN_RUN_VOLUME_CHOWN);
+        assert_options(v, (const char *const[]){"ro", NULL});
+
+        bad = kiln_run_volume_parse_fd("volume_fds[2]", "/data", "upperdir=/x", &error);
+        assert_refused(bad, error, "volume_fds[2]", "upperdir");
+        g_clear_error(&error);
+        bad = kiln_run_volume_parse_fd("volume_fds[2]", "data", "", &error);
+        assert_refused(bad, error, "volume_fds[2]", NULL);
+}
+
+/* `U` however it is spelt in a --mount: alone, first, last, among others. */
+static void test_mount_chown_spellings(void)
+{
+        static const char *const spellings[] = {
+                "type=bind,src=/etc,dst=/v,U",
+                "U,type=bind,src=/etc,dst=/v",
+                "type=bind,U,source=/etc,target=/v,ro",
+                "src=/etc,dst=/v,U",
+                "type=bind,source=/etc,destination=/v,readonly,U,U",
+                NULL,
+        };
+
+        for (const char *const *m = spellings; *m; m++) {
+                g_autoptr(GError) error = NULL;
+                g_autoptr(KilnRunVolume) v = kiln_run_mount_parse("mounts[0]", *m, &error);
+
+                g_assert_no_error(error);
+                g_assert_cmpint(v->kind, ==, KILN_RUN_VOLUME_BIND);
+                g_assert_true(v->flags & KILN_RUN_VOLUME_CHOWN);
+                g_assert_cmpstr(v->source, ==, "/etc");
+                g_assert_cmpstr(v->destination, ==, "/v");
+                for (char **o = v->options; *o; o++)
+                        g_assert_cmpstr(*o, !=, "U");
+        }
+}
+
+static void test_mount_bind_and_tmpfs(void)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnRunVolume) bind = kiln_run_mount_parse(
+                "mounts[1]", "type=bind,src=/s,dst=/d,readonly,bind-propagation=rshared,O", &error);
+        g_autoptr(KilnRunVolume) tmpfs = kiln_run_mount_parse(
+                "mounts[2]", "type=tmpfs,destination=/t,tmpfs-size=64m,tmpfs-mode=1777,exec", &error);
+
+        g_assert_no_error(error);
+        g_assert_cmpint(bind->kind, ==, KILN_RUN_VOLUME_OVERLAY);
+        assert_options(bind, (const char *const[]){"ro", "rshared", NULL});
+        g_assert_cmpint(tmpfs->kind, ==, KILN_RUN_VOLUME_TMPFS);
+        g_assert_null(tmpfs->source);
+        g_assert_cmpstr(tmpfs->destination, ==, "/t");
+        assert_options(tmpfs, (const char *const[]){"size=64m", "mode=1777", "exec", NULL});
+}
+
+static void test_mount_refused(void)
+{
+        static const struct {
+                const char *value;
+                const char *fragment;
+        } bad[] = {
+                {"type=bind,src=/s,dst=/d,O,lowerdir=/etc", "lowerdir"},
+                {"type=bind,src=/s,dst=/d,O,upperdir=/tmp/u", "upperdir"},
+                {"type=bind,src=/s,dst=/d,workdir=/tmp/w", "workdir"},
+                {"type=bind,src=/s,dst=/d,bind-propagation=bogus", "bogus"},
+                {"type=bind,src=/s,dst=/d,size=1g", "size"},
+                {"type=tmpfs,dst=/t,U", "U"},
+                {"type=tmpfs,dst=/t,O", "O"},
+                {"type=tmpfs,src=/etc,dst=/t", "src"},
+                {"type=volume,src=/s,dst=/d", "type"},
+                {"type=cache,dst=/d", "cache"},
+                {"type=bind,src=/s", "destination"},
+                {"type=bind,dst=/d", "source"},
+                {"type=bind,src=relative,dst=/d", "source"},
+                {"type=bind,src=/s,dst=/d,", "''"},
+        };
+
+        for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+                g_autoptr(GError) error = NULL;
+                KilnRunVolume *v = kiln_run_mount_parse("mounts[4]", bad[i].value, &error);
+                assert_refused(v, error, "mounts[4]", bad[i].fragment);
+        }
+}
+
+int main(int argc, char **argv)
+{
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/run-volumes/volume-spec", test_volume_spec);
+        g_test_add_func("/run-volumes/volume-spec-refused", test_volume_spec_refused);
+        g_test_add_func("/run-volumes/volume-fd", test_volume_fd);
+        g_test_add_func("/run-volumes/mount-chown-spellings", test_mount_chown_spellings);
+        g_test_add_func("/run-volumes/mount-bind-and-tmpfs", test_mount_bind_and_tmpfs);
+        g_test_add_func("/run-volumes/mount-refused", test_mount_refused);
+        return g_test_run();
+}
