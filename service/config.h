@@ -14,6 +14,9 @@
  *   MaxBuilders=10000                  builders on the host in all
  *   ProcessesPerUser=64                running processes one uid may have (uid 0 included)
  *   CaptureBytes=1048576               RunCaptured's bound per stream
+ *   ImportBytes=10737418240            bytes of file content in one imported layer (0: no bound)
+ *   StorageBytesPerUser=21474836480    bytes of file content in the layers one uid's builders use
+ *                                      (uid 0 is not limited; 0: no bound)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -53,6 +56,8 @@ typedef struct KilnConfig {
         unsigned processes_per_user;
         unsigned capture_bytes;
         unsigned process_linger_seconds;
+        guint64 import_bytes;           /* G_MAXUINT64: no bound */
+        guint64 storage_bytes_per_user; /* G_MAXUINT64: no bound */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */
