@@ -287,8 +287,8 @@ static GPtrArray *strv_array(const char *const *v)
  * layer name (imports in progress, records) is ever a candidate. */
 static void test_layers_unused(void)
 {
-        const char *const listing[] = {LAYER_A, LAYER_B, LAYER_C, ".tmp-0123", ".sizes", ".fingerprints",
-                                       "AAAA", NULL};
+        const char *const listing[] = {LAYER_A,  LAYER_B,         LAYER_C, ".tmp-0123",
+                                       ".sizes", ".fingerprints", "AAAA",  NULL};
         const KilnLayerUse two_share_a[] = {{1000, LAYER_A}, {1001, LAYER_A}};
         g_autoptr(GPtrArray) names = strv_array(listing);
         g_autoptr(GArray) uses = uses_of(two_share_a, 2);
@@ -339,9 +339,15 @@ static void test_layer_uses_bytes(void)
  * same prefix), deepest first, a stacked mount once per layer, later mounts first. */
 static void test_mounts_below(void)
 {
-        const char *const points[] = {"/", "/run/kiln", "/run/kiln/bundles", "/run/kiln/bundles/c1/volume-0",
-                                      "/run/kiln/bundles-other/x", "/run/kiln/bundles/c1/volume-0/sub",
-                                      "/run/kiln/bundles/c2/volume-0", "/run/kiln/bundles/c1/volume-0", NULL};
+        const char *const points[] = {"/",
+                                      "/run/kiln",
+                                      "/run/kiln/bundles",
+                                      "/run/kiln/bundles/c1/volume-0",
+                                      "/run/kiln/bundles-other/x",
+                                      "/run/kiln/bundles/c1/volume-0/sub",
+                                      "/run/kiln/bundles/c2/volume-0",
+                                      "/run/kiln/bundles/c1/volume-0",
+                                      NULL};
         g_autoptr(GPtrArray) all = strv_array(points);
         g_autoptr(GPtrArray) below = kiln_mounts_below(all, "/run/kiln/bundles");
 

@@ -1001,7 +1001,7 @@ static void test_import_limit(Fixture *f, gconstpointer data)
         gboolean have_tmp;
         guint before;
 
-        write_file(file, "0123456789abcdef0123456789abcdef!"); /* 33 bytes */
+        write_file(file, "0123456789abcdef0123456789abcdef!");      /* 33 bytes */
         write_file(small_file, "0123456789abcdef0123456789abcdef"); /* 32 bytes */
         kiln_storage_set_limits(f->storage, 32, G_MAXUINT64);
         before = count_layers(f, &have_tmp);
