@@ -487,11 +487,19 @@ void kiln_storage_cleanup_stale(KilnStorage *s)
 
 /* ---- import ---- */
 
+/* The bound of one import. */
+typedef struct ImportBound {
+        const char *name; /* the [Limits] key that decides */
+        guint64 setting;  /* its value */
+        guint64 max;      /* --max-bytes: what is left of it */
+        guint64 in_use;   /* StorageBytesPerUser: the caller's bytes when the import started */
+        uid_t uid;        /* the caller, bound by StorageBytesPerUser; 0: not */
+} ImportBound;
+
 typedef struct ImportState {
         KilnStorage *storage;
-        gboolean busy;          /* counted in storage->busy until the caller took the result */
-        const char *limit_name; /* the [Limits] key --max-bytes came from */
-        guint64 limit;
+        gboolean busy; /* counted in storage->busy until the caller took the result */
+        ImportBound bound;
         GSubprocess *proc;
         GCancellable *cancellable;
         gulong cancel_id;
@@ -501,6 +509,8 @@ typedef struct ImportState {
 } ImportState;
 
 static void collect_soon(KilnStorage *s);
+static guint64 layer_size(KilnStorage *s, const char *digest);
+static guint64 layer_size_cb(const char *digest, gpointer data);
 
 /* The helper's result is taken (or will never be): a layer it returned is now either used by a builder
  * or free to collect. */
@@ -575,6 +585,36 @@ static char *helper_message(GBytes *err_bytes)
         return NULL;
 }
 
+/* A tree imported before costs its caller no new bytes in kiln-import, but a layer the caller's builders
+ * do not use yet costs its size: checked here, once the layer is known. Returns TRUE (and fails @task)
+ * past [Limits] StorageBytesPerUser; the layer, used by nobody new, is collected. */
+static gboolean over_user_bound(ImportState *st, const char *digest, GTask *task)
+{
+        KilnStorage *s = st->storage;
+        g_autoptr(GArray) uses = NULL;
+        guint64 used, cost;
+
+        if (st->bound.uid == 0 || s->bytes_per_user == G_MAXUINT64 || !s->uses_func)
+                return FALSE;
+        uses = s->uses_func(s->uses_data);
+        for (guint i = 0; i < uses->len; i++) {
+                const KilnLayerUse *u = &g_array_index(uses, KilnLayerUse, i);
+                if (u->owner == st->bound.uid && g_str_equal(u->layer, digest))
+                        return FALSE;
+        }
+        used = kiln_layer_uses_bytes(uses, st->bound.uid, layer_size_cb, s);
+        cost = layer_size(s, digest);
+        if (cost <= s->bytes_per_user - MIN(used, s->bytes_per_user))
+                return FALSE;
+        s->collect_pending = TRUE;
+        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                "the tree holds %" G_GUINT64_FORMAT " bytes of file content "
+                                "([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                " of it in use)",
+                                cost, s->bytes_per_user, used);
+        return TRUE;
+}
+
 static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
 {
         g_autoptr(GTask) task = data;
@@ -611,11 +651,13 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
                 out_data = out ? g_bytes_get_data(out, &out_len) : NULL;
                 if (out_len == KILN_LAYER_DIGEST_LENGTH + 1 && out_data[KILN_LAYER_DIGEST_LENGTH] == '\n') {
                         char *digest = g_strndup(out_data, KILN_LAYER_DIGEST_LENGTH);
-                        if (kiln_hex64_is_valid(digest)) {
+                        if (kiln_hex64_is_valid(digest) && !over_user_bound(st, digest, task)) {
                                 g_task_return_pointer(task, digest, g_free);
                                 return;
                         }
                         g_free(digest);
+                        if (g_task_had_error(task))
+                                return;
                 }
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no layer digest",
                                         HELPER_NAME);
@@ -637,9 +679,17 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
                 break;
         case KILN_IMPORT_EXIT_LIMIT:
                 /* LimitExceeded on the bus; the message names the setting. */
-                g_task_return_new_error(
-                        task, G_IO_ERROR, G_IO_ERROR_NO_SPACE, "%s ([Limits] %s=%" G_GUINT64_FORMAT ")",
-                        message ? message : "the tree is too large", st->limit_name, st->limit);
+                if (st->bound.uid != 0 && g_str_equal(st->bound.name, "StorageBytesPerUser"))
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                "%s ([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT
+                                                ", %" G_GUINT64_FORMAT " of it in use)",
+                                                message ? message : "the tree is too large",
+                                                st->bound.setting, st->bound.in_use);
+                else
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                "%s ([Limits] %s=%" G_GUINT64_FORMAT ")",
+                                                message ? message : "the tree is too large", st->bound.name,
+                                                st->bound.setting);
                 return;
         default:
                 code = G_IO_ERROR_FAILED;
@@ -654,8 +704,8 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
 
 /* Runs kiln-import with @argv (the helper's arguments, not yet NULL-terminated) for @task; @src_fd, if
  * not -1, becomes its fd 3. The layer it writes holds at most @limit bytes, the setting @limit_name. */
-static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, const char *limit_name,
-                         guint64 limit, GCancellable *cancellable)
+static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, const ImportBound *bound,
+                         GCancellable *cancellable)
 {
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GError) error = NULL;
@@ -666,7 +716,7 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         g_ptr_array_add(argv, g_strdup("--parent-pid"));
         g_ptr_array_add(argv, g_strdup_printf("%d", (int)getpid()));
         g_ptr_array_add(argv, g_strdup("--max-bytes"));
-        g_ptr_array_add(argv, g_strdup_printf("%" G_GUINT64_FORMAT, limit));
+        g_ptr_array_add(argv, g_strdup_printf("%" G_GUINT64_FORMAT, bound->max));
         g_ptr_array_add(argv, NULL);
         launcher =
                 g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
@@ -677,8 +727,7 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
 
         st = g_new0(ImportState, 1);
         st->storage = s;
-        st->limit_name = limit_name;
-        st->limit = limit;
+        st->bound = *bound;
         g_mutex_init(&st->lock);
         st->context = g_main_context_ref_thread_default();
         st->cancellable = cancellable ? g_object_ref(cancellable) : NULL;
@@ -707,8 +756,7 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
 {
         g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        const char *limit_name = "ImportBytes";
-        guint64 limit;
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
 
         g_task_set_source_tag(task, kiln_storage_import_async);
 
@@ -732,12 +780,13 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
         }
 
         /* The smaller bound decides, and is the one an error names. uid 0 has no per-user bound. */
-        limit = s->import_bytes;
         if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
-                guint64 used = kiln_storage_user_bytes(s, creds->uid);
-                if (s->bytes_per_user - MIN(used, s->bytes_per_user) < limit) {
-                        limit = s->bytes_per_user - MIN(used, s->bytes_per_user);
-                        limit_name = "StorageBytesPerUser";
+                bound.uid = creds->uid;
+                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
+                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
+                        bound.name = "StorageBytesPerUser";
+                        bound.setting = s->bytes_per_user;
+                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
                 }
         }
 
@@ -762,7 +811,7 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
                 g_ptr_array_add(argv, g_strdup("--fd"));
                 g_ptr_array_add(argv, g_strdup("3"));
         }
-        spawn_import(s, task, argv, src_fd, limit_name, limit, cancellable);
+        spawn_import(s, task, argv, src_fd, &bound, cancellable);
 }
 
 void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const char *uid_shift,
@@ -791,7 +840,9 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
         g_ptr_array_add(argv, g_strdup(uid_shift));
         g_ptr_array_add(argv, g_strdup("--shift-gids"));
         g_ptr_array_add(argv, g_strdup(gid_shift));
-        spawn_import(s, task, argv, -1, "ImportBytes", s->import_bytes, cancellable);
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
+
+        spawn_import(s, task, argv, -1, &bound, cancellable);
 }
 
 char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)

@@ -31,9 +31,11 @@
  * as the host id its id maps to (unmapped ids become 65534): a shifted copy of a layer, for kernels
  * or file systems that refuse ID-mapped mounts. The maps are part of the fingerprint.
  *
- * A layer holds at most --max-bytes of file content (the sizes of its regular files, each inode once):
- * both passes count as they go and stop at the bound (exit KILN_IMPORT_EXIT_LIMIT), so a tree too large
- * is never read to its end, and nothing of it stays. The count of what was written goes to
+ * A new layer holds at most --max-bytes of file content (the sizes of its regular files, each inode
+ * once): the first pass counts from fstat() alone and refuses a tree past the bound before anything is
+ * written (exit KILN_IMPORT_EXIT_LIMIT), unless its fingerprint names a layer that exists (which costs
+ * nothing new); the import pass checks each file before copying it, so a tree that grew meanwhile
+ * stops at the bound too, and nothing of it stays. The count of what was written goes to
  * STATE/layers/.sizes/<digest>, for kilnd's per-user bound.
  *
  * Faults. The helper dies with kilnd (PR_SET_PDEATHSIG, and it exits if kilnd is already gone when
@@ -809,7 +811,9 @@ static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, siz
                                 return 0;
                         if (st.st_nlink > 1)
                                 g_hash_table_insert(im->links, g_memdup2(&key, sizeof(key)), g_strdup(path));
-                        return count_bytes(im, (uint64_t)st.st_size, epath);
+                        /* Counted, not bounded, here: a tree imported before costs no new bytes. */
+                        im->bytes += MIN((uint64_t)st.st_size, UINT64_MAX - im->bytes);
+                        return 0;
                 }
                 if (S_ISDIR(st.st_mode)) {
                         Dir d = {.index = index, .fd = -1, .depth = top->depth + 1};
@@ -1473,6 +1477,12 @@ int main(int argc, char **argv)
         known = lookup_fingerprint(&im, g_checksum_get_string(im.fingerprint));
         if (known) {
                 record_size(&im, known, im.bytes); /* a layer from before sizes were recorded */
+        } else if (im.bytes > im.max_bytes) {
+                /* Refused before anything is written or any content read. */
+                fail(&im, KILN_IMPORT_EXIT_LIMIT,
+                     "the tree holds %" PRIu64 " bytes of file content, more than %" PRIu64, im.bytes,
+                     im.max_bytes);
+                goto out;
         } else {
                 /* Pass 2: the import, which records the fingerprint of what it read. */
                 importer_reset(&im);

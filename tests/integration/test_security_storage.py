@@ -16,11 +16,12 @@ import kiln_runlib as kr  # noqa: E402
 import kiln_testlib as kt  # noqa: E402
 
 IMPORT_BYTES = 4 * 1024 * 1024
+USER_BYTES = 6 * 1024 * 1024
 E_LIMIT = 'org.kiln.Builder1.Error.LimitExceeded'
 
 
 def setUpModule():
-    kr.setup_module(f'[Limits]\nImportBytes={IMPORT_BYTES}\n')
+    kr.setup_module(f'[Limits]\nImportBytes={IMPORT_BYTES}\nStorageBytesPerUser={USER_BYTES}\n')
 
 
 tearDownModule = kr.teardown_module
@@ -104,7 +105,7 @@ class StorageSecurity(kr.RunTestCase):
             with open(os.path.join(path, 'big'), 'wb') as f:
                 f.write(os.urandom(IMPORT_BYTES + 1))
             os.chmod(os.path.join(path, 'big'), 0o644)
-        rootfs = kr.make_run_rootfs(self.unique_scratch_dir('big'), extra=big)
+        rootfs = self.make_rootfs('big', extra=big)
         before = self.listdir(self.layers_dir)
         for user in (None, kt.ALICE):
             r = self.create_call('too-big', rootfs, user=user)
@@ -112,6 +113,32 @@ class StorageSecurity(kr.RunTestCase):
             self.assertEqual(self.listdir(self.layers_dir), before, 'the refused import left something')
             self.assertEqual(tmp_trees(self), [])
         self.assertEqual(self.list_builders(), [])
+
+    # A user's builders hold at most StorageBytesPerUser of layers; root is not bound by it.
+    def test_per_user_bound(self):
+        def sized(n):
+            def fill(path):
+                with open(os.path.join(path, 'data'), 'wb') as f:
+                    f.write(os.urandom(n))
+                os.chmod(os.path.join(path, 'data'), 0o644)
+            return fill
+        first = self.make_rootfs('u1', extra=sized(3 * 1024 * 1024))
+        second = self.make_rootfs('u2', extra=sized(3 * 1024 * 1024 + 1))
+        a = self.create('u1', first, user=kt.ALICE)
+        # The same layer again costs nothing more.
+        self.create('u1-again', first, user=kt.ALICE)
+        before = self.listdir(self.layers_dir)
+        r = self.create_call('u2', second, user=kt.ALICE)
+        self.assertError(r, E_LIMIT, ['StorageBytesPerUser', str(USER_BYTES)])
+        self.assertEqual(self.listdir(self.layers_dir), before)
+        self.assertEqual(tmp_trees(self), [])
+        # Root's builders are not counted against alice, nor is root bound.
+        self.create('u2-root', second)
+        # With her first layer gone, the second fits.
+        for entry in self.list_builders(user=kt.ALICE):
+            self.assertOk(self.remove(entry[4], user=kt.ALICE))
+        self.create('u2', second, user=kt.ALICE)
+        self.assertTrue(a)
 
     # (c) kilnd killed mid-import: the importer dies with it; the source still gives a working builder.
     def test_import_dies_with_kilnd(self):
