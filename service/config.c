@@ -94,18 +94,19 @@ static gboolean read_uint(GKeyFile *kf, const char *group, const char *key, unsi
         return TRUE;
 }
 
-/* A byte count: any 64-bit number, 0 meaning no bound (stored as G_MAXUINT64). */
+/* A byte count: any 64-bit number, 0 meaning no bound (stored as G_MAXUINT64). Parsed as a string:
+ * g_key_file_get_uint64 would take "-1" for the largest number. */
 static gboolean read_bytes(GKeyFile *kf, const char *group, const char *key, guint64 *field, GError **error)
 {
-        g_autoptr(GError) local = NULL;
+        g_autofree char *text = g_key_file_get_value(kf, group, key, NULL);
         guint64 v;
 
-        if (!g_key_file_has_key(kf, group, key, NULL))
+        if (!text)
                 return TRUE;
-        v = g_key_file_get_uint64(kf, group, key, &local);
-        if (local) {
+        g_strstrip(text);
+        if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64, &v, NULL)) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                            "[%s] %s must be a number of bytes (0: no bound)", group, key);
+                            "[%s] %s must be a number of bytes (0: no bound), got '%s'", group, key, text);
                 return FALSE;
         }
         *field = v == 0 ? G_MAXUINT64 : v;
