@@ -34,6 +34,10 @@ KilnConfig *kiln_config_new_defaults(void)
         c->process_bytes_per_user = 4 * 1024 * 1024;
         c->lingering_per_user = 64;
         c->descriptors_per_user = 1024;
+        /* Storage bounds: large enough for a distribution's root file system, small enough that one
+         * caller cannot fill a state file system of a few hundred GiB on his own. */
+        c->import_bytes = G_GUINT64_CONSTANT(10) << 30;
+        c->storage_bytes_per_user = G_GUINT64_CONSTANT(20) << 30;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -100,6 +104,25 @@ static gboolean read_uint(GKeyFile *kf, const char *group, const char *key, unsi
                 return FALSE;
         }
         *field = (unsigned)v;
+        return TRUE;
+}
+
+/* A byte count: any 64-bit number, 0 meaning no bound (stored as G_MAXUINT64). Parsed as a string:
+ * g_key_file_get_uint64 would take "-1" for the largest number. */
+static gboolean read_bytes(GKeyFile *kf, const char *group, const char *key, guint64 *field, GError **error)
+{
+        g_autofree char *text = g_key_file_get_value(kf, group, key, NULL);
+        guint64 v;
+
+        if (!text)
+                return TRUE;
+        g_strstrip(text);
+        if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64, &v, NULL)) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[%s] %s must be a number of bytes (0: no bound), got '%s'", group, key, text);
+                return FALSE;
+        }
+        *field = v == 0 ? G_MAXUINT64 : v;
         return TRUE;
 }
 
@@ -220,6 +243,8 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_uint(kf, "Limits", "MaxStringLength", 64, &c->max_string_length, error) ||
             !read_uint(kf, "Limits", "ProcessesPerUser", 0, &c->processes_per_user, error) ||
             !read_uint(kf, "Limits", "CaptureBytes", 1, &c->capture_bytes, error) ||
+            !read_bytes(kf, "Limits", "ImportBytes", &c->import_bytes, error) ||
+            !read_bytes(kf, "Limits", "StorageBytesPerUser", &c->storage_bytes_per_user, error) ||
             !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
             !read_uint(kf, "Limits", "AuthorizationsPerUser", 1, &c->authorizations_per_user, error) ||
             !read_uint(kf, "Limits", "MaxAuthorizations", 1, &c->max_authorizations, error) ||

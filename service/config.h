@@ -23,6 +23,9 @@
  *   ProcessBytesPerUser=4194304        argv (+ env while running) bytes one uid's Process objects keep
  *   LingeringProcessesPerUser=64       exited Process objects kept per uid (oldest dropped first)
  *   DescriptorsPerUser=1024            descriptors one uid's running processes may make kilnd hold
+ *   ImportBytes=10737418240            bytes of file content in one imported layer (0: no bound)
+ *   StorageBytesPerUser=21474836480    bytes of file content in the layers one uid's builders use
+ *                                      (uid 0 is not limited; 0: no bound)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -71,6 +74,8 @@ typedef struct KilnConfig {
         unsigned process_bytes_per_user;
         unsigned lingering_per_user;
         unsigned descriptors_per_user;
+        guint64 import_bytes;           /* G_MAXUINT64: no bound */
+        guint64 storage_bytes_per_user; /* G_MAXUINT64: no bound */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

@@ -40,6 +40,20 @@ static guint64 read_bounding_set(void)
         return set;
 }
 
+/* For storage.c: every builder's layer, the one record of which layers are in use. */
+static GArray *layer_uses(gpointer data)
+{
+        KilnManager *m = data;
+        GArray *uses = g_array_sized_new(FALSE, FALSE, sizeof(KilnLayerUse), g_hash_table_size(m->builders));
+        GHashTableIter iter;
+        KilnBuilder *b;
+
+        g_hash_table_iter_init(&iter, m->builders);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                g_array_append_val(uses, ((KilnLayerUse){b->owner, b->layer}));
+        return uses;
+}
+
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
 {
         KilnManager *m = g_new0(KilnManager, 1);
@@ -55,6 +69,8 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->bounding_set = read_bounding_set();
         m->process_reservations = g_hash_table_new(NULL, NULL);
         kiln_process_manager_init(m);
+        kiln_storage_set_limits(storage, config->import_bytes, config->storage_bytes_per_user);
+        kiln_storage_set_layer_uses(storage, layer_uses, m);
         return m;
 }
 
@@ -64,6 +80,7 @@ void kiln_manager_free(KilnManager *m)
                 return;
         for (size_t i = 0; i < G_N_ELEMENTS(m->slots); i++)
                 sd_bus_slot_unref(m->slots[i]);
+        kiln_storage_set_layer_uses(m->storage, NULL, NULL);
         /* Nothing kilnd mounted outlives it (main.c asks for this first; here for every other way
          * out), and from here on a rootfs is unmounted as soon as nobody holds it. */
         kiln_manager_unmount_all(m);
@@ -114,19 +131,24 @@ void kiln_manager_load(KilnManager *m)
                 }
                 b = kiln_builder_load(builder_dir, &error);
                 if (!b) {
-                        /* Kept on disk for an administrator to look at; never exported. */
+                        /* Kept on disk for an administrator to look at; never exported. Its layer is
+                         * unknown, so no layer is collected while it is there. */
                         g_warning("Ignoring builder %s: %s", entry, error->message);
+                        kiln_storage_keep_layer(m->storage, NULL);
                         continue;
                 }
                 if (!g_str_equal(b->id, entry) || g_hash_table_contains(m->names, b->name) ||
                     !kiln_storage_layer_exists(m->storage, b->layer)) {
                         g_warning("Ignoring builder %s: its id, name or layer does not match the disk", entry);
+                        kiln_storage_keep_layer(m->storage, b->layer);
                         kiln_builder_free(b);
                         continue;
                 }
                 add_builder(m, b);
         }
         g_message("Loaded %u builders", g_hash_table_size(m->builders));
+        /* Layers whose last builder went while kilnd was down. */
+        kiln_storage_collect_layers(m->storage);
 }
 
 gboolean kiln_manager_name_taken(KilnManager *m, const char *name)
@@ -260,6 +282,7 @@ gboolean kiln_manager_remove_builder(KilnManager *m, KilnBuilder *b, GError **er
         kiln_builder_emit_removed(m, b);
         g_hash_table_remove(m->names, b->name);
         g_hash_table_remove(m->builders, b->id);
+        kiln_storage_collect_layers(m->storage);
         return TRUE;
 }
 

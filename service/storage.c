@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -41,14 +42,26 @@ struct KilnStorage {
         char *builders_dir;
         char *mounts_dir;
         char *bundles_dir;
-        char *runtime_root; /* the OCI runtime's --root */
-        char *isolate_root; /* kiln-isolate's --root */
+        char *runtime_root;  /* the OCI runtime's --root */
+        char *isolate_root;  /* kiln-isolate's --root */
         char *isolate_cache; /* kiln-isolate's --cache-dir */
         int layers_fd;
         int builders_fd;
         int mounts_fd;
         int bundles_fd;
         gboolean layers_by_path; /* overlayfs takes no layer descriptors (before Linux 6.13) */
+
+        /* Layer collection and the size bounds (see storage.h). */
+        guint64 import_bytes;   /* [Limits] ImportBytes */
+        guint64 bytes_per_user; /* [Limits] StorageBytesPerUser */
+        KilnLayerUsesFunc uses_func;
+        gpointer uses_data;
+        GHashTable *kept;         /* digests never collected: layers of builders kilnd could not load */
+        gboolean keep_all;        /* a builder whose layer is unknown: nothing is collected */
+        guint busy;               /* helpers running, or results not yet taken by their caller */
+        gboolean collect_pending; /* asked for while busy: done once nothing is */
+        guint collect_idle;
+        GHashTable *sizes; /* digest → bytes of file content (from .sizes/), a cache */
 };
 
 static gboolean set_errno_error(GError **error, int err, const char *syscall_name, const char *path)
@@ -146,7 +159,11 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
         g_autoptr(KilnStorage) s = g_new0(KilnStorage, 1);
         _cleanup_close_ int state_fd = -1, runtime_fd = -1;
 
-        s->layers_fd = s->builders_fd = s->mounts_fd = -1;
+        s->layers_fd = s->builders_fd = s->mounts_fd = s->bundles_fd = -1;
+        s->import_bytes = G_MAXUINT64;
+        s->bytes_per_user = G_MAXUINT64;
+        s->kept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        s->sizes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         g_return_val_if_fail(helper_dir != NULL, NULL);
 
         s->state_dir = ensure_top_dir(state_dir, error);
@@ -188,10 +205,10 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
         if (s->bundles_fd < 0)
                 return NULL;
         {
-                _cleanup_close_ int root_fd = ensure_dir(runtime_fd, "runtime", s->runtime_root, 0700, error);
-                _cleanup_close_ int isolate_fd = root_fd < 0 ? -1
-                                                              : ensure_dir(runtime_fd, "isolate", s->isolate_root,
-                                                                           0700, error);
+                _cleanup_close_ int root_fd =
+                        ensure_dir(runtime_fd, "runtime", s->runtime_root, 0700, error);
+                _cleanup_close_ int isolate_fd =
+                        root_fd < 0 ? -1 : ensure_dir(runtime_fd, "isolate", s->isolate_root, 0700, error);
                 _cleanup_close_ int cache_fd = isolate_fd < 0 ? -1
                                                               : ensure_dir(runtime_fd, "isolate-cache",
                                                                            s->isolate_cache, 0700, error);
@@ -206,6 +223,9 @@ void kiln_storage_free(KilnStorage *s)
 {
         if (!s)
                 return;
+        g_clear_handle_id(&s->collect_idle, g_source_remove);
+        g_clear_pointer(&s->kept, g_hash_table_unref);
+        g_clear_pointer(&s->sizes, g_hash_table_unref);
         kiln_close_fdp(&s->layers_fd);
         kiln_close_fdp(&s->builders_fd);
         kiln_close_fdp(&s->mounts_fd);
@@ -327,9 +347,69 @@ static gboolean unmount_path(const char *path, GError **error)
         return TRUE;
 }
 
+static int path_depth(const char *path)
+{
+        int n = 0;
+
+        for (const char *p = path; *p; p++)
+                n += *p == '/';
+        return n;
+}
+
+static int cmp_deeper_first(gconstpointer a, gconstpointer b)
+{
+        return path_depth(*(const char *const *)b) - path_depth(*(const char *const *)a);
+}
+
+GPtrArray *kiln_mounts_below(GPtrArray *points, const char *dir)
+{
+        g_autofree char *prefix = g_strconcat(dir, "/", NULL);
+        GPtrArray *below = g_ptr_array_new_with_free_func(g_free);
+
+        /* Later mounts first (a mount stacked on another, or made inside it, comes later in
+         * mountinfo), then sorted by depth; g_ptr_array_sort is stable, so the first holds among
+         * equals. */
+        for (guint i = points->len; i > 0; i--)
+                if (g_str_has_prefix(points->pdata[i - 1], prefix))
+                        g_ptr_array_add(below, g_strdup(points->pdata[i - 1]));
+        g_ptr_array_sort(below, cmp_deeper_first);
+        return below;
+}
+
+/* Everything mounted below @dir goes, deepest first. A crash leaves these only in kiln's own
+ * root-only directories (overlays in RUNTIME/mounts, staged volume binds in RUNTIME/bundles), and
+ * unmount_path never follows a symlink in the last component. */
+static void unmount_all_below(GPtrArray *points, const char *dir)
+{
+        g_autoptr(GPtrArray) below = kiln_mounts_below(points, dir);
+
+        for (guint i = 0; i < below->len; i++) {
+                g_autoptr(GError) error = NULL;
+                if (!unmount_path(below->pdata[i], &error))
+                        g_warning("Stale mount: %s", error->message);
+                else
+                        g_message("Unmounted stale %s", (char *)below->pdata[i]);
+        }
+}
+
+/* Whether @name in @dir_fd is a tmp tree nobody writes: kiln-import holds an flock on its tmp tree
+ * for as long as it writes it (see kiln-import.c). Returns the locked directory (closing it drops the
+ * lock), or -1 when it is in use or cannot be opened. */
+static int lock_unused_tree(int dir_fd, const char *name)
+{
+        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+        if (fd < 0)
+                return errno == ENOTDIR || errno == ELOOP ? -2 : -1;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return -1;
+        return kiln_steal_fd(&fd);
+}
+
 /* Removes every entry of the directory @fd (whose name starts with @prefix, if given), without
- * following symlinks. */
-static void remove_all_entries(int dir_fd, const char *dir, const char *prefix)
+ * following symlinks or crossing into another file system. With @only_unlocked, a directory
+ * someone holds an flock on is left alone. */
+static void remove_all_entries(int dir_fd, const char *dir, const char *prefix, gboolean only_unlocked)
 {
         g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
         int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -347,10 +427,21 @@ static void remove_all_entries(int dir_fd, const char *dir, const char *prefix)
         closedir(d);
         for (guint i = 0; i < names->len; i++) {
                 g_autofree char *failed = NULL;
-                int r = kiln_rm_rf_at(dir_fd, names->pdata[i], &failed);
+                _cleanup_close_ int lock = -1;
+                int r;
+
+                if (only_unlocked) {
+                        lock = lock_unused_tree(dir_fd, names->pdata[i]);
+                        if (lock == -1) {
+                                g_message("Leaving '%s/%s': in use", dir, (char *)names->pdata[i]);
+                                continue;
+                        }
+                }
+                /* The lock is held while the tree goes. */
+                r = kiln_rm_rf_at(dir_fd, names->pdata[i], &failed);
                 if (r < 0)
-                        g_warning("Cannot remove '%s/%s': %s", dir, failed ? failed : (char *)names->pdata[i],
-                                  g_strerror(-r));
+                        g_warning("Cannot remove '%s/%s': %s", dir,
+                                  failed ? failed : (char *)names->pdata[i], g_strerror(-r));
         }
 }
 
@@ -358,7 +449,6 @@ void kiln_storage_cleanup_stale(KilnStorage *s)
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(GPtrArray) points = read_mount_points(&error);
-        g_autofree char *prefix = g_strconcat(s->mounts_dir, "/", NULL);
         _cleanup_close_ int fd = -1;
         DIR *d;
         struct dirent *de;
@@ -366,16 +456,9 @@ void kiln_storage_cleanup_stale(KilnStorage *s)
         if (!points) {
                 g_warning("Cannot read mountinfo: %s", error->message);
         } else {
-                /* Children before parents. */
-                for (guint i = points->len; i > 0; i--) {
-                        const char *p = points->pdata[i - 1];
-                        if (!g_str_has_prefix(p, prefix))
-                                continue;
-                        if (!unmount_path(p, &error)) {
-                                g_warning("Stale mount: %s", error->message);
-                                g_clear_error(&error);
-                        }
-                }
+                unmount_all_below(points, s->mounts_dir);
+                /* Volumes a run staged in its bundle (and anything else mounted there). */
+                unmount_all_below(points, s->bundles_dir);
         }
 
         /* Mount points left behind: only empty directories are removed (rmdir), so anything still
@@ -394,16 +477,30 @@ void kiln_storage_cleanup_stale(KilnStorage *s)
                 closedir(d);
         }
 
-        /* Bundles of runs a crash interrupted (their containers were deleted by the caller first). */
-        remove_all_entries(s->bundles_fd, s->bundles_dir, NULL);
+        /* Bundles of runs a crash interrupted (their containers were deleted by the caller first). A
+         * mount that would not go stays, and so does the bundle holding it: kiln_rm_rf_at does not
+         * cross into another file system. */
+        remove_all_entries(s->bundles_fd, s->bundles_dir, NULL, FALSE);
 
-        /* Imports a crash interrupted. */
-        remove_all_entries(s->layers_fd, s->layers_dir, ".tmp-");
+        /* Imports a crash interrupted, unless an importer still writes one (it holds its lock). */
+        remove_all_entries(s->layers_fd, s->layers_dir, ".tmp-", TRUE);
 }
 
 /* ---- import ---- */
 
+/* The bound of one import. */
+typedef struct ImportBound {
+        const char *name; /* the [Limits] key that decides */
+        guint64 setting;  /* its value */
+        guint64 max;      /* --max-bytes: what is left of it */
+        guint64 in_use;   /* StorageBytesPerUser: the caller's bytes when the import started */
+        uid_t uid;        /* the caller, bound by StorageBytesPerUser; 0: not */
+} ImportBound;
+
 typedef struct ImportState {
+        KilnStorage *storage;
+        gboolean busy; /* counted in storage->busy until the caller took the result */
+        ImportBound bound;
         GSubprocess *proc;
         GCancellable *cancellable;
         gulong cancel_id;
@@ -412,8 +509,24 @@ typedef struct ImportState {
         GSource *kill_source; /* under lock */
 } ImportState;
 
+static void collect_soon(KilnStorage *s);
+static guint64 layer_size(KilnStorage *s, const char *digest);
+static guint64 layer_size_cb(const char *digest, gpointer data);
+
+/* The helper's result is taken (or will never be): a layer it returned is now either used by a builder
+ * or free to collect. */
+static void import_state_release(ImportState *st)
+{
+        if (!st->busy)
+                return;
+        st->busy = FALSE;
+        if (--st->storage->busy == 0 && st->storage->collect_pending)
+                collect_soon(st->storage);
+}
+
 static void import_state_free(ImportState *st)
 {
+        import_state_release(st);
         if (st->cancellable && st->cancel_id)
                 g_cancellable_disconnect(st->cancellable, st->cancel_id);
         if (st->kill_source) {
@@ -473,6 +586,36 @@ static char *helper_message(GBytes *err_bytes)
         return NULL;
 }
 
+/* A tree imported before costs its caller no new bytes in kiln-import, but a layer the caller's builders
+ * do not use yet costs its size: checked here, once the layer is known. Returns TRUE (and fails @task)
+ * past [Limits] StorageBytesPerUser; the layer, used by nobody new, is collected. */
+static gboolean over_user_bound(ImportState *st, const char *digest, GTask *task)
+{
+        KilnStorage *s = st->storage;
+        g_autoptr(GArray) uses = NULL;
+        guint64 used, cost;
+
+        if (st->bound.uid == 0 || s->bytes_per_user == G_MAXUINT64 || !s->uses_func)
+                return FALSE;
+        uses = s->uses_func(s->uses_data);
+        for (guint i = 0; i < uses->len; i++) {
+                const KilnLayerUse *u = &g_array_index(uses, KilnLayerUse, i);
+                if (u->owner == st->bound.uid && g_str_equal(u->layer, digest))
+                        return FALSE;
+        }
+        used = kiln_layer_uses_bytes(uses, st->bound.uid, layer_size_cb, s);
+        cost = layer_size(s, digest);
+        if (cost <= s->bytes_per_user - MIN(used, s->bytes_per_user))
+                return FALSE;
+        s->collect_pending = TRUE;
+        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                "the tree holds %" G_GUINT64_FORMAT " bytes of file content "
+                                "([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                " of it in use)",
+                                cost, s->bytes_per_user, used);
+        return TRUE;
+}
+
 static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
 {
         g_autoptr(GTask) task = data;
@@ -509,11 +652,13 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
                 out_data = out ? g_bytes_get_data(out, &out_len) : NULL;
                 if (out_len == KILN_LAYER_DIGEST_LENGTH + 1 && out_data[KILN_LAYER_DIGEST_LENGTH] == '\n') {
                         char *digest = g_strndup(out_data, KILN_LAYER_DIGEST_LENGTH);
-                        if (kiln_hex64_is_valid(digest)) {
+                        if (kiln_hex64_is_valid(digest) && !over_user_bound(st, digest, task)) {
                                 g_task_return_pointer(task, digest, g_free);
                                 return;
                         }
                         g_free(digest);
+                        if (g_task_had_error(task))
+                                return;
                 }
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no layer digest",
                                         HELPER_NAME);
@@ -533,6 +678,20 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
         case KILN_IMPORT_EXIT_INVALID:
                 code = G_IO_ERROR_INVALID_ARGUMENT;
                 break;
+        case KILN_IMPORT_EXIT_LIMIT:
+                /* LimitExceeded on the bus; the message names the setting. */
+                if (st->bound.uid != 0 && g_str_equal(st->bound.name, "StorageBytesPerUser"))
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                "%s ([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT
+                                                ", %" G_GUINT64_FORMAT " of it in use)",
+                                                message ? message : "the tree is too large",
+                                                st->bound.setting, st->bound.in_use);
+                else
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                "%s ([Limits] %s=%" G_GUINT64_FORMAT ")",
+                                                message ? message : "the tree is too large", st->bound.name,
+                                                st->bound.setting);
+                return;
         default:
                 code = G_IO_ERROR_FAILED;
                 break;
@@ -545,17 +704,23 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
 }
 
 /* Runs kiln-import with @argv (the helper's arguments, not yet NULL-terminated) for @task; @src_fd, if
- * not -1, becomes its fd 3. */
-static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, GCancellable *cancellable)
+ * not -1, becomes its fd 3. The layer it writes holds at most @limit bytes, the setting @limit_name. */
+static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, const ImportBound *bound,
+                         GCancellable *cancellable)
 {
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GError) error = NULL;
         const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
         ImportState *st;
 
+        /* It dies with us (PR_SET_PDEATHSIG), and exits if we are gone before it could ask for that. */
+        g_ptr_array_add(argv, g_strdup("--parent-pid"));
+        g_ptr_array_add(argv, g_strdup_printf("%d", (int)getpid()));
+        g_ptr_array_add(argv, g_strdup("--max-bytes"));
+        g_ptr_array_add(argv, g_strdup_printf("%" G_GUINT64_FORMAT, bound->max));
         g_ptr_array_add(argv, NULL);
         launcher =
-            g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+                g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
         g_subprocess_launcher_set_environ(launcher, (char **)env);
         g_subprocess_launcher_set_cwd(launcher, "/");
         kiln_fd_limit_apply(launcher);
@@ -563,6 +728,8 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
                 g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
 
         st = g_new0(ImportState, 1);
+        st->storage = s;
+        st->bound = *bound;
         g_mutex_init(&st->lock);
         st->context = g_main_context_ref_thread_default();
         st->cancellable = cancellable ? g_object_ref(cancellable) : NULL;
@@ -574,13 +741,16 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
                                         s->helper_path, error->message);
                 return;
         }
+        /* No layer is collected until the caller has the result and made its builder. */
+        st->busy = TRUE;
+        s->busy++;
 
         /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
          * collected, so no tmp tree or zombie is left behind. */
         g_subprocess_communicate_async(st->proc, NULL, NULL, on_import_done, g_object_ref(task));
         if (cancellable)
                 st->cancel_id =
-                    g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
+                        g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
 }
 
 void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
@@ -588,6 +758,7 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
 {
         g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
 
         g_task_set_source_tag(task, kiln_storage_import_async);
 
@@ -608,6 +779,17 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Invalid credentials");
                 return;
+        }
+
+        /* The smaller bound decides, and is the one an error names. uid 0 has no per-user bound. */
+        if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
+                bound.uid = creds->uid;
+                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
+                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
+                        bound.name = "StorageBytesPerUser";
+                        bound.setting = s->bytes_per_user;
+                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
+                }
         }
 
         g_ptr_array_add(argv, g_strdup(s->helper_path));
@@ -631,12 +813,12 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
                 g_ptr_array_add(argv, g_strdup("--fd"));
                 g_ptr_array_add(argv, g_strdup("3"));
         }
-        spawn_import(s, task, argv, src_fd, cancellable);
+        spawn_import(s, task, argv, src_fd, &bound, cancellable);
 }
 
 void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const char *uid_shift,
-                                    const char *gid_shift, GCancellable *cancellable, GAsyncReadyCallback callback,
-                                    gpointer user_data)
+                                    const char *gid_shift, GCancellable *cancellable,
+                                    GAsyncReadyCallback callback, gpointer user_data)
 {
         g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
@@ -660,12 +842,21 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
         g_ptr_array_add(argv, g_strdup(uid_shift));
         g_ptr_array_add(argv, g_strdup("--shift-gids"));
         g_ptr_array_add(argv, g_strdup(gid_shift));
-        spawn_import(s, task, argv, -1, cancellable);
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
+
+        spawn_import(s, task, argv, -1, &bound, cancellable);
 }
 
 char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)
 {
+        ImportState *st;
+
         g_return_val_if_fail(g_task_is_valid(result, NULL), NULL);
+        /* The caller makes its builder right after this, in the same main loop iteration (so before
+         * any collection could run): from here the layer is guarded by the builder that uses it. */
+        st = g_task_get_task_data(G_TASK(result));
+        if (st)
+                import_state_release(st);
         return g_task_propagate_pointer(G_TASK(result), error);
 }
 
@@ -678,6 +869,249 @@ gboolean kiln_storage_layer_exists(KilnStorage *s, const char *digest)
         if (!kiln_hex64_is_valid(digest))
                 return FALSE;
         return fstatat(s->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+void kiln_storage_set_limits(KilnStorage *s, guint64 import_bytes, guint64 bytes_per_user)
+{
+        s->import_bytes = import_bytes;
+        s->bytes_per_user = bytes_per_user;
+}
+
+void kiln_storage_set_layer_uses(KilnStorage *s, KilnLayerUsesFunc func, gpointer data)
+{
+        s->uses_func = func;
+        s->uses_data = data;
+        if (!func)
+                g_clear_handle_id(&s->collect_idle, g_source_remove);
+}
+
+void kiln_storage_keep_layer(KilnStorage *s, const char *digest)
+{
+        if (!digest)
+                s->keep_all = TRUE;
+        else if (kiln_hex64_is_valid(digest))
+                g_hash_table_add(s->kept, g_strdup(digest));
+}
+
+#define SIZES_DIR ".sizes"
+#define BACKGROUND_REMOVAL_BYTES (G_GUINT64_CONSTANT(64) << 20)
+#define FINGERPRINTS_DIR ".fingerprints"
+
+/* The bytes of file content kiln-import counted for @digest (STATE/layers/.sizes/<digest>); 0 for a layer
+ * without a record (the empty layer, or one imported before sizes were recorded). */
+static guint64 layer_size(KilnStorage *s, const char *digest)
+{
+        g_autofree char *name = g_strconcat(SIZES_DIR "/", digest, NULL);
+        guint64 *cached = g_hash_table_lookup(s->sizes, digest), v = 0;
+        _cleanup_close_ int fd = -1;
+        char buf[32];
+        ssize_t n;
+
+        if (cached)
+                return *cached;
+        fd = openat(s->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return 0; /* not cached: a record may still come (a later import of the same tree) */
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return 0;
+        buf[n] = '\0';
+        g_strchomp(buf);
+        if (!g_ascii_string_to_unsigned(buf, 10, 0, G_MAXUINT64, &v, NULL))
+                return 0;
+        g_hash_table_insert(s->sizes, g_strdup(digest), g_memdup2(&v, sizeof(v)));
+        return v;
+}
+
+guint64 kiln_layer_uses_bytes(const GArray *uses, uid_t owner,
+                              guint64 (*size_of)(const char *digest, gpointer data), gpointer data)
+{
+        g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+        guint64 total = 0;
+
+        for (guint i = 0; uses && i < uses->len; i++) {
+                const KilnLayerUse *u = &g_array_index(uses, KilnLayerUse, i);
+                if (u->owner != owner || !g_hash_table_add(seen, (gpointer)u->layer))
+                        continue;
+                total += MIN(size_of(u->layer, data), G_MAXUINT64 - total);
+        }
+        return total;
+}
+
+static guint64 layer_size_cb(const char *digest, gpointer data)
+{
+        return layer_size(data, digest);
+}
+
+guint64 kiln_storage_user_bytes(KilnStorage *s, uid_t owner)
+{
+        g_autoptr(GArray) uses = s->uses_func ? s->uses_func(s->uses_data) : NULL;
+
+        return kiln_layer_uses_bytes(uses, owner, layer_size_cb, s);
+}
+
+GPtrArray *kiln_layers_unused(GPtrArray *names, const GArray *uses, GHashTable *kept)
+{
+        g_autoptr(GHashTable) used = g_hash_table_new(g_str_hash, g_str_equal);
+        GPtrArray *unused = g_ptr_array_new_with_free_func(g_free);
+
+        for (guint i = 0; uses && i < uses->len; i++)
+                g_hash_table_add(used, (gpointer)g_array_index(uses, KilnLayerUse, i).layer);
+        /* Only layer names: .tmp-* (imports in progress), .sizes, .fingerprints and anything else
+         * are not layers. */
+        for (guint i = 0; i < names->len; i++) {
+                const char *name = names->pdata[i];
+                if (kiln_hex64_is_valid(name) && !g_hash_table_contains(used, name) &&
+                    !(kept && g_hash_table_contains(kept, name)))
+                        g_ptr_array_add(unused, g_strdup(name));
+        }
+        return unused;
+}
+
+static GPtrArray *list_dir(int dir_fd, const char *name)
+{
+        GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+        int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+
+        if (!d) {
+                kiln_close_fdp(&fd);
+                return names;
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                        g_ptr_array_add(names, g_strdup(de->d_name));
+        closedir(d);
+        return names;
+}
+
+/* Fingerprint records of layers that are gone only cost a lookup, but they would pile up. */
+static void drop_stale_fingerprints(KilnStorage *s)
+{
+        g_autoptr(GPtrArray) names = list_dir(s->layers_fd, FINGERPRINTS_DIR);
+
+        for (guint i = 0; i < names->len; i++) {
+                g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", (char *)names->pdata[i], NULL);
+                _cleanup_close_ int fd = openat(s->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                char digest[KILN_LAYER_DIGEST_LENGTH + 1];
+
+                if (fd < 0 || read(fd, digest, KILN_LAYER_DIGEST_LENGTH) != KILN_LAYER_DIGEST_LENGTH)
+                        continue;
+                digest[KILN_LAYER_DIGEST_LENGTH] = '\0';
+                if (!kiln_storage_layer_exists(s, digest))
+                        (void)unlinkat(s->layers_fd, name, 0);
+        }
+}
+
+static void on_trees_removed(GObject *source, GAsyncResult *result, gpointer data)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (!g_subprocess_wait_check_finish(G_SUBPROCESS(source), result, &error))
+                g_warning("Removing unused layers: %s (the next start-up removes what is left)",
+                          error->message);
+}
+
+/* rm(1) removes the renamed trees of large layers in the background: they take a while, and a process
+ * of its own keeps the main loop free. --one-file-system and rm's own
+ * refusal to follow symlinks make it as careful as kiln_rm_rf_at; the paths are names we just gave in
+ * STATE/layers, which only root can change. */
+static void remove_trees(KilnStorage *s, GPtrArray *names)
+{
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GSubprocess) proc = NULL;
+        g_autoptr(GError) error = NULL;
+
+        g_ptr_array_add(argv, g_strdup("/bin/rm"));
+        g_ptr_array_add(argv, g_strdup("-rf"));
+        g_ptr_array_add(argv, g_strdup("--one-file-system"));
+        g_ptr_array_add(argv, g_strdup("--"));
+        for (guint i = 0; i < names->len; i++)
+                g_ptr_array_add(argv, g_build_filename(s->layers_dir, (char *)names->pdata[i], NULL));
+        g_ptr_array_add(argv, NULL);
+        proc = g_subprocess_newv((const char *const *)argv->pdata, G_SUBPROCESS_FLAGS_NONE, &error);
+        if (!proc) {
+                g_warning("Cannot remove unused layers: %s", error->message);
+                return;
+        }
+        g_subprocess_wait_check_async(proc, NULL, on_trees_removed, NULL);
+}
+
+void kiln_storage_collect_layers(KilnStorage *s)
+{
+        g_autoptr(GArray) uses = NULL;
+        g_autoptr(GPtrArray) names = NULL, unused = NULL, doomed = NULL;
+
+        if (!s->uses_func || s->keep_all)
+                return;
+        /* A helper that runs may be about to name (or be reading) a layer no builder uses yet. */
+        if (s->busy > 0) {
+                s->collect_pending = TRUE;
+                return;
+        }
+        s->collect_pending = FALSE;
+        uses = s->uses_func(s->uses_data);
+        names = list_dir(s->layers_fd, ".");
+        unused = kiln_layers_unused(names, uses, s->kept);
+        doomed = g_ptr_array_new_with_free_func(g_free);
+
+        for (guint i = 0; i < unused->len; i++) {
+                const char *digest = unused->pdata[i];
+                g_autofree char *size_name = g_strconcat(SIZES_DIR "/", digest, NULL);
+                g_autofree char *tmp = NULL;
+                gboolean moved = FALSE;
+
+                /* Renamed out of the way at once (no builder or import can find it from here on), and
+                 * removed in a thread: a large tree takes a while. A crash meanwhile leaves a .tmp- tree
+                 * nobody locks, which the next start-up removes. */
+
+                for (int attempt = 0; attempt < 100 && !moved; attempt++) {
+                        g_free(tmp);
+                        tmp = g_strdup_printf(".tmp-gc-%08x%08x", g_random_int(), g_random_int());
+                        if (renameat2(s->layers_fd, digest, s->layers_fd, tmp, RENAME_NOREPLACE) == 0)
+                                moved = TRUE;
+                        else if (errno != EEXIST)
+                                break;
+                }
+                if (!moved) {
+                        g_warning("Cannot remove unused layer %s: %s", digest, g_strerror(errno));
+                        continue;
+                }
+                g_message("Removing unused layer %s", digest);
+                /* Small ones (most) at once, so that nothing of them outlives the call. */
+                if (layer_size(s, digest) < BACKGROUND_REMOVAL_BYTES) {
+                        g_autofree char *failed = NULL;
+                        int r = kiln_rm_rf_at(s->layers_fd, tmp, &failed);
+                        if (r < 0)
+                                g_warning("Cannot remove '%s/%s': %s", s->layers_dir, failed ? failed : tmp,
+                                          g_strerror(-r));
+                } else {
+                        g_ptr_array_add(doomed, g_steal_pointer(&tmp));
+                }
+                (void)unlinkat(s->layers_fd, size_name, 0);
+                g_hash_table_remove(s->sizes, digest);
+        }
+        if (unused->len > 0)
+                drop_stale_fingerprints(s);
+        if (doomed->len > 0)
+                remove_trees(s, doomed);
+}
+
+static gboolean on_collect_idle(gpointer data)
+{
+        KilnStorage *s = data;
+
+        s->collect_idle = 0;
+        kiln_storage_collect_layers(s);
+        return G_SOURCE_REMOVE;
+}
+
+/* After the current main loop iteration: the caller that took the last result makes its builder first. */
+static void collect_soon(KilnStorage *s)
+{
+        if (!s->collect_idle && s->uses_func)
+                s->collect_idle = g_idle_add(on_collect_idle, s);
 }
 
 char *kiln_storage_scratch_layer(KilnStorage *s, GError **error)

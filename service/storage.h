@@ -2,7 +2,10 @@
 /* Storage: content-addressed read-only layers and per-builder overlays.
  *
  *   STATE/layers/<digest>/        a read-only base tree, shared by every builder made from it
- *   STATE/layers/.tmp-*           an import in progress (removed on start-up)
+ *   STATE/layers/.tmp-*           an import in progress (locked by kiln-import while it writes; removed
+ *                                 on start-up when nobody holds it), or an unused layer being removed
+ *   STATE/layers/.sizes/<digest>  the layer's bytes of file content, as kiln-import counted them
+ *   STATE/layers/.fingerprints/   source fingerprint → layer (see kiln-import.c)
  *   STATE/builders/<id>/          builder.json (written by builder.c), upper/, work/
  *   RUNTIME/mounts/<id>/          the builder's overlay while mounted
  *   RUNTIME/bundles/<container>/  one run's bundle (config.json, generated files)
@@ -12,7 +15,14 @@
  *
  * Errors are GIOError codes: G_IO_ERROR_NOT_FOUND, G_IO_ERROR_PERMISSION_DENIED (the caller may not
  * read something in the source), G_IO_ERROR_NOT_DIRECTORY, G_IO_ERROR_INVALID_ARGUMENT,
- * G_IO_ERROR_FAILED; messages name the path and the reason. */
+ * G_IO_ERROR_FAILED, G_IO_ERROR_NO_SPACE (a [Limits] bound, which the message names: LimitExceeded on
+ * the bus); messages name the path and the reason.
+ *
+ * Layers are collected, not counted: a layer is in use while a builder's metadata names it, so the
+ * builders are the one record (nothing separate that could drift from them). The manager says which
+ * builders there are (kiln_storage_set_layer_uses); kiln_storage_collect_layers() removes every layer
+ * none of them uses. It runs at start-up and when a builder is removed, and waits while kiln-import
+ * runs (a helper may be about to name a layer no builder uses yet). */
 #pragma once
 
 #include <sys/types.h>
@@ -35,8 +45,42 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
 void kiln_storage_free(KilnStorage *storage);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnStorage, kiln_storage_free)
 
-/* Start-up cleanup of what a crash left: overlay mounts under RUNTIME/mounts, STATE/layers/.tmp-*. */
+/* Start-up cleanup of what a crash left: everything mounted under RUNTIME/mounts and RUNTIME/bundles
+ * (deepest first), the mount points and bundle directories, and STATE/layers/.tmp-* trees that no
+ * kiln-import holds locked. */
 void kiln_storage_cleanup_stale(KilnStorage *storage);
+
+/* [Limits] ImportBytes (bytes of file content in one imported layer, every caller) and
+ * StorageBytesPerUser (bytes of file content in the distinct layers one uid's builders use, uid 0
+ * excepted); G_MAXUINT64 for none. Both are enforced by kiln-import as it reads. */
+void kiln_storage_set_limits(KilnStorage *storage, guint64 import_bytes, guint64 bytes_per_user);
+
+/* One builder's use of a layer. */
+typedef struct KilnLayerUse {
+        uid_t owner;
+        const char *layer; /* digest, borrowed from the builder */
+} KilnLayerUse;
+/* Every builder's KilnLayerUse, as a new GArray. */
+typedef GArray *(*KilnLayerUsesFunc)(gpointer data);
+/* Who uses which layer (NULL: nobody says; nothing is collected then). */
+void kiln_storage_set_layer_uses(KilnStorage *storage, KilnLayerUsesFunc func, gpointer data);
+/* Never collect @digest (a builder kilnd could not load may use it); NULL: never collect anything. */
+void kiln_storage_keep_layer(KilnStorage *storage, const char *digest);
+/* Removes the layers no builder uses (renamed away at once, deleted in a thread); deferred while an
+ * import runs. */
+void kiln_storage_collect_layers(KilnStorage *storage);
+/* Bytes of file content in the distinct layers @owner's builders use. */
+guint64 kiln_storage_user_bytes(KilnStorage *storage, uid_t owner);
+
+/* Pure parts, for the tests. The entries of @names (a directory listing of STATE/layers) that are layers
+ * no entry of @uses names and not in @kept (a set of digests, or NULL). */
+GPtrArray *kiln_layers_unused(GPtrArray *names, const GArray *uses, GHashTable *kept);
+/* The sum of size_of() over the distinct layers @owner uses in @uses. */
+guint64 kiln_layer_uses_bytes(const GArray *uses, uid_t owner,
+                              guint64 (*size_of)(const char *digest, gpointer data), gpointer data);
+/* The mount points in @points (mountinfo order) strictly below @dir, in the order to unmount them:
+ * deepest first, later mounts first among equals. */
+GPtrArray *kiln_mounts_below(GPtrArray *points, const char *dir);
 
 /* Imports the directory tree at @src_path (opened with @creds, never as root) or open at @src_fd
  * (exactly one; the fd is taken over) into a layer, reading every entry with @creds. An identical
@@ -49,8 +93,8 @@ char *kiln_storage_import_finish(KilnStorage *storage, GAsyncResult *result, GEr
  * checked by userns.c): for kernels or file systems that refuse ID-mapped mounts. The result is a
  * layer digest; finish with kiln_storage_import_finish(). */
 void kiln_storage_shift_layer_async(KilnStorage *storage, const char *digest, const char *uid_shift,
-                                    const char *gid_shift, GCancellable *cancellable, GAsyncReadyCallback callback,
-                                    gpointer user_data);
+                                    const char *gid_shift, GCancellable *cancellable,
+                                    GAsyncReadyCallback callback, gpointer user_data);
 
 /* The empty layer that `scratch` builders use (created on first use). */
 char *kiln_storage_scratch_layer(KilnStorage *storage, GError **error);

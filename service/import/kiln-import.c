@@ -3,7 +3,7 @@
  * layer.
  *
  *   kiln-import --uid U --gid G [--groups G1,G2,...] --layers STATE/layers (--path ABS | --fd N)
- *               [--shift-uids C:H:N,... --shift-gids C:H:N,...]
+ *               [--shift-uids C:H:N,... --shift-gids C:H:N,...] [--max-bytes N] [--parent-pid P]
  *
  * kilnd runs this as root. It prints the layer digest (64 hex characters) on stdout and exits 0, or
  * prints one line naming the path and the reason on stderr and exits with one of the
@@ -29,7 +29,21 @@
  *
  * With --shift-uids/--shift-gids (user namespace maps, container:host:count) every owner is written
  * as the host id its id maps to (unmapped ids become 65534): a shifted copy of a layer, for kernels
- * or file systems that refuse ID-mapped mounts. The maps are part of the fingerprint. */
+ * or file systems that refuse ID-mapped mounts. The maps are part of the fingerprint.
+ *
+ * A new layer holds at most --max-bytes of file content (the sizes of its regular files, each inode
+ * once): the first pass counts from fstat() alone and refuses a tree past the bound before anything is
+ * written (exit KILN_IMPORT_EXIT_LIMIT), unless its fingerprint names a layer that exists (which costs
+ * nothing new); the import pass checks each file before copying it, so a tree that grew meanwhile
+ * stops at the bound too, and nothing of it stays. The count of what was written goes to
+ * STATE/layers/.sizes/<digest>, for kilnd's per-user bound.
+ *
+ * Faults. The helper dies with kilnd (PR_SET_PDEATHSIG, and it exits if kilnd is already gone when
+ * that is set: --parent-pid), so no import outlives the service that asked for it. Its .tmp- tree is
+ * flock()ed while it is written: kilnd's start-up clean-up removes only tmp trees nobody holds. And
+ * before the rename the tree on disk is walked once and must hold exactly the entries and bytes that
+ * were written: a tree damaged behind our back is never published under the digest of what it was
+ * meant to be. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -37,6 +51,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -69,6 +86,8 @@ typedef struct Options {
         int fd;
         bool have_uid, have_gid;
         const char *shift_uids, *shift_gids; /* as given, for the fingerprint */
+        uint64_t max_bytes;                  /* UINT64_MAX: no bound */
+        pid_t parent_pid;                    /* 0: whoever started us */
 } Options;
 
 #define SHIFT_MAX_RANGES 340
@@ -99,17 +118,20 @@ typedef struct InodeKey {
 typedef struct Importer {
         int layers_fd;
         char tmp_name[32];
-        int tmp_fd; /* owned by the root Dir once that exists */
+        int tmp_fd;  /* owned by the root Dir once that exists */
+        int lock_fd; /* the tmp tree's flock, held until it is published or removed */
         int sock;
         pid_t child;
         GChecksum *checksum;
         GArray *stack;     /* Dir */
         GHashTable *links; /* InodeKey → path of the first entry */
         GChecksum *fingerprint;
-        bool fingerprint_only; /* the first pass: open and fstat everything, create nothing */
+        bool fingerprint_only;          /* the first pass: open and fstat everything, create nothing */
         IdShift *shift_uid, *shift_gid; /* NULL: owners as they are */
         char *shift_text;
         uint32_t n_records;
+        uint64_t max_bytes; /* of regular file content */
+        uint64_t bytes;     /* counted so far in this pass; in the import, what was written */
         uint8_t *buffer;
         int exit_code;
         char *error;
@@ -179,6 +201,17 @@ static bool check_terminating(Importer *im)
                 return true;
         }
         return false;
+}
+
+/* Adds @size bytes of file content to the pass's count, or fails if that passes --max-bytes. */
+static int count_bytes(Importer *im, uint64_t size, const char *path)
+{
+        if (size > im->max_bytes - im->bytes)
+                return fail(im, KILN_IMPORT_EXIT_LIMIT,
+                            "'%s': the tree holds more than %" PRIu64 " bytes of file content", path,
+                            im->max_bytes);
+        im->bytes += size;
+        return 0;
 }
 
 /* ---- xattrs ---- */
@@ -485,8 +518,8 @@ static int open_parent_in_tmp(Importer *im, const char *path, const char **base)
 {
         g_auto(GStrv) parts = g_strsplit(path, "/", -1);
         guint n = g_strv_length(parts);
-        int fd =
-            fcntl(im->tmp_fd >= 0 ? im->tmp_fd : g_array_index(im->stack, Dir, 0).fd, F_DUPFD_CLOEXEC, 3);
+        int fd = fcntl(im->tmp_fd >= 0 ? im->tmp_fd : g_array_index(im->stack, Dir, 0).fd, F_DUPFD_CLOEXEC,
+                       3);
 
         if (fd < 0)
                 return fail_errno(im, errno, "dup", ".");
@@ -533,6 +566,11 @@ static int create_regular(Importer *im, int src, const struct stat *st, int dirf
         if ((fl & O_NONBLOCK) && fcntl(src, F_SETFL, fl & ~O_NONBLOCK) < 0)
                 return fail_errno(im, errno, "fcntl", path);
 
+        /* Checked before a byte is copied: the copy never goes past st_size, so the bound holds even
+         * if the file grows meanwhile. */
+        if ((uint64_t)st->st_size > im->max_bytes - im->bytes)
+                return count_bytes(im, (uint64_t)st->st_size, path);
+
         /* O_EXCL|O_NOFOLLOW in a directory we created: we write only a file we just made. */
         fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
@@ -541,6 +579,7 @@ static int create_regular(Importer *im, int src, const struct stat *st, int dirf
         size = copy_content(im, src, fd, (uint64_t)st->st_size, path);
         if (size < 0)
                 return -1;
+        im->bytes += (uint64_t)size; /* what the layer holds: the file may have shrunk */
         if (hash_content(im, fd, (uint64_t)size, path) < 0)
                 return -1;
 
@@ -629,8 +668,8 @@ static IdShift *parse_shift(const char *text)
                 if (s->len == SHIFT_MAX_RANGES || g_strv_length(f) != 3 ||
                     !g_ascii_string_to_unsigned(f[0], 10, 0, UINT32_MAX - 1, &c, NULL) ||
                     !g_ascii_string_to_unsigned(f[1], 10, 0, UINT32_MAX - 1, &h, NULL) ||
-                    !g_ascii_string_to_unsigned(f[2], 10, 1, UINT32_MAX - 1, &n, NULL) || c + n > UINT32_MAX ||
-                    h + n > UINT32_MAX)
+                    !g_ascii_string_to_unsigned(f[2], 10, 1, UINT32_MAX - 1, &n, NULL) ||
+                    c + n > UINT32_MAX || h + n > UINT32_MAX)
                         return NULL;
                 s->c[s->len] = (uint32_t)c;
                 s->h[s->len] = (uint32_t)h;
@@ -673,9 +712,10 @@ static int check_received(Importer *im, int fd, struct stat *st, const char *pat
 static void hash_fingerprint(Importer *im, const char *path, const struct stat *st)
 {
         uint64_t fields[] = {
-                st->st_dev,          st->st_ino,           st->st_mode,          st->st_uid,
-                st->st_gid,          (uint64_t)st->st_size, st->st_rdev,           st->st_nlink,
-                st->st_mtim.tv_sec,  st->st_mtim.tv_nsec,  st->st_ctim.tv_sec,   st->st_ctim.tv_nsec,
+                st->st_dev,          st->st_ino,         st->st_mode,
+                st->st_uid,          st->st_gid,         (uint64_t)st->st_size,
+                st->st_rdev,         st->st_nlink,       st->st_mtim.tv_sec,
+                st->st_mtim.tv_nsec, st->st_ctim.tv_sec, st->st_ctim.tv_nsec,
         };
 
         g_checksum_update(im->fingerprint, (const guchar *)path, strlen(path) + 1);
@@ -764,6 +804,17 @@ static int handle_entry(Importer *im, uint32_t parent, const char *raw_name, siz
                 return -1;
         hash_fingerprint(im, path, &st);
         if (im->fingerprint_only) {
+                /* The size as the import would count it: each inode once. */
+                if (S_ISREG(st.st_mode)) {
+                        InodeKey key = {st.st_dev, st.st_ino};
+                        if (st.st_nlink > 1 && g_hash_table_contains(im->links, &key))
+                                return 0;
+                        if (st.st_nlink > 1)
+                                g_hash_table_insert(im->links, g_memdup2(&key, sizeof(key)), g_strdup(path));
+                        /* Counted, not bounded, here: a tree imported before costs no new bytes. */
+                        im->bytes += MIN((uint64_t)st.st_size, UINT64_MAX - im->bytes);
+                        return 0;
+                }
                 if (S_ISDIR(st.st_mode)) {
                         Dir d = {.index = index, .fd = -1, .depth = top->depth + 1};
                         if (d.depth > KILN_IMPORT_MAX_DEPTH)
@@ -994,10 +1045,27 @@ static int make_tmp_dir(Importer *im)
                          rnd[2], rnd[3], rnd[4], rnd[5]);
                 /* A fresh name in STATE/layers (root-only): nobody else can have a handle on it. */
                 if (mkdirat(im->layers_fd, im->tmp_name, 0700) == 0) {
+                        struct stat a, b;
+
                         im->tmp_fd = openat(im->layers_fd, im->tmp_name,
                                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (im->tmp_fd < 0)
                                 return fail_errno(im, errno, "openat", im->tmp_name);
+                        /* Locked while it is written, on a descriptor of its own (the root Dir closes
+                         * tmp_fd when the tree is complete): kilnd's start-up clean-up removes only
+                         * tmp trees whose lock it can take. */
+                        im->lock_fd = fcntl(im->tmp_fd, F_DUPFD_CLOEXEC, 3);
+                        if (im->lock_fd < 0)
+                                return fail_errno(im, errno, "dup", im->tmp_name);
+                        if (flock(im->lock_fd, LOCK_EX | LOCK_NB) < 0)
+                                return fail_errno(im, errno, "flock", im->tmp_name);
+                        /* A clean-up that took the lock between mkdirat and flock has removed the
+                         * directory: then the name no longer leads to it. */
+                        if (fstat(im->tmp_fd, &a) < 0 ||
+                            fstatat(im->layers_fd, im->tmp_name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+                            a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+                                return fail(im, KILN_IMPORT_EXIT_FAILED, "'%s' was removed while being made",
+                                            im->tmp_name);
                         return 0;
                 }
                 if (errno != EEXIST)
@@ -1005,6 +1073,52 @@ static int make_tmp_dir(Importer *im)
         }
         im->tmp_name[0] = '\0';
         return fail(im, KILN_IMPORT_EXIT_FAILED, "cannot find a free temporary name");
+}
+
+/* What the tree on disk holds, counted as the import counts: every name, and the content of each
+ * regular inode once. nftw takes no closure, hence these. */
+static struct {
+        uint64_t entries, bytes;
+        GHashTable *inodes;
+} tally;
+
+static int tally_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+        tally.entries++;
+        if (S_ISREG(st->st_mode)) {
+                InodeKey key = {st->st_dev, st->st_ino};
+                if (st->st_nlink > 1 && g_hash_table_contains(tally.inodes, &key))
+                        return 0;
+                if (st->st_nlink > 1)
+                        g_hash_table_add(tally.inodes, g_memdup2(&key, sizeof(key)));
+                tally.bytes += (uint64_t)st->st_size;
+        }
+        return type == FTW_NS || type == FTW_DNR ? -1 : 0;
+}
+
+/* One pass over the finished tmp tree before it gets its name: it must hold exactly what was written.
+ * Anything that changed it behind our back (a clean-up that did not respect the lock, an administrator)
+ * shows as a missing or extra entry or a different size, and the import fails instead of publishing a
+ * damaged layer under the digest of the intact one. The path is ours: STATE/layers is root's alone and
+ * nftw is told not to follow symlinks nor to leave the file system. */
+static int verify_tree(Importer *im, const char *layers)
+{
+        g_autofree char *path = g_build_filename(layers, im->tmp_name, NULL);
+        int r;
+
+        tally.entries = tally.bytes = 0;
+        errno = 0;
+        tally.inodes = g_hash_table_new_full(inode_hash, inode_equal, g_free, NULL);
+        r = nftw(path, tally_entry, 16, FTW_PHYS | FTW_MOUNT);
+        g_clear_pointer(&tally.inodes, g_hash_table_unref);
+        if (r != 0)
+                return fail_errno(im, errno ? errno : EIO, "verify", im->tmp_name);
+        if (tally.entries != im->n_records || tally.bytes != im->bytes)
+                return fail(im, KILN_IMPORT_EXIT_FAILED,
+                            "the new layer changed while it was written: %" PRIu64 " entries and %" PRIu64
+                            " bytes on disk, %u entries and %" PRIu64 " bytes written",
+                            tally.entries, tally.bytes, im->n_records, im->bytes);
+        return 0;
 }
 
 /* Makes the finished tree the layer <digest>, or finds that one exists (the same content) and drops ours. */
@@ -1085,6 +1199,14 @@ static int parse_options(int argc, char **argv, Options *o)
                         o->shift_uids = val;
                 } else if (strcmp(arg, "--shift-gids") == 0) {
                         o->shift_gids = val;
+                } else if (strcmp(arg, "--max-bytes") == 0) {
+                        if (!g_ascii_string_to_unsigned(val, 10, 0, UINT64_MAX, &v, NULL))
+                                return -1;
+                        o->max_bytes = v;
+                } else if (strcmp(arg, "--parent-pid") == 0) {
+                        if (!g_ascii_string_to_unsigned(val, 10, 1, INT_MAX, &v, NULL))
+                                return -1;
+                        o->parent_pid = (pid_t)v;
                 } else if (strcmp(arg, "--fd") == 0) {
                         if (!g_ascii_string_to_unsigned(val, 10, 3, INT_MAX, &v, NULL))
                                 return -1;
@@ -1126,6 +1248,9 @@ static void importer_cleanup(Importer *im)
                         fprintf(stderr, "warning: cannot remove '%s': %s\n", failed ? failed : im->tmp_name,
                                 g_strerror(-r));
         }
+        /* Only now: the tree is gone or published. */
+        if (im->lock_fd >= 0)
+                close(im->lock_fd);
         if (im->layers_fd >= 0)
                 close(im->layers_fd);
         if (im->sock >= 0)
@@ -1158,14 +1283,14 @@ static int start_reader(Importer *im, const Options *o, pid_t self)
         }
         if (im->child == 0) {
                 KilnImportReaderArgs a = {
-                    .uid = o->uid,
-                    .gid = o->gid,
-                    .groups = o->groups,
-                    .n_groups = o->n_groups,
-                    .src_path = o->path,
-                    .src_fd = o->fd,
-                    .sock = sv[1],
-                    .parent_pid = self,
+                        .uid = o->uid,
+                        .gid = o->gid,
+                        .groups = o->groups,
+                        .n_groups = o->n_groups,
+                        .src_path = o->path,
+                        .src_fd = o->fd,
+                        .sock = sv[1],
+                        .parent_pid = self,
                 };
                 close(sv[0]);
                 kiln_import_reader_run(&a);
@@ -1186,6 +1311,7 @@ static void importer_reset(Importer *im)
         g_checksum_reset(im->fingerprint);
         im->fingerprint_only = false;
         im->n_records = 0;
+        im->bytes = 0;
         if (im->sock >= 0)
                 close(im->sock);
         im->sock = -1;
@@ -1209,8 +1335,8 @@ static char *lookup_fingerprint(Importer *im, const char *fingerprint)
         if (n < KILN_LAYER_DIGEST_LENGTH)
                 return NULL;
         digest[KILN_LAYER_DIGEST_LENGTH] = '\0';
-        if (!kiln_hex64_is_valid(digest) ||
-            fstatat(im->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+        if (!kiln_hex64_is_valid(digest) || fstatat(im->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISDIR(st.st_mode))
                 return NULL;
         return g_strdup(digest);
 }
@@ -1233,10 +1359,35 @@ static void record_fingerprint(Importer *im, const char *fingerprint, const char
                 (void)unlinkat(im->layers_fd, tmp, 0);
 }
 
+#define SIZES_DIR ".sizes"
+
+/* STATE/layers/.sizes/<digest>: the layer's bytes of file content, for kilnd's per-user bound. Best
+ * effort, as the fingerprint: kilnd counts a layer without a record as 0 bytes. */
+static void record_size(Importer *im, const char *digest, uint64_t bytes)
+{
+        g_autofree char *tmp = g_strconcat(SIZES_DIR "/.tmp-", digest, NULL);
+        g_autofree char *name = g_strconcat(SIZES_DIR "/", digest, NULL);
+        g_autofree char *line = g_strdup_printf("%" PRIu64 "\n", bytes);
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        if (fstatat(im->layers_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                return;
+        if (mkdirat(im->layers_fd, SIZES_DIR, 0700) < 0 && errno != EEXIST)
+                return;
+        fd = openat(im->layers_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return;
+        if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0 ||
+            renameat(im->layers_fd, tmp, im->layers_fd, name) < 0)
+                (void)unlinkat(im->layers_fd, tmp, 0);
+}
+
 int main(int argc, char **argv)
 {
-        Options o = {.fd = -1};
-        Importer im = {.layers_fd = -1, .tmp_fd = -1, .sock = -1, .child = -1};
+        Options o = {.fd = -1, .max_bytes = UINT64_MAX};
+        Importer im = {.layers_fd = -1, .tmp_fd = -1, .lock_fd = -1, .sock = -1, .child = -1};
+        pid_t parent = getppid();
         struct sigaction sa = {.sa_handler = on_signal};
         int keep[1], exit_code = KILN_IMPORT_EXIT_OK;
         g_autofree char *known = NULL;
@@ -1249,10 +1400,12 @@ int main(int argc, char **argv)
         umask(077);
 
         if (parse_options(argc, argv, &o) < 0 ||
-            (o.shift_uids && (!(im.shift_uid = parse_shift(o.shift_uids)) ||
-                              !(im.shift_gid = parse_shift(o.shift_gids))))) {
-                fprintf(stderr, "usage: kiln-import --uid U --gid G [--groups G1,G2,...] --layers DIR "
-                                "(--path ABSOLUTE-PATH | --fd N) [--shift-uids C:H:N,... --shift-gids C:H:N,...]\n");
+            (o.shift_uids &&
+             (!(im.shift_uid = parse_shift(o.shift_uids)) || !(im.shift_gid = parse_shift(o.shift_gids))))) {
+                fprintf(stderr,
+                        "usage: kiln-import --uid U --gid G [--groups G1,G2,...] --layers DIR "
+                        "(--path ABSOLUTE-PATH | --fd N) [--shift-uids C:H:N,... --shift-gids C:H:N,...] "
+                        "[--max-bytes N] [--parent-pid P]\n");
                 g_free(o.groups);
                 g_free(im.shift_uid);
                 g_free(im.shift_gid);
@@ -1260,6 +1413,21 @@ int main(int argc, char **argv)
         }
         if (o.shift_uids)
                 im.shift_text = g_strconcat(o.shift_uids, "/", o.shift_gids, NULL);
+        im.max_bytes = o.max_bytes;
+
+        /* Killed with the service that started us: an import nobody waits for must not go on writing
+         * (and later publish) while a new kilnd cleans up. Checked after setting it, since kilnd may have
+         * died before: then we have been reparented and stop at once. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
+                fprintf(stderr, "prctl PR_SET_PDEATHSIG: %s\n", g_strerror(errno));
+                g_free(o.groups);
+                return KILN_IMPORT_EXIT_FAILED;
+        }
+        if (getppid() != (o.parent_pid ? o.parent_pid : parent)) {
+                fprintf(stderr, "the service that started kiln-import is gone\n");
+                g_free(o.groups);
+                return KILN_IMPORT_EXIT_FAILED;
+        }
 
         /* Nothing inherited but stdio and the source descriptor; no working directory in anyone's tree. */
         keep[0] = o.fd;
@@ -1307,7 +1475,15 @@ int main(int argc, char **argv)
         if (start_reader(&im, &o, self) < 0 || run_import(&im) < 0)
                 goto out;
         known = lookup_fingerprint(&im, g_checksum_get_string(im.fingerprint));
-        if (!known) {
+        if (known) {
+                record_size(&im, known, im.bytes); /* a layer from before sizes were recorded */
+        } else if (im.bytes > im.max_bytes) {
+                /* Refused before anything is written or any content read. */
+                fail(&im, KILN_IMPORT_EXIT_LIMIT,
+                     "the tree holds %" PRIu64 " bytes of file content, more than %" PRIu64, im.bytes,
+                     im.max_bytes);
+                goto out;
+        } else {
                 /* Pass 2: the import, which records the fingerprint of what it read. */
                 importer_reset(&im);
                 if (make_tmp_dir(&im) < 0 || start_reader(&im, &o, self) < 0)
@@ -1317,8 +1493,9 @@ int main(int argc, char **argv)
                         goto out;
                 kiln_layer_hash_end(im.checksum, im.n_records);
                 known = g_strdup(g_checksum_get_string(im.checksum));
-                if (publish(&im, known) < 0)
+                if (verify_tree(&im, o.layers) < 0 || publish(&im, known) < 0)
                         goto out;
+                record_size(&im, known, im.bytes);
                 record_fingerprint(&im, g_checksum_get_string(im.fingerprint), known);
         }
         if (printf("%s\n", known) < 0 || fflush(stdout) != 0) {

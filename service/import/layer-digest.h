@@ -48,6 +48,8 @@ enum {
         KILN_IMPORT_EXIT_NOT_DIRECTORY = 5,     /* G_IO_ERROR_NOT_DIRECTORY */
         KILN_IMPORT_EXIT_INVALID = 6,           /* the tree cannot be imported (limits, pseudo file
                                                  * systems): G_IO_ERROR_INVALID_ARGUMENT */
+        KILN_IMPORT_EXIT_LIMIT = 7,             /* more file content than --max-bytes: G_IO_ERROR_NO_SPACE
+                                                 * (LimitExceeded on the bus) */
 };
 
 typedef struct KilnXattr {

@@ -264,9 +264,106 @@ static void test_import_arguments(void)
         remove_base(base);
 }
 
+#define LAYER_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define LAYER_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define LAYER_C "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+
+static GArray *uses_of(const KilnLayerUse *u, size_t n)
+{
+        GArray *a = g_array_new(FALSE, FALSE, sizeof(KilnLayerUse));
+        g_array_append_vals(a, u, (guint)n);
+        return a;
+}
+
+static GPtrArray *strv_array(const char *const *v)
+{
+        GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+        for (; *v; v++)
+                g_ptr_array_add(a, g_strdup(*v));
+        return a;
+}
+
+/* A layer goes when no builder names it; a shared one stays while any does; nothing that is not a
+ * layer name (imports in progress, records) is ever a candidate. */
+static void test_layers_unused(void)
+{
+        const char *const listing[] = {LAYER_A,  LAYER_B,         LAYER_C, ".tmp-0123",
+                                       ".sizes", ".fingerprints", "AAAA",  NULL};
+        const KilnLayerUse two_share_a[] = {{1000, LAYER_A}, {1001, LAYER_A}};
+        g_autoptr(GPtrArray) names = strv_array(listing);
+        g_autoptr(GArray) uses = uses_of(two_share_a, 2);
+        g_autoptr(GArray) one = uses_of(two_share_a, 1);
+        g_autoptr(GArray) none = uses_of(NULL, 0);
+        g_autoptr(GHashTable) kept = g_hash_table_new(g_str_hash, g_str_equal);
+        g_autoptr(GPtrArray) u1 = kiln_layers_unused(names, uses, NULL);
+        g_autoptr(GPtrArray) u2 = kiln_layers_unused(names, one, NULL);
+        g_autoptr(GPtrArray) u3 = kiln_layers_unused(names, none, NULL);
+        g_autoptr(GPtrArray) u4 = NULL;
+
+        g_assert_cmpuint(u1->len, ==, 2);
+        g_assert_cmpstr(u1->pdata[0], ==, LAYER_B);
+        g_assert_cmpstr(u1->pdata[1], ==, LAYER_C);
+        /* one of the two builders removed: A stays */
+        g_assert_cmpuint(u2->len, ==, 2);
+        g_assert_cmpstr(u2->pdata[0], ==, LAYER_B);
+        /* both removed: every layer, and only layers */
+        g_assert_cmpuint(u3->len, ==, 3);
+        g_assert_cmpstr(u3->pdata[0], ==, LAYER_A);
+        /* a layer of a builder kilnd could not load is kept */
+        g_hash_table_add(kept, (gpointer)LAYER_C);
+        u4 = kiln_layers_unused(names, none, kept);
+        g_assert_cmpuint(u4->len, ==, 2);
+        g_assert_cmpstr(u4->pdata[1], ==, LAYER_B);
+}
+
+static guint64 fake_size(const char *digest, gpointer data)
+{
+        return digest[0] == 'a' ? 100 : digest[0] == 'b' ? 20 : G_MAXUINT64;
+}
+
+/* A user's bytes: each distinct layer his builders use, once; other users' builders do not count. */
+static void test_layer_uses_bytes(void)
+{
+        const KilnLayerUse u[] = {{1000, LAYER_A}, {1000, LAYER_A}, {1000, LAYER_B}, {1001, LAYER_C}};
+        g_autoptr(GArray) uses = uses_of(u, G_N_ELEMENTS(u));
+
+        g_assert_cmpuint(kiln_layer_uses_bytes(uses, 1000, fake_size, NULL), ==, 120);
+        g_assert_cmpuint(kiln_layer_uses_bytes(uses, 1002, fake_size, NULL), ==, 0);
+        /* saturates rather than wrapping */
+        g_array_append_val(uses, ((KilnLayerUse){1000, LAYER_C}));
+        g_assert_cmpuint(kiln_layer_uses_bytes(uses, 1000, fake_size, NULL), ==, G_MAXUINT64);
+        g_assert_cmpuint(kiln_layer_uses_bytes(NULL, 1000, fake_size, NULL), ==, 0);
+}
+
+/* What start-up unmounts below a directory: only below it (not the directory, not a sibling with the
+ * same prefix), deepest first, a stacked mount once per layer, later mounts first. */
+static void test_mounts_below(void)
+{
+        const char *const points[] = {"/",
+                                      "/run/kiln",
+                                      "/run/kiln/bundles",
+                                      "/run/kiln/bundles/c1/volume-0",
+                                      "/run/kiln/bundles-other/x",
+                                      "/run/kiln/bundles/c1/volume-0/sub",
+                                      "/run/kiln/bundles/c2/volume-0",
+                                      "/run/kiln/bundles/c1/volume-0",
+                                      NULL};
+        g_autoptr(GPtrArray) all = strv_array(points);
+        g_autoptr(GPtrArray) below = kiln_mounts_below(all, "/run/kiln/bundles");
+
+        g_assert_cmpuint(below->len, ==, 4);
+        g_assert_cmpstr(below->pdata[0], ==, "/run/kiln/bundles/c1/volume-0/sub");
+        g_assert_cmpstr(below->pdata[1], ==, "/run/kiln/bundles/c1/volume-0");
+        g_assert_cmpstr(below->pdata[2], ==, "/run/kiln/bundles/c2/volume-0");
+        g_assert_cmpstr(below->pdata[3], ==, "/run/kiln/bundles/c1/volume-0");
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/storage-unit/layers-unused", test_layers_unused);
+        g_test_add_func("/storage-unit/layer-uses-bytes", test_layer_uses_bytes);
+        g_test_add_func("/storage-unit/mounts-below", test_mounts_below);
         g_test_add_func("/storage-unit/hex64", test_hex64);
         g_test_add_func("/storage-unit/names", test_names);
         g_test_add_func("/storage-unit/escape", test_escape);

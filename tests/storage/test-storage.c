@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -163,7 +164,7 @@ static guint count_layers(Fixture *f, gboolean *have_tmp)
         while ((name = g_dir_read_name(d))) {
                 if (g_str_has_prefix(name, ".tmp-"))
                         *have_tmp = TRUE;
-                else if (!g_str_equal(name, ".fingerprints"))
+                else if (!g_str_equal(name, ".fingerprints") && !g_str_equal(name, ".sizes"))
                         n++;
         }
         return n;
@@ -965,6 +966,58 @@ static void test_cleanup_stale(Fixture *f, gconstpointer data)
         g_assert_no_error(error);
 }
 
+/* A tmp tree someone holds locked (kiln-import while it writes) survives the start-up clean-up; the
+ * same tree unlocked does not. */
+static void test_cleanup_skips_locked(Fixture *f, gconstpointer data)
+{
+        g_autofree char *live = path_in(f->layers, ".tmp-live");
+        g_autofree char *live_file = path_in(live, "file");
+        int fd;
+
+        g_assert_cmpint(g_mkdir(live, 0700), ==, 0);
+        write_file(live_file, "being written");
+        fd = open(live, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(flock(fd, LOCK_EX | LOCK_NB), ==, 0);
+
+        kiln_storage_cleanup_stale(f->storage);
+        g_assert_true(g_file_test(live_file, G_FILE_TEST_IS_REGULAR));
+
+        close(fd);
+        kiln_storage_cleanup_stale(f->storage);
+        g_assert_false(g_file_test(live, G_FILE_TEST_EXISTS));
+}
+
+/* --max-bytes through the storage API: the import stops, answers NO_SPACE naming the setting, and
+ * leaves nothing in STATE/layers. */
+static void test_import_limit(Fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autofree char *src = make_src(f, "big");
+        g_autofree char *file = path_in(src, "file");
+        g_autofree char *small = make_src(f, "small");
+        g_autofree char *small_file = path_in(small, "file");
+        g_autofree char *digest = NULL;
+        gboolean have_tmp;
+        guint before;
+
+        write_file(file, "0123456789abcdef0123456789abcdef!");      /* 33 bytes */
+        write_file(small_file, "0123456789abcdef0123456789abcdef"); /* 32 bytes */
+        kiln_storage_set_limits(f->storage, 32, G_MAXUINT64);
+        before = count_layers(f, &have_tmp);
+        digest = import_full(f, src, -1, 0, 0, NULL, 0, FALSE, &error);
+        g_assert_null(digest);
+        g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE);
+        g_assert_nonnull(strstr(error->message, "ImportBytes=32"));
+        g_assert_cmpuint(count_layers(f, &have_tmp), ==, before);
+        g_assert_false(have_tmp);
+        g_clear_error(&error);
+        /* exactly at the bound is fine */
+        digest = import_full(f, small, -1, 0, 0, NULL, 0, FALSE, &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(digest);
+}
+
 static void add(const char *name, void (*fn)(Fixture *, gconstpointer))
 {
         g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown);
@@ -1006,5 +1059,7 @@ int main(int argc, char **argv)
                    fixture_teardown);
         add("/storage/remove-builder/symlinks", test_remove_builder_symlinks);
         add("/storage/cleanup-stale", test_cleanup_stale);
+        add("/storage/cleanup-skips-locked", test_cleanup_skips_locked);
+        add("/storage/import/limit", test_import_limit);
         return g_test_run();
 }

@@ -148,6 +148,28 @@ static void test_missing_explicit_file(void)
         g_assert_error(error, G_FILE_ERROR, G_FILE_ERROR_NOENT);
 }
 
+/* The storage bounds: 64-bit byte counts, 0 turning a bound off, anything else refused. */
+static void test_storage_bytes(void)
+{
+        g_autofree char *path = write_temp("[Limits]\nImportBytes=0\nStorageBytesPerUser=21474836480000\n");
+        g_autofree char *bad = write_temp("[Limits]\nImportBytes=-1\n");
+        g_autoptr(KilnConfig) defaults = kiln_config_new_defaults();
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
+        g_autoptr(KilnConfig) d = NULL;
+
+        g_assert_cmpuint(defaults->import_bytes, ==, G_GUINT64_CONSTANT(10) << 30);
+        g_assert_cmpuint(defaults->storage_bytes_per_user, ==, G_GUINT64_CONSTANT(20) << 30);
+        g_assert_no_error(error);
+        g_assert_cmpuint(c->import_bytes, ==, G_MAXUINT64);
+        g_assert_cmpuint(c->storage_bytes_per_user, ==, G_GUINT64_CONSTANT(21474836480000));
+        d = kiln_config_load(bad, &error);
+        g_assert_null(d);
+        g_assert_nonnull(strstr(error->message, "ImportBytes"));
+        g_unlink(path);
+        g_unlink(bad);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -157,5 +179,6 @@ int main(int argc, char **argv)
         g_test_add_func("/config/user-namespace", test_user_namespace);
         g_test_add_func("/config/user-namespace-rejects", test_user_namespace_rejects);
         g_test_add_func("/config/missing-explicit-file", test_missing_explicit_file);
+        g_test_add_func("/config/storage-bytes", test_storage_bytes);
         return g_test_run();
 }
