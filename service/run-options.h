@@ -39,6 +39,10 @@ typedef struct KilnRunOptions {
         char *seccomp_profile;
         guint64 timeout_usec;
         gboolean detach;
+        /* Resources (cgroup.h): unset is KILN_PIDS_LIMIT_UNSET, KILN_MEMORY_UNSET, 0 */
+        gint64 pids_limit; /* <= 0: no limit */
+        guint64 memory;    /* bytes; 0: no limit */
+        guint64 cpu_weight;
 
         /* Not an option: host path → O_PATH descriptor of a volume source, opened as the caller
          * before authorization (run-privileges.h); NULL for uid 0 callers. */

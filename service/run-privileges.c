@@ -2,6 +2,7 @@
 #include <sys/capability.h>
 
 #include "caller-open.h"
+#include "cgroup.h"
 #include "run-privileges.h"
 #include "run.h"
 #include "spec.h"
@@ -129,6 +130,40 @@ static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunO
         return TRUE;
 }
 
+/* Limits above kiln.conf's [Resources] defaults, and tmpfs mounts larger than TmpfsMaxSize: lowering a
+ * limit needs nothing, raising or removing one is run-privileged. */
+static void check_resources(GPtrArray *reasons, const KilnConfig *c, const KilnRunOptions *o)
+{
+        g_autofree char *shm_value = NULL;
+        guint64 asked;
+
+        if (o->pids_limit != KILN_PIDS_LIMIT_UNSET && c->pids_limit > 0 &&
+            (o->pids_limit <= 0 || (guint64)o->pids_limit > c->pids_limit))
+                g_ptr_array_add(reasons, g_strdup_printf("pids_limit %s kiln.conf's %" G_GUINT64_FORMAT,
+                                                         o->pids_limit <= 0 ? "none, above" : "above",
+                                                         c->pids_limit));
+        if (o->memory != KILN_MEMORY_UNSET && c->memory > 0 && (o->memory == 0 || o->memory > c->memory))
+                g_ptr_array_add(reasons,
+                                g_strdup_printf("memory %s kiln.conf's %" G_GUINT64_FORMAT " bytes",
+                                                o->memory == 0 ? "none, above" : "above", c->memory));
+        if (o->cpu_weight > c->cpu_weight)
+                g_ptr_array_add(reasons, g_strdup_printf("cpu_weight above kiln.conf's %" G_GUINT64_FORMAT,
+                                                         c->cpu_weight));
+        for (char **mnt = o->mounts; mnt && *mnt; mnt++)
+                if (kiln_tmpfs_mount_exceeds(*mnt, c->tmpfs_max_size, &asked))
+                        g_ptr_array_add(
+                                reasons,
+                                g_strdup_printf("mounts[%d] tmpfs of %" G_GUINT64_FORMAT
+                                                " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
+                                                (int)(mnt - o->mounts), asked, c->tmpfs_max_size));
+        shm_value = o->shm_size && *o->shm_size ? g_strdup_printf("type=tmpfs,size=%s", o->shm_size) : NULL;
+        if (shm_value && kiln_tmpfs_mount_exceeds(shm_value, c->tmpfs_max_size, &asked))
+                g_ptr_array_add(reasons,
+                                g_strdup_printf("shm_size of %" G_GUINT64_FORMAT
+                                                " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
+                                                asked, c->tmpfs_max_size));
+}
+
 GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o,
                                const KilnCreds *caller, GError **error)
 {
@@ -151,5 +186,6 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
                 g_ptr_array_add(reasons, g_strdup("no_new_privileges=false"));
         if (!check_volumes(reasons, b, o, caller, error))
                 return NULL;
+        check_resources(reasons, m->config, o);
         return g_steal_pointer(&reasons);
 }

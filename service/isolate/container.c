@@ -3,7 +3,7 @@
  * may run ordinary code (allocate, format errors) until it execs.
  *
  * The protocol, over a SOCK_SEQPACKET pair (close-on-exec on both ends):
- *   parent: clone → [user namespace maps] → [oom_score_adj] → rlimits → GO
+ *   parent: clone → [user namespace maps] → [oom_score_adj] → rlimits → [cgroup] → GO
  *   init:   wait for GO → namespace root → other namespaces → file system → terminal → capabilities,
  *           user → look the command up → READY
  *           (create: wait for `start`) → seccomp → execve
@@ -67,6 +67,7 @@ static int sync_recv(int fd, SyncMsg *m)
 typedef struct Init {
         const IsoLaunch *launch;
         const IsoSpec *spec;
+        GArray *cgroup_dirs; /* the run's cgroup, found by the parent before the clone; or NULL */
         int sync_fd;
         int unshare_flags;
         char *command; /* resolved argv[0] */
@@ -87,6 +88,7 @@ static gboolean init_file_system(const Init *init, GError **error)
 {
         IsoRoot root = {
                 .spec = init->spec,
+                .cgroup_dirs = init->cgroup_dirs,
                 .rootfd = -1,
                 .in_userns = init->spec->ns[ISO_NS_USER].present,
         };
@@ -172,10 +174,13 @@ static int init_report(const Init *init, const GError *error)
         return error->code;
 }
 
-static int init_main(const IsoLaunch *launch, int sync_fd, int unshare_flags)
+static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, int sync_fd, int unshare_flags)
 {
-        Init init = {
-                .launch = launch, .spec = launch->spec, .sync_fd = sync_fd, .unshare_flags = unshare_flags};
+        Init init = {.launch = launch,
+                     .spec = launch->spec,
+                     .cgroup_dirs = cgroup_dirs,
+                     .sync_fd = sync_fd,
+                     .unshare_flags = unshare_flags};
         g_autoptr(GError) error = NULL;
         int code;
 
@@ -229,6 +234,21 @@ static gboolean join_namespaces(const IsoSpec *spec, GError **error)
         return TRUE;
 }
 
+/* The init joins the run's cgroup, its limits written first, before it makes its cgroup namespace (after
+ * GO): the namespace's root is then the run's own cgroup, and nothing the init runs is ever unlimited.
+ * Safe: the directories are kilnd's (linux.cgroupsPath, checked to be plain names under this process's
+ * own cgroup or the hierarchy's root), and only the init, a process of this run, is moved. */
+static gboolean parent_join_cgroup(pid_t pid, const IsoSpec *spec, GArray *dirs, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+
+        if (!dirs)
+                return TRUE;
+        if (!kiln_cgroup_enter(dirs, spec->cgroups_path, &spec->limits, pid, &local))
+                return iso_fail(error, "%s", local->message);
+        return TRUE;
+}
+
 static gboolean parent_configure(pid_t pid, const IsoSpec *spec, GError **error)
 {
         if (spec->ns[ISO_NS_USER].present && !iso_user_write_maps(pid, spec, error))
@@ -258,11 +278,20 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         const IsoSpec *spec = launch->spec;
         int new_ns = iso_spec_new_namespaces(spec);
         int flags = new_ns & (CLONE_NEWUSER | CLONE_NEWPID);
+        g_autoptr(GArray) cgroup_dirs = NULL;
+        g_autoptr(GError) local = NULL;
         int sync[2], status;
         SyncMsg m;
         pid_t pid;
         int r;
 
+        /* Found from our own cgroup, before the clone: the init's copy says where its cgroup mounts come
+         * from, whatever its namespaces show later. */
+        if (spec->cgroups_path) {
+                cgroup_dirs = kiln_cgroup_dirs(spec->cgroups_path, &local);
+                if (!cgroup_dirs)
+                        return iso_fail(error, "%s", local->message);
+        }
         if (!join_namespaces(spec, error))
                 return FALSE;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0)
@@ -282,11 +311,12 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         }
         if (pid == 0) {
                 close(sync[0]);
-                _exit(init_main(launch, sync[1], new_ns & ~flags));
+                _exit(init_main(launch, cgroup_dirs, sync[1], new_ns & ~flags));
         }
         close(sync[1]);
 
-        if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, 0, NULL)) {
+        if (!parent_configure(pid, spec, error) || !parent_join_cgroup(pid, spec, cgroup_dirs, error) ||
+            !sync_send(sync[0], MSG_GO, 0, NULL)) {
                 if (error && !*error)
                         iso_fail_errno(error, errno, "start the init");
                 kill(pid, SIGKILL);
