@@ -369,10 +369,9 @@ static gboolean write_limits(const KilnCgroupDir *d, const KilnCgroupLimits *l, 
         return TRUE;
 }
 
-gboolean kiln_cgroup_enter(GArray *dirs, const char *cgroups_path, const KilnCgroupLimits *limits, pid_t pid,
-                           GError **error)
+gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCgroupLimits *limits,
+                            GError **error)
 {
-        g_autofree char *pid_text = g_strdup_printf("%d", (int)pid);
         gboolean saw_pids = FALSE, saw_memory = FALSE;
 
         for (guint i = 0; i < dirs->len; i++) {
@@ -396,7 +395,13 @@ gboolean kiln_cgroup_enter(GArray *dirs, const char *cgroups_path, const KilnCgr
                 return kiln_fail(error, KILN_ERROR_CODE_FAILED,
                                  "cgroup: no %s controller on this host for the run's limit",
                                  limits->pids_limit > 0 && !saw_pids ? "pids" : "memory");
-        /* Joined last, every limit in place: the process never runs unlimited. */
+        return TRUE;
+}
+
+gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error)
+{
+        g_autofree char *pid_text = g_strdup_printf("%d", (int)pid);
+
         for (guint i = 0; i < dirs->len; i++)
                 if (!write_at(g_array_index(dirs, KilnCgroupDir, i).path, "cgroup.procs", pid_text, error))
                         return FALSE;

@@ -60,17 +60,20 @@ typedef struct KilnCgroupDir {
 } KilnCgroupDir;
 GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error);
 
-/* kiln-isolate's parent for its init: makes @cgroups_path's directories @dirs (kiln_cgroup_dirs()), writes
- * the limits (pids.max; memory.limit_in_bytes or memory.max; cpu.shares or cpu.weight; @cpu_shares and
- * @cpu_weight are each 0 when not set) and moves @pid into them, before the init runs anything. */
+/* kiln-isolate's parent for its init: makes @cgroups_path's directories @dirs (kiln_cgroup_dirs()) and
+ * writes the limits (pids.max; memory.limit_in_bytes or memory.max; cpu.shares or cpu.weight; @cpu_shares
+ * and @cpu_weight are each 0 when not set); then moves @pid into them, before the process runs anything
+ * of the container's. Moving is the slow part on cgroup v1 (the first move waits for an RCU grace
+ * period, milliseconds), so it is its own step, for the caller to overlap with other work. */
 typedef struct KilnCgroupLimits {
         gint64 pids_limit; /* > 0; 0: "max" */
         guint64 memory;    /* 0: no limit */
         guint64 cpu_shares;
         guint64 cpu_weight;
 } KilnCgroupLimits;
-gboolean kiln_cgroup_enter(GArray *dirs, const char *cgroups_path, const KilnCgroupLimits *limits, pid_t pid,
-                           GError **error);
+gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCgroupLimits *limits,
+                            GError **error);
+gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
 
 /* kilnd once a run ended (its process reaped): removes the run's cgroupfs cgroup in every hierarchy,
  * killing what is still in it first (a process a `pid=host` run left behind). Nothing to do for

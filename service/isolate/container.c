@@ -3,9 +3,10 @@
  * may run ordinary code (allocate, format errors) until it execs.
  *
  * The protocol, over a SOCK_SEQPACKET pair (close-on-exec on both ends):
- *   parent: clone → [user namespace maps] → [oom_score_adj] → rlimits → [cgroup] → GO
- *   init:   wait for GO → namespace root → other namespaces → file system → terminal → capabilities,
- *           user → look the command up → READY
+ *   parent: [cgroup made] → clone → [user namespace maps] → [oom_score_adj] → rlimits → GO
+ *           → [init moved into the cgroup → CGROUP]
+ *   init:   wait for GO → namespace root → other namespaces → file system → [wait for CGROUP →
+ *           cgroup namespace] → terminal → capabilities, user → look the command up → READY
  *           (create: wait for `start`) → seccomp → execve
  * Any failure of the init is one ERROR message (its exit code and text) and the init exits with that
  * code. After READY the parent of a run keeps listening: an error before the exec still arrives, and
@@ -24,7 +25,7 @@
 
 #include "isolate.h"
 
-enum { MSG_GO = 1, MSG_READY, MSG_ERROR };
+enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_CGROUP };
 
 #define MSG_TEXT_MAX 4000
 
@@ -133,9 +134,28 @@ static gboolean init_credentials(Init *init, GError **error)
         return TRUE;
 }
 
+/* The parent moves the init into the run's cgroup while the init sets up its file system (the move costs
+ * an RCU grace period on cgroup v1); the init waits for it before anything of the container's can run,
+ * and only then makes its cgroup namespace, whose root is the cgroup it is in. On cgroup v2 that comes
+ * before the mounts: a new cgroup2 mount shows the namespace's root. */
+static gboolean init_wait_cgroup(Init *init, bool new_cgroupns, GError **error)
+{
+        SyncMsg m;
+
+        if (sync_recv(init->sync_fd, &m) != MSG_CGROUP)
+                return iso_fail(error, "the parent went away before the init was in its cgroup");
+        /* Safe: a cgroup namespace only narrows what the init sees of the cgroup tree. */
+        if (new_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
+                return iso_fail_errno(error, errno, "unshare the cgroup namespace");
+        return TRUE;
+}
+
 static gboolean init_setup(Init *init, GError **error)
 {
         const IsoSpec *spec = init->spec;
+        bool cgroup = init->cgroup_dirs != NULL, unified = cgroup && kiln_cgroup_unified();
+        bool late_cgroupns = cgroup && (init->unshare_flags & CLONE_NEWCGROUP);
+        int flags = init->unshare_flags & ~(late_cgroupns ? CLONE_NEWCGROUP : 0);
         SyncMsg m;
         int r;
 
@@ -146,9 +166,15 @@ static gboolean init_setup(Init *init, GError **error)
                 return FALSE;
         /* The namespaces not made by the clone are made now, by the namespace's root: what they create
          * at once (the IPC namespace's mqueue file system) then belongs to a mapped user. */
-        if (init->unshare_flags && unshare(init->unshare_flags) < 0)
-                return iso_fail_errno(error, errno, "unshare (0x%x)", (unsigned)init->unshare_flags);
-        if (!init_uts(spec, error) || !init_file_system(init, error))
+        if (flags && unshare(flags) < 0)
+                return iso_fail_errno(error, errno, "unshare (0x%x)", (unsigned)flags);
+        if (!init_uts(spec, error))
+                return FALSE;
+        if (cgroup && unified && !init_wait_cgroup(init, late_cgroupns, error))
+                return FALSE;
+        if (!init_file_system(init, error))
+                return FALSE;
+        if (cgroup && !unified && !init_wait_cgroup(init, late_cgroupns, error))
                 return FALSE;
         if (spec->has_umask)
                 umask(spec->umask);
@@ -234,18 +260,28 @@ static gboolean join_namespaces(const IsoSpec *spec, GError **error)
         return TRUE;
 }
 
-/* The init joins the run's cgroup, its limits written first, before it makes its cgroup namespace (after
- * GO): the namespace's root is then the run's own cgroup, and nothing the init runs is ever unlimited.
- * Safe: the directories are kilnd's (linux.cgroupsPath, checked to be plain names under this process's
- * own cgroup or the hierarchy's root), and only the init, a process of this run, is moved. */
-static gboolean parent_join_cgroup(pid_t pid, const IsoSpec *spec, GArray *dirs, GError **error)
+/* The run's cgroup, its limits written, before the clone: the init's copy of @dirs then names directories
+ * that exist (it binds them on cgroup v1). Safe: the directories are kilnd's (linux.cgroupsPath, checked
+ * to be plain names under this process's own cgroup or the hierarchy's root). */
+static gboolean parent_make_cgroup(const IsoSpec *spec, GArray *dirs, GError **error)
 {
         g_autoptr(GError) local = NULL;
 
-        if (!dirs)
-                return TRUE;
-        if (!kiln_cgroup_enter(dirs, spec->cgroups_path, &spec->limits, pid, &local))
+        if (!kiln_cgroup_create(dirs, spec->cgroups_path, &spec->limits, &local))
                 return iso_fail(error, "%s", local->message);
+        return TRUE;
+}
+
+/* After GO, while the init sets up: it moves into the cgroup (only it, a process of this run) and is told.
+ * It waits for that before it runs anything of the container's, so nothing it runs is ever unlimited. */
+static gboolean parent_join_cgroup(pid_t pid, GArray *dirs, int sync_fd, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+
+        if (!kiln_cgroup_join(dirs, pid, &local))
+                return iso_fail(error, "%s", local->message);
+        /* An init that failed meanwhile is gone; its error is the next message to read. */
+        (void)sync_send(sync_fd, MSG_CGROUP, 0, NULL);
         return TRUE;
 }
 
@@ -291,6 +327,8 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
                 cgroup_dirs = kiln_cgroup_dirs(spec->cgroups_path, &local);
                 if (!cgroup_dirs)
                         return iso_fail(error, "%s", local->message);
+                if (!parent_make_cgroup(spec, cgroup_dirs, error))
+                        return FALSE;
         }
         if (!join_namespaces(spec, error))
                 return FALSE;
@@ -315,8 +353,8 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         }
         close(sync[1]);
 
-        if (!parent_configure(pid, spec, error) || !parent_join_cgroup(pid, spec, cgroup_dirs, error) ||
-            !sync_send(sync[0], MSG_GO, 0, NULL)) {
+        if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, 0, NULL) ||
+            (cgroup_dirs && !parent_join_cgroup(pid, cgroup_dirs, sync[0], error))) {
                 if (error && !*error)
                         iso_fail_errno(error, errno, "start the init");
                 kill(pid, SIGKILL);

@@ -144,7 +144,7 @@ gboolean iso_remount(int fd, const char *what, unsigned long flags, bool keep, G
 /* For a recursive bind, ro, nosuid, nodev and noexec go to every submount too (a read-only volume or
  * cgroup tree must not have writable mounts inside it). Kernels before 5.12 lack mount_setattr: there
  * only the top mount gets them, as with runc's remount. */
-static gboolean set_recursive(int fd, const char *what, unsigned long flags, GError **error)
+static gboolean set_recursive(int fd, const char *what, unsigned long flags, bool *applied, GError **error)
 {
         static const struct {
                 unsigned long ms;
@@ -160,11 +160,18 @@ static gboolean set_recursive(int fd, const char *what, unsigned long flags, GEr
         for (size_t i = 0; i < G_N_ELEMENTS(table); i++)
                 if (flags & table[i].ms)
                         attr.attr_set |= table[i].attr;
+        if (applied)
+                *applied = attr.attr_set == 0;
         if (attr.attr_set == 0)
                 return TRUE;
         /* Safe: these attributes only take rights away, on mounts of our own namespace. */
-        if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0 && errno != ENOSYS)
-                return iso_fail_errno(error, errno, "mount_setattr on '%s' and its submounts", what);
+        if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+                if (errno != ENOSYS)
+                        return iso_fail_errno(error, errno, "mount_setattr on '%s' and its submounts", what);
+                return TRUE;
+        }
+        if (applied)
+                *applied = true;
         return TRUE;
 }
 
@@ -219,6 +226,7 @@ static gboolean mount_cgroup_v1(IsoRoot *root, const IsoMount *m, GError **error
                 (m->flags & ~(MS_REMOUNT | MS_BIND | MS_REC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
         _cleanup_close_ int target_fd = -1, top_fd = -1;
         char t[ISO_FD_PATH_MAX], s[ISO_FD_PATH_MAX];
+        bool applied = false;
 
         target_fd = iso_root_open_target(root->rootfd, root_path, m->destination, false, error);
         if (target_fd < 0)
@@ -249,12 +257,18 @@ static gboolean mount_cgroup_v1(IsoRoot *root, const IsoMount *m, GError **error
                  * onto a directory of the tmpfs just made. Not recursive: a cgroup has no submounts. */
                 if (mount(iso_fd_path(s, source_fd), iso_fd_path(t, sub_fd), NULL, MS_BIND, NULL) < 0)
                         return iso_fail_errno(error, errno, "bind cgroup '%s' at '%s'", d->path, sub);
-                kiln_close_fdp(&sub_fd);
-                sub_fd = openat(top_fd, d->mount_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (sub_fd < 0 || !iso_remount(sub_fd, sub, flags, false, error))
-                        return sub_fd < 0 ? iso_fail_errno(error, errno, "open '%s'", sub) : FALSE;
         }
-        return iso_remount(top_fd, where, flags, false, error);
+        /* Read-only (and what else the spec says) all at once, the binds included; one remount each
+         * where the kernel has no mount_setattr. */
+        if (!set_recursive(top_fd, where, flags, &applied, error))
+                return FALSE;
+        for (guint i = 0; !applied && i < root->cgroup_dirs->len; i++) {
+                const char *name = g_array_index(root->cgroup_dirs, KilnCgroupDir, i).mount_name;
+                _cleanup_close_ int fd = openat(top_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd >= 0 && !iso_remount(fd, where, flags, false, error))
+                        return FALSE;
+        }
+        return applied || iso_remount(top_fd, where, flags, false, error);
 }
 
 static gboolean mount_one(IsoRoot *root, const IsoMount *m, GError **error)
@@ -326,7 +340,7 @@ static gboolean mount_one(IsoRoot *root, const IsoMount *m, GError **error)
                 return iso_fail_errno(error, -top_fd, "open '%s' after mounting", where);
         if (bind_source && (flags & ~(MS_BIND | MS_REC)) && !iso_remount(top_fd, where, flags, false, error))
                 return FALSE;
-        if (bind_source && recursive && !set_recursive(top_fd, where, flags, error))
+        if (bind_source && recursive && !set_recursive(top_fd, where, flags, NULL, error))
                 return FALSE;
         /* Safe: propagation of a mount inside our namespace; "/" was made a slave first, so even "shared"
          * only shares with the host what the host already shares with us. */
