@@ -44,6 +44,9 @@ void kiln_cgroup_resolve(const KilnConfig *config, gint64 pids_limit, guint64 me
 
         ret->pids_limit =
                 pids_limit == KILN_PIDS_LIMIT_UNSET ? (gint64)config->pids_limit : MAX(pids_limit, 0);
+        /* pids.max takes no more than the kernel's PID_MAX_LIMIT: a limit above it is no limit. */
+        if (ret->pids_limit > KILN_PIDS_MAX_LIMIT)
+                ret->pids_limit = 0;
         ret->memory = memory == KILN_MEMORY_UNSET ? config->memory : memory;
         ret->cpu_weight = cpu_weight ? cpu_weight : config->cpu_weight;
         ret->cgroup_v2 = kiln_cgroup_unified();
@@ -458,43 +461,4 @@ void kiln_cgroup_remove(const KilnRunResources *resources)
                         g_usleep(2000);
                 }
         }
-}
-
-/* ---- tmpfs sizes ---- */
-
-gboolean kiln_tmpfs_parse_size(const char *value, guint64 *bytes)
-{
-        char *end = NULL;
-        guint64 n, shift = 0;
-
-        if (!g_ascii_isdigit(*value))
-                return FALSE;
-        n = g_ascii_strtoull(value, &end, 10);
-        if (*end && !end[1] && strchr("kKmMgG", *end))
-                shift = g_ascii_tolower(*end) == 'k' ? 10 : g_ascii_tolower(*end) == 'm' ? 20 : 30, end++;
-        if (*end || n > (G_MAXUINT64 >> shift))
-                return FALSE;
-        *bytes = n << shift;
-        return TRUE;
-}
-
-gboolean kiln_tmpfs_mount_exceeds(const char *mount_value, guint64 max, guint64 *asked)
-{
-        g_auto(GStrv) parts = g_strsplit(mount_value, ",", -1);
-        gboolean tmpfs = FALSE;
-        const char *size = NULL;
-
-        /* The spellings kiln_mount_option_parse() takes; the last size given counts. */
-        for (char **p = parts; *p; p++) {
-                if (g_str_equal(*p, "type=tmpfs"))
-                        tmpfs = TRUE;
-                else if (g_str_has_prefix(*p, "tmpfs-size="))
-                        size = *p + strlen("tmpfs-size=");
-                else if (g_str_has_prefix(*p, "size="))
-                        size = *p + strlen("size=");
-        }
-        /* A size that is not one is refused with its own error when the run is prepared. */
-        if (!tmpfs || !size || !kiln_tmpfs_parse_size(size, asked))
-                return FALSE;
-        return *asked > max;
 }

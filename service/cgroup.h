@@ -39,6 +39,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnRunResources, kiln_run_resources_clear)
 #define KILN_PIDS_LIMIT_UNSET G_MININT64
 #define KILN_MEMORY_UNSET G_MAXUINT64
 #define KILN_CPU_WEIGHT_MAX 10000
+#define KILN_PIDS_MAX_LIMIT 4194304 /* the kernel's PID_MAX_LIMIT */
 
 /* Host facts, looked up once and remembered. */
 gboolean kiln_cgroup_systemd_booted(void);
@@ -80,9 +81,3 @@ gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
  * systemd's scopes (systemd removes them) or an already removed cgroup (runc's delete did). Logs
  * what it cannot remove. */
 void kiln_cgroup_remove(const KilnRunResources *resources);
-
-/* tmpfs sizes: the bytes of a "size=N[kmg]" option (FALSE: not a size), and whether a --mount value
- * of type tmpfs asks for more than @max (a tmpfs without a size gets @max, see spec.h). For the
- * authorization (run-privileges.c). */
-gboolean kiln_tmpfs_parse_size(const char *value, guint64 *bytes);
-gboolean kiln_tmpfs_mount_exceeds(const char *mount_value, guint64 max, guint64 *asked);

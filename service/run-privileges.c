@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <string.h>
 #include <sys/capability.h>
+#include <sys/sysinfo.h>
 
 #include "caller-open.h"
 #include "cgroup.h"
@@ -130,13 +132,10 @@ static gboolean check_volumes(GPtrArray *reasons, const KilnBuilder *b, KilnRunO
         return TRUE;
 }
 
-/* Limits above kiln.conf's [Resources] defaults, and tmpfs mounts larger than TmpfsMaxSize: lowering a
- * limit needs nothing, raising or removing one is run-privileged. */
+/* Limits above kiln.conf's [Resources] defaults: lowering a limit needs nothing, raising or removing one
+ * is run-privileged. */
 static void check_resources(GPtrArray *reasons, const KilnConfig *c, const KilnRunOptions *o)
 {
-        g_autofree char *shm_value = NULL;
-        guint64 asked;
-
         if (o->pids_limit != KILN_PIDS_LIMIT_UNSET && c->pids_limit > 0 &&
             (o->pids_limit <= 0 || (guint64)o->pids_limit > c->pids_limit))
                 g_ptr_array_add(reasons, g_strdup_printf("pids_limit %s kiln.conf's %" G_GUINT64_FORMAT,
@@ -149,15 +148,58 @@ static void check_resources(GPtrArray *reasons, const KilnConfig *c, const KilnR
         if (o->cpu_weight > c->cpu_weight)
                 g_ptr_array_add(reasons, g_strdup_printf("cpu_weight above kiln.conf's %" G_GUINT64_FORMAT,
                                                          c->cpu_weight));
-        for (char **mnt = o->mounts; mnt && *mnt; mnt++)
-                if (kiln_tmpfs_mount_exceeds(*mnt, c->tmpfs_max_size, &asked))
-                        g_ptr_array_add(
-                                reasons,
-                                g_strdup_printf("mounts[%d] tmpfs of %" G_GUINT64_FORMAT
+}
+
+/* A tmpfs size as mount(8) means it: N bytes, N with k, m, g (powers of 1024; b for bytes, as shm_size
+ * takes), or N% of the RAM. FALSE for anything else, which the generator refuses later. */
+static gboolean tmpfs_size_bytes(const char *value, guint64 *bytes)
+{
+        static const char units[] = "bkmg";
+        gsize digits = strspn(value, "0123456789");
+        guint64 n = g_ascii_strtoull(value, NULL, 10);
+        struct sysinfo si;
+        const char *unit;
+
+        if (digits == 0 || digits > 19 || (value[digits] && value[digits + 1]))
+                return FALSE;
+        if (value[digits] == '%') {
+                if (sysinfo(&si) < 0)
+                        return FALSE;
+                /* In floating point: a huge percentage must not wrap around to a small size. */
+                *bytes = (guint64)MIN((double)si.totalram * si.mem_unit * (double)n / 100, 1.8e19);
+                return TRUE;
+        }
+        unit = value[digits] ? strchr(units, g_ascii_tolower(value[digits])) : units;
+        if (!unit || !*unit)
+                return FALSE;
+        *bytes = n > (G_MAXUINT64 >> (10 * (unit - units))) ? G_MAXUINT64 : n << (10 * (unit - units));
+        return TRUE;
+}
+
+/* tmpfs mounts (--mount type=tmpfs and shm_size) larger than TmpfsMaxSize: a tmpfs's pages are memory
+ * nobody else gets. Every size a mount names counts, whichever of them the generator would use. The
+ * lead may re-hook this on the resolved list of mounts (it reads only what it is given). */
+static void check_tmpfs(GPtrArray *reasons, const KilnConfig *c, const KilnRunOptions *o)
+{
+        guint64 asked;
+
+        for (char **mnt = o->mounts; mnt && *mnt; mnt++) {
+                g_auto(KilnMountOption) m = {0};
+
+                kiln_mount_option_parse(*mnt, &m);
+                if (!g_str_equal(m.type, "tmpfs"))
+                        continue;
+                for (char **opt = m.options; *opt; opt++)
+                        if (g_str_has_prefix(*opt, "size=") && tmpfs_size_bytes(*opt + 5, &asked) &&
+                            asked > c->tmpfs_max_size)
+                                g_ptr_array_add(
+                                        reasons,
+                                        g_strdup_printf(
+                                                "mounts[%d] tmpfs of %" G_GUINT64_FORMAT
                                                 " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
                                                 (int)(mnt - o->mounts), asked, c->tmpfs_max_size));
-        shm_value = o->shm_size && *o->shm_size ? g_strdup_printf("type=tmpfs,size=%s", o->shm_size) : NULL;
-        if (shm_value && kiln_tmpfs_mount_exceeds(shm_value, c->tmpfs_max_size, &asked))
+        }
+        if (o->shm_size && tmpfs_size_bytes(o->shm_size, &asked) && asked > c->tmpfs_max_size)
                 g_ptr_array_add(reasons,
                                 g_strdup_printf("shm_size of %" G_GUINT64_FORMAT
                                                 " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
@@ -187,5 +229,6 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
         if (!check_volumes(reasons, b, o, caller, error))
                 return NULL;
         check_resources(reasons, m->config, o);
+        check_tmpfs(reasons, m->config, o);
         return g_steal_pointer(&reasons);
 }

@@ -7,6 +7,7 @@ here): the process table and the cgroup files the kernel enforces, not only exit
 
 This module's kiln.conf: PidsLimit=64, Memory=256m, CPUWeight=100, TmpfsMaxSize=64m.
 """
+import grp
 import os
 import pwd
 import subprocess
@@ -32,6 +33,13 @@ UNIFIED = subprocess.run(['stat', '-f', '-c', '%T', '/sys/fs/cgroup'], capture_o
 FORK_BOMB = ('mkfifo /tmp/hold; exec 3<>/tmp/hold; '
              'sh -c \'i=0; while [ $i -lt 100 ]; do sleep 20 & i=$((i+1)); done\' 2>/tmp/bomb.err; '
              'echo "inner exit $?"; read -r line </tmp/bomb.err; echo "inner said: $line"; read -t 30 x <&3')
+
+
+TRUSTED_GROUP = 'kiln-trusted'  # the test rules grant it run-privileged
+
+
+def alice_trusted():
+    return kt.ALICE in grp.getgrnam(TRUSTED_GROUP).gr_mem
 
 
 def setUpModule():
@@ -86,6 +94,23 @@ def pids_in(controller_path):
 
 
 class ResourceCases(kr.RunTestCase):
+
+    def as_untrusted_alice(self, call, succeeded):
+        """@call() made while kiln-alice has no run-privileged. The test users are the machine's:
+        another test run at the same time (test_userns) may put her in kiln-trusted for a while, so
+        wait until she is not, and call again when she was by the time the call returned."""
+        for _ in range(10):
+            self.wait_until(lambda: not alice_trusted(), 300, f'{kt.ALICE} stayed in {TRUSTED_GROUP}')
+            result = call()
+            if not succeeded(result) or not alice_trusted():
+                return result
+        return result
+
+    def refused_captured(self, b, argv, options):
+        return self.as_untrusted_alice(lambda: self.captured(b, argv, options, user=kt.ALICE), lambda r: r.ok)
+
+    def refused_krun(self, *args):
+        return self.as_untrusted_alice(lambda: self.krun(*args, user=kt.ALICE), lambda r: r[0] == 0)
 
     def builder_for(self, user):
         if user is None:
@@ -172,11 +197,11 @@ class ResourceCases(kr.RunTestCase):
                    ({'cpu_weight': ('t', 'uint64 200')}, 'cpu_weight above')]
         for options, says in raising:
             with self.subTest(options=options):
-                r = self.captured(b, ['true'], options, user=kt.ALICE)
+                r = self.refused_captured(b, ['true'], options)
                 self.assertError(r, kt.E_INTERACTIVE, ['run-privileged', says])
                 self.assertEqual(self.props(b.path)['Processes'], [])
         # The CLI says the same (and an interactive caller without an agent is denied).
-        code, out, err = self.krun('--pids-limit', '4096', b, 'true', user=kt.ALICE)
+        code, out, err = self.refused_krun('--pids-limit', '4096', b, 'true')
         self.assertEqual(code, 125, err)
         self.assertIn('org.kiln.builder1.run-privileged', err)
         self.assertIn('pids_limit above', err)
@@ -195,14 +220,19 @@ class ResourceCases(kr.RunTestCase):
 
     def test_huge_tmpfs_is_refused(self):
         b = self.builder_for(kt.ALICE)
-        code, out, err = self.krun('--mount', 'type=tmpfs,dst=/t,tmpfs-size=100000g', b, 'true', user=kt.ALICE)
+        code, out, err = self.refused_krun('--mount', 'type=tmpfs,dst=/t,tmpfs-size=100000g', b, 'true')
         self.assertEqual(code, 125, err)
         self.assertIn('org.kiln.builder1.run-privileged', err)
         self.assertIn('mounts[0] tmpfs of', err)
-        r = self.captured(b, ['true'], {'mounts': ['type=tmpfs,destination=/t,tmpfs-size=100000g']},
-                          user=kt.ALICE)
+        r = self.refused_captured(b, ['true'], {'mounts': ['type=tmpfs,destination=/t,tmpfs-size=100000g']})
         self.assertError(r, kt.E_INTERACTIVE, ['mounts[0]', 'TmpfsMaxSize'])
-        r = self.captured(b, ['true'], {'shm_size': '1g'}, user=kt.ALICE)
+        # Every spelling of a size: mount(8)'s size=, a percentage of the RAM, a second size.
+        for value in ('type=tmpfs,dst=/t,size=100000g', 'type=tmpfs,dst=/t,tmpfs-size=1000%',
+                      'type=tmpfs,dst=/t,tmpfs-size=1m,size=100000G'):
+            with self.subTest(mount=value):
+                r = self.refused_captured(b, ['true'], {'mounts': ['type=bind,src=/tmp,dst=/b', value]})
+                self.assertError(r, kt.E_INTERACTIVE, ['mounts[1] tmpfs of'])
+        r = self.refused_captured(b, ['true'], {'shm_size': '1g'})
         self.assertError(r, kt.E_INTERACTIVE, ['shm_size'])
         self.assertEqual(self.props(b.path)['Processes'], [])
 
