@@ -45,6 +45,7 @@ typedef struct {
         GPtrArray *valid_exit_codes;
         char *hostname, *isolation, *network, *pid, *ipc, *uts, *cgroupns, *runtime, *user, *working_dir;
         char *timeout;
+        char *pids_limit, *memory, *cpu_weight;
         gboolean no_hosts, no_hostname, no_pivot, terminal;
 } RunFlags;
 
@@ -70,6 +71,9 @@ static void run_flags_clear(RunFlags *f)
         g_clear_pointer(&f->user, g_free);
         g_clear_pointer(&f->working_dir, g_free);
         g_clear_pointer(&f->timeout, g_free);
+        g_clear_pointer(&f->pids_limit, g_free);
+        g_clear_pointer(&f->memory, g_free);
+        g_clear_pointer(&f->cpu_weight, g_free);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(RunFlags, run_flags_clear)
 
@@ -167,6 +171,14 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 {"terminal", 't', 0, G_OPTION_ARG_NONE, &f->terminal, "Give the command a terminal", NULL},
                 {"tty", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &f->terminal, "Same as --terminal",
                  NULL},
+                {"pids-limit", 0, 0, G_OPTION_ARG_STRING, &f->pids_limit,
+                 "Most processes the command may have (-1: no limit; above kiln.conf's needs "
+                 "run-privileged)",
+                 "N"},
+                {"memory", 'm', 0, G_OPTION_ARG_STRING, &f->memory,
+                 "Memory limit (bytes, or with b, k, m, g; above kiln.conf's needs run-privileged)", "SIZE"},
+                {"cpu-weight", 0, 0, G_OPTION_ARG_STRING, &f->cpu_weight,
+                 "CPU weight, 1 to 10000 (100: the default; above kiln.conf's needs run-privileged)", "N"},
                 {"timeout", 0, 0, G_OPTION_ARG_STRING, &f->timeout,
                  "Kill the command after this long (seconds, or like 1m30s)", "DURATION"},
                 {"ulimit", 0, 0, G_OPTION_ARG_CALLBACK, collect_ulimits, "Resource limit",
@@ -529,6 +541,9 @@ typedef struct {
         char **runtime_args;
         GArray *volumes; /* VolumeFd */
         guint64 timeout_usec;
+        gboolean has_pids_limit, has_memory;
+        gint64 pids_limit;
+        guint64 memory, cpu_weight;
 } StartOptions;
 
 static void start_options_clear(StartOptions *s)
@@ -544,6 +559,48 @@ static void start_options_clear(StartOptions *s)
                 g_array_unref(s->volumes);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(StartOptions, start_options_clear)
+
+/* --pids-limit, --memory, --cpu-weight as podman spells them: a count (-1: no limit), a size with an
+ * optional b, k, m or g (powers of 1024), a weight. */
+static bool parse_resources(const RunFlags *f, StartOptions *s)
+{
+        char *end = NULL;
+
+        if (f->pids_limit) {
+                s->pids_limit = g_ascii_strtoll(f->pids_limit, &end, 10);
+                if (!*f->pids_limit || *end || s->pids_limit < -1 || s->pids_limit == 0) {
+                        kiln_usage_error("run", "--pids-limit: '%s' is not a positive number or -1",
+                                         f->pids_limit);
+                        return false;
+                }
+                s->has_pids_limit = true;
+        }
+        if (f->memory) {
+                guint64 n = g_ascii_strtoull(f->memory, &end, 10);
+                int shift = 0;
+
+                if (*end && !end[1] && strchr("bkmg", g_ascii_tolower(*end))) {
+                        shift = 10 * (int)(strchr("bkmg", g_ascii_tolower(*end)) - "bkmg");
+                        end++;
+                }
+                if (!g_ascii_isdigit(f->memory[0]) || *end || n == 0 || n > (G_MAXUINT64 >> shift)) {
+                        kiln_usage_error("run", "--memory: '%s' is not a size such as 512m", f->memory);
+                        return false;
+                }
+                s->memory = n << shift;
+                s->has_memory = true;
+        }
+        if (f->cpu_weight) {
+                s->cpu_weight = g_ascii_strtoull(f->cpu_weight, &end, 10);
+                if (!g_ascii_isdigit(f->cpu_weight[0]) || *end || s->cpu_weight < 1 ||
+                    s->cpu_weight > 10000) {
+                        kiln_usage_error("run", "--cpu-weight: '%s' is not between 1 and 10000",
+                                         f->cpu_weight);
+                        return false;
+                }
+        }
+        return true;
+}
 
 /* Our stdin, stdout and stderr, those that are open; a closed one is left out (kilnd uses /dev/null). */
 static int append_stdio(sd_bus_message *m)
@@ -615,6 +672,12 @@ static int build_start_options(sd_bus_message *m, const RunFlags *f, const Start
                 r = sd_bus_message_append(m, "{sv}", "no_pivot", "b", 1);
         if (r >= 0 && s->timeout_usec > 0)
                 r = sd_bus_message_append(m, "{sv}", "timeout", "t", s->timeout_usec);
+        if (r >= 0 && s->has_pids_limit)
+                r = sd_bus_message_append(m, "{sv}", "pids_limit", "x", s->pids_limit);
+        if (r >= 0 && s->has_memory)
+                r = sd_bus_message_append(m, "{sv}", "memory", "t", s->memory);
+        if (r >= 0 && s->cpu_weight > 0)
+                r = sd_bus_message_append(m, "{sv}", "cpu_weight", "t", s->cpu_weight);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         return r;
@@ -874,7 +937,7 @@ int kiln_verb_run(int argc, char **argv)
                 return kiln_usage_error(
                         "run", "--timeout: '%s' is not a positive duration (seconds, or like 1m30s)",
                         f.timeout);
-        if (!parse_valid_exit_codes(f.valid_exit_codes, &valid))
+        if (!parse_valid_exit_codes(f.valid_exit_codes, &valid) || !parse_resources(&f, &s))
                 return KILN_EXIT_FAILURE;
         s.env = resolve_env(f.env);
         s.network = namespace_value(f.network);

@@ -1,9 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "kiln-build-config.h"
 
+#include <string.h>
+#include <sys/sysinfo.h>
+
 #include "config.h"
 
 #define DEFAULT_CONFIG_FILE KILN_SYSCONFDIR "/kiln/kiln.conf"
+
+/* The kernel's own default size of a tmpfs, [Resources] TmpfsMaxSize's: nothing that fitted before is
+ * refused. */
+static guint64 half_of_ram(void)
+{
+        struct sysinfo si;
+
+        return sysinfo(&si) == 0 && si.totalram ? (guint64)si.totalram * si.mem_unit / 2 : (guint64)1 << 30;
+}
 
 KilnConfig *kiln_config_new_defaults(void)
 {
@@ -53,6 +65,13 @@ KilnConfig *kiln_config_new_defaults(void)
         c->id_pool_size = 0x40000000u - 65536;
         c->id_range_size = 65536;
         c->default_userns_root = g_strdup("host");
+        /* [Resources]: podman's pids limit; no memory limit (builds differ too much for one default);
+         * systemd's default CPU weight. */
+        c->pids_limit = 2048;
+        c->memory = 0;
+        c->cpu_weight = 100;
+        c->tmpfs_max_size = half_of_ram();
+        c->cgroup_parent = g_strdup("kiln");
         return c;
 }
 
@@ -69,6 +88,7 @@ void kiln_config_free(KilnConfig *c)
         g_free(c->subuid_file);
         g_free(c->subgid_file);
         g_free(c->default_userns_root);
+        g_free(c->cgroup_parent);
         g_free(c);
 }
 
@@ -218,6 +238,71 @@ static gboolean read_process_limits(GKeyFile *kf, KilnConfig *c, GError **error)
         return TRUE;
 }
 
+/* ---- [Resources] ---- */
+
+/* A number of bytes: N, or N with a k, m or g suffix (powers of 1024). */
+static gboolean read_size(GKeyFile *kf, const char *group, const char *key, guint64 *field, GError **error)
+{
+        g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
+        guint64 n, shift = 0;
+        char *end = NULL;
+
+        if (!v)
+                return TRUE;
+        g_strstrip(v);
+        n = g_ascii_strtoull(v, &end, 10);
+        if (end != v && *end && !end[1] && strchr("kKmMgG", *end))
+                shift = g_ascii_tolower(*end) == 'k' ? 10 : g_ascii_tolower(*end) == 'm' ? 20 : 30, end++;
+        if (end == v || *end || n > (G_MAXUINT64 >> shift)) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[%s] %s must be a number of bytes (with k, m or g), got '%s'", group, key, v);
+                return FALSE;
+        }
+        *field = n << shift;
+        return TRUE;
+}
+
+static gboolean read_resources(GKeyFile *kf, KilnConfig *c, GError **error)
+{
+        unsigned pids = (unsigned)c->pids_limit, weight = (unsigned)c->cpu_weight;
+        g_autofree char *parent = g_key_file_get_string(kf, "Resources", "CgroupParent", NULL);
+
+        if (!read_uint(kf, "Resources", "PidsLimit", 0, &pids, error) ||
+            !read_size(kf, "Resources", "Memory", &c->memory, error) ||
+            !read_uint(kf, "Resources", "CPUWeight", 1, &weight, error) ||
+            !read_size(kf, "Resources", "TmpfsMaxSize", &c->tmpfs_max_size, error))
+                return FALSE;
+        if (weight > 10000) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[Resources] CPUWeight must be between 1 and 10000, got %u", weight);
+                return FALSE;
+        }
+        c->pids_limit = pids;
+        c->cpu_weight = weight;
+        if (parent) {
+                gboolean valid = *g_strstrip(parent) && !g_str_has_suffix(parent, "/");
+                g_auto(GStrv) names = g_strsplit(parent[0] == '/' ? parent + 1 : parent, "/", -1);
+
+                /* A cgroup path (or, under systemd, a slice name): plain names, never ".." or empty. */
+                for (char **n = names; valid && *n; n++)
+                        valid = **n && **n != '.' &&
+                                strspn(*n, "abcdefghijklmnopqrstuvwxyz"
+                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == strlen(*n);
+                if (!valid) {
+                        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                                    "[Resources] CgroupParent must be a cgroup path of [A-Za-z0-9_.-] "
+                                    "names, none starting with '.', got '%s'",
+                                    parent);
+                        return FALSE;
+                }
+                g_free(c->cgroup_parent);
+                c->cgroup_parent = g_steal_pointer(&parent);
+        }
+        if (c->tmpfs_max_size == 0)
+                c->tmpfs_max_size = half_of_ram();
+        return TRUE;
+}
+
 KilnConfig *kiln_config_load(const char *path, GError **error)
 {
         g_autoptr(KilnConfig) c = kiln_config_new_defaults();
@@ -263,7 +348,7 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_choice(kf, "UserNamespace", "DefaultForRoot", "host", "auto", &c->default_userns_root,
                          error) ||
             !read_bool(kf, "UserNamespace", "IdMappedLayers", &c->idmapped_layers, error) ||
-            !check_pool(c, error))
+            !check_pool(c, error) || !read_resources(kf, c, error))
                 return NULL;
         if (!read_process_limits(kf, c, error))
                 return NULL;

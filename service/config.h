@@ -47,6 +47,13 @@
  *   IdMappedLayers=true                ID-map layers where the kernel can; false: shifted copies
  *   DefaultForRoot=host                userns of builders created by uid 0: host or auto
  *                                      (other owners always get auto)
+ *
+ *   [Resources]                        each run's own cgroup (service/cgroup.h)
+ *   PidsLimit=2048                     pids.max of a run; 0: no limit
+ *   Memory=0                           memory limit of a run, bytes (k, m, g suffixes); 0: none
+ *   CPUWeight=100                      cpu.weight of a run (1..10000; cpu.shares 1024 on cgroup v1)
+ *   TmpfsMaxSize=0                     bytes a tmpfs mount may have; 0: half of the RAM
+ *   CgroupParent=kiln                  the runs' parent cgroup (systemd: PARENT.slice)
  */
 #pragma once
 
@@ -89,6 +96,13 @@ typedef struct KilnConfig {
         guint32 id_range_size;
         char *default_userns_root; /* "host" or "auto" */
         gboolean idmapped_layers;  /* FALSE: shifted copies of layers even where ID-mapping works */
+
+        /* [Resources]: run options may lower these; raising them needs run-privileged */
+        guint64 pids_limit;     /* 0: no limit */
+        guint64 memory;         /* bytes; 0: no limit */
+        guint64 cpu_weight;     /* 1..10000 */
+        guint64 tmpfs_max_size; /* bytes, resolved (never 0) */
+        char *cgroup_parent;
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "bus-args.h"
+#include "cgroup.h"
 #include "run-options.h"
 #include "run-volumes.h"
 #include "spec.h"
@@ -17,6 +18,8 @@ typedef enum {
         OPT_USEC,     /* t */
         OPT_SIZE,     /* (qq) */
         OPT_VOLUME_FDS, /* a(hss) */
+        OPT_INT64,      /* x */
+        OPT_UINT64,     /* t */
 } OptionType;
 
 typedef struct {
@@ -177,12 +180,16 @@ static const RunOption run_options[] = {
         O("seccomp_profile", OPT_STRING, seccomp_profile, check_seccomp_profile),
         O("timeout", OPT_USEC, timeout_usec, NULL),
         O("detach", OPT_BOOL, detach, NULL),
+        O("pids_limit", OPT_INT64, pids_limit, NULL),
+        O("memory", OPT_UINT64, memory, NULL),
+        O("cpu_weight", OPT_UINT64, cpu_weight, NULL),
 };
 #undef O
 
 static const char *const option_signatures[] = {
         [OPT_FD] = "h",     [OPT_BOOL] = "b", [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
         [OPT_STRV] = "as",  [OPT_USEC] = "t", [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
+        [OPT_INT64] = "x",  [OPT_UINT64] = "t",
 };
 
 void kiln_run_options_init(KilnRunOptions *o)
@@ -190,6 +197,8 @@ void kiln_run_options_init(KilnRunOptions *o)
         memset(o, 0, sizeof(*o));
         o->stdin_fd = o->stdout_fd = o->stderr_fd = -1;
         o->no_new_privileges = -1;
+        o->pids_limit = KILN_PIDS_LIMIT_UNSET;
+        o->memory = KILN_MEMORY_UNSET;
 }
 
 static void volume_fd_clear(gpointer data)
@@ -317,7 +326,11 @@ static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_mess
                 break;
         }
         case OPT_USEC:
+        case OPT_UINT64:
                 r = sd_bus_message_read_basic(m, 't', AT(o, opt, guint64));
+                break;
+        case OPT_INT64:
+                r = sd_bus_message_read_basic(m, 'x', AT(o, opt, gint64));
                 break;
         case OPT_SIZE:
                 r = sd_bus_message_read(m, "(qq)", &rows, &cols);
@@ -374,6 +387,12 @@ gboolean kiln_run_options_read(KilnRunOptions *o, sd_bus_message *m, const KilnC
         if (o->terminal && (o->rows == 0) != (o->cols == 0)) {
                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
                             "Invalid terminal_size: rows and columns must both be set");
+                return FALSE;
+        }
+        if (o->cpu_weight > KILN_CPU_WEIGHT_MAX) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid cpu_weight: %" G_GUINT64_FORMAT " is not between 1 and %d",
+                            o->cpu_weight, KILN_CPU_WEIGHT_MAX);
                 return FALSE;
         }
         return TRUE;

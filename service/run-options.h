@@ -39,6 +39,10 @@ typedef struct KilnRunOptions {
         char *seccomp_profile;
         guint64 timeout_usec;
         gboolean detach;
+        /* Resources (cgroup.h): unset is KILN_PIDS_LIMIT_UNSET, KILN_MEMORY_UNSET, 0 */
+        gint64 pids_limit; /* <= 0: no limit */
+        guint64 memory;    /* bytes; 0: no limit */
+        guint64 cpu_weight;
 
         /* Not an option: every volume and mount of the run (the builder's included), resolved once before
          * authorization (run-volumes.h); the authorization and the preparation read only this. */

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <string.h>
 #include <sys/capability.h>
+#include <sys/sysinfo.h>
 
+#include "cgroup.h"
 #include "run-privileges.h"
 #include "run-volumes.h"
 #include "run.h"
@@ -80,6 +83,77 @@ static void check_volumes(GPtrArray *reasons, const KilnRunOptions *o)
         }
 }
 
+/* Limits above kiln.conf's [Resources] defaults: lowering a limit needs nothing, raising or removing one
+ * is run-privileged. */
+static void check_resources(GPtrArray *reasons, const KilnConfig *c, const KilnRunOptions *o)
+{
+        if (o->pids_limit != KILN_PIDS_LIMIT_UNSET && c->pids_limit > 0 &&
+            (o->pids_limit <= 0 || (guint64)o->pids_limit > c->pids_limit))
+                g_ptr_array_add(reasons, g_strdup_printf("pids_limit %s kiln.conf's %" G_GUINT64_FORMAT,
+                                                         o->pids_limit <= 0 ? "none, above" : "above",
+                                                         c->pids_limit));
+        if (o->memory != KILN_MEMORY_UNSET && c->memory > 0 && (o->memory == 0 || o->memory > c->memory))
+                g_ptr_array_add(reasons,
+                                g_strdup_printf("memory %s kiln.conf's %" G_GUINT64_FORMAT " bytes",
+                                                o->memory == 0 ? "none, above" : "above", c->memory));
+        if (o->cpu_weight > c->cpu_weight)
+                g_ptr_array_add(reasons, g_strdup_printf("cpu_weight above kiln.conf's %" G_GUINT64_FORMAT,
+                                                         c->cpu_weight));
+}
+
+/* A tmpfs size as mount(8) means it: N bytes, N with k, m, g (powers of 1024; b for bytes, as shm_size
+ * takes), or N% of the RAM. FALSE for anything else, which the generator refuses later. */
+static gboolean tmpfs_size_bytes(const char *value, guint64 *bytes)
+{
+        static const char units[] = "bkmg";
+        gsize digits = strspn(value, "0123456789");
+        guint64 n = g_ascii_strtoull(value, NULL, 10);
+        struct sysinfo si;
+        const char *unit;
+
+        if (digits == 0 || digits > 19 || (value[digits] && value[digits + 1]))
+                return FALSE;
+        if (value[digits] == '%') {
+                if (sysinfo(&si) < 0)
+                        return FALSE;
+                /* In floating point: a huge percentage must not wrap around to a small size. */
+                *bytes = (guint64)MIN((double)si.totalram * si.mem_unit * (double)n / 100, 1.8e19);
+                return TRUE;
+        }
+        unit = value[digits] ? strchr(units, g_ascii_tolower(value[digits])) : units;
+        if (!unit || !*unit)
+                return FALSE;
+        *bytes = n > (G_MAXUINT64 >> (10 * (unit - units))) ? G_MAXUINT64 : n << (10 * (unit - units));
+        return TRUE;
+}
+
+/* tmpfs mounts (--mount type=tmpfs, from the resolved list, and shm_size) larger than TmpfsMaxSize: a
+ * tmpfs's pages are memory nobody else gets. Every size a mount names counts, whichever of them the
+ * generator would use. */
+static void check_tmpfs(GPtrArray *reasons, const KilnConfig *c, const KilnRunOptions *o)
+{
+        guint64 asked;
+
+        for (guint i = 0; o->resolved_volumes && i < o->resolved_volumes->len; i++) {
+                const KilnRunVolume *v = o->resolved_volumes->pdata[i];
+
+                if (v->kind != KILN_RUN_VOLUME_TMPFS)
+                        continue;
+                for (char **opt = v->options; opt && *opt; opt++)
+                        if (g_str_has_prefix(*opt, "size=") && tmpfs_size_bytes(*opt + 5, &asked) &&
+                            asked > c->tmpfs_max_size)
+                                g_ptr_array_add(reasons,
+                                                g_strdup_printf("%s tmpfs of %" G_GUINT64_FORMAT
+                                                                " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
+                                                                v->arg, asked, c->tmpfs_max_size));
+        }
+        if (o->shm_size && tmpfs_size_bytes(o->shm_size, &asked) && asked > c->tmpfs_max_size)
+                g_ptr_array_add(reasons,
+                                g_strdup_printf("shm_size of %" G_GUINT64_FORMAT
+                                                " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
+                                                asked, c->tmpfs_max_size));
+}
+
 GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o,
                                const KilnCreds *caller, GError **error)
 {
@@ -106,5 +180,7 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
         if (m->config->no_new_privileges && o->no_new_privileges == 0)
                 g_ptr_array_add(reasons, g_strdup("no_new_privileges=false"));
         check_volumes(reasons, o);
+        check_resources(reasons, m->config, o);
+        check_tmpfs(reasons, m->config, o);
         return g_steal_pointer(&reasons);
 }

@@ -74,6 +74,8 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         g_free(plan->state_root);
         g_strfreev(plan->argv);
         g_free(plan->early_message);
+        kiln_cgroup_remove(&plan->resources); /* the container is gone: its cgroup goes too */
+        kiln_run_resources_clear(&plan->resources);
         g_free(plan);
 }
 
@@ -540,6 +542,8 @@ static char **runtime_arguments(const KilnRunPlan *plan, KilnManager *m, const K
 
         if (plan->isolate)
                 add_isolate_arguments(args, m);
+        if (plan->resources.systemd)
+                g_strv_builder_add(args, "--systemd-cgroup");
         if (o->runtime_args)
                 g_strv_builder_addv(args, (const char **)o->runtime_args);
         return g_strv_builder_end(args);
@@ -725,6 +729,15 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(m, &s, o->seccomp_profile, error) ||
             !write_generated_files(&s, m, b, plan->bundle_dir, o, error))
                 return NULL;
+        /* The run's own cgroup and its limits (cgroup.h), and the size of a tmpfs that names none. */
+        kiln_cgroup_resolve(m->config, o->pids_limit, o->memory, o->cpu_weight, b->owner, plan->container_id,
+                            plan->isolate, &plan->resources);
+        s.in.cgroups_path = plan->resources.cgroups_path;
+        s.in.pids_limit = plan->resources.pids_limit;
+        s.in.memory = plan->resources.memory;
+        s.in.cpu_weight = plan->resources.cpu_weight;
+        s.in.cgroup_v2 = plan->resources.cgroup_v2;
+        s.in.tmpfs_default_size = m->config->tmpfs_max_size;
         spec = kiln_spec_generate(&s.in, error);
         if (!spec)
                 return NULL;

@@ -6,6 +6,7 @@
  * /run/.containerenv). The side effects are undone by kiln_run_plan_free(). */
 #pragma once
 
+#include "cgroup.h"
 #include "manager.h"
 #include "run-options.h"
 
@@ -26,6 +27,7 @@ typedef struct KilnRunPlan {
          * container: the status and a message for the caller's stderr are here instead. */
         int early_exit_status;
         char *early_message;
+        KilnRunResources resources; /* the run's cgroup and limits; the cgroup is removed with the plan */
 } KilnRunPlan;
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and

@@ -308,7 +308,7 @@ static void add_flags(GPtrArray *options, const MountOptions *o)
                         g_ptr_array_add(options, g_strdup(flag_names[f]));
 }
 
-static KilnSpecMount *convert_mount(const KilnMount *m, GError **error)
+static KilnSpecMount *convert_mount(const KilnSpecInput *input, const KilnMount *m, GError **error)
 {
         const char *arg = m->arg ? m->arg : "mounts";
         g_autofree char *destination = NULL;
@@ -361,8 +361,12 @@ static KilnSpecMount *convert_mount(const KilnMount *m, GError **error)
                 g_ptr_array_add(out->options, g_strdup("nodev"));
                 if (!o.exec)
                         g_ptr_array_add(out->options, g_strdup("noexec"));
+                /* Without a size the kernel's default is half of the RAM; kiln.conf bounds it. */
                 if (o.size)
                         g_ptr_array_add(out->options, g_strconcat("size=", o.size, NULL));
+                else if (input->tmpfs_default_size)
+                        g_ptr_array_add(out->options, g_strdup_printf("size=%" G_GUINT64_FORMAT,
+                                                                      input->tmpfs_default_size));
                 if (o.mode)
                         g_ptr_array_add(out->options, g_strconcat("mode=", o.mode, NULL));
                 break;
@@ -433,7 +437,7 @@ GPtrArray *kiln_spec_build_mounts(const KilnSpecInput *input, gboolean userns, g
                 return NULL;
 
         for (gsize i = 0; i < input->n_mounts; i++) {
-                KilnSpecMount *m = convert_mount(&input->mounts[i], error);
+                KilnSpecMount *m = convert_mount(input, &input->mounts[i], error);
                 if (!m)
                         return NULL;
                 if (find_mount(user, m->destination, NULL)) {

@@ -278,9 +278,43 @@ static void add_devices(JsonBuilder *b, const KilnSpecInput *input)
         json_builder_end_array(b);
 }
 
-/* linux.resources.devices: deny everything, then allow each device given (the runtime adds its
- * own rules for the standard nodes: null, zero, full, random, urandom, tty, ptmx, pts). */
-static void add_device_rules(JsonBuilder *b, const KilnSpecInput *input)
+/* ---- resources ---- */
+
+/* cgroup v1's cpu.shares for a cgroup v2 weight: systemd's scale, where the default weight 100 is the
+ * default 1024 shares (runc's conversion of shares to a weight is not its inverse; on v2 the weight goes
+ * through linux.resources.unified untouched). */
+static guint64 weight_to_shares(guint64 weight)
+{
+        return CLAMP(weight * 1024 / 100, 2, 262144);
+}
+
+static gboolean check_resources(const KilnSpecInput *input, GError **error)
+{
+        if (input->pids_limit < 0)
+                return kiln_invalid(error, "pids_limit", "%" G_GINT64_FORMAT " is negative",
+                                    input->pids_limit);
+        if (input->cpu_weight > 10000)
+                return kiln_invalid(error, "cpu_weight", "%" G_GUINT64_FORMAT " is not between 1 and 10000",
+                                    input->cpu_weight);
+        if (input->cgroups_path && (!*input->cgroups_path || strstr(input->cgroups_path, "..") ||
+                                    strchr(input->cgroups_path, '\n')))
+                return kiln_invalid(error, "cgroups_path", "'%s' is not a cgroup path", input->cgroups_path);
+        return TRUE;
+}
+
+static void add_limit(JsonBuilder *b, const char *member, const char *field, gint64 value)
+{
+        json_builder_set_member_name(b, member);
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, field);
+        json_builder_add_int_value(b, value);
+        json_builder_end_object(b);
+}
+
+/* linux.resources: the device rules (deny everything, then allow each device given; the runtime adds its
+ * own rules for the standard nodes: null, zero, full, random, urandom, tty, ptmx, pts), then the limits
+ * of the run's cgroup. */
+static void add_resources(JsonBuilder *b, const KilnSpecInput *input)
 {
         json_builder_set_member_name(b, "resources");
         json_builder_begin_object(b);
@@ -313,6 +347,20 @@ static void add_device_rules(JsonBuilder *b, const KilnSpecInput *input)
                 json_builder_end_object(b);
         }
         json_builder_end_array(b);
+        if (input->pids_limit > 0)
+                add_limit(b, "pids", "limit", input->pids_limit);
+        if (input->memory > 0)
+                add_limit(b, "memory", "limit", (gint64)MIN(input->memory, (guint64)G_MAXINT64));
+        if (input->cpu_weight > 0 && !input->cgroup_v2)
+                add_limit(b, "cpu", "shares", (gint64)weight_to_shares(input->cpu_weight));
+        if (input->cpu_weight > 0 && input->cgroup_v2) {
+                g_autofree char *weight = g_strdup_printf("%" G_GUINT64_FORMAT, input->cpu_weight);
+                json_builder_set_member_name(b, "unified");
+                json_builder_begin_object(b);
+                json_builder_set_member_name(b, "cpu.weight");
+                json_builder_add_string_value(b, weight);
+                json_builder_end_object(b);
+        }
         json_builder_end_object(b);
 }
 
@@ -500,7 +548,7 @@ JsonNode *kiln_spec_generate(const KilnSpecInput *input, GError **error)
         if (!check_process(input, &cwd, error) || !check_namespaces(input, error) ||
             !kiln_spec_resolve_hostname(input, &hostname, error) ||
             !check_user_namespace(input, &userns, error) || !check_devices(input, error) ||
-            !kiln_spec_capability_set(input, &caps, error))
+            !check_resources(input, error) || !kiln_spec_capability_set(input, &caps, error))
                 return NULL;
         env = kiln_spec_build_env(input, error);
         if (!env)
@@ -550,7 +598,11 @@ JsonNode *kiln_spec_generate(const KilnSpecInput *input, GError **error)
                 json_builder_add_string_value(b, "0 0");
                 json_builder_end_object(b);
         }
-        add_device_rules(b, input);
+        if (input->cgroups_path) {
+                json_builder_set_member_name(b, "cgroupsPath");
+                json_builder_add_string_value(b, input->cgroups_path);
+        }
+        add_resources(b, input);
         add_namespaces(b, input, userns);
         add_devices(b, input);
         if (input->seccomp) {

@@ -143,6 +143,14 @@ typedef struct KilnSpecInput {
         JsonNode *seccomp; /* the linux.seccomp object (kiln_seccomp_profile_load()); NULL: unconfined */
         const char *const *annotations; /* "key=value" */
 
+        /* resources: the run's own cgroup (linux.cgroupsPath; NULL: the runtime's choice) and its limits
+         * (linux.resources; see cgroup.h) */
+        const char *cgroups_path;
+        gint64 pids_limit;          /* > 0; 0: no limit */
+        guint64 memory;             /* bytes; 0: no limit */
+        guint64 cpu_weight;         /* 1..10000, cgroup v2's scale (100: the default); 0: not set */
+        guint64 tmpfs_default_size; /* the size of a caller's tmpfs that names none; 0: the kernel's */
+
         /* host facts (what the caller saw on this host; zero is the common case) */
         int last_cap; /* the running kernel's highest capability (cap_last_cap); < 0: libcap's */
         /* The capabilities kilnd itself may pass on (its bounding set; a unit's CapabilityBoundingSet=
@@ -151,6 +159,7 @@ typedef struct KilnSpecInput {
         guint64 bounding_set;
         gboolean host_lacks_dev_shm;    /* no /dev/shm to bind with ipc "host": none is mounted */
         gboolean host_lacks_dev_mqueue; /* no /dev/mqueue to bind (user namespace, ipc "host") */
+        gboolean cgroup_v2; /* unified cgroup: cpu.weight as such, not as cgroup v1's cpu.shares */
 } KilnSpecInput;
 
 /* The document, a JSON object. InvalidArgument naming the argument on a bad input. */

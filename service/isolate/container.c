@@ -3,9 +3,10 @@
  * may run ordinary code (allocate, format errors) until it execs.
  *
  * The protocol, over a SOCK_SEQPACKET pair (close-on-exec on both ends):
- *   parent: clone → [user namespace maps] → [oom_score_adj] → rlimits → GO
- *   init:   wait for GO → namespace root → other namespaces → file system → terminal → capabilities,
- *           user → look the command up → READY
+ *   parent: [cgroup made] → clone → [user namespace maps] → [oom_score_adj] → rlimits → GO
+ *           → [init moved into the cgroup → CGROUP]
+ *   init:   wait for GO → namespace root → other namespaces → file system → [wait for CGROUP →
+ *           cgroup namespace] → terminal → capabilities, user → look the command up → READY
  *           (create: wait for `start`) → seccomp → execve
  * Any failure of the init is one ERROR message (its exit code and text) and the init exits with that
  * code. After READY the parent of a run keeps listening: an error before the exec still arrives, and
@@ -24,7 +25,7 @@
 
 #include "isolate.h"
 
-enum { MSG_GO = 1, MSG_READY, MSG_ERROR };
+enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_CGROUP };
 
 #define MSG_TEXT_MAX 4000
 
@@ -67,6 +68,7 @@ static int sync_recv(int fd, SyncMsg *m)
 typedef struct Init {
         const IsoLaunch *launch;
         const IsoSpec *spec;
+        GArray *cgroup_dirs; /* the run's cgroup, found by the parent before the clone; or NULL */
         int sync_fd;
         int unshare_flags;
         char *command; /* resolved argv[0] */
@@ -87,6 +89,7 @@ static gboolean init_file_system(const Init *init, GError **error)
 {
         IsoRoot root = {
                 .spec = init->spec,
+                .cgroup_dirs = init->cgroup_dirs,
                 .rootfd = -1,
                 .in_userns = init->spec->ns[ISO_NS_USER].present,
         };
@@ -131,9 +134,28 @@ static gboolean init_credentials(Init *init, GError **error)
         return TRUE;
 }
 
+/* The parent moves the init into the run's cgroup while the init sets up its file system (the move costs
+ * an RCU grace period on cgroup v1); the init waits for it before anything of the container's can run,
+ * and only then makes its cgroup namespace, whose root is the cgroup it is in. On cgroup v2 that comes
+ * before the mounts: a new cgroup2 mount shows the namespace's root. */
+static gboolean init_wait_cgroup(Init *init, bool new_cgroupns, GError **error)
+{
+        SyncMsg m;
+
+        if (sync_recv(init->sync_fd, &m) != MSG_CGROUP)
+                return iso_fail(error, "the parent went away before the init was in its cgroup");
+        /* Safe: a cgroup namespace only narrows what the init sees of the cgroup tree. */
+        if (new_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
+                return iso_fail_errno(error, errno, "unshare the cgroup namespace");
+        return TRUE;
+}
+
 static gboolean init_setup(Init *init, GError **error)
 {
         const IsoSpec *spec = init->spec;
+        bool cgroup = init->cgroup_dirs != NULL, unified = cgroup && kiln_cgroup_unified();
+        bool late_cgroupns = cgroup && (init->unshare_flags & CLONE_NEWCGROUP);
+        int flags = init->unshare_flags & ~(late_cgroupns ? CLONE_NEWCGROUP : 0);
         SyncMsg m;
         int r;
 
@@ -144,9 +166,15 @@ static gboolean init_setup(Init *init, GError **error)
                 return FALSE;
         /* The namespaces not made by the clone are made now, by the namespace's root: what they create
          * at once (the IPC namespace's mqueue file system) then belongs to a mapped user. */
-        if (init->unshare_flags && unshare(init->unshare_flags) < 0)
-                return iso_fail_errno(error, errno, "unshare (0x%x)", (unsigned)init->unshare_flags);
-        if (!init_uts(spec, error) || !init_file_system(init, error))
+        if (flags && unshare(flags) < 0)
+                return iso_fail_errno(error, errno, "unshare (0x%x)", (unsigned)flags);
+        if (!init_uts(spec, error))
+                return FALSE;
+        if (cgroup && unified && !init_wait_cgroup(init, late_cgroupns, error))
+                return FALSE;
+        if (!init_file_system(init, error))
+                return FALSE;
+        if (cgroup && !unified && !init_wait_cgroup(init, late_cgroupns, error))
                 return FALSE;
         if (spec->has_umask)
                 umask(spec->umask);
@@ -172,10 +200,13 @@ static int init_report(const Init *init, const GError *error)
         return error->code;
 }
 
-static int init_main(const IsoLaunch *launch, int sync_fd, int unshare_flags)
+static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, int sync_fd, int unshare_flags)
 {
-        Init init = {
-                .launch = launch, .spec = launch->spec, .sync_fd = sync_fd, .unshare_flags = unshare_flags};
+        Init init = {.launch = launch,
+                     .spec = launch->spec,
+                     .cgroup_dirs = cgroup_dirs,
+                     .sync_fd = sync_fd,
+                     .unshare_flags = unshare_flags};
         g_autoptr(GError) error = NULL;
         int code;
 
@@ -229,6 +260,31 @@ static gboolean join_namespaces(const IsoSpec *spec, GError **error)
         return TRUE;
 }
 
+/* The run's cgroup, its limits written, before the clone: the init's copy of @dirs then names directories
+ * that exist (it binds them on cgroup v1). Safe: the directories are kilnd's (linux.cgroupsPath, checked
+ * to be plain names under this process's own cgroup or the hierarchy's root). */
+static gboolean parent_make_cgroup(const IsoSpec *spec, GArray *dirs, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+
+        if (!kiln_cgroup_create(dirs, spec->cgroups_path, &spec->limits, &local))
+                return iso_fail(error, "%s", local->message);
+        return TRUE;
+}
+
+/* After GO, while the init sets up: it moves into the cgroup (only it, a process of this run) and is told.
+ * It waits for that before it runs anything of the container's, so nothing it runs is ever unlimited. */
+static gboolean parent_join_cgroup(pid_t pid, GArray *dirs, int sync_fd, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+
+        if (!kiln_cgroup_join(dirs, pid, &local))
+                return iso_fail(error, "%s", local->message);
+        /* An init that failed meanwhile is gone; its error is the next message to read. */
+        (void)sync_send(sync_fd, MSG_CGROUP, 0, NULL);
+        return TRUE;
+}
+
 static gboolean parent_configure(pid_t pid, const IsoSpec *spec, GError **error)
 {
         if (spec->ns[ISO_NS_USER].present && !iso_user_write_maps(pid, spec, error))
@@ -258,11 +314,22 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         const IsoSpec *spec = launch->spec;
         int new_ns = iso_spec_new_namespaces(spec);
         int flags = new_ns & (CLONE_NEWUSER | CLONE_NEWPID);
+        g_autoptr(GArray) cgroup_dirs = NULL;
+        g_autoptr(GError) local = NULL;
         int sync[2], status;
         SyncMsg m;
         pid_t pid;
         int r;
 
+        /* Found from our own cgroup, before the clone: the init's copy says where its cgroup mounts come
+         * from, whatever its namespaces show later. */
+        if (spec->cgroups_path) {
+                cgroup_dirs = kiln_cgroup_dirs(spec->cgroups_path, &local);
+                if (!cgroup_dirs)
+                        return iso_fail(error, "%s", local->message);
+                if (!parent_make_cgroup(spec, cgroup_dirs, error))
+                        return FALSE;
+        }
         if (!join_namespaces(spec, error))
                 return FALSE;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0)
@@ -282,11 +349,12 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         }
         if (pid == 0) {
                 close(sync[0]);
-                _exit(init_main(launch, sync[1], new_ns & ~flags));
+                _exit(init_main(launch, cgroup_dirs, sync[1], new_ns & ~flags));
         }
         close(sync[1]);
 
-        if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, 0, NULL)) {
+        if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, 0, NULL) ||
+            (cgroup_dirs && !parent_join_cgroup(pid, cgroup_dirs, sync[0], error))) {
                 if (error && !*error)
                         iso_fail_errno(error, errno, "start the init");
                 kill(pid, SIGKILL);

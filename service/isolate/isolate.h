@@ -24,6 +24,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
+#include "cgroup.h"
 #include "kiln-common.h"
 
 /* Exit codes of kiln-isolate itself (a run's exit code is otherwise the command's). */
@@ -135,6 +136,11 @@ typedef struct IsoSpec {
         gsize n_gid_maps;
 
         JsonNode *seccomp; /* linux.seccomp, or NULL */
+
+        /* linux.cgroupsPath (cgroupfs only; NULL: the init stays in kiln-isolate's cgroup) and the
+         * limits of linux.resources the chroot isolation applies: pids, memory, cpu (service/cgroup.h) */
+        char *cgroups_path;
+        KilnCgroupLimits limits;
 } IsoSpec;
 
 /* spec-read.c: @bundle's config.json. Errors name the member ("process.user.uid: not an integer"). */
@@ -152,6 +158,7 @@ const char *iso_ns_name(int ns);
  * (the bound root). */
 typedef struct IsoRoot {
         const IsoSpec *spec;
+        GArray *cgroup_dirs; /* KilnCgroupDir of the run's cgroup, or NULL: for a cgroup v1 mount */
         int rootfd;        /* O_PATH of the bound root file system */
         bool in_userns;    /* a new user namespace: no mknod, binds instead */
         bool dev_is_tmpfs; /* the spec mounted a tmpfs on /dev: fill it */

@@ -144,7 +144,7 @@ gboolean iso_remount(int fd, const char *what, unsigned long flags, bool keep, G
 /* For a recursive bind, ro, nosuid, nodev and noexec go to every submount too (a read-only volume or
  * cgroup tree must not have writable mounts inside it). Kernels before 5.12 lack mount_setattr: there
  * only the top mount gets them, as with runc's remount. */
-static gboolean set_recursive(int fd, const char *what, unsigned long flags, GError **error)
+static gboolean set_recursive(int fd, const char *what, unsigned long flags, bool *applied, GError **error)
 {
         static const struct {
                 unsigned long ms;
@@ -160,11 +160,18 @@ static gboolean set_recursive(int fd, const char *what, unsigned long flags, GEr
         for (size_t i = 0; i < G_N_ELEMENTS(table); i++)
                 if (flags & table[i].ms)
                         attr.attr_set |= table[i].attr;
+        if (applied)
+                *applied = attr.attr_set == 0;
         if (attr.attr_set == 0)
                 return TRUE;
         /* Safe: these attributes only take rights away, on mounts of our own namespace. */
-        if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0 && errno != ENOSYS)
-                return iso_fail_errno(error, errno, "mount_setattr on '%s' and its submounts", what);
+        if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+                if (errno != ENOSYS)
+                        return iso_fail_errno(error, errno, "mount_setattr on '%s' and its submounts", what);
+                return TRUE;
+        }
+        if (applied)
+                *applied = true;
         return TRUE;
 }
 
@@ -208,6 +215,62 @@ static const char *fallback_source(const char *type)
         return NULL;
 }
 
+/* cgroup v1 with a cgroup of the run's own: a tmpfs holding, for each hierarchy, only the run's cgroup
+ * directory, bound at the hierarchy's usual name (/sys/fs/cgroup/pids, ...), as runc does. The container
+ * sees its own limits, and nothing of the host's tree above them. */
+static gboolean mount_cgroup_v1(IsoRoot *root, const IsoMount *m, GError **error)
+{
+        const char *root_path = root->spec->root;
+        g_autofree char *where = g_strconcat(root_path, m->destination, NULL);
+        unsigned long flags =
+                (m->flags & ~(MS_REMOUNT | MS_BIND | MS_REC)) | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+        _cleanup_close_ int target_fd = -1, top_fd = -1;
+        char t[ISO_FD_PATH_MAX], s[ISO_FD_PATH_MAX];
+        bool applied = false;
+
+        target_fd = iso_root_open_target(root->rootfd, root_path, m->destination, false, error);
+        if (target_fd < 0)
+                return FALSE;
+        /* Safe: a new tmpfs on a directory of the container, in our own mount namespace. */
+        if (mount("tmpfs", iso_fd_path(t, target_fd), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "mode=755,size=64k") < 0)
+                return iso_fail_errno(error, errno, "mount tmpfs for cgroups at '%s'", where);
+        top_fd = kiln_rootfs_open(root->rootfd, m->destination, O_PATH | O_DIRECTORY, 0);
+        if (top_fd < 0)
+                return iso_fail_errno(error, -top_fd, "open '%s' after mounting", where);
+        for (guint i = 0; i < root->cgroup_dirs->len; i++) {
+                const KilnCgroupDir *d = &g_array_index(root->cgroup_dirs, KilnCgroupDir, i);
+                g_autofree char *sub = g_build_filename(where, d->mount_name, NULL);
+                _cleanup_close_ int source_fd = -1, sub_fd = -1;
+
+                if (d->unified || !*d->mount_name || strchr(d->mount_name, '/') || d->mount_name[0] == '.')
+                        continue;
+                if (mkdirat(top_fd, d->mount_name, 0755) < 0 && errno != EEXIST)
+                        return iso_fail_errno(error, errno, "mkdir '%s'", sub);
+                source_fd = open(d->path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (source_fd < 0)
+                        return iso_fail_errno(error, errno, "open cgroup '%s'", d->path);
+                sub_fd = openat(top_fd, d->mount_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (sub_fd < 0)
+                        return iso_fail_errno(error, errno, "open '%s'", sub);
+                /* Safe: the run's own cgroup directory (kilnd's linux.cgroupsPath, which the parent made),
+                 * onto a directory of the tmpfs just made. Not recursive: a cgroup has no submounts. */
+                if (mount(iso_fd_path(s, source_fd), iso_fd_path(t, sub_fd), NULL, MS_BIND, NULL) < 0)
+                        return iso_fail_errno(error, errno, "bind cgroup '%s' at '%s'", d->path, sub);
+        }
+        /* Read-only (and what else the spec says) all at once, the binds included; one remount each
+         * where the kernel has no mount_setattr. */
+        if (!set_recursive(top_fd, where, flags, &applied, error))
+                return FALSE;
+        for (guint i = 0; !applied && i < root->cgroup_dirs->len; i++) {
+                const char *name = g_array_index(root->cgroup_dirs, KilnCgroupDir, i).mount_name;
+                _cleanup_close_ int fd = openat(top_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd >= 0 && !iso_remount(fd, where, flags, false, error))
+                        return FALSE;
+        }
+        return applied || iso_remount(top_fd, where, flags, false, error);
+}
+
 static gboolean mount_one(IsoRoot *root, const IsoMount *m, GError **error)
 {
         const char *root_path = root->spec->root;
@@ -222,11 +285,14 @@ static gboolean mount_one(IsoRoot *root, const IsoMount *m, GError **error)
         if (g_str_equal(m->destination, "/") || strspn(m->destination, "/") == strlen(m->destination))
                 return iso_fail(error, "mount at '%s': the root cannot be a mount destination", where);
 
-        /* "cgroup" means the host's kind: cgroup2 where the host is unified; on cgroup v1 hosts the host's
-         * hierarchy is bound read-only (there is no cgroup management in this isolation). */
+        /* "cgroup" means the host's kind: cgroup2 where the host is unified (a new instance shows the root
+         * of the cgroup namespace: the run's own cgroup); on cgroup v1 hosts the run's own cgroups, or
+         * without one (a spec with no cgroupsPath) the host's hierarchy bound read-only. */
         if (g_str_equal(type, "cgroup")) {
                 if (is_fs("/sys/fs/cgroup", CGROUP2_SUPER_MAGIC))
                         type = "cgroup2";
+                else if (root->cgroup_dirs)
+                        return mount_cgroup_v1(root, m, error);
                 else
                         bind_source = "/sys/fs/cgroup", recursive = true;
         }
@@ -251,6 +317,13 @@ static gboolean mount_one(IsoRoot *root, const IsoMount *m, GError **error)
                 int errsv = errno;
                 const char *fallback = fallback_source(type);
 
+                /* cgroup2 refused (a cgroup namespace this user namespace does not own): the run's own
+                 * cgroup rather than the host's whole tree. */
+                for (guint i = 0;
+                     root->cgroup_dirs && g_str_equal(type, "cgroup2") && i < root->cgroup_dirs->len; i++)
+                        if (g_array_index(root->cgroup_dirs, KilnCgroupDir, i).unified)
+                                fallback = g_array_index(root->cgroup_dirs, KilnCgroupDir, i).path;
+
                 if (!fallback || (errsv != EPERM && errsv != EBUSY))
                         return iso_fail_errno(error, errsv, "mount %s at '%s'", type, where);
                 source_fd = open(fallback, O_PATH | O_CLOEXEC);
@@ -267,7 +340,7 @@ static gboolean mount_one(IsoRoot *root, const IsoMount *m, GError **error)
                 return iso_fail_errno(error, -top_fd, "open '%s' after mounting", where);
         if (bind_source && (flags & ~(MS_BIND | MS_REC)) && !iso_remount(top_fd, where, flags, false, error))
                 return FALSE;
-        if (bind_source && recursive && !set_recursive(top_fd, where, flags, error))
+        if (bind_source && recursive && !set_recursive(top_fd, where, flags, NULL, error))
                 return FALSE;
         /* Safe: propagation of a mount inside our namespace; "/" was made a slave first, so even "shared"
          * only shares with the host what the host already shares with us. */

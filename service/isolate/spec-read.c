@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* config.json into IsoSpec: read once, checked whole, before anything is set up. Members kiln-isolate
  * cannot honour (hooks, labels, ambient or inheritable capabilities, joining a user namespace together
- * with maps, ...) are errors rather than silently dropped; members without effect here (annotations,
- * lnx.resources: there are no cgroups in this isolation) are ignored. */
+ * with maps, a systemd cgroupsPath, ...) are errors rather than silently dropped; members without effect
+ * here (annotations; of linux.resources all but pids, memory and cpu: no device cgroup) are ignored. */
 #include <fcntl.h>
 #include <sched.h>
 #include <string.h>
@@ -119,6 +119,7 @@ void iso_spec_free(IsoSpec *spec)
         g_free(spec->gid_maps);
         if (spec->seccomp)
                 json_node_unref(spec->seccomp);
+        g_free(spec->cgroups_path);
         g_free(spec);
 }
 
@@ -604,6 +605,60 @@ static gboolean read_devices(IsoSpec *spec, JsonObject *lnx, GError **error)
         return TRUE;
 }
 
+/* linux.cgroupsPath and the limits kiln writes into linux.resources (spec.c): pids.limit, memory.limit,
+ * cpu.shares, unified["cpu.weight"]. */
+static gboolean read_resources(IsoSpec *spec, JsonObject *lnx, GError **error)
+{
+        JsonObject *resources, *pids, *memory, *cpu, *unified;
+        g_autofree char *weight = NULL;
+        gint64 v = 0;
+
+        if (!get_string(lnx, "cgroupsPath", "linux.", &spec->cgroups_path, error) ||
+            !get_object(lnx, "resources", "linux.", false, &resources, error) ||
+            !get_object(resources, "pids", "linux.resources.", false, &pids, error) ||
+            !get_object(resources, "memory", "linux.resources.", false, &memory, error) ||
+            !get_object(resources, "cpu", "linux.resources.", false, &cpu, error) ||
+            !get_object(resources, "unified", "linux.resources.", false, &unified, error))
+                return FALSE;
+        if (spec->cgroups_path && !*spec->cgroups_path)
+                g_clear_pointer(&spec->cgroups_path, g_free);
+        /* "slice:prefix:name" asks for systemd's driver, which needs a systemd client. */
+        if (spec->cgroups_path && strchr(spec->cgroups_path, ':'))
+                return iso_fail(error,
+                                "config.json: linux.cgroupsPath: '%s' is a systemd cgroup, which the "
+                                "chroot isolation does not support",
+                                spec->cgroups_path);
+        if (pids &&
+            !get_int(pids, "limit", "linux.resources.pids.", G_MININT64, G_MAXINT64, false, &v, error))
+                return FALSE;
+        spec->limits.pids_limit = MAX(v, 0);
+        v = 0;
+        if (memory &&
+            !get_int(memory, "limit", "linux.resources.memory.", G_MININT64, G_MAXINT64, false, &v, error))
+                return FALSE;
+        spec->limits.memory = v > 0 ? (guint64)v : 0;
+        v = 0;
+        if (cpu && !get_int(cpu, "shares", "linux.resources.cpu.", 0, 262144, false, &v, error))
+                return FALSE;
+        spec->limits.cpu_shares = (guint64)v;
+        if (unified && !get_string(unified, "cpu.weight", "linux.resources.unified.", &weight, error))
+                return FALSE;
+        if (weight) {
+                char *end = NULL;
+                guint64 w = g_ascii_strtoull(weight, &end, 10);
+                if (!*weight || *end || w < 1 || w > KILN_CPU_WEIGHT_MAX)
+                        return iso_fail(error,
+                                        "config.json: linux.resources.unified.cpu.weight: '%s' is not "
+                                        "between 1 and 10000",
+                                        weight);
+                spec->limits.cpu_weight = w;
+        }
+        if (!spec->cgroups_path && (spec->limits.pids_limit || spec->limits.memory ||
+                                    spec->limits.cpu_shares || spec->limits.cpu_weight))
+                return iso_fail(error, "config.json: linux.resources: limits need a linux.cgroupsPath");
+        return TRUE;
+}
+
 static gboolean read_linux(IsoSpec *spec, JsonObject *root, GError **error)
 {
         JsonObject *lnx, *sysctl;
@@ -614,6 +669,7 @@ static gboolean read_linux(IsoSpec *spec, JsonObject *root, GError **error)
             !read_id_maps(lnx, "uidMappings", &spec->uid_maps, &spec->n_uid_maps, error) ||
             !read_id_maps(lnx, "gidMappings", &spec->gid_maps, &spec->n_gid_maps, error) ||
             !read_namespaces(spec, lnx, error) || !read_devices(spec, lnx, error) ||
+            !read_resources(spec, lnx, error) ||
             !get_strv(lnx, "maskedPaths", "linux.", &spec->masked_paths, error) ||
             !get_strv(lnx, "readonlyPaths", "linux.", &spec->readonly_paths, error) ||
             !get_string(lnx, "rootfsPropagation", "linux.", &propagation, error) ||

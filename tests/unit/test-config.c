@@ -139,6 +139,44 @@ static void test_rejects(void)
         }
 }
 
+/* [Resources]: podman's pids limit, no memory limit, systemd's CPU weight, tmpfs bounded by half of the
+ * RAM; sizes take k, m, g; the cgroup parent is a plain cgroup path. */
+static void test_resources(void)
+{
+        g_autoptr(KilnConfig) d = kiln_config_new_defaults();
+        g_autofree char *path = write_temp("[Resources]\nPidsLimit=100\nMemory=512m\nCPUWeight=50\n"
+                                           "TmpfsMaxSize=1g\nCgroupParent=kiln-test/env-1\n");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
+        static const char *const bad[] = {
+                "[Resources]\nPidsLimit=-1\n",   "[Resources]\nMemory=12q\n",
+                "[Resources]\nCPUWeight=0\n",    "[Resources]\nCPUWeight=10001\n",
+                "[Resources]\nCgroupParent=../x\n", "[Resources]\nCgroupParent=a//b\n",
+                "[Resources]\nCgroupParent=a b\n", NULL,
+        };
+
+        g_assert_cmpuint(d->pids_limit, ==, 2048);
+        g_assert_cmpuint(d->memory, ==, 0);
+        g_assert_cmpuint(d->cpu_weight, ==, 100);
+        g_assert_cmpuint(d->tmpfs_max_size, >, 0);
+        g_assert_cmpstr(d->cgroup_parent, ==, "kiln");
+        g_assert_no_error(error);
+        g_assert_cmpuint(c->pids_limit, ==, 100);
+        g_assert_cmpuint(c->memory, ==, G_GUINT64_CONSTANT(512) << 20);
+        g_assert_cmpuint(c->cpu_weight, ==, 50);
+        g_assert_cmpuint(c->tmpfs_max_size, ==, G_GUINT64_CONSTANT(1) << 30);
+        g_assert_cmpstr(c->cgroup_parent, ==, "kiln-test/env-1");
+        g_unlink(path);
+        for (const char *const *b = bad; *b; b++) {
+                g_autofree char *bad_path = write_temp(*b);
+                g_autoptr(GError) bad_error = NULL;
+                g_autoptr(KilnConfig) bad_config = kiln_config_load(bad_path, &bad_error);
+                g_assert_null(bad_config);
+                g_assert_error(bad_error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE);
+                g_unlink(bad_path);
+        }
+}
+
 static void test_missing_explicit_file(void)
 {
         g_autoptr(GError) error = NULL;
@@ -180,5 +218,6 @@ int main(int argc, char **argv)
         g_test_add_func("/config/user-namespace-rejects", test_user_namespace_rejects);
         g_test_add_func("/config/missing-explicit-file", test_missing_explicit_file);
         g_test_add_func("/config/storage-bytes", test_storage_bytes);
+        g_test_add_func("/config/resources", test_resources);
         return g_test_run();
 }

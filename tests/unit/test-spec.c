@@ -228,6 +228,52 @@ static void test_tmpfs(void)
         check_golden("tmpfs", &in);
 }
 
+/* A tmpfs that names no size gets kiln.conf's bound; one that names a size keeps it. */
+static void test_tmpfs_default_size(void)
+{
+        static const char *const no_size[] = {NULL};
+        static const char *const sized[] = {"size=1m", NULL};
+        const KilnMount mounts[] = {
+                {KILN_MOUNT_TMPFS, NULL, "/tmp", no_size, "mounts[0]"},
+                {KILN_MOUNT_TMPFS, NULL, "/scratch", sized, "mounts[1]"},
+        };
+        KilnSpecInput in;
+
+        base_input(&in);
+        in.mounts = mounts;
+        in.n_mounts = G_N_ELEMENTS(mounts);
+        in.tmpfs_default_size = G_GUINT64_CONSTANT(1) << 30;
+        check_golden("tmpfs-default-size", &in);
+}
+
+/* The run's cgroup and limits: cgroup v1 takes the weight as cpu.shares on systemd's scale (100 is
+ * 1024), v2 as cpu.weight itself, through linux.resources.unified. */
+static void resources_input(KilnSpecInput *in)
+{
+        base_input(in);
+        in->cgroups_path = "kiln/user-1000/run-kiln-0123456789ab-1";
+        in->pids_limit = 2048;
+        in->memory = G_GUINT64_CONSTANT(512) * 1024 * 1024;
+        in->cpu_weight = 50;
+}
+
+static void test_resources(void)
+{
+        KilnSpecInput in;
+
+        resources_input(&in);
+        check_golden("resources-v1", &in);
+        resources_input(&in);
+        in.cgroup_v2 = TRUE;
+        check_golden("resources-v2", &in);
+        /* systemd's driver: the path is runc's slice:prefix:name; no limit but the pids one. */
+        resources_input(&in);
+        in.cgroups_path = "kiln-user-1000.slice:kiln:kiln-0123456789ab-1";
+        in.memory = 0;
+        in.cpu_weight = 0;
+        check_golden("resources-systemd", &in);
+}
+
 static void test_shm_size(void)
 {
         KilnSpecInput in;
@@ -529,11 +575,29 @@ static void m_duplicate_volumes(KilnSpecInput *in)
         in->n_mounts = 2;
 }
 
+static void m_negative_pids(KilnSpecInput *in)
+{
+        in->pids_limit = -1;
+}
+
+static void m_cpu_weight_too_high(KilnSpecInput *in)
+{
+        in->cpu_weight = 10001;
+}
+
+static void m_cgroups_path_dotdot(KilnSpecInput *in)
+{
+        in->cgroups_path = "kiln/../../escape";
+}
+
 static const struct {
         const char *name;
         Mutator mutate;
         const char *arg; /* the argument the message must name */
 } error_cases[] = {
+        {"negative-pids-limit", m_negative_pids, "pids_limit"},
+        {"cpu-weight-too-high", m_cpu_weight_too_high, "cpu_weight"},
+        {"cgroups-path-dotdot", m_cgroups_path_dotdot, "cgroups_path"},
         {"hostname-host-uts", m_hostname_host_uts, "hostname"},
         {"bad-hostname", m_bad_hostname, "hostname"},
         {"no-argv", m_no_argv, "argv"},
@@ -735,6 +799,8 @@ int main(int argc, char **argv)
         g_test_add_func("/spec/golden/network-none", test_network_none);
         g_test_add_func("/spec/golden/volumes", test_volumes);
         g_test_add_func("/spec/golden/tmpfs", test_tmpfs);
+        g_test_add_func("/spec/golden/tmpfs-default-size", test_tmpfs_default_size);
+        g_test_add_func("/spec/golden/resources", test_resources);
         g_test_add_func("/spec/golden/shm-size", test_shm_size);
         g_test_add_func("/spec/golden/ulimits", test_ulimits);
         g_test_add_func("/spec/golden/devices", test_devices);
