@@ -5,6 +5,10 @@
 # follow the kiln that is installed. Builder names come from kilnd through
 # `kiln --no-ask-password containers`: never a password prompt, at most 2 seconds, and
 # nothing at all when kilnd cannot be reached.
+#
+# COMPREPLY=($(compgen ...)) is the completion idiom: candidates are words without blanks.
+# `split` is set by _init_completion -s.
+# shellcheck shell=bash disable=SC2207,SC2034
 
 # _kiln_run KILN ARG...: kiln's output in the C locale, silent, bounded in time, no stdin.
 _kiln_run()
