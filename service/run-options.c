@@ -5,7 +5,6 @@
 #include "bus-args.h"
 #include "cgroup.h"
 #include "run-options.h"
-#include "run-volumes.h"
 #include "spec.h"
 #include "validate.h"
 
@@ -53,15 +52,6 @@ static gboolean validate_network(const char *arg, const char *value, GError **er
                 return FALSE;
         }
         return kiln_namespace_parse(arg, value, TRUE, &ns, error);
-}
-
-/* --mount: the very parser the run is resolved with (run-volumes.h), so a typo is refused before
- * anything starts, in the same words. */
-static gboolean validate_mount(const char *arg, const char *value, GError **error)
-{
-        g_autoptr(KilnRunVolume) mount = kiln_run_mount_parse(arg, value, error);
-
-        return mount != NULL;
 }
 
 /* --device HOST[:CONTAINER[:PERMISSIONS]] */
@@ -126,7 +116,6 @@ KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
 KILN_DEFINE_STRING_CHECK(check_namespace, validate_namespace)
 KILN_DEFINE_STRING_CHECK(check_network, validate_network)
 KILN_DEFINE_STRING_CHECK(check_volume, kiln_validate_volume)
-KILN_DEFINE_STRING_CHECK(check_mount, validate_mount)
 KILN_DEFINE_STRING_CHECK(check_device, validate_device)
 KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
 KILN_DEFINE_STRING_CHECK(check_size, validate_size)
@@ -167,7 +156,7 @@ static const RunOption run_options[] = {
         O("cap_drop", OPT_STRV, cap_drop, check_capability),
         O("volumes", OPT_STRV, volumes, check_volume),
         O("volume_fds", OPT_VOLUME_FDS, volume_fds, NULL),
-        O("mounts", OPT_STRV, mounts, check_mount),
+        O("mounts", OPT_STRV, mounts, NULL), /* parsed once, when the run is resolved (run-volumes.h) */
         O("devices", OPT_STRV, devices, check_device),
         O("ulimits", OPT_STRV, ulimits, check_ulimit),
         O("shm_size", OPT_STRING, shm_size, check_size),
