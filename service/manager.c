@@ -38,6 +38,9 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->names = g_hash_table_new(g_str_hash, g_str_equal);
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
+        /* Callers never see where kilnd keeps its own files (errors-bus.c). */
+        kiln_error_hide_paths_under(config->state_dir);
+        kiln_error_hide_paths_under(config->runtime_dir);
         kiln_process_manager_init(m);
         return m;
 }

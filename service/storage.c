@@ -26,6 +26,7 @@
 #include "import/layer-digest.h"
 #include "kiln-common.h"
 #include "mount-idmap.h"
+#include "reaper.h"
 
 #define HELPER_NAME "kiln-import"
 #define HELPER_KILL_TIMEOUT_SECONDS 10
@@ -572,6 +573,7 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
                                         s->helper_path, error->message);
                 return;
         }
+        kiln_reaper_claim_subprocess(st->proc); /* GLib's child watch reaps it */
 
         /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
          * collected, so no tmp tree or zombie is left behind. */
