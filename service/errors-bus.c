@@ -5,21 +5,84 @@
 
 #include "errors.h"
 
-static GPtrArray *hidden_dirs;
+typedef struct {
+        char *prefix;
+        gboolean roots; /* PREFIX/NAME is a container's root: what follows is a path inside it */
+} Hidden;
+
+static GPtrArray *hidden;
+
+static void hide(const char *dir, gboolean roots)
+{
+        Hidden *h = g_new0(Hidden, 1);
+
+        h->prefix = g_strdup(dir);
+        h->roots = roots;
+        if (!hidden)
+                hidden = g_ptr_array_new();
+        g_ptr_array_add(hidden, h);
+}
 
 void kiln_error_hide_paths_under(const char *dir)
 {
-        if (!hidden_dirs)
-                hidden_dirs = g_ptr_array_new_with_free_func(g_free);
-        g_ptr_array_add(hidden_dirs, g_strdup(dir));
+        hide(dir, FALSE);
 }
 
-static gboolean names_hidden_path(const char *message)
+void kiln_error_show_roots_under(const char *dir)
 {
-        for (guint i = 0; hidden_dirs && i < hidden_dirs->len; i++)
-                if (strstr(message, hidden_dirs->pdata[i]))
-                        return TRUE;
-        return FALSE;
+        hide(dir, TRUE);
+}
+
+static gboolean is_path_end(char c)
+{
+        return c == '\0' || g_ascii_isspace(c) || strchr("'\":;,()[]{}<>", c);
+}
+
+/* The longest hidden prefix that names a path at @p. */
+static const Hidden *hidden_at(const char *p)
+{
+        const Hidden *best = NULL;
+
+        for (guint i = 0; hidden && i < hidden->len; i++) {
+                const Hidden *h = hidden->pdata[i];
+                size_t n = strlen(h->prefix);
+
+                if (strncmp(p, h->prefix, n) == 0 && (p[n] == '/' || is_path_end(p[n])) &&
+                    (!best || n > strlen(best->prefix)))
+                        best = h;
+        }
+        return best;
+}
+
+/* @message without kilnd's own paths: a path in a container's root becomes the path inside it (what the
+ * caller knows it as), any other becomes a placeholder. NULL when there is none. */
+static char *redact(const char *message)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+        gboolean changed = FALSE;
+
+        for (const char *p = message; *p;) {
+                const Hidden *h = hidden_at(p);
+
+                if (!h) {
+                        g_string_append_c(out, *p++);
+                        continue;
+                }
+                changed = TRUE;
+                p += strlen(h->prefix);
+                if (h->roots) {
+                        if (*p == '/')
+                                for (p++; !is_path_end(*p) && *p != '/'; p++)
+                                        ;
+                        if (is_path_end(*p))
+                                g_string_append_c(out, '/');
+                } else {
+                        while (!is_path_end(*p))
+                                p++;
+                        g_string_append(out, "(kilnd's own file)");
+                }
+        }
+        return changed ? g_string_free(g_steal_pointer(&out), FALSE) : NULL;
 }
 
 /* NULL: an internal failure (see kiln_error_to_bus). */
@@ -74,13 +137,22 @@ static int internal_to_bus(const GError *error, sd_bus_error *bus_error)
 int kiln_error_to_bus(const GError *error, sd_bus_error *bus_error)
 {
         const char *name = NULL;
+        g_autofree char *redacted = NULL;
 
         if (error->domain == KILN_ERROR && error->code >= 0 &&
             (size_t)error->code < G_N_ELEMENTS(kiln_error_names))
                 name = kiln_error_names[error->code];
         else if (error->domain == G_IO_ERROR)
                 name = io_error_name(error->code);
-        if (!name || names_hidden_path(error->message))
+        if (!name)
                 return internal_to_bus(error, bus_error);
-        return sd_bus_error_set(bus_error, name, error->message);
+        redacted = redact(error->message);
+        if (!redacted)
+                return sd_bus_error_set(bus_error, name, error->message);
+        /* A system call's failure on kilnd's own files is about kilnd, not the call. A failure kilnd
+         * classified (the runtime's refusal, say) keeps its name and what it says about the container. */
+        if (error->domain != KILN_ERROR)
+                return internal_to_bus(error, bus_error);
+        g_debug("Answering without kilnd's paths: %s", error->message);
+        return sd_bus_error_set(bus_error, name, redacted);
 }

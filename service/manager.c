@@ -29,6 +29,7 @@ static char **find_runtimes(char **configured)
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
 {
         KilnManager *m = g_new0(KilnManager, 1);
+        g_autofree char *roots = NULL;
 
         m->config = config;
         m->storage = storage;
@@ -41,6 +42,8 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         /* Callers never see where kilnd keeps its own files (errors-bus.c). */
         kiln_error_hide_paths_under(config->state_dir);
         kiln_error_hide_paths_under(config->runtime_dir);
+        roots = g_build_filename(config->runtime_dir, "mounts", NULL); /* builders' root file systems */
+        kiln_error_show_roots_under(roots);
         kiln_process_manager_init(m);
         return m;
 }

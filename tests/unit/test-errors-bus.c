@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* errors-bus.c: internal failures answer kiln's own error name with an id and no details; errors whose
- * message names kilnd's own directories are internal whatever their code; the others keep their name and
- * message. */
+ * message names kilnd's own directories lose those paths (I/O errors become internal ones); the others
+ * keep their name and message. */
 #include <glib.h>
 
 #include "errors.h"
@@ -48,11 +48,19 @@ static void test_hidden_paths(void)
         g_autofree char *a =
                 map(g_error_new(G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "openat '%s/builders/x': gone", HIDDEN),
                     KILN_ERROR_FAILED, TRUE);
-        g_autofree char *b = map(g_error_new(KILN_ERROR, KILN_ERROR_CODE_BUSY, "%s is busy", HIDDEN),
-                                 KILN_ERROR_FAILED, TRUE);
+        g_autofree char *b = map(g_error_new(KILN_ERROR, KILN_ERROR_CODE_BUSY, "%s/y is busy", HIDDEN),
+                                 KILN_ERROR_BUSY, FALSE);
+        g_autofree char *c =
+                map(g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED,
+                                "open '%s/mounts/0123/etc/hosts': loop; SecureJoin %s/mounts/0123//x/, "
+                                "%s/mounts/0123 and %s-other/z",
+                                HIDDEN, HIDDEN, HIDDEN, HIDDEN),
+                    KILN_ERROR_RUNTIME_FAILED, FALSE);
 
         g_assert_null(strstr(a, HIDDEN));
-        g_assert_null(strstr(b, HIDDEN));
+        g_assert_cmpstr(b, ==, "(kilnd's own file) is busy");
+        /* Paths in a container's root read as the container knows them; a mere prefix is no match. */
+        g_assert_cmpstr(c, ==, "open '/etc/hosts': loop; SecureJoin //x/, / and " HIDDEN "-other/z");
 }
 
 static void test_named(void)
@@ -74,6 +82,7 @@ int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
         kiln_error_hide_paths_under(HIDDEN);
+        kiln_error_show_roots_under(HIDDEN "/mounts");
         g_test_add_func("/errors-bus/internal", test_internal);
         g_test_add_func("/errors-bus/hidden-paths", test_hidden_paths);
         g_test_add_func("/errors-bus/named", test_named);
