@@ -8,26 +8,25 @@
 
 #define REAP_INTERVAL_SECONDS 1
 
-static GHashTable *claims; /* pid → number of claims */
+/* pid → number of claims. Locked: a GSubprocess may be finalized (and unclaim) in GLib's worker thread,
+ * which drops the last reference when the child exits after kilnd let go of it. */
+G_LOCK_DEFINE_STATIC(claims);
+static GHashTable *claims;
 static guint holds;
 static guint timer;
 static gboolean started;
-static guint64 reaped;
-
-static GHashTable *claim_table(void)
-{
-        if (!claims)
-                claims = g_hash_table_new(g_direct_hash, g_direct_equal);
-        return claims;
-}
 
 void kiln_reaper_claim(pid_t pid)
 {
         gpointer key = GINT_TO_POINTER(pid);
-        guint n = GPOINTER_TO_UINT(g_hash_table_lookup(claim_table(), key));
 
         g_assert(pid > 0);
-        g_hash_table_insert(claim_table(), key, GUINT_TO_POINTER(n + 1));
+        G_LOCK(claims);
+        if (!claims)
+                claims = g_hash_table_new(g_direct_hash, g_direct_equal);
+        g_hash_table_insert(claims, key,
+                            GUINT_TO_POINTER(GPOINTER_TO_UINT(g_hash_table_lookup(claims, key)) + 1));
+        G_UNLOCK(claims);
         /* A new child: orphans can appear below it from now on. */
         kiln_reaper_kick();
 }
@@ -35,17 +34,25 @@ void kiln_reaper_claim(pid_t pid)
 void kiln_reaper_unclaim(pid_t pid)
 {
         gpointer key = GINT_TO_POINTER(pid);
-        guint n = GPOINTER_TO_UINT(g_hash_table_lookup(claim_table(), key));
+        guint n;
 
+        G_LOCK(claims);
+        n = claims ? GPOINTER_TO_UINT(g_hash_table_lookup(claims, key)) : 0;
         if (n > 1)
                 g_hash_table_insert(claims, key, GUINT_TO_POINTER(n - 1));
-        else
+        else if (n == 1)
                 g_hash_table_remove(claims, key);
+        G_UNLOCK(claims);
 }
 
 static gboolean is_claimed(pid_t pid)
 {
-        return claims && g_hash_table_contains(claims, GINT_TO_POINTER(pid));
+        gboolean claimed;
+
+        G_LOCK(claims);
+        claimed = claims && g_hash_table_contains(claims, GINT_TO_POINTER(pid));
+        G_UNLOCK(claims);
+        return claimed;
 }
 
 static void on_subprocess_finalized(gpointer data, GObject *where_the_object_was)
@@ -77,11 +84,6 @@ void kiln_reaper_release(void)
                 kiln_reaper_kick();
 }
 
-guint64 kiln_reaper_count(void)
-{
-        return reaped;
-}
-
 /* Reaps @pid if it is an unclaimed zombie child of ours; nobody else waits for it, so the pid cannot have
  * been recycled between the look and the reap. */
 static void reap_one(pid_t pid)
@@ -91,7 +93,6 @@ static void reap_one(pid_t pid)
         if (is_claimed(pid))
                 return;
         if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | __WALL) == 0 && info.si_pid == pid) {
-                reaped++;
                 g_debug("Reaped orphan %d (%s %d)", (int)pid, info.si_code == CLD_EXITED ? "exit" : "signal",
                         info.si_status);
         }

@@ -34,6 +34,3 @@ void kiln_reaper_foreach_orphan(void (*func)(pid_t pid, gpointer data), gpointer
 
 /* Look for zombies soon, e.g. after killing what a failed create left. */
 void kiln_reaper_kick(void);
-
-/* For tests: how many orphans were reaped so far. */
-guint64 kiln_reaper_count(void);

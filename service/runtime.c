@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 
 #include <glib-unix.h>
-#include <json-glib/json-glib.h>
 
 #include "console.h"
 #include "import/fs-util.h"
@@ -63,8 +62,6 @@ struct KilnContainer {
 
         GSubprocess *create_process;        /* create, or kiln-isolate's run --detach */
         gboolean reaper_held;               /* from create until the process is watched */
-        gboolean have_rootfs;               /* after a failed create: @rootfs is the container's root */
-        struct stat rootfs;
         KilnIsolateRequest *create_request; /* instead: run --detach by kiln-isolate's server */
         GSubprocess *start_process;
         GSubprocess *delete_process;
@@ -517,25 +514,36 @@ static void on_start_done(gpointer data, KilnRuntimeOp *op)
         container_running(c);
 }
 
-static gboolean same_file(const struct stat *a, const struct stat *b)
+/* Whether a cgroup of @pid is the container's: runc and crun name it after the container id. */
+static gboolean in_container_cgroup(pid_t pid, const char *id)
 {
-        return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+        g_autofree char *path = g_strdup_printf("/proc/%d/cgroup", (int)pid);
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return FALSE;
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                const char *slash = strrchr(*l, '/');
+                if (slash && g_str_equal(slash + 1, id))
+                        return TRUE;
+        }
+        return FALSE;
 }
 
-/* A leftover of a failed create: an orphan of ours whose working directory is the bundle (runc init and
- * crun's children start there, with the runtime's cwd) or whose root is the container's. Its pid is ours
- * until the reaper reaps it (not during this), so the signal cannot hit a recycled pid. */
+/* A leftover of a failed create: an orphan of ours in the container's cgroup, or whose working directory
+ * is the bundle (runc init and crun's children start there, with the runtime's). Its pid is ours until
+ * the reaper reaps it (not during this), so the signal cannot hit a recycled pid. */
 static void kill_if_leftover(pid_t pid, gpointer data)
 {
         KilnContainer *c = data;
-        struct stat cwd, root, bundle;
+        struct stat cwd, bundle;
         g_autofree char *cwd_path = g_strdup_printf("/proc/%d/cwd", (int)pid);
-        g_autofree char *root_path = g_strdup_printf("/proc/%d/root", (int)pid);
 
-        if (stat(c->bundle_dir, &bundle) < 0)
-                return;
-        if ((stat(cwd_path, &cwd) == 0 && same_file(&cwd, &bundle)) ||
-            (c->have_rootfs && stat(root_path, &root) == 0 && same_file(&root, &c->rootfs))) {
+        if ((stat(c->bundle_dir, &bundle) == 0 && stat(cwd_path, &cwd) == 0 && cwd.st_dev == bundle.st_dev &&
+             cwd.st_ino == bundle.st_ino) ||
+            in_container_cgroup(pid, c->id)) {
                 g_message("Killing process %d left by the failed create of container %s", (int)pid, c->id);
                 (void)kill(pid, SIGKILL);
         }
@@ -547,24 +555,8 @@ static void kill_if_leftover(pid_t pid, gpointer data)
  * within one kilnd (start-up deletes what an earlier one left), so the state deleted is this run's. */
 static void create_undo(KilnContainer *c)
 {
-        g_autoptr(JsonParser) parser = json_parser_new();
-        g_autofree char *config = bundle_path(c, "config.json");
-        g_autofree char *rootfs = NULL;
-
         c->created = TRUE;
         runtime_delete(c);
-        /* The container's root as the bundle names it: a process whose root it is belongs to this run. */
-        if (json_parser_load_from_file(parser, config, NULL)) {
-                JsonNode *root = json_parser_get_root(parser);
-                JsonObject *object = JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-                JsonObject *r = object && json_object_has_member(object, "root")
-                                        ? json_object_get_object_member(object, "root")
-                                        : NULL;
-                const char *path = r ? json_object_get_string_member_with_default(r, "path", NULL) : NULL;
-                if (path)
-                        rootfs = g_path_is_absolute(path) ? g_strdup(path) : bundle_path(c, path);
-        }
-        c->have_rootfs = rootfs && stat(rootfs, &c->rootfs) == 0;
         kiln_reaper_foreach_orphan(kill_if_leftover, c);
         kiln_reaper_kick();
 }

@@ -114,20 +114,32 @@ class Leftovers(kr.RunTestCase):
 
 
 class FailedCreate(kr.RunTestCase):
-    """The runtime's create runs and leaves its `init` (and state), then the command fails."""
+    """The runtime's create runs `runc init`, then fails: it exits non-zero after runc made the
+    container (state written, init waiting on the exec fifo), or it is killed mid-way (SIGKILL as soon
+    as runc init exists). Either way nothing may be left: no runc init, no runtime state, no zombie;
+    and the builder runs again."""
 
-    def test_failed_create_leaves_nothing(self):
+    CREATE_FAILS = 'REAL "$@"; exit 1'
+    # runc init is runc create's child: kill create once it exists (100 ms at most).
+    CREATE_KILLED = ('REAL "$@" & pid=$!; i=0; '
+                     'while [ $i -lt 200 ] && ! pgrep -P $pid >/dev/null; do i=$((i+1)); sleep 0.005; done; '
+                     'kill -9 $pid; exit 1')
+
+    def wrapper(self, real, create):
+        scratch = self.unique_scratch_dir('runtime')
+        path = os.path.join(scratch, 'runc-wrapper')
+        with open(path, 'w') as f:
+            f.write('#!/bin/sh\n'
+                    f'case " $* " in *" create "*) {create.replace("REAL", real)};; esac\n'
+                    f'exec {real} "$@"\n')
+        os.chmod(path, 0o755)
+        os.chmod(scratch, 0o755)
+        return path
+
+    def check_failed_create(self, create):
         real = subprocess.run(['sh', '-c', 'command -v runc'], capture_output=True, text=True).stdout.strip()
         self.assertTrue(real, 'runc not found')
-        scratch = self.unique_scratch_dir('runtime')
-        wrapper = os.path.join(scratch, 'runc-fails-create')
-        with open(wrapper, 'w') as f:
-            f.write('#!/bin/sh\n'
-                    '# create succeeds in runc (state written, init waiting on the exec fifo), then fails\n'
-                    f'case " $* " in *" create "*) {real} "$@"; exit 1;; esac\n'
-                    f'exec {real} "$@"\n')
-        os.chmod(wrapper, 0o755)
-        os.chmod(scratch, 0o755)
+        wrapper = self.wrapper(real, create)
         b = self.builder()
         kilnd = self.kilnd_pid()
         code, out, err = self.krun('--runtime', wrapper, b, 'true')
@@ -145,6 +157,12 @@ class FailedCreate(kr.RunTestCase):
         if not self.wait_until(lambda: not {p for p, (s, c) in children_of(kilnd).items() if s == 'Z'}, 10):
             self.fail(f'zombies under kilnd: {children_of(kilnd)}')
         self.assertEqual(self.run_ok(b, 'echo', 'again').strip(), 'again')
+
+    def test_create_that_fails_after_runc_made_the_container(self):
+        self.check_failed_create(self.CREATE_FAILS)
+
+    def test_create_killed_mid_way(self):
+        self.check_failed_create(self.CREATE_KILLED)
 
 
 kr.parametrize(globals(), Leftovers)
