@@ -573,6 +573,7 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
         g_clear_object(&c->create_process);
         g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
         if (op->status != 0) {
+                reaper_release(c); /* no process of the container's to wait for */
                 create_undo(c);
                 start_fail(c, kiln_runtime_op_error(op));
                 return;
