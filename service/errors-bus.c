@@ -14,9 +14,17 @@ static GPtrArray *hidden;
 
 static void hide(const char *dir, gboolean roots)
 {
-        Hidden *h = g_new0(Hidden, 1);
+        g_autofree char *prefix = g_strdup(dir);
+        size_t n = strlen(prefix);
+        Hidden *h;
 
-        h->prefix = g_strdup(dir);
+        /* "/var/lib/kiln/" names the same paths as "/var/lib/kiln"; "/" would hide every path. */
+        while (n > 1 && prefix[n - 1] == '/')
+                prefix[--n] = '\0';
+        if (n <= 1)
+                return;
+        h = g_new0(Hidden, 1);
+        h->prefix = g_steal_pointer(&prefix);
         h->roots = roots;
         if (!hidden)
                 hidden = g_ptr_array_new();
