@@ -126,8 +126,10 @@ static int method_configure(sd_bus_message *m, void *userdata, sd_bus_error *err
         if (!kiln_builder_save(b, dir, &local)) {
                 kiln_builder_config_assign(&b->config, &previous, mask);
                 g_warning("Cannot save builder %s: %s", b->name, local->message);
-                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "Cannot save the configuration of '%s': %s",
-                                         b->name, local->message);
+                /* An internal failure whatever its cause: the message names kilnd's state files. */
+                local->domain = KILN_ERROR;
+                local->code = KILN_ERROR_CODE_FAILED;
+                return kiln_error_to_bus(local, error);
         }
         if (mask)
                 kiln_builder_emit_changed(manager, b, mask);

@@ -62,6 +62,17 @@ void kiln_cgroup_resolve(const KilnConfig *config, gint64 pids_limit, guint64 me
                         g_strdup_printf("%s/user-%u/run-%s", parent, (unsigned)owner, container_id);
 }
 
+gboolean kiln_cgroup_is_run(const char *leaf, const char *container_id)
+{
+        g_autofree char *scope = g_strdup_printf("-%s.scope", container_id);
+
+        /* cgroupfs: "run-ID" (above); systemd: runc names the scope "PREFIX-ID.scope"; any other
+         * runtime or layout: the id itself, as runc and crun name their own cgroups. */
+        return g_str_equal(leaf, container_id) ||
+               (g_str_has_prefix(leaf, "run-") && g_str_equal(leaf + 4, container_id)) ||
+               g_str_has_suffix(leaf, scope);
+}
+
 /* ---- cgroupfs ---- */
 
 typedef struct Hierarchy {

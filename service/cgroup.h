@@ -81,3 +81,7 @@ gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
  * systemd's scopes (systemd removes them) or an already removed cgroup (runc's delete did). Logs
  * what it cannot remove. */
 void kiln_cgroup_remove(const KilnRunResources *resources);
+
+/* Whether @leaf, the last component of a cgroup path, is the cgroup of run @container_id in any of
+ * the layouts kiln makes (cgroupfs "run-ID", systemd's "PREFIX-ID.scope") or a runtime's own ("ID"). */
+gboolean kiln_cgroup_is_run(const char *leaf, const char *container_id);

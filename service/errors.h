@@ -27,6 +27,13 @@ gboolean kiln_fail(GError **error, KilnErrorCode code, const char *fmt, ...) G_G
 /* InvalidArgument "Invalid ARG: REASON": every such message names the argument. */
 gboolean kiln_invalid(GError **error, const char *arg, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
+/* Directories of kilnd's own (state, runtime files): callers never learn host paths under them. An I/O
+ * error whose message names one is answered as an internal failure; a KILN_ERROR keeps its name, with
+ * each such path replaced by a placeholder, or, under a directory of containers' roots (DIR/ID/PATH), by
+ * the PATH inside the container. */
+void kiln_error_hide_paths_under(const char *dir);
+void kiln_error_show_roots_under(const char *dir);
+
 /* Fills @bus_error from @error (KILN_ERROR or G_IO_ERROR codes) and returns the negative errno
  * sd-bus handlers return. */
 int kiln_error_to_bus(const GError *error, sd_bus_error *bus_error);

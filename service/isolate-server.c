@@ -18,6 +18,7 @@
 #include "isolate-server.h"
 #include "isolate/serve-protocol.h"
 #include "kiln-common.h"
+#include "reaper.h"
 #include "runtime-private.h"
 
 #define SERVER_EXIT_TIMEOUT_MS 5000
@@ -80,6 +81,7 @@ static gboolean server_start_locked(KilnIsolateServer *s, GError **error)
                 g_prefix_error(error, "kiln-isolate's server: ");
                 return FALSE;
         }
+        kiln_reaper_claim_subprocess(s->process); /* GLib's child watch reaps it */
         s->fd = sv[0];
         g_debug("kiln-isolate's server started: pid %s", g_subprocess_get_identifier(s->process));
         return TRUE;

@@ -20,6 +20,8 @@
 #define KILN_ERROR_BUSY "org.kiln.Builder1.Error.Busy"
 #define KILN_ERROR_LIMIT_EXCEEDED "org.kiln.Builder1.Error.LimitExceeded"
 #define KILN_ERROR_RUNTIME_FAILED "org.kiln.Builder1.Error.RuntimeFailed"
+/* An internal failure: the reply says only this and an id; kilnd's log has the details under the id. */
+#define KILN_ERROR_FAILED "org.kiln.Builder1.Error.Failed"
 
 /* A builder id is 64 lowercase hex characters; a unique prefix of this many may name it. */
 #define KILN_ID_LENGTH 64

@@ -14,6 +14,7 @@
 #include "fd-limit.h"
 #include "isolate-server.h"
 #include "manager.h"
+#include "reaper.h"
 #include "run.h"
 
 static void ignore_signal(int sig)
@@ -68,6 +69,7 @@ static int run(const char *config_path)
         /* Container processes re-parent to kilnd, so it can reap them (and wait through pidfds). */
         if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
                 g_warning("Cannot become a child subreaper: %s", g_strerror(errno));
+        kiln_reaper_start();
 
         storage = kiln_storage_new(config->state_dir, config->runtime_dir, config->helper_dir, &error);
         if (!storage) {

@@ -57,6 +57,7 @@ static GArray *layer_uses(gpointer data)
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
 {
         KilnManager *m = g_new0(KilnManager, 1);
+        g_autofree char *roots = NULL;
 
         m->config = config;
         m->storage = storage;
@@ -68,6 +69,11 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->runtimes = find_runtimes(config->runtimes);
         m->bounding_set = read_bounding_set();
         m->process_reservations = g_hash_table_new(NULL, NULL);
+        /* Callers never see where kilnd keeps its own files (errors-bus.c). */
+        kiln_error_hide_paths_under(config->state_dir);
+        kiln_error_hide_paths_under(config->runtime_dir);
+        roots = g_build_filename(config->runtime_dir, "mounts", NULL); /* builders' root file systems */
+        kiln_error_show_roots_under(roots);
         kiln_process_manager_init(m);
         kiln_storage_set_limits(storage, config->import_bytes, config->storage_bytes_per_user);
         kiln_storage_set_layer_uses(storage, layer_uses, m);

@@ -12,6 +12,7 @@
 #include "fd-limit.h"
 #include "isolate-server.h"
 #include "kiln-common.h"
+#include "reaper.h"
 #include "runtime-private.h"
 
 #define MESSAGE_MAX_CHARS 1024 /* of the runtime's words in one error message */
@@ -292,6 +293,8 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
                 return NULL;
         }
 
+        /* GLib's child watch reaps it: the reaper must not. */
+        kiln_reaper_claim_subprocess(process);
         op = op_new(runtime, verb, id, g_steal_pointer(&log_path));
         op->process = process;
         if (messages_fd >= 0) {

@@ -9,6 +9,7 @@
 #include <glib-unix.h>
 
 #include "kiln-common.h"
+#include "reaper.h"
 #include "runtime-private.h"
 
 struct KilnPidWatch {
@@ -16,7 +17,8 @@ struct KilnPidWatch {
         char *what;
         int pidfd; /* -1 without pidfd support */
         GSource *source;
-        gboolean alive; /* not reaped yet */
+        gboolean alive;   /* not reaped yet */
+        gboolean claimed; /* with the reaper, which must leave the pid to us */
         KilnPidExited exited;
         gpointer data;
 };
@@ -40,6 +42,10 @@ static void unwatch(KilnPidWatch *w)
         kiln_close_fdp(&w->pidfd);
         w->pidfd = -1;
         w->alive = FALSE;
+        /* Reaped by us (or GLib), or left: an orphan the reaper may reap when it exits. */
+        if (w->claimed)
+                kiln_reaper_unclaim(w->pid);
+        w->claimed = FALSE;
 }
 
 /* Reaps the process if it exited: 1 with *status (or *error), 0 while it runs. */
@@ -101,6 +107,8 @@ KilnPidWatch *kiln_pid_watch_new(pid_t pid, const char *what, GMainContext *cont
         w->what = g_strdup(what);
         w->exited = exited;
         w->data = data;
+        kiln_reaper_claim(pid);
+        w->claimed = TRUE;
         w->pidfd = pidfd_open(pid, 0); /* always close-on-exec */
         if (w->pidfd >= 0) {
                 w->source = g_unix_fd_source_new(w->pidfd, G_IO_IN);

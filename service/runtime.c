@@ -23,6 +23,8 @@
 #include "console.h"
 #include "import/fs-util.h"
 #include "kiln-common.h"
+#include "reaper.h"
+#include "cgroup.h"
 #include "runtime-private.h"
 #include "runtime.h"
 #include "stdio-relay.h"
@@ -60,6 +62,7 @@ struct KilnContainer {
         GMainContext *context;
 
         GSubprocess *create_process;        /* create, or kiln-isolate's run --detach */
+        gboolean reaper_held;               /* from create until the process is watched */
         KilnIsolateRequest *create_request; /* instead: run --detach by kiln-isolate's server */
         GSubprocess *start_process;
         GSubprocess *delete_process;
@@ -108,6 +111,22 @@ static void container_unrefp(KilnContainer **c)
 static char *bundle_path(KilnContainer *c, const char *name)
 {
         return g_build_filename(c->bundle_dir, name, NULL);
+}
+
+/* The container's process re-parents to kilnd when create exits, before its pid file is read: the reaper
+ * must not take it (and its status) in between. */
+static void reaper_hold(KilnContainer *c)
+{
+        if (!c->reaper_held)
+                kiln_reaper_hold();
+        c->reaper_held = TRUE;
+}
+
+static void reaper_release(KilnContainer *c)
+{
+        if (c->reaper_held)
+                kiln_reaper_release();
+        c->reaper_held = FALSE;
 }
 
 KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec)
@@ -496,28 +515,77 @@ static void on_start_done(gpointer data, KilnRuntimeOp *op)
         container_running(c);
 }
 
+/* Whether a cgroup of @pid is the container's (cgroup.h knows the names). */
+static gboolean in_container_cgroup(pid_t pid, const char *id)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/cgroup", (int)pid);
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+                return FALSE;
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                const char *slash = strrchr(*l, '/');
+                if (slash && kiln_cgroup_is_run(slash + 1, id))
+                        return TRUE;
+        }
+        return FALSE;
+}
+
+/* A leftover of a failed create: an orphan of ours in the container's cgroup, or whose working directory
+ * is the bundle (runc init and crun's children start there, with the runtime's). Its pid is ours until
+ * the reaper reaps it (not during this), so the signal cannot hit a recycled pid. */
+static void kill_if_leftover(pid_t pid, gpointer data)
+{
+        KilnContainer *c = data;
+        struct stat cwd, bundle;
+        g_autofree char *cwd_path = g_strdup_printf("/proc/%d/cwd", (int)pid);
+
+        if ((stat(c->bundle_dir, &bundle) == 0 && stat(cwd_path, &cwd) == 0 && cwd.st_dev == bundle.st_dev &&
+             cwd.st_ino == bundle.st_ino) ||
+            in_container_cgroup(pid, c->id)) {
+                g_message("Killing process %d left by the failed create of container %s", (int)pid, c->id);
+                (void)kill(pid, SIGKILL);
+        }
+}
+
+/* A create that failed (or was killed) may have left the runtime's state, its `init` waiting on the
+ * container's exec fifo, and the cgroups that go with it: `delete --force` removes what the runtime knows
+ * of; processes it no longer knows of are killed here; the reaper reaps them all. Container ids are unique
+ * within one kilnd (start-up deletes what an earlier one left), so the state deleted is this run's. */
+static void create_undo(KilnContainer *c)
+{
+        c->created = TRUE;
+        runtime_delete(c);
+        kiln_reaper_foreach_orphan(kill_if_leftover, c);
+        kiln_reaper_kick();
+}
+
 static void on_create_done(gpointer data, KilnRuntimeOp *op)
 {
         KilnContainer *c = data;
         GError *error = NULL;
         KilnRuntimeOp *start;
+        gboolean ok;
 
         if (c->disposed)
                 return;
         g_clear_object(&c->create_process);
         g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
         if (op->status != 0) {
-                /* The runtime cleans up after a failed create; deleting here could hit another container
-                 * of the same name, the very conflict that may have made create fail. */
+                reaper_release(c); /* no process of the container's to wait for */
+                create_undo(c);
                 start_fail(c, kiln_runtime_op_error(op));
                 return;
         }
         c->created = TRUE;
-        if (!read_pid_file(c, &error) || !watch_pid(c, &error) ||
-            (c->terminal &&
-             (!kiln_console_receive_now(c->console, &error) ||
-              !kiln_stdio_attach_terminal(&c->stdio, kiln_console_get_master(c->console), c->caller_fd,
-                                          c->capture_limit, c->what, &error)))) {
+        ok = read_pid_file(c, &error) && watch_pid(c, &error);
+        reaper_release(c); /* the process is ours (claimed), or there is none to wait for */
+        if (!ok || (c->terminal &&
+                    (!kiln_console_receive_now(c->console, &error) ||
+                     !kiln_stdio_attach_terminal(&c->stdio, kiln_console_get_master(c->console),
+                                                 c->caller_fd, c->capture_limit, c->what, &error)))) {
                 start_fail(c, error);
                 return;
         }
@@ -649,6 +717,7 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                 g_ptr_array_add(args, g_strdup("--no-pivot"));
         g_ptr_array_add(args, NULL);
 
+        reaper_hold(c);
         if (served(c))
                 create = kiln_runtime_op_request(
                         c->isolate_server, c->runtime, (const char *const *)c->runtime_args, c->state_root,
@@ -673,6 +742,7 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                 relays_start(c);
         return;
 fail:
+        reaper_release(c);
         for (int i = 0; i < 3; i++)
                 kiln_close_fdp(&stdio[i]);
         start_fail(c, error);
@@ -867,16 +937,21 @@ static void container_dispose(KilnContainer *c)
 
         /* A create is let finish rather than killed: killing it would orphan its half-made container. */
         if (c->create_process || c->create_request) {
-                if (create_finish_sync(c)) {
+                gboolean ok = create_finish_sync(c);
+
+                g_clear_object(&c->create_process);
+                g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
+                if (ok) {
                         c->created = TRUE;
                         if (!read_pid_file(c, &error) || !watch_pid(c, &error)) {
                                 g_warning("Container %s: %s", c->id, error->message);
                                 g_clear_error(&error);
                         }
+                } else {
+                        create_undo(c);
                 }
-                g_clear_object(&c->create_process);
-                g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
         }
+        reaper_release(c);
         if (c->start_process) {
                 kiln_runtime_wait_bounded(c->start_process, SYNC_TIMEOUT_MS);
                 g_clear_object(&c->start_process);
@@ -911,6 +986,7 @@ static void container_unref(KilnContainer *c)
 {
         if (--c->ref_count > 0)
                 return;
+        reaper_release(c);
         kiln_stdio_clear(&c->stdio);
         for (int i = 0; i < 3; i++)
                 kiln_close_fdp(&c->caller_fd[i]);

@@ -28,6 +28,7 @@
 #include "import/layer-digest.h"
 #include "kiln-common.h"
 #include "mount-idmap.h"
+#include "reaper.h"
 
 #define HELPER_NAME "kiln-import"
 #define HELPER_KILL_TIMEOUT_SECONDS 10
@@ -744,6 +745,7 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         /* No layer is collected until the caller has the result and made its builder. */
         st->busy = TRUE;
         s->busy++;
+        kiln_reaper_claim_subprocess(st->proc); /* GLib's child watch reaps it */
 
         /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
          * collected, so no tmp tree or zombie is left behind. */
@@ -1035,6 +1037,7 @@ static void remove_trees(KilnStorage *s, GPtrArray *names)
                 g_warning("Cannot remove unused layers: %s", error->message);
                 return;
         }
+        kiln_reaper_claim_subprocess(proc); /* GLib's child watch reaps it */
         g_subprocess_wait_check_async(proc, NULL, on_trees_removed, NULL);
 }
 

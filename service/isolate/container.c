@@ -92,13 +92,16 @@ static gboolean init_file_system(const Init *init, GError **error)
                 .cgroup_dirs = init->cgroup_dirs,
                 .rootfd = -1,
                 .in_userns = init->spec->ns[ISO_NS_USER].present,
+                .null_tree = -1,
         };
-        gboolean ok = iso_mounts_prepare_root(&root, error) && iso_mounts_apply(&root, error) &&
-                      iso_dev_populate(&root, error) && iso_sysctl_apply(init->spec, error) &&
+        gboolean ok = iso_null_prepare(&root, error) && iso_mounts_prepare_root(&root, error) &&
+                      iso_mounts_apply(&root, error) && iso_dev_populate(&root, error) &&
+                      iso_sysctl_apply(init->spec, error) &&
                       iso_pivot(&root, init->launch->no_pivot, error) && iso_readonly_paths(&root, error) &&
                       iso_masked_paths(&root, error) && iso_root_readonly(init->spec, error);
 
         kiln_close_fdp(&root.rootfd);
+        kiln_close_fdp(&root.null_tree);
         return ok;
 }
 

@@ -162,6 +162,10 @@ typedef struct IsoRoot {
         int rootfd;        /* O_PATH of the bound root file system */
         bool in_userns;    /* a new user namespace: no mknod, binds instead */
         bool dev_is_tmpfs; /* the spec mounted a tmpfs on /dev: fill it */
+        /* What masks files: a detached clone of the host's /dev/null, verified to be the null device,
+         * made before anything of the container is mounted (iso_null_prepare); attached on the first
+         * masked file, then bound from there. */
+        int null_tree;
 } IsoRoot;
 
 gboolean iso_mounts_prepare_root(IsoRoot *root, GError **error);
@@ -183,6 +187,7 @@ gboolean iso_dev_populate(IsoRoot *root, GError **error);
 /* paths.c: sysctls (namespaced ones only), pivot_root, read-only and masked paths, a read-only root. */
 gboolean iso_sysctl_apply(const IsoSpec *spec, GError **error);
 gboolean iso_pivot(IsoRoot *root, bool no_pivot, GError **error);
+gboolean iso_null_prepare(IsoRoot *root, GError **error);
 gboolean iso_masked_paths(IsoRoot *root, GError **error);
 gboolean iso_readonly_paths(IsoRoot *root, GError **error);
 gboolean iso_root_readonly(const IsoSpec *spec, GError **error);

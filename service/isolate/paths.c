@@ -2,10 +2,12 @@
 /* The end of the file system setup: sysctls, the switch into the root file system (pivot_root, or
  * MS_MOVE + chroot), then read-only paths, masked paths and a read-only root, as runc orders them. */
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "isolate.h"
@@ -134,19 +136,65 @@ gboolean iso_readonly_paths(IsoRoot *root, GError **error)
         return TRUE;
 }
 
+static bool is_dev_null(int fd)
+{
+        struct stat st;
+
+        return fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
+}
+
+gboolean iso_null_prepare(IsoRoot *root, GError **error)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (!root->spec->masked_paths || !root->spec->masked_paths[0])
+                return TRUE;
+        /* The host's /dev/null, before anything of the container is mounted: not the container's, which
+         * its /dev (a caller's volume, say) could make a symlink to any file it wants bound read-write
+         * over a masked path (CVE-2025-31133's class). Checked to be the null device all the same. */
+        fd = open("/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return iso_fail_errno(error, errno, "open the host's '/dev/null'");
+        if (!is_dev_null(fd))
+                return iso_fail(error, "the host's '/dev/null' is not the null device (1:3)");
+        /* A mount of its own, detached: it survives the pivot that detaches the host's tree. */
+        root->null_tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        if (root->null_tree < 0)
+                return iso_fail_errno(error, errno, "clone the host's '/dev/null'");
+        return TRUE;
+}
+
+/* A masked path inside the root, through no symlink at all: /proc and /sys are fresh mounts where none
+ * belongs, and anything else there is the image's doing. */
+static int open_masked(int rootfd, const char *path)
+{
+        struct open_how how = {
+                .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        long fd;
+
+        do
+                fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+        while (fd < 0 && errno == EAGAIN);
+        return fd < 0 ? -errno : (int)fd;
+}
+
 gboolean iso_masked_paths(IsoRoot *root, GError **error)
 {
         const IsoSpec *spec = root->spec;
-        _cleanup_close_ int null = -1;
+        bool attached = false;
 
         for (char **p = spec->masked_paths; p && *p; p++) {
                 _cleanup_close_ int fd = -1;
                 char s[ISO_FD_PATH_MAX], t[ISO_FD_PATH_MAX];
                 struct stat st;
 
-                fd = kiln_rootfs_open(root->rootfd, *p, O_PATH | O_NOFOLLOW, 0);
+                fd = open_masked(root->rootfd, *p);
                 if (fd == -ENOENT)
                         continue;
+                if (fd == -ELOOP)
+                        return iso_fail(error, "masked path '%s' goes through a symlink", *p);
                 if (fd < 0 || fstat(fd, &st) < 0)
                         return iso_fail_errno(error, fd < 0 ? -fd : errno, "open masked path '%s'", *p);
                 if (S_ISDIR(st.st_mode)) {
@@ -156,14 +204,20 @@ gboolean iso_masked_paths(IsoRoot *root, GError **error)
                                 return iso_fail_errno(error, errno, "mask '%s' with a tmpfs", *p);
                         continue;
                 }
-                if (null < 0) {
-                        null = kiln_rootfs_open(root->rootfd, "/dev/null", O_PATH, 0);
-                        if (null < 0)
-                                return iso_fail_errno(error, -null, "open '/dev/null' to mask '%s'", *p);
-                }
-                /* Safe: /dev/null over the file: reads give nothing, writes go nowhere. */
-                if (mount(iso_fd_path(s, null), iso_fd_path(t, fd), NULL, MS_BIND, NULL) < 0)
+                if (root->null_tree < 0)
+                        return iso_fail(error, "no '/dev/null' to mask '%s'", *p);
+                /* Safe: the host's null device over the file (reads give nothing, writes go nowhere).
+                 * Its clone is attached on the first file; from then on it is a mount in our namespace,
+                 * and the later ones are bound from it through its descriptor. */
+                if (!attached) {
+                        if (move_mount(root->null_tree, "", fd, "",
+                                       MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                                return iso_fail_errno(error, errno, "mask '%s' with /dev/null", *p);
+                        attached = true;
+                } else if (mount(iso_fd_path(s, root->null_tree), iso_fd_path(t, fd), NULL, MS_BIND, NULL) <
+                           0) {
                         return iso_fail_errno(error, errno, "mask '%s' with /dev/null", *p);
+                }
         }
         return TRUE;
 }

@@ -236,6 +236,60 @@ static void test_masked_paths(void)
         g_assert_cmpstr(out, ==, expected->str);
 }
 
+/* No /dev of kiln-isolate's making: the image's own /dev stays, with nothing populated in it. */
+static void keep_image_dev(JsonObject *spec)
+{
+        JsonArray *mounts = json_object_get_array_member(spec, "mounts");
+        JsonObject *lx = json_object_get_object_member(spec, "linux");
+
+        for (guint i = json_array_get_length(mounts); i-- > 0;) {
+                const char *dst = json_object_get_string_member(json_array_get_object_element(mounts, i),
+                                                                "destination");
+                if (g_str_equal(dst, "/dev") || g_str_has_prefix(dst, "/dev/"))
+                        json_array_remove_element(mounts, i);
+        }
+        if (json_object_has_member(lx, "devices"))
+                json_object_remove_member(lx, "devices");
+}
+
+/* Masking binds kiln-isolate's own null device, never what the container calls /dev/null: here a
+ * symlink to a file of the image, which would otherwise be bound (writable) over every masked file. */
+static void test_masked_paths_own_null(void)
+{
+        static const char *const argv[] = {
+                "/bin/sh", "-c",
+                "for f in /proc/keys /proc/timer_list /proc/interrupts; do "
+                "[ -e $f ] && echo \"$f $(stat -c '%F %t:%T' $f) $(wc -c < $f)\"; done; "
+                "echo changed > /proc/keys; cat /etc/mask-secret",
+                NULL};
+        TestRun run = {.argv = argv, .edit = keep_image_dev};
+        g_autofree char *dev = g_build_filename(test_env.rootfs, "dev", NULL);
+        g_autofree char *null = g_build_filename(dev, "null", NULL);
+        g_autofree char *saved = g_build_filename(dev, "null.saved", NULL);
+        g_autofree char *secret = g_build_filename(test_env.rootfs, "etc", "mask-secret", NULL);
+        g_autoptr(GString) expected = g_string_new(NULL);
+        g_autofree char *out = NULL;
+        gboolean had_null;
+
+        g_assert_no_errno(g_mkdir_with_parents(dev, 0755));
+        had_null = rename(null, saved) == 0;
+        g_assert_no_errno(symlink("/etc/mask-secret", null));
+        g_assert_true(g_file_set_contents(secret, "secret\n", -1, NULL));
+        out = run_ok(&run);
+        g_assert_no_errno(unlink(null));
+        if (had_null)
+                g_assert_no_errno(rename(saved, null));
+        g_assert_no_errno(unlink(secret));
+
+        for (const char *const *f =
+                     (const char *const[]){"/proc/keys", "/proc/timer_list", "/proc/interrupts", NULL};
+             *f; f++)
+                if (g_file_test(*f, G_FILE_TEST_EXISTS))
+                        g_string_append_printf(expected, "%s character special file 1:3 0\n", *f);
+        g_string_append(expected, "secret\n");
+        g_assert_cmpstr(out, ==, expected->str);
+}
+
 static void set_root_readonly(JsonObject *spec)
 {
         json_object_set_boolean_member(json_object_get_object_member(spec, "root"), "readonly", TRUE);
@@ -814,6 +868,7 @@ int main(int argc, char **argv)
         g_test_add_func("/isolate/seccomp-nnp", test_seccomp_and_nnp);
         g_test_add_func("/isolate/syscall-probe", test_syscall_probe);
         g_test_add_func("/isolate/masked-paths", test_masked_paths);
+        g_test_add_func("/isolate/masked-paths-own-null", test_masked_paths_own_null);
         g_test_add_func("/isolate/readonly-paths", test_readonly_paths);
         g_test_add_func("/isolate/mounts", test_mounts);
         g_test_add_func("/isolate/ulimits", test_ulimits);
