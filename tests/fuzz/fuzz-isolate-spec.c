@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kiln-isolate's reader of a bundle's config.json: iso_spec_read() (service/isolate/spec-read.c).
+ * kilnd writes the spec, but from a caller's options, and kiln-isolate runs as root; it checks the
+ * whole document before doing anything, so every input must end in a spec or an error, never a
+ * crash. The input is the file; each is written to config.json in a private directory. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fuzz-common.h"
+#include "isolate/isolate.h"
+
+static char *bundle;
+static char *config_path;
+
+static void remove_bundle(void)
+{
+        unlink(config_path);
+        rmdir(bundle);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+        /* In memory where there is a /dev/shm: a write per input to a disk would be most of the time. */
+        const char *base = g_file_test("/dev/shm", G_FILE_TEST_IS_DIR) ? "/dev/shm" : g_get_tmp_dir();
+
+        fuzz_setup_logging();
+        bundle = g_build_filename(base, "kiln-fuzz-isolate-XXXXXX", NULL);
+        if (!g_mkdtemp(bundle))
+                abort();
+        config_path = g_build_filename(bundle, "config.json", NULL);
+        atexit(remove_bundle);
+        return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+        g_autoptr(IsoSpec) spec = NULL;
+        g_autoptr(GError) error = NULL;
+        int fd = open(config_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+        if (fd < 0 || write(fd, data, size) != (ssize_t)size)
+                abort();
+        close(fd);
+        spec = iso_spec_read(bundle, &error);
+        if (!spec) {
+                if (!error || !*error->message)
+                        abort();
+                return 0;
+        }
+        if (!spec->root || !g_path_is_absolute(spec->root))
+                abort();
+        (void)iso_spec_new_namespaces(spec);
+        return 0;
+}

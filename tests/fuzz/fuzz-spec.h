@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* For the targets whose parsed value ends in a spec: the smallest valid KilnSpecInput (as
+ * tests/unit/test-spec.c's base input), and a caller's volume turned into a KilnMount the way
+ * service/run.c's add_volume() does (without its file system steps: `O` becomes an overlay with
+ * fixed upper and work directories), so the generator's own checks of mount options are fuzzed too. */
+#pragma once
+
+#include "spec.h"
+
+static const char *const fuzz_argv[] = {"/bin/sh", NULL};
+static const guint32 fuzz_gids[] = {0};
+
+static inline void fuzz_spec_input(KilnSpecInput *in)
+{
+        *in = (KilnSpecInput){
+                .id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                .rootfs = "/run/kiln/mounts/0123456789ab",
+                .argv = fuzz_argv,
+                .cwd = "/",
+                .additional_gids = fuzz_gids,
+                .n_additional_gids = G_N_ELEMENTS(fuzz_gids),
+                .home = "/root",
+                .last_cap = 40,
+        };
+}
+
+/* @options: "a,b,c" or NULL; the strings are added to @keep, which owns them. */
+static inline KilnMount fuzz_bind_mount(GPtrArray *keep, const char *source, const char *destination,
+                                        const char *options)
+{
+        char **opts = options && *options ? g_strsplit(options, ",", -1) : g_new0(char *, 1);
+        KilnMount m = {
+                .type = KILN_MOUNT_BIND, .source = source, .destination = destination, .arg = "volumes[0]"};
+
+        if (g_strv_contains((const char *const *)opts, "O")) {
+                GPtrArray *o = g_ptr_array_new();
+                m.type = KILN_MOUNT_OVERLAY;
+                g_ptr_array_add(o, g_strconcat("lowerdir=", source, NULL));
+                g_ptr_array_add(o, g_strdup("upperdir=/run/kiln/bundles/x/overlay-0/upper"));
+                g_ptr_array_add(o, g_strdup("workdir=/run/kiln/bundles/x/overlay-0/work"));
+                for (char **p = opts; *p; p++)
+                        if (!g_str_equal(*p, "O") && !g_str_equal(*p, "z") && !g_str_equal(*p, "Z") &&
+                            !g_str_equal(*p, "U"))
+                                g_ptr_array_add(o, g_strdup(*p));
+                g_ptr_array_add(o, NULL);
+                g_strfreev(opts);
+                opts = (char **)g_ptr_array_free(o, FALSE);
+        }
+        g_ptr_array_add(keep, opts);
+        m.options = (const char *const *)opts;
+        return m;
+}
+
+/* Generates the spec with @mounts; a refusal must say why. Returns whether it was accepted. */
+static inline gboolean fuzz_generate(const KilnMount *mounts, gsize n_mounts)
+{
+        KilnSpecInput in;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(JsonNode) spec = NULL;
+
+        fuzz_spec_input(&in);
+        in.mounts = mounts;
+        in.n_mounts = n_mounts;
+        spec = kiln_spec_generate(&in, &error);
+        if (!spec && (!error || !error->message || !*error->message))
+                abort();
+        if (spec) {
+                gsize length = 0;
+                g_autofree char *text = kiln_spec_to_data(spec, FALSE, &length);
+                if (!text || !length)
+                        abort();
+        }
+        return spec != NULL;
+}
