@@ -2,7 +2,8 @@
 /* kiln-isolate's reader of a bundle's config.json: iso_spec_read() (service/isolate/spec-read.c).
  * kilnd writes the spec, but from a caller's options, and kiln-isolate runs as root; it checks the
  * whole document before doing anything, so every input must end in a spec or an error, never a
- * crash. The input is the file; each is written to config.json in a private directory. */
+ * crash; then the seccomp filter it builds from the spec, iso_seccomp_prepare() (seccomp.c). The
+ * input is the file; each is written to config.json in a private directory. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -51,5 +52,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!spec->root || !g_path_is_absolute(spec->root))
                 abort();
         (void)iso_spec_new_namespaces(spec);
+        /* The BPF program kiln-isolate builds from the spec's linux.seccomp (no cache). */
+        {
+                g_autoptr(IsoSeccomp) filter = NULL;
+                g_autoptr(GError) local = NULL;
+
+                filter = iso_seccomp_prepare(spec, NULL, &local);
+                if (!filter && local && !*local->message)
+                        abort();
+        }
         return 0;
 }
