@@ -148,6 +148,7 @@ class Stress:
         self.fault_misses = collections.Counter()
         self.fault_log = []  # what each injection hit
         self.kill_client_wanted = 0
+        self.long_run_wanted = 0  # runs that must outlive a kill of kilnd
         self.stop = threading.Event()
         self.builders = {}
 
@@ -189,8 +190,11 @@ class Stress:
 
     def command(self, run_id, status, sleep):
         token = f'{MARK}-{run_id}'
+        # A long run sleeps in a loop, so that its shell (with the mark) stays in the process table.
+        wait = (f'i=0; while [ $i -lt {sleep} ]; do sleep 1; i=$((i+1)); done' if sleep.isdigit()
+                else f'sleep {sleep}')
         script = (f'echo {token} > /tmp/{token} && cat /tmp/{token} && rm /tmp/{token} && '
-                  f'sleep {sleep} && exit {status}')
+                  f'{wait} && exit {status}')
         # $0 is the mark, so the run's shell is found in the process table.
         return ['/bin/sh', '-c', script, token], token + '\n'
 
@@ -270,12 +274,15 @@ class Stress:
                 # A fault is due: let the injector begin it, so that it always meets a load.
                 while self.done >= self.next_fault_at and not self.stop.is_set():
                     self.changed.wait(0.1)
+                sleep = '0.1'
                 if self.kill_client_wanted:
                     self.kill_client_wanted -= 1
-                    via, kill_after = 'cli', 0.5
+                    via, kill_after, sleep = 'cli', 0.5, '2'
                     self.fault_log.append(f'kill-client: run {index}-{j} ({user}, {isolation}) after 0.5 s')
-            self.one_run(f'{index}-{j}', user, isolation, via, status,
-                         sleep='2' if kill_after else '0.1', kill_after=kill_after)
+                elif self.long_run_wanted:
+                    self.long_run_wanted -= 1
+                    sleep = '3600'
+            self.one_run(f'{index}-{j}', user, isolation, via, status, sleep=sleep, kill_after=kill_after)
 
     # -- faults -------------------------------------------------------------
 
@@ -292,16 +299,22 @@ class Stress:
             for faults in self.in_flight.values():
                 faults.add(fault)
 
-    def find_run_process(self, comm_prefix, timeout=10):
-        """A process of one of the runs (a descendant of kilnd) whose name starts with @comm_prefix."""
+    def find_run_process(self, comm_prefix, timeout=10, cmdline_has=None, server=False):
+        """A process of one of the runs (a descendant of kilnd) whose name starts with @comm_prefix
+        (and whose command line has @cmdline_has); kilnd's isolate server only if @server."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop.is_set():
             pid = kilnd_pid(self.env)
             if pid:
-                procs = processes(cmdlines=False)
+                procs = processes(cmdlines=bool(cmdline_has) or comm_prefix == 'kiln-isolate')
                 for p in sorted(descendants(procs, pid)):
-                    if p in procs and procs[p][0].startswith(comm_prefix):
-                        return p
+                    if p not in procs or not procs[p][0].startswith(comm_prefix):
+                        continue
+                    if cmdline_has and cmdline_has not in procs[p][3]:
+                        continue
+                    if self.is_isolate_server(procs, p) != server:
+                        continue
+                    return p
             time.sleep(0.01)
         return None
 
@@ -311,11 +324,14 @@ class Stress:
 
     def inject(self, kind):
         if kind == 'kill-kilnd':
-            # With a run's container alive, if there is one within 10 s.
-            self.find_run_process('sh')
+            # With a long run's container alive (what becomes of it is the point), if it starts within
+            # 20 s, and the usual runs in flight.
+            with self.lock:
+                self.long_run_wanted += 1
+            long_run = self.find_run_process('sh', timeout=20, cmdline_has=MARK)
             pid = kilnd_pid(self.env)
             self.window(kind, True)
-            self.note(kind, f'kilnd {pid}')
+            self.note(kind, f'kilnd {pid}, a long run\'s shell {long_run} alive')
             os.kill(pid, signal.SIGKILL)
             while os.path.exists(f'/proc/{pid}') and proc_status(pid).get('State', 'Z')[0] != 'Z':
                 time.sleep(0.05)
@@ -324,12 +340,20 @@ class Stress:
             finally:
                 self.window(kind, False)
         elif kind in ('kill-runc', 'kill-isolate'):
-            pid = self.find_run_process('runc' if kind == 'kill-runc' else 'kiln-isolate')
+            if kind == 'kill-runc':
+                pid = self.find_run_process('runc')
+            else:
+                # One serving a run's command (create, start, ...) if one shows within 3 s, else the
+                # server itself: both are kiln-isolate processes the runs depend on.
+                pid = self.find_run_process('kiln-isolate', timeout=3) or \
+                    self.find_run_process('kiln-isolate', server=True)
             if pid is None:
                 self.fault_misses[kind] += 1
                 return
             self.mark_in_flight(kind)
-            self.note(kind, f'{read_file(f"/proc/{pid}/comm").strip()} {pid}')
+            cmdline = read_file(f'/proc/{pid}/cmdline').replace('\0', ' ').strip()
+            self.note(kind, f'{read_file(f"/proc/{pid}/comm").strip()} {pid}'
+                            f'{" (the isolate server)" if cmdline.endswith(" serve") else ""}')
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -430,6 +454,18 @@ class Stress:
             'zombies': zombies,
         }
 
+    def kill_leftovers(self):
+        """After the report: the runs' processes that outlived everything would otherwise stay on
+        the host (a long run sleeps for an hour)."""
+        if self.env.dir is None:
+            return
+        for p, (_, _, _, cmdline) in processes().items():
+            if MARK in cmdline:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+
     def report(self, elapsed, idle):
         wrong = []
         faulted = 0
@@ -506,6 +542,7 @@ def main():
         bad = s.report(elapsed, idle)
     finally:
         s.stop.set()
+        s.kill_leftovers()
         s.env.keep = bool(os.environ.get('KILN_KEEP_ENV'))
         s.env.stop()
     sys.exit(1 if bad and args.strict else 0)
