@@ -19,8 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *files, *group;
         size_t files_size, group_size;
         g_autofree char *spec = fuzz_cut(data, size, '\n', &files, &files_size);
-        g_autofree char *passwd = files ? fuzz_cut(files, files_size, '\x1d', &group, &group_size) : NULL;
-        g_autofree char *group_copy = NULL;
+        g_autofree char *passwd_copy = NULL, *group_copy = NULL;
         g_autoptr(GArray) gids = NULL;
         g_autofree char *home = NULL;
         g_autoptr(GError) error = NULL;
@@ -29,15 +28,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (!files)
                 return 0;
-        /* The files may hold NUL bytes: hand over the exact bytes, in exact-size copies so that
-         * AddressSanitizer sees any read past their end. */
-        passwd_len = group ? (gsize)(group - 1 - files) : files_size;
-        g_free(passwd);
-        passwd = g_memdup2(files, passwd_len);
-        if (group)
+        /* The files may hold NUL bytes: the parser gets their exact bytes and lengths, in copies of
+         * exactly that size, so that AddressSanitizer sees a read past the end. */
+        group = memchr(files, '\x1d', files_size);
+        passwd_len = group ? (gsize)(group - files) : files_size;
+        passwd_copy = g_memdup2(files, passwd_len);
+        if (group) {
+                group++;
+                group_size = files_size - passwd_len - 1;
                 group_copy = g_memdup2(group, group_size);
-        if (!kiln_resolve_user(spec, passwd, passwd_len, group_copy, group_copy ? group_size : 0, &uid, &gid,
-                               &gids, &home, &error)) {
+        } else {
+                group_size = 0;
+        }
+        if (!kiln_resolve_user(spec, passwd_copy, passwd_len, group_copy, group_size, &uid, &gid, &gids,
+                               &home, &error)) {
                 if (!error || !*error->message)
                         abort();
                 return 0;

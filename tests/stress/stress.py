@@ -172,7 +172,10 @@ class Stress:
         # One run of each kind first: pool allotment, runc's first start, kiln-isolate's caches.
         for user in ('root', ALICE):
             for isolation in ('oci', 'chroot'):
-                self.one_run(f'warm-{user}-{isolation}', user, isolation, 'cli', 0, judge=False)
+                code, out, error = self.one_run(f'warm-{user}-{isolation}', user, isolation, 'cli', 0,
+                                                judge=False)
+                if code != 0 or error:
+                    raise RuntimeError(f'the first {isolation} run as {user} failed: {error} (exit {code})')
         self.wait_idle()
         self.start_pid = kilnd_pid(self.env)
         self.start_fds = fd_count(self.start_pid)
@@ -242,13 +245,14 @@ class Stress:
             faults = self.in_flight.pop(run_id) | self.active
             if 'kill-client' in faults and kill_after is not None:
                 error = None  # its own death, not an answer of kilnd's
-            if error:
+            if error and judge:
                 (self.faulted_errors if faults else self.errors)[error] += 1
             if judge:
                 self.results.append((run_id, user, isolation, via, (status, expected_out), (code, out, err),
                                      faults))
                 self.done += 1
                 self.changed.notify_all()
+        return code, out, error
 
     @staticmethod
     def cli_error(code, err):
