@@ -262,6 +262,9 @@ class Stress:
         own = [line for line in lines if line.startswith('kiln:')]
         line = (own or lines or [f'exit {code}'])[-1]
         line = re.sub(r'[0-9a-f]{12,}', 'ID', re.sub(r'/[^ :\'"]+', 'PATH', line))
+        name = re.search(r'([\w.]+\.Error\.\w+)', line)  # an error name the message quotes
+        if name and len(line) > 100:
+            line = line[:100 - len(name.group(1)) - 4] + f'… [{name.group(1)}]'
         return f'kiln run (exit {code}): {line[:100]}'
 
     def client(self, index):
@@ -344,23 +347,27 @@ class Stress:
             finally:
                 self.window(kind, False)
         elif kind in ('kill-runc', 'kill-isolate'):
-            if kind == 'kill-runc':
-                pid = self.find_run_process('runc')
+            # These processes live for a command (create, start, delete): one may be gone between
+            # finding it and killing it, so a few tries. For kiln-isolate, one serving a run's
+            # command if one shows, else the server itself: the runs depend on both.
+            for attempt in range(5):
+                if kind == 'kill-runc':
+                    pid = self.find_run_process('runc')
+                else:
+                    pid = self.find_run_process('kiln-isolate', timeout=3) if attempt < 4 else \
+                        self.find_run_process('kiln-isolate', server=True)
+                if pid is None:
+                    continue
+                comm = read_file(f'/proc/{pid}/comm').strip()
+                server = read_file(f'/proc/{pid}/cmdline').replace('\0', ' ').strip().endswith(' serve')
+                self.mark_in_flight(kind)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                self.note(kind, f'{comm} {pid}{" (the isolate server)" if server else ""}')
+                break
             else:
-                # One serving a run's command (create, start, ...) if one shows within 3 s, else the
-                # server itself: both are kiln-isolate processes the runs depend on.
-                pid = self.find_run_process('kiln-isolate', timeout=3) or \
-                    self.find_run_process('kiln-isolate', server=True)
-            if pid is None:
-                self.fault_misses[kind] += 1
-                return
-            self.mark_in_flight(kind)
-            cmdline = read_file(f'/proc/{pid}/cmdline').replace('\0', ' ').strip()
-            self.note(kind, f'{read_file(f"/proc/{pid}/comm").strip()} {pid}'
-                            f'{" (the isolate server)" if cmdline.endswith(" serve") else ""}')
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
                 self.fault_misses[kind] += 1
                 return
         elif kind == 'kill-client':
