@@ -45,6 +45,7 @@ ALICE = kh.ALICE
 FAULT_KINDS = ('kill-kilnd', 'kill-runc', 'kill-isolate', 'kill-client', 'full-state', 'restart-polkitd')
 MARK = 'kiln-stress'  # in every run's command line: how leftover processes of the runs are found
 RUN_TIMEOUT = 120
+LINGER_SECONDS = 2
 
 
 def read_file(path, default=''):
@@ -155,9 +156,10 @@ class Stress:
     # -- setup --------------------------------------------------------------
 
     def setup(self):
-        # No lingering Process objects and no lingering root file system mounts: an idle kilnd
-        # then holds nothing, so what is left at the end is a leftover.
-        self.env.setup('[Process]\nLingerSeconds=0\n[Run]\nKeepMountedSeconds=0\n',
+        # Process objects linger only briefly, and root file systems not at all: an idle kilnd then
+        # soon holds nothing, so what is left at the end is a leftover. (Not 0 s: `kiln run` calls
+        # Wait after Start, and a command that exited in between would be gone.)
+        self.env.setup(f'[Process]\nLingerSeconds={LINGER_SECONDS}\n[Run]\nKeepMountedSeconds=0\n',
                        state_tmpfs_size=self.args.state_size)
         base = self.env.scratch_dir('base')
         kh.make_busybox_rootfs(base)
@@ -177,6 +179,7 @@ class Stress:
                 if code != 0 or error:
                     raise RuntimeError(f'the first {isolation} run as {user} failed: {error} (exit {code})')
         self.wait_idle()
+        time.sleep(LINGER_SECONDS + 1)  # measured as the end is: with no Process object left
         self.start_pid = kilnd_pid(self.env)
         self.start_fds = fd_count(self.start_pid)
         self.start_rss = rss_kib(self.start_pid)
@@ -549,7 +552,7 @@ def main():
         injector.join()
         elapsed = time.monotonic() - started
         idle = s.wait_idle()
-        time.sleep(1)  # kilnd's own clean-up after the last reply
+        time.sleep(LINGER_SECONDS + 1)  # the last Process objects go, kilnd cleans up after them
         bad = s.report(elapsed, idle)
     finally:
         s.stop.set()
