@@ -44,7 +44,7 @@ import kiln_harness as kh  # noqa: E402
 ALICE = kh.ALICE
 FAULT_KINDS = ('kill-kilnd', 'kill-runc', 'kill-isolate', 'kill-client', 'full-state', 'restart-polkitd')
 MARK = 'kiln-stress'  # in every run's command line: how leftover processes of the runs are found
-RUN_TIMEOUT = 120
+RUN_TIMEOUT = 60  # a run that takes longer is counted as hung ("timeout")
 LINGER_SECONDS = 2
 
 
@@ -152,6 +152,7 @@ class Stress:
         self.long_run_wanted = 0  # runs that must outlive a kill of kilnd
         self.stop = threading.Event()
         self.builders = {}
+        self.deadline = float('inf')  # clients start no run after it (--max-seconds)
 
     # -- setup --------------------------------------------------------------
 
@@ -273,7 +274,7 @@ class Stress:
     def client(self, index):
         rng = random.Random(self.args.seed * 1000 + index)
         for j in range(self.args.runs):
-            if self.stop.is_set():
+            if self.stop.is_set() or time.monotonic() > self.deadline:
                 return
             user = 'root' if (index + j) % 2 == 0 else ALICE
             isolation = 'oci' if (j // 2) % 2 == 0 else 'chroot'
@@ -437,8 +438,10 @@ class Stress:
         for p, (comm, ppid, state, cmdline) in sorted(procs.items()):
             if p == os.getpid() or p not in procs:
                 continue
+            # A `runc init` re-parented to init has only its environment to say whose it is.
             where = ' '.join(readlink(f'/proc/{p}/{link}') for link in ('cwd', 'root'))
-            ours = p in under or MARK in cmdline or self.env.dir in cmdline or self.env.dir in where
+            ours = p in under or MARK in cmdline or self.env.dir in cmdline or self.env.dir in where or \
+                self.env.dir in read_file(f'/proc/{p}/environ')
             if not ours or self.is_isolate_server(procs, p) or (state == 'Z' and ppid == pid):
                 continue  # (kilnd's zombies are counted as such)
             if comm in ('dbus-daemon', 'polkitd', 'unshare', 'gdbus', 'kiln', 'runuser') or 'kiln-env' in cmdline:
@@ -461,8 +464,17 @@ class Stress:
         zombies = [f'{p} {c[0]}' for p, c in sorted(procs.items()) if c[2] == 'Z' and c[1] == pid]
         bundles_dir = os.path.join(self.env.dir, 'run', 'bundles')
         bundles = sorted(os.listdir(bundles_dir)) if os.path.isdir(bundles_dir) else []
+        # Runs' cgroups are named kiln-<builder id's first 12>-<n>, under each v1 controller or v2.
+        prefixes = tuple(f'kiln-{path.rsplit("/", 1)[1][:12]}-' for _, path in self.builders.values())
+        cgroups = set()
+        for top in ['/sys/fs/cgroup'] + [os.path.join('/sys/fs/cgroup', c) for c in os.listdir('/sys/fs/cgroup')]:
+            try:
+                cgroups.update(n for n in os.listdir(top) if n.startswith(prefixes))
+            except OSError:
+                pass
         return {
             'mounts': mounts_under(self.env.dir),
+            'cgroups': sorted(cgroups),
             'bundles': bundles,
             'processes': self.run_processes(),
             'zombies': zombies,
@@ -474,7 +486,7 @@ class Stress:
         if self.env.dir is None:
             return
         for p, (_, _, _, cmdline) in processes().items():
-            if MARK in cmdline:
+            if MARK in cmdline or (self.env.dir in read_file(f'/proc/{p}/environ') and p != os.getpid()):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
@@ -498,7 +510,12 @@ class Stress:
 
         print(f'== kiln stress: {self.args.clients} clients x {self.args.runs} runs, '
               f'{elapsed:.0f} s, build {self.env.build_root}')
-        print(f'runs attempted: {len(self.results)} ({faulted} with a fault injected while in flight)')
+        print(f'runs attempted: {len(self.results)} of {self.total} '
+              f'({faulted} with a fault injected while in flight)')
+        hung = sum(1 for r in self.results if r[5][2] == 'timeout')
+        if hung or len(self.results) < self.total:
+            print(f'hung runs (no answer in {RUN_TIMEOUT} s): {hung}; runs not started (--max-seconds '
+                  f'{self.args.max_seconds} reached): {self.total - len(self.results)}')
         print('faults injected: ' + (', '.join(f'{k} {v}' for k, v in sorted(self.faults.items())) or 'none'))
         for line in self.fault_log:
             print(f'    {line}')
@@ -514,7 +531,7 @@ class Stress:
                 print(f'    {n:5d}  {name}')
         print(f'kilnd idle at the end: {"yes" if idle else "no (processes still under kilnd after 30 s)"}')
         print('leftovers:')
-        for kind in ('mounts', 'bundles', 'processes', 'zombies'):
+        for kind in ('mounts', 'bundles', 'processes', 'zombies', 'cgroups'):
             print(f'    {kind}: {len(left[kind])}')
             for line in left[kind][:15]:
                 print(f'        {line}')
@@ -533,6 +550,8 @@ def main():
     parser.add_argument('--faults', type=int, default=2, help='rounds of every kind of fault (0: load only)')
     parser.add_argument('--state-size', default='64M', help="size of DIR/state's tmpfs")
     parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--max-seconds', type=int, default=1200,
+                        help='start no run after this long (runs hang when kilnd does); then report')
     parser.add_argument('--strict', action='store_true', help='exit 1 on wrong results or leftovers')
     args = parser.parse_args()
     kh.require_root()
@@ -542,6 +561,7 @@ def main():
     try:
         s.setup()
         started = time.monotonic()
+        s.deadline = started + args.max_seconds
         clients = [threading.Thread(target=s.client, args=(i,)) for i in range(args.clients)]
         injector = threading.Thread(target=s.injector)
         for t in clients + [injector]:
