@@ -71,13 +71,21 @@ class Env:
 
     # -- life cycle ---------------------------------------------------------
 
-    def setup(self, extra_conf=None):
-        """@extra_conf: kiln.conf text on top of kiln-env's (kiln.conf.extra)."""
+    def setup(self, extra_conf=None, state_tmpfs_size=None):
+        """@extra_conf: kiln.conf text on top of kiln-env's (kiln.conf.extra).
+        @state_tmpfs_size: put DIR/state on a tmpfs of that size ("64M"), so
+        that a test can fill kilnd's state file system (kiln-env stop --rm
+        unmounts it with the rest)."""
         require_root()
         subprocess.run([KILN_ENV, 'users'], check=True)
         self.dir = tempfile.mkdtemp(prefix='kiln-env.')
         if extra_conf:
             _write(os.path.join(self.dir, 'kiln.conf.extra'), extra_conf)
+        if state_tmpfs_size:
+            state = os.path.join(self.dir, 'state')
+            os.mkdir(state, 0o700)
+            subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={state_tmpfs_size},mode=0700,nosuid,nodev',
+                            'kiln-env-state', state], check=True)
         # meson kills a test that times out with SIGTERM; turn that into an
         # exception so that stop() still runs and nothing is left behind.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
