@@ -795,6 +795,63 @@ static gboolean add_filter_rule(scmp_filter_ctx ctx, guint32 default_action, Jso
         return TRUE;
 }
 
+/* Whether member @name of @o is absent (when @optional) or of JSON type @type, and for an array, whether
+ * every element is of @element_type (0: any). */
+static gboolean member_is(JsonObject *o, const char *name, gboolean optional, GType type, GType element_type)
+{
+        JsonNode *n = json_object_get_member(o, name);
+
+        if (!n)
+                return optional;
+        if (type == JSON_TYPE_ARRAY) {
+                if (!JSON_NODE_HOLDS_ARRAY(n))
+                        return FALSE;
+                for (guint i = 0; element_type && i < json_array_get_length(json_node_get_array(n)); i++) {
+                        JsonNode *e = json_array_get_element(json_node_get_array(n), i);
+                        if (element_type == JSON_TYPE_OBJECT ? !JSON_NODE_HOLDS_OBJECT(e)
+                                                             : !JSON_NODE_HOLDS_VALUE(e) ||
+                                                                       json_node_get_value_type(e) != element_type)
+                                return FALSE;
+                }
+                return TRUE;
+        }
+        return JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == type;
+}
+
+/* The shape kiln_seccomp_filter_new() reads, checked whole first: a spec on disk (kiln-isolate reads
+ * one) is not trusted to be the resolved object kilnd wrote. */
+static gboolean filter_shape_ok(JsonObject *o)
+{
+        JsonArray *rules;
+
+        if (!member_is(o, "defaultAction", FALSE, G_TYPE_STRING, 0) ||
+            !member_is(o, "defaultErrnoRet", TRUE, G_TYPE_INT64, 0) ||
+            !member_is(o, "architectures", TRUE, JSON_TYPE_ARRAY, G_TYPE_STRING) ||
+            !member_is(o, "syscalls", FALSE, JSON_TYPE_ARRAY, JSON_TYPE_OBJECT))
+                return FALSE;
+        rules = json_object_get_array_member(o, "syscalls");
+        for (guint i = 0; i < json_array_get_length(rules); i++) {
+                JsonObject *rule = json_array_get_object_element(rules, i);
+                JsonArray *args;
+
+                if (!member_is(rule, "names", FALSE, JSON_TYPE_ARRAY, G_TYPE_STRING) ||
+                    !member_is(rule, "action", FALSE, G_TYPE_STRING, 0) ||
+                    !member_is(rule, "errnoRet", TRUE, G_TYPE_INT64, 0) ||
+                    !member_is(rule, "args", TRUE, JSON_TYPE_ARRAY, JSON_TYPE_OBJECT))
+                        return FALSE;
+                args = json_object_has_member(rule, "args") ? json_object_get_array_member(rule, "args") : NULL;
+                for (guint k = 0; args && k < json_array_get_length(args); k++) {
+                        JsonObject *a = json_array_get_object_element(args, k);
+                        if (!member_is(a, "op", FALSE, G_TYPE_STRING, 0) ||
+                            !member_is(a, "index", FALSE, G_TYPE_INT64, 0) ||
+                            !member_is(a, "value", FALSE, G_TYPE_INT64, 0) ||
+                            !member_is(a, "valueTwo", TRUE, G_TYPE_INT64, 0))
+                                return FALSE;
+                }
+        }
+        return TRUE;
+}
+
 scmp_filter_ctx kiln_seccomp_filter_new(JsonNode *seccomp, GError **error)
 {
         JsonObject *o = seccomp && JSON_NODE_HOLDS_OBJECT(seccomp) ? json_node_get_object(seccomp) : NULL;
@@ -802,7 +859,7 @@ scmp_filter_ctx kiln_seccomp_filter_new(JsonNode *seccomp, GError **error)
         guint32 default_action;
         JsonArray *rules;
 
-        if (!o || !json_object_has_member(o, "defaultAction") || !json_object_has_member(o, "syscalls") ||
+        if (!o || !filter_shape_ok(o) ||
             !action_value(json_object_get_string_member(o, "defaultAction"), o, "defaultErrnoRet",
                           &default_action)) {
                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,

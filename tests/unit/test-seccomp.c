@@ -396,6 +396,35 @@ static void test_filter(void)
         seccomp_release(ctx);
 }
 
+/* A linux.seccomp object from a spec on disk (kiln-isolate reads one) is not trusted: a rule
+ * without "action" or "names", an argument without "op", a member of the wrong type is refused, never
+ * read as if it were there (it crashed kiln-isolate; found by the isolate-spec fuzz target). */
+static void test_filter_refuses_bad_shapes(void)
+{
+        static const char *const bad[] = {
+                "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\"]}]}",
+                "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"action\":\"SCMP_ACT_ALLOW\"}]}",
+                "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\"],"
+                "\"action\":\"SCMP_ACT_ALLOW\",\"args\":[{\"index\":0,\"value\":1}]}]}",
+                "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[1],"
+                "\"action\":\"SCMP_ACT_ALLOW\"}]}",
+                "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[7]}",
+                "{\"defaultAction\":7,\"syscalls\":[]}",
+                "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"architectures\":[{}],\"syscalls\":[]}",
+        };
+
+        for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+                g_autoptr(JsonNode) node = json_from_string(bad[i], NULL);
+                g_autoptr(GError) error = NULL;
+                scmp_filter_ctx ctx;
+
+                g_assert_nonnull(node);
+                ctx = kiln_seccomp_filter_new(node, &error);
+                g_assert_null(ctx);
+                g_assert_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT);
+        }
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -406,5 +435,6 @@ int main(int argc, char **argv)
         g_test_add_func("/seccomp/bad-profiles", test_bad_profiles);
         g_test_add_func("/seccomp/plain-oci", test_plain_oci_profile);
         g_test_add_func("/seccomp/filter", test_filter);
+        g_test_add_func("/seccomp/filter-refuses-bad-shapes", test_filter_refuses_bad_shapes);
         return g_test_run();
 }
