@@ -59,9 +59,11 @@ static const struct {
         const char *key;
         size_t field;
 } string_settings[] = {
-    {"working_dir", offsetof(ConfigOptions, working_dir)}, {"user", offsetof(ConfigOptions, user)},
-    {"hostname", offsetof(ConfigOptions, hostname)},       {"isolation", offsetof(ConfigOptions, isolation)},
-    {"userns", offsetof(ConfigOptions, userns)},
+        {"working_dir", offsetof(ConfigOptions, working_dir)},
+        {"user", offsetof(ConfigOptions, user)},
+        {"hostname", offsetof(ConfigOptions, hostname)},
+        {"isolation", offsetof(ConfigOptions, isolation)},
+        {"userns", offsetof(ConfigOptions, userns)},
 };
 
 /* Parsed into an argv (exec form, or buildah's shell-form rules); indexed by KilnCommandKind. */
@@ -70,9 +72,9 @@ static const struct {
         const char *flag;
         size_t field;
 } command_settings[KILN_COMMAND_N_KINDS] = {
-    [KILN_COMMAND_ENTRYPOINT] = {"entrypoint", "--entrypoint", offsetof(ConfigOptions, entrypoint)},
-    [KILN_COMMAND_CMD] = {"cmd", "--cmd", offsetof(ConfigOptions, cmd)},
-    [KILN_COMMAND_SHELL] = {"shell", "--shell", offsetof(ConfigOptions, shell)},
+        [KILN_COMMAND_ENTRYPOINT] = {"entrypoint", "--entrypoint", offsetof(ConfigOptions, entrypoint)},
+        [KILN_COMMAND_CMD] = {"cmd", "--cmd", offsetof(ConfigOptions, cmd)},
+        [KILN_COMMAND_SHELL] = {"shell", "--shell", offsetof(ConfigOptions, shell)},
 };
 
 /* Merged into the current value of an `as` property. */
@@ -82,10 +84,10 @@ static const struct {
         void (*apply)(GPtrArray *list, const char *arg);
         size_t field;
 } list_settings[] = {
-    {"volumes", "Volumes", kiln_list_apply, offsetof(ConfigOptions, volumes)},
-    {"cap_add", "CapAdd", kiln_list_apply, offsetof(ConfigOptions, cap_add)},
-    {"cap_drop", "CapDrop", kiln_list_apply, offsetof(ConfigOptions, cap_drop)},
-    {"ulimits", "Ulimits", kiln_ulimits_apply, offsetof(ConfigOptions, ulimits)},
+        {"volumes", "Volumes", kiln_list_apply, offsetof(ConfigOptions, volumes)},
+        {"cap_add", "CapAdd", kiln_list_apply, offsetof(ConfigOptions, cap_add)},
+        {"cap_drop", "CapDrop", kiln_list_apply, offsetof(ConfigOptions, cap_drop)},
+        {"ulimits", "Ulimits", kiln_ulimits_apply, offsetof(ConfigOptions, ulimits)},
 };
 
 static bool config_options_empty(const ConfigOptions *o)
@@ -265,29 +267,32 @@ int kiln_verb_config(int argc, char **argv)
         int r;
 
         const GOptionEntry entries[] = {
-            {"env", 'e', 0, G_OPTION_ARG_STRING_ARRAY, &o.env,
-             "Set (K=V) or remove (K-) an environment variable", "K=V"},
-            {"workingdir", 0, 0, G_OPTION_ARG_STRING, &o.working_dir, "Working directory of runs", "DIR"},
-            {"user", 'u', 0, G_OPTION_ARG_STRING, &o.user, "User of runs", "USER[:GROUP]"},
-            {"hostname", 0, 0, G_OPTION_ARG_STRING, &o.hostname, "Host name of runs", "NAME"},
-            {"entrypoint", 0, 0, G_OPTION_ARG_STRING, &o.entrypoint,
-             "Entry point: a JSON array, or a string run with /bin/sh -c", "JSON|STRING"},
-            {"cmd", 0, 0, G_OPTION_ARG_STRING, &o.cmd, "Default command: a JSON array, or words",
-             "JSON|STRING"},
-            {"shell", 0, 0, G_OPTION_ARG_STRING, &o.shell, "Shell: a JSON array, or words", "JSON|STRING"},
-            {"volume", 'v', 0, G_OPTION_ARG_STRING_ARRAY, &o.volumes, "Add (V) or remove (V-) a volume",
-             "V"},
-            {"label", 'l', 0, G_OPTION_ARG_STRING_ARRAY, &o.labels, "Set (K=V) or remove (K-) a label",
-             "K=V"},
-            {"cap-add", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.cap_add, "Add a capability to runs", "CAP"},
-            {"cap-drop", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.cap_drop, "Drop a capability from runs", "CAP"},
-            {"ulimit", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ulimits,
-             "Set (TYPE=SOFT[:HARD]) or remove (TYPE-) a limit", "TYPE=SOFT[:HARD]"},
-            {"isolation", 0, 0, G_OPTION_ARG_STRING, &o.isolation, "How runs are isolated: oci or chroot",
-             "ISOLATION"},
-            {"userns", 0, 0, G_OPTION_ARG_STRING, &o.userns, "User namespace of runs: auto or host",
-             "USERNS"},
-            {NULL},
+                {"env", 'e', 0, G_OPTION_ARG_STRING_ARRAY, &o.env,
+                 "Set (K=V) or remove (K-) an environment variable", "K=V"},
+                {"workingdir", 0, 0, G_OPTION_ARG_STRING, &o.working_dir, "Working directory of runs",
+                 "DIR"},
+                {"user", 'u', 0, G_OPTION_ARG_STRING, &o.user, "User of runs", "USER[:GROUP]"},
+                {"hostname", 0, 0, G_OPTION_ARG_STRING, &o.hostname, "Host name of runs", "NAME"},
+                {"entrypoint", 0, 0, G_OPTION_ARG_STRING, &o.entrypoint,
+                 "Entry point: a JSON array, or a string run with /bin/sh -c", "JSON|STRING"},
+                {"cmd", 0, 0, G_OPTION_ARG_STRING, &o.cmd, "Default command: a JSON array, or words",
+                 "JSON|STRING"},
+                {"shell", 0, 0, G_OPTION_ARG_STRING, &o.shell, "Shell: a JSON array, or words",
+                 "JSON|STRING"},
+                {"volume", 'v', 0, G_OPTION_ARG_STRING_ARRAY, &o.volumes, "Add (V) or remove (V-) a volume",
+                 "V"},
+                {"label", 'l', 0, G_OPTION_ARG_STRING_ARRAY, &o.labels, "Set (K=V) or remove (K-) a label",
+                 "K=V"},
+                {"cap-add", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.cap_add, "Add a capability to runs", "CAP"},
+                {"cap-drop", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.cap_drop, "Drop a capability from runs",
+                 "CAP"},
+                {"ulimit", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ulimits,
+                 "Set (TYPE=SOFT[:HARD]) or remove (TYPE-) a limit", "TYPE=SOFT[:HARD]"},
+                {"isolation", 0, 0, G_OPTION_ARG_STRING, &o.isolation,
+                 "How runs are isolated: oci or chroot", "ISOLATION"},
+                {"userns", 0, 0, G_OPTION_ARG_STRING, &o.userns, "User namespace of runs: auto or host",
+                 "USERNS"},
+                {NULL},
         };
 
         if (!kiln_parse_options("config", "BUILDER", "Change a builder's configuration.", entries, &argc,

@@ -8,7 +8,6 @@
 #include <pwd.h>
 #include <stdio.h>
 
-
 #include "bus-client.h"
 #include "json-module.h"
 #include "cli-util.h"
@@ -86,11 +85,11 @@ int kiln_verb_containers(int argc, char **argv)
         int r;
 
         const GOptionEntry entries[] = {
-            {"all", 'a', 0, G_OPTION_ARG_NONE, &all, "Also show other users' builders (those you may see)",
-             NULL},
-            {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print a JSON array", NULL},
-            {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "Print only the builders' ids", NULL},
-            {NULL},
+                {"all", 'a', 0, G_OPTION_ARG_NONE, &all,
+                 "Also show other users' builders (those you may see)", NULL},
+                {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print a JSON array", NULL},
+                {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "Print only the builders' ids", NULL},
+                {NULL},
         };
 
         if (!kiln_parse_options("containers", "", "List your builders.", entries, &argc, &argv))

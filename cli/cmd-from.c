@@ -87,11 +87,13 @@ int kiln_verb_from(int argc, char **argv)
         int r;
 
         const GOptionEntry entries[] = {
-            {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Name of the builder (default: generated)", "NAME"},
-            {"isolation", 0, 0, G_OPTION_ARG_STRING, &isolation, "How runs are isolated: oci or chroot",
-             "ISOLATION"},
-            {"userns", 0, 0, G_OPTION_ARG_STRING, &userns, "User namespace of runs: auto or host", "USERNS"},
-            {NULL},
+                {"name", 0, 0, G_OPTION_ARG_STRING, &name, "Name of the builder (default: generated)",
+                 "NAME"},
+                {"isolation", 0, 0, G_OPTION_ARG_STRING, &isolation, "How runs are isolated: oci or chroot",
+                 "ISOLATION"},
+                {"userns", 0, 0, G_OPTION_ARG_STRING, &userns, "User namespace of runs: auto or host",
+                 "USERNS"},
+                {NULL},
         };
 
         if (!kiln_parse_options("from", "SOURCE",

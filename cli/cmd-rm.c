@@ -44,9 +44,10 @@ int kiln_verb_rm(int argc, char **argv)
         int r;
 
         const GOptionEntry entries[] = {
-            {"all", 'a', 0, G_OPTION_ARG_NONE, &all, "Remove all your builders", NULL},
-            {"force", 'f', 0, G_OPTION_ARG_NONE, &force, "Kill the builders' running processes first", NULL},
-            {NULL},
+                {"all", 'a', 0, G_OPTION_ARG_NONE, &all, "Remove all your builders", NULL},
+                {"force", 'f', 0, G_OPTION_ARG_NONE, &force, "Kill the builders' running processes first",
+                 NULL},
+                {NULL},
         };
 
         if (!kiln_parse_options("rm", "BUILDER…", "Remove builders.", entries, &argc, &argv))

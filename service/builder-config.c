@@ -35,7 +35,10 @@ static char *check_capability(const char *arg, const char *value, GError **error
         return kiln_validate_capability(arg, value, &normalized, error) ? normalized : NULL;
 }
 
-#define F(k, p, t, member, c) {k, p, t, offsetof(KilnBuilderConfig, member), c}
+#define F(k, p, t, member, c)                                                                               \
+        {                                                                                                   \
+                k, p, t, offsetof(KilnBuilderConfig, member), c                                             \
+        }
 const KilnConfigField kiln_config_fields[] = {
         F("env", "Env", KILN_FIELD_STRV, env, check_env),
         F("working_dir", "WorkingDir", KILN_FIELD_STRING, working_dir, check_working_dir),
@@ -176,9 +179,9 @@ gboolean kiln_builder_config_read_variant(KilnBuilderConfig *config, const KilnC
                 *STRING_AT(config, field) = value;
         } else {
                 char **value = NULL;
-                if (!(field->type == KILN_FIELD_MAP ? read_map(m, field, limits, &value, error)
-                                                    : kiln_bus_read_strv(m, field->key, field->check, limits,
-                                                                         &value, error)))
+                if (!(field->type == KILN_FIELD_MAP
+                              ? read_map(m, field, limits, &value, error)
+                              : kiln_bus_read_strv(m, field->key, field->check, limits, &value, error)))
                         return FALSE;
                 g_strfreev(*STRV_AT(config, field));
                 *STRV_AT(config, field) = value;
@@ -218,7 +221,8 @@ void kiln_builder_config_to_json(const KilnBuilderConfig *config, JsonBuilder *b
 
 static gboolean json_invalid(const char *key, GError **error)
 {
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "member '%s' has the wrong type", key);
+        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "member '%s' has the wrong type",
+                    key);
         return FALSE;
 }
 
@@ -253,7 +257,8 @@ gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *ob
                         for (guint j = 0; j < json_array_get_length(a); j++) {
                                 JsonNode *e = json_array_get_element(a, j);
                                 char *v;
-                                if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING)
+                                if (!JSON_NODE_HOLDS_VALUE(e) ||
+                                    json_node_get_value_type(e) != G_TYPE_STRING)
                                         return json_invalid(f->key, error);
                                 v = f->check(f->key, json_node_get_string(e), error);
                                 if (!v)
@@ -270,8 +275,8 @@ gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *ob
                         for (GList *l = names; l; l = l->next) {
                                 JsonNode *e = json_object_get_member(o, l->data);
                                 g_autofree char *k = NULL;
-                                if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING ||
-                                    strchr(l->data, '='))
+                                if (!JSON_NODE_HOLDS_VALUE(e) ||
+                                    json_node_get_value_type(e) != G_TYPE_STRING || strchr(l->data, '='))
                                         return json_invalid(f->key, error);
                                 k = f->check(f->key, l->data, error);
                                 if (!k)

@@ -67,4 +67,3 @@ const char *kiln_config_field_signature(const KilnConfigField *field);
 /* Appends the D-Bus value of @field to @reply. */
 int kiln_builder_config_append_property(const KilnBuilderConfig *config, const KilnConfigField *field,
                                         sd_bus_message *reply);
-

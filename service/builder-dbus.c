@@ -5,7 +5,6 @@
 #include "run-volumes.h"
 #include "validate.h"
 
-
 int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
                              void **found, sd_bus_error *error)
 {
@@ -55,7 +54,8 @@ static int property_get_config(sd_bus *bus, const char *path, const char *interf
 
         for (size_t i = 0; i < kiln_config_n_fields; i++)
                 if (g_str_equal(kiln_config_fields[i].property, property))
-                        return kiln_builder_config_append_property(&b->config, &kiln_config_fields[i], reply);
+                        return kiln_builder_config_append_property(&b->config, &kiln_config_fields[i],
+                                                                   reply);
         return -ENOENT;
 }
 
@@ -170,9 +170,9 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
         if (kiln_process_count_running(manager, b->id, 0) > 0) {
                 if (!force)
-                        return sd_bus_error_setf(error, KILN_ERROR_BUSY,
-                                                 "Builder '%s' has running processes (force removes it anyway)",
-                                                 b->name);
+                        return sd_bus_error_setf(
+                                error, KILN_ERROR_BUSY,
+                                "Builder '%s' has running processes (force removes it anyway)", b->name);
                 /* Answered when the last of them has ended (kiln_builder_processes_changed). */
                 b->pending_remove = sd_bus_message_ref(m);
                 kiln_process_kill_builder(manager, b->id);
@@ -241,7 +241,8 @@ static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
         req->manager = b->manager;
         req->id = g_strdup(b->id);
-        return kiln_auth_check_method(req->manager->auth, m, details, mount_authorized, req, mount_request_free);
+        return kiln_auth_check_method(req->manager->auth, m, details, mount_authorized, req,
+                                      mount_request_free);
 }
 
 static int method_unmount(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -269,7 +270,8 @@ static int append_variant(sd_bus_message *s, const KilnBuilder *b, const char *n
         if (r >= 0)
                 r = sd_bus_message_open_container(s, 'v', sig);
         if (r >= 0)
-                r = field ? kiln_builder_config_append_property(&b->config, field, s) : append_processes(s, b);
+                r = field ? kiln_builder_config_append_property(&b->config, field, s)
+                          : append_processes(s, b);
         if (r >= 0)
                 r = sd_bus_message_close_container(s);
         if (r >= 0)
@@ -291,7 +293,8 @@ static int append_properties(sd_bus_message *s, const KilnBuilder *b, gboolean a
         for (size_t i = 0; r >= 0 && i < kiln_config_n_fields; i++)
                 if (all || (mask & (1u << i)))
                         r = append_variant(s, b, kiln_config_fields[i].property,
-                                           kiln_config_field_signature(&kiln_config_fields[i]), &kiln_config_fields[i]);
+                                           kiln_config_field_signature(&kiln_config_fields[i]),
+                                           &kiln_config_fields[i]);
         if (r >= 0 && (all || processes))
                 r = append_variant(s, b, "Processes", "ao", NULL);
         if (r >= 0)
@@ -302,7 +305,9 @@ static int append_properties(sd_bus_message *s, const KilnBuilder *b, gboolean a
 typedef enum { SIGNAL_ADDED, SIGNAL_REMOVED, SIGNAL_CHANGED } SignalKind;
 
 static const char *const standard_interfaces[] = {
-        "org.freedesktop.DBus.Peer", "org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Properties",
+        "org.freedesktop.DBus.Peer",
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Properties",
         NULL,
 };
 
@@ -313,7 +318,8 @@ typedef struct {
         gboolean processes; /* SIGNAL_CHANGED: Processes changed */
 } SignalRequest;
 
-static int build_signal(KilnManager *manager, const char *destination, gconstpointer data, sd_bus_message **ret)
+static int build_signal(KilnManager *manager, const char *destination, gconstpointer data,
+                        sd_bus_message **ret)
 {
         const SignalRequest *req = data;
         const KilnBuilder *b = req->builder;
@@ -323,12 +329,12 @@ static int build_signal(KilnManager *manager, const char *destination, gconstpoi
         int r;
 
         if (kind == SIGNAL_CHANGED)
-                r = sd_bus_message_new_signal(manager->bus, &s, b->object_path, "org.freedesktop.DBus.Properties",
-                                              "PropertiesChanged");
+                r = sd_bus_message_new_signal(manager->bus, &s, b->object_path,
+                                              "org.freedesktop.DBus.Properties", "PropertiesChanged");
         else
-                r = sd_bus_message_new_signal(manager->bus, &s, KILN_MANAGER_PATH,
-                                              "org.freedesktop.DBus.ObjectManager",
-                                              kind == SIGNAL_ADDED ? "InterfacesAdded" : "InterfacesRemoved");
+                r = sd_bus_message_new_signal(
+                        manager->bus, &s, KILN_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                        kind == SIGNAL_ADDED ? "InterfacesAdded" : "InterfacesRemoved");
         if (r < 0)
                 return r;
         r = sd_bus_message_set_destination(s, destination);
@@ -450,7 +456,8 @@ static void run_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoint
         }
         b = g_hash_table_lookup(req->manager->builders, req->builder_id);
         if (!b || b->pending_remove) {
-                sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed", req->builder_id);
+                sd_bus_reply_method_errorf(m, KILN_ERROR_NOT_FOUND, "Builder %s was removed",
+                                           req->builder_id);
                 return;
         }
         /* The Process object takes the slot over: kiln_process_launch creates it (it counts as running
@@ -543,7 +550,7 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return start_run(m, userdata, KILN_PROCESS_MODE_START, error);
 }
 
-#define CONFIG_PROPERTY(name, sig) \
+#define CONFIG_PROPERTY(name, sig)                                                                          \
         SD_BUS_PROPERTY(name, sig, property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
 const sd_bus_vtable kiln_builder_vtable[] = {
@@ -552,7 +559,8 @@ const sd_bus_vtable kiln_builder_vtable[] = {
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(KilnBuilder, name), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(KilnBuilder, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("From", "s", NULL, offsetof(KilnBuilder, from), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Created", "t", NULL, offsetof(KilnBuilder, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Created", "t", NULL, offsetof(KilnBuilder, created_usec),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         CONFIG_PROPERTY("Isolation", "s"),
         CONFIG_PROPERTY("UserNamespace", "s"),
         CONFIG_PROPERTY("Env", "as"),
@@ -568,17 +576,17 @@ const sd_bus_vtable kiln_builder_vtable[] = {
         CONFIG_PROPERTY("CapDrop", "as"),
         CONFIG_PROPERTY("Ulimits", "as"),
         SD_BUS_PROPERTY("Processes", "ao", property_get_processes, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_METHOD_WITH_ARGS("Configure", SD_BUS_ARGS("a{sv}", changes), SD_BUS_NO_RESULT, method_configure,
-                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Configure", SD_BUS_ARGS("a{sv}", changes), SD_BUS_NO_RESULT,
+                                method_configure, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_remove,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Run", SD_BUS_ARGS("as", argv, "a{sv}", options), SD_BUS_RESULT("i", exit_status),
-                                method_run, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Run", SD_BUS_ARGS("as", argv, "a{sv}", options),
+                                SD_BUS_RESULT("i", exit_status), method_run, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RunCaptured", SD_BUS_ARGS("as", argv, "a{sv}", options),
-                                SD_BUS_RESULT("i", exit_status, "s", stdout, "s", stderr), method_run_captured,
-                                SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("as", argv, "a{sv}", options), SD_BUS_RESULT("o", process),
-                                method_start, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("i", exit_status, "s", stdout, "s", stderr),
+                                method_run_captured, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Start", SD_BUS_ARGS("as", argv, "a{sv}", options),
+                                SD_BUS_RESULT("o", process), method_start, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Mount", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", path), method_mount,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unmount,

@@ -179,9 +179,8 @@ gboolean kiln_builder_save(const KilnBuilder *b, const char *dir, GError **error
 
         /* CONSISTENT+DURABLE: written to a temporary file, fsynced and renamed over the old one, so a
          * crash leaves either the old or the new metadata, never a torn file. */
-        return g_file_set_contents_full(path, json, -1,
-                                        G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600,
-                                        error);
+        return g_file_set_contents_full(
+                path, json, -1, G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600, error);
 }
 
 KilnBuilder *kiln_builder_load(const char *dir, GError **error)

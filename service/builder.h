@@ -11,21 +11,21 @@ struct KilnManager;
 
 typedef struct KilnBuilder {
         struct KilnManager *manager; /* the one that exports it; not owned */
-        char *id;     /* 64 hex */
+        char *id;                    /* 64 hex */
         char *name;
         uid_t owner;
-        char *from;   /* as the caller gave it: "scratch" or a path */
-        char *layer;  /* digest of the base layer */
+        char *from;             /* as the caller gave it: "scratch" or a path */
+        char *layer;            /* digest of the base layer */
         gboolean layer_shifted; /* the base is a copy shifted to the owner's ID maps (no ID-mapping) */
         guint64 created_usec;
         KilnBuilderConfig config;
         char *object_path;
-        char *mount_path; /* while Mount()ed */
-        guint rootfs_refs; /* Mount() and each run hold one; at zero kept [Run] KeepMountedSeconds */
-        gboolean rootfs_idmapped;       /* mounted with the owner's ID maps (userns=auto) */
-        guint rootfs_linger_source;     /* held by nobody, still mounted until this timeout */
-        dev_t rootfs_dev;               /* the mount's device, to know it again (storage.h) */
-        GArray *rootfs_uid_map;         /* the maps its layers are ID-mapped through, if they are */
+        char *mount_path;         /* while Mount()ed */
+        guint rootfs_refs;        /* Mount() and each run hold one; at zero kept [Run] KeepMountedSeconds */
+        gboolean rootfs_idmapped; /* mounted with the owner's ID maps (userns=auto) */
+        guint rootfs_linger_source; /* held by nobody, still mounted until this timeout */
+        dev_t rootfs_dev;           /* the mount's device, to know it again (storage.h) */
+        GArray *rootfs_uid_map;     /* the maps its layers are ID-mapped through, if they are */
         GArray *rootfs_gid_map;
         sd_bus_message *pending_remove; /* Remove(force) waiting for the processes it killed */
 } KilnBuilder;

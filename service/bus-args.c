@@ -3,7 +3,8 @@
 
 #include "bus-args.h"
 
-gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits, GError **error)
+gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits,
+                                 GError **error)
 {
         if (strlen(value) <= limits->max_string_length)
                 return TRUE;
@@ -23,8 +24,8 @@ gboolean kiln_check_array_limit(const char *arg, size_t n, const KilnConfig *lim
 
 gboolean kiln_bus_read_failed(int r, const char *arg, GError **error)
 {
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot read it: %s", arg,
-                    g_strerror(-r));
+        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: cannot read it: %s",
+                    arg, g_strerror(-r));
         return FALSE;
 }
 
@@ -68,8 +69,8 @@ gboolean kiln_bus_read_string(sd_bus_message *m, const char *arg, KilnStringChec
         return *ret != NULL;
 }
 
-gboolean kiln_bus_read_strv(sd_bus_message *m, const char *arg, KilnStringCheck check, const KilnConfig *limits,
-                            char ***ret, GError **error)
+gboolean kiln_bus_read_strv(sd_bus_message *m, const char *arg, KilnStringCheck check,
+                            const KilnConfig *limits, char ***ret, GError **error)
 {
         g_autoptr(GPtrArray) items = g_ptr_array_new_with_free_func(g_free);
         int r;

@@ -12,13 +12,14 @@
 typedef char *(*KilnStringCheck)(const char *arg, const char *value, GError **error);
 
 /* A KilnStringCheck that stores the value unchanged when @validator (arg, value, error) accepts it. */
-#define KILN_DEFINE_STRING_CHECK(name, validator)                                              \
-        static char *name(const char *arg, const char *value, GError **error)                   \
-        {                                                                                       \
-                return validator(arg, value, error) ? g_strdup(value) : NULL;                   \
+#define KILN_DEFINE_STRING_CHECK(name, validator)                                                           \
+        static char *name(const char *arg, const char *value, GError **error)                               \
+        {                                                                                                   \
+                return validator(arg, value, error) ? g_strdup(value) : NULL;                               \
         }
 
-gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits, GError **error);
+gboolean kiln_check_string_limit(const char *arg, const char *value, const KilnConfig *limits,
+                                 GError **error);
 gboolean kiln_check_array_limit(const char *arg, size_t n, const KilnConfig *limits, GError **error);
 
 /* InvalidArgument "Invalid ARG: cannot read it: ..." for a message that does not parse. */
@@ -32,5 +33,5 @@ gboolean kiln_bus_exit_variant(sd_bus_message *m, const char *arg, GError **erro
 /* "s" and "as" at the current position; @check may be NULL (any string). */
 gboolean kiln_bus_read_string(sd_bus_message *m, const char *arg, KilnStringCheck check,
                               const KilnConfig *limits, char **ret, GError **error);
-gboolean kiln_bus_read_strv(sd_bus_message *m, const char *arg, KilnStringCheck check, const KilnConfig *limits,
-                            char ***ret, GError **error);
+gboolean kiln_bus_read_strv(sd_bus_message *m, const char *arg, KilnStringCheck check,
+                            const KilnConfig *limits, char ***ret, GError **error);

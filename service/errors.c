@@ -3,7 +3,7 @@
  * core's helpers that fail with these errors, and would otherwise load sd-bus for nothing. */
 #include "errors.h"
 
-G_DEFINE_QUARK(kiln-error-quark, kiln_error)
+G_DEFINE_QUARK(kiln - error - quark, kiln_error)
 
 gboolean kiln_fail(GError **error, KilnErrorCode code, const char *fmt, ...)
 {

@@ -111,7 +111,8 @@ static gboolean create_on_base(CreateRequest *req, const char *layer)
         g_autoptr(GError) error = NULL;
         g_autofree char *uid_shift = NULL, *gid_shift = NULL;
 
-        if (m->idmapped_layers || g_strcmp0(kiln_manager_default_userns(m, req->creds.uid, &req->config), "auto") != 0) {
+        if (m->idmapped_layers ||
+            g_strcmp0(kiln_manager_default_userns(m, req->creds.uid, &req->config), "auto") != 0) {
                 create_finish(req, layer, FALSE);
                 return FALSE;
         }
@@ -122,8 +123,8 @@ static gboolean create_on_base(CreateRequest *req, const char *layer)
         uid_shift = format_shift(maps.uid_map);
         gid_shift = format_shift(maps.gid_map);
         req->importing = TRUE;
-        kiln_storage_shift_layer_async(m->storage, layer, uid_shift, gid_shift, req->cancellable, on_shift_done,
-                                       req);
+        kiln_storage_shift_layer_async(m->storage, layer, uid_shift, gid_shift, req->cancellable,
+                                       on_shift_done, req);
         return TRUE;
 }
 
@@ -178,18 +179,21 @@ static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **e
         int fd;
 
         if (sd_bus_message_peek_type(m, &type, &contents) < 0 || !contents || !g_str_equal(contents, "h"))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid rootfs_fd: expected a value of type 'h', got '%s'",
-                                        contents ? contents : "?");
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid rootfs_fd: expected a value of type 'h', got '%s'",
+                                 contents ? contents : "?");
         if (sd_bus_message_read(m, "v", "h", &fd) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid rootfs_fd: cannot read it");
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid rootfs_fd: cannot read it");
         if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid rootfs_fd: not an open directory");
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid rootfs_fd: not an open directory");
         /* The message owns its descriptor; the import needs its own. */
         kiln_close_fdp(&req->rootfs_fd);
         req->rootfs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (req->rootfs_fd < 0) {
-                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "Cannot duplicate rootfs_fd: %s",
-                            g_strerror(errno));
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                            "Cannot duplicate rootfs_fd: %s", g_strerror(errno));
                 return FALSE;
         }
         return TRUE;
@@ -207,25 +211,29 @@ static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GErro
                 const char *key;
 
                 if (sd_bus_message_read_basic(m, 's', &key) < 0)
-                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid options: cannot read them");
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid options: cannot read them");
                 if (!kiln_check_array_limit("options", ++n, req->manager->config, error))
                         return FALSE;
                 if (g_str_equal(key, "rootfs_fd")) {
                         if (!read_rootfs_fd(m, req, error))
                                 return FALSE;
                 } else if ((field = kiln_config_field_lookup(key))) {
-                        if (!kiln_builder_config_read_variant(&req->config, field, m, req->manager->config, error))
+                        if (!kiln_builder_config_read_variant(&req->config, field, m, req->manager->config,
+                                                              error))
                                 return FALSE;
                         req->mask |= 1u << (field - kiln_config_fields);
                 } else {
-                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid options: unknown key '%.64s'", key);
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid options: unknown key '%.64s'", key);
                 }
                 r = sd_bus_message_exit_container(m);
         }
         if (r >= 0)
                 r = sd_bus_message_exit_container(m);
         if (r < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid options: cannot read them: %s", g_strerror(-r));
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid options: cannot read them: %s", g_strerror(-r));
         return TRUE;
 }
 
@@ -258,25 +266,30 @@ static gboolean check_create(CreateRequest *req, const char *name, const char *f
         if (*name && !kiln_validate_name("name", name, error))
                 return FALSE;
         if (*name && kiln_manager_name_taken(m, name)) {
-                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_EXISTS, "A builder named '%s' already exists", name);
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_EXISTS, "A builder named '%s' already exists",
+                            name);
                 return FALSE;
         }
         if (g_str_has_prefix(from, "oci:") || g_str_has_prefix(from, "oci-archive:"))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid from: '%s': OCI image sources are not supported yet",
-                                        from);
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid from: '%s': OCI image sources are not supported yet", from);
         if (req->rootfs_fd >= 0) {
                 if (!g_str_has_prefix(from, "/"))
-                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid from: with rootfs_fd, from must be the "
-                                                       "directory's absolute path, got '%s'", from);
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid from: with rootfs_fd, from must be the "
+                                         "directory's absolute path, got '%s'",
+                                         from);
         } else if (!g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/")) {
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                                        "Invalid from: '%s' is not 'scratch', an absolute directory path, "
-                                        "'oci:DIR' or 'oci-archive:FILE'", from);
+                                 "Invalid from: '%s' is not 'scratch', an absolute directory path, "
+                                 "'oci:DIR' or 'oci-archive:FILE'",
+                                 from);
         }
         if (!kiln_validate_absolute_path("from", g_str_equal(from, "scratch") ? "/" : from, FALSE, error))
                 return FALSE;
         if (req->creds.uid != 0 &&
-            kiln_manager_count_owned(m, req->creds.uid) + reserved_by(m, req->creds.uid) >= limits->builders_per_user) {
+            kiln_manager_count_owned(m, req->creds.uid) + reserved_by(m, req->creds.uid) >=
+                    limits->builders_per_user) {
                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
                             "User %u already has the limit of %u builders", (unsigned)req->creds.uid,
                             limits->builders_per_user);
@@ -346,7 +359,8 @@ static int method_get_builder(sd_bus_message *m, void *userdata, sd_bus_error *e
         if (r < 0)
                 return r;
         if (!*name_or_id)
-                return sd_bus_error_set(error, KILN_ERROR_INVALID_ARGUMENT, "Invalid name_or_id: it is empty");
+                return sd_bus_error_set(error, KILN_ERROR_INVALID_ARGUMENT,
+                                        "Invalid name_or_id: it is empty");
         if (!kiln_check_string_limit("name_or_id", name_or_id, manager->config, &local))
                 return kiln_error_to_bus(local, error);
         b = kiln_manager_find(manager, name_or_id, &local);
@@ -502,11 +516,14 @@ static int property_get_default_isolation(sd_bus *bus, const char *path, const c
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("DefaultRuntime", "s", property_get_default_runtime, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DefaultRuntime", "s", property_get_default_runtime, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Runtimes", "as", property_get_runtimes, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("DefaultIsolation", "s", property_get_default_isolation, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DefaultIsolation", "s", property_get_default_isolation, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("CreateBuilder", SD_BUS_ARGS("s", name, "s", from, "a{sv}", options),
-                                SD_BUS_RESULT("o", builder), method_create_builder, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("o", builder), method_create_builder,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetBuilder", SD_BUS_ARGS("s", name_or_id), SD_BUS_RESULT("o", builder),
                                 method_get_builder, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListBuilders", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuso)", builders),

@@ -63,7 +63,8 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->storage = storage;
         m->auth = auth;
         m->bus = sd_bus_ref(bus);
-        m->builders = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)kiln_builder_free);
+        m->builders =
+                g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)kiln_builder_free);
         m->names = g_hash_table_new(g_str_hash, g_str_equal);
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
@@ -145,7 +146,8 @@ void kiln_manager_load(KilnManager *m)
                 }
                 if (!g_str_equal(b->id, entry) || g_hash_table_contains(m->names, b->name) ||
                     !kiln_storage_layer_exists(m->storage, b->layer)) {
-                        g_warning("Ignoring builder %s: its id, name or layer does not match the disk", entry);
+                        g_warning("Ignoring builder %s: its id, name or layer does not match the disk",
+                                  entry);
                         kiln_storage_keep_layer(m->storage, b->layer);
                         kiln_builder_free(b);
                         continue;
@@ -336,7 +338,8 @@ void kiln_manager_detect_idmapped_layers(KilnManager *m)
 
         m->idmapped_layers = FALSE;
         if (!m->config->idmapped_layers) {
-                g_message("Layers are not ID-mapped (IdMappedLayers=false): user namespaces use shifted copies");
+                g_message("Layers are not ID-mapped (IdMappedLayers=false): user namespaces use shifted "
+                          "copies");
                 return;
         }
         userns_fd = kiln_userns_fd_new(probe, 1, probe, 1, &error);
@@ -421,10 +424,11 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
                 return NULL;
         }
         if (idmapped && !b->layer_shifted && !m->idmapped_layers) {
-                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                          "Invalid userns: layers cannot be ID-mapped on this host, and builder '%s' was made "
-                          "without a user namespace; make a new builder with userns=auto",
-                          b->name);
+                kiln_fail(
+                        error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                        "Invalid userns: layers cannot be ID-mapped on this host, and builder '%s' was made "
+                        "without a user namespace; make a new builder with userns=auto",
+                        b->name);
                 return NULL;
         }
         /* The mount the last run left: reused as it is (no mount syscall) when it is of the kind this
@@ -484,7 +488,8 @@ char *kiln_manager_next_container_id(KilnManager *m, KilnBuilder *b)
         return g_strdup_printf("kiln-%.12s-%" G_GUINT64_FORMAT, b->id, ++m->next_container);
 }
 
-void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactory factory, gconstpointer data)
+void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactory factory,
+                                   gconstpointer data)
 {
         g_autoptr(GPtrArray) watchers = kiln_auth_watchers(m->auth, owner);
 
@@ -494,7 +499,8 @@ void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactor
                 if (r >= 0)
                         r = sd_bus_send(m->bus, s, NULL);
                 if (r < 0)
-                        g_warning("Cannot send a signal to %s: %s", (char *)watchers->pdata[i], g_strerror(-r));
+                        g_warning("Cannot send a signal to %s: %s", (char *)watchers->pdata[i],
+                                  g_strerror(-r));
         }
 }
 
@@ -510,12 +516,13 @@ static void delete_stale_in(const char *root, char **runtimes)
                         const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
                         int status = -1;
 
-                        /* The runtime is an exec'd program; between fork and exec only the descriptor limit is
-                         * restored (one system call, fd-limit.h). */
-                        if (path && g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL |
-                                                 G_SPAWN_STDERR_TO_DEV_NULL, kiln_fd_limit_child_setup, NULL,
-                                                 NULL, NULL, &status,
-                                                 NULL) && g_spawn_check_wait_status(status, NULL)) {
+                        /* The runtime is an exec'd program; between fork and exec only the descriptor limit
+                         * is restored (one system call, fd-limit.h). */
+                        if (path &&
+                            g_spawn_sync(NULL, (char **)argv, NULL,
+                                         G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                                         kiln_fd_limit_child_setup, NULL, NULL, NULL, &status, NULL) &&
+                            g_spawn_check_wait_status(status, NULL)) {
                                 g_message("Deleted stale container %s", id);
                                 break;
                         }
@@ -545,8 +552,8 @@ void kiln_manager_detect_runtime(KilnManager *m)
 
         if (n == 0)
                 return;
-        works = kiln_runtime_detect(m->runtimes, kiln_storage_runtime_root(m->storage), m->config->runtime_dir,
-                                    &error);
+        works = kiln_runtime_detect(m->runtimes, kiln_storage_runtime_root(m->storage),
+                                    m->config->runtime_dir, &error);
         if (!works) {
                 g_warning("%s", error->message);
                 return;

@@ -14,7 +14,7 @@ typedef struct KilnManager {
         KilnConfig *config;
         KilnStorage *storage;
         KilnAuth *auth;
-        KilnUserns *userns; /* subordinate ids and the pool (owned) */
+        KilnUserns *userns;       /* subordinate ids and the pool (owned) */
         gboolean idmapped_layers; /* layers can be ID-mapped here (else: shifted copies) */
         sd_bus *bus;
         GHashTable *builders;       /* id → KilnBuilder (owned) */
@@ -23,7 +23,7 @@ typedef struct KilnManager {
         char **runtimes;            /* configured runtimes found on this host */
         guint64 bounding_set;       /* kilnd's capability bounding set: the most a run can have */
         guint64 next_container;
-        GHashTable *processes; /* object path → KilnProcess (owned) */
+        GHashTable *processes;                    /* object path → KilnProcess (owned) */
         GHashTable *process_reservations;         /* uid → Run/RunCaptured/Start calls not yet a process */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
         guint64 next_process;
@@ -51,8 +51,8 @@ gboolean kiln_manager_reserve_process(KilnManager *manager, uid_t uid, GError **
 void kiln_manager_release_process(KilnManager *manager, uid_t uid);
 
 /* Creates the builder's directories and metadata, then exports it. */
-KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner, const char *from,
-                                         const char *layer, gboolean layer_shifted,
+KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner,
+                                         const char *from, const char *layer, gboolean layer_shifted,
                                          const KilnBuilderConfig *config, KilnFieldMask config_mask,
                                          GError **error);
 /* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for

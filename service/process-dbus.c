@@ -18,7 +18,8 @@ static int process_find(sd_bus *bus, const char *path, const char *interface, vo
         return 1;
 }
 
-static int process_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error)
+static int process_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                             sd_bus_error *error)
 {
         KilnManager *m = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -140,7 +141,8 @@ static int method_kill(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return sd_bus_error_setf(error, KILN_ERROR_INVALID_ARGUMENT,
                                          "Invalid signal: '%.32s' is not a signal name or number", name);
         if (p->state != KILN_PROCESS_RUNNING || !p->container)
-                return sd_bus_error_setf(error, KILN_ERROR_NOT_FOUND, "Process %s is not running", p->object_path);
+                return sd_bus_error_setf(error, KILN_ERROR_NOT_FOUND, "Process %s is not running",
+                                         p->object_path);
         if (!kiln_container_kill(p->container, sig, &local))
                 return sd_bus_error_setf(error, KILN_ERROR_RUNTIME_FAILED, "%s", local->message);
         return sd_bus_reply_method_return(m, NULL);
@@ -163,7 +165,8 @@ static int method_resize(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return sd_bus_error_setf(error, KILN_ERROR_INVALID_ARGUMENT,
                                          "Invalid size: process %s has no terminal", p->object_path);
         if (p->state != KILN_PROCESS_RUNNING || !p->container)
-                return sd_bus_error_setf(error, KILN_ERROR_NOT_FOUND, "Process %s is not running", p->object_path);
+                return sd_bus_error_setf(error, KILN_ERROR_NOT_FOUND, "Process %s is not running",
+                                         p->object_path);
         if (!kiln_container_resize(p->container, rows, cols, &local))
                 return kiln_error_to_bus(local, error);
         return sd_bus_reply_method_return(m, NULL);
@@ -171,14 +174,16 @@ static int method_resize(sd_bus_message *m, void *userdata, sd_bus_error *error)
 
 static const sd_bus_vtable process_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Builder", "o", NULL, offsetof(KilnProcess, builder_path), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Builder", "o", NULL, offsetof(KilnProcess, builder_path),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Argv", "as", property_get_argv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(KilnProcess, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Pid", "u", NULL, offsetof(KilnProcess, pid), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ExitStatus", "i", NULL, offsetof(KilnProcess, exit_status),
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(KilnProcess, started_at), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("StartedAt", "t", NULL, offsetof(KilnProcess, started_at),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ExitedAt", "t", NULL, offsetof(KilnProcess, exited_at),
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Wait", SD_BUS_NO_ARGS, SD_BUS_RESULT("i", exit_status), method_wait,
@@ -193,11 +198,11 @@ static const sd_bus_vtable process_vtable[] = {
 
 int kiln_process_register(KilnManager *m)
 {
-        int r = sd_bus_add_fallback_vtable(m->bus, &m->slots[4], KILN_PROCESS_PATH_PREFIX, KILN_PROCESS_INTERFACE,
-                                           process_vtable, process_find, m);
+        int r = sd_bus_add_fallback_vtable(m->bus, &m->slots[4], KILN_PROCESS_PATH_PREFIX,
+                                           KILN_PROCESS_INTERFACE, process_vtable, process_find, m);
         if (r >= 0)
-                r = sd_bus_add_node_enumerator(m->bus, &m->slots[5], KILN_PROCESS_PATH_PREFIX, process_enumerate,
-                                               m);
+                r = sd_bus_add_node_enumerator(m->bus, &m->slots[5], KILN_PROCESS_PATH_PREFIX,
+                                               process_enumerate, m);
         return r;
 }
 
@@ -230,9 +235,9 @@ static int append_properties(sd_bus_message *s, const KilnProcess *p, gboolean a
         if (r >= 0)
                 r = sd_bus_message_close_container(s);
         if (r >= 0)
-                r = sd_bus_message_append(s, "{sv}{sv}{sv}{sv}", "State", "s", kiln_process_state_name(p->state),
-                                          "Pid", "u", p->pid, "ExitStatus", "i", p->exit_status, "ExitedAt", "t",
-                                          p->exited_at);
+                r = sd_bus_message_append(s, "{sv}{sv}{sv}{sv}", "State", "s",
+                                          kiln_process_state_name(p->state), "Pid", "u", p->pid,
+                                          "ExitStatus", "i", p->exit_status, "ExitedAt", "t", p->exited_at);
         if (r >= 0)
                 r = sd_bus_message_close_container(s);
         return r;
@@ -248,8 +253,9 @@ static int build_signal(KilnManager *m, const char *destination, gconstpointer d
         switch (req->kind) {
         case SIGNAL_ADDED:
         case SIGNAL_REMOVED:
-                r = sd_bus_message_new_signal(m->bus, &s, KILN_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
-                                              req->kind == SIGNAL_ADDED ? "InterfacesAdded" : "InterfacesRemoved");
+                r = sd_bus_message_new_signal(
+                        m->bus, &s, KILN_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                        req->kind == SIGNAL_ADDED ? "InterfacesAdded" : "InterfacesRemoved");
                 if (r >= 0)
                         r = sd_bus_message_append_basic(s, 'o', p->object_path);
                 if (r >= 0 && req->kind == SIGNAL_REMOVED)

@@ -291,7 +291,8 @@ static gboolean finish_exit(gpointer data)
                 g_hash_table_remove(m->processes, p->object_path);
         } else {
                 kiln_process_emit_exited(p);
-                p->linger_source = g_timeout_add_seconds(m->config->process_linger_seconds, on_linger_over, p);
+                p->linger_source =
+                        g_timeout_add_seconds(m->config->process_linger_seconds, on_linger_over, p);
                 p->lingering = TRUE;
                 p->env_bytes = 0; /* the options went with the run */
                 p->descriptors = 0;
@@ -328,14 +329,15 @@ static void on_wait_done(GObject *source, GAsyncResult *result, gpointer data)
         int status = kiln_container_wait_finish(p->container, result, &error);
 
         if (status < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE)) {
-                g_autoptr(GError) limit = g_error_new(KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
-                                                      "Output exceeded the limit of %u bytes per stream; the "
-                                                      "process was killed",
-                                                      p->manager->config->capture_bytes);
+                g_autoptr(GError) limit =
+                        g_error_new(KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                    "Output exceeded the limit of %u bytes per stream; the "
+                                    "process was killed",
+                                    p->manager->config->capture_bytes);
                 process_exited(p, 128 + SIGKILL, limit, NULL);
         } else if (status < 0) {
-                g_autoptr(GError) failed = g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED, "%s",
-                                                       error->message);
+                g_autoptr(GError) failed =
+                        g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED, "%s", error->message);
                 process_exited(p, 128 + SIGKILL, failed, NULL);
         } else {
                 process_exited(p, status, NULL, NULL);
@@ -486,11 +488,12 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
          * be left to answer). */
         if (!p->options.detach || mode != KILN_PROCESS_MODE_START) {
                 p->caller_left = kiln_auth_caller_cancellable(m->auth, call);
-                p->caller_left_handler = g_cancellable_connect(p->caller_left, G_CALLBACK(on_caller_left), p, NULL);
+                p->caller_left_handler =
+                        g_cancellable_connect(p->caller_left, G_CALLBACK(on_caller_left), p, NULL);
         }
         if (p->options.timeout_usec > 0)
-                p->timeout_source = g_timeout_add((guint)MIN((p->options.timeout_usec + 999) / 1000, G_MAXUINT),
-                                                  on_timeout, p);
+                p->timeout_source = g_timeout_add(
+                        (guint)MIN((p->options.timeout_usec + 999) / 1000, G_MAXUINT), on_timeout, p);
         kiln_container_start_async(p->container, NULL, on_started, p);
 }
 

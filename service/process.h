@@ -37,8 +37,8 @@ typedef struct KilnProcess {
         KilnRunOptions options; /* the caller's descriptors stay open for the run */
         KilnRunPlan *plan;
         KilnContainer *container;
-        sd_bus_message *call;   /* Run / RunCaptured / Start, until answered */
-        GPtrArray *waiters;     /* Wait() calls */
+        sd_bus_message *call; /* Run / RunCaptured / Start, until answered */
+        GPtrArray *waiters;   /* Wait() calls */
         GCancellable *caller_left;
         gulong caller_left_handler;
         guint timeout_source;

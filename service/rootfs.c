@@ -100,7 +100,8 @@ gboolean kiln_rootfs_read_file(int rootfd, const char *path, gsize max_size, cha
                 if (n == capacity) {
                         if (n > max_size) {
                                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
-                                            "%s in the root file system is larger than %" G_GSIZE_FORMAT " bytes",
+                                            "%s in the root file system is larger than %" G_GSIZE_FORMAT
+                                            " bytes",
                                             path, max_size);
                                 return FALSE;
                         }

@@ -9,13 +9,13 @@
 #include "validate.h"
 
 typedef enum {
-        OPT_FD,       /* h: duplicated, owned */
-        OPT_BOOL,     /* b */
-        OPT_TRIBOOL,  /* b, remembering whether it was given */
-        OPT_STRING,   /* s */
-        OPT_STRV,     /* as */
-        OPT_USEC,     /* t */
-        OPT_SIZE,     /* (qq) */
+        OPT_FD,         /* h: duplicated, owned */
+        OPT_BOOL,       /* b */
+        OPT_TRIBOOL,    /* b, remembering whether it was given */
+        OPT_STRING,     /* s */
+        OPT_STRV,       /* as */
+        OPT_USEC,       /* t */
+        OPT_SIZE,       /* (qq) */
         OPT_VOLUME_FDS, /* a(hss) */
         OPT_INT64,      /* x */
         OPT_UINT64,     /* t */
@@ -134,7 +134,10 @@ static char *check_any(const char *arg, const char *value, GError **error)
         return g_strdup(value);
 }
 
-#define O(k, t, member, c) {k, t, offsetof(KilnRunOptions, member), c}
+#define O(k, t, member, c)                                                                                  \
+        {                                                                                                   \
+                k, t, offsetof(KilnRunOptions, member), c                                                   \
+        }
 static const RunOption run_options[] = {
         O("stdin", OPT_FD, stdin_fd, NULL),
         O("stdout", OPT_FD, stdout_fd, NULL),
@@ -176,9 +179,9 @@ static const RunOption run_options[] = {
 #undef O
 
 static const char *const option_signatures[] = {
-        [OPT_FD] = "h",     [OPT_BOOL] = "b", [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
-        [OPT_STRV] = "as",  [OPT_USEC] = "t", [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
-        [OPT_INT64] = "x",  [OPT_UINT64] = "t",
+        [OPT_FD] = "h",    [OPT_BOOL] = "b",   [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
+        [OPT_STRV] = "as", [OPT_USEC] = "t",   [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
+        [OPT_INT64] = "x", [OPT_UINT64] = "t",
 };
 
 void kiln_run_options_init(KilnRunOptions *o)
@@ -261,7 +264,8 @@ static gboolean read_volume_fds(sd_bus_message *m, const KilnConfig *limits, GAr
                 /* The same rules as a path volume, with a placeholder for the source. */
                 spec = *opts ? g_strdup_printf("/fd:%s:%s", dst, opts) : g_strdup_printf("/fd:%s", dst);
                 if (!kiln_check_string_limit(arg, dst, limits, error) ||
-                    !kiln_check_string_limit(arg, opts, limits, error) || !kiln_validate_volume(arg, spec, error))
+                    !kiln_check_string_limit(arg, opts, limits, error) ||
+                    !kiln_validate_volume(arg, spec, error))
                         return FALSE;
                 if (!dup_fd(fd, arg, &v.fd, error))
                         return FALSE;
@@ -278,8 +282,8 @@ static gboolean read_volume_fds(sd_bus_message *m, const KilnConfig *limits, GAr
         return TRUE;
 }
 
-static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_message *m, const KilnConfig *limits,
-                            GError **error)
+static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_message *m,
+                            const KilnConfig *limits, GError **error)
 {
         int r = 0, b, fd;
         guint16 rows, cols;
@@ -342,7 +346,8 @@ static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_mess
         return kiln_bus_exit_variant(m, opt->key, error);
 }
 
-gboolean kiln_run_options_read(KilnRunOptions *o, sd_bus_message *m, const KilnConfig *limits, GError **error)
+gboolean kiln_run_options_read(KilnRunOptions *o, sd_bus_message *m, const KilnConfig *limits,
+                               GError **error)
 {
         unsigned n = 0;
         int r;

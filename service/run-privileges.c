@@ -142,10 +142,12 @@ static void check_tmpfs(GPtrArray *reasons, const KilnConfig *c, const KilnRunOp
                 for (char **opt = v->options; opt && *opt; opt++)
                         if (g_str_has_prefix(*opt, "size=") && tmpfs_size_bytes(*opt + 5, &asked) &&
                             asked > c->tmpfs_max_size)
-                                g_ptr_array_add(reasons,
-                                                g_strdup_printf("%s tmpfs of %" G_GUINT64_FORMAT
-                                                                " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
-                                                                v->arg, asked, c->tmpfs_max_size));
+                                g_ptr_array_add(
+                                        reasons,
+                                        g_strdup_printf(
+                                                "%s tmpfs of %" G_GUINT64_FORMAT
+                                                " bytes, above kiln.conf's TmpfsMaxSize %" G_GUINT64_FORMAT,
+                                                v->arg, asked, c->tmpfs_max_size));
         }
         if (o->shm_size && tmpfs_size_bytes(o->shm_size, &asked) && asked > c->tmpfs_max_size)
                 g_ptr_array_add(reasons,

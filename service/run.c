@@ -45,7 +45,6 @@ static char **concat_lists(char **a, char **b)
         return g_strv_builder_end(all);
 }
 
-
 void kiln_run_plan_free(KilnRunPlan *plan)
 {
         if (!plan)
@@ -53,7 +52,8 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         /* Staged volumes first: the bundle is removed without crossing into other file systems. */
         for (guint i = 0; plan->staged && i < plan->staged->len; i++)
                 if (umount2(plan->staged->pdata[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-                        g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i], g_strerror(errno));
+                        g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i],
+                                  g_strerror(errno));
         g_clear_pointer(&plan->staged, g_ptr_array_unref);
         if (plan->bundle_dir) {
                 g_autoptr(GError) error = NULL;
@@ -82,11 +82,11 @@ void kiln_run_plan_free(KilnRunPlan *plan)
 /* Everything the spec input points to, kept alive until the spec is generated. */
 typedef struct {
         KilnSpecInput in;
-        GPtrArray *strings;     /* owned strings the input points into */
+        GPtrArray *strings;      /* owned strings the input points into */
         GPtrArray *string_lists; /* owned NULL-terminated lists */
-        GArray *mounts;         /* KilnMount */
-        GArray *devices;        /* KilnDevice */
-        GArray *gids;           /* guint32 */
+        GArray *mounts;          /* KilnMount */
+        GArray *devices;         /* KilnDevice */
+        GArray *gids;            /* guint32 */
         JsonNode *seccomp;
 } SpecScratch;
 
@@ -134,7 +134,8 @@ static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t
         chown_uid = uid;
         chown_gid = gid;
         if (nftw(source, chown_entry, 64, FTW_PHYS | FTW_MOUNT) != 0)
-                return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source, g_strerror(errno));
+                return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source,
+                                    g_strerror(errno));
         return TRUE;
 }
 
@@ -288,11 +289,11 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
          * but uid 0 (run-privileges.c), and only its type and numbers are used, to describe the node
          * the runtime creates. */
         if (stat(parts[0], &st) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg, parts[0],
-                            g_strerror(errno));
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg,
+                                 parts[0], g_strerror(errno));
         if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s' is not a device node", arg,
-                            parts[0]);
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid %s: '%s' is not a device node", arg, parts[0]);
         d.path = keep(s, g_strdup(parts[1] ? parts[1] : parts[0]));
         d.type = S_ISCHR(st.st_mode) ? 'c' : 'b';
         d.major = major(st.st_rdev);
@@ -330,7 +331,8 @@ static char *hosts_file(const char *hostname)
                 g_free(host);
                 host = g_strdup("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         }
-        return g_strdup_printf("%s%s127.0.1.1\t%s\n", host, g_str_has_suffix(host, "\n") ? "" : "\n", hostname);
+        return g_strdup_printf("%s%s127.0.1.1\t%s\n", host, g_str_has_suffix(host, "\n") ? "" : "\n",
+                               hostname);
 }
 
 /* The host's resolv.conf; with a private network, loopback nameservers are of no use inside. */
@@ -386,8 +388,8 @@ static char *resolve_runtime(KilnManager *m, const char *requested, GError **err
         path = g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
         if (!path || !g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
                 g_free(path);
-                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid runtime: '%s' is not an executable runtime",
-                     name);
+                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                          "Invalid runtime: '%s' is not an executable runtime", name);
                 return NULL;
         }
         return path;
@@ -412,19 +414,21 @@ static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError *
         /* Only regular files inside the image, bounded; a missing file is an image without accounts. */
         if (!kiln_rootfs_read_file(rootfd, "/etc/passwd", ACCOUNT_FILE_MAX, &passwd, &passwd_len, &local)) {
                 if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
-                        g_propagate_prefixed_error(error, g_steal_pointer(&local), "Cannot read /etc/passwd: ");
+                        g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                                   "Cannot read /etc/passwd: ");
                         return FALSE;
                 }
                 g_clear_error(&local);
         }
         if (!kiln_rootfs_read_file(rootfd, "/etc/group", ACCOUNT_FILE_MAX, &group, &group_len, &local)) {
                 if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
-                        g_propagate_prefixed_error(error, g_steal_pointer(&local), "Cannot read /etc/group: ");
+                        g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                                   "Cannot read /etc/group: ");
                         return FALSE;
                 }
         }
-        if (!kiln_resolve_user(spec ? spec : "", passwd, passwd_len, group, group_len, &s->in.uid, &s->in.gid,
-                               &s->gids, &home, error))
+        if (!kiln_resolve_user(spec ? spec : "", passwd, passwd_len, group, group_len, &s->in.uid,
+                               &s->in.gid, &s->gids, &home, error))
                 return FALSE;
         s->in.home = keep(s, home);
         s->in.additional_gids = (const guint32 *)s->gids->data;
@@ -442,7 +446,8 @@ static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile
         caps = kiln_spec_capabilities(&s->in, error);
         if (!caps)
                 return FALSE;
-        path = g_strdup_printf("%s/seccomp/%s.json", m->config->data_dir, profile && *profile ? profile : "default");
+        path = g_strdup_printf("%s/seccomp/%s.json", m->config->data_dir,
+                               profile && *profile ? profile : "default");
         s->seccomp = kiln_seccomp_profile_load(path, (const char *const *)caps, error);
         s->in.seccomp = s->seccomp;
         return s->seccomp != NULL;
@@ -468,8 +473,8 @@ static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnRunOpti
         return TRUE;
 }
 
-static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const KilnBuilder *b, const char *bundle,
-                                      const KilnRunOptions *o, GError **error)
+static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const KilnBuilder *b,
+                                      const char *bundle, const KilnRunOptions *o, GError **error)
 {
         const char *hostname = first_set(o->hostname, b->config.hostname);
         g_autofree char *short_id = g_strndup(b->id, 12);
@@ -477,10 +482,10 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         g_autofree char *hosts = hosts_file(name);
         g_autofree char *resolv = resolv_conf_file(s->in.network.mode != KILN_NAMESPACE_HOST);
         g_autofree char *hostname_file = g_strdup_printf("%s\n", name);
-        g_autofree char *containerenv = g_strdup_printf("engine=\"kiln-%s\"\nname=\"%s\"\nid=\"%s\"\n"
-                                                        "image=\"%s\"\nimageid=\"%s\"\nrootless=%d\n",
-                                                        KILN_VERSION, b->name, b->id, b->from, b->layer,
-                                                        s->in.uid_mappings ? 1 : 0);
+        g_autofree char *containerenv =
+                g_strdup_printf("engine=\"kiln-%s\"\nname=\"%s\"\nid=\"%s\"\n"
+                                "image=\"%s\"\nimageid=\"%s\"\nrootless=%d\n",
+                                KILN_VERSION, b->name, b->id, b->from, b->layer, s->in.uid_mappings ? 1 : 0);
         const struct {
                 const char *name;
                 const char *contents;
@@ -531,7 +536,8 @@ char **kiln_run_isolate_globals(KilnManager *m)
 
         add_isolate_arguments(args, m);
         arguments = g_strv_builder_end(args);
-        return kiln_runtime_global_argv(path, (const char *const *)arguments, kiln_storage_isolate_root(m->storage));
+        return kiln_runtime_global_argv(path, (const char *const *)arguments,
+                                        kiln_storage_isolate_root(m->storage));
 }
 
 /* The runtime's global arguments: kiln-isolate's own, and for an OCI runtime the caller's
@@ -592,8 +598,8 @@ static gboolean check_executable(KilnRunPlan *plan, int rootfd)
 
 /* The command: the run's argv, or Entrypoint + Cmd; argv[0] looked up in the image's PATH. Not found
  * or not executable ends the run before any container, with a shell's status. */
-static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilder *b, char **argv,
-                                GError **error)
+static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilder *b,
+                                char **argv, GError **error)
 {
         g_auto(GStrv) env = NULL;
         g_autoptr(GError) local = NULL;
@@ -603,7 +609,7 @@ static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, c
         plan->argv = argv && argv[0] ? g_strdupv(argv) : concat_lists(b->config.entrypoint, b->config.cmd);
         if (!plan->argv[0] || !*plan->argv[0])
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid argv: it is empty and the builder has no Entrypoint or Cmd");
+                                 "Invalid argv: it is empty and the builder has no Entrypoint or Cmd");
 
         s->in.argv = (const char *const *)plan->argv;
         env = kiln_spec_environment(&s->in, error);

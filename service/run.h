@@ -15,14 +15,14 @@ typedef struct KilnRunPlan {
         char *builder_id;
         char *container_id;
         char *bundle_dir;
-        char *rootfs;       /* the builder's overlay; held mounted until the plan is freed */
-        char *runtime;      /* absolute path: runc, crun, or kiln-isolate for isolation=chroot */
+        char *rootfs;        /* the builder's overlay; held mounted until the plan is freed */
+        char *runtime;       /* absolute path: runc, crun, or kiln-isolate for isolation=chroot */
         char **runtime_args; /* its global arguments, before --root (for kiln-runtime-ns: the real runtime's)
                               */
-        char *state_root;   /* its --root */
-        gboolean isolate;   /* the executor is kiln-isolate (isolation=chroot): one `run --detach` */
-        char **argv;        /* as resolved in the root file system */
-        GPtrArray *staged;  /* bind mounts of volume sources held as descriptors, in the bundle */
+        char *state_root;    /* its --root */
+        gboolean isolate;    /* the executor is kiln-isolate (isolation=chroot): one `run --detach` */
+        char **argv;         /* as resolved in the root file system */
+        GPtrArray *staged;   /* bind mounts of volume sources held as descriptors, in the bundle */
         /* When the command cannot run at all (not found: 127, not executable: 126) there is no
          * container: the status and a message for the caller's stderr are here instead. */
         int early_exit_status;

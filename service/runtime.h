@@ -44,7 +44,7 @@ typedef struct KilnRuntimeSpec {
         int stdout_fd;
         int stderr_fd;
 
-        gboolean terminal; /* allocate a pty in the container via --console-socket */
+        gboolean terminal;  /* allocate a pty in the container via --console-socket */
         guint16 rows, cols; /* its initial size (0: leave as is) */
 
         /* RunCaptured: collect stdout and stderr (stdio fds above are ignored, stdin is /dev/null) up
@@ -68,15 +68,15 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnContainer, kiln_container_free)
  * trimmed and bounded) when the runtime refuses; with G_IO_ERROR_NOT_FOUND or
  * G_IO_ERROR_PERMISSION_DENIED (same message) when the runtime says it cannot execute the command — a
  * shell's 127 and 126 (runc checks at create). Whatever was set up is torn down before it answers. */
-void kiln_container_start_async(KilnContainer *container, GCancellable *cancellable, GAsyncReadyCallback callback,
-                                gpointer user_data);
+void kiln_container_start_async(KilnContainer *container, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data);
 gboolean kiln_container_start_finish(KilnContainer *container, GAsyncResult *result, GError **error);
 pid_t kiln_container_get_pid(KilnContainer *container);
 
 /* The process's exit code, 128+N when killed by signal N. Cancelling kills the container (SIGKILL)
  * and still waits for it and cleans up, then fails with G_IO_ERROR_CANCELLED. */
-void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellable, GAsyncReadyCallback callback,
-                               gpointer user_data);
+void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellable,
+                               GAsyncReadyCallback callback, gpointer user_data);
 int kiln_container_wait_finish(KilnContainer *container, GAsyncResult *result, GError **error);
 
 /* `RUNTIME kill -- ID SIGNAL` (kiln-isolate: the signal goes straight through the pidfd), without waiting
@@ -94,4 +94,5 @@ GBytes *kiln_container_get_captured(KilnContainer *container, int stream /* 1 or
 
 /* Start-up detection: runs a trivial container from a tiny bundle under @scratch_dir with each
  * candidate and returns the first that works (e.g. crun refuses some cgroup v1 layouts). */
-char *kiln_runtime_detect(char **candidates, const char *state_root, const char *scratch_dir, GError **error);
+char *kiln_runtime_detect(char **candidates, const char *state_root, const char *scratch_dir,
+                          GError **error);

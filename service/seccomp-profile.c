@@ -808,9 +808,10 @@ static gboolean member_is(JsonObject *o, const char *name, gboolean optional, GT
                         return FALSE;
                 for (guint i = 0; element_type && i < json_array_get_length(json_node_get_array(n)); i++) {
                         JsonNode *e = json_array_get_element(json_node_get_array(n), i);
-                        if (element_type == JSON_TYPE_OBJECT ? !JSON_NODE_HOLDS_OBJECT(e)
-                                                             : !JSON_NODE_HOLDS_VALUE(e) ||
-                                                                       json_node_get_value_type(e) != element_type)
+                        if (element_type == JSON_TYPE_OBJECT
+                                    ? !JSON_NODE_HOLDS_OBJECT(e)
+                                    : !JSON_NODE_HOLDS_VALUE(e) ||
+                                              json_node_get_value_type(e) != element_type)
                                 return FALSE;
                 }
                 return TRUE;
@@ -839,7 +840,8 @@ static gboolean filter_shape_ok(JsonObject *o)
                     !member_is(rule, "errnoRet", TRUE, G_TYPE_INT64, 0) ||
                     !member_is(rule, "args", TRUE, JSON_TYPE_ARRAY, JSON_TYPE_OBJECT))
                         return FALSE;
-                args = json_object_has_member(rule, "args") ? json_object_get_array_member(rule, "args") : NULL;
+                args = json_object_has_member(rule, "args") ? json_object_get_array_member(rule, "args")
+                                                            : NULL;
                 for (guint k = 0; args && k < json_array_get_length(args); k++) {
                         JsonObject *a = json_array_get_object_element(args, k);
                         if (!member_is(a, "op", FALSE, G_TYPE_STRING, 0) ||

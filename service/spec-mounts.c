@@ -68,10 +68,10 @@ static const char *const dev_options[] = {"nosuid", "strictatime", "mode=755", "
 static const char *const sys_options[] = {"nosuid", "noexec", "nodev", "ro", NULL};
 static const char *const sys_bind_options[] = {"rbind", "nosuid", "noexec", "nodev", "ro", NULL};
 /* gid=5: the tty group, unless the user namespace does not map it. */
-static const char *const pts_options[] = {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5",
-                                          NULL};
-static const char *const pts_options_no_tty[] = {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
-                                                 NULL};
+static const char *const pts_options[] = {"nosuid",    "noexec", "newinstance", "ptmxmode=0666",
+                                          "mode=0620", "gid=5",  NULL};
+static const char *const pts_options_no_tty[] = {"nosuid",        "noexec",    "newinstance",
+                                                 "ptmxmode=0666", "mode=0620", NULL};
 static const char *const cgroup_options[] = {"nosuid", "noexec", "nodev", "relatime", "ro", NULL};
 
 static gboolean add_standard_mounts(GPtrArray *mounts, const KilnSpecInput *input, gboolean userns,
@@ -94,8 +94,8 @@ static gboolean add_standard_mounts(GPtrArray *mounts, const KilnSpecInput *inpu
 
         g_ptr_array_add(mounts, mount_new("/dev", "tmpfs", "tmpfs", dev_options));
 
-        g_ptr_array_add(mounts,
-                        mount_new("/dev/pts", "devpts", "devpts", devpts_gid5 ? pts_options : pts_options_no_tty));
+        g_ptr_array_add(mounts, mount_new("/dev/pts", "devpts", "devpts",
+                                          devpts_gid5 ? pts_options : pts_options_no_tty));
 
         /* With the host's IPC namespace, POSIX shared memory is the host's /dev/shm (podman's
          * choice; a private tmpfs would split what the namespace shares). */
@@ -219,9 +219,9 @@ static gboolean check_dirs(const char *arg, const char *where, const char *value
                 if (!normal)
                         return FALSE;
                 if (strpbrk(*d, ",:\\="))
-                        return kiln_invalid(
-                                error, arg, "overlay directory '%s' for %s contains ',', ':', '=' or '\\'",
-                                *d, where);
+                        return kiln_invalid(error, arg,
+                                            "overlay directory '%s' for %s contains ',', ':', '=' or '\\'",
+                                            *d, where);
         }
         return TRUE;
 }
@@ -241,8 +241,8 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                             option_table[i].has_value == (value != NULL))
                                 break;
                 if (i == G_N_ELEMENTS(option_table) || !(option_table[i].types & (1u << m->type)))
-                        return kiln_invalid(error, arg, "'%s' is not an option of a %s mount (at %s)",
-                                                 *opt, type_names[m->type], where);
+                        return kiln_invalid(error, arg, "'%s' is not an option of a %s mount (at %s)", *opt,
+                                            type_names[m->type], where);
                 switch (option_table[i].kind) {
                 case OPT_RO:
                         o->ro = TRUE;
@@ -252,8 +252,8 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                         break;
                 case OPT_PROPAGATION:
                         if (o->propagation && !g_str_equal(o->propagation, *opt))
-                                return kiln_invalid(error, arg, "both '%s' and '%s' at %s",
-                                                         o->propagation, *opt, where);
+                                return kiln_invalid(error, arg, "both '%s' and '%s' at %s", o->propagation,
+                                                    *opt, where);
                         o->propagation = *opt;
                         break;
                 case OPT_FLAG:
@@ -268,14 +268,14 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
                         break;
                 case OPT_SIZE:
                         if (!check_size(value))
-                                return kiln_invalid(error, arg, "'%s' is not a size (N[kmg]) at %s",
-                                                         *opt, where);
+                                return kiln_invalid(error, arg, "'%s' is not a size (N[kmg]) at %s", *opt,
+                                                    where);
                         o->size = value;
                         break;
                 case OPT_MODE:
                         if (!check_mode(value))
                                 return kiln_invalid(error, arg, "'%s' is not an octal mode at %s", *opt,
-                                                         where);
+                                                    where);
                         o->mode = value;
                         break;
                 case OPT_LOWERDIR:
@@ -296,8 +296,8 @@ static gboolean parse_options(const char *arg, const KilnMount *m, const char *w
         if (m->type == KILN_MOUNT_OVERLAY && !o->lowerdir)
                 return kiln_invalid(error, arg, "the overlay at %s has no lowerdir", where);
         if (!o->upperdir != !o->workdir)
-                return kiln_invalid(
-                        error, arg, "the overlay at %s needs both upperdir and workdir, or neither", where);
+                return kiln_invalid(error, arg,
+                                    "the overlay at %s needs both upperdir and workdir, or neither", where);
         return TRUE;
 }
 
@@ -442,7 +442,7 @@ GPtrArray *kiln_spec_build_mounts(const KilnSpecInput *input, gboolean userns, g
                         return NULL;
                 if (find_mount(user, m->destination, NULL)) {
                         kiln_invalid(error, input->mounts[i].arg ? input->mounts[i].arg : "mounts",
-                                          "more than one mount at %s", m->destination);
+                                     "more than one mount at %s", m->destination);
                         kiln_spec_mount_free(m);
                         return NULL;
                 }

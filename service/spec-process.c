@@ -25,8 +25,8 @@ gboolean kiln_spec_resolve_hostname(const KilnSpecInput *input, char **hostname,
                 /* A hostname set in a namespace kiln does not own would change someone else's. */
                 if (given)
                         return kiln_invalid(error, "hostname",
-                                                 "'%s' needs a private UTS namespace (uts is not 'private')",
-                                                 given);
+                                            "'%s' needs a private UTS namespace (uts is not 'private')",
+                                            given);
                 *hostname = NULL;
                 return TRUE;
         }
@@ -154,9 +154,8 @@ static gboolean parse_caps(const char *arg, const CapLayer *layer, const char *c
                 if (cap_from_name(normalized, &value) < 0)
                         return kiln_invalid(error, arg, "'%s' is not a capability name", names[i]);
                 if (value > last)
-                        return kiln_invalid(error, arg,
-                                                 "%s (%s) is not supported by the running kernel",
-                                                 normalized, layer->what);
+                        return kiln_invalid(error, arg, "%s (%s) is not supported by the running kernel",
+                                            normalized, layer->what);
                 /* Dropping what kilnd lacks anyway is harmless; adding it could only fail later, in the
                  * runtime ("unable to apply caps"), so it is refused here with its name. */
                 if (g_str_equal(arg, "cap_add") && !(available & (G_GUINT64_CONSTANT(1) << value)))
@@ -178,11 +177,11 @@ static gboolean apply_layer(guint64 *set, const CapLayer *layer, int last, guint
                 return FALSE;
         if (add_all && drop_all)
                 return kiln_invalid(error, "cap_add", "ALL cannot be both added and dropped (%s)",
-                                         layer->what);
+                                    layer->what);
         if (add & drop) {
                 g_autofree char *name = kiln_spec_capability_name(__builtin_ctzll(add & drop));
                 return kiln_invalid(error, "cap_add", "%s cannot be both added and dropped (%s)", name,
-                                         layer->what);
+                                    layer->what);
         }
         if (drop_all)
                 *set = add;

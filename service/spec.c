@@ -31,7 +31,6 @@ static const char *const readonly_paths[] = {
         "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL,
 };
 
-
 /* ---- namespaces ---- */
 
 static const struct {
@@ -65,7 +64,7 @@ gboolean kiln_namespace_parse(const char *arg, const char *value, gboolean allow
                 return TRUE;
         }
         return kiln_invalid(error, arg, "'%s' is not one of 'private', 'host', %s'ns:PATH'", value,
-                                 allow_none ? "'none', " : "");
+                            allow_none ? "'none', " : "");
 }
 
 /* linux.namespaces in the order runc creates them; the mount namespace is always new. */
@@ -153,8 +152,7 @@ static gboolean check_mappings(const char *arg, const KilnIdMapping *m, gsize n,
                         return kiln_invalid(error, arg, "range %" G_GSIZE_FORMAT " is empty", i);
                 if ((guint64)m[i].container_id + m[i].size > G_MAXUINT32 ||
                     (guint64)m[i].host_id + m[i].size > G_MAXUINT32)
-                        return kiln_invalid(error, arg,
-                                                 "range %" G_GSIZE_FORMAT " goes past 4294967294", i);
+                        return kiln_invalid(error, arg, "range %" G_GSIZE_FORMAT " goes past 4294967294", i);
                 /* The kernel refuses overlapping ranges on either side. */
                 for (gsize j = 0; j < i; j++)
                         if (ranges_overlap(m[i].container_id, m[i].size, m[j].container_id, m[j].size) ||
@@ -180,23 +178,20 @@ static gboolean check_user_namespace(const KilnSpecInput *input, gboolean *usern
         if (!*userns)
                 return TRUE;
         if (input->n_uid_mappings == 0 || input->n_gid_mappings == 0)
-                return kiln_invalid(error, "userns",
-                                         "a user namespace needs both uid and gid mappings");
+                return kiln_invalid(error, "userns", "a user namespace needs both uid and gid mappings");
         if (!check_mappings("uid mappings", input->uid_mappings, input->n_uid_mappings, error) ||
             !check_mappings("gid mappings", input->gid_mappings, input->n_gid_mappings, error))
                 return FALSE;
         /* runc would fail later, with a message about setuid; say which id instead. */
         if (!id_mapped(input->uid_mappings, input->n_uid_mappings, input->uid))
-                return kiln_invalid(error, "user", "uid %u is not mapped in the user namespace",
-                                         input->uid);
+                return kiln_invalid(error, "user", "uid %u is not mapped in the user namespace", input->uid);
         if (!id_mapped(input->gid_mappings, input->n_gid_mappings, input->gid))
-                return kiln_invalid(error, "user", "gid %u is not mapped in the user namespace",
-                                         input->gid);
+                return kiln_invalid(error, "user", "gid %u is not mapped in the user namespace", input->gid);
         for (gsize i = 0; i < input->n_additional_gids; i++)
                 if (!id_mapped(input->gid_mappings, input->n_gid_mappings, input->additional_gids[i]))
                         return kiln_invalid(error, "user",
-                                                 "supplementary gid %u is not mapped in the user namespace",
-                                                 input->additional_gids[i]);
+                                            "supplementary gid %u is not mapped in the user namespace",
+                                            input->additional_gids[i]);
         return TRUE;
 }
 
@@ -236,11 +231,10 @@ static gboolean check_devices(const KilnSpecInput *input, GError **error)
                 if (!d->type || !strchr("cbup", d->type))
                         return kiln_invalid(error, arg, "type '%c' is not one of c, b, u, p", d->type);
                 if (d->access && (!*d->access || strspn(d->access, "rwm") != strlen(d->access)))
-                        return kiln_invalid(error, arg, "access '%s' is not made of r, w, m",
-                                                 d->access);
+                        return kiln_invalid(error, arg, "access '%s' is not made of r, w, m", d->access);
                 if (d->file_mode > 07777)
                         return kiln_invalid(error, arg, "file mode %o has more than permission bits",
-                                                 d->file_mode);
+                                            d->file_mode);
                 for (gsize j = 0; j < i; j++)
                         if (g_str_equal(input->devices[j].path, d->path))
                                 return kiln_invalid(error, arg, "a second device at %s", d->path);
@@ -418,7 +412,7 @@ static gboolean check_process(const KilnSpecInput *input, char **cwd, GError **e
                 const char *eq = strchr(input->annotations[i], '=');
                 if (!eq || eq == input->annotations[i])
                         return kiln_invalid(error, "labels", "'%s' is not of the form key=value",
-                                                 input->annotations[i]);
+                                            input->annotations[i]);
         }
         return TRUE;
 }

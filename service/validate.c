@@ -7,7 +7,6 @@
 #define NAME_MAX_LENGTH 128
 #define HOSTNAME_MAX_LENGTH 64
 
-
 static gboolean has_control_chars(const char *s)
 {
         for (; *s; s++)
@@ -32,13 +31,14 @@ gboolean kiln_validate_name(const char *arg, const char *name, GError **error)
         if (!*name)
                 return kiln_invalid(error, arg, "the name is empty");
         if (strlen(name) > NAME_MAX_LENGTH)
-                return kiln_invalid(error, arg, "'%.32s…' is longer than %d characters", name, NAME_MAX_LENGTH);
+                return kiln_invalid(error, arg, "'%.32s…' is longer than %d characters", name,
+                                    NAME_MAX_LENGTH);
         if (!g_ascii_isalnum(name[0]))
                 return kiln_invalid(error, arg, "'%s' must start with a letter or digit", name);
         for (const char *p = name; *p; p++)
                 if (!g_ascii_isalnum(*p) && *p != '_' && *p != '.' && *p != '-')
-                        return kiln_invalid(error, arg, "'%s' may only contain letters, digits, '_', '.' and '-'",
-                                       name);
+                        return kiln_invalid(error, arg,
+                                            "'%s' may only contain letters, digits, '_', '.' and '-'", name);
         return TRUE;
 }
 
@@ -84,13 +84,13 @@ gboolean kiln_validate_hostname(const char *arg, const char *hostname, GError **
                 return TRUE;
         if (strlen(hostname) > HOSTNAME_MAX_LENGTH)
                 return kiln_invalid(error, arg, "'%.32s…' is longer than %d characters", hostname,
-                               HOSTNAME_MAX_LENGTH);
+                                    HOSTNAME_MAX_LENGTH);
         if (hostname[0] == '-' || hostname[0] == '.')
                 return kiln_invalid(error, arg, "'%s' must start with a letter or digit", hostname);
         for (const char *p = hostname; *p; p++)
                 if (!g_ascii_isalnum(*p) && *p != '-' && *p != '.')
                         return kiln_invalid(error, arg, "'%s' may only contain letters, digits, '-' and '.'",
-                                       hostname);
+                                            hostname);
         return TRUE;
 }
 
@@ -133,8 +133,8 @@ gboolean kiln_validate_capability(const char *arg, const char *name, char **norm
 }
 
 static const char *const ulimit_names[] = {
-        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
-        "nproc", "rss", "rtprio", "rttime", "sigpending", "stack", "as", NULL,
+        "core",  "cpu", "data",   "fsize",  "locks",      "memlock", "msgqueue", "nice", "nofile",
+        "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",   "as",       NULL,
 };
 
 static gboolean parse_limit_value(const char *s, guint64 *value)
@@ -159,15 +159,16 @@ gboolean kiln_validate_ulimit(const char *arg, const char *spec, GError **error)
         soft_hard = g_strsplit(name_value[1], ":", 3);
         if (!soft_hard[0] || (soft_hard[1] && soft_hard[2]) || !parse_limit_value(soft_hard[0], &soft) ||
             (soft_hard[1] && !parse_limit_value(soft_hard[1], &hard)))
-                return kiln_invalid(error, arg, "'%s' is not of the form name=soft[:hard] with numbers", spec);
+                return kiln_invalid(error, arg, "'%s' is not of the form name=soft[:hard] with numbers",
+                                    spec);
         if (soft_hard[1] && soft > hard)
                 return kiln_invalid(error, arg, "'%s' has a soft limit above its hard limit", spec);
         return TRUE;
 }
 
 static const char *const volume_options[] = {
-        "ro", "rw", "z", "Z", "O", "U", "private", "rprivate", "slave", "rslave",
-        "shared", "rshared", "nosuid", "nodev", "noexec", NULL,
+        "ro",    "rw",     "z",      "Z",       "O",      "U",     "private", "rprivate",
+        "slave", "rslave", "shared", "rshared", "nosuid", "nodev", "noexec",  NULL,
 };
 
 gboolean kiln_validate_volume(const char *arg, const char *spec, GError **error)
@@ -225,8 +226,8 @@ char *kiln_generate_builder_name(const char *from, gboolean (*taken)(const char 
                                  gpointer data)
 {
         g_autofree char *base = name_base(from);
-        g_autofree char *first = base ? g_strconcat(base, "-working-container", NULL)
-                                      : g_strdup("working-container");
+        g_autofree char *first =
+                base ? g_strconcat(base, "-working-container", NULL) : g_strdup("working-container");
 
         if (!taken(first, data))
                 return g_steal_pointer(&first);

@@ -10,7 +10,8 @@
 gboolean kiln_id_is_valid(const char *id);
 gboolean kiln_validate_name(const char *arg, const char *name, GError **error);
 gboolean kiln_validate_env_entry(const char *arg, const char *entry, GError **error);
-gboolean kiln_validate_absolute_path(const char *arg, const char *path, gboolean allow_empty, GError **error);
+gboolean kiln_validate_absolute_path(const char *arg, const char *path, gboolean allow_empty,
+                                     GError **error);
 gboolean kiln_validate_user_spec(const char *arg, const char *spec, GError **error);
 gboolean kiln_validate_hostname(const char *arg, const char *hostname, GError **error);
 gboolean kiln_validate_isolation(const char *arg, const char *value, GError **error);

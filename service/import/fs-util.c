@@ -229,15 +229,15 @@ static const struct {
         long magic;
         const char *name;
 } pseudo_fs[] = {
-    {PROC_SUPER_MAGIC, "proc"},       {SYSFS_MAGIC, "sysfs"},
-    {DEBUGFS_MAGIC, "debugfs"},       {TRACEFS_MAGIC, "tracefs"},
-    {SECURITYFS_MAGIC, "securityfs"}, {SELINUX_MAGIC, "selinuxfs"},
-    {SMACK_MAGIC, "smackfs"},         {CGROUP_SUPER_MAGIC, "cgroup"},
-    {CGROUP2_SUPER_MAGIC, "cgroup2"}, {BPF_FS_MAGIC, "bpf"},
-    {EFIVARFS_MAGIC, "efivarfs"},     {PSTOREFS_MAGIC, "pstore"},
-    {BINFMTFS_MAGIC, "binfmt_misc"},  {NSFS_MAGIC, "nsfs"},
-    {0x62656570, "configfs"},         {0x65735543, "fusectl"},
-    {0x19800202, "mqueue"},
+        {PROC_SUPER_MAGIC, "proc"},       {SYSFS_MAGIC, "sysfs"},
+        {DEBUGFS_MAGIC, "debugfs"},       {TRACEFS_MAGIC, "tracefs"},
+        {SECURITYFS_MAGIC, "securityfs"}, {SELINUX_MAGIC, "selinuxfs"},
+        {SMACK_MAGIC, "smackfs"},         {CGROUP_SUPER_MAGIC, "cgroup"},
+        {CGROUP2_SUPER_MAGIC, "cgroup2"}, {BPF_FS_MAGIC, "bpf"},
+        {EFIVARFS_MAGIC, "efivarfs"},     {PSTOREFS_MAGIC, "pstore"},
+        {BINFMTFS_MAGIC, "binfmt_misc"},  {NSFS_MAGIC, "nsfs"},
+        {0x62656570, "configfs"},         {0x65735543, "fusectl"},
+        {0x19800202, "mqueue"},
 };
 
 int kiln_fd_on_pseudo_fs(int fd, const char **name_out)

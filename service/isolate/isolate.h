@@ -159,9 +159,9 @@ const char *iso_ns_name(int ns);
 typedef struct IsoRoot {
         const IsoSpec *spec;
         GArray *cgroup_dirs; /* KilnCgroupDir of the run's cgroup, or NULL: for a cgroup v1 mount */
-        int rootfd;        /* O_PATH of the bound root file system */
-        bool in_userns;    /* a new user namespace: no mknod, binds instead */
-        bool dev_is_tmpfs; /* the spec mounted a tmpfs on /dev: fill it */
+        int rootfd;          /* O_PATH of the bound root file system */
+        bool in_userns;      /* a new user namespace: no mknod, binds instead */
+        bool dev_is_tmpfs;   /* the spec mounted a tmpfs on /dev: fill it */
         /* What masks files: a detached clone of the host's /dev/null, verified to be the null device,
          * made before anything of the container is mounted (iso_null_prepare); attached on the first
          * masked file, then bound from there. */

@@ -21,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g_autoptr(KilnRunVolume) v = NULL;
         KilnMount mount;
 
-        if (!kiln_validate_volume("volumes[0]", value, &error) && (!error || !strstr(error->message, "volumes[0]")))
+        if (!kiln_validate_volume("volumes[0]", value, &error) &&
+            (!error || !strstr(error->message, "volumes[0]")))
                 abort(); /* a refusal names the argument */
         g_clear_error(&error);
         v = kiln_run_volume_parse("volumes[0]", value, &error);

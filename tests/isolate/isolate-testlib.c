@@ -13,10 +13,6 @@
 
 TestEnv test_env;
 
-
-
-
-
 /* As tests/integration/kiln_harness.py make_busybox_rootfs, plus the probe and two files that cannot
  * be executed. */
 static void make_rootfs(const char *probe)

@@ -31,7 +31,6 @@ static char *state_dir;
 static char *runc_path;
 static unsigned int counter;
 
-
 /* ---- fixtures ---- */
 
 static void add_mount(JsonBuilder *b, const char *dst, const char *type, const char *src,
@@ -1005,8 +1004,6 @@ static void test_no_fd_leak(void)
         g_assert_cmpuint(count_fds(), ==, before);
         assert_clean();
 }
-
-
 
 static int skip(const char *why)
 {

@@ -47,14 +47,14 @@ static void test_hex64(void)
         g_assert_false(kiln_hex64_is_valid(""));
         g_assert_false(kiln_hex64_is_valid(".."));
         g_assert_false(
-            kiln_hex64_is_valid("0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
+                kiln_hex64_is_valid("0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
         g_assert_false(kiln_hex64_is_valid(GOOD_ID "0"));
         g_assert_false(
-            kiln_hex64_is_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde"));
+                kiln_hex64_is_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde"));
         g_assert_false(
-            kiln_hex64_is_valid("../3456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
+                kiln_hex64_is_valid("../3456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
         g_assert_false(
-            kiln_hex64_is_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde/"));
+                kiln_hex64_is_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde/"));
 }
 
 static void test_names(void)

@@ -317,9 +317,9 @@ static void test_import_metadata(Fixture *f, gconstpointer data)
                 const struct {
                         const char *name, *target;
                 } links[] = {
-                    {"abs", "/etc"},
-                    {"etc", "/etc/"},
-                    {"dir/rel", "../../outside/../etc/shadow"},
+                        {"abs", "/etc"},
+                        {"etc", "/etc/"},
+                        {"dir/rel", "../../outside/../etc/shadow"},
                 };
                 for (size_t i = 0; i < G_N_ELEMENTS(links); i++) {
                         g_autofree char *p = layer_path(f, digest, links[i].name);
@@ -618,8 +618,8 @@ static void test_import_fd(Fixture *f, gconstpointer data)
         g_assert_cmpstr(d1, ==, d3);
 
         /* a descriptor that is not a directory */
-        g_free(
-            import_full(f, NULL, open(file, O_RDONLY | O_CLOEXEC), NOBODY, NOBODY, NULL, 0, FALSE, &error));
+        g_free(import_full(f, NULL, open(file, O_RDONLY | O_CLOEXEC), NOBODY, NOBODY, NULL, 0, FALSE,
+                           &error));
         g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_DIRECTORY);
 }
 

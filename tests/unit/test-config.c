@@ -149,10 +149,10 @@ static void test_resources(void)
         g_autoptr(GError) error = NULL;
         g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
         static const char *const bad[] = {
-                "[Resources]\nPidsLimit=-1\n",   "[Resources]\nMemory=12q\n",
-                "[Resources]\nCPUWeight=0\n",    "[Resources]\nCPUWeight=10001\n",
+                "[Resources]\nPidsLimit=-1\n",      "[Resources]\nMemory=12q\n",
+                "[Resources]\nCPUWeight=0\n",       "[Resources]\nCPUWeight=10001\n",
                 "[Resources]\nCgroupParent=../x\n", "[Resources]\nCgroupParent=a//b\n",
-                "[Resources]\nCgroupParent=a b\n", NULL,
+                "[Resources]\nCgroupParent=a b\n",  NULL,
         };
 
         g_assert_cmpuint(d->pids_limit, ==, 2048);

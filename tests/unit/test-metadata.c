@@ -71,19 +71,24 @@ static void test_rejects_damaged(void)
                 "",
                 "[]",
                 "{\"version\":2}",
-                "{\"version\":1,\"id\":\"../x\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"../"
+                "x\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER "\",\"created\":1}",
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a/b\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a/b\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
-                "\",\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":-1,\"from\":\"scratch\",\"layer\":\"" LAYER
-                "\",\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"../../etc\","
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":-1,\"from\":\"scratch\",\"layer\":\"" LAYER "\",\"created\":1}",
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"../../etc\","
                 "\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1,\"config\":{\"env\":[\"NOEQUALS\"]}}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1,\"config\":{\"env\":\"A=b\"}}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1,\"config\":{\"cap_add\":[\"CAP_FLY\"]}}",
                 NULL,
         };

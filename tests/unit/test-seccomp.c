@@ -225,7 +225,8 @@ static void test_load_cached(void)
         g_autoptr(GError) error = NULL;
         JsonNode *copy;
 
-        g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": []}", -1, NULL));
+        g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": []}",
+                                          -1, NULL));
         first = default_action_of(path, kiln_default_capabilities);
         copy = kiln_seccomp_profile_load(path, kiln_default_capabilities, &error);
         json_object_set_string_member(json_node_get_object(copy), "defaultAction", "SCMP_ACT_KILL");
@@ -235,7 +236,8 @@ static void test_load_cached(void)
         g_assert_cmpstr(again, ==, "SCMP_ACT_ERRNO");
 
         /* A new file (a new inode, as an editor's save makes). */
-        g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": []}", -1, NULL));
+        g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": []}",
+                                          -1, NULL));
         changed = default_action_of(path, kiln_default_capabilities);
         g_assert_cmpstr(changed, ==, "SCMP_ACT_ALLOW");
         g_unlink(path);

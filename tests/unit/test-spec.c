@@ -357,7 +357,8 @@ static gboolean has_mount(JsonNode *spec, const char *destination)
         JsonArray *mounts = json_object_get_array_member(json_node_get_object(spec), "mounts");
 
         for (guint i = 0; i < json_array_get_length(mounts); i++)
-                if (g_str_equal(json_object_get_string_member(json_array_get_object_element(mounts, i), "destination"),
+                if (g_str_equal(json_object_get_string_member(json_array_get_object_element(mounts, i),
+                                                              "destination"),
                                 destination))
                         return TRUE;
         return FALSE;

@@ -5,10 +5,10 @@
 #include "validate.h"
 
 /* A macro, so that the call happens before its error is looked at. */
-#define assert_invalid(call, error, arg)                 \
-        do {                                             \
-                gboolean ok_ = (call);                   \
-                check_invalid(ok_, (error), (arg));      \
+#define assert_invalid(call, error, arg)                                                                    \
+        do {                                                                                                \
+                gboolean ok_ = (call);                                                                      \
+                check_invalid(ok_, (error), (arg));                                                         \
         } while (0)
 
 static void check_invalid(gboolean ok, GError *error, const char *arg)
@@ -22,8 +22,8 @@ static void check_invalid(gboolean ok, GError *error, const char *arg)
 static void test_names(void)
 {
         static const char *const good[] = {"a", "web-1", "my_builder.v2", "0abc", NULL};
-        static const char *const bad[] = {"", "/etc", "a/b", "..", ".hidden", "-x", "with space", "tab\tx",
-                                          "ünï", NULL};
+        static const char *const bad[] = {"",   "/etc",       "a/b",    "..",  ".hidden",
+                                          "-x", "with space", "tab\tx", "ünï", NULL};
         g_autofree char *long_name = g_strnfill(129, 'a');
 
         for (const char *const *n = good; *n; n++)
@@ -45,7 +45,8 @@ static void test_ids(void)
         g_assert_true(kiln_id_is_valid(id));
         g_assert_cmpstr(id, !=, other);
         g_assert_false(kiln_id_is_valid("abc"));
-        g_assert_false(kiln_id_is_valid("../../../../../../../../../../../../../../../../../../../../etc/x"));
+        g_assert_false(
+                kiln_id_is_valid("../../../../../../../../../../../../../../../../../../../../etc/x"));
         id[5] = 'G';
         g_assert_false(kiln_id_is_valid(id));
         g_assert_true(g_str_has_prefix(path, KILN_BUILDER_PATH_PREFIX "/"));
@@ -149,7 +150,8 @@ static void test_generated_names(void)
 
 static void test_action_table(void)
 {
-        g_assert_cmpstr(kiln_auth_action_for(KILN_MANAGER_INTERFACE, "CreateBuilder"), ==, KILN_ACTION_CREATE);
+        g_assert_cmpstr(kiln_auth_action_for(KILN_MANAGER_INTERFACE, "CreateBuilder"), ==,
+                        KILN_ACTION_CREATE);
         g_assert_cmpstr(kiln_auth_action_for(KILN_BUILDER_INTERFACE, "Mount"), ==, KILN_ACTION_MOUNT);
         g_assert_cmpstr(kiln_auth_action_for(KILN_BUILDER_INTERFACE, "Run"), ==, KILN_ACTION_RUN);
         g_assert_null(kiln_auth_action_for(KILN_BUILDER_INTERFACE, "Configure"));
