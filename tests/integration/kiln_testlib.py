@@ -128,6 +128,23 @@ def gv_dict(d=None, items=None):
 
 # -- results ------------------------------------------------------------------
 
+
+def close_client(proc, timeout):
+    """Ends a client process that reads its requests from stdin: closes its stdin, waits up to
+    @timeout seconds, then kills it; closes its pipes."""
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
+
 class CallResult:
     """What a client printed: ok, stdout, and for a failed gdbus call the D-Bus error
     name and message."""
@@ -562,18 +579,7 @@ class Listener:
         return self.signals
 
     def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        close_client(self.proc, timeout=5)
 
     def __enter__(self):
         return self
@@ -898,20 +904,34 @@ if __name__ == '__main__' and len(sys.argv) >= 4 and sys.argv[1] == 'call':
 PKTTYAGENT = '/usr/bin/pkttyagent'
 
 
+def proc_stat(pid):
+    """(state, ppid, comm) of @pid from /proc/PID/stat, or None once it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            stat = f.read()
+    except OSError:
+        return None
+    comm = stat[stat.index('(') + 1:stat.rindex(')')]
+    fields = stat[stat.rindex(')') + 2:].split()
+    return fields[0], int(fields[1]), comm
+
+
+def process_table():
+    """{pid: (state, ppid, comm)} of every process, from /proc."""
+    table = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st:
+                table[int(entry)] = st
+    return table
+
+
 def processes_below(pid):
     """The descendants of @pid as {pid: (comm, state)}, from /proc."""
     children = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index('(') + 1:stat.rindex(')')]
-        state, ppid = stat[stat.rindex(')') + 2:].split()[:2]
-        children.setdefault(int(ppid), []).append((int(entry), comm, state))
+    for child, (state, ppid, comm) in process_table().items():
+        children.setdefault(ppid, []).append((child, comm, state))
     found, todo = {}, [pid]
     while todo:
         for child, comm, state in children.get(todo.pop(), []):

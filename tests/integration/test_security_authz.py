@@ -173,18 +173,7 @@ class Pipeline:
         return self.replies
 
     def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        kt.close_client(self.proc, timeout=10)
 
 
 def start_call(path, argv, options=None):

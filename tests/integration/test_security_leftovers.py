@@ -21,27 +21,12 @@ tearDownModule = kr.teardown_module
 E_FAILED = 'org.kiln.Builder1.Error.Failed'
 
 
-def proc_stat(pid):
-    """(state, ppid, comm) of @pid, or None once it is gone."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            stat = f.read()
-    except OSError:
-        return None
-    comm = stat[stat.index('(') + 1:stat.rindex(')')]
-    fields = stat[stat.rindex(')') + 2:].split()
-    return fields[0], int(fields[1]), comm
+proc_stat = kt.proc_stat
 
 
 def children_of(ppid):
     """{pid: (state, comm)} of every process whose parent is @ppid."""
-    found = {}
-    for name in os.listdir('/proc'):
-        if name.isdigit():
-            st = proc_stat(int(name))
-            if st and st[1] == ppid:
-                found[int(name)] = (st[0], st[2])
-    return found
+    return {pid: (state, comm) for pid, (state, parent, comm) in kt.process_table().items() if parent == ppid}
 
 
 def cmdline(pid):

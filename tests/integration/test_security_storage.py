@@ -36,20 +36,8 @@ def tmp_trees(cls_self):
 
 
 def pids_named(comm):
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index('(') + 1:stat.rindex(')')]
-        ppid = int(stat[stat.rindex(')') + 2:].split()[1])
-        if name == comm:
-            found.append((int(entry), ppid))
-    return found
+    """[(pid, ppid)] of every process whose comm is @comm."""
+    return [(pid, ppid) for pid, (_, ppid, name) in kt.process_table().items() if name == comm]
 
 
 class StorageSecurity(kr.RunTestCase):
