@@ -9,7 +9,7 @@
  *   - trees written by containers (a builder's upper dir) are removed with kiln_rm_rf_at, which never
  *     follows a symlink and never leaves the file system;
  *   - the caller's source tree is read only by kiln-import's unprivileged reader (import/). */
-#include "storage.h"
+#include "storage-private.h"
 #include "fd-limit.h"
 
 #include <dirent.h>
@@ -33,46 +33,15 @@
 #define HELPER_NAME "kiln-import"
 #define HELPER_KILL_TIMEOUT_SECONDS 10
 #define HELPER_MESSAGE_MAX 1024
-#define UNMOUNT_ATTEMPTS 8
 
-struct KilnStorage {
-        char *state_dir;
-        char *runtime_dir;
-        char *helper_path;
-        char *layers_dir;
-        char *builders_dir;
-        char *mounts_dir;
-        char *bundles_dir;
-        char *runtime_root;  /* the OCI runtime's --root */
-        char *isolate_root;  /* kiln-isolate's --root */
-        char *isolate_cache; /* kiln-isolate's --cache-dir */
-        int layers_fd;
-        int builders_fd;
-        int mounts_fd;
-        int bundles_fd;
-        gboolean layers_by_path; /* overlayfs takes no layer descriptors (before Linux 6.13) */
-
-        /* Layer collection and the size bounds (see storage.h). */
-        guint64 import_bytes;   /* [Limits] ImportBytes */
-        guint64 bytes_per_user; /* [Limits] StorageBytesPerUser */
-        KilnLayerUsesFunc uses_func;
-        gpointer uses_data;
-        GHashTable *kept;         /* digests never collected: layers of builders kilnd could not load */
-        gboolean keep_all;        /* a builder whose layer is unknown: nothing is collected */
-        guint busy;               /* helpers running, or results not yet taken by their caller */
-        gboolean collect_pending; /* asked for while busy: done once nothing is */
-        guint collect_idle;
-        GHashTable *sizes; /* digest → bytes of file content (from .sizes/), a cache */
-};
-
-static gboolean set_errno_error(GError **error, int err, const char *syscall_name, const char *path)
+gboolean kiln_storage_errno_error(GError **error, int err, const char *syscall_name, const char *path)
 {
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s '%s': %s", syscall_name, path,
                     g_strerror(err));
         return FALSE;
 }
 
-static gboolean check_id(const char *what, const char *value, GError **error)
+gboolean kiln_storage_check_id(const char *what, const char *value, GError **error)
 {
         if (kiln_hex64_is_valid(value))
                 return TRUE;
@@ -88,16 +57,16 @@ static int ensure_dir(int parent_fd, const char *name, const char *path, mode_t 
         struct stat st;
 
         if (mkdirat(parent_fd, name, mode) < 0 && errno != EEXIST) {
-                set_errno_error(error, errno, "mkdirat", path);
+                kiln_storage_errno_error(error, errno, "mkdirat", path);
                 return -1;
         }
         fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
-                set_errno_error(error, errno, "openat", path);
+                kiln_storage_errno_error(error, errno, "openat", path);
                 return -1;
         }
         if (fstat(fd, &st) < 0) {
-                set_errno_error(error, errno, "fstat", path);
+                kiln_storage_errno_error(error, errno, "fstat", path);
                 return -1;
         }
         /* Someone else's directory here could be swapped under us; refuse it. */
@@ -108,7 +77,7 @@ static int ensure_dir(int parent_fd, const char *name, const char *path, mode_t 
                 return -1;
         }
         if ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0) {
-                set_errno_error(error, errno, "fchmod", path);
+                kiln_storage_errno_error(error, errno, "fchmod", path);
                 return -1;
         }
         return kiln_steal_fd(&fd);
@@ -127,17 +96,17 @@ static char *ensure_top_dir(const char *dir, GError **error)
                 return NULL;
         }
         if (g_mkdir_with_parents(dir, 0700) < 0) {
-                set_errno_error(error, errno, "mkdir", dir);
+                kiln_storage_errno_error(error, errno, "mkdir", dir);
                 return NULL;
         }
         real = realpath(dir, NULL);
         if (!real) {
-                set_errno_error(error, errno, "realpath", dir);
+                kiln_storage_errno_error(error, errno, "realpath", dir);
                 return NULL;
         }
         /* Paths below it are handed to kiln-import and to umount2(): nobody else may rename in it. */
         if (stat(real, &st) < 0) {
-                set_errno_error(error, errno, "stat", real);
+                kiln_storage_errno_error(error, errno, "stat", real);
                 free(real);
                 return NULL;
         }
@@ -184,12 +153,12 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
 
         state_fd = open(s->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (state_fd < 0) {
-                set_errno_error(error, errno, "open", s->state_dir);
+                kiln_storage_errno_error(error, errno, "open", s->state_dir);
                 return NULL;
         }
         runtime_fd = open(s->runtime_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (runtime_fd < 0) {
-                set_errno_error(error, errno, "open", s->runtime_dir);
+                kiln_storage_errno_error(error, errno, "open", s->runtime_dir);
                 return NULL;
         }
 
@@ -284,12 +253,12 @@ static GPtrArray *read_mount_points(GError **error)
         return points;
 }
 
-static char *mount_point_path(KilnStorage *s, const char *id)
+char *kiln_storage_mount_point_path(KilnStorage *s, const char *id)
 {
         return g_build_filename(s->mounts_dir, id, NULL);
 }
 
-static gboolean path_is_mounted(const char *path)
+gboolean kiln_storage_path_is_mounted(const char *path)
 {
         g_autoptr(GPtrArray) points = read_mount_points(NULL);
 
@@ -307,13 +276,13 @@ gboolean kiln_storage_is_mounted(KilnStorage *s, const char *id)
 
         if (!kiln_hex64_is_valid(id))
                 return FALSE;
-        path = mount_point_path(s, id);
-        return path_is_mounted(path);
+        path = kiln_storage_mount_point_path(s, id);
+        return kiln_storage_path_is_mounted(path);
 }
 
 char *kiln_storage_mount_point(KilnStorage *s, const char *id)
 {
-        return kiln_hex64_is_valid(id) ? mount_point_path(s, id) : NULL;
+        return kiln_hex64_is_valid(id) ? kiln_storage_mount_point_path(s, id) : NULL;
 }
 
 dev_t kiln_storage_mount_device(KilnStorage *s, const char *id)
@@ -331,7 +300,7 @@ dev_t kiln_storage_mount_device(KilnStorage *s, const char *id)
 }
 
 /* Unmounts @path: a plain unmount first, a lazy detach only if it is busy. */
-static gboolean unmount_path(const char *path, GError **error)
+gboolean kiln_storage_unmount_path(const char *path, GError **error)
 {
         /* UMOUNT_NOFOLLOW: the last component is our own directory under RUNTIME/mounts (0700 root),
          * and a symlink there would not be followed anyway. */
@@ -340,11 +309,11 @@ static gboolean unmount_path(const char *path, GError **error)
         if (errno == EINVAL)
                 return TRUE; /* not (any longer) a mount point */
         if (errno != EBUSY)
-                return set_errno_error(error, errno, "umount2", path);
+                return kiln_storage_errno_error(error, errno, "umount2", path);
         /* Busy (a process still has a file open in it): detach it from the tree now; the kernel frees
          * it when the last user goes. */
         if (umount2(path, UMOUNT_NOFOLLOW | MNT_DETACH) < 0 && errno != EINVAL)
-                return set_errno_error(error, errno, "umount2", path);
+                return kiln_storage_errno_error(error, errno, "umount2", path);
         return TRUE;
 }
 
@@ -386,7 +355,7 @@ static void unmount_all_below(GPtrArray *points, const char *dir)
 
         for (guint i = 0; i < below->len; i++) {
                 g_autoptr(GError) error = NULL;
-                if (!unmount_path(below->pdata[i], &error))
+                if (!kiln_storage_unmount_path(below->pdata[i], &error))
                         g_warning("Stale mount: %s", error->message);
                 else
                         g_message("Unmounted stale %s", (char *)below->pdata[i]);
@@ -1135,34 +1104,34 @@ char *kiln_storage_scratch_layer(KilnStorage *s, GError **error)
                 if (mkdirat(s->layers_fd, tmp, 0700) == 0)
                         break;
                 if (errno != EEXIST || attempt > 100) {
-                        set_errno_error(error, errno, "mkdirat", tmp);
+                        kiln_storage_errno_error(error, errno, "mkdirat", tmp);
                         return NULL;
                 }
         }
         fd = openat(s->layers_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
-                set_errno_error(error, errno, "openat", tmp);
+                kiln_storage_errno_error(error, errno, "openat", tmp);
                 goto fail;
         }
         if (fchown(fd, 0, 0) < 0) {
-                set_errno_error(error, errno, "fchown", tmp);
+                kiln_storage_errno_error(error, errno, "fchown", tmp);
                 goto fail;
         }
         if (fchmod(fd, KILN_LAYER_EMPTY_MODE) < 0) {
-                set_errno_error(error, errno, "fchmod", tmp);
+                kiln_storage_errno_error(error, errno, "fchmod", tmp);
                 goto fail;
         }
         if (futimens(fd, ts) < 0) {
-                set_errno_error(error, errno, "futimens", tmp);
+                kiln_storage_errno_error(error, errno, "futimens", tmp);
                 goto fail;
         }
         if (fsync(fd) < 0) {
-                set_errno_error(error, errno, "fsync", tmp);
+                kiln_storage_errno_error(error, errno, "fsync", tmp);
                 goto fail;
         }
         if (renameat2(s->layers_fd, tmp, s->layers_fd, digest, RENAME_NOREPLACE) < 0) {
                 if (errno != EEXIST) {
-                        set_errno_error(error, errno, "renameat2", digest);
+                        kiln_storage_errno_error(error, errno, "renameat2", digest);
                         goto fail;
                 }
                 unlinkat(s->layers_fd, tmp, AT_REMOVEDIR); /* made at the same time elsewhere */
@@ -1190,7 +1159,7 @@ gboolean kiln_storage_create_builder(KilnStorage *s, const char *id, GError **er
         g_autofree char *path = NULL;
         _cleanup_close_ int fd = -1;
 
-        if (!check_id("builder id", id, error))
+        if (!kiln_storage_check_id("builder id", id, error))
                 return FALSE;
         path = g_build_filename(s->builders_dir, id, NULL);
 
@@ -1199,23 +1168,23 @@ gboolean kiln_storage_create_builder(KilnStorage *s, const char *id, GError **er
                         g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS, "Builder directory '%s' exists",
                                     path);
                 else
-                        set_errno_error(error, errno, "mkdirat", path);
+                        kiln_storage_errno_error(error, errno, "mkdirat", path);
                 return FALSE;
         }
         fd = openat(s->builders_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
-                set_errno_error(error, errno, "openat", path);
+                kiln_storage_errno_error(error, errno, "openat", path);
                 goto fail;
         }
         /* upper/ gets the layer root's owner and mode on the first mount (see kiln_storage_mount). */
         if (mkdirat(fd, "upper", 0755) < 0 || fchmodat(fd, "upper", 0755, 0) < 0) {
                 g_autofree char *p = g_build_filename(path, "upper", NULL);
-                set_errno_error(error, errno, "mkdirat", p);
+                kiln_storage_errno_error(error, errno, "mkdirat", p);
                 goto fail;
         }
         if (mkdirat(fd, "work", 0700) < 0) {
                 g_autofree char *p = g_build_filename(path, "work", NULL);
-                set_errno_error(error, errno, "mkdirat", p);
+                kiln_storage_errno_error(error, errno, "mkdirat", p);
                 goto fail;
         }
         return TRUE;
@@ -1230,7 +1199,7 @@ gboolean kiln_storage_remove_builder(KilnStorage *s, const char *id, GError **er
         g_autofree char *failed = NULL;
         int r;
 
-        if (!check_id("builder id", id, error))
+        if (!kiln_storage_check_id("builder id", id, error))
                 return FALSE;
         if (!kiln_storage_unmount(s, id, error))
                 return FALSE;
@@ -1240,297 +1209,8 @@ gboolean kiln_storage_remove_builder(KilnStorage *s, const char *id, GError **er
         r = kiln_rm_rf_at(s->builders_fd, id, &failed);
         if (r < 0) {
                 g_autofree char *p = g_build_filename(s->builders_dir, failed ? failed : id, NULL);
-                return set_errno_error(error, -r, "remove", p);
+                return kiln_storage_errno_error(error, -r, "remove", p);
         }
-        return TRUE;
-}
-
-/* ---- overlay mounts ---- */
-
-static gboolean dir_is_empty(int fd)
-{
-        DIR *d;
-        struct dirent *de;
-        int dup_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        gboolean empty = TRUE;
-
-        if (dup_fd < 0)
-                return FALSE;
-        d = fdopendir(dup_fd);
-        if (!d) {
-                close(dup_fd);
-                return FALSE;
-        }
-        while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-                        empty = FALSE;
-                        break;
-                }
-        closedir(d);
-        return empty;
-}
-
-/* Overlayfs shows the upper dir's own metadata for the merged root, so before the first mount (work/
- * is still empty then) upper/ takes the owner and mode of the layer's root, as containers/storage
- * does. Later mounts keep whatever the container made of it. */
-static gboolean init_upper_root(int lower_fd, int bdir_fd, const char *bdir, GError **error)
-{
-        _cleanup_close_ int work = -1, upper = -1;
-        struct stat st;
-
-        work = openat(bdir_fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (work < 0) {
-                g_autofree char *p = g_build_filename(bdir, "work", NULL);
-                return set_errno_error(error, errno, "openat", p);
-        }
-        if (!dir_is_empty(work))
-                return TRUE;
-        upper = openat(bdir_fd, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (upper < 0) {
-                g_autofree char *p = g_build_filename(bdir, "upper", NULL);
-                return set_errno_error(error, errno, "openat", p);
-        }
-        if (fstat(lower_fd, &st) < 0)
-                return set_errno_error(error, errno, "fstat", "layer");
-        if (fchown(upper, st.st_uid, st.st_gid) < 0 || fchmod(upper, st.st_mode & 07777) < 0) {
-                g_autofree char *p = g_build_filename(bdir, "upper", NULL);
-                return set_errno_error(error, errno, "fchown", p);
-        }
-        return TRUE;
-}
-
-/* A string option for the old interfaces: refuse what their option syntax would split. */
-static gboolean check_option_path(const char *path, GError **error)
-{
-        if (strpbrk(path, ",:\\ \t\n")) {
-                g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                            "Path '%s' cannot be given to this kernel's overlayfs", path);
-                return FALSE;
-        }
-        return TRUE;
-}
-
-/* The kernel's own account of a failed fsconfig, if it left one in the context's log. */
-static char *fs_context_log(int fsfd)
-{
-        char buf[512];
-        ssize_t n = read(fsfd, buf, sizeof(buf) - 1);
-
-        if (n <= 0)
-                return NULL;
-        buf[n] = '\0';
-        g_strchomp(buf);
-        return g_utf8_make_valid(buf, -1);
-}
-
-/* The new mount API: layers as descriptors (no path parsing at all) where the kernel takes them,
- * else as strings. Returns a detached mount, -1 with errno, or -2 with @error set. */
-static int overlay_fsmount(int lower, int upper, int work, const char *lower_path, const char *upper_path,
-                           const char *work_path, gboolean by_fd, GError **error)
-{
-        _cleanup_close_ int fsfd = -1;
-        int mfd;
-
-        fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
-        if (fsfd < 0)
-                return -1;
-        if (by_fd) {
-                if (fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lower) < 0 ||
-                    fsconfig(fsfd, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
-                    fsconfig(fsfd, FSCONFIG_SET_FD, "workdir", NULL, work) < 0)
-                        return -1;
-        } else {
-                if (!check_option_path(lower_path, error) || !check_option_path(upper_path, error) ||
-                    !check_option_path(work_path, error))
-                        return -2;
-                if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir", lower_path, 0) < 0 ||
-                    fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper_path, 0) < 0 ||
-                    fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work_path, 0) < 0)
-                        return -1;
-        }
-        /* No metadata-only copy-up: every copied-up file is complete in upper/. */
-        if (fsconfig(fsfd, FSCONFIG_SET_STRING, "metacopy", "off", 0) < 0)
-                return -1;
-        if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
-                int e = errno;
-                g_autofree char *log = fs_context_log(fsfd);
-                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "mount overlay on '%s': %s%s%s",
-                            upper_path, g_strerror(e), log ? " — " : "", log ? log : "");
-                return -2;
-        }
-        /* nosuid, nodev: nothing in a layer or an upper dir gains privileges or reaches a device on
-         * the host through this mount. */
-        mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
-        if (mfd < 0) {
-                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fsmount overlay: %s",
-                            g_strerror(errno));
-                return -2;
-        }
-        return mfd;
-}
-
-/* Without layer descriptors, a detached ID-mapped tree has no path to give the overlay: it is attached
- * on the builder's (still empty) mount point while the overlay is made, then detached again (the
- * overlay holds its own reference to each layer). The mount point is in RUNTIME/mounts, root's alone,
- * so nobody else sees the layer there in the meantime. */
-static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer_tree,
-                                       const char *upper_path, const char *work_path, GError **error)
-{
-        g_autofree char *point = mount_point_path(s, id);
-        int mfd, e;
-
-        if (move_mount(layer_tree, "", s->mounts_fd, id, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-                set_errno_error(error, errno, "move_mount (ID-mapped layer)", point);
-                return -2;
-        }
-        mfd = overlay_fsmount(-1, -1, -1, point, upper_path, work_path, FALSE, error);
-        e = errno;
-        if (umount2(point, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
-                g_warning("Cannot detach the ID-mapped layer from %s: %s", point, g_strerror(errno));
-        if (mfd == -1)
-                set_errno_error(error, e, "fsconfig overlay (ID-mapped layer)", upper_path);
-        return mfd == -1 ? -2 : mfd;
-}
-
-gboolean kiln_storage_can_idmap_layers(KilnStorage *s, int userns_fd, GError **error)
-{
-        _cleanup_close_ int tree = kiln_idmapped_tree(s->layers_fd, userns_fd, s->layers_dir, error);
-
-        return tree >= 0;
-}
-
-void kiln_storage_prefer_layer_paths(KilnStorage *s)
-{
-        s->layers_by_path = TRUE;
-}
-
-char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, int userns_fd,
-                         GError **error)
-{
-        g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
-                        *work_path = NULL;
-        _cleanup_close_ int lower = -1, bdir_fd = -1, upper = -1, work = -1, mfd = -1;
-        struct stat st;
-
-        if (!check_id("builder id", id, error) || !check_id("layer digest", layer_digest, error))
-                return NULL;
-        target = mount_point_path(s, id);
-        if (path_is_mounted(target))
-                return g_steal_pointer(&target);
-
-        bdir = g_build_filename(s->builders_dir, id, NULL);
-        lower_path = g_build_filename(s->layers_dir, layer_digest, NULL);
-        upper_path = g_build_filename(bdir, "upper", NULL);
-        work_path = g_build_filename(bdir, "work", NULL);
-
-        lower = openat(s->layers_fd, layer_digest, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (lower < 0) {
-                set_errno_error(error, errno, "openat", lower_path);
-                return NULL;
-        }
-        if (userns_fd >= 0) {
-                /* The shared layer seen through the builder's mapping; the upper dir's root then takes
-                 * the mapped owner of the layer's root below (init_upper_root). */
-                int mapped = kiln_idmapped_tree(lower, userns_fd, lower_path, error);
-                if (mapped < 0) {
-                        g_warning("%s", (*error)->message);
-                        return NULL;
-                }
-                close(lower);
-                lower = mapped;
-        }
-        bdir_fd = openat(s->builders_fd, id, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (bdir_fd < 0) {
-                set_errno_error(error, errno, "openat", bdir);
-                return NULL;
-        }
-        upper = openat(bdir_fd, "upper", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (upper < 0) {
-                set_errno_error(error, errno, "openat", upper_path);
-                return NULL;
-        }
-        work = openat(bdir_fd, "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (work < 0) {
-                set_errno_error(error, errno, "openat", work_path);
-                return NULL;
-        }
-        if (!init_upper_root(lower, bdir_fd, bdir, error))
-                return NULL;
-
-        /* The mount point: our own directory in RUNTIME/mounts (0700 root). */
-        if (mkdirat(s->mounts_fd, id, 0700) < 0 && errno != EEXIST) {
-                set_errno_error(error, errno, "mkdirat", target);
-                return NULL;
-        }
-        if (fstatat(s->mounts_fd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)) {
-                g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_DIRECTORY,
-                            "Mount point '%s' is not a directory", target);
-                return NULL;
-        }
-
-        if (s->layers_by_path) {
-                mfd = -1;
-                errno = EINVAL;
-        } else {
-                mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, TRUE, error);
-                if (mfd == -1 && errno == EINVAL)
-                        s->layers_by_path = TRUE;
-        }
-        if (mfd == -1 && errno == EINVAL && userns_fd >= 0)
-                mfd = overlay_over_attached_layer(s, id, lower, upper_path, work_path, error);
-        else if (mfd == -1 && errno == EINVAL)
-                mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, FALSE, error);
-        if (mfd == -1 && errno == ENOSYS) {
-                /* No new mount API: mount(2) with the same options. */
-                g_autofree char *options = NULL;
-
-                if (!check_option_path(lower_path, error) || !check_option_path(upper_path, error) ||
-                    !check_option_path(work_path, error))
-                        goto fail;
-                options = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s,metacopy=off", lower_path,
-                                          upper_path, work_path);
-                if (mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, options) < 0) {
-                        set_errno_error(error, errno, "mount overlay", target);
-                        goto fail;
-                }
-                return g_steal_pointer(&target);
-        }
-        if (mfd == -1) {
-                set_errno_error(error, errno, "fsconfig overlay", upper_path);
-                goto fail;
-        }
-        if (mfd < 0)
-                goto fail;
-
-        if (move_mount(mfd, "", s->mounts_fd, id, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-                set_errno_error(error, errno, "move_mount", target);
-                goto fail;
-        }
-        return g_steal_pointer(&target);
-
-fail:
-        unlinkat(s->mounts_fd, id, AT_REMOVEDIR);
-        return NULL;
-}
-
-gboolean kiln_storage_unmount(KilnStorage *s, const char *id, GError **error)
-{
-        g_autofree char *target = NULL;
-
-        if (!check_id("builder id", id, error))
-                return FALSE;
-        target = mount_point_path(s, id);
-
-        /* Several mounts may be stacked there (mounted twice by hand, or by a crash): unmount them all. */
-        for (int i = 0; i < UNMOUNT_ATTEMPTS && path_is_mounted(target); i++)
-                if (!unmount_path(target, error))
-                        return FALSE;
-        if (path_is_mounted(target)) {
-                g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY, "'%s' is still mounted", target);
-                return FALSE;
-        }
-        if (unlinkat(s->mounts_fd, id, AT_REMOVEDIR) < 0 && errno != ENOENT)
-                return set_errno_error(error, errno, "rmdir", target);
         return TRUE;
 }
 
@@ -1556,7 +1236,7 @@ char *kiln_storage_new_bundle(KilnStorage *s, const char *container_id, GError *
         /* mkdirat in our own root-only directory: a fresh name nobody else can have prepared. */
         if (mkdirat(s->bundles_fd, container_id, 0700) < 0) {
                 g_autofree char *p = g_build_filename(s->bundles_dir, container_id, NULL);
-                set_errno_error(error, errno, "mkdir", p);
+                kiln_storage_errno_error(error, errno, "mkdir", p);
                 return NULL;
         }
         return g_build_filename(s->bundles_dir, container_id, NULL);
@@ -1575,7 +1255,7 @@ gboolean kiln_storage_remove_bundle(KilnStorage *s, const char *container_id, GE
         r = kiln_rm_rf_at(s->bundles_fd, container_id, &failed);
         if (r < 0) {
                 g_autofree char *p = g_build_filename(s->bundles_dir, failed ? failed : container_id, NULL);
-                return set_errno_error(error, -r, "remove", p);
+                return kiln_storage_errno_error(error, -r, "remove", p);
         }
         return TRUE;
 }
