@@ -69,7 +69,8 @@ static void check_volumes(GPtrArray *reasons, const KilnRunOptions *o)
 {
         for (guint i = 0; o->resolved_volumes && i < o->resolved_volumes->len; i++) {
                 const KilnRunVolume *v = o->resolved_volumes->pdata[i];
-                const char *source = v->source ? v->source : "its source";
+                /* A descriptor (volume_fds) has no path to name. */
+                const char *source = v->source ? v->source : "the descriptor's source";
 
                 if (v->flags & KILN_RUN_VOLUME_CHOWN)
                         g_ptr_array_add(reasons,
@@ -77,9 +78,9 @@ static void check_volumes(GPtrArray *reasons, const KilnRunOptions *o)
                                                         v->arg, source));
                 if (v->unreadable)
                         g_ptr_array_add(reasons,
-                                        g_strdup_printf("%s (to %s): volume source %s, which the caller "
-                                                        "cannot read",
-                                                        v->arg, v->destination, source));
+                                        g_strdup_printf("%s (to %s): %s%s, which the caller cannot read",
+                                                        v->arg, v->destination,
+                                                        v->source ? "volume source " : "", source));
         }
 }
 
