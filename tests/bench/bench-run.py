@@ -7,7 +7,8 @@ In one run, on the same busybox root file system, prints the median wall time of
   - `kiln run B /bin/true` (the CLI, through kilnd, runc);
   - `buildah run --isolation oci --runtime runc` of a scratch container holding the same files
     (buildah from Debian, vfs storage in a private directory);
-  - a bare `runc create`, `start`, wait, `delete` of the bundle kilnd generated for the same command
+  - a bare `runc run` of the bundle kilnd generated for the same command (what a user would type);
+  - a bare `runc create`, `start`, wait, `delete` of the same bundle
     (same config.json, same generated files, the same overlay root kept mounted with `kiln mount`),
     the sequence kilnd drives, with this script as the child subreaper that reaps the container's
     process as kilnd does;
@@ -48,6 +49,14 @@ def bare_runc(runc_root, bundle, name):
     elapsed = time.perf_counter() - start
     os.unlink(pid_file)
     return elapsed
+
+
+def bare_runc_run(runc_root, bundle, name):
+    """`runc run`: what a user would type instead of kiln, one execution of runc."""
+    start = time.perf_counter()
+    subprocess.run(['runc', '--root', runc_root, 'run', '--bundle', bundle, '--', name], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 def bare_bundle(env, kiln, builder, work):
@@ -99,24 +108,28 @@ def main():
         runc_root = os.path.join(work, 'runc-root')
 
         # Warm every path once, then interleave so drift hits all three alike.
-        kiln_t, buildah_t, runc_t = [], [], []
+        kiln_t, buildah_t, runc_t, run_t = [], [], [], []
         for i in range(args.repeat + 1):
             k = timed([kiln, 'run', 'bench', '/bin/true'])
             b = timed(['buildah', *storage, 'run', '--isolation', 'oci', '--runtime', 'runc', ctr, '/bin/true'])
             r = bare_runc(runc_root, bundle, f'bare-{i}')
+            u = bare_runc_run(runc_root, bundle, f'bare-run-{i}')
             if i:
                 kiln_t.append(k)
                 buildah_t.append(b)
                 runc_t.append(r)
-        k, b, r = median_ms(kiln_t), median_ms(buildah_t), median_ms(runc_t)
+                run_t.append(u)
+        k, b, r, u = median_ms(kiln_t), median_ms(buildah_t), median_ms(runc_t), median_ms(run_t)
         print(f'median of {args.repeat}: kiln run {k:.1f} ms, buildah run {b:.1f} ms, '
-              f'bare runc create/start/delete {r:.1f} ms')
-        print(f'kiln / bare runc = {k / r:.2f}x; buildah / kiln = {b / k:.2f}x')
+              f'bare runc run {u:.1f} ms, bare runc create/start/delete {r:.1f} ms')
+        print(f'kiln / bare runc run = {k / u:.2f}x; kiln / bare runc create/start/delete = {k / r:.2f}x; '
+              f'buildah / kiln = {b / k:.2f}x')
 
         # Exited Process objects linger (60 s by default) so late Wait calls answer; for the memory
-        # figure they must go at once, or 1,000 lingering objects would be counted as growth.
+        # figure they must go soon, or 1,000 lingering objects would be counted as growth. Not at
+        # once: a command that exits before the CLI's Wait would find no object.
         with open(os.path.join(env.dir, 'kiln.conf.extra'), 'w') as f:
-            f.write('[Process]\nLingerSeconds=0\n')
+            f.write('[Process]\nLingerSeconds=2\n')
         subprocess.run([kiln, 'umount', 'bench'], check=True)
         env.restart_kilnd()
         with open(os.path.join(env.dir, 'kilnd.pid')) as f:
@@ -127,7 +140,7 @@ def main():
         after_10 = rss_kib(pid)
         for _ in range(max(args.leak_runs - 10, 0)):
             timed([kiln, 'run', 'bench', '/bin/true'])
-        time.sleep(1)
+        time.sleep(3)  # the last lingering objects gone
         after_n = rss_kib(pid)
         print(f'kilnd RSS after 10 runs: {after_10 / 1024:.1f} MiB; after {args.leak_runs}: '
               f'{after_n / 1024:.1f} MiB')
