@@ -252,6 +252,11 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
         if ((v->flags & KILN_RUN_VOLUME_CHOWN) &&
             (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(v->arg, source, uid, gid, error)))
                 return FALSE;
+        /* The overlay of a bind in a user namespace fails today (an `O` volume too): a clear
+         * refusal rather than the runtime's "permission denied". */
+        if ((v->flags & KILN_RUN_VOLUME_SCRATCH) && s->in.n_uid_mappings > 0)
+                return kiln_invalid(error, v->arg,
+                                    "rw bind mounts are not available in a user namespace yet");
         if (v->kind == KILN_RUN_VOLUME_OVERLAY) {
                 g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
                 g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);
