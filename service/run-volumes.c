@@ -113,6 +113,25 @@ static void add_key_value(GStrvBuilder *options, const char *key, const char *va
         g_strv_builder_add(options, option);
 }
 
+/* buildah's spellings of ro and rw: readonly, and ro=, rw=, readonly= with true or false (false
+ * meaning the other one). Anything else is returned as it is. */
+static const char *read_write_option(const char *part)
+{
+        static const char *const keys[] = {"ro", "rw", "readonly", NULL};
+        static const char *const yes[] = {"true", "TRUE", "True", "1", NULL};
+        static const char *const no[] = {"false", "FALSE", "False", "0", NULL};
+        const char *value;
+        gboolean rw;
+
+        if (g_str_equal(part, "readonly"))
+                return "ro";
+        value = key_value(part, keys);
+        if (!value || (!g_strv_contains(yes, value) && !g_strv_contains(no, value)))
+                return part;
+        rw = g_str_has_prefix(part, "rw=");
+        return g_strv_contains(yes, value) == rw ? "rw" : "ro";
+}
+
 /* What a bind --mount may write, as buildah and BuildKit have it: read-only unless `rw`, and with
  * `rw` the writes go to a throw-away upper dir (the `O` overlay), never to the host; `-v` is the way
  * to write through. `rw` and `O` together are the same overlay. */
@@ -170,7 +189,7 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
         tmpfs = g_str_equal(type, "tmpfs");
         v = volume_new(arg, tmpfs ? KILN_RUN_VOLUME_TMPFS : KILN_RUN_VOLUME_BIND);
         for (char **p = parts; *p; p++) {
-                const char *opt = g_str_equal(*p, "readonly") ? "ro" : *p;
+                const char *opt = read_write_option(*p);
                 if (key_value(opt, type_keys))
                         continue;
                 if ((x = key_value(opt, source_keys)) && !tmpfs)

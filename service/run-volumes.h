@@ -47,6 +47,7 @@ KilnRunVolume *kiln_run_volume_parse_fd(const char *arg, const char *destination
  * noexec, z, Z, relabel=shared|private, U, O; tmpfs: tmpfs-size=/size=, tmpfs-mode=/mode=,
  * ro/readonly/rw, exec, noexec, nosuid, nodev); anything else, overlay keys such as lowerdir=
  * included, is InvalidArgument, and so are `from=` and `bind-nonrecursive` (not supported yet).
+ * ro=, rw=, readonly= take true or false, as buildah.
  * A bind is read-only unless `rw`; with `rw` it is an overlay whose writes are thrown away
  * (KILN_RUN_VOLUME_SCRATCH), as in buildah: never written through to the host. */
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error);

@@ -147,6 +147,14 @@ static void test_mount_bind_writes(void)
                 {"type=bind,src=/s,dst=/d,rw", KILN_RUN_VOLUME_OVERLAY, TRUE,
                  (const char *const[]){"rw", NULL}},
                 {"type=bind,src=/s,dst=/d,O", KILN_RUN_VOLUME_OVERLAY, TRUE, (const char *const[]){NULL}},
+                {"type=bind,src=/s,dst=/d,readonly=true", KILN_RUN_VOLUME_BIND, FALSE,
+                 (const char *const[]){"ro", NULL}},
+                {"type=bind,src=/s,dst=/d,rw=false", KILN_RUN_VOLUME_BIND, FALSE,
+                 (const char *const[]){"ro", NULL}},
+                {"type=bind,src=/s,dst=/d,ro=false", KILN_RUN_VOLUME_OVERLAY, TRUE,
+                 (const char *const[]){"rw", NULL}},
+                {"type=bind,src=/s,dst=/d,rw=1", KILN_RUN_VOLUME_OVERLAY, TRUE,
+                 (const char *const[]){"rw", NULL}},
         };
 
         for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -193,6 +201,7 @@ static void test_mount_refused(void)
                 {"type=bind,src=/s,dst=/d,ro,rw", "'rw'"},
                 {"type=bind,src=/s,dst=/d,relabel=bogus", "relabel"},
                 {"type=bind,src=/s,dst=/d,uid=0", "uid"},
+                {"type=bind,src=/s,dst=/d,ro=maybe", "ro=maybe"},
         };
 
         for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
