@@ -72,6 +72,15 @@ class RunMountsCases(kr.RunTestCase):
         self.assertError(r, kt.E_INVALID, ['mounts[0]', 'user namespace'])
         self.assertEqual(self.listdir(d), ['kept'])
 
+    def test_overlay_source_with_a_separator_is_refused(self):
+        # overlayfs would read lowerdir=/x/a:b as two lower dirs.
+        b, d = self.builder(), self.unique_scratch_dir('mount-sep')
+        src = os.path.join(d, 'a:b')
+        os.mkdir(src)
+        r = self.captured(b, ['touch', '/m/x'], {'mounts': [f'type=bind,src={src},dst=/m,rw']})
+        self.assertError(r, kt.E_INVALID, ['mounts[0]', "':'"])
+        self.assertEqual(self.listdir(src), [])
+
     def test_volume_still_writes_through(self):
         b, d = self.builder(), self.host_dir()
         self.sh(b, 'echo run > /m/x', '-v', f'{d}:/m')
