@@ -87,6 +87,19 @@ static bool take_short_switches(const GOptionEntry *entries, const char *arg)
         return true;
 }
 
+/* The global switches, also taken after the verb (as systemctl's): found when the verb has no
+ * option of that name. Their arg_data is not used: taking one calls its setter. */
+static const GOptionEntry global_switches[] = {
+        {"no-ask-password", 0, 0, G_OPTION_ARG_NONE, NULL, NULL, NULL},
+        {NULL},
+};
+
+static void set_global_switch(const GOptionEntry *e, bool value)
+{
+        if (e == &global_switches[0])
+                kiln_set_no_ask_password(value);
+}
+
 bool kiln_take_switches(const GOptionEntry *entries, bool stop_at_operand, int *argc, char ***argv,
                         GError **error)
 {
@@ -105,7 +118,14 @@ bool kiln_take_switches(const GOptionEntry *entries, bool stop_at_operand, int *
                 }
                 if (g_str_has_prefix(arg, "--")) {
                         const char *eq = strchr(arg, '=');
-                        e = find_long(entries, arg + 2, eq ? (gsize)(eq - arg - 2) : strlen(arg + 2));
+                        gsize len = eq ? (gsize)(eq - arg - 2) : strlen(arg + 2);
+                        bool global = false;
+
+                        e = find_long(entries, arg + 2, len);
+                        if (!e) {
+                                e = find_long(global_switches, arg + 2, len);
+                                global = e != NULL;
+                        }
                         if (is_switch(e)) {
                                 if (eq && !kiln_parse_bool(eq + 1, &value)) {
                                         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -113,7 +133,10 @@ bool kiln_take_switches(const GOptionEntry *entries, bool stop_at_operand, int *
                                                     eq + 1);
                                         return false;
                                 }
-                                *(gboolean *)e->arg_data = value;
+                                if (global)
+                                        set_global_switch(e, value);
+                                else
+                                        *(gboolean *)e->arg_data = value;
                                 continue;
                         }
                         (*argv)[out++] = (*argv)[i];

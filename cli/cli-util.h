@@ -29,7 +29,9 @@ bool kiln_parse_bool(const char *text, bool *ret);
  * GLib takes "--flag=false" as "--flag", while buildah's flags take "--flag", "--flag=true" and
  * "--flag=false" (the last one given counts). Stops at "--", and with @stop_at_operand at the first
  * argument that is not an option (strict POSIX parsing), so a command's own arguments are never
- * touched. A bad value: G_OPTION_ERROR_BAD_VALUE naming the flag. */
+ * touched. A bad value: G_OPTION_ERROR_BAD_VALUE naming the flag. The global switches
+ * (--no-ask-password) are taken too, wherever a verb's own switch may be, unless the verb has an
+ * option of that name: every verb accepts them after the verb, run up to its command. */
 bool kiln_take_switches(const GOptionEntry *entries, bool stop_at_operand, int *argc, char ***argv,
                         GError **error);
 

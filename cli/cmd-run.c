@@ -46,6 +46,8 @@ typedef struct {
         char *hostname, *isolation, *network, *pid, *ipc, *uts, *cgroupns, *runtime, *user, *working_dir;
         char *timeout;
         char *pids_limit, *memory, *cpu_weight;
+        char *userns, *shm_size, *seccomp_profile;
+        int no_new_privileges; /* -1: not given (kilnd's default) */
         gboolean no_hosts, no_hostname, no_pivot, terminal;
 } RunFlags;
 
@@ -74,6 +76,9 @@ static void run_flags_clear(RunFlags *f)
         g_clear_pointer(&f->pids_limit, g_free);
         g_clear_pointer(&f->memory, g_free);
         g_clear_pointer(&f->cpu_weight, g_free);
+        g_clear_pointer(&f->userns, g_free);
+        g_clear_pointer(&f->shm_size, g_free);
+        g_clear_pointer(&f->seccomp_profile, g_free);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(RunFlags, run_flags_clear)
 
@@ -113,6 +118,33 @@ DEFINE_COLLECT(cap_add, add_split)
 DEFINE_COLLECT(cap_drop, add_split)
 DEFINE_COLLECT(runtime_flags, add_split)
 DEFINE_COLLECT(valid_exit_codes, add_split)
+
+/* --security-opt as buildah takes it, the values kilnd has options for: seccomp=unconfined or a
+ * profile name (never a path: kilnd reads only its own profiles), and no-new-privileges[=BOOL]. Any
+ * other value (apparmor=, label=, mask=, ...) is a usage error naming it rather than silently doing
+ * nothing. */
+static gboolean collect_security_opt(const char *name, const char *value, gpointer data, GError **error)
+{
+        RunFlags *f = data;
+        bool nnp = true;
+
+        if (g_str_has_prefix(value, "seccomp=") && value[strlen("seccomp=")]) {
+                g_free(f->seccomp_profile);
+                f->seccomp_profile = g_strdup(value + strlen("seccomp="));
+                return TRUE;
+        }
+        if (g_str_equal(value, "no-new-privileges") ||
+            (g_str_has_prefix(value, "no-new-privileges=") &&
+             kiln_parse_bool(value + strlen("no-new-privileges="), &nnp))) {
+                f->no_new_privileges = nnp;
+                return TRUE;
+        }
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--security-opt '%s' is not supported: seccomp=unconfined|PROFILE or "
+                    "no-new-privileges[=true|false]",
+                    value);
+        return FALSE;
+}
 
 /* One pass of GLib's parser in strict POSIX mode: it stops at the first argument that is not an
  * option (BUILDER, then the command's first word) and leaves a "--" in argv. */
@@ -155,7 +187,7 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 {"ipc", 0, 0, G_OPTION_ARG_STRING, &f->ipc, "IPC namespace: private, host or a path", "HOW"},
                 {"isolation", 0, 0, G_OPTION_ARG_STRING, &f->isolation, "Isolation: oci or chroot", "TYPE"},
                 {"mount", 0, 0, G_OPTION_ARG_CALLBACK, collect_mounts,
-                 "Attach a mount (type=bind|tmpfs|cache,…)", "MOUNT"},
+                 "Attach a mount (type=bind|tmpfs,…; a bind is read-only unless rw)", "MOUNT"},
                 {"network", 0, 0, G_OPTION_ARG_STRING, &f->network,
                  "Network namespace: private, none, host or a path", "HOW"},
                 {"net", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &f->network, "Same as --network",
@@ -168,6 +200,10 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 {"runtime", 0, 0, G_OPTION_ARG_STRING, &f->runtime, "OCI runtime (name or path)", "RUNTIME"},
                 {"runtime-flag", 0, 0, G_OPTION_ARG_CALLBACK, collect_runtime_flags,
                  "Global flag for the runtime, without its leading --", "FLAG"},
+                {"security-opt", 0, 0, G_OPTION_ARG_CALLBACK, collect_security_opt,
+                 "seccomp=unconfined|PROFILE or no-new-privileges[=true|false]", "OPT"},
+                {"shm-size", 0, 0, G_OPTION_ARG_STRING, &f->shm_size,
+                 "Size of /dev/shm (bytes, or with b, k, m, g)", "SIZE"},
                 {"terminal", 't', 0, G_OPTION_ARG_NONE, &f->terminal, "Give the command a terminal", NULL},
                 {"tty", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &f->terminal, "Same as --terminal",
                  NULL},
@@ -184,6 +220,8 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 {"ulimit", 0, 0, G_OPTION_ARG_CALLBACK, collect_ulimits, "Resource limit",
                  "TYPE=SOFT[:HARD]"},
                 {"user", 0, 0, G_OPTION_ARG_STRING, &f->user, "User (and group) to run as", "USER[:GROUP]"},
+                {"userns", 0, 0, G_OPTION_ARG_STRING, &f->userns,
+                 "User namespace: auto (private, mapped to your subordinate IDs) or host", "HOW"},
                 {"uts", 0, 0, G_OPTION_ARG_STRING, &f->uts, "UTS namespace: private, host or a path", "HOW"},
                 {"valid-exit-codes", 0, 0, G_OPTION_ARG_CALLBACK, collect_valid_exit_codes,
                  "Exit statuses that count as success: kiln exits 0 for them", "N[,N…]"},
@@ -670,6 +708,14 @@ static int build_start_options(sd_bus_message *m, const RunFlags *f, const Start
                 r = sd_bus_message_append(m, "{sv}", "no_hostname", "b", 1);
         if (r >= 0 && f->no_pivot)
                 r = sd_bus_message_append(m, "{sv}", "no_pivot", "b", 1);
+        if (r >= 0)
+                r = append_string_option(m, "userns", f->userns);
+        if (r >= 0)
+                r = append_string_option(m, "shm_size", f->shm_size);
+        if (r >= 0)
+                r = append_string_option(m, "seccomp_profile", f->seccomp_profile);
+        if (r >= 0 && f->no_new_privileges >= 0)
+                r = sd_bus_message_append(m, "{sv}", "no_new_privileges", "b", f->no_new_privileges);
         if (r >= 0 && s->timeout_usec > 0)
                 r = sd_bus_message_append(m, "{sv}", "timeout", "t", s->timeout_usec);
         if (r >= 0 && s->has_pids_limit)
@@ -920,7 +966,7 @@ static int exit_code(int status, GArray *valid)
 
 int kiln_verb_run(int argc, char **argv)
 {
-        g_auto(RunFlags) f = {0};
+        g_auto(RunFlags) f = {.no_new_privileges = -1};
         g_auto(StartOptions) s = {0};
         g_autoptr(GArray) valid = NULL;
         g_autoptr(sd_bus) bus = NULL;

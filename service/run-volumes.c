@@ -113,6 +113,53 @@ static void add_key_value(GStrvBuilder *options, const char *key, const char *va
         g_strv_builder_add(options, option);
 }
 
+/* buildah's spellings of ro and rw: readonly, and ro=, rw=, readonly= with true or false (false
+ * meaning the other one). Anything else is returned as it is. */
+static const char *read_write_option(const char *part)
+{
+        static const char *const keys[] = {"ro", "rw", "readonly", NULL};
+        static const char *const yes[] = {"true", "TRUE", "True", "1", NULL};
+        static const char *const no[] = {"false", "FALSE", "False", "0", NULL};
+        const char *value;
+        gboolean rw;
+
+        if (g_str_equal(part, "readonly"))
+                return "ro";
+        value = key_value(part, keys);
+        if (!value || (!g_strv_contains(yes, value) && !g_strv_contains(no, value)))
+                return part;
+        rw = g_str_has_prefix(part, "rw=");
+        return g_strv_contains(yes, value) == rw ? "rw" : "ro";
+}
+
+/* What a bind --mount may write, as buildah and BuildKit have it: read-only unless `rw`, and with
+ * `rw` the writes go to a throw-away upper dir (the `O` overlay), never to the host; `-v` is the way
+ * to write through. `rw` and `O` together are the same overlay. */
+static gboolean bind_mount_writes(KilnRunVolume *v, gboolean nonrecursive, GError **error)
+{
+        gboolean rw = g_strv_contains((const char *const *)v->options, "rw");
+        gboolean ro = g_strv_contains((const char *const *)v->options, "ro");
+
+        if (nonrecursive)
+                /* kiln binds recursively and has no non-recursive bind yet: refused, not ignored, as
+                 * a caller asking for it means to hide what is mounted below the source. */
+                return kiln_invalid(error, v->arg, "'bind-nonrecursive' is not supported yet");
+        if (ro && rw)
+                return kiln_invalid(error, v->arg, "'ro' and 'rw' together");
+        if (rw)
+                v->kind = KILN_RUN_VOLUME_OVERLAY;
+        if (v->kind == KILN_RUN_VOLUME_OVERLAY)
+                v->flags |= KILN_RUN_VOLUME_SCRATCH;
+        else if (!ro && v->kind == KILN_RUN_VOLUME_BIND) {
+                g_autoptr(GStrvBuilder) options = g_strv_builder_new();
+                g_strv_builder_addv(options, (const char **)v->options);
+                g_strv_builder_add(options, "ro");
+                g_strfreev(v->options);
+                v->options = g_strv_builder_end(options);
+        }
+        return TRUE;
+}
+
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error)
 {
         static const char *const type_keys[] = {"type", NULL};
@@ -125,7 +172,7 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
         g_autoptr(GStrvBuilder) kept = g_strv_builder_new();
         g_autoptr(KilnRunVolume) v = NULL;
         const char *type = "bind", *source = NULL, *destination = NULL, *x;
-        gboolean tmpfs;
+        gboolean tmpfs, nonrecursive = FALSE;
 
         /* The type first: which keys are known depends on it. */
         for (char **p = parts; *p; p++)
@@ -142,7 +189,7 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
         tmpfs = g_str_equal(type, "tmpfs");
         v = volume_new(arg, tmpfs ? KILN_RUN_VOLUME_TMPFS : KILN_RUN_VOLUME_BIND);
         for (char **p = parts; *p; p++) {
-                const char *opt = g_str_equal(*p, "readonly") ? "ro" : *p;
+                const char *opt = read_write_option(*p);
                 if (key_value(opt, type_keys))
                         continue;
                 if ((x = key_value(opt, source_keys)) && !tmpfs)
@@ -160,6 +207,14 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
                                    g_str_equal(opt, "exec") || g_str_equal(opt, "noexec") ||
                                    g_str_equal(opt, "nosuid") || g_str_equal(opt, "nodev")))
                         g_strv_builder_add(kept, opt);
+                else if (!tmpfs && g_str_has_prefix(opt, "from=")) {
+                        kiln_invalid(error, arg, "'from' is not supported yet");
+                        return NULL;
+                } else if (!tmpfs &&
+                           (g_str_equal(opt, "relabel=shared") || g_str_equal(opt, "relabel=private")))
+                        v->flags |= KILN_RUN_VOLUME_RELABEL;
+                else if (!tmpfs && g_str_equal(opt, "bind-nonrecursive"))
+                        nonrecursive = TRUE;
                 else if (tmpfs || !take_bind_option(v, kept, opt)) {
                         /* Never passed on: lowerdir=, upperdir= and the like would reach the runtime. */
                         kiln_invalid(error, arg, "'%.64s' is not an option of a type=%s mount", *p, type);
@@ -181,6 +236,8 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
         v->source = g_strdup(source);
         v->destination = g_strdup(destination);
         v->options = g_strv_builder_end(kept);
+        if (!tmpfs && !bind_mount_writes(v, nonrecursive, error))
+                return NULL;
         return g_steal_pointer(&v);
 }
 

@@ -17,7 +17,8 @@ typedef enum {
 
 typedef enum {
         KILN_RUN_VOLUME_CHOWN = 1 << 0, /* `U`: the source is given to the run's user (weakens isolation) */
-        KILN_RUN_VOLUME_RELABEL = 1 << 1, /* `z`, `Z`: no-ops without SELinux */
+        KILN_RUN_VOLUME_RELABEL = 1 << 1, /* `z`, `Z`, `relabel=`: no-ops without SELinux */
+        KILN_RUN_VOLUME_SCRATCH = 1 << 2, /* a --mount with `rw` (or `O`): an overlay, not a volume */
 } KilnRunVolumeFlags;
 
 typedef struct KilnRunVolume {
@@ -43,8 +44,12 @@ KilnRunVolume *kiln_run_volume_parse_fd(const char *arg, const char *destination
 /* One --mount value in buildah's spelling: "type=bind|tmpfs,source=S,destination=D,..." (src, dst
  * and target too; bind when no type is given; the last of a repeated key counts). Only keys known
  * for the type are taken (bind: ro/readonly/rw, bind-propagation= or a propagation, nosuid, nodev,
- * noexec, z, Z, U, O; tmpfs: tmpfs-size=/size=, tmpfs-mode=/mode=, ro/readonly/rw, exec, noexec,
- * nosuid, nodev); anything else, overlay keys such as lowerdir= included, is InvalidArgument. */
+ * noexec, z, Z, relabel=shared|private, U, O; tmpfs: tmpfs-size=/size=, tmpfs-mode=/mode=,
+ * ro/readonly/rw, exec, noexec, nosuid, nodev); anything else, overlay keys such as lowerdir=
+ * included, is InvalidArgument, and so are `from=` and `bind-nonrecursive` (not supported yet).
+ * ro=, rw=, readonly= take true or false, as buildah.
+ * A bind is read-only unless `rw`; with `rw` it is an overlay whose writes are thrown away
+ * (KILN_RUN_VOLUME_SCRATCH), as in buildah: never written through to the host. */
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error);
 
 /* Parses every volume and mount of the run (@builder_volumes first, then the run's volumes,

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/openat2.h>
+#include <string.h>
 #include <sys/capability.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -252,6 +253,14 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
         if ((v->flags & KILN_RUN_VOLUME_CHOWN) &&
             (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(v->arg, source, uid, gid, error)))
                 return FALSE;
+        /* The overlay of a bind in a user namespace fails today (an `O` volume too): a clear
+         * refusal rather than the runtime's "permission denied". */
+        if ((v->flags & KILN_RUN_VOLUME_SCRATCH) && s->in.n_uid_mappings > 0)
+                return kiln_invalid(error, v->arg,
+                                    "rw bind mounts are not available in a user namespace yet");
+        /* overlayfs splits lowerdir= at ':' and the options at ','; uid 0's path may hold either. */
+        if (v->kind == KILN_RUN_VOLUME_OVERLAY && strpbrk(source, ":,\\"))
+                return kiln_invalid(error, v->arg, "an overlay's source cannot contain ':', ',' or '\\'");
         if (v->kind == KILN_RUN_VOLUME_OVERLAY) {
                 g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
                 g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);

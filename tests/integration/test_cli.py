@@ -361,11 +361,39 @@ class CliAuthentication(kt.KilnTestCase):
         code, out, err = self.env.kiln('--no-ask-password', 'containers', '--quiet', user=kt.ALICE)
         self.assertEqual(code, 0, err)
         self.assertEqual(len(out.split()), 1, out)
-        # Not a verb's option.
-        code, out, err = self.env.kiln('containers', '--no-ask-password', user=kt.ALICE)
+        # Also after the verb, as systemctl's global options, with its =true/=false forms; a bad
+        # value there is a usage error too.
+        for args in (('containers', '--no-ask-password'), ('containers', '--quiet', '--no-ask-password=true'),
+                     ('containers', '--no-ask-password=false', '-q'), ('inspect', '--no-ask-password', 'nap')):
+            with self.subTest(args=args):
+                code, out, err = self.env.kiln(*args, user=kt.ALICE)
+                self.assertEqual(code, 0, (out, err))
+        code, out, err = self.env.kiln('containers', '--no-ask-password=maybe', user=kt.ALICE)
         self.assertEqual(code, 125, (out, err))
+        self.assertIn("--no-ask-password takes true or false, not 'maybe'", err)
         code, out, err = self.env.kiln('--help')
         self.assertIn('--no-ask-password', out)
+
+    def test_no_ask_password_after_the_verb_on_terminal(self):
+        # The same effect as before the verb: no agent, no question, InteractiveAuthorizationRequired.
+        before = self.snapshot()
+        term = self.on_terminal('from', '--no-ask-password', '--name', 'bob-nap-after', 'scratch')
+        code, out, err, screen = term.finish()
+        self.assertEqual(code, 125, (out, err, screen))
+        self.assertIn('Interactive authentication is required for org.kiln.builder1.create', err)
+        self.assertIn('without --no-ask-password', err)
+        self.assertNotIn('AUTHENTICATING', screen)
+        self.assertEqual(self.snapshot(), before)
+        # =false after the verb turns it off again: the agent asks.
+        if os.access(kt.PKTTYAGENT, os.X_OK):
+            term = self.on_terminal('--no-ask-password', 'from', '--no-ask-password=false', '--name', 'bob-nap-off',
+                                    'scratch')
+            self.assertTrue(term.read_until('Password:'), f'no password prompt: {term.screen!r}')
+            self.assertTrue(term.wait_echo_off(), 'the terminal still echoes at the password prompt')
+            term.type(b'\x04')
+            code, out, err, screen = term.finish()
+            self.assertEqual(code, 125, (out, err, screen))
+            self.assertIn('Not authorized for org.kiln.builder1.create', err)
 
     def test_no_ask_password_on_terminal(self):
         # On a terminal kiln would start an agent and polkit would ask; --no-ask-password

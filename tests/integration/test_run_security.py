@@ -244,7 +244,7 @@ class RunSecurity(kr.RunTestCase):
                                           'touch /mnt/t/x && echo ok')
             self.assert_outside_untouched()
             self.assertEqual((code, stdout), (0, 'ok\n'), err)
-            code, stdout, err = self.krun('--mount', f'type=bind,source={src},destination=/mnt/b', b, 'sh', '-c',
+            code, stdout, err = self.krun('--mount', f'type=bind,source={src},destination=/mnt/b,rw', b, 'sh', '-c',
                                           'touch /mnt/b/y && echo ok')
             self.assert_outside_untouched()
             self.assertEqual((code, stdout), (0, 'ok\n'), err)

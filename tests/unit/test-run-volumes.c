@@ -130,6 +130,52 @@ static void test_mount_bind_and_tmpfs(void)
         assert_options(tmpfs, (const char *const[]){"size=64m", "mode=1777", "exec", NULL});
 }
 
+/* As buildah: a bind --mount is read-only unless rw, and rw writes to a throw-away overlay. */
+static void test_mount_bind_writes(void)
+{
+        const struct {
+                const char *value;
+                KilnRunVolumeKind kind;
+                gboolean scratch;
+                const char *const *options;
+        } cases[] = {
+                {"type=bind,src=/s,dst=/d", KILN_RUN_VOLUME_BIND, FALSE, (const char *const[]){"ro", NULL}},
+                {"src=/s,dst=/d,z,relabel=private", KILN_RUN_VOLUME_BIND, FALSE,
+                 (const char *const[]){"ro", NULL}},
+                {"type=bind,src=/s,dst=/d,readonly", KILN_RUN_VOLUME_BIND, FALSE,
+                 (const char *const[]){"ro", NULL}},
+                {"type=bind,src=/s,dst=/d,rw", KILN_RUN_VOLUME_OVERLAY, TRUE,
+                 (const char *const[]){"rw", NULL}},
+                {"type=bind,src=/s,dst=/d,O", KILN_RUN_VOLUME_OVERLAY, TRUE, (const char *const[]){NULL}},
+                {"type=bind,src=/s,dst=/d,readonly=true", KILN_RUN_VOLUME_BIND, FALSE,
+                 (const char *const[]){"ro", NULL}},
+                {"type=bind,src=/s,dst=/d,rw=false", KILN_RUN_VOLUME_BIND, FALSE,
+                 (const char *const[]){"ro", NULL}},
+                {"type=bind,src=/s,dst=/d,ro=false", KILN_RUN_VOLUME_OVERLAY, TRUE,
+                 (const char *const[]){"rw", NULL}},
+                {"type=bind,src=/s,dst=/d,rw=1", KILN_RUN_VOLUME_OVERLAY, TRUE,
+                 (const char *const[]){"rw", NULL}},
+        };
+
+        for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autoptr(GError) error = NULL;
+                g_autoptr(KilnRunVolume) v = kiln_run_mount_parse("mounts[0]", cases[i].value, &error);
+
+                g_assert_no_error(error);
+                g_assert_cmpint(v->kind, ==, cases[i].kind);
+                g_assert_cmpint(!!(v->flags & KILN_RUN_VOLUME_SCRATCH), ==, cases[i].scratch);
+                assert_options(v, cases[i].options);
+        }
+        /* -v is unchanged: it writes through. */
+        {
+                g_autoptr(GError) error = NULL;
+                g_autoptr(KilnRunVolume) v = kiln_run_volume_parse("volumes[0]", "/s:/d", &error);
+                g_assert_no_error(error);
+                g_assert_cmpint(v->kind, ==, KILN_RUN_VOLUME_BIND);
+                assert_options(v, (const char *const[]){NULL});
+        }
+}
+
 static void test_mount_refused(void)
 {
         static const struct {
@@ -150,6 +196,12 @@ static void test_mount_refused(void)
                 {"type=bind,dst=/d", "source"},
                 {"type=bind,src=relative,dst=/d", "source"},
                 {"type=bind,src=/s,dst=/d,", "''"},
+                {"type=bind,src=/s,dst=/d,from=image", "from"},
+                {"type=bind,src=/s,dst=/d,bind-nonrecursive", "bind-nonrecursive"},
+                {"type=bind,src=/s,dst=/d,ro,rw", "'rw'"},
+                {"type=bind,src=/s,dst=/d,relabel=bogus", "relabel"},
+                {"type=bind,src=/s,dst=/d,uid=0", "uid"},
+                {"type=bind,src=/s,dst=/d,ro=maybe", "ro=maybe"},
         };
 
         for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
@@ -167,6 +219,7 @@ int main(int argc, char **argv)
         g_test_add_func("/run-volumes/volume-fd", test_volume_fd);
         g_test_add_func("/run-volumes/mount-chown-spellings", test_mount_chown_spellings);
         g_test_add_func("/run-volumes/mount-bind-and-tmpfs", test_mount_bind_and_tmpfs);
+        g_test_add_func("/run-volumes/mount-bind-writes", test_mount_bind_writes);
         g_test_add_func("/run-volumes/mount-refused", test_mount_refused);
         return g_test_run();
 }
