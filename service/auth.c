@@ -250,12 +250,14 @@ static void outcome_from_failure(Check *check, const GError *failure, sd_bus_err
 
 static void check_send(Check *check);
 
-/* The refusal's record, with what polkit was shown: the builder's name, the command, the weakenings. */
+/* The refusal's record, with what polkit was shown: the builder's name (for CreateBuilder the name
+ * asked for), the command, the weakenings. */
 static void audit_refusal(const Check *check)
 {
         const char *builder = NULL, *command = NULL;
 
-        g_variant_lookup(check->details, "builder", "&s", &builder);
+        if (!g_variant_lookup(check->details, "builder", "&s", &builder))
+                g_variant_lookup(check->details, "name", "&s", &builder);
         g_variant_lookup(check->details, "command", "&s", &command);
         kiln_audit_refused(check->uid, check->sender, builder, command, check->weakens, check->action);
 }

@@ -118,6 +118,20 @@ class Audit(kr.RunTestCase):
         self.assertEqual(rec['KILN_BUILDER'], b.name)
         self.assertEqual(rec['KILN_ARGV'], 'echo refused')
 
+    def test_refused_create_is_recorded_with_the_name_asked_for(self):
+        mark = self.log_mark()
+        r = self.create_call('bobs-audit', 'scratch', user=kt.BOB)
+        self.assertError(r, kt.E_INTERACTIVE, ['org.kiln.builder1.create'])
+        records = self.records_since(mark)
+        self.assertEqual(len(records), 1, records)
+        rec = records[0]
+        self.assertEqual(rec['MESSAGE_ID'], ID_REFUSED)
+        self.assert_caller(rec, kt.BOB)
+        self.assertEqual(rec['KILN_ACTION'], 'org.kiln.builder1.create')
+        self.assertEqual(rec['KILN_BUILDER'], 'bobs-audit')
+        self.assertEqual(rec['KILN_RESULT'], 'refused')
+        self.assertNotIn('KILN_WEAKENS', rec)
+
     def test_ordinary_run_is_not_recorded(self):
         b = self.alices_builder()
         mark = self.log_mark()
