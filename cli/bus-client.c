@@ -16,7 +16,7 @@ static const struct {
         {KILN_MANAGER_INTERFACE, "GetBuilder"}, {KILN_MANAGER_INTERFACE, "ListBuilders"},
         {KILN_PROPERTIES_INTERFACE, "Get"},     {KILN_PROPERTIES_INTERFACE, "GetAll"},
         {KILN_PROCESS_INTERFACE, "Wait"},       {KILN_PROCESS_INTERFACE, "Resize"},
-        {KILN_PROCESS_INTERFACE, "Kill"},
+        {KILN_PROCESS_INTERFACE, "Kill"},       {KILN_MANAGER_INTERFACE, "GetInfo"},
 };
 
 static bool may_need_authorization(const char *interface, const char *member)

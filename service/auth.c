@@ -2,6 +2,7 @@
 #include <grp.h>
 #include <pwd.h>
 
+#include "audit.h"
 #include "auth.h"
 #include "errors.h"
 #include "kiln-common.h"
@@ -249,6 +250,18 @@ static void outcome_from_failure(Check *check, const GError *failure, sd_bus_err
 
 static void check_send(Check *check);
 
+/* The refusal's record, with what polkit was shown: the builder's name (for CreateBuilder the name
+ * asked for), the command, the weakenings. */
+static void audit_refusal(const Check *check)
+{
+        const char *builder = NULL, *command = NULL;
+
+        if (!g_variant_lookup(check->details, "builder", "&s", &builder))
+                g_variant_lookup(check->details, "name", "&s", &builder);
+        g_variant_lookup(check->details, "command", "&s", &command);
+        kiln_audit_refused(check->uid, check->sender, builder, command, check->weakens, check->action);
+}
+
 static void on_check_reply(GObject *source, GAsyncResult *res, gpointer data)
 {
         Check *check = data;
@@ -275,6 +288,10 @@ static void on_check_reply(GObject *source, GAsyncResult *res, gpointer data)
                 outcome_from_reply(check, reply, &error);
         else if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_CANCELLED) && check->waiting)
                 outcome_from_failure(check, local, &error);
+        /* polkit's own no (not a failure to ask it), about a call someone made: the background
+         * manage-all lookup refuses nothing. */
+        if (reply && sd_bus_error_is_set(&error) && !check->manage_all)
+                audit_refusal(check);
         /* Cancelled: kilnd is stopping, and kiln_auth_stop has let the waiter go already. */
         check_finish(check, sd_bus_error_is_set(&error) ? &error : NULL, !auth->stopping);
         check_free(check);

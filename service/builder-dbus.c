@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include "audit.h"
 #include "builder-dbus.h"
 #include "process-dbus.h"
 #include "run-privileges.h"
@@ -141,6 +142,9 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
         KilnBuilder *b = userdata;
         KilnManager *manager = b->manager;
         g_autoptr(GError) local = NULL;
+        g_autofree char *id = NULL;
+        const KilnCreds *creds;
+        uid_t owner;
         int force = 0, r;
 
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
@@ -166,6 +170,9 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (r < 0)
                 return r;
 
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                return r;
         if (b->pending_remove)
                 return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
         if (kiln_process_count_running(manager, b->id, 0) > 0) {
@@ -173,19 +180,28 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
                         return sd_bus_error_setf(
                                 error, KILN_ERROR_BUSY,
                                 "Builder '%s' has running processes (force removes it anyway)", b->name);
+                /* Recorded now: the owner's processes are killed on the caller's word. */
+                if (creds->uid != b->owner)
+                        kiln_audit_removed_for_other(creds->uid, sd_bus_message_get_sender(m), b->id,
+                                                     b->owner);
                 /* Answered when the last of them has ended (kiln_builder_processes_changed). */
                 b->pending_remove = sd_bus_message_ref(m);
                 kiln_process_kill_builder(manager, b->id);
                 return 1;
         }
+        id = g_strdup(b->id);
+        owner = b->owner;
         if (!kiln_manager_remove_builder(manager, b, &local))
                 return kiln_error_to_bus(local, error);
+        if (creds->uid != owner)
+                kiln_audit_removed_for_other(creds->uid, sd_bus_message_get_sender(m), id, owner);
         return sd_bus_reply_method_return(m, NULL);
 }
 
 typedef struct {
         KilnManager *manager;
         char *id;
+        uid_t caller_uid;
 } MountRequest;
 
 static void mount_request_free(gpointer data)
@@ -230,15 +246,23 @@ static void mount_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoi
                 }
                 b->mount_path = path;
         }
+        kiln_audit_mount(req->caller_uid, sd_bus_message_get_sender(m), b->id, KILN_ACTION_MOUNT);
         sd_bus_reply_method_return(m, "s", b->mount_path);
 }
 
 static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
-        MountRequest *req = g_new0(MountRequest, 1);
+        MountRequest *req;
         const char *details[] = {"builder", b->name, NULL};
+        const KilnCreds *creds;
+        int r;
 
+        r = kiln_auth_get_caller(b->manager->auth, m, &creds, error);
+        if (r < 0)
+                return r;
+        req = g_new0(MountRequest, 1);
+        req->caller_uid = creds->uid;
         req->manager = b->manager;
         req->id = g_strdup(b->id);
         return kiln_auth_check_method(req->manager->auth, m, details, mount_authorized, req,
@@ -430,6 +454,7 @@ typedef struct {
         KilnProcessMode mode;
         uid_t caller_uid;
         gboolean reserved; /* holds one of caller_uid's ProcessesPerUser slots */
+        char *weakened;    /* what the run weakens, "; "-joined, or NULL: for the audit record */
 } RunRequest;
 
 static void run_request_free(gpointer data)
@@ -440,6 +465,7 @@ static void run_request_free(gpointer data)
         if (req->reserved)
                 kiln_manager_release_process(req->manager, req->caller_uid);
         g_free(req->builder_id);
+        g_free(req->weakened);
         g_strfreev(req->argv);
         kiln_run_options_clear(&req->options);
         g_free(req);
@@ -464,6 +490,10 @@ static void run_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoint
          * from then on) or fails, before the main loop runs again, so no other call sees the gap. */
         kiln_manager_release_process(req->manager, req->caller_uid);
         req->reserved = FALSE;
+        if (req->weakened)
+                kiln_audit_run_weakened(req->caller_uid, sd_bus_message_get_sender(m), b->id,
+                                        (const char *const *)req->argv, req->weakened,
+                                        KILN_ACTION_RUN_PRIVILEGED);
         kiln_process_launch(req->manager, b, m, req->caller_uid, req->argv, &req->options, req->mode);
 }
 
@@ -526,6 +556,7 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 weakened = g_strjoinv("; ", (char **)weakenings->pdata);
                 details[4] = "weakens";
                 details[5] = weakened;
+                req->weakened = g_strdup(weakened);
         }
         return kiln_auth_check(manager->auth, m, weakened ? KILN_ACTION_RUN_PRIVILEGED : KILN_ACTION_RUN,
                                details, run_authorized, req, run_request_free);

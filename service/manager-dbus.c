@@ -481,6 +481,94 @@ static int method_list_builders(sd_bus_message *m, void *userdata, sd_bus_error 
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* A limit of kiln.conf as GetInfo shows it: 0 for "no bound", as kiln.conf writes it. */
+static int append_limit(sd_bus_message *reply, const char *name, guint64 value)
+{
+        return sd_bus_message_append(reply, "{st}", name, value == G_MAXUINT64 ? (guint64)0 : value);
+}
+
+/* GetInfo: what a caller may want to know before building, for the caller: its storage and the limits
+ * that bind it (uid 0 is not bound by BuildersPerUser and StorageBytesPerUser, so they are left out). No
+ * polkit action: everything here but the caller's own storage is in kiln.conf, which anyone may read. */
+static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        const KilnConfig *c = manager->config;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const KilnCreds *creds;
+        gboolean root;
+        int r;
+
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                return r;
+        root = creds->uid == 0;
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}{sv}", "version", "s", KILN_VERSION, "default_runtime",
+                                          "s", manager->runtimes[0] ? manager->runtimes[0] : "");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "s", "runtimes");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'v', "as");
+        if (r >= 0)
+                r = sd_bus_message_append_strv(reply, manager->runtimes);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}{sv}{sv}{sv}", "default_isolation", "s",
+                                          c->default_isolation, "default_network", "s", "private",
+                                          "default_userns", "s", root ? c->default_userns_root : "auto",
+                                          "storage_bytes", "t",
+                                          kiln_storage_user_bytes(manager->storage, creds->uid));
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "s", "limits");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'v', "a{st}");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "{st}");
+        if (r >= 0 && !root)
+                r = append_limit(reply, "BuildersPerUser", c->builders_per_user);
+        if (r >= 0 && !root)
+                r = append_limit(reply, "StorageBytesPerUser", c->storage_bytes_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ProcessesPerUser", c->processes_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ArgumentBytes", c->argument_bytes);
+        if (r >= 0)
+                r = append_limit(reply, "ProcessBytesPerUser", c->process_bytes_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "LingeringProcessesPerUser", c->lingering_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "DescriptorsPerUser", c->descriptors_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "AuthorizationsPerUser", c->authorizations_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ImportBytes", c->import_bytes);
+        if (r >= 0)
+                r = append_limit(reply, "PidsLimit", c->pids_limit);
+        if (r >= 0)
+                r = append_limit(reply, "Memory", c->memory);
+        if (r >= 0)
+                r = append_limit(reply, "CPUWeight", c->cpu_weight);
+        if (r >= 0)
+                r = append_limit(reply, "TmpfsMaxSize", c->tmpfs_max_size);
+        for (int i = 0; i < 4 && r >= 0; i++) /* the a{st}, the variant, the entry, the a{sv} */
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
@@ -528,6 +616,8 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_get_builder, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListBuilders", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuso)", builders),
                                 method_list_builders, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetInfo", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{sv}", info), method_get_info,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

@@ -65,12 +65,15 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$workdir/no-bus.sock
 
 expect "rm run" kiln r
 expect "config containers" kiln co
-expect "config containers from inspect mount rm run umount" kiln ''
+expect "config containers from info inspect mount rm run umount version" kiln ''
 expect "--no-ask-password" kiln --no
 expect "rm run" kiln --no-ask-password r
 expect "--terminal" kiln run --ter
 expect "--all" kiln rm --al
 expect "--json" kiln containers --j
+expect "info inspect" kiln in
+expect "--json" kiln info --j
+expect "--json" kiln version --
 expect "chroot oci" kiln run --isolation ''
 expect "chroot" kiln run --isolation = ch
 expect "auto host" kiln from --userns ''
