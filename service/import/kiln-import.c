@@ -1341,22 +1341,30 @@ static char *lookup_fingerprint(Importer *im, const char *fingerprint)
         return g_strdup(digest);
 }
 
-/* Best effort: a record that cannot be written costs the next import its shortcut, nothing else. */
-static void record_fingerprint(Importer *im, const char *fingerprint, const char *digest)
+/* LAYERS/DIR/NAME holding @line, written whole or not at all (a .tmp- file renamed over it). Best
+ * effort: a record that cannot be written is simply not there, which every reader tolerates. */
+static void write_record(Importer *im, const char *dir, const char *name, const char *line)
 {
-        g_autofree char *tmp = g_strconcat(FINGERPRINTS_DIR "/.tmp-", fingerprint, NULL);
-        g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", fingerprint, NULL);
-        g_autofree char *line = g_strconcat(digest, "\n", NULL);
+        g_autofree char *tmp = g_strconcat(dir, "/.tmp-", name, NULL);
+        g_autofree char *path = g_strconcat(dir, "/", name, NULL);
         _cleanup_close_ int fd = -1;
 
-        if (mkdirat(im->layers_fd, FINGERPRINTS_DIR, 0700) < 0 && errno != EEXIST)
+        if (mkdirat(im->layers_fd, dir, 0700) < 0 && errno != EEXIST)
                 return;
         fd = openat(im->layers_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
                 return;
         if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0 ||
-            renameat(im->layers_fd, tmp, im->layers_fd, name) < 0)
+            renameat(im->layers_fd, tmp, im->layers_fd, path) < 0)
                 (void)unlinkat(im->layers_fd, tmp, 0);
+}
+
+/* A record that cannot be written costs the next import its shortcut, nothing else. */
+static void record_fingerprint(Importer *im, const char *fingerprint, const char *digest)
+{
+        g_autofree char *line = g_strconcat(digest, "\n", NULL);
+
+        write_record(im, FINGERPRINTS_DIR, fingerprint, line);
 }
 
 #define SIZES_DIR ".sizes"
@@ -1365,22 +1373,13 @@ static void record_fingerprint(Importer *im, const char *fingerprint, const char
  * effort, as the fingerprint: kilnd counts a layer without a record as 0 bytes. */
 static void record_size(Importer *im, const char *digest, uint64_t bytes)
 {
-        g_autofree char *tmp = g_strconcat(SIZES_DIR "/.tmp-", digest, NULL);
         g_autofree char *name = g_strconcat(SIZES_DIR "/", digest, NULL);
         g_autofree char *line = g_strdup_printf("%" PRIu64 "\n", bytes);
-        _cleanup_close_ int fd = -1;
         struct stat st;
 
         if (fstatat(im->layers_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
                 return;
-        if (mkdirat(im->layers_fd, SIZES_DIR, 0700) < 0 && errno != EEXIST)
-                return;
-        fd = openat(im->layers_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return;
-        if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0 ||
-            renameat(im->layers_fd, tmp, im->layers_fd, name) < 0)
-                (void)unlinkat(im->layers_fd, tmp, 0);
+        write_record(im, SIZES_DIR, digest, line);
 }
 
 int main(int argc, char **argv)
