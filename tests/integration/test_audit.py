@@ -9,10 +9,8 @@ test_userns, whose set-up (subordinate ids for her, so her ordinary runs keep a 
 reused here.
 """
 import ast
-import grp
 import os
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -57,19 +55,10 @@ class Audit(kr.RunTestCase):
         self.set_trusted(False)
         super().tearDown()
 
-    def set_trusted(self, member):
-        members = grp.getgrnam(tu.TRUSTED_GROUP).gr_mem
-        if member and kt.ALICE not in members:
-            subprocess.run(['gpasswd', '-a', kt.ALICE, tu.TRUSTED_GROUP], check=True, capture_output=True)
-        elif not member and kt.ALICE in members:
-            subprocess.run(['gpasswd', '-d', kt.ALICE, tu.TRUSTED_GROUP], check=True, capture_output=True)
-
-    def alices_builder(self):
-        name = self.unique_name('alice')
-        rootfs = kr.make_run_rootfs(self.unique_scratch_dir('rootfs'), extra=tu.shared_rootfs)
-        self.env.kiln('from', '--name', name, '--isolation', self.isolation, rootfs, user=kt.ALICE, check=True)
-        path = self.get_builder(name, user=kt.ALICE).object_path()
-        return kr.Builder(name, path, self.props(path)['Id'], rootfs)
+    # test_userns's helpers, as the other modules borrow them: kiln-trusted membership, builders
+    # alice made herself.
+    set_trusted = tu.UsernsCases_oci.set_trusted
+    alices_builder = tu.UsernsCases_oci.alices_builder
 
     def log_mark(self):
         return os.path.getsize(self.env.kilnd_log)
