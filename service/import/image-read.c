@@ -42,11 +42,11 @@
 #include <archive_entry.h>
 #include <json-glib/json-glib.h>
 
-#include "fd-passing.h"
-#include "fs-util.h"
+#include "base/fd-passing.h"
+#include "base/fs-util.h"
 #include "image-read.h"
 #include "import-protocol.h"
-#include "kiln-common.h"
+#include "base/kiln-common.h"
 #include "layer-digest.h"
 
 #define JSON_MAX (4 * 1024 * 1024)            /* one index.json, manifest, config or manifest.json */
