@@ -33,7 +33,7 @@
 #include <archive_entry.h>
 #include <gio/gio.h>
 
-#include "fs-util.h"
+#include "base/fs-util.h"
 
 #define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 #define WHITEOUT_PREFIX ".wh."
