@@ -704,11 +704,14 @@ static Tmp *unpack_layer(Image *im, BlobReader *r, const char *what)
                 return NULL;
         }
         if (!kiln_layer_unpack(blob_read, r, t->fd, &limits, &res, &error)) {
-                if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE))
-                        image_fail(im, KILN_IMPORT_EXIT_LIMIT,
-                                   "%s: %s ([Limits] ImageBytes=%" PRIu64 " for all layers together, "
-                                   "EntriesPerLayer=%" PRIu64 ")",
-                                   what, error->message, im->o->max_bytes, im->o->max_entries);
+                /* Past the entries bound the message names it here; past the bytes bound kilnd adds
+                 * the setting that decided (ImageBytes or what StorageBytesPerUser left). */
+                if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE) && strstr(error->message, "entries"))
+                        image_fail(im, KILN_IMPORT_EXIT_LIMIT, "%s: %s ([Limits] EntriesPerLayer=%" PRIu64 ")", what,
+                                   error->message, im->o->max_entries);
+                else if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE))
+                        image_fail(im, KILN_IMPORT_EXIT_LIMIT, "%s: %s (all layers of the image together)", what,
+                                   error->message);
                 else if (r->error == EFBIG)
                         image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: more bytes than its descriptor's size",
                                    what);
