@@ -234,18 +234,13 @@ static gboolean normalize_path(const char *raw, const char *name, const char *wh
         return TRUE;
 }
 
-/* Splits "a/b/c" into "a/b" and "c" (in place); "c" into "" and "c". */
-static const char *split_leaf(char *path)
+/* "a/b/c" → "a/b" (a new string) and *leaf "c" (in @path); "c" → "" and "c". */
+static char *split_leaf(const char *path, const char **leaf)
 {
-        char *slash = strrchr(path, '/');
+        const char *slash = strrchr(path, '/');
 
-        if (!slash) {
-                memmove(path + 1, path, strlen(path) + 1);
-                path[0] = '\0';
-                return path + 1;
-        }
-        *slash = '\0';
-        return slash + 1;
+        *leaf = slash ? slash + 1 : path;
+        return slash ? g_strndup(path, (gsize)(slash - path)) : g_strdup("");
 }
 
 /* Parents */
@@ -589,7 +584,7 @@ static gboolean make_dir(Unpacker *u, struct archive_entry *e, int pfd, const ch
 static gboolean make_hardlink(Unpacker *u, const char *target_raw, int pfd, const char *leaf,
                               const char *path, GError **error)
 {
-        g_autofree char *target = NULL;
+        g_autofree char *target = NULL, *tparent = NULL;
         g_autofree char *shown = kiln_escape_for_message(target_raw, strlen(target_raw));
         g_autofree char *what = g_strdup_printf("hard link target '%s'", shown);
         struct stat st;
@@ -600,11 +595,11 @@ static gboolean make_hardlink(Unpacker *u, const char *target_raw, int pfd, cons
                 return FALSE;
         if (target[0] == '\0')
                 return fail_entry(error, G_IO_ERROR_INVALID_ARGUMENT, path, "hard link to the layer root");
-        tleaf = split_leaf(target);
-        if (target[0] == '\0') {
+        tparent = split_leaf(target, &tleaf);
+        if (tparent[0] == '\0') {
                 tfd = dup(u->root_fd);
         } else {
-                tfd = openat2_beneath(u->root_fd, target, O_PATH | O_DIRECTORY);
+                tfd = openat2_beneath(u->root_fd, tparent, O_PATH | O_DIRECTORY);
                 if (tfd < 0) {
                         if (errno == ENOENT)
                                 return fail_entry(error, G_IO_ERROR_INVALID_ARGUMENT, path,
@@ -695,8 +690,7 @@ static gboolean unpack_entry(Unpacker *u, struct archive_entry *e, GError **erro
                 return make_dir(u, e, u->root_fd, "", "", raw, TRUE, error);
         }
 
-        parent = g_strdup(path);
-        leaf = split_leaf(parent);
+        parent = split_leaf(path, &leaf);
         /* aufs's own metadata (".wh..wh.plnk", ".wh..wh.aufs", ...) means nothing to overlayfs. */
         if (g_str_has_prefix(leaf, WHITEOUT_META_PREFIX) && strcmp(leaf, WHITEOUT_OPAQUE) != 0)
                 return TRUE;
