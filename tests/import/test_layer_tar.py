@@ -103,8 +103,12 @@ class LayerTest(unittest.TestCase):
         return result
 
     def unpack(self, blob, *args):
-        p = subprocess.run([UNPACK, *args, self.root], input=blob, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+        # In a mount namespace of its own with /etc read-only: the hostile archives below aim at
+        # /etc/passwd and /etc/shadow, and a broken unpacker must fail the test, not the machine. The
+        # canary, in a writable directory, is what catches an escape that gets through.
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind -o ro /etc /etc && exec "$0" "$@"', UNPACK, *args, self.root],
+                           input=blob, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
     def unpack_ok(self, blob, *args):
@@ -285,6 +289,18 @@ class TestHostile(LayerTest):
                            "invalid-argument", "'a/passwd'", "symbolic link")
         self.assertEqual(os.readlink(self.path("a")), "/etc")
         self.assertEqual(os.listdir(self.root), ["a"])
+
+    def test_entry_through_absolute_symlink_to_canary_refused(self):
+        self.refused(make_tar([entry("a", "symlink", link=self.canary), entry("a/new", data=b"evil"),
+                               entry("a/file", data=b"evil")]), "invalid-argument", "'a/new'", "symbolic link")
+        shutil.rmtree(self.root)
+        os.mkdir(self.root)
+        self.refused(make_tar([entry("a", "symlink", link=self.canary), entry("a/file", "symlink", link="/")]),
+                     "invalid-argument", "'a/file'")
+        shutil.rmtree(self.root)
+        os.mkdir(self.root)
+        self.refused(make_tar([entry("a", "symlink", link=self.canary), entry("x", "hardlink", link="a/file")]),
+                     "invalid-argument", "'x'", "symbolic link")
 
     def test_entry_through_relative_symlink_refused(self):
         self.refused(make_tar([entry("a", "symlink", link="../canary"), entry("a/new", data=b"evil")]),
