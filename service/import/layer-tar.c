@@ -32,6 +32,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <gio/gio.h>
+#include <nettle/sha2.h>
 
 #include "fs-util.h"
 
@@ -54,7 +55,9 @@ typedef struct Unpacker {
         void *data;
         int root_fd;
         uint64_t max_bytes, max_entries; /* UINT64_MAX: no bound */
-        GChecksum *blob, *diff;
+        /* nettle's SHA-256 (libarchive's own dependency) uses the CPU's SHA instructions: 0.3 s for a
+         * 384 MB stream where GChecksum takes 2 s, half of an unpack's CPU time. */
+        struct sha256_ctx blob, diff;
         struct archive *outer, *inner;
         int read_errno;      /* the caller's read function failed with this */
         char *outer_error;   /* the decompression failed with this message */
@@ -139,7 +142,7 @@ static la_ssize_t outer_read(struct archive *a, void *user, const void **buf)
                 return -1;
         }
         if (n > 0)
-                g_checksum_update(u->blob, *buf, n);
+                sha256_update(&u->blob, (size_t)n, *buf);
         return n;
 }
 
@@ -162,7 +165,7 @@ static la_ssize_t pull_outer(Unpacker *u, const void **buf)
                 }
                 if (size == 0)
                         continue; /* 0 would mean the end to the inner reader */
-                g_checksum_update(u->diff, *buf, (gssize)size);
+                sha256_update(&u->diff, size, *buf);
                 return (la_ssize_t)size;
         }
 }
@@ -800,9 +803,17 @@ static gboolean check_empty_root(int root_fd, GError **error)
         return empty;
 }
 
-static void copy_digest(char out[65], GChecksum *c)
+static void copy_digest(char out[65], struct sha256_ctx *c)
 {
-        g_strlcpy(out, g_checksum_get_string(c), 65);
+        static const char hex[] = "0123456789abcdef";
+        uint8_t d[SHA256_DIGEST_SIZE];
+
+        sha256_digest(c, sizeof(d), d);
+        for (size_t i = 0; i < sizeof(d); i++) {
+                out[2 * i] = hex[d[i] >> 4];
+                out[2 * i + 1] = hex[d[i] & 15];
+        }
+        out[64] = '\0';
 }
 
 gboolean kiln_layer_unpack(KilnLayerReadFunc read, void *data, int root_fd, const KilnLayerLimits *limits,
@@ -825,8 +836,8 @@ gboolean kiln_layer_unpack(KilnLayerReadFunc read, void *data, int root_fd, cons
         memset(result, 0, sizeof(*result));
         if (!check_empty_root(root_fd, error))
                 return FALSE;
-        u.blob = g_checksum_new(G_CHECKSUM_SHA256);
-        u.diff = g_checksum_new(G_CHECKSUM_SHA256);
+        sha256_init(&u.blob);
+        sha256_init(&u.diff);
         u.dir_times = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 
         /* Outer: compressed (or not) bytes → the tar stream. Only the compressions OCI and Docker
@@ -899,13 +910,13 @@ gboolean kiln_layer_unpack(KilnLayerReadFunc read, void *data, int root_fd, cons
                                     g_strerror(errno));
                         goto out;
                 }
-                g_checksum_update(u.blob, buf, n);
+                sha256_update(&u.blob, (size_t)n, buf);
         }
         if (!set_dir_times(&u, error))
                 goto out;
 
-        copy_digest(result->blob_digest, u.blob);
-        copy_digest(result->diff_id, u.diff);
+        copy_digest(result->blob_digest, &u.blob);
+        copy_digest(result->diff_id, &u.diff);
         ok = TRUE;
 out:
         result->bytes = u.bytes;
@@ -915,8 +926,6 @@ out:
                 archive_read_free(u.inner);
         if (u.outer)
                 archive_read_free(u.outer);
-        g_checksum_free(u.blob);
-        g_checksum_free(u.diff);
         g_hash_table_unref(u.dir_times);
         g_free(u.outer_error);
         return ok;
