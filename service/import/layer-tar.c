@@ -34,7 +34,7 @@
 #include <gio/gio.h>
 #include <nettle/sha2.h>
 
-#include "fs-util.h"
+#include "base/fs-util.h"
 
 #define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 #define WHITEOUT_PREFIX ".wh."

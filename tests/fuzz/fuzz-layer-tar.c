@@ -24,7 +24,7 @@
 #include <gio/gio.h>
 
 #include "fuzz-common.h"
-#include "import/fs-util.h"
+#include "base/fs-util.h"
 #include "import/layer-tar.h"
 
 #define MAX_ENTRIES 256
