@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -194,6 +195,25 @@ class TestContent(LayerTest):
         st = os.lstat(self.path("run"))
         self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o755, 0, 0))
 
+    def test_xattrs_on_every_kind(self):
+        # security.capability survives the chown before it (a chown clears it); xattrs on a symlink
+        # and a device go through the parent's descriptor, never following the symlink.
+        cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0).decode("utf-8", "surrogateescape")
+        layer = make_tar([
+            entry("ping", data=b"\x7fELF", mode=0o755, uid=1000, pax={"SCHILY.xattr.security.capability": cap}),
+            entry("link", "symlink", link="/etc/passwd", pax={"SCHILY.xattr.trusted.kiln": "on-link"}),
+            entry("null", "char", major=1, minor=3, pax={"SCHILY.xattr.trusted.kiln": "on-device"}),
+            entry("d/", "dir", pax={"SCHILY.xattr.user.dir": "on-dir"}),
+        ])
+        self.unpack_ok(layer)
+        self.assertEqual(os.getxattr(self.path("ping"), "security.capability")[:8],
+                         struct.pack("<II", 0x02000001, 1 << 13))
+        self.assertEqual(os.lstat(self.path("ping")).st_uid, 1000)
+        self.assertEqual(os.getxattr(self.path("link"), "trusted.kiln", follow_symlinks=False), b"on-link")
+        self.assertNotIn("trusted.kiln", os.listxattr("/etc/passwd"))
+        self.assertEqual(os.getxattr(self.path("null"), "trusted.kiln"), b"on-device")
+        self.assertEqual(os.getxattr(self.path("d"), "user.dir"), b"on-dir")
+
     def test_whiteouts_and_opaque(self):
         layer = make_tar([
             entry("a/", "dir"),
@@ -374,6 +394,9 @@ class TestHostile(LayerTest):
         os.mkdir(self.root)
         self.refused(make_tar([entry("f", pax={"SCHILY.xattr.trusted.overlay.opaque": "y"})]),
                      "invalid-argument", "'f'", "trusted.overlay.opaque")
+
+    def test_unknown_xattr_namespace_refused(self):
+        self.refused(make_tar([entry("f", pax={"SCHILY.xattr.kiln.x": "y"})]), "invalid-argument", "'f'", "kiln.x")
 
     def test_bad_whiteouts_refused(self):
         self.refused(make_tar([entry(".wh..")]), "invalid-argument", ".wh..")
