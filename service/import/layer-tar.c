@@ -8,8 +8,8 @@
  * Safety of the writes. The root directory is empty when we start and nobody but us writes in it (the
  * caller's promise: it is a fresh directory under kilnd's state), so everything below it is an entry
  * of this layer or a directory we created for one. Each entry's parent is opened with openat2
- * (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS): a name that would leave the root or
- * pass through any symlink fails in the kernel, whatever the archive put there before. The entry
+ * (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV): a name that would leave
+ * the root or pass through any symlink fails in the kernel, whatever the archive put there before. The entry
  * itself is created in that parent by name with calls that never follow a final symlink (O_EXCL |
  * O_NOFOLLOW, mkdirat, symlinkat, mknodat, linkat without AT_SYMLINK_FOLLOW), and its metadata is set
  * on the opened file or with AT_SYMLINK_NOFOLLOW, so no write lands anywhere but in the new entry. */
@@ -36,7 +36,9 @@
 
 #include "base/fs-util.h"
 
-#define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+/* RESOLVE_NO_XDEV too: nothing is mounted in a layer being written, and should anything be, no entry
+ * goes into it. */
+#define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_META_PREFIX ".wh..wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
