@@ -1077,7 +1077,8 @@ static int read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
         g_autoptr(GPtrArray) diff_ids = NULL;
         JsonObject *desc, *m, *cdesc;
         JsonArray *layers;
-        const char *hex, *chex;
+        char hex[65]; /* a copy: the document it came from is freed when an index is followed */
+        const char *h, *chex;
         const char *ref = im->o->ref;
 
         if (!index || !JSON_NODE_HOLDS_OBJECT(index))
@@ -1090,9 +1091,10 @@ static int read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
                                        depth == 0 ? "index.json" : "image index");
                 if (!desc)
                         return -1;
-                hex = digest_hex(im, obj_string(desc, "digest"), "manifest descriptor");
-                if (!hex)
+                h = digest_hex(im, obj_string(desc, "digest"), "manifest descriptor");
+                if (!h)
                         return -1;
+                g_strlcpy(hex, h, sizeof(hex));
                 g_clear_pointer(&manifest_bytes, g_bytes_unref);
                 manifest_bytes = get_json_blob(im, hex, obj_int(desc, "size"), "manifest");
                 if (!manifest_bytes)

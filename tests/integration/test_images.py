@@ -155,8 +155,8 @@ class Images(kt.KilnTestCase):
                                            f'stdout: {out}\nstderr: {err}')
         return out, err
 
-    def from_image(self, source, user=None, name=None):
-        args = ['from'] + (['--name', name] if name else []) + [source]
+    def from_image(self, source, user=None, name=None, args=()):
+        args = ['from'] + (['--name', name] if name else []) + list(args) + [source]
         out, _ = self.kiln(*args, user=user)
         return out.strip()
 
@@ -241,6 +241,48 @@ class Images(kt.KilnTestCase):
         info = json.loads(self.kiln('inspect', name, user=kt.ALICE)[0])
         self.assertEqual(info['Layers'], IMAGES['diff_ids'])
         self.assertTrue(info['From'].startswith('oci:'), info['From'])
+
+    def test_multi_platform_index(self):
+        # An index of two platforms (the same layers, configs saying amd64 and arm64), as
+        # `buildah manifest` makes them: the host's by default, another with --arch / --platform.
+        layout = self.copy_layout('multi')
+        with open(os.path.join(layout, 'index.json')) as f:
+            index = json.load(f)
+        desc = [m for m in index['manifests'] if m['annotations']['org.opencontainers.image.ref.name'] == 'v2'][0]
+        entries = []
+        for arch in ('amd64', 'arm64'):
+            manifest = json.loads(read_blob(layout, desc['digest']))
+            config = json.loads(read_blob(layout, manifest['config']['digest']))
+            config['architecture'] = arch
+            config_bytes = json.dumps(config).encode()
+            manifest['config'] = {'mediaType': 'application/vnd.oci.image.config.v1+json',
+                                  'digest': 'sha256:' + put_blob(layout, config_bytes), 'size': len(config_bytes)}
+            manifest_bytes = json.dumps(manifest).encode()
+            entries.append({'mediaType': 'application/vnd.oci.image.manifest.v1+json',
+                            'digest': 'sha256:' + put_blob(layout, manifest_bytes), 'size': len(manifest_bytes),
+                            'platform': {'os': 'linux', 'architecture': arch}})
+        sub = json.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
+                          'manifests': entries}).encode()
+        index['manifests'].append({'mediaType': 'application/vnd.oci.image.index.v1+json',
+                                   'digest': 'sha256:' + put_blob(layout, sub), 'size': len(sub),
+                                   'annotations': {'org.opencontainers.image.ref.name': 'multi'}})
+        with open(os.path.join(layout, 'index.json'), 'w') as f:
+            json.dump(index, f)
+        subprocess.run(['chmod', '-R', 'a+rX', layout], check=True)
+        host = {'x86_64': 'amd64', 'aarch64': 'arm64'}.get(os.uname().machine)
+        other = 'arm64' if host == 'amd64' else 'amd64'
+
+        def arch_of(name):
+            return json.loads(json.loads(self.kiln('inspect', name, user=kt.ALICE)[0])['Image'])['architecture']
+
+        if host:
+            self.assertEqual(arch_of(self.from_image(f'oci:{layout}:multi', user=kt.ALICE)), host)
+        self.assertEqual(arch_of(self.from_image(f'oci:{layout}:multi', user=kt.ALICE, args=['--arch', other])),
+                         other)
+        self.assertEqual(arch_of(self.from_image(f'oci:{layout}:multi', user=kt.ALICE,
+                                                 args=['--platform', f'linux/{other}'])), other)
+        r = self.create_call('', f'oci:{layout}:multi', options={'platform': 'linux/s390x'}, user=kt.ALICE)
+        self.assertError(r, 'org.kiln.Builder1.Error.NotFound', 'no image for platform linux/s390x')
 
     # -- sharing ------------------------------------------------------------------------
 
