@@ -206,6 +206,9 @@ class Images(kt.KilnTestCase):
         self.assertTrue(image['digest'].startswith('sha256:'))
         self.assertIn('/data', image['Volumes'])
         self.assertIn('RUN rm /gone', json.dumps(image['history']))
+        # The image's volume is an empty directory, root's inside the container.
+        volume = self.run_in(name, 'ls', '-ldn', '/data', user=user).split()
+        self.assertEqual((volume[0][0], volume[2], volume[3]), ('d', '0', '0'), volume)
         env = self.run_in(name, 'env', user=user).split()
         self.assertIn('FOO=bar', env)
         self.assertEqual(self.run_in(name, 'pwd', user=user), '/dir\n')

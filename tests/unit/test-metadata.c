@@ -91,13 +91,17 @@ static void test_rejects_damaged(void)
                 "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1,\"config\":{\"cap_add\":[\"CAP_FLY\"]}}",
                 /* Images: layers must be digests and end with layer (the top one). */
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"layers\":[\"../x\",\"" LAYER "\"],\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"layers\":[\"" LAYER "\",\"" ID "\"],\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"layers\":[],\"created\":1}",
-                "{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1,\"config\":{\"exposed_ports\":[\"99999/tcp\"]}}",
                 NULL,
         };
