@@ -630,7 +630,7 @@ const sd_bus_vtable kiln_builder_vtable[] = {
         /* Copy/CopyOut (service/copy/copy-bus.h) */
         SD_BUS_METHOD_WITH_ARGS("Copy", SD_BUS_ARGS("h", source, "s", destination, "a{sv}", options),
                                 SD_BUS_NO_RESULT, kiln_copy_method_copy, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("CopyOut", SD_BUS_ARGS("s", path, "h", fd, "a{sv}", options), SD_BUS_NO_RESULT,
-                                kiln_copy_method_copy_out, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyOut", SD_BUS_ARGS("s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_NO_RESULT, kiln_copy_method_copy_out, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
