@@ -130,11 +130,13 @@ static la_ssize_t read_stream(struct archive *a, void *data, const void **buf)
                 if (errno == EINTR)
                         continue;
                 if (errno != EAGAIN) {
-                        fail_errno(&r->error, errno, "Cannot read", "source");
+                        if (!r->error)
+                                kiln_invalid(&r->error, "source", "cannot read it: %s", g_strerror(errno));
                         archive_set_error(a, EIO, "read failed");
                         return -1;
                 }
-                if (!wait_ready(r->job->stream_fd, POLLIN, r->cancellable, &r->error)) {
+                /* libarchive may call again after a failure: the first reason is kept. */
+                if (!wait_ready(r->job->stream_fd, POLLIN, r->cancellable, r->error ? NULL : &r->error)) {
                         archive_set_error(a, ECANCELED, "cancelled");
                         return -1;
                 }
@@ -590,11 +592,13 @@ static la_ssize_t write_stream(struct archive *a, void *data, const void *buf, s
                 if (errno == EINTR)
                         continue;
                 if (errno != EAGAIN) {
-                        fail_errno(&w->error, errno, "Cannot write to", "the caller's descriptor");
+                        /* EPIPE: the reader went away before the end. The caller's doing, not kilnd's. */
+                        if (!w->error)
+                                kiln_invalid(&w->error, "fd", "cannot write to it: %s", g_strerror(errno));
                         archive_set_error(a, EIO, "write failed");
                         return -1;
                 }
-                if (!wait_ready(w->job->out_fd, POLLOUT, w->cancellable, &w->error)) {
+                if (!wait_ready(w->job->out_fd, POLLOUT, w->cancellable, w->error ? NULL : &w->error)) {
                         archive_set_error(a, ECANCELED, "cancelled");
                         return -1;
                 }
