@@ -130,6 +130,18 @@ static gpointer copy_thread(gpointer data)
         return NULL;
 }
 
+/* A relative path is taken from the builder's WorkingDir, as buildah copy does. */
+static void make_absolute(const KilnBuilder *b, char **path)
+{
+        char *joined;
+
+        if (g_path_is_absolute(*path))
+                return;
+        joined = g_build_filename(b->config.working_dir ? b->config.working_dir : "/", *path, NULL);
+        g_free(*path);
+        *path = joined;
+}
+
 static void copy_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
 {
         CopyRequest *pending = data, *req;
@@ -191,6 +203,7 @@ static void copy_authorized(sd_bus_message *m, const sd_bus_error *denied, gpoin
                         req->in.gid_map = g_array_ref(maps.gid_map);
                 }
         }
+        make_absolute(b, req->out ? &req->copy_out.path : &req->in.dest);
         builder_hold(req->builder_id, +1);
         req->holds_builder = TRUE;
         /* A thread of its own: the stream moves at the caller's pace, and the main loop (every other

@@ -234,6 +234,10 @@ class CopyCases(kr.RunTestCase):
             with open(os.path.join(upper, rel), 'rb') as f:
                 self.assertEqual(f.read(), data, rel)
         self.assertEqual(os.readlink(os.path.join(upper, 'tree/sub/link')), '/etc/passwd')
+        # A relative destination is taken from the working directory.
+        self.env.kiln('config', '--workingdir', '/work', b.name, check=True)
+        self.copy_ok(b, os.path.join(src, 'file'), 'rel/')
+        self.assertTrue(os.path.isfile(os.path.join(upper, 'work/rel/file')))
         out = self.sh(b, 'ls -ln /dst/file /renamed /tree/a /tree/sub/b; cat /tree/a')
         for line in out.splitlines()[:4]:
             self.assertEqual(line.split()[2:4], ['0', '0'], out)
