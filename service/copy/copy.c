@@ -15,12 +15,12 @@
 #include <archive_entry.h>
 
 #include "copy/copy.h"
-#include "import/fs-util.h"
-#include "kiln-common.h"
-#include "passwd.h"
-#include "rootfs.h"
-#include "spec.h"
-#include "userns.h"
+#include "base/fs-util.h"
+#include "base/kiln-common.h"
+#include "base/passwd.h"
+#include "base/rootfs.h"
+#include "spec/spec.h"
+#include "storage/userns.h"
 
 #define ACCOUNT_FILE_MAX (4 * 1024 * 1024)
 #define BUFFER_SIZE (64 * 1024)

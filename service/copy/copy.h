@@ -21,7 +21,7 @@
 
 #include <gio/gio.h>
 
-#include "errors.h"
+#include "base/errors.h"
 
 /* Directories deeper than this below the copied path are refused (each level holds a descriptor). */
 #define KILN_COPY_MAX_DEPTH 128

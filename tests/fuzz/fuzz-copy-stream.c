@@ -10,10 +10,10 @@
 #include <sys/stat.h>
 
 #include "copy/copy.h"
-#include "spec.h"
+#include "spec/spec.h"
 #include "fuzz-common.h"
-#include "import/fs-util.h"
-#include "kiln-common.h"
+#include "base/fs-util.h"
+#include "base/kiln-common.h"
 
 static int base_fd = -1; /* holds root/ and outside/ */
 

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "copy/copy.h"
-#include "import/fs-util.h"
-#include "kiln-common.h"
-#include "spec.h"
+#include "base/fs-util.h"
+#include "base/kiln-common.h"
+#include "spec/spec.h"
 
 static void test_entry_path(void)
 {
