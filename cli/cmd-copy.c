@@ -41,7 +41,8 @@ typedef struct {
 static bool sender_fail(Sender *s, const char *path, int e)
 {
         if (!s->error)
-                s->error = g_strdup_printf("cannot read '%s': %s (nothing was copied)", path, g_strerror(e));
+                s->error = g_strdup_printf("cannot read '%s': %s%s", path, g_strerror(e),
+                                           s->out ? "" : " (nothing was copied)");
         return false;
 }
 
@@ -523,7 +524,7 @@ static int copy_out(const char *verb, const char *source, const char *dest)
 {
         g_autoptr(sd_bus) bus = NULL;
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
-        g_autofree char *builder = NULL, *path = NULL, *abs_dest = NULL;
+        g_autofree char *builder = NULL, *path = NULL, *abs_dest = NULL, *receive_error = NULL;
         g_autoptr(GThread) thread = NULL;
         const char *colon = strchr(source, ':');
         Receiver rc = {.fd = -1};
@@ -564,11 +565,13 @@ static int copy_out(const char *verb, const char *source, const char *dest)
         g_clear_pointer(&m, sd_bus_message_unref);
         if (thread)
                 g_thread_join(g_steal_pointer(&thread));
+        receive_error = g_steal_pointer(&rc.error);
+        /* kilnd's refusal was printed; the receiver's complaint about the stream it cut short is not
+         * news then. */
         if (r < 0)
                 return KILN_EXIT_FAILURE;
-        if (rc.error) {
-                kiln_log("%s", rc.error);
-                g_free(rc.error);
+        if (receive_error) {
+                kiln_log("%s", receive_error);
                 return KILN_EXIT_FAILURE;
         }
         return KILN_EXIT_SUCCESS;

@@ -334,6 +334,11 @@ class CopyCases(kr.RunTestCase):
                              fd_paths=[tar])
         self.assertRawError(reply, kt.E_UNKNOWN_OBJECT, [])
         self.assertFalse(os.path.lexists(os.path.join(self.upper(b), 'dst')))
+        # The same call on her own builder works: the refusal above is about whose builder it is.
+        own = self.alices_builder()
+        reply = self.raw_copy(own, tar, '/dst', user=kt.ALICE)
+        self.assertNotEqual(reply.get('type'), 'error', reply)
+        self.assertTrue(os.path.isfile(os.path.join(self.upper(own), 'dst', 'f')))
 
     # -- hostile archives ---------------------------------------------------------------------
 
