@@ -28,6 +28,8 @@ static const struct {
         {KILN_BUILDER_INTERFACE, "Run", KILN_ACTION_RUN},
         {KILN_BUILDER_INTERFACE, "RunCaptured", KILN_ACTION_RUN},
         {KILN_BUILDER_INTERFACE, "Start", KILN_ACTION_RUN},
+        {KILN_BUILDER_INTERFACE, "Copy", KILN_ACTION_RUN},
+        {KILN_BUILDER_INTERFACE, "CopyOut", KILN_ACTION_RUN},
 };
 
 /* What is known about one client connection. */

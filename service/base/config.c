@@ -50,6 +50,10 @@ KilnConfig *kiln_config_new_defaults(void)
          * caller cannot fill a state file system of a few hundred GiB on his own. */
         c->import_bytes = G_GUINT64_CONSTANT(10) << 30;
         c->storage_bytes_per_user = G_GUINT64_CONSTANT(20) << 30;
+        /* Copies: as large as an import; each one in progress holds a thread and three descriptors. */
+        c->copy_bytes = G_GUINT64_CONSTANT(10) << 30;
+        c->copy_entries = 1000000;
+        c->copies_per_user = 4;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -351,6 +355,10 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !check_pool(c, error) || !read_resources(kf, c, error))
                 return NULL;
         if (!read_process_limits(kf, c, error))
+                return NULL;
+        if (!read_bytes(kf, "Limits", "CopyBytes", &c->copy_bytes, error) ||
+            !read_bytes(kf, "Limits", "CopyEntries", &c->copy_entries, error) ||
+            !read_uint(kf, "Limits", "CopiesPerUser", 1, &c->copies_per_user, error))
                 return NULL;
 
         runtimes = g_key_file_get_string_list(kf, "Run", "Runtimes", NULL, NULL);

@@ -175,6 +175,10 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return r;
         if (b->pending_remove)
                 return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
+        /* Copy/CopyOut: a copy's thread writes or reads the mounted root file system until it ends. */
+        if (kiln_copy_count_for_builder(b->id) > 0)
+                return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' has a copy in progress",
+                                         b->name);
         if (kiln_process_count_running(manager, b->id, 0) > 0) {
                 if (!force)
                         return sd_bus_error_setf(
@@ -622,5 +626,10 @@ const sd_bus_vtable kiln_builder_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unmount,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        /* Copy/CopyOut (objects/copy-dbus.c) */
+        SD_BUS_METHOD_WITH_ARGS("Copy", SD_BUS_ARGS("h", source, "s", destination, "a{sv}", options),
+                                SD_BUS_NO_RESULT, kiln_copy_method_copy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyOut", SD_BUS_ARGS("s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_NO_RESULT, kiln_copy_method_copy_out, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

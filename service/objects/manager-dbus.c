@@ -554,6 +554,13 @@ static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *erro
                 r = append_limit(reply, "AuthorizationsPerUser", c->authorizations_per_user);
         if (r >= 0)
                 r = append_limit(reply, "ImportBytes", c->import_bytes);
+        /* Copy/CopyOut */
+        if (r >= 0)
+                r = append_limit(reply, "CopyBytes", c->copy_bytes);
+        if (r >= 0)
+                r = append_limit(reply, "CopyEntries", c->copy_entries);
+        if (r >= 0)
+                r = append_limit(reply, "CopiesPerUser", c->copies_per_user);
         if (r >= 0)
                 r = append_limit(reply, "PidsLimit", c->pids_limit);
         if (r >= 0)
