@@ -19,7 +19,7 @@
 #include "isolate/serve-protocol.h"
 #include "base/kiln-common.h"
 #include "base/reaper.h"
-#include "runtime/runtime-private.h"
+#include "runtime/runtime-child.h"
 
 #define SERVER_EXIT_TIMEOUT_MS 5000
 #define STATUS_LOST 255
