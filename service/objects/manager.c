@@ -312,12 +312,6 @@ void kiln_manager_unmount_all(KilnManager *m)
         }
 }
 
-void kiln_id_maps_clear(KilnIdMaps *maps)
-{
-        g_clear_pointer(&maps->uid_map, g_array_unref);
-        g_clear_pointer(&maps->gid_map, g_array_unref);
-}
-
 gboolean kiln_manager_id_maps(KilnManager *m, uid_t owner, KilnIdMaps *ret, GError **error)
 {
         struct passwd pw, *found = NULL;

@@ -60,14 +60,7 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name,
 const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);
 /* Unmounts (a mount kept for a next run too), removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
-/* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
- * subordinate ids (see userns.h). A builder's maps depend on its owner only. */
-typedef struct {
-        GArray *uid_map;
-        GArray *gid_map;
-} KilnIdMaps;
-void kiln_id_maps_clear(KilnIdMaps *maps);
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)
+/* A builder's user namespace maps (KilnIdMaps, userns.h) depend on its owner only. */
 gboolean kiln_manager_id_maps(KilnManager *manager, uid_t owner, KilnIdMaps *ret, GError **error);
 
 /* Start-up: whether the layers' file system takes ID-mapped mounts (and kiln.conf allows them); where
