@@ -505,6 +505,7 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
         g_autofree char *command = NULL, *weakened = NULL;
         g_autoptr(GPtrArray) weakenings = NULL;
         const KilnCreds *creds;
+        KilnRunInput input;
         const char *details[] = {"builder", b->name, "command", NULL, NULL, NULL, NULL};
         int r;
 
@@ -544,7 +545,8 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = kiln_error_to_bus(local, error);
                 goto fail;
         }
-        weakenings = kiln_run_weakenings(manager, b, &req->options, creds, &local);
+        kiln_manager_run_input(manager, b, &input);
+        weakenings = kiln_run_weakenings(&input, &req->options, creds, &local);
         if (!weakenings) {
                 r = kiln_error_to_bus(local, error);
                 goto fail;

@@ -482,6 +482,53 @@ char *kiln_manager_next_container_id(KilnManager *m, KilnBuilder *b)
         return g_strdup_printf("kiln-%.12s-%" G_GUINT64_FORMAT, b->id, ++m->next_container);
 }
 
+static gboolean lease_id_maps(gpointer keeper, uid_t owner, KilnIdMaps *ret, GError **error)
+{
+        return kiln_manager_id_maps(keeper, owner, ret, error);
+}
+
+static char *lease_acquire(gpointer keeper, const char *builder_id, const KilnIdMaps *maps, GError **error)
+{
+        KilnManager *m = keeper;
+        KilnBuilder *b = g_hash_table_lookup(m->builders, builder_id);
+
+        if (!b) {
+                kiln_fail(error, KILN_ERROR_CODE_FAILED, "The builder %s is gone", builder_id);
+                return NULL;
+        }
+        return kiln_manager_acquire_rootfs(m, b, maps, error);
+}
+
+/* The run ends after its builder only when Remove(force) killed it: nothing is left to release then. */
+static void lease_release(gpointer keeper, const char *builder_id)
+{
+        KilnManager *m = keeper;
+        KilnBuilder *b = g_hash_table_lookup(m->builders, builder_id);
+
+        if (b)
+                kiln_manager_release_rootfs(m, b);
+}
+
+void kiln_manager_run_input(KilnManager *m, KilnBuilder *b, KilnRunInput *ret)
+{
+        *ret = (KilnRunInput){
+                .config = m->config,
+                .storage = m->storage,
+                .runtimes = m->runtimes,
+                .bounding_set = m->bounding_set,
+                .builder_id = b->id,
+                .builder_name = b->name,
+                .builder_from = b->from,
+                .builder_layer = b->layer,
+                .builder_owner = b->owner,
+                .builder_config = &b->config,
+                .lease = {.keeper = m,
+                          .id_maps = lease_id_maps,
+                          .acquire = lease_acquire,
+                          .release = lease_release},
+        };
+}
+
 void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactory factory,
                                    gconstpointer data)
 {
@@ -526,7 +573,7 @@ static void delete_stale_in(const char *root, char **runtimes)
 
 void kiln_manager_delete_stale_containers(KilnManager *m)
 {
-        g_autofree char *isolate = kiln_run_isolate_path(m);
+        g_autofree char *isolate = kiln_run_isolate_path(m->config);
         char *isolate_only[] = {isolate, NULL};
 
         delete_stale_in(kiln_storage_runtime_root(m->storage), m->runtimes);

@@ -7,6 +7,7 @@
 #include "authz/auth.h"
 #include "objects/builder.h"
 #include "base/config.h"
+#include "run/run.h"
 #include "storage/storage.h"
 #include "storage/userns.h"
 
@@ -79,6 +80,10 @@ void kiln_manager_unmount_lingering(KilnManager *manager, KilnBuilder *builder);
 
 /* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */
 char *kiln_manager_next_container_id(KilnManager *manager, KilnBuilder *builder);
+
+/* What a run in @builder reads of it and of kilnd (run.h), borrowed from both; its root file system is
+ * leased from @manager. container_id is left NULL, for kiln_run_prepare()'s caller to set. */
+void kiln_manager_run_input(KilnManager *manager, KilnBuilder *builder, KilnRunInput *ret);
 
 /* Start-up: runs a trivial container with each runtime found and makes the first that works the
  * default (crun refuses some cgroup v1 layouts where runc works). */

@@ -443,10 +443,14 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(KilnRunPlan) plan = NULL;
+        g_autofree char *container_id = kiln_manager_next_container_id(m, b);
         KilnRuntimeSpec spec = {0};
+        KilnRunInput input;
         KilnProcess *p;
 
-        plan = kiln_run_prepare(m, b, argv, options, &error);
+        kiln_manager_run_input(m, b, &input);
+        input.container_id = container_id;
+        plan = kiln_run_prepare(&input, argv, options, &error);
         /* Checked before polkit was asked too; again now, on the command as resolved (an empty argv runs
          * the builder's Entrypoint and Cmd), and since other runs of the caller may have started meanwhile.
          * A run that cannot even be prepared, or is past a limit, leaves nothing behind: the plan undoes
