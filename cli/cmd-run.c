@@ -24,6 +24,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "base/size.h"
 #include "bus-client.h"
 #include "cli-util.h"
 #include "verbs.h"
@@ -614,18 +615,10 @@ static bool parse_resources(const RunFlags *f, StartOptions *s)
                 s->has_pids_limit = true;
         }
         if (f->memory) {
-                guint64 n = g_ascii_strtoull(f->memory, &end, 10);
-                int shift = 0;
-
-                if (*end && !end[1] && strchr("bkmg", g_ascii_tolower(*end))) {
-                        shift = 10 * (int)(strchr("bkmg", g_ascii_tolower(*end)) - "bkmg");
-                        end++;
-                }
-                if (!g_ascii_isdigit(f->memory[0]) || *end || n == 0 || n > (G_MAXUINT64 >> shift)) {
+                if (!kiln_parse_size(f->memory, &s->memory) || s->memory == 0) {
                         kiln_usage_error("run", "--memory: '%s' is not a size such as 512m", f->memory);
                         return false;
                 }
-                s->memory = n << shift;
                 s->has_memory = true;
         }
         if (f->cpu_weight) {

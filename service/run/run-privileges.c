@@ -4,6 +4,7 @@
 #include <sys/sysinfo.h>
 
 #include "base/cgroup.h"
+#include "base/size.h"
 #include "run/run-privileges.h"
 #include "run/run-volumes.h"
 #include "run/run.h"
@@ -105,11 +106,9 @@ static void check_resources(GPtrArray *reasons, const KilnConfig *c, const KilnR
  * takes), or N% of the RAM. FALSE for anything else, which the generator refuses later. */
 static gboolean tmpfs_size_bytes(const char *value, guint64 *bytes)
 {
-        static const char units[] = "bkmg";
         gsize digits = strspn(value, "0123456789");
         guint64 n = g_ascii_strtoull(value, NULL, 10);
         struct sysinfo si;
-        const char *unit;
 
         if (digits == 0 || digits > 19 || (value[digits] && value[digits + 1]))
                 return FALSE;
@@ -120,10 +119,11 @@ static gboolean tmpfs_size_bytes(const char *value, guint64 *bytes)
                 *bytes = (guint64)MIN((double)si.totalram * si.mem_unit * (double)n / 100, 1.8e19);
                 return TRUE;
         }
-        unit = value[digits] ? strchr(units, g_ascii_tolower(value[digits])) : units;
-        if (!unit || !*unit)
+        if (kiln_parse_size(value, bytes))
+                return TRUE;
+        if (value[digits] && !strchr("bkmgBKMG", value[digits]))
                 return FALSE;
-        *bytes = n > (G_MAXUINT64 >> (10 * (unit - units))) ? G_MAXUINT64 : n << (10 * (unit - units));
+        *bytes = G_MAXUINT64; /* a size too large to count: above any TmpfsMaxSize */
         return TRUE;
 }
 

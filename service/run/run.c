@@ -14,6 +14,7 @@
 
 #include "base/passwd.h"
 #include "base/rootfs.h"
+#include "base/size.h"
 #include "run/run.h"
 #include "run/run-volumes.h"
 #include "runtime/runtime.h"
@@ -308,23 +309,6 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
         d.access = parts[1] && parts[2] ? keep(s, g_strdup(parts[2])) : NULL;
         g_array_append_val(s->devices, d);
         return TRUE;
-}
-
-static guint64 parse_size(const char *value)
-{
-        char *end = NULL;
-        guint64 n = g_ascii_strtoull(value, &end, 10);
-
-        switch (g_ascii_tolower(*end)) {
-        case 'k':
-                return n << 10;
-        case 'm':
-                return n << 20;
-        case 'g':
-                return n << 30;
-        default:
-                return n;
-        }
 }
 
 /* The host's /etc/hosts plus the container's name, as buildah writes it. */
@@ -722,7 +706,9 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         s.in.cap_drop = (const char *const *)o->cap_drop;
         s.in.ulimits = keep_list(&s, concat_lists(bc->ulimits, o->ulimits));
         s.in.hostname = first_set(o->hostname, bc->hostname);
-        s.in.shm_size = o->shm_size && *o->shm_size ? parse_size(o->shm_size) : 0;
+        /* Checked when the options were read (run-options.c); unset is 0. */
+        if (!o->shm_size || !kiln_parse_size(o->shm_size, &s.in.shm_size))
+                s.in.shm_size = 0;
         s.in.last_cap = (int)cap_max_bits() - 1;
         s.in.bounding_set = run->bounding_set;
         /* Host facts the generator cannot look up itself (it is pure). */
