@@ -14,15 +14,14 @@
 #include "run/run.h"
 #include "base/validate.h"
 
-static char *resolve_runtime_name(const char *name);
-
 static char **find_runtimes(char **configured)
 {
         g_autoptr(GPtrArray) found = g_ptr_array_new();
 
         for (char **r = configured; r && *r; r++) {
-                g_autofree char *path = g_path_is_absolute(*r) ? g_strdup(*r) : g_find_program_in_path(*r);
-                if (path && g_file_test(path, G_FILE_TEST_IS_EXECUTABLE))
+                /* An absolute path is kept when executable, a name looked up in PATH. */
+                g_autofree char *path = g_find_program_in_path(*r);
+                if (path)
                         g_ptr_array_add(found, g_strdup(*r));
         }
         g_ptr_array_add(found, NULL);
@@ -553,7 +552,7 @@ static void delete_stale_in(const char *root, char **runtimes)
 
         while (dir && (id = g_dir_read_name(dir))) {
                 for (char **r = runtimes; *r; r++) {
-                        g_autofree char *path = resolve_runtime_name(*r);
+                        g_autofree char *path = g_find_program_in_path(*r);
                         const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
                         int status = -1;
 
@@ -580,11 +579,6 @@ void kiln_manager_delete_stale_containers(KilnManager *m)
         delete_stale_in(kiln_storage_isolate_root(m->storage), isolate_only);
 }
 
-static char *resolve_runtime_name(const char *name)
-{
-        return g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
-}
-
 void kiln_manager_detect_runtime(KilnManager *m)
 {
         g_autoptr(GError) error = NULL;
@@ -600,7 +594,7 @@ void kiln_manager_detect_runtime(KilnManager *m)
                 return;
         }
         for (guint i = 0; i < n; i++) {
-                g_autofree char *path = resolve_runtime_name(m->runtimes[i]);
+                g_autofree char *path = g_find_program_in_path(m->runtimes[i]);
                 if (g_strcmp0(path, works) == 0) {
                         char *first = m->runtimes[i];
                         memmove(&m->runtimes[1], &m->runtimes[0], i * sizeof(char *));

@@ -375,9 +375,9 @@ static char *resolve_runtime(char *const *runtimes, const char *requested, GErro
                 kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "No OCI runtime was found on this host");
                 return NULL;
         }
-        path = g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
-        if (!path || !g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
-                g_free(path);
+        /* An absolute path is kept when executable, a name looked up in kilnd's PATH. */
+        path = g_find_program_in_path(name);
+        if (!path) {
                 kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                           "Invalid runtime: '%s' is not an executable runtime", name);
                 return NULL;

@@ -258,13 +258,6 @@ static gboolean try_runtime(const char *runtime, const char *state_root, const c
         return TRUE;
 }
 
-static char *resolve_candidate(const char *candidate)
-{
-        if (g_path_is_absolute(candidate))
-                return g_file_test(candidate, G_FILE_TEST_IS_EXECUTABLE) ? g_strdup(candidate) : NULL;
-        return g_find_program_in_path(candidate);
-}
-
 char *kiln_runtime_detect(char **candidates, const char *state_root, const char *scratch_dir, GError **error)
 {
         g_autofree char *bundle = g_build_filename(scratch_dir, "kiln-detect-XXXXXX", NULL);
@@ -288,7 +281,8 @@ char *kiln_runtime_detect(char **candidates, const char *state_root, const char 
                 g_propagate_error(error, g_steal_pointer(&local));
         } else {
                 for (char **c = candidates; *c && !found; c++) {
-                        g_autofree char *path = resolve_candidate(*c);
+                        /* An absolute path is kept when executable, a name looked up in PATH. */
+                        g_autofree char *path = g_find_program_in_path(*c);
                         g_autofree char *id =
                                 g_strdup_printf("kiln-detect-%d-%d", (int)getpid(), (int)(c - candidates));
 
