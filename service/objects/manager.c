@@ -68,6 +68,7 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
         m->bounding_set = read_bounding_set();
+        m->seccomp_cache = kiln_seccomp_cache_new();
         m->process_reservations = g_hash_table_new(NULL, NULL);
         /* Callers never see where kilnd keeps its own files (errors-bus.c). */
         kiln_error_hide_paths_under(config->state_dir);
@@ -98,6 +99,7 @@ void kiln_manager_free(KilnManager *m)
         g_hash_table_destroy(m->reserved_names);
         g_hash_table_destroy(m->process_reservations);
         g_strfreev(m->runtimes);
+        kiln_seccomp_cache_free(m->seccomp_cache);
         kiln_userns_free(m->userns);
         sd_bus_unref(m->bus);
         g_free(m);
@@ -515,6 +517,7 @@ void kiln_manager_run_input(KilnManager *m, KilnBuilder *b, KilnRunInput *ret)
                 .storage = m->storage,
                 .runtimes = m->runtimes,
                 .bounding_set = m->bounding_set,
+                .seccomp_cache = m->seccomp_cache,
                 .builder_id = b->id,
                 .builder_name = b->name,
                 .builder_from = b->from,

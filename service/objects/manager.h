@@ -27,6 +27,7 @@ typedef struct KilnManager {
         GHashTable *processes;                    /* object path → KilnProcess (owned) */
         GHashTable *process_reservations;         /* uid → Run/RunCaptured/Start calls not yet a process */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
+        KilnSeccompCache *seccomp_cache;          /* resolved seccomp profiles (owned) */
         guint64 next_process;
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];

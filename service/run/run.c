@@ -426,7 +426,7 @@ static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError *
         return TRUE;
 }
 
-static gboolean fill_seccomp(const KilnConfig *c, SpecScratch *s, const char *profile, GError **error)
+static gboolean fill_seccomp(const KilnRunInput *run, SpecScratch *s, const char *profile, GError **error)
 {
         g_auto(GStrv) caps = NULL;
         g_autofree char *path = NULL;
@@ -436,8 +436,9 @@ static gboolean fill_seccomp(const KilnConfig *c, SpecScratch *s, const char *pr
         caps = kiln_spec_capabilities(&s->in, error);
         if (!caps)
                 return FALSE;
-        path = g_strdup_printf("%s/seccomp/%s.json", c->data_dir, profile && *profile ? profile : "default");
-        s->seccomp = kiln_seccomp_profile_load(path, (const char *const *)caps, error);
+        path = g_strdup_printf("%s/seccomp/%s.json", run->config->data_dir,
+                               profile && *profile ? profile : "default");
+        s->seccomp = kiln_seccomp_profile_load(run->seccomp_cache, path, (const char *const *)caps, error);
         s->in.seccomp = s->seccomp;
         return s->seccomp != NULL;
 }
@@ -727,7 +728,7 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         if (plan->early_exit_status >= 0)
                 return g_steal_pointer(&plan);
 
-        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(run->config, &s, o->seccomp_profile, error) ||
+        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(run, &s, o->seccomp_profile, error) ||
             !write_generated_files(&s, run, plan->bundle_dir, o, error))
                 return NULL;
         /* The run's own cgroup and its limits (cgroup.h), and the size of a tmpfs that names none. */

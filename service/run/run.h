@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "run/builder-config.h"
 #include "run/run-options.h"
+#include "spec/seccomp-profile.h"
 #include "storage/storage.h"
 #include "storage/userns.h"
 
@@ -33,6 +34,7 @@ typedef struct KilnRunInput {
         KilnStorage *storage;
         char *const *runtimes; /* the runtimes found on this host, the default first */
         guint64 bounding_set;  /* kilnd's capability bounding set: the most a run can have */
+        KilnSeccompCache *seccomp_cache;
         const char *builder_id;
         const char *builder_name;
         const char *builder_from;
