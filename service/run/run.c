@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
-#include <ftw.h>
+#include <fts.h>
 #include <linux/openat2.h>
 #include <string.h>
 #include <sys/capability.h>
@@ -115,26 +115,50 @@ static const char *const *keep_list(SpecScratch *s, char **owned)
 /* The run's volumes and mounts come from its one resolved list (run-volumes.h), the list its
  * authorization judged. `O` makes an overlay whose throw-away upper and work dirs live in the bundle;
  * `U` gives the source to the run's user; z and Z are no-ops without SELinux. */
-/* nftw() passes no user data; kilnd prepares runs on its one main-loop thread, so these are safe. */
-static uid_t chown_uid;
-static gid_t chown_gid;
-
-static int chown_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return lchown(path, chown_uid, chown_gid) < 0 ? -1 : 0;
-}
-
-/* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTW_PHYS never follows a
- * symlink in the tree and FTW_MOUNT never leaves its file system. For a caller other than uid 0, `U`
- * needs run-privileged (run-privileges.c), and @source is the staged bind of what the caller opened,
- * not a path it named. */
+/* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTS_PHYSICAL never
+ * follows a symlink in the tree and FTS_XDEV never leaves its file system. For a caller other than
+ * uid 0, `U` needs run-privileged (run-privileges.c), and @source is the staged bind of what the
+ * caller opened, not a path it named. fts rather than nftw: the ids stay in this call, not in
+ * globals for a callback. */
 static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t gid, GError **error)
 {
-        chown_uid = uid;
-        chown_gid = gid;
-        if (nftw(source, chown_entry, 64, FTW_PHYS | FTW_MOUNT) != 0)
+        char *const roots[] = {(char *)source, NULL};
+        FTS *fts = fts_open(roots, FTS_PHYSICAL | FTS_XDEV | FTS_NOCHDIR, NULL);
+        dev_t dev = 0;
+        int saved = 0;
+
+        if (!fts)
                 return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source,
                                     g_strerror(errno));
+        while (!saved) {
+                FTSENT *e;
+
+                errno = 0;
+                e = fts_read(fts);
+                if (!e) {
+                        saved = errno; /* 0 at the end */
+                        break;
+                }
+                if (e->fts_info == FTS_DP)
+                        continue; /* a directory is changed once, on the way in */
+                if (e->fts_info == FTS_ERR) {
+                        saved = e->fts_errno;
+                        break;
+                }
+                if (e->fts_level == FTS_ROOTLEVEL && e->fts_statp)
+                        dev = e->fts_statp->st_dev;
+                /* Nothing of another file system mounted inside, not even its mount point. */
+                if (e->fts_info != FTS_NS && e->fts_statp->st_dev != dev) {
+                        fts_set(fts, e, FTS_SKIP);
+                        continue;
+                }
+                if (lchown(e->fts_accpath, uid, gid) < 0)
+                        saved = errno;
+        }
+        fts_close(fts);
+        if (saved)
+                return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source,
+                                    g_strerror(saved));
         return TRUE;
 }
 
