@@ -432,11 +432,6 @@ GBytes *kiln_relay_get_captured(KilnRelay *relay)
         return g_bytes_new(relay->captured->data, relay->captured->len);
 }
 
-gboolean kiln_relay_get_truncated(KilnRelay *relay)
-{
-        return relay && relay->truncated;
-}
-
 void kiln_relay_free(KilnRelay *relay)
 {
         if (!relay)

@@ -60,8 +60,6 @@ gboolean kiln_relay_is_running(KilnRelay *relay);
 
 /* What a capture relay collected so far (a new reference; never NULL for a capture relay). */
 GBytes *kiln_relay_get_captured(KilnRelay *relay);
-/* Whether a capture relay dropped bytes past its limit. */
-gboolean kiln_relay_get_truncated(KilnRelay *relay);
 
 void kiln_relay_free(KilnRelay *relay);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRelay, kiln_relay_free)
