@@ -625,6 +625,14 @@ int kiln_manager_register(KilnManager *m)
 {
         int r;
 
+        /* From now on the registry's changes reach the bus, through the faces. */
+        m->hooks = (KilnManagerHooks){
+                .builder_added = kiln_builder_emit_added,
+                .builder_removed = kiln_builder_emit_removed,
+                .builder_processes_changed = kiln_builder_processes_changed,
+                .count_running = kiln_process_count_running,
+        };
+        kiln_process_manager_init(m);
         r = sd_bus_add_object_manager(m->bus, &m->slots[0], KILN_MANAGER_PATH);
         if (r >= 0)
                 r = sd_bus_add_object_vtable(m->bus, &m->slots[1], KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,

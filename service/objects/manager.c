@@ -4,9 +4,7 @@
 #include <sys/capability.h>
 #include <sys/prctl.h>
 
-#include "objects/builder-dbus.h"
 #include "runtime/isolate-server.h"
-#include "objects/process-dbus.h"
 #include "runtime/runtime.h"
 #include "objects/manager.h"
 #include "base/fd-limit.h"
@@ -75,7 +73,6 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         kiln_error_hide_paths_under(config->runtime_dir);
         roots = g_build_filename(config->runtime_dir, "mounts", NULL); /* builders' root file systems */
         kiln_error_show_roots_under(roots);
-        kiln_process_manager_init(m);
         kiln_storage_set_limits(storage, config->import_bytes, config->storage_bytes_per_user);
         kiln_storage_set_layer_uses(storage, layer_uses, m);
         return m;
@@ -92,7 +89,8 @@ void kiln_manager_free(KilnManager *m)
          * out), and from here on a rootfs is unmounted as soon as nobody holds it. */
         kiln_manager_unmount_all(m);
         /* Processes first: freeing a running one kills it and releases its builder's rootfs. */
-        g_hash_table_destroy(m->processes);
+        if (m->processes) /* made at registration */
+                g_hash_table_destroy(m->processes);
         kiln_isolate_server_free(m->isolate_server); /* after the runs it served */
         g_hash_table_destroy(m->names);
         g_hash_table_destroy(m->builders);
@@ -181,9 +179,10 @@ gboolean kiln_manager_reserve_process(KilnManager *m, uid_t uid, GError **error)
 {
         gpointer key = GUINT_TO_POINTER(uid);
         guint reserved = GPOINTER_TO_UINT(g_hash_table_lookup(m->process_reservations, key));
+        guint running = m->hooks.count_running ? m->hooks.count_running(m, NULL, uid) : 0;
 
         /* Every caller, root included: each process holds a runtime, relays and a mount. */
-        if (kiln_process_count_running(m, NULL, uid) + reserved >= m->config->processes_per_user)
+        if (running + reserved >= m->config->processes_per_user)
                 return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED,
                                  "User %u already has the limit of %u running processes (ProcessesPerUser)",
                                  (unsigned)uid, m->config->processes_per_user);
@@ -278,7 +277,8 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
                 return NULL;
         }
         add_builder(m, b);
-        kiln_builder_emit_added(m, b);
+        if (m->hooks.builder_added)
+                m->hooks.builder_added(m, b);
         return g_steal_pointer(&b);
 }
 
@@ -288,7 +288,8 @@ gboolean kiln_manager_remove_builder(KilnManager *m, KilnBuilder *b, GError **er
         g_clear_handle_id(&b->rootfs_linger_source, g_source_remove);
         if (!kiln_storage_remove_builder(m->storage, b->id, error))
                 return FALSE;
-        kiln_builder_emit_removed(m, b);
+        if (m->hooks.builder_removed)
+                m->hooks.builder_removed(m, b);
         g_hash_table_remove(m->names, b->name);
         g_hash_table_remove(m->builders, b->id);
         kiln_storage_collect_layers(m->storage);

@@ -11,6 +11,20 @@
 #include "storage/storage.h"
 #include "storage/userns.h"
 
+struct KilnManager;
+
+/* What the objects' D-Bus faces do when the registry changes, set when they are registered
+ * (kiln_manager_register()): the Manager and the Process objects tell the bus through these instead
+ * of including the faces that include them. Unset before registration, when nothing is exported. */
+typedef struct KilnManagerHooks {
+        void (*builder_added)(struct KilnManager *manager, KilnBuilder *builder);
+        void (*builder_removed)(struct KilnManager *manager, KilnBuilder *builder);
+        /* A process of @builder started or ended. */
+        void (*builder_processes_changed)(struct KilnManager *manager, KilnBuilder *builder);
+        /* The running processes of @owner, in @builder_id or in any builder when NULL. */
+        guint (*count_running)(struct KilnManager *manager, const char *builder_id, uid_t owner);
+} KilnManagerHooks;
+
 typedef struct KilnManager {
         KilnConfig *config;
         KilnStorage *storage;
@@ -31,6 +45,7 @@ typedef struct KilnManager {
         guint64 next_process;
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];
+        KilnManagerHooks hooks;
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);

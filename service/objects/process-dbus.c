@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <signal.h>
 
-#include "objects/builder-dbus.h"
 #include "objects/process-dbus.h"
 
 static int process_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,

@@ -2,7 +2,6 @@
 #include <signal.h>
 #include <sys/socket.h>
 
-#include "objects/builder-dbus.h"
 #include "objects/process-dbus.h"
 #include "objects/process.h"
 #include "runtime/stdio-relay.h"
@@ -298,8 +297,8 @@ static gboolean finish_exit(gpointer data)
                 p->descriptors = 0;
                 trim_lingering(m, p->owner, 0); /* may free @p */
         }
-        if (b)
-                kiln_builder_processes_changed(m, b);
+        if (b && m->hooks.builder_processes_changed)
+                m->hooks.builder_processes_changed(m, b);
         return G_SOURCE_REMOVE;
 }
 
@@ -385,8 +384,8 @@ static void on_started(GObject *source, GAsyncResult *result, gpointer data)
         p->pid = (guint32)kiln_container_get_pid(p->container);
         kiln_process_emit_changed(p);
         b = g_hash_table_lookup(p->manager->builders, p->builder_id);
-        if (b)
-                kiln_builder_processes_changed(p->manager, b);
+        if (b && p->manager->hooks.builder_processes_changed)
+                p->manager->hooks.builder_processes_changed(p->manager, b);
         if (p->mode == KILN_PROCESS_MODE_START && p->call) {
                 sd_bus_reply_method_return(p->call, "o", p->object_path);
                 g_clear_pointer(&p->call, sd_bus_message_unref);
