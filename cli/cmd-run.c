@@ -105,7 +105,8 @@ static gboolean add_split(GPtrArray **list, const char *value)
 }
 
 #define DEFINE_COLLECT(field, adder)                                                                        \
-        static gboolean collect_##field(const char *name, const char *value, gpointer data, GError **e)     \
+        static gboolean collect_##field(G_GNUC_UNUSED const char *name, const char *value, gpointer data,   \
+                                        G_GNUC_UNUSED GError **e)                                           \
         {                                                                                                   \
                 return adder(&((RunFlags *)data)->field, value);                                            \
         }
@@ -124,7 +125,8 @@ DEFINE_COLLECT(valid_exit_codes, add_split)
  * profile name (never a path: kilnd reads only its own profiles), and no-new-privileges[=BOOL]. Any
  * other value (apparmor=, label=, mask=, ...) is a usage error naming it rather than silently doing
  * nothing. */
-static gboolean collect_security_opt(const char *name, const char *value, gpointer data, GError **error)
+static gboolean collect_security_opt(G_GNUC_UNUSED const char *name, const char *value, gpointer data,
+                                     GError **error)
 {
         RunFlags *f = data;
         bool nnp = true;
@@ -749,7 +751,7 @@ static void fail(RunState *st)
         finish(st);
 }
 
-static int on_reply_ignored(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+static int on_reply_ignored(sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);
@@ -786,7 +788,8 @@ static void send_resize(RunState *st)
                 process_call(st, "Resize", "qq", rows, cols);
 }
 
-static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata)
+static int on_signal(G_GNUC_UNUSED sd_event_source *source, const struct signalfd_siginfo *si,
+                     void *userdata)
 {
         RunState *st = userdata;
         int signo = (int)si->ssi_signo;
@@ -815,7 +818,7 @@ static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si,
         return 0;
 }
 
-static int on_wait_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+static int on_wait_reply(sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);
@@ -839,7 +842,7 @@ static int on_wait_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         return 0;
 }
 
-static int on_start_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+static int on_start_reply(sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);

@@ -17,7 +17,7 @@
 #include "base/reaper.h"
 #include "run/run.h"
 
-static void ignore_signal(int sig)
+static void ignore_signal(G_GNUC_UNUSED int sig)
 {
 }
 

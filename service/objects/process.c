@@ -321,7 +321,7 @@ static void process_exited(KilnProcess *p, int status, const GError *error, cons
         p->linger_source = g_idle_add_full(G_PRIORITY_DEFAULT, finish_exit, e, ending_free);
 }
 
-static void on_wait_done(GObject *source, GAsyncResult *result, gpointer data)
+static void on_wait_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         KilnProcess *p = data;
         g_autoptr(GError) error = NULL;
@@ -356,7 +356,7 @@ static void release_caller_descriptors(KilnProcess *p)
         g_clear_pointer(&p->options.resolved_volumes, g_ptr_array_unref); /* holds the sources open */
 }
 
-static void on_started(GObject *source, GAsyncResult *result, gpointer data)
+static void on_started(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         KilnProcess *p = data;
         g_autoptr(GError) error = NULL;
@@ -393,7 +393,7 @@ static void on_started(GObject *source, GAsyncResult *result, gpointer data)
         kiln_container_wait_async(p->container, NULL, on_wait_done, p);
 }
 
-static void on_caller_left(GCancellable *cancellable, gpointer data)
+static void on_caller_left(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         KilnProcess *p = data;
 

@@ -128,7 +128,7 @@ static char *check_capability(const char *arg, const char *value, GError **error
         return kiln_validate_capability(arg, value, &normalized, error) ? normalized : NULL;
 }
 
-static char *check_any(const char *arg, const char *value, GError **error)
+static char *check_any(G_GNUC_UNUSED const char *arg, const char *value, G_GNUC_UNUSED GError **error)
 {
         return g_strdup(value);
 }

@@ -301,7 +301,7 @@ static gboolean on_orphan_poll(gpointer data)
         return request_progress(data);
 }
 
-static gboolean on_replies(int fd, GIOCondition condition, gpointer data)
+static gboolean on_replies(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         return request_progress(data);
 }

@@ -123,7 +123,7 @@ typedef struct {
         GError *error;
 } DetectRun;
 
-static void on_detect_started(GObject *source, GAsyncResult *result, gpointer data)
+static void on_detect_started(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         DetectRun *r = data;
 
@@ -131,7 +131,7 @@ static void on_detect_started(GObject *source, GAsyncResult *result, gpointer da
         r->status = kiln_container_start_finish(NULL, result, &r->error) ? 0 : -1;
 }
 
-static void on_detect_waited(GObject *source, GAsyncResult *result, gpointer data)
+static void on_detect_waited(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         DetectRun *r = data;
 

@@ -70,7 +70,7 @@ void kiln_relay_reset_buffer_peak(void)
         g_mutex_unlock(&stats_lock);
 }
 
-static void on_sigpipe(int sig)
+static void on_sigpipe(G_GNUC_UNUSED int sig)
 {
 }
 
@@ -330,7 +330,7 @@ static gboolean relay_input_ended(KilnRelay *r)
         return G_SOURCE_REMOVE;
 }
 
-static gboolean on_readable(int fd, GIOCondition condition, gpointer data)
+static gboolean on_readable(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnRelay *r = data;
         GError *error = NULL;
@@ -378,7 +378,7 @@ static gboolean on_readable(int fd, GIOCondition condition, gpointer data)
         }
 }
 
-static gboolean on_writable(int fd, GIOCondition condition, gpointer data)
+static gboolean on_writable(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnRelay *r = data;
         GError *error = NULL;

@@ -250,7 +250,7 @@ static void collector_drain(Collector *col)
         }
 }
 
-static gboolean on_collect(int fd, GIOCondition condition, gpointer data)
+static gboolean on_collect(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         collector_drain(data);
         return G_SOURCE_CONTINUE;
@@ -496,7 +496,7 @@ typedef struct {
         gboolean done;
 } Feeder;
 
-static gboolean on_feed(int fd, GIOCondition condition, gpointer data)
+static gboolean on_feed(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         Feeder *f = data;
         ssize_t n;
