@@ -12,6 +12,7 @@
 
 #include "base/kiln-common.h"
 #include "runtime/stdio-relay.h"
+#include "runtime/stdio-relay-testing.h"
 
 struct KilnRelay {
         char *name;

@@ -64,11 +64,6 @@ GBytes *kiln_relay_get_captured(KilnRelay *relay);
 void kiln_relay_free(KilnRelay *relay);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRelay, kiln_relay_free)
 
-/* Bytes of relay buffers allocated in this process now, and the most there ever were since the last
- * reset: what tests check to see that a relay streams in constant memory. */
-void kiln_relay_get_buffer_stats(gsize *in_use, gsize *peak);
-void kiln_relay_reset_buffer_peak(void);
-
 /* ---- the three streams of one container run ---- */
 
 /* What a run does with its stdio: the descriptors the runtime gets (and hands to the container's

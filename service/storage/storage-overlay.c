@@ -14,6 +14,7 @@
 #include "base/kiln-common.h"
 #include "storage/mount-idmap.h"
 #include "storage/storage-private.h"
+#include "storage/storage-testing.h"
 
 static gboolean dir_is_empty(int fd)
 {

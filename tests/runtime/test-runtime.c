@@ -23,6 +23,7 @@
 #include "container-drive.h"
 #include "runtime/runtime.h"
 #include "runtime/stdio-relay.h"
+#include "runtime/stdio-relay-testing.h"
 #include "spec/spec.h"
 
 #define RUN_TIMEOUT_SECONDS 300

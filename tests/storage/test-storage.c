@@ -20,6 +20,7 @@
 #include "base/kiln-common.h"
 #include "storage/mount-idmap.h"
 #include "storage/storage.h"
+#include "storage/storage-testing.h"
 
 #define NOBODY 65534
 #define ID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
