@@ -34,16 +34,11 @@ static char *detect_config(const char *rootfs, const char *true_path, GPtrArray 
         const char *const env[] = {"PATH=/usr/bin:/bin", NULL};
         g_autoptr(GArray) mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
         g_autoptr(JsonNode) spec = NULL;
-        KilnSpecInput in = {
-                .hostname = "kiln-detect",
-                .rootfs = rootfs,
-                .argv = args,
-                .env = env,
-                .no_new_privileges = TRUE,
-                .builder_cap_drop = drop_all,
-                .last_cap = -1,
-        };
+        KilnSpecInput in = {.hostname = "kiln-detect", .rootfs = rootfs, .argv = args, .env = env};
 
+        in.no_new_privileges = TRUE;
+        in.builder_cap_drop = drop_all;
+        in.last_cap = -1; /* libcap's */
         for (guint i = 0; i < binds->len; i++) {
                 KilnMount m = {.type = KILN_MOUNT_BIND,
                                .source = binds->pdata[i],

@@ -48,19 +48,14 @@ static char *make_bundle(const char *const *args, gboolean terminal, char **id)
         g_autoptr(GError) error = NULL;
         g_autoptr(JsonNode) spec = NULL;
         g_autofree char *json = NULL;
-        KilnSpecInput in = {
-                .id = "kiln-test",
-                .rootfs = rootfs_dir,
-                .argv = args,
-                .env = env,
-                .terminal = terminal,
-                .no_new_privileges = TRUE,
-                .hostname = "kiln-test",
-                .mounts = &tmp,
-                .n_mounts = 1,
-                .last_cap = -1,
-        };
+        KilnSpecInput in = {.id = "kiln-test", .rootfs = rootfs_dir, .argv = args, .env = env};
 
+        in.hostname = "kiln-test";
+        in.terminal = terminal;
+        in.no_new_privileges = TRUE;
+        in.mounts = &tmp;
+        in.n_mounts = 1;
+        in.last_cap = -1; /* libcap's */
         g_assert_no_errno(mkdir(bundle, 0700));
         *id = g_strdup_printf("kiln-test-%d-%u", (int)getpid(), counter);
         spec = kiln_spec_generate(&in, &error);
