@@ -6,8 +6,8 @@
 #include "run/run-volumes.h"
 #include "base/validate.h"
 
-int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-                             void **found, sd_bus_error *error)
+int kiln_builder_object_find(sd_bus *bus, const char *path, G_GNUC_UNUSED const char *interface,
+                             void *userdata, void **found, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -28,8 +28,8 @@ int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interfac
         return 1;
 }
 
-int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-                                 sd_bus_error *error)
+int kiln_builder_node_enumerator(sd_bus *bus, G_GNUC_UNUSED const char *path, void *userdata, char ***nodes,
+                                 G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -48,8 +48,9 @@ int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, 
         return 1;
 }
 
-static int property_get_config(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_config(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                               G_GNUC_UNUSED const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
 
@@ -72,8 +73,9 @@ static int append_processes(sd_bus_message *reply, const KilnBuilder *b)
         return r;
 }
 
-static int property_get_processes(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_processes(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                                  G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                                  sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         return append_processes(reply, userdata);
 }
@@ -273,7 +275,7 @@ static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
                                       mount_request_free);
 }
 
-static int method_unmount(sd_bus_message *m, void *userdata, sd_bus_error *error)
+static int method_unmount(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
         KilnManager *manager = b->manager;
@@ -509,6 +511,7 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
         g_autofree char *command = NULL, *weakened = NULL;
         g_autoptr(GPtrArray) weakenings = NULL;
         const KilnCreds *creds;
+        KilnRunInput input;
         const char *details[] = {"builder", b->name, "command", NULL, NULL, NULL, NULL};
         int r;
 
@@ -548,7 +551,8 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = kiln_error_to_bus(local, error);
                 goto fail;
         }
-        weakenings = kiln_run_weakenings(manager, b, &req->options, creds, &local);
+        kiln_manager_run_input(manager, b, &input);
+        weakenings = kiln_run_weakenings(&input, &req->options, creds, &local);
         if (!weakenings) {
                 r = kiln_error_to_bus(local, error);
                 goto fail;
