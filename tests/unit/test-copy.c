@@ -111,7 +111,7 @@ typedef struct {
         int base_fd;
 } Scratch;
 
-static void scratch_setup(Scratch *s, gconstpointer data)
+static void scratch_setup(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         s->base = g_dir_make_tmp("kiln-test-copy-XXXXXX", NULL);
         g_assert_nonnull(s->base);
@@ -124,7 +124,7 @@ static void scratch_setup(Scratch *s, gconstpointer data)
         g_assert_cmpint(symlinkat("/etc", s->base_fd, "root/to-etc"), ==, 0);
 }
 
-static void scratch_teardown(Scratch *s, gconstpointer data)
+static void scratch_teardown(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         g_assert_cmpint(kiln_rm_rf_at(AT_FDCWD, s->base, NULL), ==, 0);
         close(s->base_fd);
@@ -162,7 +162,7 @@ static gboolean exists(Scratch *s, const char *path)
         return fstatat(s->base_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static void test_unpack_tree(Scratch *s, gconstpointer data)
+static void test_unpack_tree(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GByteArray) tar = g_byte_array_new();
         g_autoptr(GError) error = NULL;
@@ -186,7 +186,7 @@ static void test_unpack_tree(Scratch *s, gconstpointer data)
         g_assert_true(exists(s, "root/dest/d/l"));
 }
 
-static void test_unpack_hostile(Scratch *s, gconstpointer data)
+static void test_unpack_hostile(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         static const struct {
                 const char *what;
@@ -227,7 +227,7 @@ static void test_unpack_hostile(Scratch *s, gconstpointer data)
         }
 }
 
-static void test_unpack_limits(Scratch *s, gconstpointer data)
+static void test_unpack_limits(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GByteArray) tar = g_byte_array_new();
         g_autoptr(GError) bytes = NULL, entries = NULL;
