@@ -29,6 +29,9 @@
  *   ImageBytes=10737418240             bytes of file content in one image's layers (0: no bound)
  *   LayersPerImage=128                 layers in one image
  *   EntriesPerLayer=1000000            entries in one image layer
+ *   CopyBytes=10737418240              bytes of file content in one Copy or CopyOut (0: no bound)
+ *   CopyEntries=1000000                entries in one Copy or CopyOut (0: no bound)
+ *   CopiesPerUser=4                    Copy and CopyOut calls one uid may have in progress (uid 0 included)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -90,6 +93,10 @@ typedef struct KilnConfig {
         guint64 image_bytes; /* G_MAXUINT64: no bound */
         unsigned layers_per_image;
         unsigned entries_per_layer;
+        /* Copy, CopyOut (service/copy/copy.h) */
+        guint64 copy_bytes;   /* G_MAXUINT64: no bound */
+        guint64 copy_entries; /* G_MAXUINT64: no bound */
+        unsigned copies_per_user;
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

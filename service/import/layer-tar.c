@@ -371,7 +371,8 @@ static gboolean clear_leaf(Unpacker *u, int pfd, const char *path, const char *l
 
 /* Metadata */
 
-static gboolean check_xattr_name(const char *path, const char *name, GError **error)
+/* @name as the archive has it; @shown escaped, for the message. */
+static gboolean check_xattr_name(const char *path, const char *name, const char *shown, GError **error)
 {
         static const char *const allowed[] = {"user.", "trusted.", "security."};
 
@@ -380,13 +381,13 @@ static gboolean check_xattr_name(const char *path, const char *name, GError **er
          * up other paths than the tree holds; only whiteout entries become overlay metadata. */
         if (g_str_has_prefix(name, "trusted.overlay.") || g_str_has_prefix(name, "user.overlay."))
                 return fail_entry(error, G_IO_ERROR_INVALID_ARGUMENT, path,
-                                  "xattr '%s' is overlayfs metadata", name);
+                                  "xattr '%s' is overlayfs metadata", shown);
         if (strcmp(name, "system.posix_acl_access") == 0 || strcmp(name, "system.posix_acl_default") == 0)
                 return TRUE;
         for (size_t i = 0; i < G_N_ELEMENTS(allowed); i++)
                 if (g_str_has_prefix(name, allowed[i]) && name[strlen(allowed[i])] != '\0')
                         return TRUE;
-        return fail_entry(error, G_IO_ERROR_INVALID_ARGUMENT, path, "xattr name '%s' is not allowed", name);
+        return fail_entry(error, G_IO_ERROR_INVALID_ARGUMENT, path, "xattr name '%s' is not allowed", shown);
 }
 
 /* Sets the entry's xattrs on @fd, or (@fd < 0) on @leaf in @pfd without following it. */
@@ -407,7 +408,7 @@ static gboolean apply_xattrs(struct archive_entry *e, int fd, int pfd, const cha
                         return fail_entry(error, G_IO_ERROR_INVALID_ARGUMENT, path,
                                           "xattr name or value too long");
                 escaped = kiln_escape_for_message(name, strlen(name));
-                if (!check_xattr_name(path, escaped, error))
+                if (!check_xattr_name(path, name, escaped, error))
                         return FALSE;
                 if (fd >= 0) {
                         r = fsetxattr(fd, name, value, size, 0);

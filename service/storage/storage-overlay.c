@@ -14,6 +14,7 @@
 #include "base/kiln-common.h"
 #include "storage/mount-idmap.h"
 #include "storage/storage-private.h"
+#include "storage/storage-testing.h"
 
 static gboolean dir_is_empty(int fd)
 {
@@ -243,10 +244,8 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
                         /* Each shared layer seen through the builder's mapping; the upper dir's root then
                          * takes the mapped owner of the top layer's root (init_upper_root). */
                         int mapped = kiln_idmapped_tree(lowers[i], userns_fd, p, error);
-                        if (mapped < 0) {
-                                g_warning("%s", (*error)->message);
-                                goto out;
-                        }
+                        if (mapped < 0)
+                                goto out; /* the caller reports it, once */
                         close(lowers[i]);
                         lowers[i] = mapped;
                 }

@@ -524,7 +524,7 @@ static gboolean on_kill_timeout(gpointer data)
 
 /* May run in any thread. Asks kiln-import to stop (it removes its tmp tree on SIGTERM) and kills it
  * if it has not after a while. The task completes when the helper has exited. */
-static void on_import_cancelled(GCancellable *cancellable, gpointer data)
+static void on_import_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         ImportState *st = data;
         GSource *src;
@@ -698,7 +698,7 @@ static void image_done(ImportState *st, GBytes *out, GTask *task)
         g_task_return_pointer(task, g_steal_pointer(&image), (GDestroyNotify)kiln_imported_image_free);
 }
 
-static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         g_autoptr(GTask) task = data;
         ImportState *st = g_task_get_task_data(task);
@@ -1004,7 +1004,8 @@ void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const cha
         spawn_import(s, task, argv, src_fd, &bound, cancellable);
 }
 
-KilnImportedImage *kiln_storage_import_image_finish(KilnStorage *s, GAsyncResult *result, GError **error)
+KilnImportedImage *kiln_storage_import_image_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result,
+                                                    GError **error)
 {
         ImportState *st;
 
@@ -1024,7 +1025,7 @@ void kiln_storage_set_image_limits(KilnStorage *s, guint64 image_bytes, guint la
         s->entries_per_layer = entries_per_layer;
 }
 
-char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)
+char *kiln_storage_import_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result, GError **error)
 {
         ImportState *st;
 
@@ -1181,7 +1182,7 @@ static void drop_stale_fingerprints(KilnStorage *s)
         }
 }
 
-static void on_trees_removed(GObject *source, GAsyncResult *result, gpointer data)
+static void on_trees_removed(GObject *source, GAsyncResult *result, G_GNUC_UNUSED gpointer data)
 {
         g_autoptr(GError) error = NULL;
 
