@@ -26,6 +26,7 @@
  *   ImportBytes=10737418240            bytes of file content in one imported layer (0: no bound)
  *   StorageBytesPerUser=21474836480    bytes of file content in the layers one uid's builders use
  *                                      (uid 0 is not limited; 0: no bound)
+ *   ImagesPerUser=100                  images one uid may own (uid 0 is not limited)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -83,6 +84,7 @@ typedef struct KilnConfig {
         unsigned descriptors_per_user;
         guint64 import_bytes;           /* G_MAXUINT64: no bound */
         guint64 storage_bytes_per_user; /* G_MAXUINT64: no bound */
+        unsigned images_per_user;       /* images out: images one uid may own */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

@@ -29,6 +29,7 @@ typedef struct KilnManager {
         guint64 next_process;
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];
+        struct KilnImages *images; /* images out: the image store and its objects (image-dbus.c) */
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
