@@ -12,3 +12,9 @@ int kiln_verb_mount(int argc, char **argv);
 int kiln_verb_umount(int argc, char **argv);
 int kiln_verb_info(int argc, char **argv);
 int kiln_verb_version(int argc, char **argv);
+/* images out (cmd-image.c) */
+int kiln_verb_commit(int argc, char **argv);
+int kiln_verb_images(int argc, char **argv);
+int kiln_verb_rmi(int argc, char **argv);
+int kiln_verb_tag(int argc, char **argv);
+int kiln_verb_push(int argc, char **argv);
