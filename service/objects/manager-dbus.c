@@ -6,7 +6,6 @@
 #include "kiln-build-config.h"
 
 #include "objects/builder-dbus.h"
-#include "objects/image-dbus.h"
 #include "objects/process-dbus.h"
 #include "objects/manager.h"
 #include "base/validate.h"
@@ -639,8 +638,6 @@ int kiln_manager_register(KilnManager *m)
                                                kiln_builder_node_enumerator, m);
         if (r >= 0)
                 r = kiln_process_register(m);
-        if (r >= 0)
-                r = kiln_images_register(m);
         /* Floating: lives as long as the connection. */
         if (r >= 0)
                 r = sd_bus_add_filter(m->bus, NULL, filter_managed_objects, m);

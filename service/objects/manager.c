@@ -5,7 +5,6 @@
 #include <sys/prctl.h>
 
 #include "objects/builder-dbus.h"
-#include "objects/image-dbus.h"
 #include "runtime/isolate-server.h"
 #include "objects/process-dbus.h"
 #include "runtime/runtime.h"
@@ -88,7 +87,6 @@ void kiln_manager_free(KilnManager *m)
                 return;
         for (size_t i = 0; i < G_N_ELEMENTS(m->slots); i++)
                 sd_bus_slot_unref(m->slots[i]);
-        kiln_images_free(m->images); /* images out */
         kiln_storage_set_layer_uses(m->storage, NULL, NULL);
         /* Nothing kilnd mounted outlives it (main.c asks for this first; here for every other way
          * out), and from here on a rootfs is unmounted as soon as nobody holds it. */

@@ -297,6 +297,28 @@ class CommitCases(kr.RunTestCase):
         self.assertTrue(before, before)
         self.assertEqual(left, set(), 'blobs of removed images are left')
 
+    def test_image_objects_introspect_as_the_xml_says(self):
+        import test_introspection as ti
+        b = self.alices_builder()
+        image_id = self.commit(b, 'example/intro')
+        path = f'/org/kiln/Builder1/image/{image_id}'
+        code, live, err = self.env.run(['busctl', 'introspect', '--xml-interface', kt.BUS_NAME, path],
+                                       user=kt.ALICE)
+        self.assertEqual(code, 0, err)
+        want = ti.parse_interface(ti.read(ti.xml_file('org.kiln.Builder1.Image.xml')), IMAGE_IFACE)
+        got = ti.parse_interface(live, IMAGE_IFACE)
+        self.assertEqual(ti.without_names(got[0]), ti.without_names(want[0]))
+        self.assertEqual(got[1], want[1])
+        for iface, name in (('org.kiln.Builder1.Manager', 'org.kiln.Builder1.Manager.xml'),
+                            ('org.kiln.Builder1.Builder', 'org.kiln.Builder1.Builder.xml')):
+            want = ti.parse_interface(ti.read(ti.xml_file(name)), iface)[0]
+            target = kt.MANAGER_PATH if iface.endswith('Manager') else b.path
+            code, live, err = self.env.run(['busctl', 'introspect', '--xml-interface', kt.BUS_NAME, target])
+            got = ti.parse_interface(live, iface)[0]
+            for method in ('ListImages', 'GetImage', 'Commit'):
+                if method in want:
+                    self.assertEqual(got.get(method), want[method], method)
+
     def test_commit_refused_while_a_run_is_going(self):
         b = self.alices_builder()
         child = subprocess.Popen([self.env.kiln_cli, 'run', b.name, '--', 'sleep', '30'],
