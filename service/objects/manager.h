@@ -51,9 +51,11 @@ guint kiln_manager_count_owned(KilnManager *manager, uid_t owner);
 gboolean kiln_manager_reserve_process(KilnManager *manager, uid_t uid, GError **error);
 void kiln_manager_release_process(KilnManager *manager, uid_t uid);
 
-/* Creates the builder's directories and metadata, then exports it. */
+/* Creates the builder's directories and metadata, then exports it. @layers: its base layers, bottom
+ * first (one for scratch and directories); @image: an image's digest and history (JSON) or NULL. */
 KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner,
-                                         const char *from, const char *layer, gboolean layer_shifted,
+                                         const char *from, const char *const *layers, gboolean layer_shifted,
+                                         const char *image,
                                          const KilnBuilderConfig *config, KilnFieldMask config_mask,
                                          GError **error);
 /* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for
