@@ -111,8 +111,8 @@ int kiln_verb_from(int argc, char **argv)
                 {"platform", 0, 0, G_OPTION_ARG_STRING, &platform,
                  "Image of this platform from a multi-platform image (default: this host's)",
                  "OS/ARCH[/VARIANT]"},
-                {"arch", 0, 0, G_OPTION_ARG_STRING, &arch, "Image of this architecture, for linux (as --platform linux/ARCH)",
-                 "ARCH"},
+                {"arch", 0, 0, G_OPTION_ARG_STRING, &arch,
+                 "Image of this architecture, for linux (as --platform linux/ARCH)", "ARCH"},
                 {NULL},
         };
 

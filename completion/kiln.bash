@@ -137,7 +137,7 @@ _kiln()
     case $verb in
         from)
             if ((npos == 0)); then
-                COMPREPLY=($(compgen -W 'scratch oci: oci-archive:' -- "$cur"))
+                COMPREPLY=($(compgen -W 'scratch oci: oci-archive: docker-archive:' -- "$cur"))
                 _filedir -d
             fi
             ;;

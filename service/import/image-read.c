@@ -49,12 +49,12 @@
 #include "base/kiln-common.h"
 #include "layer-digest.h"
 
-#define JSON_MAX (4 * 1024 * 1024)            /* one index.json, manifest, config or manifest.json */
-#define SMALL_BLOB_MAX (1024 * 1024)          /* archive entries up to this size are kept in memory */
-#define SMALL_TOTAL_MAX (64 * 1024 * 1024)    /* all of them together */
-#define ARCHIVE_LARGE_MAX 4096                /* entries unpacked as layers while an archive streams */
+#define JSON_MAX (4 * 1024 * 1024)         /* one index.json, manifest, config or manifest.json */
+#define SMALL_BLOB_MAX (1024 * 1024)       /* archive entries up to this size are kept in memory */
+#define SMALL_TOTAL_MAX (64 * 1024 * 1024) /* all of them together */
+#define ARCHIVE_LARGE_MAX 4096             /* entries unpacked as layers while an archive streams */
 #define READ_BUFFER_SIZE (1024 * 1024)
-#define INDEX_DEPTH_MAX 2                     /* an index naming an index naming a manifest */
+#define INDEX_DEPTH_MAX 2 /* an index naming an index naming a manifest */
 #define SIZES_DIR ".sizes"
 
 static volatile sig_atomic_t terminating;
@@ -105,11 +105,11 @@ typedef struct Image {
         int layers_fd;
         int sock;
         pid_t child;
-        int root_fd; /* the source as the reader opened it */
-        uint64_t bytes;        /* file content unpacked so far */
-        GPtrArray *tmps;       /* Tmp *, removed at the end unless published */
-        GHashTable *small;     /* archive path → Small */
-        GHashTable *large;     /* archive path → Large */
+        int root_fd;       /* the source as the reader opened it */
+        uint64_t bytes;    /* file content unpacked so far */
+        GPtrArray *tmps;   /* Tmp *, removed at the end unless published */
+        GHashTable *small; /* archive path → Small */
+        GHashTable *large; /* archive path → Large */
         uint64_t small_total;
         uint8_t *buffer;
         int exit_code;
@@ -185,9 +185,10 @@ static void hex_of(GChecksum *c, char out[65])
 static const char *digest_hex(Image *im, const char *digest, const char *what)
 {
         if (!digest || !g_str_has_prefix(digest, "sha256:") || !kiln_hex64_is_valid(digest + 7)) {
-                g_autofree char *d = digest ? kiln_escape_for_message(digest, MIN(strlen(digest), 100)) : NULL;
-                image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: digest '%s' is not sha256:<64 hex digits>", what,
-                           d ? d : "(none)");
+                g_autofree char *d =
+                        digest ? kiln_escape_for_message(digest, MIN(strlen(digest), 100)) : NULL;
+                image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: digest '%s' is not sha256:<64 hex digits>",
+                           what, d ? d : "(none)");
                 return NULL;
         }
         return digest + 7;
@@ -259,10 +260,17 @@ static void host_platform(char **os, char **arch, char **variant)
         static const struct {
                 const char *machine, *arch, *variant;
         } table[] = {
-                {"x86_64", "amd64", NULL},   {"aarch64", "arm64", NULL},   {"armv7l", "arm", "v7"},
-                {"armv6l", "arm", "v6"},     {"i686", "386", NULL},        {"i386", "386", NULL},
-                {"ppc64le", "ppc64le", NULL}, {"s390x", "s390x", NULL},    {"riscv64", "riscv64", NULL},
-                {"mips64", "mips64le", NULL}, {"loongarch64", "loong64", NULL},
+                {"x86_64", "amd64", NULL},
+                {"aarch64", "arm64", NULL},
+                {"armv7l", "arm", "v7"},
+                {"armv6l", "arm", "v6"},
+                {"i686", "386", NULL},
+                {"i386", "386", NULL},
+                {"ppc64le", "ppc64le", NULL},
+                {"s390x", "s390x", NULL},
+                {"riscv64", "riscv64", NULL},
+                {"mips64", "mips64le", NULL},
+                {"loongarch64", "loong64", NULL},
         };
 
         if (uname(&u) == 0)
@@ -316,7 +324,8 @@ static void reader_reply(int sock, int error, const char *name, int fd)
 static _Noreturn void reader_run(const ReaderArgs *a)
 {
         const ImageOptions *o = a->o;
-        KilnImportReaderArgs ra = {.uid = o->uid, .gid = o->gid, .groups = o->groups, .n_groups = o->n_groups};
+        KilnImportReaderArgs ra = {
+                .uid = o->uid, .gid = o->gid, .groups = o->groups, .n_groups = o->n_groups};
         int keep[2] = {a->sock, o->fd};
         struct sigaction sa = {.sa_handler = SIG_DFL};
         _cleanup_close_ int root = -1;
@@ -578,7 +587,8 @@ static GBytes *read_small(Image *im, BlobReader *r, uint64_t max, const char *wh
         while ((n = blob_read(r, &p)) > 0) {
                 if (buf->len + (uint64_t)n > max) {
                         g_byte_array_unref(buf);
-                        image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: more than %" PRIu64 " bytes", what, max);
+                        image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: more than %" PRIu64 " bytes", what,
+                                   max);
                         return NULL;
                 }
                 g_byte_array_append(buf, p, (guint)n);
@@ -638,7 +648,8 @@ static Tmp *make_tmp(Image *im)
                 }
                 if (fstat(t->fd, &a) < 0 || fstatat(im->layers_fd, t->name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
                     a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-                        image_fail(im, KILN_IMPORT_EXIT_FAILED, "'%s' was removed while being made", t->name);
+                        image_fail(im, KILN_IMPORT_EXIT_FAILED, "'%s' was removed while being made",
+                                   t->name);
                         return NULL;
                 }
                 return t;
@@ -685,7 +696,9 @@ static bool layer_exists(Image *im, const char *hex)
 static Tmp *unpack_layer(Image *im, BlobReader *r, const char *what)
 {
         KilnLayerLimits limits = {
-                .max_bytes = im->o->max_bytes == UINT64_MAX ? 0 : im->o->max_bytes - MIN(im->bytes, im->o->max_bytes),
+                .max_bytes = im->o->max_bytes == UINT64_MAX
+                                     ? 0
+                                     : im->o->max_bytes - MIN(im->bytes, im->o->max_bytes),
                 .max_entries = im->o->max_entries,
         };
         KilnLayerResult res = {0};
@@ -706,12 +719,14 @@ static Tmp *unpack_layer(Image *im, BlobReader *r, const char *what)
         if (!kiln_layer_unpack(blob_read, r, t->fd, &limits, &res, &error)) {
                 /* Past the entries bound the message names it here; past the bytes bound kilnd adds
                  * the setting that decided (ImageBytes or what StorageBytesPerUser left). */
-                if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE) && strstr(error->message, "entries"))
-                        image_fail(im, KILN_IMPORT_EXIT_LIMIT, "%s: %s ([Limits] EntriesPerLayer=%" PRIu64 ")", what,
-                                   error->message, im->o->max_entries);
+                if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE) &&
+                    strstr(error->message, "entries"))
+                        image_fail(im, KILN_IMPORT_EXIT_LIMIT,
+                                   "%s: %s ([Limits] EntriesPerLayer=%" PRIu64 ")", what, error->message,
+                                   im->o->max_entries);
                 else if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE))
-                        image_fail(im, KILN_IMPORT_EXIT_LIMIT, "%s: %s (all layers of the image together)", what,
-                                   error->message);
+                        image_fail(im, KILN_IMPORT_EXIT_LIMIT, "%s: %s (all layers of the image together)",
+                                   what, error->message);
                 else if (r->error == EFBIG)
                         image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: more bytes than its descriptor's size",
                                    what);
@@ -738,22 +753,23 @@ static int hash_only(Image *im, BlobReader *r, char diff_hex[65], const char *wh
 
         if (!kiln_image_hash_layer(blob_read, r, diff_hex, &error)) {
                 if (r->error == EFBIG)
-                        return image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: more bytes than its descriptor's size",
-                                          what);
+                        return image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                                          "%s: more bytes than its descriptor's size", what);
                 return image_fail_gerror(im, error, what);
         }
         return blob_drain(r) < 0 ? image_fail_errno(im, r->error ? r->error : errno, "read", what) : 0;
 }
 
 /* Both digests of layer @i checked: refused by name, with what the bytes hashed to. */
-static int check_layer(Image *im, guint i, const char *blob_want, const char *blob_got, const char *diff_want,
-                       const char *diff_got)
+static int check_layer(Image *im, guint i, const char *blob_want, const char *blob_got,
+                       const char *diff_want, const char *diff_got)
 {
         if (blob_want && !g_str_equal(blob_want, blob_got))
-                return image_fail(im, KILN_IMPORT_EXIT_INVALID,
-                                  "layer %u: its blob does not match its digest sha256:%s (the bytes hash to "
-                                  "sha256:%s)",
-                                  i, blob_want, blob_got);
+                return image_fail(
+                        im, KILN_IMPORT_EXIT_INVALID,
+                        "layer %u: its blob does not match its digest sha256:%s (the bytes hash to "
+                        "sha256:%s)",
+                        i, blob_want, blob_got);
         if (!g_str_equal(diff_want, diff_got))
                 return image_fail(im, KILN_IMPORT_EXIT_INVALID,
                                   "layer %u: its content does not match diff_id sha256:%s (the uncompressed "
@@ -765,7 +781,8 @@ static int check_layer(Image *im, guint i, const char *blob_want, const char *bl
 /* Layer @i of the image read through @r: verified, and unpacked unless stored already. */
 static int take_layer(Image *im, guint i, BlobReader *r, const char *blob_want, const char *diff_want)
 {
-        g_autofree char *what = g_strdup_printf("layer %u (sha256:%.12s…)", i, blob_want ? blob_want : diff_want);
+        g_autofree char *what =
+                g_strdup_printf("layer %u (sha256:%.12s…)", i, blob_want ? blob_want : diff_want);
         char blob_got[65], diff_got[65];
         Tmp *t = NULL;
 
@@ -833,9 +850,9 @@ static int publish(Image *im)
 
 static bool is_index(JsonObject *o, const char *media_type)
 {
-        return (media_type && (g_str_equal(media_type, "application/vnd.oci.image.index.v1+json") ||
-                               g_str_equal(media_type,
-                                           "application/vnd.docker.distribution.manifest.list.v2+json"))) ||
+        return (media_type &&
+                (g_str_equal(media_type, "application/vnd.oci.image.index.v1+json") ||
+                 g_str_equal(media_type, "application/vnd.docker.distribution.manifest.list.v2+json"))) ||
                obj_array(o, "manifests") != NULL;
 }
 
@@ -887,7 +904,8 @@ static JsonObject *pick_descriptor(Image *im, JsonObject *index, const char *ref
                 return candidates->pdata[0]; /* an image with a platform: checked against its config */
         if (n_platform > 0)
                 image_fail(im, KILN_IMPORT_EXIT_NOT_FOUND, "%s has no image for platform %s/%s%s%s", what,
-                           im->o->os, im->o->arch, im->o->variant ? "/" : "", im->o->variant ? im->o->variant : "");
+                           im->o->os, im->o->arch, im->o->variant ? "/" : "",
+                           im->o->variant ? im->o->variant : "");
         else
                 image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s names %u images: name one (SOURCE:REF)", what,
                            candidates->len);
@@ -916,8 +934,9 @@ static GBytes *get_json_blob(Image *im, const char *hex, gint64 size, const char
                 Small *s = g_hash_table_lookup(im->small, name);
 
                 if (!s) {
-                        image_fail(im, g_hash_table_contains(im->large, name) ? KILN_IMPORT_EXIT_INVALID
-                                                                               : KILN_IMPORT_EXIT_NOT_FOUND,
+                        image_fail(im,
+                                   g_hash_table_contains(im->large, name) ? KILN_IMPORT_EXIT_INVALID
+                                                                          : KILN_IMPORT_EXIT_NOT_FOUND,
                                    "%s sha256:%s: %s", what, hex,
                                    g_hash_table_contains(im->large, name) ? "larger than 1 MiB"
                                                                           : "not in the archive");
@@ -930,14 +949,15 @@ static GBytes *get_json_blob(Image *im, const char *hex, gint64 size, const char
                 return NULL;
         if (!g_str_equal(got, hex)) {
                 g_bytes_unref(bytes);
-                image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: its bytes hash to sha256:%s, not to its digest sha256:%s",
-                           what, got, hex);
+                image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                           "%s: its bytes hash to sha256:%s, not to its digest sha256:%s", what, got, hex);
                 return NULL;
         }
         if (size >= 0 && (gint64)g_bytes_get_size(bytes) != size) {
                 g_bytes_unref(bytes);
-                image_fail(im, KILN_IMPORT_EXIT_INVALID, "%s: %zu bytes, its descriptor says %" G_GINT64_FORMAT,
-                           what, g_bytes_get_size(bytes), size);
+                image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                           "%s: %zu bytes, its descriptor says %" G_GINT64_FORMAT, what,
+                           g_bytes_get_size(bytes), size);
                 return NULL;
         }
         return bytes;
@@ -961,15 +981,16 @@ static GPtrArray *config_diff_ids(Image *im, JsonObject *config, guint n_layers)
                 return NULL;
         }
         if (n != n_layers) {
-                image_fail(im, KILN_IMPORT_EXIT_INVALID, "the manifest names %u layers, the config %u diff_ids",
-                           n_layers, n);
+                image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                           "the manifest names %u layers, the config %u diff_ids", n_layers, n);
                 return NULL;
         }
         for (guint i = 0; i < n; i++) {
                 JsonNode *node = json_array_get_element(ids, i);
-                const char *d = JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING
-                                        ? json_node_get_string(node)
-                                        : NULL;
+                const char *d =
+                        JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING
+                                ? json_node_get_string(node)
+                                : NULL;
                 const char *hex = digest_hex(im, d, "image config diff_ids");
                 if (!hex)
                         return NULL;
@@ -984,8 +1005,9 @@ static int check_platform(Image *im, JsonObject *config)
         const char *os = obj_string(config, "os"), *arch = obj_string(config, "architecture");
 
         if (os && arch && (!g_str_equal(os, im->o->os) || !g_str_equal(arch, im->o->arch)))
-                return image_fail(im, KILN_IMPORT_EXIT_INVALID, "the image is for %s/%s, not %s/%s (platform)",
-                                  os, arch, im->o->os, im->o->arch);
+                return image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                                  "the image is for %s/%s, not %s/%s (platform)", os, arch, im->o->os,
+                                  im->o->arch);
         return 0;
 }
 
@@ -1009,7 +1031,8 @@ static int read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
         for (int depth = 0;; depth++) {
                 g_autoptr(JsonNode) next = NULL;
 
-                desc = pick_descriptor(im, m, depth == 0 ? ref : NULL, depth == 0 ? "index.json" : "image index");
+                desc = pick_descriptor(im, m, depth == 0 ? ref : NULL,
+                                       depth == 0 ? "index.json" : "image index");
                 if (!desc)
                         return -1;
                 hex = digest_hex(im, obj_string(desc, "digest"), "manifest descriptor");
@@ -1021,7 +1044,8 @@ static int read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
                         return -1;
                 next = parse_json(im, manifest_bytes, "manifest");
                 if (!next || !JSON_NODE_HOLDS_OBJECT(next))
-                        return image_fail(im, KILN_IMPORT_EXIT_INVALID, "manifest sha256:%s: not an object", hex);
+                        return image_fail(im, KILN_IMPORT_EXIT_INVALID, "manifest sha256:%s: not an object",
+                                          hex);
                 g_clear_pointer(&manifest, json_node_unref);
                 manifest = g_steal_pointer(&next);
                 m = json_node_get_object(manifest);
@@ -1079,8 +1103,9 @@ static int layout_layer(Image *im, guint i, const char *blob_hex, gint64 size, c
                 r.max = (uint64_t)size;
         ret = take_layer(im, i, &r, blob_hex, diff_hex);
         if (ret == 0 && size >= 0 && r.n != (uint64_t)size)
-                ret = image_fail(im, KILN_IMPORT_EXIT_INVALID, "layer %u: %" PRIu64 " bytes, its descriptor says %"
-                                 G_GINT64_FORMAT, i, r.n, size);
+                ret = image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                                 "layer %u: %" PRIu64 " bytes, its descriptor says %" G_GINT64_FORMAT, i,
+                                 r.n, size);
         blob_reader_clear(&r);
         return ret;
 }
@@ -1201,7 +1226,8 @@ static int stream_archive(Image *im)
                         if (++n_large > ARCHIVE_LARGE_MAX) {
                                 g_free(l);
                                 blob_reader_clear(&br);
-                                ret = image_fail(im, KILN_IMPORT_EXIT_LIMIT, "the archive holds more than %d large files",
+                                ret = image_fail(im, KILN_IMPORT_EXIT_LIMIT,
+                                                 "the archive holds more than %d large files",
                                                  ARCHIVE_LARGE_MAX);
                                 goto out;
                         }
@@ -1240,7 +1266,8 @@ out:
 }
 
 /* Layer @i named by archive path @key: unpacked while streaming, or small and unpacked now. */
-static int archive_layer_by_key(Image *im, guint i, const char *key, const char *blob_hex, const char *diff_hex)
+static int archive_layer_by_key(Image *im, guint i, const char *key, const char *blob_hex,
+                                const char *diff_hex)
 {
         Large *l = g_hash_table_lookup(im->large, key);
         Small *s;
@@ -1260,7 +1287,8 @@ static int archive_layer_by_key(Image *im, guint i, const char *key, const char 
         s = g_hash_table_lookup(im->small, key);
         if (!s) {
                 g_autofree char *k = kiln_escape_for_message(key, strlen(key));
-                return image_fail(im, KILN_IMPORT_EXIT_NOT_FOUND, "layer %u: '%s' is not in the archive", i, k);
+                return image_fail(im, KILN_IMPORT_EXIT_NOT_FOUND, "layer %u: '%s' is not in the archive", i,
+                                  k);
         }
         blob_reader_init(&r, im);
         r.is_mem = true;
@@ -1300,7 +1328,8 @@ static JsonObject *pick_docker_entry(Image *im, JsonArray *entries)
         if (ref && ref[0] == '@') {
                 guint64 idx;
                 if (!g_ascii_string_to_unsigned(ref + 1, 10, 0, G_MAXUINT32, &idx, NULL) || idx >= n) {
-                        image_fail(im, KILN_IMPORT_EXIT_NOT_FOUND, "manifest.json has no image %s (it has %u)", ref, n);
+                        image_fail(im, KILN_IMPORT_EXIT_NOT_FOUND,
+                                   "manifest.json has no image %s (it has %u)", ref, n);
                         return NULL;
                 }
                 return json_node_get_object(json_array_get_element(entries, (guint)idx));
@@ -1308,18 +1337,22 @@ static JsonObject *pick_docker_entry(Image *im, JsonArray *entries)
         if (!ref) {
                 if (n != 1) {
                         image_fail(im, KILN_IMPORT_EXIT_INVALID,
-                                   "manifest.json names %u images: name one (docker-archive:FILE:NAME:TAG or @N)", n);
+                                   "manifest.json names %u images: name one (docker-archive:FILE:NAME:TAG "
+                                   "or @N)",
+                                   n);
                         return NULL;
                 }
                 return json_node_get_object(json_array_get_element(entries, 0));
         }
         for (guint i = 0; i < n; i++) {
-                JsonArray *tags = obj_array(json_node_get_object(json_array_get_element(entries, i)), "RepoTags");
+                JsonArray *tags =
+                        obj_array(json_node_get_object(json_array_get_element(entries, i)), "RepoTags");
                 for (guint j = 0; tags && j < json_array_get_length(tags); j++) {
                         JsonNode *t = json_array_get_element(tags, j);
-                        const char *tag = JSON_NODE_HOLDS_VALUE(t) && json_node_get_value_type(t) == G_TYPE_STRING
-                                                  ? json_node_get_string(t)
-                                                  : NULL;
+                        const char *tag =
+                                JSON_NODE_HOLDS_VALUE(t) && json_node_get_value_type(t) == G_TYPE_STRING
+                                        ? json_node_get_string(t)
+                                        : NULL;
 
                         if (tag && (g_str_equal(tag, ref) || g_str_equal(short_ref(tag), short_ref(ref))))
                                 return json_node_get_object(json_array_get_element(entries, i));
@@ -1356,7 +1389,8 @@ static int read_docker_archive(Image *im)
         JsonArray *layers;
 
         if (!ms)
-                return image_fail(im, KILN_IMPORT_EXIT_INVALID, "the archive has no manifest.json (not a docker-archive)");
+                return image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                                  "the archive has no manifest.json (not a docker-archive)");
         manifest = parse_json(im, ms->data, "manifest.json");
         if (!manifest || !JSON_NODE_HOLDS_ARRAY(manifest))
                 return image_fail(im, KILN_IMPORT_EXIT_INVALID, "manifest.json: not a JSON array");
@@ -1365,12 +1399,14 @@ static int read_docker_archive(Image *im)
                 return -1;
         config_key = obj_string(entry, "Config") ? archive_key(obj_string(entry, "Config")) : NULL;
         if (!config_key || !(cs = g_hash_table_lookup(im->small, config_key)))
-                return image_fail(im, KILN_IMPORT_EXIT_INVALID, "manifest.json: its Config is not in the archive");
+                return image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                                  "manifest.json: its Config is not in the archive");
         config_hex = name_digest(config_key, ".json");
         if (config_hex && !g_str_equal(config_hex, cs->hex))
-                return image_fail(im, KILN_IMPORT_EXIT_INVALID,
-                                  "image config '%s': its bytes hash to sha256:%s, not to the digest its name says",
-                                  config_key, cs->hex);
+                return image_fail(
+                        im, KILN_IMPORT_EXIT_INVALID,
+                        "image config '%s': its bytes hash to sha256:%s, not to the digest its name says",
+                        config_key, cs->hex);
         config = parse_json(im, cs->data, "image config");
         if (!config || !JSON_NODE_HOLDS_OBJECT(config))
                 return image_fail(im, KILN_IMPORT_EXIT_INVALID, "image config: not an object");
@@ -1391,8 +1427,10 @@ static int read_docker_archive(Image *im)
                 g_autofree char *blob_hex = NULL;
 
                 if (!key)
-                        return image_fail(im, KILN_IMPORT_EXIT_INVALID, "manifest.json: Layers[%u] is not a path", i);
-                /* Only an OCI-style name is a blob digest; "<hex>.tar" names are diff_ids (checked anyway). */
+                        return image_fail(im, KILN_IMPORT_EXIT_INVALID,
+                                          "manifest.json: Layers[%u] is not a path", i);
+                /* Only an OCI-style name is a blob digest; "<hex>.tar" names are diff_ids (checked anyway).
+                 */
                 if (g_str_has_prefix(key, "blobs/sha256/"))
                         blob_hex = name_digest(key, "");
                 if (archive_layer_by_key(im, i, key, blob_hex, diff_ids->pdata[i]) < 0)
@@ -1554,7 +1592,10 @@ static int parse_image_options(int argc, char **argv, ImageOptions *o)
 
 int kiln_image_main(int argc, char **argv)
 {
-        ImageOptions o = {.fd = -1, .max_bytes = UINT64_MAX, .max_layers = 128, .max_entries = KILN_IMPORT_MAX_ENTRIES};
+        ImageOptions o = {.fd = -1,
+                          .max_bytes = UINT64_MAX,
+                          .max_layers = 128,
+                          .max_entries = KILN_IMPORT_MAX_ENTRIES};
         Image im = {.o = &o, .layers_fd = -1, .sock = -1, .child = -1, .root_fd = -1};
         pid_t parent = getppid();
         struct sigaction sa = {.sa_handler = on_signal};
@@ -1574,7 +1615,8 @@ int kiln_image_main(int argc, char **argv)
                 goto out_options;
         }
         /* Killed with kilnd; gone at once if it died before we could ask for that. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != (o.parent_pid ? o.parent_pid : parent)) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ||
+            getppid() != (o.parent_pid ? o.parent_pid : parent)) {
                 fprintf(stderr, "the service that started kiln-import is gone\n");
                 exit_code = KILN_IMPORT_EXIT_FAILED;
                 goto out_options;
@@ -1603,8 +1645,9 @@ int kiln_image_main(int argc, char **argv)
                 goto out;
         }
         if (fstat(im.layers_fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
-                image_fail(&im, KILN_IMPORT_EXIT_FAILED, "'%s' must be owned by uid %u and not writable by others",
-                           o.layers, (unsigned)geteuid());
+                image_fail(&im, KILN_IMPORT_EXIT_FAILED,
+                           "'%s' must be owned by uid %u and not writable by others", o.layers,
+                           (unsigned)geteuid());
                 goto out;
         }
 

@@ -198,9 +198,10 @@ KilnBuilder *kiln_builder_from_json(const char *json, GError **error)
 
                 for (guint i = 0; i < len; i++) {
                         JsonNode *e = json_array_get_element(a, i);
-                        const char *l = JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING
-                                                ? json_node_get_string(e)
-                                                : NULL;
+                        const char *l =
+                                JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING
+                                        ? json_node_get_string(e)
+                                        : NULL;
                         if (!l || !kiln_id_is_valid(l))
                                 break;
                         g_strv_builder_add(layers, l);

@@ -14,10 +14,10 @@ typedef struct KilnBuilder {
         char *id;                    /* 64 hex */
         char *name;
         uid_t owner;
-        char *from;             /* as the caller gave it: "scratch" or a path */
-        char *layer;            /* digest of the top base layer (the only one of a directory or scratch) */
-        char **layers;          /* every base layer, bottom first; the last is @layer */
-        char *image;            /* an image's digest and history as JSON (kept for a later commit), or NULL */
+        char *from;    /* as the caller gave it: "scratch" or a path */
+        char *layer;   /* digest of the top base layer (the only one of a directory or scratch) */
+        char **layers; /* every base layer, bottom first; the last is @layer */
+        char *image;   /* an image's digest and history as JSON (kept for a later commit), or NULL */
         gboolean layer_shifted; /* the base is a copy shifted to the owner's ID maps (no ID-mapping) */
         guint64 created_usec;
         KilnBuilderConfig config;

@@ -289,8 +289,9 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
                 /* The path (or the descriptor) is read by kiln-import's reader as the caller. */
                 req->importing = TRUE;
                 kiln_storage_import_image_async(req->manager->storage, req->image_kind, req->image_path,
-                                                kiln_steal_fd(&req->rootfs_fd), req->image_ref, req->platform,
-                                                &req->creds, req->cancellable, on_image_done, req);
+                                                kiln_steal_fd(&req->rootfs_fd), req->image_ref,
+                                                req->platform, &req->creds, req->cancellable, on_image_done,
+                                                req);
                 return;
         }
         if (req->rootfs_fd >= 0 || g_str_has_prefix(req->from, "/")) {
@@ -306,7 +307,7 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
                 create_reply_error(req, error);
         else
                 create_on_base(req, (const char *const[]){layer, NULL}); /* if it goes to kiln-import, the
-                                                                           * release leaves req alone */
+                                                                          * release leaves req alone */
 }
 
 static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **error)
@@ -355,7 +356,8 @@ static gboolean check_platform(const char *v, GError **error)
                 return TRUE;
 invalid:
         return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                         "Invalid platform: '%.64s' is not OS/ARCH or OS/ARCH/VARIANT (such as linux/arm64)", v);
+                         "Invalid platform: '%.64s' is not OS/ARCH or OS/ARCH/VARIANT (such as linux/arm64)",
+                         v);
 }
 
 /* The image sources, named as skopeo names them: KIND:PATH[:REF]. The path ends at the first ':' after
@@ -379,11 +381,15 @@ static gboolean parse_image_source(CreateRequest *req, const char *from, GError 
         p = ref ? g_strndup(path, ref - path) : g_strdup(path);
         if (ref && (!ref[1] || strlen(ref + 1) > 256 || !g_utf8_validate(ref + 1, -1, NULL)))
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                                 "Invalid from: the reference after '%s:PATH:' is empty or not a name", kind);
+                                 "Invalid from: the reference after '%s:PATH:' is empty or not a name",
+                                 kind);
         for (const char *c = ref ? ref + 1 : ""; *c; c++)
                 if ((unsigned char)*c < 0x20 || *c == 0x7f)
                         return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                          "Invalid from: the reference holds a control character");
+        if (!g_path_is_absolute(p))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid from: '%s': the path after '%s:' must be absolute", from, kind);
         if (!kiln_validate_absolute_path("from", p, FALSE, error))
                 return FALSE;
         if (req->rootfs_fd >= 0) {
@@ -488,6 +494,12 @@ static gboolean check_create(CreateRequest *req, const char *name, const char *f
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                  "Invalid platform: '%s' is not an image", from);
         if (req->rootfs_fd >= 0) {
+                struct stat st;
+                /* Only an archive source takes a file. */
+                if (fstat(req->rootfs_fd, &st) < 0 || !S_ISDIR(st.st_mode))
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid rootfs_fd: not an open directory (a file needs "
+                                         "from 'oci-archive:PATH' or 'docker-archive:PATH')");
                 if (!g_str_has_prefix(from, "/"))
                         return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                          "Invalid from: with rootfs_fd, from must be the "

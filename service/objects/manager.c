@@ -252,9 +252,9 @@ const char *kiln_manager_default_userns(KilnManager *m, uid_t owner, const KilnB
 }
 
 KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t owner, const char *from,
-                                         const char *const *layers, gboolean layer_shifted, const char *image,
-                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
-                                         GError **error)
+                                         const char *const *layers, gboolean layer_shifted,
+                                         const char *image, const KilnBuilderConfig *config,
+                                         KilnFieldMask config_mask, GError **error)
 {
         g_autofree char *id = NULL;
         g_autofree char *dir = NULL;

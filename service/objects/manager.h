@@ -55,9 +55,8 @@ void kiln_manager_release_process(KilnManager *manager, uid_t uid);
  * first (one for scratch and directories); @image: an image's digest and history (JSON) or NULL. */
 KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner,
                                          const char *from, const char *const *layers, gboolean layer_shifted,
-                                         const char *image,
-                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
-                                         GError **error);
+                                         const char *image, const KilnBuilderConfig *config,
+                                         KilnFieldMask config_mask, GError **error);
 /* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for
  * everyone else. */
 const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);

@@ -28,11 +28,13 @@ KILN_DEFINE_STRING_CHECK(check_isolation, kiln_validate_isolation)
 KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
 KILN_DEFINE_STRING_CHECK(check_label_key, kiln_validate_label_key)
 
-/* A stop signal as images write it: a name (SIGTERM, TERM, SIGRTMIN+3) or a number. */
+/* A stop signal as images write it: a name (SIGTERM, TERM, SIGRTMIN+3) or a number; "" for none. */
 static char *check_stop_signal(const char *arg, const char *value, GError **error)
 {
         size_t n = strlen(value);
 
+        if (n == 0)
+                return g_strdup("");
         for (size_t i = 0; i < n; i++)
                 if (!g_ascii_isalnum(value[i]) && value[i] != '+' && value[i] != '-')
                         n = 0;
@@ -51,8 +53,8 @@ static char *check_exposed_port(const char *arg, const char *value, GError **err
         guint64 port;
 
         if (!parts[0] || !g_ascii_string_to_unsigned(parts[0], 10, 1, 65535, &port, NULL) ||
-            (parts[1] && (!g_strv_contains((const char *const[]){"tcp", "udp", "sctp", NULL}, parts[1]) ||
-                          parts[2]))) {
+            (parts[1] &&
+             (!g_strv_contains((const char *const[]){"tcp", "udp", "sctp", NULL}, parts[1]) || parts[2]))) {
                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
                             "Invalid %s: '%.64s' is not PORT or PORT/tcp, udp or sctp", arg, value);
                 return NULL;

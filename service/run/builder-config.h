@@ -24,8 +24,8 @@ typedef struct KilnBuilderConfig {
         char **ulimits;
         char *isolation;
         char *userns;
-        char *stop_signal;     /* from an image's config */
-        char **exposed_ports;  /* "PORT/PROTO", from an image's config */
+        char *stop_signal;    /* from an image's config */
+        char **exposed_ports; /* "PORT/PROTO", from an image's config */
 } KilnBuilderConfig;
 
 typedef enum {

@@ -303,7 +303,8 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
                 lower_path = lower_paths(s, layers, n, error);
                 if (!lower_path)
                         goto fail;
-                mfd = overlay_fsmount(lowers, n, upper, work, lower_path, upper_path, work_path, FALSE, error);
+                mfd = overlay_fsmount(lowers, n, upper, work, lower_path, upper_path, work_path, FALSE,
+                                      error);
         }
         if (mfd == -1 && errno == ENOSYS) {
                 /* No new mount API: mount(2) with the same options. */
@@ -311,7 +312,8 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
 
                 g_free(lower_path);
                 lower_path = lower_paths(s, layers, n, error);
-                if (!lower_path || !check_option_path(upper_path, error) || !check_option_path(work_path, error))
+                if (!lower_path || !check_option_path(upper_path, error) ||
+                    !check_option_path(work_path, error))
                         goto fail;
                 options = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s,metacopy=off", lower_path,
                                           upper_path, work_path);

@@ -649,9 +649,11 @@ static void image_done(ImportState *st, GBytes *out, GTask *task)
         JsonArray *a;
         const char *digest;
 
-        if (!data || len == 0 || len > IMAGE_RESULT_MAX || !json_parser_load_from_data(parser, data, (gssize)len, NULL) ||
+        if (!data || len == 0 || len > IMAGE_RESULT_MAX ||
+            !json_parser_load_from_data(parser, data, (gssize)len, NULL) ||
             !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no image", HELPER_NAME);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no image",
+                                        HELPER_NAME);
                 return;
         }
         o = json_node_get_object(json_parser_get_root(parser));
@@ -728,7 +730,8 @@ static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
                 return;
         }
         status = g_subprocess_get_exit_status(st->proc);
-        if (status == KILN_IMPORT_EXIT_OK && g_task_get_source_tag(task) == kiln_storage_import_image_async) {
+        if (status == KILN_IMPORT_EXIT_OK &&
+            g_task_get_source_tag(task) == kiln_storage_import_image_async) {
                 image_done(st, out, task);
                 return;
         }
@@ -936,7 +939,8 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
 
 void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const char *src_path, int src_fd,
                                      const char *ref, const char *platform, const KilnCreds *creds,
-                                     GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+                                     GCancellable *cancellable, GAsyncReadyCallback callback,
+                                     gpointer user_data)
 {
         g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
@@ -953,7 +957,8 @@ void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const cha
         if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
             (creds->n_groups > 0 && !creds->groups)) {
                 kiln_close_fdp(&src_fd);
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid credentials");
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Invalid credentials");
                 return;
         }
         /* As for directories: the smaller bound decides and is the one an error names. */

@@ -110,10 +110,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnImportedImage, kiln_imported_image_free)
  * never as root) or open at @src_fd (exactly one; the fd is taken over), the one named @ref (NULL: the
  * only one) for @platform ("os/arch[/variant]", NULL: the host's). Every layer is verified against both
  * its digests, also one stored already. */
-void kiln_storage_import_image_async(KilnStorage *storage, const char *kind, const char *src_path, int src_fd,
-                                     const char *ref, const char *platform, const KilnCreds *creds,
-                                     GCancellable *cancellable, GAsyncReadyCallback callback,
-                                     gpointer user_data);
+void kiln_storage_import_image_async(KilnStorage *storage, const char *kind, const char *src_path,
+                                     int src_fd, const char *ref, const char *platform,
+                                     const KilnCreds *creds, GCancellable *cancellable,
+                                     GAsyncReadyCallback callback, gpointer user_data);
 KilnImportedImage *kiln_storage_import_image_finish(KilnStorage *storage, GAsyncResult *result,
                                                     GError **error);
 
@@ -138,8 +138,9 @@ gboolean kiln_storage_remove_builder(KilnStorage *storage, const char *id, GErro
 
 /* Mounts the overlay (lower: the @layers, bottom first, stacked with the last on top; upper/work: the
  * builder's) at RUNTIME/mounts/<id>, nosuid and nodev; mounting an already mounted builder returns the
- * same path. With @userns_fd (else -1) each layer is ID-mapped through that user namespace (see mount-idmap.h); the upper dir is not: it holds
- * what the container writes, owned on the host by the mapped IDs. */
+ * same path. With @userns_fd (else -1) each layer is ID-mapped through that user namespace (see
+ * mount-idmap.h); the upper dir is not: it holds what the container writes, owned on the host by the mapped
+ * IDs. */
 char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *const *layers, int userns_fd,
                          GError **error);
 gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);

@@ -77,6 +77,8 @@ BUILDER_PROPERTIES = {
     'UserNamespace': 's', 'Env': 'as', 'WorkingDir': 's', 'User': 's', 'Hostname': 's',
     'Entrypoint': 'as', 'Cmd': 'as', 'Shell': 'as', 'Volumes': 'as', 'Labels': 'a{ss}',
     'CapAdd': 'as', 'CapDrop': 'as', 'Ulimits': 'as', 'Processes': 'ao',
+    # Images (test_images.py)
+    'StopSignal': 's', 'ExposedPorts': 'as', 'Layers': 'as', 'Image': 's',
 }
 
 ID_RE = re.compile(r'^[0-9a-f]{64}$')
