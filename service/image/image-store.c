@@ -228,12 +228,13 @@ char *kiln_image_config_json(const KilnImageConfigInput *in)
 {
         g_autoptr(JsonBuilder) jb = json_builder_new();
         g_autofree char *created = rfc3339(in->created);
-        guint n_layers = in->diff_ids ? g_strv_length((char **)in->diff_ids) : 0;
+        g_autoptr(JsonParser) base = json_parser_new();
+        JsonArray *base_history = NULL;
 
         json_builder_begin_object(jb);
         add_string(jb, "created", created);
-        add_string(jb, "architecture", go_arch());
-        add_string(jb, "os", "linux");
+        add_string(jb, "architecture", in->architecture ? in->architecture : go_arch());
+        add_string(jb, "os", in->os ? in->os : "linux");
         json_builder_set_member_name(jb, "config");
         json_builder_begin_object(jb);
         if (in->user && *in->user)
@@ -271,7 +272,12 @@ char *kiln_image_config_json(const KilnImageConfigInput *in)
         json_builder_end_object(jb);
         json_builder_set_member_name(jb, "history");
         json_builder_begin_array(jb);
-        for (guint i = 0; i < n_layers; i++) {
+        if (in->base_history && json_parser_load_from_data(base, in->base_history, -1, NULL) &&
+            JSON_NODE_HOLDS_ARRAY(json_parser_get_root(base)))
+                base_history = json_node_get_array(json_parser_get_root(base));
+        for (guint i = 0; base_history && i < json_array_get_length(base_history); i++)
+                json_builder_add_value(jb, json_node_copy(json_array_get_element(base_history, i)));
+        for (guint i = 0; in->history_created_by && in->history_created_by[i]; i++) {
                 json_builder_begin_object(jb);
                 add_string(jb, "created", created);
                 add_string(jb, "created_by", in->history_created_by[i]);

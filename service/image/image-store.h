@@ -81,7 +81,9 @@ typedef struct KilnImageConfigInput {
         const char *const *exposed_ports;
         gint64 created;                        /* seconds since the epoch */
         const char *const *diff_ids;           /* "sha256:<hex>", bottom first */
-        const char *const *history_created_by; /* one per layer: the history entries */
+        const char *base_history;              /* the base image's history entries (a JSON array), or NULL */
+        const char *const *history_created_by; /* the entries that follow, each with one layer */
+        const char *os, *architecture;         /* NULL: the host's */
 } KilnImageConfigInput;
 char *kiln_image_config_json(const KilnImageConfigInput *in);
 /* The manifest of @format ("oci", "docker") for the config blob and @layers. */

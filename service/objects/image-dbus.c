@@ -808,9 +808,13 @@ typedef struct {
         KilnCompression compression;
 
         /* for the thread */
-        char *upper_path;  /* the builder's overlay upper dir, or its mounted root with squash */
-        char *base_path;   /* the base layer's directory, NULL for none (scratch, squash) */
-        char *base_digest; /* its digest in the layer store */
+        char *upper_path;    /* the builder's overlay upper dir, or its mounted root with squash */
+        char **base_paths;   /* the base layers' directories, bottom first (none: scratch, squash) */
+        char **base_digests; /* their digests in the layer store */
+        char *base_history;  /* the base image's history (a JSON array), or NULL */
+        char *os, *architecture;
+        char *stop_signal;
+        char **exposed_ports;
         gboolean base_shifted;
         GArray *uid_map; /* host → container for the new layer (NULL: as they are) */
         GArray *gid_map;
@@ -844,8 +848,13 @@ static void commit_job_free(gpointer data)
         g_free(job->compression_name);
         g_free(job->format);
         g_free(job->upper_path);
-        g_free(job->base_path);
-        g_free(job->base_digest);
+        g_strfreev(job->base_paths);
+        g_strfreev(job->base_digests);
+        g_free(job->base_history);
+        g_free(job->os);
+        g_free(job->architecture);
+        g_free(job->stop_signal);
+        g_strfreev(job->exposed_ports);
         g_clear_pointer(&job->uid_map, g_array_unref);
         g_clear_pointer(&job->gid_map, g_array_unref);
         g_strfreev(job->env);
@@ -911,10 +920,10 @@ static void commit_thread(GTask *task, gpointer source, gpointer data, GCancella
         KilnImageLayer *l;
         KilnLayerWriteOptions o = {.compression = job->compression, .clamp_mtime = -1};
 
-        if (job->base_path) {
-                /* The base as stored (owners already the container's unless it is a shifted copy); written
-                 * once per base and compression, reused by every later commit on it. */
-                l = kiln_image_store_lookup_base(store, job->base_digest, job->compression);
+        for (guint i = 0; job->base_paths && job->base_paths[i]; i++) {
+                /* Each base layer as stored (owners already the container's unless it is a shifted copy);
+                 * written once per layer and compression, reused by every later commit on it. */
+                l = kiln_image_store_lookup_base(store, job->base_digests[i], job->compression);
                 if (!l) {
                         if (job->base_shifted && job->uid_map) {
                                 o.uid_map = (KilnIdMapping *)job->uid_map->data;
@@ -922,16 +931,18 @@ static void commit_thread(GTask *task, gpointer source, gpointer data, GCancella
                                 o.gid_map = (KilnIdMapping *)job->gid_map->data;
                                 o.n_gid_map = job->gid_map->len;
                         }
-                        l = write_layer(store, job->base_path, &o, cancellable, &error);
+                        l = write_layer(store, job->base_paths[i], &o, cancellable, &error);
                         if (!l) {
                                 g_prefix_error(&error, "Cannot write the base layer: ");
                                 g_task_return_error(task, error);
                                 return;
                         }
-                        kiln_image_store_remember_base(store, job->base_digest, l);
+                        kiln_image_store_remember_base(store, job->base_digests[i], l);
                 }
                 g_ptr_array_add(layers, l);
-                g_ptr_array_add(history, g_strdup_printf("kiln from %s", job->from));
+                /* A base image brings its own history; a directory's layer gets one entry. */
+                if (!job->base_history)
+                        g_ptr_array_add(history, g_strdup_printf("kiln from %s", job->from));
         }
         o.uid_map = job->uid_map ? (KilnIdMapping *)job->uid_map->data : NULL;
         o.n_uid_map = job->uid_map ? job->uid_map->len : 0;
@@ -961,9 +972,14 @@ static void commit_thread(GTask *task, gpointer source, gpointer data, GCancella
                         .user = job->user,
                         .labels = (const char *const *)job->labels,
                         .volumes = (const char *const *)job->volumes,
+                        .stop_signal = job->stop_signal,
+                        .exposed_ports = (const char *const *)job->exposed_ports,
                         .created = job->created,
                         .diff_ids = (const char *const *)diff_ids->pdata,
+                        .base_history = job->base_history,
                         .history_created_by = (const char *const *)history->pdata,
+                        .os = job->os,
+                        .architecture = job->architecture,
                 };
                 job->config_json = kiln_image_config_json(&in);
         }
@@ -1073,6 +1089,39 @@ fail:
         commit_job_free(job);
 }
 
+/* What a builder made from an image keeps of it for a commit (objects/manager-dbus.c): its history, its
+ * Volumes (the image's; the builder's own volumes are bind mounts of a run, not the image's), its
+ * platform. */
+static void read_base_image(CommitJob *job, const char *image_json)
+{
+        g_autoptr(JsonParser) p = json_parser_new();
+        g_autoptr(GPtrArray) volumes = g_ptr_array_new();
+        JsonObject *o;
+        JsonNode *n;
+
+        if (!image_json || !json_parser_load_from_data(p, image_json, -1, NULL) ||
+            !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+                return;
+        o = json_node_get_object(json_parser_get_root(p));
+        n = json_object_get_member(o, "history");
+        if (n && JSON_NODE_HOLDS_ARRAY(n))
+                job->base_history = json_to_string(n, FALSE);
+        n = json_object_get_member(o, "Volumes");
+        if (n && JSON_NODE_HOLDS_OBJECT(n)) {
+                g_autoptr(GList) keys = json_object_get_members(json_node_get_object(n));
+                for (GList *k = keys; k; k = k->next)
+                        g_ptr_array_add(volumes, g_strdup(k->data));
+                g_ptr_array_add(volumes, NULL);
+                job->volumes = (char **)g_ptr_array_free(g_steal_pointer(&volumes), FALSE);
+        }
+        if ((n = json_object_get_member(o, "os")) && JSON_NODE_HOLDS_VALUE(n) &&
+            json_node_get_value_type(n) == G_TYPE_STRING)
+                job->os = g_strdup(json_node_get_string(n));
+        if ((n = json_object_get_member(o, "architecture")) && JSON_NODE_HOLDS_VALUE(n) &&
+            json_node_get_value_type(n) == G_TYPE_STRING)
+                job->architecture = g_strdup(json_node_get_string(n));
+}
+
 static void commit_authorized(sd_bus_message *msg, const sd_bus_error *denied, gpointer data)
 {
         CommitJob *req = data, *job;
@@ -1127,19 +1176,30 @@ static void commit_authorized(sd_bus_message *msg, const sd_bus_error *denied, g
                 job->upper_path = root;
         } else {
                 job->upper_path = g_build_filename(builder_dir, "upper", NULL);
-                if (!g_str_equal(b->layer, empty)) {
-                        job->base_path = g_build_filename(m->config->state_dir, "layers", b->layer, NULL);
-                        job->base_digest = g_strdup(b->layer);
-                        job->base_shifted = b->layer_shifted;
+                g_autoptr(GPtrArray) paths = g_ptr_array_new();
+                g_autoptr(GPtrArray) digests = g_ptr_array_new();
+                const char *single[] = {b->layer, NULL};
+                for (char *const *l = b->layers ? b->layers : (char **)single; *l; l++) {
+                        if (g_str_equal(*l, empty))
+                                continue; /* scratch: an image of no layer */
+                        g_ptr_array_add(paths, g_build_filename(m->config->state_dir, "layers", *l, NULL));
+                        g_ptr_array_add(digests, g_strdup(*l));
                 }
+                g_ptr_array_add(paths, NULL);
+                g_ptr_array_add(digests, NULL);
+                job->base_paths = (char **)g_ptr_array_free(g_steal_pointer(&paths), FALSE);
+                job->base_digests = (char **)g_ptr_array_free(g_steal_pointer(&digests), FALSE);
+                job->base_shifted = b->layer_shifted;
         }
+        read_base_image(job, b->image);
         job->builder_name = g_strdup(b->name);
         job->from = g_strdup(b->from);
         job->env = g_strdupv(b->config.env);
         job->entrypoint = g_strdupv(b->config.entrypoint);
         job->cmd = g_strdupv(b->config.cmd);
         job->labels = g_strdupv(b->config.labels);
-        job->volumes = g_strdupv(b->config.volumes);
+        job->stop_signal = g_strdup(b->config.stop_signal);
+        job->exposed_ports = g_strdupv(b->config.exposed_ports);
         job->working_dir = g_strdup(b->config.working_dir);
         job->user = g_strdup(b->config.user);
         job->created = job->has_timestamp ? (gint64)job->timestamp : g_get_real_time() / G_USEC_PER_SEC;

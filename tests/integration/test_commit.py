@@ -235,6 +235,28 @@ class CommitCases(kr.RunTestCase):
         third = self.commit(b, 'example/repro:c')
         self.assertNotEqual(first, third)
 
+    def test_a_builder_from_a_pushed_image_commits_on_its_layers(self):
+        b = self.alices_builder()
+        self.change(b)
+        self.commit(b, 'example/round')
+        archive = os.path.join(self.out, 'round.tar')
+        self.push('example/round', f'oci-archive:{archive}')
+        name = self.unique_name('again')
+        self.env.kiln('from', '--name', name, f'oci-archive:{archive}', user=kt.ALICE, check=True)
+        again = kr.Builder(name, self.get_builder(name, user=kt.ALICE).object_path(), None, None)
+        self.assertEqual(self.sh(again, 'cat /new.txt; ls /etc/doomed 2>/dev/null; true', user=kt.ALICE),
+                         'fresh\n')
+        self.sh(again, 'echo third > /third.txt', user=kt.ALICE)
+        self.commit(again, 'example/round:2')
+        second = os.path.join(self.out, 'round2.tar')
+        self.push('example/round:2', f'oci-archive:{second}')
+        config = self.skopeo_config(f'oci-archive:{second}')
+        # The image's two layers and the new one; its history and one more entry; its config kept.
+        self.assertEqual(len(config['rootfs']['diff_ids']), 3)
+        self.assertEqual(len(config['history']), 3)
+        self.assertEqual(config['history'][-1]['created_by'], f'kiln commit {name}')
+        self.assertIn('GREETING=hello', config['config']['Env'])
+
     def test_zstd_layers(self):
         b = self.alices_builder()
         self.change(b)
