@@ -91,7 +91,7 @@ typedef struct KilnConfig {
         guint64 image_bytes; /* G_MAXUINT64: no bound */
         unsigned layers_per_image;
         unsigned entries_per_layer;
-        unsigned images_per_user;       /* images out: images one uid may own */
+        unsigned images_per_user; /* images out: images one uid may own */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */
