@@ -72,6 +72,7 @@ KilnImage *kiln_image_copy(const KilnImage *image)
         c->owner = image->owner;
         c->created_usec = image->created_usec;
         c->format = g_strdup(image->format);
+        c->compression = image->compression;
         c->manifest_digest = g_strdup(image->manifest_digest);
         c->config_digest = g_strdup(image->config_digest);
         c->layers = g_ptr_array_new_with_free_func(kiln_image_layer_free);
@@ -346,6 +347,7 @@ char *kiln_image_to_json(const KilnImage *image)
         add_strv(jb, "names", (const char *const *)image->names);
         add_int(jb, "created", (gint64)image->created_usec);
         add_string(jb, "format", image->format);
+        add_string(jb, "compression", kiln_compression_to_string(image->compression));
         add_string(jb, "manifest", image->manifest_digest);
         add_string(jb, "config", image->config_digest);
         json_builder_set_member_name(jb, "layers");
@@ -389,6 +391,10 @@ KilnImage *kiln_image_from_json(const char *json, gsize length, GError **error)
         owner = json_object_get_int_member_with_default(o, "owner", -1);
         image->created_usec = json_object_get_int_member_with_default(o, "created", 0);
         image->format = g_strdup(json_object_get_string_member_with_default(o, "format", "oci"));
+        if (!kiln_compression_from_string(
+                    json_object_get_string_member_with_default(o, "compression", "gzip"),
+                    &image->compression))
+                return invalid_json(error, "compression"), NULL;
         image->manifest_digest = g_strdup(json_object_get_string_member_with_default(o, "manifest", ""));
         image->config_digest = g_strdup(json_object_get_string_member_with_default(o, "config", ""));
         if (!kiln_hex64_is_valid(image->id) || owner < 0 || owner > G_MAXUINT32 ||
@@ -629,6 +635,31 @@ void kiln_image_store_collect(KilnImageStore *s, GPtrArray *images)
                         keep_digest(keep, ((KilnImageLayer *)image->layers->pdata[j])->digest);
         }
         g_mutex_lock(&s->lock);
+        /* A compressed blob made for a push is kept while the tar it was made from is. */
+        copy = fcntl(s->bases_fd, F_DUPFD_CLOEXEC, 3);
+        d = copy >= 0 ? fdopendir(copy) : NULL;
+        if (d)
+                rewinddir(d);
+        while (d && (de = readdir(d))) {
+                g_autofree char *key = g_strndup(de->d_name, 64);
+                g_autofree char *json = NULL;
+                g_autoptr(JsonParser) p = json_parser_new();
+                const char *digest;
+                gsize len = 0;
+
+                if (!g_hash_table_contains(keep, key))
+                        continue;
+                json = read_small_file_at(s->bases_fd, de->d_name, 4096, &len);
+                if (json && json_parser_load_from_data(p, json, len, NULL) &&
+                    JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)) &&
+                    (digest = json_object_get_string_member_with_default(
+                             json_node_get_object(json_parser_get_root(p)), "digest", NULL)))
+                        keep_digest(keep, digest);
+        }
+        if (d)
+                closedir(d);
+        else
+                kiln_close_fdp(&copy);
         copy = fcntl(s->blobs_fd, F_DUPFD_CLOEXEC, 3);
         d = copy >= 0 ? fdopendir(copy) : NULL;
         if (d) /* the copy shares the offset of the last listing */
@@ -1010,6 +1041,39 @@ out:
         return ok;
 }
 
+/* @l as a blob compressed with @c: @l itself when it is so already (or @c is none); else made from the
+ * stored tar once, and remembered (STATE/images/bases/<tar hex>-<c>). */
+static KilnImageLayer *compressed_layer(KilnImageStore *s, const KilnImageLayer *l, KilnCompression c,
+                                        GCancellable *cancellable, GError **error)
+{
+        KilnLayerWriteResult res = {0};
+        _cleanup_close_ int in = -1, out = -1;
+        KilnImageLayer *z;
+
+        if (l->compression == c || l->compression != KILN_COMPRESSION_NONE)
+                return layer_copy(l);
+        z = kiln_image_store_lookup_base(s, l->digest + 7, c);
+        if (z)
+                return z;
+        in = open_blob(s, l->digest, error);
+        if (in < 0 || (out = kiln_image_store_tmpfile(s, error)) < 0)
+                return NULL;
+        if (!kiln_layer_compress(in, out, c, &res, cancellable, error))
+                return NULL;
+        z = g_new0(KilnImageLayer, 1);
+        z->digest = g_strconcat("sha256:", res.blob_digest, NULL);
+        z->diff_id = g_strdup(l->diff_id);
+        z->size = res.blob_size;
+        z->tar_size = res.tar_size;
+        z->compression = c;
+        if (!kiln_image_store_link_blob(s, out, z->digest, error)) {
+                kiln_image_layer_free(z);
+                return NULL;
+        }
+        kiln_image_store_remember_base(s, l->digest + 7, z);
+        return z;
+}
+
 static char *oci_index_json(const char *manifest_digest, gsize manifest_size, const char *ref_name)
 {
         g_autoptr(JsonBuilder) jb = json_builder_new();
@@ -1085,7 +1149,18 @@ gboolean kiln_image_push(KilnImageStore *s, const KilnImage *image, const char *
                 g_autofree char *manifest = NULL, *hex = NULL, *mdigest = NULL, *index = NULL, *mpath = NULL;
                 gsize mlen;
 
-                manifest = kiln_image_manifest_json("oci", image->config_digest, clen, image->layers);
+                g_autoptr(GPtrArray) layers = g_ptr_array_new_with_free_func(kiln_image_layer_free);
+
+                /* Layers are stored as tar; each is compressed as the image asks the first time it is
+                 * pushed, and the compressed blob kept for the next push. */
+                for (guint i = 0; i < image->layers->len; i++) {
+                        KilnImageLayer *l = compressed_layer(s, image->layers->pdata[i], image->compression,
+                                                             cancellable, error);
+                        if (!l)
+                                goto out;
+                        g_ptr_array_add(layers, l);
+                }
+                manifest = kiln_image_manifest_json("oci", image->config_digest, clen, layers);
                 mlen = strlen(manifest);
                 hex = g_compute_checksum_for_string(G_CHECKSUM_SHA256, manifest, mlen);
                 mdigest = g_strconcat("sha256:", hex, NULL);
@@ -1097,8 +1172,8 @@ gboolean kiln_image_push(KilnImageStore *s, const KilnImage *image, const char *
                     !push_dir(a, &o, "blobs/", mtime, error) ||
                     !push_dir(a, &o, "blobs/sha256/", mtime, error))
                         goto out;
-                for (guint i = 0; i < image->layers->len; i++) {
-                        const KilnImageLayer *l = image->layers->pdata[i];
+                for (guint i = 0; i < layers->len; i++) {
+                        const KilnImageLayer *l = layers->pdata[i];
                         g_autofree char *p = g_strconcat("blobs/sha256/", l->digest + 7, NULL);
                         if (!push_blob(s, a, &o, p, l->digest, l->size, mtime, buf, error))
                                 goto out;

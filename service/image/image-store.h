@@ -41,8 +41,9 @@ typedef struct KilnImage {
         char **names;
         uid_t owner;
         guint64 created_usec;
-        char *format;          /* "oci" or "docker": the manifest's media types */
-        char *manifest_digest; /* "sha256:<hex>" */
+        char *format;                /* "oci" or "docker": the manifest's media types */
+        KilnCompression compression; /* of the layers when pushed (they are stored as tar) */
+        char *manifest_digest;       /* "sha256:<hex>" */
         char *config_digest;
         GPtrArray *layers; /* KilnImageLayer, bottom first */
         char *object_path;

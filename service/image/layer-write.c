@@ -506,3 +506,53 @@ out:
         g_clear_error(&w.error);
         return ok;
 }
+
+gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
+                             KilnLayerWriteResult *result, GCancellable *cancellable, GError **error)
+{
+        KilnLayerWriteOptions options = {.compression = compression, .clamp_mtime = -1};
+        Writer w = {.options = &options, .out_fd = out_fd, .cancellable = cancellable};
+        GChecksum *diff = g_checksum_new(G_CHECKSUM_SHA256);
+        gboolean ok = FALSE;
+
+        w.blob = g_checksum_new(G_CHECKSUM_SHA256);
+        w.buf = g_malloc(READ_CHUNK);
+        if (!(w.compress = new_compressor(&w, error)))
+                goto out;
+        for (;;) {
+                ssize_t n = read(in_fd, w.buf, READ_CHUNK);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        fail_errno(error, errno, "read", "the layer blob");
+                        goto out;
+                }
+                if (n == 0)
+                        break;
+                if (g_cancellable_set_error_if_cancelled(cancellable, error))
+                        goto out;
+                g_checksum_update(diff, (const guchar *)w.buf, n);
+                w.tar_size += n;
+                if (archive_write_data(w.compress, w.buf, n) != n) {
+                        fail_archive(&w, w.compress, "the layer blob", error);
+                        goto out;
+                }
+        }
+        if (archive_write_close(w.compress) != ARCHIVE_OK) {
+                fail_archive(&w, w.compress, "the layer blob", error);
+                goto out;
+        }
+        g_strlcpy(result->diff_id, g_checksum_get_string(diff), sizeof(result->diff_id));
+        g_strlcpy(result->blob_digest, g_checksum_get_string(w.blob), sizeof(result->blob_digest));
+        result->blob_size = w.blob_size;
+        result->tar_size = w.tar_size;
+        ok = TRUE;
+out:
+        if (w.compress)
+                archive_write_free(w.compress);
+        g_checksum_free(diff);
+        g_checksum_free(w.blob);
+        g_free(w.buf);
+        g_clear_error(&w.error);
+        return ok;
+}

@@ -55,5 +55,9 @@ typedef struct KilnLayerWriteResult {
 gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *options,
                           KilnLayerWriteResult *result, GCancellable *cancellable, GError **error);
 
+/* Compresses the uncompressed layer tar read from @in_fd into @out_fd (the diff_id is that of the input). */
+gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
+                             KilnLayerWriteResult *result, GCancellable *cancellable, GError **error);
+
 /* Pure, for the tests: the container id a host id maps back to through @map, or 65534. */
 guint32 kiln_idmap_to_container(const KilnIdMapping *map, gsize n, guint32 host_id);

@@ -918,12 +918,14 @@ static void commit_thread(GTask *task, gpointer source, gpointer data, GCancella
         g_autofree char *manifest = NULL;
         GError *error = NULL;
         KilnImageLayer *l;
-        KilnLayerWriteOptions o = {.compression = job->compression, .clamp_mtime = -1};
+        /* Stored as tar: a commit costs one pass over the files and one hash; the compression the image
+         * asks for is made when it is first pushed (image-store.c). */
+        KilnLayerWriteOptions o = {.compression = KILN_COMPRESSION_NONE, .clamp_mtime = -1};
 
         for (guint i = 0; job->base_paths && job->base_paths[i]; i++) {
                 /* Each base layer as stored (owners already the container's unless it is a shifted copy);
                  * written once per layer and compression, reused by every later commit on it. */
-                l = kiln_image_store_lookup_base(store, job->base_digests[i], job->compression);
+                l = kiln_image_store_lookup_base(store, job->base_digests[i], KILN_COMPRESSION_NONE);
                 if (!l) {
                         if (job->base_shifted && job->uid_map) {
                                 o.uid_map = (KilnIdMapping *)job->uid_map->data;
@@ -1045,6 +1047,7 @@ static void commit_done(GObject *source, GAsyncResult *result, gpointer data)
                 fresh->owner = job->caller_uid;
                 fresh->created_usec = job->created * G_USEC_PER_SEC;
                 fresh->format = g_strdup(job->format);
+                fresh->compression = job->compression;
                 fresh->manifest_digest = g_strdup(job->manifest_digest);
                 fresh->config_digest = g_strdup(job->config_digest);
                 fresh->layers = g_steal_pointer(&job->layers);

@@ -143,11 +143,15 @@ class CommitCases(kr.RunTestCase):
         self.assertEqual(len(config['rootfs']['diff_ids']), 2, 'the base and the builder\'s layer')
         self.assertEqual(len(config['history']), 2)
 
-        # The same bytes kilnd holds: the image's Digest is the manifest's.
+        # Stored as tar, pushed gzip-compressed (the default); the config is the one kilnd holds.
         props = self.image_props(f'/org/kiln/Builder1/image/{image_id}', user=kt.ALICE)
-        code, out, err = self.env.run(['skopeo', 'inspect', f'oci-archive:{archive}'])
+        code, out, err = self.env.run(['skopeo', 'inspect', '--raw', f'oci-archive:{archive}'])
         self.assertEqual(code, 0, err)
-        self.assertEqual(json.loads(out)['Digest'], props['Digest'])
+        manifest = json.loads(out)
+        self.assertEqual([l['mediaType'] for l in manifest['layers']],
+                         ['application/vnd.oci.image.layer.v1.tar+gzip'] * 2)
+        self.assertEqual(json.loads(props['Config']), config)
+        self.assertEqual(len(props['Layers']), 2)
         self.assertEqual(props['Owner'], self.alice.pw_uid)
         self.assertEqual(props['Names'], ['example/app:latest'])
 
