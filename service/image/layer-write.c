@@ -8,6 +8,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <openssl/evp.h>
 
 #include "base/errors.h"
 #include "base/kiln-common.h"
@@ -45,6 +46,34 @@ const char *kiln_compression_to_string(KilnCompression c)
         return "none";
 }
 
+/* SHA-256 through libcrypto: its SHA extensions hash several times faster than GChecksum, and a commit
+ * hashes every byte of the layer. */
+static EVP_MD_CTX *sha_new(void)
+{
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+        if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1)
+                g_error("Cannot set up SHA-256");
+        return c;
+}
+
+static void sha_update(EVP_MD_CTX *c, const void *data, size_t len)
+{
+        if (EVP_DigestUpdate(c, data, len) != 1)
+                g_error("SHA-256 failed");
+}
+
+static void sha_hex(EVP_MD_CTX *c, char out[65])
+{
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+
+        if (EVP_DigestFinal_ex(c, md, &n) != 1 || n != 32)
+                g_error("SHA-256 failed");
+        for (unsigned i = 0; i < 32; i++)
+                g_snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 guint32 kiln_idmap_to_container(const KilnIdMapping *map, gsize n, guint32 host_id)
 {
         if (!map)
@@ -60,8 +89,8 @@ typedef struct {
         int out_fd;
         struct archive *tar;      /* the tar stream: its bytes go to on_tar_bytes */
         struct archive *compress; /* raw format + the compression filter, or NULL for none */
-        GChecksum *diff;
-        GChecksum *blob;
+        EVP_MD_CTX *diff;
+        EVP_MD_CTX *blob;
         guint64 tar_size;
         guint64 blob_size;
         guint64 entries;
@@ -96,7 +125,7 @@ static la_ssize_t on_blob_bytes(struct archive *a, void *data, const void *buf, 
 {
         Writer *w = data;
 
-        g_checksum_update(w->blob, buf, len);
+        sha_update(w->blob, buf, len);
         w->blob_size += len;
         if (!write_all(w, buf, len)) {
                 archive_set_error(a, EIO, "write failed");
@@ -110,10 +139,17 @@ static la_ssize_t on_tar_bytes(struct archive *a, void *data, const void *buf, s
 {
         Writer *w = data;
 
-        g_checksum_update(w->diff, buf, len);
+        sha_update(w->diff, buf, len);
         w->tar_size += len;
-        if (!w->compress)
-                return on_blob_bytes(a, data, buf, len);
+        if (!w->compress) {
+                /* The blob is the tar: one hash gives both digests. */
+                w->blob_size += len;
+                if (!write_all(w, buf, len)) {
+                        archive_set_error(a, EIO, "write failed");
+                        return -1;
+                }
+                return len;
+        }
         if (archive_write_data(w->compress, buf, len) != (la_ssize_t)len) {
                 if (!w->error)
                         g_set_error(&w->error, G_IO_ERROR, G_IO_ERROR_FAILED,
@@ -460,8 +496,8 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
         gboolean ok = FALSE;
         int r;
 
-        w.diff = g_checksum_new(G_CHECKSUM_SHA256);
-        w.blob = g_checksum_new(G_CHECKSUM_SHA256);
+        w.diff = sha_new();
+        w.blob = sha_new();
         w.inodes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         w.buf = g_malloc(READ_CHUNK);
         if (options->compression != KILN_COMPRESSION_NONE && !(w.compress = new_compressor(&w, error)))
@@ -488,8 +524,11 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
                 fail_archive(&w, w.compress, "/", error);
                 goto out;
         }
-        g_strlcpy(result->diff_id, g_checksum_get_string(w.diff), sizeof(result->diff_id));
-        g_strlcpy(result->blob_digest, g_checksum_get_string(w.blob), sizeof(result->blob_digest));
+        sha_hex(w.diff, result->diff_id);
+        if (w.compress)
+                sha_hex(w.blob, result->blob_digest);
+        else
+                memcpy(result->blob_digest, result->diff_id, sizeof(result->diff_id));
         result->blob_size = w.blob_size;
         result->tar_size = w.tar_size;
         result->entries = w.entries;
@@ -499,8 +538,8 @@ out:
                 archive_write_free(w.tar);
         if (w.compress)
                 archive_write_free(w.compress);
-        g_checksum_free(w.diff);
-        g_checksum_free(w.blob);
+        EVP_MD_CTX_free(w.diff);
+        EVP_MD_CTX_free(w.blob);
         g_hash_table_unref(w.inodes);
         g_free(w.buf);
         g_clear_error(&w.error);
@@ -512,10 +551,10 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
 {
         KilnLayerWriteOptions options = {.compression = compression, .clamp_mtime = -1};
         Writer w = {.options = &options, .out_fd = out_fd, .cancellable = cancellable};
-        GChecksum *diff = g_checksum_new(G_CHECKSUM_SHA256);
+        EVP_MD_CTX *diff = sha_new();
         gboolean ok = FALSE;
 
-        w.blob = g_checksum_new(G_CHECKSUM_SHA256);
+        w.blob = sha_new();
         w.buf = g_malloc(READ_CHUNK);
         if (!(w.compress = new_compressor(&w, error)))
                 goto out;
@@ -531,7 +570,7 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
                         break;
                 if (g_cancellable_set_error_if_cancelled(cancellable, error))
                         goto out;
-                g_checksum_update(diff, (const guchar *)w.buf, n);
+                sha_update(diff, w.buf, n);
                 w.tar_size += n;
                 if (archive_write_data(w.compress, w.buf, n) != n) {
                         fail_archive(&w, w.compress, "the layer blob", error);
@@ -542,16 +581,16 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
                 fail_archive(&w, w.compress, "the layer blob", error);
                 goto out;
         }
-        g_strlcpy(result->diff_id, g_checksum_get_string(diff), sizeof(result->diff_id));
-        g_strlcpy(result->blob_digest, g_checksum_get_string(w.blob), sizeof(result->blob_digest));
+        sha_hex(diff, result->diff_id);
+        sha_hex(w.blob, result->blob_digest);
         result->blob_size = w.blob_size;
         result->tar_size = w.tar_size;
         ok = TRUE;
 out:
         if (w.compress)
                 archive_write_free(w.compress);
-        g_checksum_free(diff);
-        g_checksum_free(w.blob);
+        EVP_MD_CTX_free(diff);
+        EVP_MD_CTX_free(w.blob);
         g_free(w.buf);
         g_clear_error(&w.error);
         return ok;

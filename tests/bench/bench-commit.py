@@ -136,17 +136,30 @@ def main():
                 print(f'buildah commit ({driver}): median {b:.0f} ms over {args.repeat}; '
                       f'kiln is {b / k:.1f}x faster (goal: at least 3x)')
 
+        # Layers are stored as tar: the first push of an image compresses them (and keeps the result),
+        # later pushes copy. Each image pushed once: the first-push figure, against the floor.
         archive = os.path.join(work, 'push.tar')
+        bases = os.path.join(env.dir, 'state', 'images', 'bases')
+
+        def first_push():
+            # The images share their layers' bytes: forget the compressed blobs, so each push makes them.
+            for name in os.listdir(bases):
+                if name.endswith('-gzip'):
+                    os.unlink(os.path.join(bases, name))
+            return timed([kiln, 'push', 'bench/img:0', f'oci-archive:{archive}'], env=envvars)
+
         with RssWatch(kilnd) as push_rss:
-            pushes = [timed([kiln, 'push', 'bench/img:0', f'oci-archive:{archive}'], env=envvars)
-                      for _ in range(args.repeat)]
-        p = median_ms(pushes)
+            firsts = [first_push() for _ in range(args.repeat)]
+            again = [timed([kiln, 'push', 'bench/img:0', f'oci-archive:{archive}'], env=envvars)
+                     for _ in range(args.repeat)]
+        p = median_ms(firsts)
         size = os.path.getsize(archive)
         floor = [timed(['sh', '-c', f'tar -C "$1" -cf - . | gzip > "$2"', 'sh',
                         os.path.join(env.dir, 'state', 'builders'), os.path.join(work, 'floor.tar.gz')])
                  for _ in range(args.repeat)]
         f = median_ms(floor)
-        print(f'kiln push oci-archive ({size / 1048576:.0f} MiB): median {p:.0f} ms over {args.repeat}')
+        print(f'kiln push oci-archive ({size / 1048576:.0f} MiB), first push of an image (compresses): '
+              f'median {p:.0f} ms over {args.repeat}; a later push (a copy): median {median_ms(again):.0f} ms')
         print(f'tar -c | gzip of the builders\' bytes (the floor): median {f:.0f} ms; push/floor {p / f:.2f}x '
               f'(goal: at most 1.2x)')
         copies = [timed(['skopeo', 'copy', '--quiet', f'oci-archive:{archive}',
