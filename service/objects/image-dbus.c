@@ -422,11 +422,18 @@ static gboolean image_in_use(KilnManager *m, const KilnImage *image, char **ret_
         KilnBuilder *b;
 
         g_hash_table_iter_init(&iter, m->builders);
-        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
-                if (g_str_equal(b->from, image->id) || has_name(image, b->from)) {
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b)) {
+                g_autofree char *name = kiln_image_normalize_name("from", b->from, NULL);
+                size_t len = strlen(b->from);
+                /* `from` as the caller gave it: the id, a prefix of it, or a name (which may have moved to
+                 * another image of the owner since: then both count as used). */
+                if ((len >= KILN_ID_MIN_PREFIX && strncmp(image->id, b->from, len) == 0 &&
+                     len <= KILN_ID_LENGTH) ||
+                    (name && has_name(image, name))) {
                         *ret_builder = g_strdup(b->name);
                         return TRUE;
                 }
+        }
         return FALSE;
 }
 
@@ -675,6 +682,89 @@ static int method_image_push(sd_bus_message *msg, void *userdata, sd_bus_error *
 fail:
         push_request_free(req);
         return kiln_error_to_bus(local, error);
+}
+
+/* CreateBuilder from a stored image (manager.h): the image's oci-archive (tar layers, not compressed:
+ * the import reads them at once) written by a thread into an unlinked file of kilnd's, which is then
+ * imported as any archive is: verified, each layer stored once. */
+static char *find_stored_image(KilnManager *m, sd_bus_message *msg, const char *name)
+{
+        KilnImage *image = kiln_images_find(m, msg, name, NULL);
+
+        return image ? g_strdup(image->id) : NULL;
+}
+
+typedef struct {
+        KilnManager *manager;
+        char *image_id;
+        KilnImage *copy;
+        int fd;
+} ExportJob;
+
+static void export_job_free(gpointer data)
+{
+        ExportJob *job = data;
+        KilnImage *image = g_hash_table_lookup(job->manager->images->by_id, job->image_id);
+
+        if (image)
+                image->pushes--;
+        kiln_close_fdp(&job->fd);
+        g_free(job->image_id);
+        kiln_image_free(job->copy);
+        g_free(job);
+}
+
+static void export_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+        ExportJob *job = data;
+        GError *error = NULL;
+
+        if (!kiln_image_push(job->manager->images->store, job->copy, "oci-archive", NULL, job->fd,
+                             PUSH_WRITE_TIMEOUT_SEC, cancellable, &error) ||
+            lseek(job->fd, 0, SEEK_SET) < 0) {
+                if (!error)
+                        g_set_error(&error, G_IO_ERROR, g_io_error_from_errno(errno), "lseek: %s",
+                                    g_strerror(errno));
+                g_task_return_error(task, error);
+                return;
+        }
+        g_task_return_int(task, kiln_steal_fd(&job->fd));
+}
+
+static void export_stored_image(KilnManager *m, const char *id, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer data)
+{
+        KilnImage *image = g_hash_table_lookup(m->images->by_id, id);
+        g_autoptr(GError) error = NULL;
+        ExportJob *job;
+        GTask *task = g_task_new(NULL, cancellable, callback, data);
+
+        if (!image) {
+                g_task_return_new_error(task, KILN_ERROR, KILN_ERROR_CODE_NOT_FOUND,
+                                        "Image %.12s was removed", id);
+                g_object_unref(task);
+                return;
+        }
+        job = g_new0(ExportJob, 1);
+        job->manager = m;
+        job->image_id = g_strdup(id);
+        job->copy = kiln_image_copy(image);
+        job->copy->compression = KILN_COMPRESSION_NONE;
+        job->fd = kiln_image_store_tmpfile(m->images->store, &error);
+        image->pushes++;
+        g_task_set_task_data(task, job, export_job_free);
+        if (job->fd < 0)
+                g_task_return_error(task, g_steal_pointer(&error));
+        else
+                g_task_run_in_thread(task, export_thread);
+        g_object_unref(task);
+}
+
+static int finish_export(GAsyncResult *result, GError **error)
+{
+        gssize fd = g_task_propagate_int(G_TASK(result), error);
+
+        return fd < 0 ? -1 : (int)fd;
 }
 
 static const sd_bus_vtable image_vtable[] = {
@@ -1331,6 +1421,9 @@ int kiln_images_register(KilnManager *m)
                 g_warning("Cannot open the image store: %s", error->message);
                 return -EIO;
         }
+        m->find_stored_image = find_stored_image;
+        m->export_stored_image = export_stored_image;
+        m->finish_export = finish_export;
         loaded = kiln_image_store_load(images->store);
         for (guint i = 0; i < loaded->len; i++)
                 add_image(m, g_steal_pointer(&loaded->pdata[i]));

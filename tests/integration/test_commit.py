@@ -261,6 +261,36 @@ class CommitCases(kr.RunTestCase):
         self.assertEqual(config['history'][-1]['created_by'], f'kiln commit {name}')
         self.assertIn('GREETING=hello', config['config']['Env'])
 
+    def test_from_a_stored_image_and_rmi_while_a_builder_uses_it(self):
+        b = self.alices_builder()
+        self.change(b)
+        image_id = self.commit(b, 'example/base')
+        name = self.unique_name('from-store')
+        self.env.kiln('from', '--name', name, 'example/base', user=kt.ALICE, check=True)
+        child = kr.Builder(name, self.get_builder(name, user=kt.ALICE).object_path(), None, None)
+        self.assertEqual(self.sh(child, 'cat /new.txt; ls /etc/doomed 2>/dev/null; true', user=kt.ALICE),
+                         'fresh\n')
+        self.assertIn('GREETING=hello', self.props(child.path)['Env'])
+        # Another user cannot make a builder from alice's image: for him it does not exist.
+        r = self.create_call('bobs', 'example/base', user=kt.BOB)
+        self.assertFalse(r.ok, r)
+        r = self.create_call('roots', image_id[:12], user=None)
+        self.assertTrue(r.ok, f'root sees every image: {r}')
+        self.remove(r.object_path(), force=True)
+
+        # In use: refused by name, unless forced; forced, the builder keeps running.
+        path = f'/org/kiln/Builder1/image/{image_id}'
+        r = self.gcall(path, IMAGE_IFACE + '.Remove', '{}', user=kt.ALICE)
+        self.assertError(r, E_BUSY, name)
+        code, out, err = self.env.kiln('rmi', 'example/base', user=kt.ALICE)
+        self.assertNotEqual(code, 0)
+        self.assertIn(name, err)
+        self.env.kiln('rmi', '--force', 'example/base', user=kt.ALICE, check=True)
+        self.assertEqual(self.list_images(user=kt.ALICE), [])
+        self.assertEqual(self.sh(child, 'cat /new.txt && echo more > /more && cat /more', user=kt.ALICE),
+                         'fresh\nmore\n')
+        self.commit(child, 'example/after-rmi')
+
     def test_zstd_layers(self):
         b = self.alices_builder()
         self.change(b)
