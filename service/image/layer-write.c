@@ -8,7 +8,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 
 #include "base/errors.h"
 #include "base/kiln-common.h"
@@ -46,31 +46,29 @@ const char *kiln_compression_to_string(KilnCompression c)
         return "none";
 }
 
-/* SHA-256 through libcrypto: its SHA extensions hash several times faster than GChecksum, and a commit
- * hashes every byte of the layer. */
-static EVP_MD_CTX *sha_new(void)
-{
-        EVP_MD_CTX *c = EVP_MD_CTX_new();
+/* SHA-256 through nettle: with the CPU's SHA extensions it hashes several times faster than GChecksum,
+ * and a commit hashes every byte of the layer. */
+typedef struct sha256_ctx Sha;
 
-        if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1)
-                g_error("Cannot set up SHA-256");
+static Sha *sha_new(void)
+{
+        Sha *c = g_new(Sha, 1);
+
+        sha256_init(c);
         return c;
 }
 
-static void sha_update(EVP_MD_CTX *c, const void *data, size_t len)
+static void sha_update(Sha *c, const void *data, size_t len)
 {
-        if (EVP_DigestUpdate(c, data, len) != 1)
-                g_error("SHA-256 failed");
+        sha256_update(c, len, data);
 }
 
-static void sha_hex(EVP_MD_CTX *c, char out[65])
+static void sha_hex(Sha *c, char out[65])
 {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int n = 0;
+        uint8_t md[SHA256_DIGEST_SIZE];
 
-        if (EVP_DigestFinal_ex(c, md, &n) != 1 || n != 32)
-                g_error("SHA-256 failed");
-        for (unsigned i = 0; i < 32; i++)
+        sha256_digest(c, sizeof(md), md);
+        for (unsigned i = 0; i < SHA256_DIGEST_SIZE; i++)
                 g_snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
@@ -89,8 +87,8 @@ typedef struct {
         int out_fd;
         struct archive *tar;      /* the tar stream: its bytes go to on_tar_bytes */
         struct archive *compress; /* raw format + the compression filter, or NULL for none */
-        EVP_MD_CTX *diff;
-        EVP_MD_CTX *blob;
+        Sha *diff;
+        Sha *blob;
         guint64 tar_size;
         guint64 blob_size;
         guint64 entries;
@@ -538,8 +536,8 @@ out:
                 archive_write_free(w.tar);
         if (w.compress)
                 archive_write_free(w.compress);
-        EVP_MD_CTX_free(w.diff);
-        EVP_MD_CTX_free(w.blob);
+        g_free(w.diff);
+        g_free(w.blob);
         g_hash_table_unref(w.inodes);
         g_free(w.buf);
         g_clear_error(&w.error);
@@ -551,7 +549,7 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
 {
         KilnLayerWriteOptions options = {.compression = compression, .clamp_mtime = -1};
         Writer w = {.options = &options, .out_fd = out_fd, .cancellable = cancellable};
-        EVP_MD_CTX *diff = sha_new();
+        Sha *diff = sha_new();
         gboolean ok = FALSE;
 
         w.blob = sha_new();
@@ -589,8 +587,8 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
 out:
         if (w.compress)
                 archive_write_free(w.compress);
-        EVP_MD_CTX_free(diff);
-        EVP_MD_CTX_free(w.blob);
+        g_free(diff);
+        g_free(w.blob);
         g_free(w.buf);
         g_clear_error(&w.error);
         return ok;

@@ -56,6 +56,8 @@
 #define READ_BUFFER_SIZE (1024 * 1024)
 #define INDEX_DEPTH_MAX 2 /* an index naming an index naming a manifest */
 #define SIZES_DIR ".sizes"
+#define FINGERPRINTS_DIR ".fingerprints"
+#define ARCHIVE_RECORD_MAX (64 * 1024) /* a result past it is not recorded */
 
 static volatile sig_atomic_t terminating;
 
@@ -118,6 +120,7 @@ typedef struct Image {
         char *digest;
         GPtrArray *layer_hex; /* diff_id hex, bottom first */
         GPtrArray *layer_tmp; /* Tmp * or NULL (stored already), parallel to layer_hex */
+        GPtrArray *records;   /* "FINGERPRINT DIFF_ID\n" of layout blobs verified, written at the end */
         JsonNode *config;     /* the image config document */
 } Image;
 
@@ -803,22 +806,74 @@ static int take_layer(Image *im, guint i, BlobReader *r, const char *blob_want, 
         return 0;
 }
 
-static void write_size_record(Image *im, const char *hex, uint64_t bytes)
+/* LAYERS/DIR/NAME holding @text, whole or not at all. Best effort, as in the directory mode: a record
+ * that is not there costs a shortcut (or, for sizes, counts the layer as 0 bytes), nothing else. */
+static void write_record(Image *im, const char *dir, const char *name, const char *text)
 {
-        g_autofree char *tmp = g_strconcat(SIZES_DIR "/.tmp-", hex, NULL);
-        g_autofree char *path = g_strconcat(SIZES_DIR "/", hex, NULL);
-        g_autofree char *line = g_strdup_printf("%" PRIu64 "\n", bytes);
+        g_autofree char *tmp = g_strconcat(dir, "/.tmp-", name, NULL);
+        g_autofree char *path = g_strconcat(dir, "/", name, NULL);
+        size_t len = strlen(text);
         _cleanup_close_ int fd = -1;
 
-        /* Best effort, as in the directory mode: kilnd counts a layer without a record as 0 bytes. */
-        if (mkdirat(im->layers_fd, SIZES_DIR, 0700) < 0 && errno != EEXIST)
+        if (mkdirat(im->layers_fd, dir, 0700) < 0 && errno != EEXIST)
                 return;
         fd = openat(im->layers_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
                 return;
-        if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0 ||
+        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 ||
             renameat(im->layers_fd, tmp, im->layers_fd, path) < 0)
                 (void)unlinkat(im->layers_fd, tmp, 0);
+}
+
+static void write_size_record(Image *im, const char *hex, uint64_t bytes)
+{
+        g_autofree char *line = g_strdup_printf("%" PRIu64 "\n", bytes);
+
+        write_record(im, SIZES_DIR, hex, line);
+}
+
+/* ---- fingerprints: a source file seen before is not read again ----
+ *
+ * As in the directory mode (kiln-import.c): a file whose fstat() identity (device, inode, size, mtime,
+ * ctime) is unchanged holds the bytes it held, since any change to its content moves its ctime, which
+ * no unprivileged caller can set. A record STATE/layers/.fingerprints/<fingerprint> says what a full,
+ * verified read of that exact file found: for a layer blob of a layout, its diff_id (both digests
+ * were checked before the record was written); for an archive, the whole result. Records begin with
+ * a layer's diff_id, so kilnd drops them with that layer. The caller still opened the file himself:
+ * the shortcut is only ever taken by someone who holds the bytes. */
+
+static char *fd_fingerprint(int fd, const char *what, const char *extra)
+{
+        g_autoptr(GChecksum) c = g_checksum_new(G_CHECKSUM_SHA256);
+        g_autofree char *id = NULL;
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return NULL;
+        id = g_strdup_printf("kiln-image-%s-v1\n%ju:%ju:%jd:%jd.%ld:%jd.%ld\n", what, (uintmax_t)st.st_dev,
+                             (uintmax_t)st.st_ino, (intmax_t)st.st_size, (intmax_t)st.st_mtim.tv_sec,
+                             st.st_mtim.tv_nsec, (intmax_t)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+        g_checksum_update(c, (const guchar *)id, -1);
+        g_checksum_update(c, (const guchar *)extra, -1);
+        return g_strdup(g_checksum_get_string(c));
+}
+
+/* The record of @fingerprint, at most @max bytes, or NULL. */
+static char *read_fingerprint(Image *im, const char *fingerprint, size_t max)
+{
+        g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", fingerprint, NULL);
+        _cleanup_close_ int fd = openat(im->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        g_autofree char *buf = NULL;
+        ssize_t n;
+
+        if (fd < 0)
+                return NULL;
+        buf = g_malloc(max + 1);
+        n = read(fd, buf, max + 1);
+        if (n <= 0 || (size_t)n > max)
+                return NULL;
+        buf[n] = '\0';
+        return g_steal_pointer(&buf);
 }
 
 /* Every new layer renamed to its diff_id, once the whole image is verified. A layer that appeared
@@ -1022,7 +1077,8 @@ static int read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
         g_autoptr(GPtrArray) diff_ids = NULL;
         JsonObject *desc, *m, *cdesc;
         JsonArray *layers;
-        const char *hex, *chex;
+        char hex[65]; /* a copy: the document it came from is freed when an index is followed */
+        const char *h, *chex;
         const char *ref = im->o->ref;
 
         if (!index || !JSON_NODE_HOLDS_OBJECT(index))
@@ -1035,9 +1091,10 @@ static int read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
                                        depth == 0 ? "index.json" : "image index");
                 if (!desc)
                         return -1;
-                hex = digest_hex(im, obj_string(desc, "digest"), "manifest descriptor");
-                if (!hex)
+                h = digest_hex(im, obj_string(desc, "digest"), "manifest descriptor");
+                if (!h)
                         return -1;
+                g_strlcpy(hex, h, sizeof(hex));
                 g_clear_pointer(&manifest_bytes, g_bytes_unref);
                 manifest_bytes = get_json_blob(im, hex, obj_int(desc, "size"), "manifest");
                 if (!manifest_bytes)
@@ -1092,16 +1149,32 @@ static int layout_layer(Image *im, guint i, const char *blob_hex, gint64 size, c
 {
         g_autofree char *name = g_strconcat("blobs/sha256/", blob_hex, NULL);
         _cleanup_close_ int fd = open_in_layout(im, name);
+        g_autofree char *fingerprint = NULL;
         BlobReader r;
         int ret;
 
         if (fd < 0)
                 return -1;
+        fingerprint = fd_fingerprint(fd, "blob", blob_hex);
+        if (fingerprint && layer_exists(im, diff_hex)) {
+                g_autofree char *known = read_fingerprint(im, fingerprint, KILN_LAYER_DIGEST_LENGTH + 1);
+                if (known && strlen(known) == KILN_LAYER_DIGEST_LENGTH + 1 &&
+                    strncmp(known, diff_hex, KILN_LAYER_DIGEST_LENGTH) == 0) {
+                        /* This very file was read and verified before: its blob digest and diff_id
+                         * are the ones asked for, and the layer is stored. */
+                        g_ptr_array_add(im->layer_hex, g_strdup(diff_hex));
+                        g_ptr_array_add(im->layer_tmp, NULL);
+                        return 0;
+                }
+        }
         blob_reader_init(&r, im);
         r.fd = fd;
         if (size >= 0)
                 r.max = (uint64_t)size;
         ret = take_layer(im, i, &r, blob_hex, diff_hex);
+        /* Recorded once the whole image is in: a refused image leaves nothing. */
+        if (ret == 0 && fingerprint)
+                g_ptr_array_add(im->records, g_strdup_printf("%s %s\n", fingerprint, diff_hex));
         if (ret == 0 && size >= 0 && r.n != (uint64_t)size)
                 ret = image_fail(im, KILN_IMPORT_EXIT_INVALID,
                                  "layer %u: %" PRIu64 " bytes, its descriptor says %" G_GINT64_FORMAT, i,
@@ -1458,7 +1531,7 @@ static int read_archive(Image *im)
 
 /* ---- the result ---- */
 
-static int print_result(Image *im)
+static int print_result(Image *im, char **text_out)
 {
         g_autoptr(JsonBuilder) b = json_builder_new();
         g_autoptr(JsonGenerator) gen = json_generator_new();
@@ -1498,7 +1571,33 @@ static int print_result(Image *im)
         text = json_generator_to_data(gen, NULL);
         if (printf("%s\n", text) < 0 || fflush(stdout) != 0)
                 return image_fail_errno(im, errno, "write", "stdout");
+        if (text_out)
+                *text_out = g_steal_pointer(&text);
         return 0;
+}
+
+/* An archive read before, unchanged: its recorded result, if every layer it names is still stored. */
+static char *known_archive(Image *im, const char *fingerprint)
+{
+        g_autofree char *record = read_fingerprint(im, fingerprint, ARCHIVE_RECORD_MAX + 128);
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        const char *json;
+        JsonArray *layers;
+        JsonNode *root;
+
+        if (!record || strlen(record) < KILN_LAYER_DIGEST_LENGTH + 1 ||
+            record[KILN_LAYER_DIGEST_LENGTH] != '\n')
+                return NULL;
+        json = record + KILN_LAYER_DIGEST_LENGTH + 1;
+        if (!json_parser_load_from_data(parser, json, -1, NULL) || !(root = json_parser_get_root(parser)) ||
+            !JSON_NODE_HOLDS_OBJECT(root) || !(layers = obj_array(json_node_get_object(root), "layers")))
+                return NULL;
+        for (guint i = 0; i < json_array_get_length(layers); i++) {
+                const char *l = json_array_get_string_element(layers, i);
+                if (!l || !kiln_hex64_is_valid(l) || !layer_exists(im, l))
+                        return NULL;
+        }
+        return g_strdup(json);
 }
 
 /* ---- options and main ---- */
@@ -1600,6 +1699,7 @@ int kiln_image_main(int argc, char **argv)
         pid_t parent = getppid();
         struct sigaction sa = {.sa_handler = on_signal};
         int keep[1], exit_code = KILN_IMPORT_EXIT_OK;
+        g_autofree char *archive_fingerprint = NULL, *known = NULL, *result = NULL;
         struct stat st;
 
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -1636,6 +1736,7 @@ int kiln_image_main(int argc, char **argv)
         im.tmps = g_ptr_array_new_with_free_func((GDestroyNotify)tmp_free);
         im.layer_hex = g_ptr_array_new_with_free_func(g_free);
         im.layer_tmp = g_ptr_array_new();
+        im.records = g_ptr_array_new_with_free_func(g_free);
         im.buffer = g_malloc(READ_BUFFER_SIZE);
 
         /* STATE/layers must be ours and writable by nobody else: names in it are trusted below. */
@@ -1675,6 +1776,16 @@ int kiln_image_main(int argc, char **argv)
                         goto out;
                 /* The archive is one file: the reader has nothing more to open. */
                 kiln_close_fdp(&im.sock);
+                {
+                        g_autofree char *extra = g_strjoin("\n", o.kind, o.ref ? o.ref : "", o.os, o.arch,
+                                                           o.variant ? o.variant : "", NULL);
+                        archive_fingerprint = fd_fingerprint(im.root_fd, "archive", extra);
+                }
+                if (archive_fingerprint && (known = known_archive(&im, archive_fingerprint))) {
+                        if (printf("%s", known) < 0 || fflush(stdout) != 0)
+                                image_fail_errno(&im, errno, "write", "stdout");
+                        goto out;
+                }
                 im.small = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, small_free);
                 im.large = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, large_free);
                 if (read_archive(&im) < 0)
@@ -1684,8 +1795,18 @@ int kiln_image_main(int argc, char **argv)
                 image_fail(&im, KILN_IMPORT_EXIT_FAILED, "stopped");
                 goto out;
         }
-        if (publish(&im) < 0 || print_result(&im) < 0)
+        if (publish(&im) < 0 || print_result(&im, &result) < 0)
                 goto out;
+        for (guint i = 0; i < im.records->len; i++) {
+                char *line = im.records->pdata[i], *space = strchr(line, ' ');
+                *space = '\0';
+                write_record(&im, FINGERPRINTS_DIR, line, space + 1);
+        }
+        if (archive_fingerprint && im.layer_hex->len > 0 && strlen(result) <= ARCHIVE_RECORD_MAX) {
+                g_autofree char *record =
+                        g_strdup_printf("%s\n%s\n", (char *)im.layer_hex->pdata[0], result);
+                write_record(&im, FINGERPRINTS_DIR, archive_fingerprint, record);
+        }
 
 out:
         if (im.error) {
@@ -1712,6 +1833,8 @@ out:
                 g_ptr_array_unref(im.layer_hex);
         if (im.layer_tmp)
                 g_ptr_array_unref(im.layer_tmp);
+        if (im.records)
+                g_ptr_array_unref(im.records);
         if (im.config)
                 json_node_unref(im.config);
         g_free(im.digest);

@@ -4,10 +4,11 @@
  * use as a lower layer. The contract between the layer unpacker and the image reader of kiln-import.
  *
  * Hostile input. Every entry is created relative to @root_fd through descriptors (openat2 with
- * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS for every parent), never through a
- * path that can leave the layer: absolute names are taken relative to the root, ".." components and
- * names that go through a symlink are refused, a hard link names an entry already written in this
- * layer or is refused. Whiteouts become what overlayfs reads: ".wh.NAME" a 0/0 character device NAME,
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV for every parent),
+ * never through a path that can leave the layer: absolute names are taken relative to the root, ".."
+ * components and names that go through a symlink are refused, a hard link names an entry already
+ * written in this layer or is refused. Whiteouts become what overlayfs reads: ".wh.NAME" a 0/0 character
+ * device NAME,
  * ".wh..wh..opq" the xattr trusted.overlay.opaque=y on its directory; other ".wh..wh." names (aufs's
  * hard link directories) are skipped with everything below them. Owners, modes (setuid too), times,
  * xattrs, symlinks, hard links, device nodes and fifos are kept as the archive says; sockets are

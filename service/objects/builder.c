@@ -36,6 +36,7 @@ void kiln_builder_free(KilnBuilder *b)
         g_free(b->layer);
         g_strfreev(b->layers);
         g_free(b->image);
+        g_strfreev(b->image_volumes);
         kiln_builder_config_clear(&b->config);
         g_free(b->object_path);
         g_free(b->mount_path);
@@ -57,6 +58,45 @@ void kiln_builder_set_layers(KilnBuilder *b, const char *const *layers)
         b->layers = g_strdupv((char **)layers);
         g_free(b->layer);
         b->layer = g_strdup(layers[n - 1]);
+}
+
+#define IMAGE_VOLUMES_MAX 64
+
+/* An image volume is made inside the root file system (kiln_rootfs_mkdir_p resolves it there): an
+ * absolute path without "..", of a bounded length. Others are dropped. */
+static gboolean image_volume_is_valid(const char *v)
+{
+        g_auto(GStrv) parts = NULL;
+
+        if (!g_path_is_absolute(v) || strlen(v) > 1024 || !g_utf8_validate(v, -1, NULL))
+                return FALSE;
+        parts = g_strsplit(v, "/", -1);
+        for (char **p = parts; *p; p++)
+                if (g_str_equal(*p, ".."))
+                        return FALSE;
+        return TRUE;
+}
+
+void kiln_builder_set_image(KilnBuilder *b, const char *image)
+{
+        g_autoptr(JsonNode) node = image ? json_from_string(image, NULL) : NULL;
+        g_autoptr(GStrvBuilder) volumes = g_strv_builder_new();
+        JsonObject *o = node && JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
+        JsonNode *v = o ? json_object_get_member(o, "Volumes") : NULL;
+        guint n = 0;
+
+        g_free(b->image);
+        b->image = g_strdup(image);
+        g_clear_pointer(&b->image_volumes, g_strfreev);
+        if (v && JSON_NODE_HOLDS_OBJECT(v)) {
+                g_autoptr(GList) keys = json_object_get_members(json_node_get_object(v));
+                for (GList *k = keys; k && n < IMAGE_VOLUMES_MAX; k = k->next)
+                        if (image_volume_is_valid(k->data)) {
+                                g_strv_builder_add(volumes, k->data);
+                                n++;
+                        }
+        }
+        b->image_volumes = g_strv_builder_end(volumes);
 }
 
 char *kiln_builder_object_path(const char *id)
@@ -215,8 +255,10 @@ KilnBuilder *kiln_builder_from_json(const char *json, GError **error)
         }
         if (json_object_has_member(root, "image")) {
                 JsonNode *n = json_object_get_member(root, "image");
-                if (JSON_NODE_HOLDS_OBJECT(n))
-                        b->image = json_to_string(n, FALSE);
+                if (JSON_NODE_HOLDS_OBJECT(n)) {
+                        g_autofree char *image = json_to_string(n, FALSE);
+                        kiln_builder_set_image(b, image);
+                }
         }
         b->layer_shifted = json_object_has_member(root, "layer_shifted") &&
                            json_object_get_boolean_member(root, "layer_shifted");

@@ -290,8 +290,8 @@ static void on_stored_image_exported(GObject *source, GAsyncResult *result, gpoi
                 create_request_free(req);
                 return;
         }
-        kiln_storage_import_image_async(req->manager->storage, req->image_kind, NULL, fd, NULL, req->platform,
-                                        &req->creds, req->cancellable, on_image_done, req);
+        kiln_storage_import_image_async(req->manager->storage, req->image_kind, NULL, fd, NULL,
+                                        req->platform, &req->creds, req->cancellable, on_image_done, req);
 }
 
 static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)

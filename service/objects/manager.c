@@ -268,7 +268,7 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
 
         b = kiln_builder_new(id, name, owner, from, layers[0], (guint64)g_get_real_time());
         kiln_builder_set_layers(b, layers);
-        b->image = g_strdup(image);
+        kiln_builder_set_image(b, image);
         b->layer_shifted = layer_shifted;
         kiln_builder_config_assign(&b->config, config, config_mask);
         /* What a run would use is recorded at creation, as buildah does, so the properties say it:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -103,8 +104,12 @@ class LayerTest(unittest.TestCase):
         return result
 
     def unpack(self, blob, *args):
-        p = subprocess.run([UNPACK, *args, self.root], input=blob, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+        # In a mount namespace of its own with /etc read-only: the hostile archives below aim at
+        # /etc/passwd and /etc/shadow, and a broken unpacker must fail the test, not the machine. The
+        # canary, in a writable directory, is what catches an escape that gets through.
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind -o ro /etc /etc && exec "$0" "$@"', UNPACK, *args, self.root],
+                           input=blob, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
     def unpack_ok(self, blob, *args):
@@ -189,6 +194,25 @@ class TestContent(LayerTest):
         # parents the archive left out: 0755, root's
         st = os.lstat(self.path("run"))
         self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), (0o755, 0, 0))
+
+    def test_xattrs_on_every_kind(self):
+        # security.capability survives the chown before it (a chown clears it); xattrs on a symlink
+        # and a device go through the parent's descriptor, never following the symlink.
+        cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0).decode("utf-8", "surrogateescape")
+        layer = make_tar([
+            entry("ping", data=b"\x7fELF", mode=0o755, uid=1000, pax={"SCHILY.xattr.security.capability": cap}),
+            entry("link", "symlink", link="/etc/passwd", pax={"SCHILY.xattr.trusted.kiln": "on-link"}),
+            entry("null", "char", major=1, minor=3, pax={"SCHILY.xattr.trusted.kiln": "on-device"}),
+            entry("d/", "dir", pax={"SCHILY.xattr.user.dir": "on-dir"}),
+        ])
+        self.unpack_ok(layer)
+        self.assertEqual(os.getxattr(self.path("ping"), "security.capability")[:8],
+                         struct.pack("<II", 0x02000001, 1 << 13))
+        self.assertEqual(os.lstat(self.path("ping")).st_uid, 1000)
+        self.assertEqual(os.getxattr(self.path("link"), "trusted.kiln", follow_symlinks=False), b"on-link")
+        self.assertNotIn("trusted.kiln", os.listxattr("/etc/passwd"))
+        self.assertEqual(os.getxattr(self.path("null"), "trusted.kiln"), b"on-device")
+        self.assertEqual(os.getxattr(self.path("d"), "user.dir"), b"on-dir")
 
     def test_whiteouts_and_opaque(self):
         layer = make_tar([
@@ -286,6 +310,18 @@ class TestHostile(LayerTest):
         self.assertEqual(os.readlink(self.path("a")), "/etc")
         self.assertEqual(os.listdir(self.root), ["a"])
 
+    def test_entry_through_absolute_symlink_to_canary_refused(self):
+        self.refused(make_tar([entry("a", "symlink", link=self.canary), entry("a/new", data=b"evil"),
+                               entry("a/file", data=b"evil")]), "invalid-argument", "'a/new'", "symbolic link")
+        shutil.rmtree(self.root)
+        os.mkdir(self.root)
+        self.refused(make_tar([entry("a", "symlink", link=self.canary), entry("a/file", "symlink", link="/")]),
+                     "invalid-argument", "'a/file'")
+        shutil.rmtree(self.root)
+        os.mkdir(self.root)
+        self.refused(make_tar([entry("a", "symlink", link=self.canary), entry("x", "hardlink", link="a/file")]),
+                     "invalid-argument", "'x'", "symbolic link")
+
     def test_entry_through_relative_symlink_refused(self):
         self.refused(make_tar([entry("a", "symlink", link="../canary"), entry("a/new", data=b"evil")]),
                      "invalid-argument", "'a/new'")
@@ -358,6 +394,9 @@ class TestHostile(LayerTest):
         os.mkdir(self.root)
         self.refused(make_tar([entry("f", pax={"SCHILY.xattr.trusted.overlay.opaque": "y"})]),
                      "invalid-argument", "'f'", "trusted.overlay.opaque")
+
+    def test_unknown_xattr_namespace_refused(self):
+        self.refused(make_tar([entry("f", pax={"SCHILY.xattr.kiln.x": "y"})]), "invalid-argument", "'f'", "kiln.x")
 
     def test_bad_whiteouts_refused(self):
         self.refused(make_tar([entry(".wh..")]), "invalid-argument", ".wh..")

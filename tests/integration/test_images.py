@@ -155,8 +155,8 @@ class Images(kt.KilnTestCase):
                                            f'stdout: {out}\nstderr: {err}')
         return out, err
 
-    def from_image(self, source, user=None, name=None):
-        args = ['from'] + (['--name', name] if name else []) + [source]
+    def from_image(self, source, user=None, name=None, args=()):
+        args = ['from'] + (['--name', name] if name else []) + list(args) + [source]
         out, _ = self.kiln(*args, user=user)
         return out.strip()
 
@@ -206,6 +206,9 @@ class Images(kt.KilnTestCase):
         self.assertTrue(image['digest'].startswith('sha256:'))
         self.assertIn('/data', image['Volumes'])
         self.assertIn('RUN rm /gone', json.dumps(image['history']))
+        # The image's volume is an empty directory, root's inside the container.
+        volume = self.run_in(name, 'ls', '-ldn', '/data', user=user).split()
+        self.assertEqual((volume[0][0], volume[2], volume[3]), ('d', '0', '0'), volume)
         env = self.run_in(name, 'env', user=user).split()
         self.assertIn('FOO=bar', env)
         self.assertEqual(self.run_in(name, 'pwd', user=user), '/dir\n')
@@ -242,22 +245,65 @@ class Images(kt.KilnTestCase):
         self.assertEqual(info['Layers'], IMAGES['diff_ids'])
         self.assertTrue(info['From'].startswith('oci:'), info['From'])
 
+    def test_multi_platform_index(self):
+        # An index of two platforms (the same layers, configs saying amd64 and arm64), as
+        # `buildah manifest` makes them: the host's by default, another with --arch / --platform.
+        layout = self.copy_layout('multi')
+        with open(os.path.join(layout, 'index.json')) as f:
+            index = json.load(f)
+        desc = [m for m in index['manifests'] if m['annotations']['org.opencontainers.image.ref.name'] == 'v2'][0]
+        entries = []
+        for arch in ('amd64', 'arm64'):
+            manifest = json.loads(read_blob(layout, desc['digest']))
+            config = json.loads(read_blob(layout, manifest['config']['digest']))
+            config['architecture'] = arch
+            config_bytes = json.dumps(config).encode()
+            manifest['config'] = {'mediaType': 'application/vnd.oci.image.config.v1+json',
+                                  'digest': 'sha256:' + put_blob(layout, config_bytes), 'size': len(config_bytes)}
+            manifest_bytes = json.dumps(manifest).encode()
+            entries.append({'mediaType': 'application/vnd.oci.image.manifest.v1+json',
+                            'digest': 'sha256:' + put_blob(layout, manifest_bytes), 'size': len(manifest_bytes),
+                            'platform': {'os': 'linux', 'architecture': arch}})
+        sub = json.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
+                          'manifests': entries}).encode()
+        index['manifests'].append({'mediaType': 'application/vnd.oci.image.index.v1+json',
+                                   'digest': 'sha256:' + put_blob(layout, sub), 'size': len(sub),
+                                   'annotations': {'org.opencontainers.image.ref.name': 'multi'}})
+        with open(os.path.join(layout, 'index.json'), 'w') as f:
+            json.dump(index, f)
+        subprocess.run(['chmod', '-R', 'a+rX', layout], check=True)
+        host = {'x86_64': 'amd64', 'aarch64': 'arm64'}.get(os.uname().machine)
+        other = 'arm64' if host == 'amd64' else 'amd64'
+
+        def arch_of(name):
+            return json.loads(json.loads(self.kiln('inspect', name, user=kt.ALICE)[0])['Image'])['architecture']
+
+        if host:
+            self.assertEqual(arch_of(self.from_image(f'oci:{layout}:multi', user=kt.ALICE)), host)
+        self.assertEqual(arch_of(self.from_image(f'oci:{layout}:multi', user=kt.ALICE, args=['--arch', other])),
+                         other)
+        self.assertEqual(arch_of(self.from_image(f'oci:{layout}:multi', user=kt.ALICE,
+                                                 args=['--platform', f'linux/{other}'])), other)
+        r = self.create_call('', f'oci:{layout}:multi', options={'platform': 'linux/s390x'}, user=kt.ALICE)
+        self.assertError(r, 'org.kiln.Builder1.Error.NotFound', 'no image for platform linux/s390x')
+
     # -- sharing ------------------------------------------------------------------------
 
     def test_second_builder_copies_nothing(self):
         first = self.from_image(f'oci-archive:{IMAGES["oci-archive"]}', user=kt.ALICE)
         layers = self.layer_dirs()
-        layers_bytes = self.du(self.layers_dir)
+        layers_bytes = sum(self.du(os.path.join(self.layers_dir, d)) for d in layers)
         state_bytes = self.du(self.state_dir)
         builders_bytes = self.du(self.builders_dir)
         second = self.from_image(f'oci:{IMAGES["oci"]}:v2', user=kt.ALICE)
         third = self.from_image(f'docker-archive:{IMAGES["docker-archive"]}', user=None)
         self.assertNotEqual(first, second)
         self.assertEqual(self.layer_dirs(), layers, 'a second builder of the image stored a layer')
-        self.assertEqual(self.du(self.layers_dir), layers_bytes)
-        # What grew is the builders' own directories (upper, work, builder.json), nothing else.
+        self.assertEqual(sum(self.du(os.path.join(self.layers_dir, d)) for d in layers), layers_bytes)
+        # What grew is the builders' own directories (upper, work, builder.json) and the small
+        # records of what was read (STATE/layers/.fingerprints), nothing else.
         grown = self.du(self.state_dir) - state_bytes
-        self.assertLessEqual(grown, self.du(self.builders_dir) - builders_bytes + 4096, grown)
+        self.assertLessEqual(grown, self.du(self.builders_dir) - builders_bytes + 16384, grown)
         self.assertEqual(self.tmp_dirs(), [])
         self.assertEqual(self.run_in(third, 'cat', '/emptied/new'), 'new\n')
 
@@ -270,6 +316,39 @@ class Images(kt.KilnTestCase):
                 break
             subprocess.run(['sleep', '0.1'])
         self.assertNotIn(IMAGES['diff_ids'][1], self.layer_dirs())
+
+    def test_changed_archive_read_again(self):
+        # A second `from` of an unchanged file takes what the first verified (its fstat identity
+        # and ctime are recorded); the same file changed in place must be read and checked again.
+        # (skopeo's docker-archive keeps layers uncompressed, so the bytes can be found.)
+        path = os.path.join(IMAGES['top'], 'changing.tar')
+        shutil.copy(IMAGES['docker-archive'], path)
+        os.chmod(path, 0o644)
+        self.from_image(f'docker-archive:{path}', user=kt.ALICE)
+        self.from_image(f'docker-archive:{path}', user=kt.ALICE)
+        with open(path, 'r+b') as f:
+            data = f.read()
+            at = data.index(b'new\n')
+            f.seek(at)
+            f.write(b'NEW\n')
+        before = self.snapshot()
+        _, err = self.kiln('from', f'docker-archive:{path}', user=kt.ALICE, expect=125)
+        self.assertIn('does not match diff_id', err)
+        self.assertEqual(self.snapshot(), before)
+
+    def test_changed_layout_blob_read_again(self):
+        layout = self.copy_layout('changing-layout')
+        self.from_image(f'oci:{layout}:v2', user=kt.ALICE)
+        self.from_image(f'oci:{layout}:v2', user=kt.ALICE)
+        blob = os.path.join(layout, 'blobs', 'sha256', sha256(IMAGES['upper']))
+        with open(blob, 'r+b') as f:
+            data = f.read()
+            f.seek(data.index(b'new\n'))
+            f.write(b'NEW\n')
+        before = self.snapshot()
+        r = self.create_call('', f'oci:{layout}:v2', user=kt.ALICE)
+        self.assertError(r, INVALID, ['layer 1', 'does not match its digest'])
+        self.assertEqual(self.snapshot(), before)
 
     # -- refusals -----------------------------------------------------------------------
 
