@@ -391,6 +391,19 @@ class CommitCases(kr.RunTestCase):
         code, out, err = self.env.kiln('push', 'example/dev', 'oci-archive:/dev/null', user=kt.ALICE)
         self.assertNotEqual(code, 0)
         self.assertIn('Invalid fd', err)
+        # On the bus: a device, and a file open only for reading, are refused by name; nothing written.
+        image_path = self.gcall(kt.MANAGER_PATH, kt.MANAGER_IFACE + '.GetImage', 'example/dev',
+                                user=kt.ALICE).object_path()
+        target = os.path.join(self.out, 'readonly.tar')
+        with open(target, 'w'):
+            pass
+        os.chown(target, self.alice.pw_uid, self.alice.pw_gid)
+        for fd_path in ('/dev/null', target):
+            reply = self.rawcall(image_path, IMAGE_IFACE, 'Push', 'hsa{sv}', [0, 'oci-archive', {}],
+                                 user=kt.ALICE, fd_paths=[fd_path])
+            self.assertEqual(reply['error_name'], E_INVALID, reply)
+            self.assertIn('fd', str(reply['body']), reply)
+        self.assertEqual(os.path.getsize(target), 0)
 
 
 # A commit reads the builder's files, not how its runs were isolated: one isolation is enough.
