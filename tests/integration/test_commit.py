@@ -29,6 +29,8 @@ E_BUSY = 'org.kiln.Builder1.Error.Busy'
 E_INVALID = 'org.kiln.Builder1.Error.InvalidArgument'
 
 _SUBID_DIR = None
+IMAGES_PER_USER = 3
+E_LIMIT = 'org.kiln.Builder1.Error.LimitExceeded'
 
 
 def setUpModule():
@@ -39,7 +41,7 @@ def setUpModule():
     with open(os.path.join(_SUBID_DIR, 'subgid'), 'w') as f:
         f.write(f'{pwd.getpwnam(kt.ALICE).pw_uid}:{ALICE_SUBGID}:{SUBID_COUNT}\n')
     kr.setup_module(extra_conf=f'[UserNamespace]\nSubUidFile={_SUBID_DIR}/subuid\n'
-                               f'SubGidFile={_SUBID_DIR}/subgid\n')
+                               f'SubGidFile={_SUBID_DIR}/subgid\n[Limits]\nImagesPerUser={IMAGES_PER_USER}\n')
 
 
 def tearDownModule():
@@ -290,6 +292,44 @@ class CommitCases(kr.RunTestCase):
         self.assertEqual(self.sh(child, 'cat /new.txt && echo more > /more && cat /more', user=kt.ALICE),
                          'fresh\nmore\n')
         self.commit(child, 'example/after-rmi')
+
+    def test_squash_writes_one_layer_of_the_whole_tree(self):
+        b = self.alices_builder()
+        self.change(b)
+        self.commit(b, '--squash', 'example/flat')
+        archive = os.path.join(self.out, 'flat.tar')
+        self.push('example/flat', f'oci-archive:{archive}')
+        config = self.skopeo_config(f'oci-archive:{archive}')
+        self.assertEqual(len(config['rootfs']['diff_ids']), 1)
+        work = tempfile.mkdtemp(prefix='kiln-umoci.')
+        try:
+            self.env.run(['skopeo', 'copy', f'oci-archive:{archive}', f'oci:{work}/layout:flat'], check=True)
+            self.env.run(['umoci', 'unpack', '--image', f'{work}/layout:flat', f'{work}/bundle'], check=True)
+            rootfs = os.path.join(work, 'bundle', 'rootfs')
+            self.assertTrue(os.path.exists(os.path.join(rootfs, 'etc', 'passwd')), 'the base is missing')
+            self.assertFalse(os.path.lexists(os.path.join(rootfs, 'etc', 'doomed')))
+            st = os.stat(os.path.join(rootfs, 'new.txt'))
+            self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+            st = os.stat(os.path.join(rootfs, 'home', 'builder', 'd', 'f'))
+            self.assertEqual((st.st_uid, st.st_gid), (1000, 1000))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        # The builder's root was held mounted for the squash and is let go.
+        self.wait_until(lambda: not self.mounts_under(os.path.join(self.run_dir, 'mounts')), 30,
+                        'the squash left a mount')
+
+    def test_images_per_user_is_a_limit(self):
+        b = self.alices_builder()
+        for i in range(IMAGES_PER_USER):
+            self.sh(b, f'echo {i} > /n', user=kt.ALICE)
+            self.commit(b, f'example/lim:{i}')
+        self.sh(b, 'echo over > /n', user=kt.ALICE)
+        r = self.gcall(b.path, kt.BUILDER_IFACE + '.Commit', 'example/lim:over', '{}', user=kt.ALICE)
+        self.assertError(r, E_LIMIT, f'limit of {IMAGES_PER_USER} images')
+        self.assertEqual(len(self.list_images(user=kt.ALICE)), IMAGES_PER_USER)
+        # root is not limited.
+        rootb = self.builder(extra=base_extra)
+        self.commit(rootb, 'example/root-lim', user=None)
 
     def test_zstd_layers(self):
         b = self.alices_builder()
