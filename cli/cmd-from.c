@@ -68,6 +68,13 @@ static int resolve_source(const char *source, char **ret_from, int *ret_fd)
         }
 
         fd = open(source, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+        /* Images out: no such directory here, so a name of an image in kiln's store (kilnd looks it up
+         * among the images the caller may see). */
+        if (fd < 0 && (errno == ENOENT || errno == ENOTDIR) && source[0] != '/' && source[0] != '.') {
+                *ret_from = g_strdup(source);
+                *ret_fd = -1;
+                return 0;
+        }
         if (fd < 0) {
                 int saved = errno;
 

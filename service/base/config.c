@@ -59,6 +59,7 @@ KilnConfig *kiln_config_new_defaults(void)
         c->copy_bytes = G_GUINT64_CONSTANT(10) << 30;
         c->copy_entries = 1000000;
         c->copies_per_user = 4;
+        c->images_per_user = 100; /* images out: as many as builders */
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -336,6 +337,7 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_bytes(kf, "Limits", "ImageBytes", &c->image_bytes, error) ||
             !read_uint(kf, "Limits", "LayersPerImage", 1, &c->layers_per_image, error) ||
             !read_uint(kf, "Limits", "EntriesPerLayer", 1, &c->entries_per_layer, error) ||
+            !read_uint(kf, "Limits", "ImagesPerUser", 0, &c->images_per_user, error) ||
             !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
             !read_uint(kf, "Limits", "AuthorizationsPerUser", 1, &c->authorizations_per_user, error) ||
             !read_uint(kf, "Limits", "MaxAuthorizations", 1, &c->max_authorizations, error) ||

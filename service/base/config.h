@@ -32,6 +32,7 @@
  *   CopyBytes=10737418240              bytes of file content in one Copy or CopyOut (0: no bound)
  *   CopyEntries=1000000                entries in one Copy or CopyOut (0: no bound)
  *   CopiesPerUser=4                    Copy and CopyOut calls one uid may have in progress (uid 0 included)
+ *   ImagesPerUser=100                  images one uid may own (uid 0 is not limited)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -97,6 +98,7 @@ typedef struct KilnConfig {
         guint64 copy_bytes;   /* G_MAXUINT64: no bound */
         guint64 copy_entries; /* G_MAXUINT64: no bound */
         unsigned copies_per_user;
+        unsigned images_per_user; /* images out: images one uid may own */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

@@ -22,6 +22,7 @@ typedef struct {
         char *image_kind; /* NULL: scratch or a directory tree */
         char *image_path; /* NULL with rootfs_fd */
         char *image_ref;
+        char *stored_image; /* images out: the id of an image of kiln's store to import */
         char *platform;
         char *image_json; /* the image's digest and history, for builder.json */
         KilnBuilderConfig config;
@@ -43,6 +44,7 @@ static void create_request_free(gpointer data)
         g_free(req->image_kind);
         g_free(req->image_path);
         g_free(req->image_ref);
+        g_free(req->stored_image);
         g_free(req->platform);
         g_free(req->image_json);
         kiln_builder_config_clear(&req->config);
@@ -275,6 +277,23 @@ static void on_image_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, g
         create_request_free(req);
 }
 
+/* Images out: the stored image's archive is written; it is imported as the caller's would be. */
+static void on_stored_image_exported(GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        int fd = req->manager->finish_export(result, &error);
+
+        if (fd < 0) {
+                if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+                        create_reply_error(req, error);
+                create_request_free(req);
+                return;
+        }
+        kiln_storage_import_image_async(req->manager->storage, req->image_kind, NULL, fd, NULL,
+                                        req->platform, &req->creds, req->cancellable, on_image_done, req);
+}
+
 static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
 {
         CreateRequest *req = data;
@@ -283,6 +302,12 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
 
         if (denied) {
                 sd_bus_reply_method_error(m, denied);
+                return;
+        }
+        if (req->stored_image) {
+                req->importing = TRUE;
+                req->manager->export_stored_image(req->manager, req->stored_image, req->cancellable,
+                                                  on_stored_image_exported, req);
                 return;
         }
         if (req->image_kind) {
@@ -490,6 +515,13 @@ static gboolean check_create(CreateRequest *req, const char *name, const char *f
                 return FALSE;
         if (req->image_kind)
                 goto checked_from;
+        /* Images out: the name or id of an image in kiln's store, imported from kilnd's own oci-archive
+         * of it (image-dbus.c) as any archive is. */
+        if (req->rootfs_fd < 0 && !g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/") &&
+            m->find_stored_image && (req->stored_image = m->find_stored_image(m, req->message, from))) {
+                req->image_kind = g_strdup("oci-archive");
+                goto checked_from;
+        }
         if (req->platform)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                  "Invalid platform: '%s' is not an image", from);

@@ -46,6 +46,14 @@ typedef struct KilnManager {
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];
         KilnManagerHooks hooks;
+        struct KilnImages *images; /* images out: the image store and its objects (image-dbus.c) */
+        /* images out: the id of a stored image named @name that the sender of @m may see, or NULL; and its
+         * oci-archive written (by a thread) to a new unlinked regular file, whose descriptor
+         * finish_export returns (-1 and @error on failure). */
+        char *(*find_stored_image)(struct KilnManager *manager, sd_bus_message *m, const char *name);
+        void (*export_stored_image)(struct KilnManager *manager, const char *id, GCancellable *cancellable,
+                                    GAsyncReadyCallback callback, gpointer data);
+        int (*finish_export)(GAsyncResult *result, GError **error);
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
