@@ -809,7 +809,7 @@ void kiln_image_store_remember_base(KilnImageStore *s, const char *layer_digest,
         g_mutex_unlock(&s->lock);
 }
 
-guint64 kiln_images_bytes(KilnImageStore *s, GPtrArray *images, uid_t owner)
+guint64 kiln_images_bytes(G_GNUC_UNUSED KilnImageStore *s, GPtrArray *images, uid_t owner)
 {
         g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
         guint64 n = 0;

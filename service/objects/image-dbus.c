@@ -296,8 +296,8 @@ static void add_image(KilnManager *m, KilnImage *image)
 
 /* The object tree: /org/kiln/Builder1/image/<id>, visible to those who may see the owner's objects. */
 
-static int image_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-                             void **found, sd_bus_error *error)
+static int image_object_find(sd_bus *bus, const char *path, G_GNUC_UNUSED const char *interface,
+                             void *userdata, void **found, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *m = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -314,8 +314,8 @@ static int image_object_find(sd_bus *bus, const char *path, const char *interfac
         return 1;
 }
 
-static int image_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-                                 sd_bus_error *error)
+static int image_node_enumerator(sd_bus *bus, G_GNUC_UNUSED const char *path, void *userdata, char ***nodes,
+                                 G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *m = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -339,16 +339,18 @@ static KilnManager *manager_of(const KilnImage *image)
         return image->manager;
 }
 
-static int property_get_names(sd_bus *bus, const char *path, const char *interface, const char *property,
-                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_names(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                              G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                              sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnImage *image = userdata;
 
         return sd_bus_message_append_strv(reply, image->names);
 }
 
-static int property_get_layers(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_layers(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                               G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                               sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         return append_layers(reply, userdata);
 }
@@ -536,7 +538,7 @@ static void push_request_free(gpointer data)
         g_free(req);
 }
 
-static void push_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+static void push_thread(GTask *task, G_GNUC_UNUSED gpointer source, gpointer data, GCancellable *cancellable)
 {
         PushRequest *req = data;
         GError *error = NULL;
@@ -548,7 +550,7 @@ static void push_thread(GTask *task, gpointer source, gpointer data, GCancellabl
                 g_task_return_error(task, error);
 }
 
-static void push_done(GObject *source, GAsyncResult *result, gpointer data)
+static void push_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         PushRequest *req = data;
         g_autoptr(GError) error = NULL;
@@ -714,7 +716,8 @@ static void export_job_free(gpointer data)
         g_free(job);
 }
 
-static void export_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+static void export_thread(GTask *task, G_GNUC_UNUSED gpointer source, gpointer data,
+                          GCancellable *cancellable)
 {
         ExportJob *job = data;
         GError *error = NULL;
@@ -998,7 +1001,8 @@ static KilnImageLayer *write_layer(KilnImageStore *store, const char *path, cons
         return l;
 }
 
-static void commit_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+static void commit_thread(GTask *task, G_GNUC_UNUSED gpointer source, gpointer data,
+                          GCancellable *cancellable)
 {
         CommitJob *job = data;
         KilnImageStore *store = job->manager->images->store;
@@ -1108,7 +1112,7 @@ static gboolean over_storage(KilnManager *m, uid_t uid, GError **error)
         return TRUE;
 }
 
-static void commit_done(GObject *source, GAsyncResult *result, gpointer data)
+static void commit_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         CommitJob *job = data;
         KilnManager *m = job->manager;

@@ -278,7 +278,7 @@ static void on_image_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, g
 }
 
 /* Images out: the stored image's archive is written; it is imported as the caller's would be. */
-static void on_stored_image_exported(GObject *source, GAsyncResult *result, gpointer data)
+static void on_stored_image_exported(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         CreateRequest *req = data;
         g_autoptr(GError) error = NULL;
