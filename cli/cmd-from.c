@@ -9,6 +9,7 @@
 
 #include "bus-client.h"
 #include "cli-util.h"
+#include "net-flags.h"
 #include "verbs.h"
 
 static const char *const oci_transports[] = {"oci:", "oci-archive:"};
@@ -80,6 +81,7 @@ int kiln_verb_from(int argc, char **argv)
 {
         g_autofree char *name = NULL, *isolation = NULL, *userns = NULL;
         g_autofree char *from = NULL, *builder_name = NULL;
+        g_auto(KilnNetFlags) net = {0};
         g_autoptr(sd_bus) bus = NULL;
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
         _cleanup_close_ int fd = -1;
@@ -93,6 +95,7 @@ int kiln_verb_from(int argc, char **argv)
                  "ISOLATION"},
                 {"userns", 0, 0, G_OPTION_ARG_STRING, &userns, "User namespace of runs: auto or host",
                  "USERNS"},
+                KILN_NET_FLAG_ENTRIES(&net),
                 {NULL},
         };
 
@@ -124,6 +127,8 @@ int kiln_verb_from(int argc, char **argv)
                 r = kiln_bus_append_option_string(m, "isolation", isolation);
         if (r >= 0 && userns)
                 r = kiln_bus_append_option_string(m, "userns", userns);
+        if (r >= 0)
+                r = kiln_net_flags_append(m, &net);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0) {

@@ -86,7 +86,8 @@ _kiln()
         case $prev in
             --isolation) COMPREPLY=($(compgen -W 'oci chroot' -- "$cur")) ;;
             --userns) COMPREPLY=($(compgen -W 'auto host' -- "$cur")) ;;
-            --network | --net) COMPREPLY=($(compgen -W 'private none host' -- "$cur")) ;;
+            --network | --net) COMPREPLY=($(compgen -W 'private none host pasta slirp4netns' -- "$cur")) ;;
+            --dns) COMPREPLY=($(compgen -W 'none' -- "$cur")) ;;
             --pid | --ipc | --uts | --cgroupns) COMPREPLY=($(compgen -W 'private host' -- "$cur")) ;;
             --runtime) COMPREPLY=($(compgen -W 'runc crun' -- "$cur")) ;;
             --workingdir) [[ $verb == run ]] || _filedir -d ;;

@@ -14,6 +14,7 @@
 #include "fd-limit.h"
 #include "isolate-server.h"
 #include "manager.h"
+#include "network.h"
 #include "reaper.h"
 #include "run.h"
 
@@ -96,9 +97,15 @@ static int run(const char *config_path)
         }
         kiln_manager_delete_stale_containers(manager);
         kiln_manager_detect_runtime(manager);
+        kiln_network_detect_default(config);
         kiln_manager_detect_idmapped_layers(manager);
         isolate_globals = kiln_run_isolate_globals(manager);
         manager->isolate_server = kiln_isolate_server_new((const char *const *)isolate_globals);
+        /* Network helpers a crashed kilnd left, while their bundles still record them (network.h). */
+        {
+                g_autofree char *bundles = g_build_filename(config->runtime_dir, "bundles", NULL);
+                kiln_network_cleanup_stale(bundles);
+        }
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);

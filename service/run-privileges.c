@@ -4,17 +4,24 @@
 #include <sys/sysinfo.h>
 
 #include "cgroup.h"
+#include "network.h"
 #include "run-privileges.h"
 #include "run-volumes.h"
 #include "run.h"
 #include "spec.h"
 
-static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
+/* The network is judged as the run will have it: the run's, else the builder's (Configure could have set
+ * host there), else kiln.conf's default (which can only name networks that need no privilege). pasta and
+ * slirp4netns weaken nothing: their helper runs as the builder's owner, with what the owner could start
+ * himself (network.h). */
+static void check_namespaces(GPtrArray *reasons, KilnManager *m, const KilnBuilder *b,
+                             const KilnRunOptions *o)
 {
+        const char *network = kiln_network_effective(m->config, o->network, b->config.network);
         const struct {
                 const char *name;
                 const char *value;
-        } namespaces[] = {{"network", o->network},
+        } namespaces[] = {{"network", kiln_network_needs_helper(network) ? NULL : network},
                           {"pid", o->pid},
                           {"ipc", o->ipc},
                           {"uts", o->uts},
@@ -172,7 +179,7 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
                 return g_steal_pointer(&reasons);
         if (!kiln_run_wants_userns(b, o))
                 g_ptr_array_add(reasons, g_strdup("userns=host, where container root is host root"));
-        check_namespaces(reasons, o);
+        check_namespaces(reasons, m, b, o);
         if (!check_capabilities(reasons, m, b, o, error))
                 return NULL;
         for (char **d = o->devices; d && *d; d++)

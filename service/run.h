@@ -8,6 +8,7 @@
 
 #include "cgroup.h"
 #include "manager.h"
+#include "network.h"
 #include "run-options.h"
 
 typedef struct KilnRunPlan {
@@ -28,6 +29,9 @@ typedef struct KilnRunPlan {
         int early_exit_status;
         char *early_message;
         KilnRunResources resources; /* the run's cgroup and limits; the cgroup is removed with the plan */
+        /* network=pasta or slirp4netns: the run's namespaces (in the bundle) and its helper, started before
+         * the runtime (process.c) and ended with the plan (network.h) */
+        KilnNetwork *network;
 } KilnRunPlan;
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and
