@@ -14,20 +14,30 @@ typedef struct {
 } KilnNetFlags;
 
 /* The flags' GOptionEntry rows for kiln from and kiln config (five lists and two values, in @f). */
-#define KILN_NET_FLAG_ENTRIES(f)                                                                            \
-        {"network", 0, 0, G_OPTION_ARG_STRING, &(f)->network,                                               \
-         "Network of runs: private, none, host, pasta[:OPTS], slirp4netns[:OPTS] or a path", "HOW"},        \
-                {"dns", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->dns, "Nameserver of runs (an IP, or none)",  \
-                 "IP"},                                                                                     \
-                {"dns-search", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->dns_search,                           \
-                 "Search domain of runs", "DOMAIN"},                                                        \
-                {"dns-option", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->dns_option,                           \
-                 "Resolver option of runs", "OPTION"},                                                      \
-                {"add-host", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->add_host,                               \
-                 "Add a line to the /etc/hosts of runs", "NAME:IP"},                                        \
-        {                                                                                                   \
-                "no-hosts", 0, 0, G_OPTION_ARG_NONE, &(f)->no_hosts, "Do not generate /etc/hosts in runs",  \
-                NULL                                                                                        \
+#define KILN_NET_FLAG_ENTRIES(f)                                                                             \
+        {"network",                                                                                          \
+         0,                                                                                                  \
+         0,                                                                                                  \
+         G_OPTION_ARG_STRING,                                                                                \
+         &(f)->network,                                                                                      \
+         "Network of runs: private, none, host, pasta[:OPTS], slirp4netns[:OPTS] or a path",                 \
+         "HOW"},                                                                                             \
+                {"dns", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->dns, "Nameserver of runs (an IP, or none)",   \
+                 "IP"},                                                                                      \
+                {"dns-search", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->dns_search, "Search domain of runs",   \
+                 "DOMAIN"},                                                                                  \
+                {"dns-option", 0, 0, G_OPTION_ARG_STRING_ARRAY, &(f)->dns_option, "Resolver option of runs", \
+                 "OPTION"},                                                                                  \
+                {"add-host",                                                                                 \
+                 0,                                                                                          \
+                 0,                                                                                          \
+                 G_OPTION_ARG_STRING_ARRAY,                                                                  \
+                 &(f)->add_host,                                                                             \
+                 "Add a line to the /etc/hosts of runs",                                                     \
+                 "NAME:IP"},                                                                                 \
+        {                                                                                                    \
+                "no-hosts", 0, 0, G_OPTION_ARG_NONE, &(f)->no_hosts, "Do not generate /etc/hosts in runs",   \
+                        NULL                                                                                 \
         }
 
 void kiln_net_flags_clear(KilnNetFlags *flags);

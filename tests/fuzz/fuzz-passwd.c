@@ -6,7 +6,7 @@
 #include <stdio.h>
 
 #include "fuzz-common.h"
-#include "passwd.h"
+#include "base/passwd.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
