@@ -190,7 +190,9 @@ gboolean kiln_network_validate_add_host(const char *arg, const char *value, GErr
 
 gboolean kiln_network_validate_option(const char *arg, const char *value, GError **error)
 {
-        if (*value && strlen(value) <= 64 &&
+        /* A word, never a flag: options are looked up in translate_options(), and nothing else reaches a
+         * helper. */
+        if (g_ascii_islower(value[0]) && strlen(value) <= 64 &&
             strspn(value, "abcdefghijklmnopqrstuvwxyz0123456789_=.-") == strlen(value))
                 return TRUE;
         return kiln_invalid(error, arg, "'%s' is not KEY or KEY=VALUE", value);
