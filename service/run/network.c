@@ -650,6 +650,10 @@ void kiln_network_start(KilnNetwork *n, GCancellable *cancellable, KilnNetworkRe
         if (userns < 0 || netns < 0 || pipe2(ready_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0) {
                 kiln_close_fdp(&userns);
                 kiln_close_fdp(&netns);
+                for (int i = 0; i < 2; i++) {
+                        kiln_close_fdp(&ready_pipe[i]);
+                        kiln_close_fdp(&exit_pipe[i]);
+                }
                 fail_start(n, "could not be given its descriptors");
                 return;
         }

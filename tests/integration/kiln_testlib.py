@@ -77,6 +77,9 @@ BUILDER_PROPERTIES = {
     'UserNamespace': 's', 'Env': 'as', 'WorkingDir': 's', 'User': 's', 'Hostname': 's',
     'Entrypoint': 'as', 'Cmd': 'as', 'Shell': 'as', 'Volumes': 'as', 'Labels': 'a{ss}',
     'CapAdd': 'as', 'CapDrop': 'as', 'Ulimits': 'as', 'Processes': 'ao',
+    # The network settings of runs (docs/network.md)
+    'Network': 's', 'NetworkOptions': 'as', 'Dns': 'as', 'DnsSearch': 'as', 'DnsOption': 'as',
+    'AddHost': 'as', 'NoHosts': 'b',
 }
 
 ID_RE = re.compile(r'^[0-9a-f]{64}$')
