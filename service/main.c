@@ -18,7 +18,7 @@
 #include "run/run.h"
 #include "run/network.h"
 
-static void ignore_signal(int sig)
+static void ignore_signal(G_GNUC_UNUSED int sig)
 {
 }
 
@@ -99,7 +99,7 @@ static int run(const char *config_path)
         kiln_manager_detect_runtime(manager);
         kiln_network_detect_default(config);
         kiln_manager_detect_idmapped_layers(manager);
-        isolate_globals = kiln_run_isolate_globals(manager);
+        isolate_globals = kiln_run_isolate_globals(config, storage);
         manager->isolate_server = kiln_isolate_server_new((const char *const *)isolate_globals);
         /* Network helpers a crashed kilnd left, while their bundles still record them (network.h). */
         {

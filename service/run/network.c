@@ -570,7 +570,7 @@ static void fail_start(KilnNetwork *n, const char *why)
         finish_start(n, error);
 }
 
-static gboolean on_ready(int fd, GIOCondition condition, gpointer data)
+static gboolean on_ready(int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnNetwork *n = data;
         char buf[32];
@@ -607,7 +607,7 @@ static gboolean on_cancelled_idle(gpointer data)
         return G_SOURCE_REMOVE;
 }
 
-static void on_cancelled(GCancellable *cancellable, gpointer data)
+static void on_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         KilnNetwork *n = data;
 

@@ -4,6 +4,7 @@
 
 #include "bus/bus-args.h"
 #include "base/cgroup.h"
+#include "base/size.h"
 #include "run/run-options.h"
 #include "spec/spec.h"
 #include "base/validate.h"
@@ -68,12 +69,10 @@ static gboolean validate_device(const char *arg, const char *value, GError **err
 static gboolean validate_size(const char *arg, const char *value, GError **error)
 {
         guint64 n;
-        char *end = NULL;
 
         if (!*value)
                 return TRUE;
-        n = g_ascii_strtoull(value, &end, 10);
-        if (end == value || n == 0 || (*end && (strchr("bkmgBKMG", *end) == NULL || end[1]))) {
+        if (!kiln_parse_size(value, &n) || n == 0) {
                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
                             "Invalid %s: '%s' is not a size such as 64m", arg, value);
                 return FALSE;
@@ -123,7 +122,7 @@ static char *check_capability(const char *arg, const char *value, GError **error
         return kiln_validate_capability(arg, value, &normalized, error) ? normalized : NULL;
 }
 
-static char *check_any(const char *arg, const char *value, GError **error)
+static char *check_any(G_GNUC_UNUSED const char *arg, const char *value, G_GNUC_UNUSED GError **error)
 {
         return g_strdup(value);
 }

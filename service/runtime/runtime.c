@@ -169,7 +169,7 @@ pid_t kiln_container_get_pid(KilnContainer *container)
 
 /* ---- tasks ---- */
 
-static void task_trampoline(GObject *source, GAsyncResult *result, gpointer data)
+static void task_trampoline(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         TaskHook *hook = data;
 
@@ -383,7 +383,7 @@ static void runtime_delete(KilnContainer *c)
 
 /* ---- stdio ---- */
 
-static void on_relay_done(KilnRelay *relay, const GError *error, gpointer data)
+static void on_relay_done(G_GNUC_UNUSED KilnRelay *relay, const GError *error, gpointer data)
 {
         _cleanup_container_unref_ KilnContainer *c = container_ref(data);
 
@@ -617,7 +617,7 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
                             (GDestroyNotify)container_unref);
 }
 
-static gboolean on_start_cancelled(GCancellable *cancellable, gpointer data)
+static gboolean on_start_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         KilnContainer *c = data;
 
@@ -748,7 +748,8 @@ fail:
         start_fail(c, error);
 }
 
-gboolean kiln_container_start_finish(KilnContainer *container, GAsyncResult *result, GError **error)
+gboolean kiln_container_start_finish(G_GNUC_UNUSED KilnContainer *container, GAsyncResult *result,
+                                     GError **error)
 {
         g_return_val_if_fail(g_task_is_valid(result, NULL), FALSE);
         return g_task_propagate_boolean(G_TASK(result), error);
@@ -779,7 +780,7 @@ static void container_abandon_output(KilnContainer *c)
         g_source_unref(idle);
 }
 
-static gboolean on_wait_cancelled(GCancellable *cancellable, gpointer data)
+static gboolean on_wait_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         _cleanup_container_unref_ KilnContainer *c = container_ref(data);
 
@@ -823,7 +824,7 @@ void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellab
         }
 }
 
-int kiln_container_wait_finish(KilnContainer *container, GAsyncResult *result, GError **error)
+int kiln_container_wait_finish(G_GNUC_UNUSED KilnContainer *container, GAsyncResult *result, GError **error)
 {
         GError *local = NULL;
         gssize status;
