@@ -10,6 +10,7 @@
 #include "bus-client.h"
 #include "cli-util.h"
 #include "config-merge.h"
+#include "net-flags.h"
 #include "verbs.h"
 
 typedef struct {
@@ -28,6 +29,7 @@ typedef struct {
         char *cmd;
         char *shell;
         char **commands[KILN_COMMAND_N_KINDS]; /* entrypoint, cmd and shell, parsed */
+        KilnNetFlags net;                      /* set as given, not merged (as buildah's from --dns) */
 } ConfigOptions;
 
 static void config_options_clear(ConfigOptions *o)
@@ -48,6 +50,7 @@ static void config_options_clear(ConfigOptions *o)
         g_free(o->shell);
         for (size_t i = 0; i < G_N_ELEMENTS(o->commands); i++)
                 g_strfreev(o->commands[i]);
+        kiln_net_flags_clear(&o->net);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(ConfigOptions, config_options_clear)
 
@@ -92,7 +95,7 @@ static const struct {
 
 static bool config_options_empty(const ConfigOptions *o)
 {
-        if (o->env || o->labels)
+        if (o->env || o->labels || kiln_net_flags_given(&o->net))
                 return false;
         for (size_t i = 0; i < G_N_ELEMENTS(string_settings); i++)
                 if (OPTION_STRING(o, string_settings[i].field))
@@ -229,6 +232,8 @@ static int build_changes(sd_bus *bus, const char *path, const ConfigOptions *o, 
         for (size_t i = 0; r >= 0 && i < G_N_ELEMENTS(command_settings); i++)
                 if (o->commands[i])
                         r = kiln_bus_append_option_strv(m, command_settings[i].key, o->commands[i]);
+        if (r >= 0)
+                r = kiln_net_flags_append(m, &o->net);
         if (r < 0)
                 return kiln_bus_log_error(NULL, r, "Configure");
 
@@ -292,6 +297,7 @@ int kiln_verb_config(int argc, char **argv)
                  "How runs are isolated: oci or chroot", "ISOLATION"},
                 {"userns", 0, 0, G_OPTION_ARG_STRING, &o.userns, "User namespace of runs: auto or host",
                  "USERNS"},
+                KILN_NET_FLAG_ENTRIES(&o.net),
                 {NULL},
         };
 

@@ -9,6 +9,7 @@
 
 #include "bus-client.h"
 #include "cli-util.h"
+#include "net-flags.h"
 #include "verbs.h"
 
 /* Image sources, named as skopeo names them: KIND:PATH[:REF]. PATH ends at the first ':'. */
@@ -102,6 +103,7 @@ int kiln_verb_from(int argc, char **argv)
 {
         g_autofree char *name = NULL, *isolation = NULL, *userns = NULL, *platform = NULL, *arch = NULL;
         g_autofree char *from = NULL, *builder_name = NULL;
+        g_auto(KilnNetFlags) net = {0};
         g_autoptr(sd_bus) bus = NULL;
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
         _cleanup_close_ int fd = -1;
@@ -120,6 +122,7 @@ int kiln_verb_from(int argc, char **argv)
                  "OS/ARCH[/VARIANT]"},
                 {"arch", 0, 0, G_OPTION_ARG_STRING, &arch,
                  "Image of this architecture, for linux (as --platform linux/ARCH)", "ARCH"},
+                KILN_NET_FLAG_ENTRIES(&net),
                 {NULL},
         };
 
@@ -159,6 +162,8 @@ int kiln_verb_from(int argc, char **argv)
                 r = kiln_bus_append_option_string(m, "userns", userns);
         if (r >= 0 && platform)
                 r = kiln_bus_append_option_string(m, "platform", platform);
+        if (r >= 0)
+                r = kiln_net_flags_append(m, &net);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0) {

@@ -27,6 +27,7 @@
 #include "base/size.h"
 #include "bus-client.h"
 #include "cli-util.h"
+#include "net-flags.h"
 #include "verbs.h"
 
 #ifndef KILN_PROCESS_INTERFACE
@@ -44,6 +45,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(sd_bus_slot, sd_bus_slot_unref)
 typedef struct {
         GPtrArray *env, *volumes, *mounts, *devices, *ulimits, *cap_add, *cap_drop, *runtime_flags;
         GPtrArray *valid_exit_codes;
+        GPtrArray *dns, *dns_search, *dns_option, *add_host; /* net-flags.h */
         char *hostname, *isolation, *network, *pid, *ipc, *uts, *cgroupns, *runtime, *user, *working_dir;
         char *timeout;
         char *pids_limit, *memory, *cpu_weight;
@@ -63,6 +65,10 @@ static void run_flags_clear(RunFlags *f)
         g_clear_pointer(&f->cap_drop, g_ptr_array_unref);
         g_clear_pointer(&f->runtime_flags, g_ptr_array_unref);
         g_clear_pointer(&f->valid_exit_codes, g_ptr_array_unref);
+        g_clear_pointer(&f->dns, g_ptr_array_unref);
+        g_clear_pointer(&f->dns_search, g_ptr_array_unref);
+        g_clear_pointer(&f->dns_option, g_ptr_array_unref);
+        g_clear_pointer(&f->add_host, g_ptr_array_unref);
         g_clear_pointer(&f->hostname, g_free);
         g_clear_pointer(&f->isolation, g_free);
         g_clear_pointer(&f->network, g_free);
@@ -120,6 +126,10 @@ DEFINE_COLLECT(cap_add, add_split)
 DEFINE_COLLECT(cap_drop, add_split)
 DEFINE_COLLECT(runtime_flags, add_split)
 DEFINE_COLLECT(valid_exit_codes, add_split)
+DEFINE_COLLECT(dns, add_split)
+DEFINE_COLLECT(dns_search, add_split)
+DEFINE_COLLECT(dns_option, add_split)
+DEFINE_COLLECT(add_host, add_split)
 
 /* --security-opt as buildah takes it, the values kilnd has options for: seccomp=unconfined or a
  * profile name (never a path: kilnd reads only its own profiles), and no-new-privileges[=BOOL]. Any
@@ -192,7 +202,12 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 {"mount", 0, 0, G_OPTION_ARG_CALLBACK, collect_mounts,
                  "Attach a mount (type=bind|tmpfs,…; a bind is read-only unless rw)", "MOUNT"},
                 {"network", 0, 0, G_OPTION_ARG_STRING, &f->network,
-                 "Network namespace: private, none, host or a path", "HOW"},
+                 "Network: private, none, host, pasta[:OPTS], slirp4netns[:OPTS] or a path", "HOW"},
+                {"dns", 0, 0, G_OPTION_ARG_CALLBACK, collect_dns, "Nameserver (an IP, or none)", "IP"},
+                {"dns-search", 0, 0, G_OPTION_ARG_CALLBACK, collect_dns_search, "Search domain", "DOMAIN"},
+                {"dns-option", 0, 0, G_OPTION_ARG_CALLBACK, collect_dns_option, "Resolver option", "OPTION"},
+                {"add-host", 0, 0, G_OPTION_ARG_CALLBACK, collect_add_host, "Add a line to /etc/hosts",
+                 "NAME:IP"},
                 {"net", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &f->network, "Same as --network",
                  "HOW"},
                 {"no-hostname", 0, 0, G_OPTION_ARG_NONE, &f->no_hostname, "Do not generate /etc/hostname",
@@ -647,6 +662,19 @@ static int append_stdio(sd_bus_message *m)
         return r;
 }
 
+/* A collected list as a new strv; NULL when the flag was not given. */
+static char **list_to_strv(GPtrArray *list)
+{
+        char **v;
+
+        if (!list)
+                return NULL;
+        v = g_new0(char *, list->len + 1);
+        for (guint i = 0; i < list->len; i++)
+                v[i] = g_strdup(list->pdata[i]);
+        return v;
+}
+
 static int build_start_options(sd_bus_message *m, const RunFlags *f, const StartOptions *s)
 {
         int r;
@@ -671,8 +699,20 @@ static int build_start_options(sd_bus_message *m, const RunFlags *f, const Start
                 r = append_string_option(m, "hostname", f->hostname);
         if (r >= 0)
                 r = append_string_option(m, "isolation", f->isolation);
-        if (r >= 0)
-                r = append_string_option(m, "network", s->network);
+        if (r >= 0) {
+                /* The network flags as kiln from and kiln config send them (net-flags.h). */
+                KilnNetFlags net = {
+                        .network = f->network,
+                        .dns = list_to_strv(f->dns),
+                        .dns_search = list_to_strv(f->dns_search),
+                        .dns_option = list_to_strv(f->dns_option),
+                        .add_host = list_to_strv(f->add_host),
+                        .no_hosts = f->no_hosts,
+                };
+                r = kiln_net_flags_append(m, &net);
+                net.network = NULL; /* f's */
+                kiln_net_flags_clear(&net);
+        }
         if (r >= 0)
                 r = append_string_option(m, "pid", s->pid);
         if (r >= 0)
@@ -697,8 +737,6 @@ static int build_start_options(sd_bus_message *m, const RunFlags *f, const Start
                 r = append_string_option(m, "runtime", f->runtime);
         if (r >= 0)
                 r = append_strv_option(m, "runtime_args", s->runtime_args);
-        if (r >= 0 && f->no_hosts)
-                r = sd_bus_message_append(m, "{sv}", "no_hosts", "b", 1);
         if (r >= 0 && f->no_hostname)
                 r = sd_bus_message_append(m, "{sv}", "no_hostname", "b", 1);
         if (r >= 0 && f->no_pivot)
@@ -982,7 +1020,6 @@ int kiln_verb_run(int argc, char **argv)
         if (!parse_valid_exit_codes(f.valid_exit_codes, &valid) || !parse_resources(&f, &s))
                 return KILN_EXIT_FAILURE;
         s.env = resolve_env(f.env);
-        s.network = namespace_value(f.network);
         s.pid = namespace_value(f.pid);
         s.ipc = namespace_value(f.ipc);
         s.uts = namespace_value(f.uts);

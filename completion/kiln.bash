@@ -92,7 +92,8 @@ _kiln()
         case $prev in
             --isolation) COMPREPLY=($(compgen -W 'oci chroot' -- "$cur")) ;;
             --userns) COMPREPLY=($(compgen -W 'auto host' -- "$cur")) ;;
-            --network | --net) COMPREPLY=($(compgen -W 'private none host' -- "$cur")) ;;
+            --network | --net) COMPREPLY=($(compgen -W 'private none host pasta slirp4netns' -- "$cur")) ;;
+            --dns) COMPREPLY=($(compgen -W 'none' -- "$cur")) ;;
             --pid | --ipc | --uts | --cgroupns) COMPREPLY=($(compgen -W 'private host' -- "$cur")) ;;
             --runtime) COMPREPLY=($(compgen -W 'runc crun' -- "$cur")) ;;
             -f | --format) [[ $verb == commit ]] && COMPREPLY=($(compgen -W 'oci docker' -- "$cur")) ;;

@@ -17,6 +17,7 @@
 #include "objects/manager.h"
 #include "base/reaper.h"
 #include "run/run.h"
+#include "run/network.h"
 
 static void ignore_signal(G_GNUC_UNUSED int sig)
 {
@@ -97,9 +98,15 @@ static int run(const char *config_path)
         }
         kiln_manager_delete_stale_containers(manager);
         kiln_manager_detect_runtime(manager);
+        kiln_network_detect_default(config);
         kiln_manager_detect_idmapped_layers(manager);
         isolate_globals = kiln_run_isolate_globals(config, storage);
         manager->isolate_server = kiln_isolate_server_new((const char *const *)isolate_globals);
+        /* Network helpers a crashed kilnd left, while their bundles still record them (network.h). */
+        {
+                g_autofree char *bundles = g_build_filename(config->runtime_dir, "bundles", NULL);
+                kiln_network_cleanup_stale(bundles);
+        }
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);

@@ -82,6 +82,10 @@ KilnConfig *kiln_config_new_defaults(void)
         c->cpu_weight = 100;
         c->tmpfs_max_size = half_of_ram();
         c->cgroup_parent = g_strdup("kiln");
+        /* [Network]: the helpers' own names, found in PATH as Debian installs them. */
+        c->pasta_program = g_strdup("pasta");
+        c->slirp4netns_program = g_strdup("slirp4netns");
+        c->network_helper_timeout_seconds = 10;
         return c;
 }
 
@@ -99,6 +103,9 @@ void kiln_config_free(KilnConfig *c)
         g_free(c->subgid_file);
         g_free(c->default_userns_root);
         g_free(c->cgroup_parent);
+        g_free(c->network_default);
+        g_free(c->pasta_program);
+        g_free(c->slirp4netns_program);
         g_free(c);
 }
 
@@ -307,6 +314,50 @@ static gboolean read_resources(GKeyFile *kf, KilnConfig *c, GError **error)
         return TRUE;
 }
 
+/* ---- [Network] ---- */
+
+/* A program: a plain name (looked up in PATH when used) or an absolute path, never a relative one. */
+static gboolean read_program(GKeyFile *kf, const char *key, char **field, GError **error)
+{
+        g_autofree char *v = g_key_file_get_string(kf, "Network", key, NULL);
+
+        if (!v)
+                return TRUE;
+        g_strstrip(v);
+        if (!*v || (!g_path_is_absolute(v) && strchr(v, '/'))) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[Network] %s must be a program name or an absolute path, got '%s'", key, v);
+                return FALSE;
+        }
+        g_free(*field);
+        *field = g_steal_pointer(&v);
+        return TRUE;
+}
+
+/* Default= names only networks that need no privilege: a default of host would make every run need
+ * run-privileged. */
+static gboolean read_network(GKeyFile *kf, KilnConfig *c, GError **error)
+{
+        static const char *const allowed[] = {"", "private", "none", "pasta", "slirp4netns", NULL};
+        g_autofree char *v = g_key_file_get_string(kf, "Network", "Default", NULL);
+
+        if (v && !g_strv_contains(allowed, g_strstrip(v))) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "[Network] Default must be private, none, pasta or slirp4netns (or empty), got "
+                            "'%s'",
+                            v);
+                return FALSE;
+        }
+        if (v) {
+                g_free(c->network_default);
+                c->network_default = g_steal_pointer(&v);
+        }
+        return read_program(kf, "Pasta", &c->pasta_program, error) &&
+               read_program(kf, "Slirp4netns", &c->slirp4netns_program, error) &&
+               read_uint(kf, "Network", "HelperTimeoutSeconds", 1, &c->network_helper_timeout_seconds,
+                         error);
+}
+
 KilnConfig *kiln_config_load(const char *path, GError **error)
 {
         g_autoptr(KilnConfig) c = kiln_config_new_defaults();
@@ -358,7 +409,7 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_bool(kf, "UserNamespace", "IdMappedLayers", &c->idmapped_layers, error) ||
             !check_pool(c, error) || !read_resources(kf, c, error))
                 return NULL;
-        if (!read_process_limits(kf, c, error))
+        if (!read_process_limits(kf, c, error) || !read_network(kf, c, error))
                 return NULL;
         if (!read_bytes(kf, "Limits", "CopyBytes", &c->copy_bytes, error) ||
             !read_bytes(kf, "Limits", "CopyEntries", &c->copy_entries, error) ||

@@ -61,6 +61,14 @@
  *   CPUWeight=100                      cpu.weight of a run (1..10000; cpu.shares 1024 on cgroup v1)
  *   TmpfsMaxSize=0                     bytes a tmpfs mount may have; 0: half of the RAM
  *   CgroupParent=kiln                  the runs' parent cgroup (systemd: PARENT.slice)
+ *
+ *   [Network]                          user-mode networks (service/network.h)
+ *   Default=                           network of runs that name none: private, none, pasta or
+ *                                      slirp4netns; empty: pasta when found at start-up, else private
+ *   Pasta=pasta                        the pasta program (Debian package passt): a name looked up
+ *                                      in PATH, or an absolute path
+ *   Slirp4netns=slirp4netns            the slirp4netns program, likewise
+ *   HelperTimeoutSeconds=10            how long a run waits for its network helper to be ready
  */
 #pragma once
 
@@ -119,6 +127,12 @@ typedef struct KilnConfig {
         guint64 cpu_weight;     /* 1..10000 */
         guint64 tmpfs_max_size; /* bytes, resolved (never 0) */
         char *cgroup_parent;
+
+        /* [Network] (network.h) */
+        char *network_default; /* NULL or empty until kiln_network_detect_default() decides at start-up */
+        char *pasta_program;
+        char *slirp4netns_program;
+        unsigned network_helper_timeout_seconds;
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */

@@ -255,7 +255,8 @@ static gboolean join_namespaces(const IsoSpec *spec, GError **error)
                 if (fd < 0)
                         return iso_fail_errno(error, errno, "open %s namespace '%s'", iso_ns_name(i),
                                               ns->path);
-                /* Safe: kilnd put the path in the spec (an `ns:` option it authorized). */
+                /* Safe: kilnd put the path in the spec (an `ns:` option it authorized, or the network
+                 * namespace it made itself for pasta or slirp4netns, in the run's bundle). */
                 if (setns(fd, iso_ns_clone_flag(i)) < 0)
                         return iso_fail_errno(error, errno, "join %s namespace '%s'", iso_ns_name(i),
                                               ns->path);

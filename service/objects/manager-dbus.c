@@ -662,7 +662,7 @@ static guint64 builder_listing_bytes(KilnManager *m, const KilnBuilder *b)
                 const char *at = (const char *)&b->config + f->offset;
 
                 n += 64; /* name, variant signature, dict entry padding */
-                if (f->type == KILN_FIELD_STRING) {
+                if (kiln_config_field_is_scalar(f)) {
                         const char *v = *(char *const *)at;
                         n += (v ? strlen(v) : 0) + 8;
                 } else {
@@ -797,11 +797,11 @@ static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *erro
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r >= 0)
-                r = sd_bus_message_append(reply, "{sv}{sv}{sv}{sv}", "default_isolation", "s",
-                                          c->default_isolation, "default_network", "s", "private",
-                                          "default_userns", "s", root ? c->default_userns_root : "auto",
-                                          "storage_bytes", "t",
-                                          kiln_storage_user_bytes(manager->storage, creds->uid));
+                r = sd_bus_message_append(
+                        reply, "{sv}{sv}{sv}{sv}", "default_isolation", "s", c->default_isolation,
+                        "default_network", "s", c->network_default ? c->network_default : "private",
+                        "default_userns", "s", root ? c->default_userns_root : "auto", "storage_bytes", "t",
+                        kiln_storage_user_bytes(manager->storage, creds->uid));
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'e', "sv");
         if (r >= 0)

@@ -97,7 +97,10 @@ static int method_wait(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_e
 {
         KilnProcess *p = userdata;
 
-        if (p->state == KILN_PROCESS_EXITED)
+        /* At once only when the run's ending is over (the plan, and with it the bundle, the rootfs lease and
+         * a network helper, released: finish_exit in process.c); between the exit and then, with the
+         * others, so that no answer comes while something of the run is still there. */
+        if (p->state == KILN_PROCESS_EXITED && !p->plan)
                 return sd_bus_reply_method_return(m, "i", p->exit_status);
         /* Answered at exit; bounded by the bus daemon's limit of pending replies per connection. */
         g_ptr_array_add(p->waiters, sd_bus_message_ref(m));

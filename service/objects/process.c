@@ -182,11 +182,21 @@ static void tell_caller(KilnProcess *p, const char *message)
                 (void)!write(fd, message, strlen(message));
 }
 
+static void process_exited(KilnProcess *p, int status, const GError *error, const char *early_stderr);
+
 static void kill_process(KilnProcess *p, int signal)
 {
         g_autoptr(GError) error = NULL;
 
-        if (p->state == KILN_PROCESS_EXITED || !p->container)
+        if (p->state == KILN_PROCESS_EXITED)
+                return;
+        /* Still waiting for the network's helper: no container yet, the run ends here (its helper goes with
+         * the plan). */
+        if (!p->container && p->plan && p->plan->network) {
+                process_exited(p, 128 + signal, NULL, NULL);
+                return;
+        }
+        if (!p->container)
                 return;
         if (!kiln_container_kill(p->container, signal, &error))
                 g_warning("Cannot kill %s: %s", p->object_path, error->message);
@@ -437,13 +447,52 @@ static KilnProcess *process_new(KilnManager *m, KilnBuilder *b, sd_bus_message *
         return p;
 }
 
+/* The runtime's part of a run, once whatever had to come first (the network's helper) is ready. */
+static void start_container(KilnProcess *p)
+{
+        KilnManager *m = p->manager;
+        KilnRuntimeSpec spec = {0};
+
+        spec.runtime = p->plan->runtime;
+        spec.isolate = p->plan->isolate;
+        spec.isolate_server = m->isolate_server;
+        spec.state_root = p->plan->state_root;
+        spec.bundle_dir = p->plan->bundle_dir;
+        spec.container_id = p->plan->container_id;
+        spec.runtime_args = p->plan->runtime_args;
+        spec.no_pivot = p->options.no_pivot;
+        spec.stdin_fd = p->options.stdin_fd;
+        spec.stdout_fd = p->options.stdout_fd;
+        spec.stderr_fd = p->options.stderr_fd;
+        spec.terminal = p->options.terminal;
+        spec.rows = p->options.rows;
+        spec.cols = p->options.cols;
+        spec.capture_limit = p->mode == KILN_PROCESS_MODE_CAPTURED ? m->config->capture_bytes : 0;
+        p->container = kiln_container_new(&spec);
+        kiln_container_start_async(p->container, NULL, on_started, p);
+}
+
+/* Never called once the plan (and its network) is freed, so @p is alive here. */
+static void on_network_ready(const GError *error, gpointer data)
+{
+        KilnProcess *p = data;
+
+        /* Killed while the helper started (kill_process): it has ended already. */
+        if (p->state == KILN_PROCESS_EXITED)
+                return;
+        if (error) {
+                process_exited(p, 125, error, NULL);
+                return;
+        }
+        start_container(p);
+}
+
 void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, uid_t caller_uid, char **argv,
                          KilnRunOptions *options, KilnProcessMode mode)
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(KilnRunPlan) plan = NULL;
         g_autofree char *container_id = kiln_manager_next_container_id(m, b);
-        KilnRuntimeSpec spec = {0};
         KilnRunInput input;
         KilnProcess *p;
 
@@ -470,23 +519,6 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
                 return;
         }
 
-        spec.runtime = p->plan->runtime;
-        spec.isolate = p->plan->isolate;
-        spec.isolate_server = m->isolate_server;
-        spec.state_root = p->plan->state_root;
-        spec.bundle_dir = p->plan->bundle_dir;
-        spec.container_id = p->plan->container_id;
-        spec.runtime_args = p->plan->runtime_args;
-        spec.no_pivot = p->options.no_pivot;
-        spec.stdin_fd = p->options.stdin_fd;
-        spec.stdout_fd = p->options.stdout_fd;
-        spec.stderr_fd = p->options.stderr_fd;
-        spec.terminal = p->options.terminal;
-        spec.rows = p->options.rows;
-        spec.cols = p->options.cols;
-        spec.capture_limit = mode == KILN_PROCESS_MODE_CAPTURED ? m->config->capture_bytes : 0;
-        p->container = kiln_container_new(&spec);
-
         /* The caller leaving kills what it did not detach (and a Run caller cannot detach: nobody would
          * be left to answer). */
         if (!p->options.detach || mode != KILN_PROCESS_MODE_START) {
@@ -497,7 +529,13 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         if (p->options.timeout_usec > 0)
                 p->timeout_source = g_timeout_add(
                         (guint)MIN((p->options.timeout_usec + 999) / 1000, G_MAXUINT), on_timeout, p);
-        kiln_container_start_async(p->container, NULL, on_started, p);
+        /* network=pasta or slirp4netns: the helper first, attached to the namespace the spec joins; the
+         * runtime starts once it is ready (run/network.h). The caller leaving stops it too. */
+        if (p->plan->network) {
+                kiln_network_start(p->plan->network, p->caller_left, on_network_ready, p);
+                return;
+        }
+        start_container(p);
 }
 
 void kiln_process_manager_init(KilnManager *m)

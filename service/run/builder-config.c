@@ -3,6 +3,7 @@
 
 #include "run/builder-config.h"
 #include "base/validate.h"
+#include "run/network.h"
 
 #define FIELD(c, field) ((void *)((char *)(c) + (field)->offset))
 #define STRING_AT(c, field) ((char **)FIELD(c, field))
@@ -27,6 +28,21 @@ KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
 KILN_DEFINE_STRING_CHECK(check_isolation, kiln_validate_isolation)
 KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
 KILN_DEFINE_STRING_CHECK(check_label_key, kiln_validate_label_key)
+KILN_DEFINE_STRING_CHECK(check_network, kiln_network_validate_mode)
+KILN_DEFINE_STRING_CHECK(check_network_option, kiln_network_validate_option)
+KILN_DEFINE_STRING_CHECK(check_dns, kiln_network_validate_dns)
+KILN_DEFINE_STRING_CHECK(check_dns_search, kiln_network_validate_dns_search)
+KILN_DEFINE_STRING_CHECK(check_dns_option, kiln_network_validate_dns_option)
+KILN_DEFINE_STRING_CHECK(check_add_host, kiln_network_validate_add_host)
+
+/* A boolean field's stored form (builder.json holds a JSON boolean; this checks the string form). */
+static char *check_bool(const char *arg, const char *value, GError **error)
+{
+        if (g_str_equal(value, "true") || g_str_equal(value, "false"))
+                return g_strdup(value);
+        kiln_invalid(error, arg, "'%s' is not true or false", value);
+        return NULL;
+}
 
 /* A stop signal as images write it: a name (SIGTERM, TERM, SIGRTMIN+3) or a number; "" for none. */
 static char *check_stop_signal(const char *arg, const char *value, GError **error)
@@ -91,6 +107,14 @@ const KilnConfigField kiln_config_fields[] = {
         /* From an image's config (docs/images.md); kept for a later commit and shown by inspect. */
         F("stop_signal", "StopSignal", KILN_FIELD_STRING, stop_signal, check_stop_signal),
         F("exposed_ports", "ExposedPorts", KILN_FIELD_STRV, exposed_ports, check_exposed_port),
+        /* Network settings (network.h) */
+        F("network", "Network", KILN_FIELD_STRING, network, check_network),
+        F("network_options", "NetworkOptions", KILN_FIELD_STRV, network_options, check_network_option),
+        F("dns", "Dns", KILN_FIELD_STRV, dns, check_dns),
+        F("dns_search", "DnsSearch", KILN_FIELD_STRV, dns_search, check_dns_search),
+        F("dns_option", "DnsOption", KILN_FIELD_STRV, dns_option, check_dns_option),
+        F("add_host", "AddHost", KILN_FIELD_STRV, add_host, check_add_host),
+        F("no_hosts", "NoHosts", KILN_FIELD_BOOL, no_hosts, check_bool),
 };
 #undef F
 const size_t kiln_config_n_fields = G_N_ELEMENTS(kiln_config_fields);
@@ -104,9 +128,14 @@ const KilnConfigField *kiln_config_field_lookup(const char *key)
         return NULL;
 }
 
+gboolean kiln_config_field_is_scalar(const KilnConfigField *f)
+{
+        return f->type == KILN_FIELD_STRING || f->type == KILN_FIELD_BOOL;
+}
+
 static void field_clear(KilnBuilderConfig *c, const KilnConfigField *f)
 {
-        if (f->type == KILN_FIELD_STRING)
+        if (kiln_config_field_is_scalar(f))
                 g_clear_pointer(STRING_AT(c, f), g_free);
         else
                 g_clear_pointer(STRV_AT(c, f), g_strfreev);
@@ -125,7 +154,7 @@ void kiln_builder_config_assign(KilnBuilderConfig *dst, const KilnBuilderConfig 
                 if (!(mask & (1u << i)))
                         continue;
                 field_clear(dst, f);
-                if (f->type == KILN_FIELD_STRING)
+                if (kiln_config_field_is_scalar(f))
                         *STRING_AT(dst, f) = g_strdup(*STRING_AT(src, f));
                 else
                         *STRV_AT(dst, f) = g_strdupv(*STRV_AT(src, f));
@@ -199,6 +228,7 @@ const char *kiln_config_field_signature(const KilnConfigField *f)
                 [KILN_FIELD_STRING] = "s",
                 [KILN_FIELD_STRV] = "as",
                 [KILN_FIELD_MAP] = "a{ss}",
+                [KILN_FIELD_BOOL] = "b",
         };
         return signatures[f->type];
 }
@@ -208,7 +238,13 @@ gboolean kiln_builder_config_read_variant(KilnBuilderConfig *config, const KilnC
 {
         if (!kiln_bus_enter_variant(m, field->key, kiln_config_field_signature(field), error))
                 return FALSE;
-        if (field->type == KILN_FIELD_STRING) {
+        if (field->type == KILN_FIELD_BOOL) {
+                int b = 0, r = sd_bus_message_read_basic(m, 'b', &b);
+                if (r < 0)
+                        return kiln_bus_read_failed(r, field->key, error);
+                g_free(*STRING_AT(config, field));
+                *STRING_AT(config, field) = g_strdup(b ? "true" : "false");
+        } else if (field->type == KILN_FIELD_STRING) {
                 char *value = NULL;
                 if (!kiln_bus_read_string(m, field->key, field->check, limits, &value, error))
                         return FALSE;
@@ -232,6 +268,14 @@ void kiln_builder_config_to_json(const KilnBuilderConfig *config, JsonBuilder *b
                 const KilnConfigField *f = &kiln_config_fields[i];
                 char **v;
 
+                if (f->type == KILN_FIELD_BOOL) {
+                        const char *s = *STRING_AT(config, f);
+                        if (s) {
+                                json_builder_set_member_name(b, f->key);
+                                json_builder_add_boolean_value(b, g_str_equal(s, "true"));
+                        }
+                        continue;
+                }
                 json_builder_set_member_name(b, f->key);
                 if (f->type == KILN_FIELD_STRING) {
                         const char *s = *STRING_AT(config, f);
@@ -274,6 +318,13 @@ gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *ob
 
                 if (!node)
                         continue;
+                if (f->type == KILN_FIELD_BOOL) {
+                        if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_BOOLEAN)
+                                return json_invalid(f->key, error);
+                        g_free(*STRING_AT(config, f));
+                        *STRING_AT(config, f) = g_strdup(json_node_get_boolean(node) ? "true" : "false");
+                        continue;
+                }
                 if (f->type == KILN_FIELD_STRING) {
                         char *v;
                         if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_STRING)
@@ -335,6 +386,10 @@ int kiln_builder_config_append_property(const KilnBuilderConfig *config, const K
         char **v;
         int r;
 
+        if (f->type == KILN_FIELD_BOOL) {
+                int b = g_strcmp0(*STRING_AT(config, f), "true") == 0;
+                return sd_bus_message_append_basic(reply, 'b', &b);
+        }
         if (f->type == KILN_FIELD_STRING) {
                 const char *s = *STRING_AT(config, f);
                 return sd_bus_message_append_basic(reply, 's', s ? s : "");

@@ -26,12 +26,19 @@ typedef struct KilnBuilderConfig {
         char *userns;
         char *stop_signal;    /* from an image's config */
         char **exposed_ports; /* "PORT/PROTO", from an image's config */
+        /* Network settings (network.h): what a run that names none gets */
+        char *network;
+        char **network_options;
+        char **dns, **dns_search, **dns_option;
+        char **add_host;
+        char *no_hosts; /* a boolean: "true", "false" or NULL (unset) */
 } KilnBuilderConfig;
 
 typedef enum {
         KILN_FIELD_STRING, /* s */
         KILN_FIELD_STRV,   /* as */
         KILN_FIELD_MAP,    /* a{ss} */
+        KILN_FIELD_BOOL,   /* b; kept as a string, "true" or "false", NULL when never set */
 } KilnFieldType;
 
 typedef struct KilnConfigField {
@@ -63,7 +70,10 @@ gboolean kiln_builder_config_read_variant(KilnBuilderConfig *config, const KilnC
 void kiln_builder_config_to_json(const KilnBuilderConfig *config, JsonBuilder *builder);
 gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *object, GError **error);
 
-/* "s", "as" or "a{ss}" */
+/* Whether @field holds one string (KILN_FIELD_STRING and KILN_FIELD_BOOL) rather than a list. */
+gboolean kiln_config_field_is_scalar(const KilnConfigField *field);
+
+/* "s", "as", "a{ss}" or "b" */
 const char *kiln_config_field_signature(const KilnConfigField *field);
 
 /* Appends the D-Bus value of @field to @reply. */

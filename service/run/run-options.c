@@ -8,6 +8,7 @@
 #include "run/run-options.h"
 #include "spec/spec.h"
 #include "base/validate.h"
+#include "run/network.h"
 
 typedef enum {
         OPT_FD,         /* h: duplicated, owned */
@@ -41,18 +42,6 @@ static gboolean validate_namespace(const char *arg, const char *value, GError **
         KilnNamespace ns;
 
         return kiln_namespace_parse(arg, value, FALSE, &ns, error);
-}
-
-static gboolean validate_network(const char *arg, const char *value, GError **error)
-{
-        KilnNamespace ns;
-
-        if (g_str_equal(value, "pasta")) {
-                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid %s: 'pasta' networking is not supported yet", arg);
-                return FALSE;
-        }
-        return kiln_namespace_parse(arg, value, TRUE, &ns, error);
 }
 
 /* --device HOST[:CONTAINER[:PERMISSIONS]] */
@@ -113,7 +102,12 @@ KILN_DEFINE_STRING_CHECK(check_hostname, kiln_validate_hostname)
 KILN_DEFINE_STRING_CHECK(check_isolation, kiln_validate_isolation)
 KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
 KILN_DEFINE_STRING_CHECK(check_namespace, validate_namespace)
-KILN_DEFINE_STRING_CHECK(check_network, validate_network)
+KILN_DEFINE_STRING_CHECK(check_network, kiln_network_validate_mode)
+KILN_DEFINE_STRING_CHECK(check_network_option, kiln_network_validate_option)
+KILN_DEFINE_STRING_CHECK(check_dns, kiln_network_validate_dns)
+KILN_DEFINE_STRING_CHECK(check_dns_search, kiln_network_validate_dns_search)
+KILN_DEFINE_STRING_CHECK(check_dns_option, kiln_network_validate_dns_option)
+KILN_DEFINE_STRING_CHECK(check_add_host, kiln_network_validate_add_host)
 KILN_DEFINE_STRING_CHECK(check_volume, kiln_validate_volume)
 KILN_DEFINE_STRING_CHECK(check_device, validate_device)
 KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
@@ -150,6 +144,12 @@ static const RunOption run_options[] = {
         O("isolation", OPT_STRING, isolation, check_isolation),
         O("userns", OPT_STRING, userns, check_userns),
         O("network", OPT_STRING, network, check_network),
+        /* Network settings (network.h); a builder has them too, the run's win. */
+        O("network_options", OPT_STRV, network_options, check_network_option),
+        O("dns", OPT_STRV, dns, check_dns),
+        O("dns_search", OPT_STRV, dns_search, check_dns_search),
+        O("dns_option", OPT_STRV, dns_option, check_dns_option),
+        O("add_host", OPT_STRV, add_host, check_add_host),
         O("pid", OPT_STRING, pid, check_namespace),
         O("ipc", OPT_STRING, ipc, check_namespace),
         O("uts", OPT_STRING, uts, check_namespace),
@@ -164,7 +164,7 @@ static const RunOption run_options[] = {
         O("shm_size", OPT_STRING, shm_size, check_size),
         O("runtime", OPT_STRING, runtime, check_runtime),
         O("runtime_args", OPT_STRV, runtime_args, check_any),
-        O("no_hosts", OPT_BOOL, no_hosts, NULL),
+        O("no_hosts", OPT_TRIBOOL, no_hosts, NULL),
         O("no_hostname", OPT_BOOL, no_hostname, NULL),
         O("no_pivot", OPT_BOOL, no_pivot, NULL),
         O("no_new_privileges", OPT_TRIBOOL, no_new_privileges, NULL),
@@ -188,6 +188,7 @@ void kiln_run_options_init(KilnRunOptions *o)
         memset(o, 0, sizeof(*o));
         o->stdin_fd = o->stdout_fd = o->stderr_fd = -1;
         o->no_new_privileges = -1;
+        o->no_hosts = -1;
         o->pids_limit = KILN_PIDS_LIMIT_UNSET;
         o->memory = KILN_MEMORY_UNSET;
 }

@@ -25,6 +25,10 @@ typedef struct KilnRunOptions {
         char *isolation;
         char *userns;
         char *network, *pid, *ipc, *uts, *cgroupns;
+        /* Network settings (network.h): unset (NULL) takes the builder's */
+        char **network_options;
+        char **dns, **dns_search, **dns_option;
+        char **add_host;
         char **cap_add, **cap_drop;
         char **volumes;
         GArray *volume_fds; /* KilnVolumeFd */
@@ -34,7 +38,8 @@ typedef struct KilnRunOptions {
         char *shm_size;
         char *runtime;
         char **runtime_args;
-        gboolean no_hosts, no_hostname, no_pivot;
+        int no_hosts; /* -1: unset, the builder's */
+        gboolean no_hostname, no_pivot;
         int no_new_privileges; /* -1: unset */
         char *seccomp_profile;
         guint64 timeout_usec;

@@ -5,17 +5,23 @@
 
 #include "base/cgroup.h"
 #include "base/size.h"
+#include "run/network.h"
 #include "run/run-privileges.h"
 #include "run/run-volumes.h"
 #include "run/run.h"
 #include "spec/spec.h"
 
-static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
+/* The network is judged as the run will have it: the run's, else the builder's (Configure could have set
+ * host there), else kiln.conf's default (which can only name networks that need no privilege). pasta and
+ * slirp4netns weaken nothing: their helper runs as the builder's owner, with what the owner could start
+ * himself (run/network.h). */
+static void check_namespaces(GPtrArray *reasons, const KilnRunInput *run, const KilnRunOptions *o)
 {
+        const char *network = kiln_network_effective(run->config, o->network, run->builder_config->network);
         const struct {
                 const char *name;
                 const char *value;
-        } namespaces[] = {{"network", o->network},
+        } namespaces[] = {{"network", kiln_network_needs_helper(network) ? NULL : network},
                           {"pid", o->pid},
                           {"ipc", o->ipc},
                           {"uts", o->uts},
@@ -171,7 +177,7 @@ GPtrArray *kiln_run_weakenings(const KilnRunInput *run, KilnRunOptions *o, const
                 return g_steal_pointer(&reasons);
         if (!kiln_run_wants_userns(run->builder_config, o))
                 g_ptr_array_add(reasons, g_strdup("userns=host, where container root is host root"));
-        check_namespaces(reasons, o);
+        check_namespaces(reasons, run, o);
         if (!check_capabilities(reasons, run, o, error))
                 return NULL;
         for (char **d = o->devices; d && *d; d++)

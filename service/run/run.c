@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <fts.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <linux/openat2.h>
 #include <string.h>
 #include <sys/capability.h>
@@ -51,6 +55,8 @@ void kiln_run_plan_free(KilnRunPlan *plan)
 {
         if (!plan)
                 return;
+        /* The network's helper and namespaces before the bundle that holds their files goes. */
+        g_clear_pointer(&plan->network, kiln_network_free);
         /* Staged volumes first: the bundle is removed without crossing into other file systems. */
         for (guint i = 0; plan->staged && i < plan->staged->len; i++)
                 if (umount2(plan->staged->pdata[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
@@ -335,33 +341,98 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
         return TRUE;
 }
 
-/* The host's /etc/hosts plus the container's name, as buildah writes it. */
-static char *hosts_file(const char *hostname)
+/* ---- network files (network.h): a run's settings win over the builder's ---- */
+
+static char **first_list(char **a, char **b)
+{
+        return a ? a : b;
+}
+
+/* The host's first IPv4 address that is not loopback: with the host's network, /etc/hosts names it for the
+ * container's hostname, as buildah does (127.0.1.1 would be the host's own loopback). */
+static char *host_address(void)
+{
+        struct ifaddrs *list = NULL;
+        char *found = NULL;
+
+        if (getifaddrs(&list) < 0)
+                return NULL;
+        for (struct ifaddrs *i = list; i && !found; i = i->ifa_next) {
+                char text[INET_ADDRSTRLEN];
+                if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && !(i->ifa_flags & IFF_LOOPBACK) &&
+                    (i->ifa_flags & IFF_UP) &&
+                    inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text, sizeof(text)))
+                        found = g_strdup(text);
+        }
+        freeifaddrs(list);
+        return found;
+}
+
+/* The host's /etc/hosts plus the container's name, as buildah writes it; then host.containers.internal
+ * where the network maps the host's loopback, and the run's add_host entries (NAME:IP, checked). */
+static char *hosts_file(const char *hostname, gboolean host_network, const char *host_loopback,
+                        char **add_host)
 {
         g_autofree char *host = NULL;
+        g_autofree char *own = host_network ? host_address() : NULL;
+        GString *out = g_string_new(NULL);
         gsize len = 0;
 
         if (!g_file_get_contents("/etc/hosts", &host, &len, NULL) || len > HOST_FILE_MAX) {
                 g_free(host);
                 host = g_strdup("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         }
-        return g_strdup_printf("%s%s127.0.1.1\t%s\n", host, g_str_has_suffix(host, "\n") ? "" : "\n",
-                               hostname);
+        g_string_append_printf(out, "%s%s%s\t%s\n", host, g_str_has_suffix(host, "\n") ? "" : "\n",
+                               own ? own : "127.0.1.1", hostname);
+        if (host_loopback)
+                g_string_append_printf(out, "%s\thost.containers.internal\n", host_loopback);
+        for (char **a = add_host; a && *a; a++) {
+                const char *colon = strchr(*a, ':');
+                if (colon)
+                        g_string_append_printf(out, "%s\t%.*s\n", colon + 1, (int)(colon - *a), *a);
+        }
+        return g_string_free(out, FALSE);
 }
 
-/* The host's resolv.conf; with a private network, loopback nameservers are of no use inside. */
-static char *resolv_conf_file(gboolean private_network)
+/* The host's resolv.conf; with a network of its own, loopback nameservers are of no use inside. A run's
+ * dns (or the builder's) replaces the nameservers, dns_search the search line, dns_option the options;
+ * @helper_nameserver (slirp4netns's own forwarder) comes first when the run names none. dns=none: no file
+ * (NULL), as buildah's --dns=none. */
+static char *resolv_conf_file(gboolean private_network, const char *helper_nameserver, char **dns,
+                              char **search, char **options)
 {
         g_autofree char *host = NULL;
         g_auto(GStrv) lines = NULL;
         GString *out = g_string_new(NULL);
         gsize len = 0;
 
+        if (dns && dns[0] && g_str_equal(dns[0], "none"))
+                return g_string_free(out, TRUE), NULL;
         if (!g_file_get_contents("/etc/resolv.conf", &host, &len, NULL) || len > HOST_FILE_MAX)
-                return g_string_free(out, FALSE);
-        lines = g_strsplit(host, "\n", -1);
+                g_clear_pointer(&host, g_free);
+        if (search && search[0]) {
+                g_autofree char *joined = g_strjoinv(" ", search);
+                g_string_append_printf(out, "search %s\n", joined);
+        }
+        if (dns && dns[0]) {
+                for (char **d = dns; *d; d++)
+                        g_string_append_printf(out, "nameserver %s\n", *d);
+        } else if (helper_nameserver) {
+                g_string_append_printf(out, "nameserver %s\n", helper_nameserver);
+        }
+        if (options && options[0]) {
+                g_autofree char *joined = g_strjoinv(" ", options);
+                g_string_append_printf(out, "options %s\n", joined);
+        }
+        lines = g_strsplit(host ? host : "", "\n", -1);
         for (char **l = lines; *l; l++) {
                 g_autofree char *t = g_strstrip(g_strdup(*l));
+                /* What the run set replaces the host's line of the same kind. */
+                if ((search && search[0] &&
+                     (g_str_has_prefix(t, "search") || g_str_has_prefix(t, "domain"))) ||
+                    (dns && dns[0] && g_str_has_prefix(t, "nameserver")) ||
+                    (options && options[0] && g_str_has_prefix(t, "options")))
+                        continue;
                 if (private_network && g_str_has_prefix(t, "nameserver") &&
                     (strstr(t, " 127.") || strstr(t, "\t127.") || strstr(t, " ::1") || strstr(t, "\t::1")))
                         continue;
@@ -409,10 +480,28 @@ static char *resolve_runtime(char *const *runtimes, const char *requested, GErro
         return path;
 }
 
+/* network=pasta or slirp4netns: kilnd makes the run's network namespace itself, in the bundle, and the spec
+ * joins it by path (run/network.h); the helper is started before the runtime. Owned by the builder's
+ * owner, as the helper runs. */
+static gboolean fill_network(KilnSpecInput *in, KilnRunPlan *plan, const KilnRunInput *run,
+                             const KilnRunOptions *o, GError **error)
+{
+        const char *network = kiln_network_effective(run->config, o->network, run->builder_config->network);
+
+        if (!kiln_network_needs_helper(network))
+                return kiln_namespace_parse("network", network, TRUE, &in->network, error);
+        plan->network = kiln_network_new(
+                run->config, network, first_list(o->network_options, run->builder_config->network_options),
+                run->builder_owner, (gid_t)-1, plan->bundle_dir, error);
+        if (!plan->network)
+                return FALSE;
+        in->network = (KilnNamespace){KILN_NAMESPACE_PATH, kiln_network_netns_path(plan->network)};
+        return TRUE;
+}
+
 static gboolean fill_namespaces(KilnSpecInput *in, const KilnRunOptions *o, GError **error)
 {
-        return kiln_namespace_parse("network", o->network ? o->network : "", TRUE, &in->network, error) &&
-               kiln_namespace_parse("pid", o->pid ? o->pid : "", FALSE, &in->pid, error) &&
+        return kiln_namespace_parse("pid", o->pid ? o->pid : "", FALSE, &in->pid, error) &&
                kiln_namespace_parse("ipc", o->ipc ? o->ipc : "", FALSE, &in->ipc, error) &&
                kiln_namespace_parse("uts", o->uts ? o->uts : "", FALSE, &in->uts, error) &&
                kiln_namespace_parse("cgroupns", o->cgroupns ? o->cgroupns : "", FALSE, &in->cgroup, error);
@@ -487,14 +576,23 @@ static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnRunOpti
         return TRUE;
 }
 
-static gboolean write_generated_files(SpecScratch *s, const KilnRunInput *run, const char *bundle,
+static gboolean write_generated_files(SpecScratch *s, const KilnRunInput *run, const KilnRunPlan *plan,
                                       const KilnRunOptions *o, GError **error)
 {
-        const char *hostname = first_set(o->hostname, run->builder_config->hostname);
+        const KilnBuilderConfig *bc = run->builder_config;
+        const char *bundle = plan->bundle_dir;
+        const char *hostname = first_set(o->hostname, bc->hostname);
         g_autofree char *short_id = g_strndup(run->builder_id, 12);
         g_autofree char *name = g_strdup(hostname ? hostname : short_id);
-        g_autofree char *hosts = hosts_file(name);
-        g_autofree char *resolv = resolv_conf_file(s->in.network.mode != KILN_NAMESPACE_HOST);
+        gboolean host_network = s->in.network.mode == KILN_NAMESPACE_HOST;
+        gboolean no_hosts = o->no_hosts >= 0 ? o->no_hosts > 0 : g_strcmp0(bc->no_hosts, "true") == 0;
+        g_autofree char *hosts = hosts_file(name, host_network,
+                                            plan->network ? kiln_network_host_address(plan->network) : NULL,
+                                            first_list(o->add_host, bc->add_host));
+        g_autofree char *resolv = resolv_conf_file(
+                !host_network, plan->network ? kiln_network_nameserver(plan->network) : NULL,
+                first_list(o->dns, bc->dns), first_list(o->dns_search, bc->dns_search),
+                first_list(o->dns_option, bc->dns_option));
         g_autofree char *hostname_file = g_strdup_printf("%s\n", name);
         g_autofree char *containerenv =
                 g_strdup_printf("engine=\"kiln-%s\"\nname=\"%s\"\nid=\"%s\"\n"
@@ -506,7 +604,7 @@ static gboolean write_generated_files(SpecScratch *s, const KilnRunInput *run, c
                 const char *contents;
                 const char **target;
         } files[] = {
-                {"hosts", o->no_hosts ? NULL : hosts, &s->in.files.hosts},
+                {"hosts", no_hosts ? NULL : hosts, &s->in.files.hosts},
                 {"resolv.conf", resolv, &s->in.files.resolv_conf},
                 {"hostname", o->no_hostname ? NULL : hostname_file, &s->in.files.hostname},
                 {"containerenv", containerenv, &s->in.files.containerenv},
@@ -765,8 +863,10 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         if (plan->early_exit_status >= 0)
                 return g_steal_pointer(&plan);
 
-        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(run, &s, o->seccomp_profile, error) ||
-            !write_generated_files(&s, run, plan->bundle_dir, o, error))
+        /* After the command was found: a run that cannot start makes no network. */
+        if (!fill_network(&s.in, plan, run, o, error) || !fill_mounts(&s, plan, o, error) ||
+            !fill_seccomp(run, &s, o->seccomp_profile, error) ||
+            !write_generated_files(&s, run, plan, o, error))
                 return NULL;
         /* The run's own cgroup and its limits (cgroup.h), and the size of a tmpfs that names none. */
         kiln_cgroup_resolve(run->config, o->pids_limit, o->memory, o->cpu_weight, run->builder_owner,

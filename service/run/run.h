@@ -9,6 +9,7 @@
 #include "base/cgroup.h"
 #include "base/config.h"
 #include "run/builder-config.h"
+#include "run/network.h"
 #include "run/run-options.h"
 #include "spec/seccomp-profile.h"
 #include "storage/storage.h"
@@ -65,6 +66,9 @@ typedef struct KilnRunPlan {
         int early_exit_status;
         char *early_message;
         KilnRunResources resources; /* the run's cgroup and limits; the cgroup is removed with the plan */
+        /* network=pasta or slirp4netns: the run's namespaces (in the bundle) and its helper, started before
+         * the runtime (objects/process.c) and ended with the plan (run/network.h) */
+        KilnNetwork *network;
 } KilnRunPlan;
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and

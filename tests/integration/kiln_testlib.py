@@ -79,6 +79,9 @@ BUILDER_PROPERTIES = {
     'CapAdd': 'as', 'CapDrop': 'as', 'Ulimits': 'as', 'Processes': 'ao',
     # Images (test_images.py)
     'StopSignal': 's', 'ExposedPorts': 'as', 'Layers': 'as', 'Image': 's',
+    # The network settings of runs (docs/network.md)
+    'Network': 's', 'NetworkOptions': 'as', 'Dns': 'as', 'DnsSearch': 'as', 'DnsOption': 'as',
+    'AddHost': 'as', 'NoHosts': 'b',
 }
 
 ID_RE = re.compile(r'^[0-9a-f]{64}$')

@@ -4,6 +4,7 @@
 #include "base/kiln-common.h"
 #include "base/size.h"
 #include "base/validate.h"
+#include "run/network.h"
 
 /* A macro, so that the call happens before its error is looked at. */
 #define assert_invalid(call, error, arg)                                                                    \
@@ -159,6 +160,52 @@ static void test_action_table(void)
         g_assert_null(kiln_auth_action_for(KILN_MANAGER_INTERFACE, "Mount"));
 }
 
+/* The network settings (run/network.h): an IP is an IP, a name a name, nothing that could add a line. */
+static void test_network_values(void)
+{
+        static const struct {
+                gboolean (*check)(const char *arg, const char *value, GError **error);
+                const char *arg;
+                const char *good[6];
+                const char *bad[7];
+        } cases[] = {
+                {kiln_network_validate_mode,
+                 "network",
+                 {"pasta", "slirp4netns", "private", "none", "ns:/x", NULL},
+                 {"bogus", "pasta:x", "ns:rel", "slirp", NULL}},
+                {kiln_network_validate_dns,
+                 "dns",
+                 {"192.0.2.1", "2001:db8::1", "none", NULL},
+                 {"", "192.0.2.300", "example.org", "1.2.3.4 5.6.7.8", "::1\nnameserver 1.1.1.1", NULL}},
+                {kiln_network_validate_dns_search,
+                 "dns_search",
+                 {"example.org", ".", "a-b.c_d", NULL},
+                 {"", "a b", "-x", "x\ny", NULL}},
+                {kiln_network_validate_dns_option,
+                 "dns_option",
+                 {"ndots:2", "edns0", "timeout:1", NULL},
+                 {"", "ndots 2", "a\nb", "1abc", NULL}},
+                {kiln_network_validate_add_host,
+                 "add_host",
+                 {"cache.example:192.0.2.7", "v6:2001:db8::7", "h:::1", NULL},
+                 {"", "nocolon", "bad name:192.0.2.1", "name:999.1.1.1", "name:", ":192.0.2.1", NULL}},
+                {kiln_network_validate_option,
+                 "network_options",
+                 {"mtu=1500", "no_map_gw", NULL},
+                 {"", "--map-host-loopback", "a b", "x;y", NULL}},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                for (const char *const *v = cases[i].good; *v; v++)
+                        g_assert_true(cases[i].check(cases[i].arg, *v, NULL));
+                for (const char *const *v = cases[i].bad; *v; v++) {
+                        g_autoptr(GError) error = NULL;
+                        g_test_message("%s: '%s'", cases[i].arg, *v);
+                        assert_invalid(cases[i].check(cases[i].arg, *v, &error), error, cases[i].arg);
+                }
+        }
+}
+
 /* The one size grammar (base/size.h): kiln.conf, run options, tmpfs sizes and the CLI read it. */
 static void test_sizes(void)
 {
@@ -224,5 +271,6 @@ int main(int argc, char **argv)
         g_test_add_func("/validate/generated-names", test_generated_names);
         g_test_add_func("/validate/sizes", test_sizes);
         g_test_add_func("/auth/action-table", test_action_table);
+        g_test_add_func("/validate/network-values", test_network_values);
         return g_test_run();
 }

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* User-mode networks for runs (network=pasta, network=slirp4netns), decoupled from the runtime's own
+ * sequence (docs/network.md):
+ *
+ *   1. kiln_network_new(), while the run is prepared: a forked child, as the builder's owner, makes a user
+ *      namespace and a network namespace in it; kilnd binds both into the run's bundle (netns-user,
+ *      netns-net) and the spec joins the network namespace by that path (runc and kiln-isolate alike).
+ *   2. kiln_network_start_async(), before the runtime starts: the helper, as the owner too, attached to
+ *      those namespaces through inherited descriptors; done when it says it is ready, failed when it exits
+ *      first or takes longer than [Network] HelperTimeoutSeconds.
+ *   3. kiln_network_free(), with the run: the helper killed and reaped, the namespaces unmounted.
+ *
+ * kiln_network_cleanup_stale() kills, at start-up, helpers a crashed kilnd left (the bundle records each
+ * helper's pid and start time); the storage's clean-up then unmounts the namespaces with the bundles. */
+#pragma once
+
+#include <sys/types.h>
+
+#include <gio/gio.h>
+
+#include "base/config.h"
+
+typedef struct KilnNetwork KilnNetwork;
+
+/* At start-up: [Network] Default= when given, else pasta when its program is found, else private. */
+void kiln_network_detect_default(KilnConfig *config);
+
+/* The network of a run: the run's option, else the builder's setting, else kiln.conf's default. */
+const char *kiln_network_effective(const KilnConfig *config, const char *run_value,
+                                   const char *builder_value);
+
+/* Whether @network is one kilnd starts a helper for (pasta, slirp4netns). */
+gboolean kiln_network_needs_helper(const char *network);
+
+/* Checks of caller strings (InvalidArgument naming @arg): a network (private, none, host, ns:PATH, pasta,
+ * slirp4netns), a nameserver (an IP address, or "none"), a search domain, a resolver option, an
+ * add_host entry (NAME:IP), a network option (KEY or KEY=VALUE; which keys, is decided with the network
+ * by kiln_network_new()). */
+gboolean kiln_network_validate_mode(const char *arg, const char *value, GError **error);
+gboolean kiln_network_validate_dns(const char *arg, const char *value, GError **error);
+gboolean kiln_network_validate_dns_search(const char *arg, const char *value, GError **error);
+gboolean kiln_network_validate_dns_option(const char *arg, const char *value, GError **error);
+gboolean kiln_network_validate_add_host(const char *arg, const char *value, GError **error);
+gboolean kiln_network_validate_option(const char *arg, const char *value, GError **error);
+
+/* Makes the namespaces of a run in @bundle for @network (pasta or slirp4netns) owned by @uid:@gid, after
+ * checking @options against the helper's allow-list and finding the helper's program. A missing program is
+ * RuntimeFailed naming the Debian package. */
+KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, char **options, uid_t uid,
+                              gid_t gid, const char *bundle, GError **error);
+/* The bound network namespace, for the spec. */
+const char *kiln_network_netns_path(const KilnNetwork *network);
+/* The address the container reaches the host's loopback at, for /etc/hosts (NULL: none). */
+const char *kiln_network_host_address(const KilnNetwork *network);
+/* The nameserver the helper itself answers at (slirp4netns: 10.0.2.3; NULL: the host's are used). */
+const char *kiln_network_nameserver(const KilnNetwork *network);
+
+/* Called once, from the main loop, when the helper is ready (@error NULL) or failed (RuntimeFailed naming
+ * the helper and its package, with what it said). */
+typedef void (*KilnNetworkReady)(const GError *error, gpointer data);
+
+/* Starts the helper. Cancelling @cancellable kills it (and @ready is told so). */
+void kiln_network_start(KilnNetwork *network, GCancellable *cancellable, KilnNetworkReady ready,
+                        gpointer data);
+
+/* Kills and reaps the helper, unmounts and removes the namespaces' files. A start in progress is dropped:
+ * its @ready is never called. */
+void kiln_network_free(KilnNetwork *network);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnNetwork, kiln_network_free)
+
+/* At start-up, before the bundles are cleaned up: kills the helpers recorded in @bundles_dir that are still
+ * the processes that were started. */
+void kiln_network_cleanup_stale(const char *bundles_dir);

@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Networks for builds (network=pasta, network=slirp4netns) and the DNS and hosts settings.
+
+- A small HTTP server on the host's loopback is reached from inside: through pasta's gateway
+  (mapped to the host's loopback; /etc/hosts names it host.containers.internal) and through
+  slirp4netns's 10.0.2.2 (with allow_host_loopback=true), as root and as kiln-alice (in a user
+  namespace), under isolation oci and chroot. The server sees the body requested.
+- The helper runs as the builder's owner (kiln-alice's uid, not root), is a child of kilnd while
+  the run runs, and is gone (no process, no namespace file, no mount) after the run and after a
+  client killed mid-run.
+- --dns, --dns-search, --dns-option and --add-host are in /etc/resolv.conf and /etc/hosts; the
+  builder's settings (kiln from / kiln config) apply, a run's win.
+- A missing helper ([Network] Pasta= an empty directory's file) fails with RuntimeFailed naming
+  the package (passt); a helper that cannot start (/dev/net/tun 0600, as on this kind of hardened
+  host) fails with RuntimeFailed naming it and its package, and leaves nothing.
+- A bad --dns or --add-host is refused with InvalidArgument naming the argument.
+- polkit: kiln-alice may run --network pasta and slirp4netns with only org.kiln.builder1.run;
+  --network host still needs run-privileged.
+
+/dev/net/tun is 0600 on this machine (stock Debian's udev makes it 0666): the module sets it to
+0666 for its runs and puts the mode back at the end.
+"""
+import grp
+import http.server
+import os
+import pwd
+import shutil
+import socket
+import stat
+import threading
+import time
+
+import kiln_runlib as kr
+import kiln_testlib as kt
+import test_userns as tu
+
+TUN = '/dev/net/tun'
+_TUN_MODE = None
+_SERVER = None
+TOKEN = 'kiln-network-test-token-5821'
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f'{TOKEN} {self.path}\n'.encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def setUpModule():
+    global _TUN_MODE, _SERVER
+    _TUN_MODE = stat.S_IMODE(os.stat(TUN).st_mode)
+    os.chmod(TUN, 0o666)
+    _SERVER = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    threading.Thread(target=_SERVER.serve_forever, daemon=True).start()
+    tu.setUpModule()
+
+
+def tearDownModule():
+    try:
+        tu.tearDownModule()
+    finally:
+        _SERVER.shutdown()
+        os.chmod(TUN, _TUN_MODE)
+
+
+def port():
+    return _SERVER.server_address[1]
+
+
+def host_gateway():
+    """The host's default IPv4 gateway: pasta gives the container the same, mapped to the host's
+    loopback."""
+    with open('/proc/net/route') as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == '00000000' and int(fields[3], 16) & 2:
+                return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, 'little'))
+    raise AssertionError('no default route on the host')
+
+
+def wget_rootfs(path):
+    tu.shared_rootfs(path)
+    os.symlink('busybox', os.path.join(path, 'bin', 'wget'))
+
+
+def helpers_of(pid):
+    """pasta and slirp4netns processes that are children of @pid (kilnd): (pid, name, uid)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                text = f.read()
+            with open(f'/proc/{entry}/status') as f:
+                status = f.read()
+        except OSError:
+            continue
+        name = text[text.index('(') + 1:text.rindex(')')]
+        ppid = int(text[text.rindex(')') + 2:].split()[1])
+        # Debian's pasta is passt under another name, run as passt.avx2 where the CPU has AVX2.
+        if ppid == pid and (name.startswith('passt') or name.startswith('pasta') or name == 'slirp4netns'):
+            uid = int(next(l for l in status.splitlines() if l.startswith('Uid:')).split()[1])
+            found.append((int(entry), 'slirp4netns' if name == 'slirp4netns' else 'pasta', uid))
+    return found
+
+
+def kill_client(child):
+    """SIGKILL to the kiln client under runuser (killing runuser alone leaves its child running)."""
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if int(text[text.rindex(')') + 2:].split()[1]) == child.pid:
+                os.kill(int(entry), 9)
+    child.kill()
+
+
+def any_helper_anywhere():
+    """Every pasta or slirp4netns process whose arguments name /proc/self/fd/ (as kilnd starts them) that
+    is a child of this environment's kilnd or an orphan (parent 1)."""
+    kilnd = int(open(os.path.join(kt.ENV.dir, 'kilnd.pid')).read())
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+            with open(f'/proc/{entry}/stat') as f:
+                text = f.read()
+        except OSError:
+            continue
+        if int(text[text.rindex(')') + 2:].split()[1]) not in (kilnd, 1):
+            continue
+        if argv and os.path.basename(argv[0]).split(b'.')[0] in (b'pasta', b'passt', b'slirp4netns') and \
+                any(a.startswith(b'/proc/self/fd/') or a.startswith(b'--userns-path=/proc/self/fd/')
+                    for a in argv):
+            found.append(int(entry))
+    return found
+
+
+class NetworkCases(kr.RunTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.alice = pwd.getpwnam(kt.ALICE)
+
+    def tearDown(self):
+        super().tearDown()
+        self.assertTrue(self.wait_until(lambda: not any_helper_anywhere(), 10),
+                        f'network helpers left: {any_helper_anywhere()}')
+
+    def wget_builder(self, user=None):
+        name = self.unique_name('net' if user is None else 'alice')
+        rootfs = kr.make_run_rootfs(self.unique_scratch_dir('rootfs'), extra=wget_rootfs)
+        self.env.kiln('from', '--name', name, '--isolation', self.isolation, rootfs, user=user, check=True)
+        path = self.get_builder(name, user=user).object_path()
+        return kr.Builder(name, path, self.props(path)['Id'], rootfs)
+
+    def fetch(self, b, network, address, user=None):
+        return self.sh(b, f'wget -q -O - http://{address}:{port()}/from-{network}', '--network', network,
+                       user=user)
+
+    # -- reaching the host's loopback ------------------------------------------------
+
+    def test_pasta_reaches_host_loopback_as_root(self):
+        b = self.wget_builder()
+        out = self.fetch(b, 'pasta', host_gateway())
+        self.assertEqual(out, f'{TOKEN} /from-pasta\n')
+        hosts = self.sh(b, 'cat /etc/hosts', '--network', 'pasta')
+        self.assertIn(f'{host_gateway()}\thost.containers.internal', hosts.splitlines())
+
+    def test_pasta_reaches_host_loopback_as_alice(self):
+        b = self.wget_builder(user=kt.ALICE)
+        out = self.fetch(b, 'pasta', host_gateway(), user=kt.ALICE)
+        self.assertEqual(out, f'{TOKEN} /from-pasta\n')
+
+    def test_slirp4netns_reaches_host_loopback_as_root(self):
+        b = self.wget_builder()
+        out = self.fetch(b, 'slirp4netns:allow_host_loopback=true', '10.0.2.2')
+        self.assertEqual(out, f'{TOKEN} /from-slirp4netns:allow_host_loopback=true\n')
+
+    def test_slirp4netns_reaches_host_loopback_as_alice(self):
+        b = self.wget_builder(user=kt.ALICE)
+        out = self.fetch(b, 'slirp4netns:allow_host_loopback=true', '10.0.2.2', user=kt.ALICE)
+        self.assertIn(TOKEN, out)
+        # Without the option the host's loopback stays out of reach (slirp4netns's own default).
+        code, out, err = self.krun('--network', 'slirp4netns', b, 'wget', '-q', '-T', '3', '-O', '-',
+                                   f'http://10.0.2.2:{port()}/no', user=kt.ALICE)
+        self.assertNotEqual(code, 0, out)
+        self.assertNotIn(TOKEN, out)
+
+    def test_private_network_does_not_reach_the_host(self):
+        b = self.wget_builder()
+        code, out, err = self.krun(b, 'wget', '-q', '-T', '3', '-O', '-', f'http://{host_gateway()}:{port()}/')
+        self.assertNotEqual(code, 0, out)
+        self.assertNotIn(TOKEN, out)
+
+    # -- the helper: who it runs as, and that it ends with the run ---------------------
+
+    def test_helper_runs_as_the_owner_and_ends_with_the_run(self):
+        b = self.wget_builder(user=kt.ALICE)
+        for network in ('pasta', 'slirp4netns'):
+            with self.subTest(network=network):
+                child = self.spawn('--network', network, b, 'sleep', '60', user=kt.ALICE)
+                self.assertTrue(self.wait_until(lambda: helpers_of(self.kilnd_pid()), 20),
+                                f'no helper under kilnd (client: {child.poll()})')
+                helpers = helpers_of(self.kilnd_pid())
+                self.assertEqual([(n, u) for _, n, u in helpers], [(network, self.alice.pw_uid)])
+                # The namespaces are bound in the run's bundle while it runs.
+                bundles = self.listdir(os.path.join(self.run_dir, 'bundles'))
+                self.assertEqual(len(bundles), 1, bundles)
+                self.assertTrue(any(m.endswith('/netns-net') for m in self.mounts_under(self.env.dir)))
+                # A killed client: the run is killed, its helper too, nothing stays.
+                kill_client(child)
+                child.communicate(timeout=30)
+                self.assertTrue(self.wait_until(lambda: not helpers_of(self.kilnd_pid()), 20),
+                                f'helper still there: {helpers_of(self.kilnd_pid())}')
+                self.assertTrue(self.wait_until(lambda: not self.leftovers(), 20), self.leftovers())
+        # After a run that ends by itself, at once: kilnd answers only once the helper is gone.
+        self.run_ok('--network', 'pasta', b, 'true', user=kt.ALICE)
+        self.assertEqual(helpers_of(self.kilnd_pid()), [])
+        self.assertEqual(any_helper_anywhere(), [])
+
+    # -- DNS and hosts ---------------------------------------------------------------------
+
+    def test_dns_and_hosts_options_are_in_the_files(self):
+        b = self.builder()
+        out = self.sh(b, 'cat /etc/resolv.conf; echo ---; cat /etc/hosts', '--dns', '192.0.2.53',
+                      '--dns', '2001:db8::53', '--dns-search', 'example.org', '--dns-option', 'ndots:3',
+                      '--add-host', 'cache.example:198.51.100.7', '--add-host', 'v6.example:2001:db8::7')
+        resolv, hosts = out.split('---\n')
+        lines = resolv.splitlines()
+        self.assertIn('nameserver 192.0.2.53', lines)
+        self.assertIn('nameserver 2001:db8::53', lines)
+        self.assertEqual([l for l in lines if l.startswith('nameserver')],
+                         ['nameserver 192.0.2.53', 'nameserver 2001:db8::53'])
+        self.assertIn('search example.org', lines)
+        self.assertIn('options ndots:3', lines)
+        self.assertIn('198.51.100.7\tcache.example', hosts.splitlines())
+        self.assertIn('2001:db8::7\tv6.example', hosts.splitlines())
+        # --no-hosts: the image's own /etc/hosts.
+        out = self.sh(b, 'cat /etc/hosts', '--no-hosts', '--add-host', 'cache.example:198.51.100.7')
+        self.assertEqual(out, kr.IMAGE_HOSTS)
+
+    def test_builder_settings_apply_and_a_run_overrides_them(self):
+        name = self.unique_name('cfg')
+        self.env.kiln('from', '--name', name, '--isolation', self.isolation, '--dns', '192.0.2.1',
+                      '--add-host', 'from.example:192.0.2.2', kr.default_rootfs(), check=True)
+        path = self.get_builder(name).object_path()
+        props = self.props(path)
+        self.assertEqual(props['Dns'], ['192.0.2.1'])
+        self.assertEqual(props['AddHost'], ['from.example:192.0.2.2'])
+        self.env.kiln('config', '--dns-search', 'cfg.example', '--network', 'none', name, check=True)
+        props = self.props(path)
+        self.assertEqual((props['Network'], props['DnsSearch']), ('none', ['cfg.example']))
+        out = self.run_ok('--network', 'private', name, 'cat', '/etc/resolv.conf', '/etc/hosts')
+        self.assertIn('nameserver 192.0.2.1', out.splitlines())
+        self.assertIn('search cfg.example', out.splitlines())
+        self.assertIn('192.0.2.2\tfrom.example', out.splitlines())
+        out = self.run_ok('--network', 'private', '--dns', '192.0.2.9', name, 'cat', '/etc/resolv.conf')
+        self.assertIn('nameserver 192.0.2.9', out.splitlines())
+        self.assertNotIn('nameserver 192.0.2.1', out.splitlines())
+        # The builder says network none: no /etc/resolv.conf is bound (what is there is the empty mount
+        # point an earlier run left in the builder's layer).
+        out = self.run_ok(name, 'cat', '/etc/resolv.conf')
+        self.assertNotIn('nameserver', out)
+        self.env.kiln('config', '--no-hosts', name, check=True)
+        self.assertTrue(self.props(path)['NoHosts'])
+        self.assertEqual(self.run_ok(name, 'cat', '/etc/hosts'), kr.IMAGE_HOSTS)
+
+    def test_bad_values_are_refused_naming_the_argument(self):
+        b = self.builder()
+        for options, arg in (({'dns': ['not-an-ip']}, 'dns'),
+                             ({'dns': ['192.0.2.300']}, 'dns'),
+                             ({'add_host': ['nocolon']}, 'add_host'),
+                             ({'add_host': ['bad name:192.0.2.1']}, 'add_host'),
+                             ({'add_host': ['name:999.1.1.1']}, 'add_host'),
+                             ({'dns_search': ['a b']}, 'dns_search'),
+                             ({'dns_option': ['ndots:1\nnameserver 1.1.1.1']}, 'dns_option'),
+                             ({'network': 'pasta', 'network_options': ['--map-host-loopback']},
+                              'network_options'),
+                             ({'network': 'slirp4netns', 'network_options': ['api_socket=/tmp/x']},
+                              'network_options'),
+                             ({'network': 'bogus'}, 'network')):
+            with self.subTest(options=options):
+                r = self.captured(b, ['true'], options)
+                self.assertError(r, kt.E_INVALID, [f'Invalid {arg}'])
+        code, out, err = self.krun('--dns', 'nameserver', b, 'true')
+        self.assertNotEqual(code, 0)
+        self.assertIn("Invalid dns[0]: 'nameserver' is not an IP address", err)
+        code, out, err = self.krun('--add-host', 'x.example', b, 'true')
+        self.assertIn('Invalid add_host', err)
+        # Configure refuses the same values, and changes nothing.
+        r = self.gcall(b.path, kt.BUILDER_IFACE + '.Configure', kt.gv_dict({'dns': ['x']}))
+        self.assertError(r, kt.E_INVALID, ['Invalid dns'])
+        self.assertEqual(self.props(b.path)['Dns'], [])
+
+    # -- failures --------------------------------------------------------------------------
+
+    def test_helper_that_cannot_start_fails_clearly(self):
+        b = self.wget_builder(user=kt.ALICE)
+        os.chmod(TUN, 0o600)
+        try:
+            for network, package in (('pasta', 'passt'), ('slirp4netns', 'slirp4netns')):
+                with self.subTest(network=network):
+                    r = self.captured(b, ['true'], {'network': network}, user=kt.ALICE)
+                    self.assertError(r, kr.E_RUNTIME_FAILED,
+                                     [f"Network '{network}'", f'package {package}'])
+                    self.assertEqual(helpers_of(self.kilnd_pid()), [])
+                    self.assertTrue(self.wait_until(lambda: not self.leftovers(), 10), self.leftovers())
+        finally:
+            os.chmod(TUN, 0o666)
+
+    def test_polkit_pasta_needs_only_run_host_needs_run_privileged(self):
+        b = self.wget_builder(user=kt.ALICE)
+        for network in ('pasta', 'slirp4netns'):
+            r = self.captured(b, ['true'], {'network': network}, user=kt.ALICE)
+            self.assertTrue(r.ok, r)
+        r = self.captured_untrusted(b, {'network': 'host'})
+        self.assertError(r, kt.E_INTERACTIVE, ['run-privileged', 'network=host'])
+        # A builder configured with host cannot smuggle it into a run that names no network.
+        self.env.kiln('config', '--network', 'host', b.name, user=kt.ALICE, check=True)
+        r = self.captured_untrusted(b, {})
+        self.assertError(r, kt.E_INTERACTIVE, ['run-privileged', 'network=host'])
+
+    def captured_untrusted(self, b, options):
+        """RunCaptured as kiln-alice while she is not in kiln-trusted: the group (granted run-privileged
+        by the test rules) is shared machine-wide, and other test runs add her for a while."""
+        for _ in range(60):
+            if kt.ALICE not in grp.getgrnam('kiln-trusted').gr_mem:
+                r = self.captured(b, ['true'], options, user=kt.ALICE)
+                if kt.ALICE not in grp.getgrnam('kiln-trusted').gr_mem:
+                    return r
+            time.sleep(0.5)
+        self.skipTest('kiln-alice stayed in kiln-trusted (another test run holds it)')
+
+
+kr.parametrize(globals(), NetworkCases)
+
+
+class MissingHelperCases(kr.RunTestCase):
+    """kiln.conf names helpers that are not there: the run fails naming the package."""
+    isolation = 'oci'
+
+    @classmethod
+    def setUpClass(cls):
+        cls.empty = kt.ENV.scratch_dir('no-helpers')
+        with open(os.path.join(kt.ENV.dir, 'kiln.conf.extra'), 'a') as f:
+            f.write(f'[Network]\nPasta={cls.empty}/pasta\nSlirp4netns={cls.empty}/slirp4netns\n')
+        kt.ENV.restart_kilnd()
+        kr._warm_up()  # what kilnd opens once, open before a test counts its descriptors
+
+    @classmethod
+    def tearDownClass(cls):
+        extra = os.path.join(kt.ENV.dir, 'kiln.conf.extra')
+        with open(extra) as f:
+            text = f.read()
+        with open(extra, 'w') as f:
+            f.write(text[:text.index('[Network]\nPasta=')])
+        kt.ENV.restart_kilnd()
+        kr._warm_up()
+
+    def test_missing_helper_names_the_package(self):
+        b = self.builder()
+        for network, package in (('pasta', 'passt'), ('slirp4netns', 'slirp4netns')):
+            with self.subTest(network=network):
+                r = self.captured(b, ['true'], {'network': network})
+                self.assertError(r, kr.E_RUNTIME_FAILED, [f"Network '{network}'", f'package {package}'])
+                code, out, err = self.krun('--network', network, b, 'true')
+                self.assertNotEqual(code, 0)
+                self.assertIn(f'package {package}', err)
+        self.assertEqual(self.props(b.path)['Processes'], [])
+
+
+if __name__ == '__main__':
+    kt.main()
