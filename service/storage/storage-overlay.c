@@ -92,8 +92,33 @@ static char *fs_context_log(int fsfd)
         return g_utf8_make_valid(buf, -1);
 }
 
+/* Sets @error for a failed mount call. What the caller falls back from gets a code of its own:
+ * EINVAL (this kernel's overlayfs does not take layers that way) is G_IO_ERROR_INVALID_ARGUMENT, ENOSYS
+ * (no new mount API) G_IO_ERROR_NOT_SUPPORTED. */
+static int mount_call_failed(GError **error, const char *call, const char *path)
+{
+        int e = errno;
+
+        g_set_error(error, G_IO_ERROR,
+                    e == EINVAL   ? G_IO_ERROR_INVALID_ARGUMENT
+                    : e == ENOSYS ? G_IO_ERROR_NOT_SUPPORTED
+                                  : g_io_error_from_errno(e),
+                    "%s '%s': %s", call, path, g_strerror(e));
+        return -1;
+}
+
+/* Whether the kernel lacked what overlay_fsmount() asked for (see mount_call_failed), so that another
+ * way may work; clears @error then. */
+static gboolean mount_may_fall_back(GError **error, GIOErrorEnum code)
+{
+        if (!g_error_matches(*error, G_IO_ERROR, code))
+                return FALSE;
+        g_clear_error(error);
+        return TRUE;
+}
+
 /* The new mount API: layers as descriptors (no path parsing at all) where the kernel takes them,
- * else as strings. Returns a detached mount, -1 with errno, or -2 with @error set. */
+ * else as strings. Returns a detached mount, or -1 with @error set. */
 static int overlay_fsmount(const int *lowers, size_t n_lowers, int upper, int work, const char *lower_path,
                            const char *upper_path, const char *work_path, gboolean by_fd, GError **error)
 {
@@ -102,33 +127,33 @@ static int overlay_fsmount(const int *lowers, size_t n_lowers, int upper, int wo
 
         fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
         if (fsfd < 0)
-                return -1;
+                return mount_call_failed(error, "fsopen overlay", upper_path);
         if (by_fd) {
                 /* Top first, as overlayfs stacks lowerdir+ (@lowers is bottom first). */
                 for (size_t i = n_lowers; i > 0; i--)
                         if (fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lowers[i - 1]) < 0)
-                                return -1;
+                                return mount_call_failed(error, "fsconfig overlay lowerdir+", upper_path);
                 if (fsconfig(fsfd, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
                     fsconfig(fsfd, FSCONFIG_SET_FD, "workdir", NULL, work) < 0)
-                        return -1;
+                        return mount_call_failed(error, "fsconfig overlay", upper_path);
         } else {
                 /* lower_path is "top:…:bottom" of checked paths (see lower_paths). */
                 if (!check_option_path(upper_path, error) || !check_option_path(work_path, error))
-                        return -2;
+                        return -1;
                 if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir", lower_path, 0) < 0 ||
                     fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper_path, 0) < 0 ||
                     fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work_path, 0) < 0)
-                        return -1;
+                        return mount_call_failed(error, "fsconfig overlay", upper_path);
         }
         /* No metadata-only copy-up: every copied-up file is complete in upper/. */
         if (fsconfig(fsfd, FSCONFIG_SET_STRING, "metacopy", "off", 0) < 0)
-                return -1;
+                return mount_call_failed(error, "fsconfig overlay metacopy", upper_path);
         if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
                 int e = errno;
                 g_autofree char *log = fs_context_log(fsfd);
                 g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "mount overlay on '%s': %s%s%s",
                             upper_path, g_strerror(e), log ? " — " : "", log ? log : "");
-                return -2;
+                return -1;
         }
         /* nosuid, nodev: nothing in a layer or an upper dir gains privileges or reaches a device on
          * the host through this mount. */
@@ -136,7 +161,7 @@ static int overlay_fsmount(const int *lowers, size_t n_lowers, int upper, int wo
         if (mfd < 0) {
                 g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "fsmount overlay: %s",
                             g_strerror(errno));
-                return -2;
+                return -1;
         }
         return mfd;
 }
@@ -149,21 +174,20 @@ static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer
                                        const char *upper_path, const char *work_path, GError **error)
 {
         g_autofree char *point = kiln_storage_mount_point_path(s, id);
-        int mfd, e;
+        int mfd;
 
         if (!check_option_path(point, error))
-                return -2;
+                return -1;
         if (move_mount(layer_tree, "", s->mounts_fd, id, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
                 kiln_storage_errno_error(error, errno, "move_mount (ID-mapped layer)", point);
-                return -2;
+                return -1;
         }
         mfd = overlay_fsmount(NULL, 0, -1, -1, point, upper_path, work_path, FALSE, error);
-        e = errno;
         if (umount2(point, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
                 g_warning("Cannot detach the ID-mapped layer from %s: %s", point, g_strerror(errno));
-        if (mfd == -1)
-                kiln_storage_errno_error(error, e, "fsconfig overlay (ID-mapped layer)", upper_path);
-        return mfd == -1 ? -2 : mfd;
+        if (mfd < 0)
+                g_prefix_error(error, "ID-mapped layer: ");
+        return mfd;
 }
 
 gboolean kiln_storage_can_idmap_layers(KilnStorage *s, int userns_fd, GError **error)
@@ -207,11 +231,16 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
         g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
                         *work_path = NULL;
         _cleanup_close_ int bdir_fd = -1, upper = -1, work = -1, mfd = -1;
+        gboolean by_path;
         int *lowers = NULL;
         size_t n = layers ? g_strv_length((char **)layers) : 0;
         char *result = NULL;
         struct stat st;
+        g_autoptr(GError) ignored = NULL;
 
+        /* The fallbacks below read the error's code. */
+        if (!error)
+                error = &ignored;
         if (!kiln_storage_check_id("builder id", id, error))
                 return NULL;
         if (n == 0) {
@@ -279,15 +308,17 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
                 goto out;
         }
 
+        /* Layers by descriptor; else (older kernels: EINVAL) by path; else (no new mount API) mount(2). */
         if (s->layers_by_path) {
                 mfd = -1;
-                errno = EINVAL;
+                by_path = TRUE;
         } else {
                 mfd = overlay_fsmount(lowers, n, upper, work, NULL, upper_path, work_path, TRUE, error);
-                if (mfd == -1 && errno == EINVAL)
+                by_path = mfd < 0 && mount_may_fall_back(error, G_IO_ERROR_INVALID_ARGUMENT);
+                if (by_path)
                         s->layers_by_path = TRUE;
         }
-        if (mfd == -1 && errno == EINVAL && userns_fd >= 0) {
+        if (by_path && userns_fd >= 0) {
                 /* One ID-mapped layer can be attached on the empty mount point while the overlay is made;
                  * several would each need a path of their own. */
                 if (n > 1) {
@@ -298,14 +329,14 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
                         goto fail;
                 }
                 mfd = overlay_over_attached_layer(s, id, lowers[0], upper_path, work_path, error);
-        } else if (mfd == -1 && errno == EINVAL) {
+        } else if (by_path) {
                 lower_path = lower_paths(s, layers, n, error);
                 if (!lower_path)
                         goto fail;
                 mfd = overlay_fsmount(lowers, n, upper, work, lower_path, upper_path, work_path, FALSE,
                                       error);
         }
-        if (mfd == -1 && errno == ENOSYS) {
+        if (mfd < 0 && mount_may_fall_back(error, G_IO_ERROR_NOT_SUPPORTED)) {
                 /* No new mount API: mount(2) with the same options. */
                 g_autofree char *options = NULL;
 
@@ -322,10 +353,6 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *laye
                 }
                 result = g_steal_pointer(&target);
                 goto out;
-        }
-        if (mfd == -1) {
-                kiln_storage_errno_error(error, errno, "fsconfig overlay", upper_path);
-                goto fail;
         }
         if (mfd < 0)
                 goto fail;
