@@ -129,8 +129,25 @@ static char *check_capability(const char *arg, const char *value, GError **error
         return kiln_validate_capability(arg, value, &normalized, error) ? normalized : NULL;
 }
 
-static char *check_any(const char *arg, const char *value, GError **error)
+/* ---- runtime_args (run parity: the runtime's log) ---- */
+/* kilnd gives the runtime its --log and --log-format itself: it reads that log back for the runtime's
+ * errors and relays the rest to the caller's stderr. A caller's own would either be overridden silently
+ * or (coming last) send the log where kilnd never reads it, as root, to a path the caller chose: both are
+ * refused, saying why. Everything else goes to the runtime as it is (run-privileged). */
+static char *check_runtime_arg(const char *arg, const char *value, GError **error)
 {
+        static const char *const ours[] = {"--log", "--log-format", NULL};
+
+        for (const char *const *o = ours; *o; o++) {
+                size_t n = strlen(*o);
+                if (strncmp(value, *o, n) == 0 && (value[n] == '\0' || value[n] == '=')) {
+                        kiln_invalid(error, arg,
+                                     "'%s' is kilnd's own: the runtime's log is read by kilnd and relayed "
+                                     "to your stderr (use --debug for more of it)",
+                                     *o);
+                        return NULL;
+                }
+        }
         return g_strdup(value);
 }
 
@@ -164,7 +181,7 @@ static const RunOption run_options[] = {
         O("ulimits", OPT_STRV, ulimits, check_ulimit),
         O("shm_size", OPT_STRING, shm_size, check_size),
         O("runtime", OPT_STRING, runtime, check_runtime),
-        O("runtime_args", OPT_STRV, runtime_args, check_any),
+        O("runtime_args", OPT_STRV, runtime_args, check_runtime_arg),
         O("no_hosts", OPT_BOOL, no_hosts, NULL),
         O("no_hostname", OPT_BOOL, no_hostname, NULL),
         O("no_pivot", OPT_BOOL, no_pivot, NULL),

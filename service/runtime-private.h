@@ -63,6 +63,11 @@ void kiln_runtime_op_run(KilnRuntimeOp *op, GMainContext *context, KilnRuntimeOp
  * execute the command (as a shell's 127 / 126), otherwise G_IO_ERROR_FAILED. */
 GError *kiln_runtime_op_error(KilnRuntimeOp *op);
 
+/* What the runtime said about the command for the caller's stderr, one "NAME: LEVEL: MSG" line each
+ * (its log, or its stderr when it had none), escaped and bounded; when the command failed without its
+ * errors, which are in kiln_runtime_op_error()'s message. NULL: nothing. Only from the done callback. */
+char *kiln_runtime_op_notes(KilnRuntimeOp *op);
+
 /* The environment of every runtime command: nothing of kilnd's. */
 extern const char *const kiln_runtime_environ[];
 
