@@ -135,8 +135,8 @@ static void add_note(GString *notes, const char *runtime_name, const char *line,
 
         if (*msg == '{') {
                 parser = json_parser_new();
-                if (json_parser_load_from_data(parser, msg, -1, NULL) && (root = json_parser_get_root(parser)) &&
-                    JSON_NODE_HOLDS_OBJECT(root)) {
+                if (json_parser_load_from_data(parser, msg, -1, NULL) &&
+                    (root = json_parser_get_root(parser)) && JSON_NODE_HOLDS_OBJECT(root)) {
                         JsonObject *o = json_node_get_object(root);
                         msg = json_object_get_string_member_with_default(o, "msg", msg);
                         level = json_object_get_string_member_with_default(o, "level", NULL);
