@@ -49,6 +49,8 @@ typedef struct {
         char *userns, *shm_size, *seccomp_profile;
         int no_new_privileges; /* -1: not given (kilnd's default) */
         gboolean no_hosts, no_hostname, no_pivot, terminal;
+        /* Run parity (issue 12) */
+        GPtrArray *group_add;
 } RunFlags;
 
 static void run_flags_clear(RunFlags *f)
@@ -79,6 +81,7 @@ static void run_flags_clear(RunFlags *f)
         g_clear_pointer(&f->userns, g_free);
         g_clear_pointer(&f->shm_size, g_free);
         g_clear_pointer(&f->seccomp_profile, g_free);
+        g_clear_pointer(&f->group_add, g_ptr_array_unref);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(RunFlags, run_flags_clear)
 
@@ -118,6 +121,7 @@ DEFINE_COLLECT(cap_add, add_split)
 DEFINE_COLLECT(cap_drop, add_split)
 DEFINE_COLLECT(runtime_flags, add_split)
 DEFINE_COLLECT(valid_exit_codes, add_split)
+DEFINE_COLLECT(group_add, add_split)
 
 /* --security-opt as buildah takes it, the values kilnd has options for: seccomp=unconfined or a
  * profile name (never a path: kilnd reads only its own profiles), and no-new-privileges[=BOOL]. Any
@@ -183,6 +187,9 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                  "HOST[:CONTAINER[:PERMISSIONS]]"},
                 {"env", 'e', 0, G_OPTION_ARG_CALLBACK, collect_env,
                  "Set a variable for this run (K=V; K or PREFIX* copy kiln's own)", "K=V"},
+                {"group-add", 0, 0, G_OPTION_ARG_CALLBACK, collect_group_add,
+                 "Add a supplementary group (a name in the image's /etc/group, a gid, or keep-groups)",
+                 "GROUP"},
                 {"hostname", 0, 0, G_OPTION_ARG_STRING, &f->hostname, "Host name in the container", "NAME"},
                 {"ipc", 0, 0, G_OPTION_ARG_STRING, &f->ipc, "IPC namespace: private, host or a path", "HOW"},
                 {"isolation", 0, 0, G_OPTION_ARG_STRING, &f->isolation, "Isolation: oci or chroot", "TYPE"},
@@ -698,6 +705,8 @@ static int build_start_options(sd_bus_message *m, const RunFlags *f, const Start
                 r = append_list_option(m, "devices", f->devices);
         if (r >= 0)
                 r = append_list_option(m, "ulimits", f->ulimits);
+        if (r >= 0)
+                r = append_list_option(m, "group_add", f->group_add);
         if (r >= 0)
                 r = append_string_option(m, "runtime", f->runtime);
         if (r >= 0)

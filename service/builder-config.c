@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "builder-config.h"
+#include "passwd.h"
 #include "validate.h"
 
 #define FIELD(c, field) ((void *)((char *)(c) + (field)->offset))
@@ -27,6 +28,7 @@ KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
 KILN_DEFINE_STRING_CHECK(check_isolation, kiln_validate_isolation)
 KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
 KILN_DEFINE_STRING_CHECK(check_label_key, kiln_validate_label_key)
+KILN_DEFINE_STRING_CHECK(check_group_add, kiln_validate_group_add) /* run parity: groups */
 
 static char *check_capability(const char *arg, const char *value, GError **error)
 {
@@ -54,6 +56,7 @@ const KilnConfigField kiln_config_fields[] = {
         F("ulimits", "Ulimits", KILN_FIELD_STRV, ulimits, check_ulimit),
         F("isolation", "Isolation", KILN_FIELD_STRING, isolation, check_isolation),
         F("userns", "UserNamespace", KILN_FIELD_STRING, userns, check_userns),
+        F("group_add", "GroupAdd", KILN_FIELD_STRV, group_add, check_group_add), /* run parity */
 };
 #undef F
 const size_t kiln_config_n_fields = G_N_ELEMENTS(kiln_config_fields);

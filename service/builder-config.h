@@ -24,6 +24,7 @@ typedef struct KilnBuilderConfig {
         char **ulimits;
         char *isolation;
         char *userns;
+        char **group_add; /* run parity: supplementary groups of every run (passwd.h) */
 } KilnBuilderConfig;
 
 typedef enum {

@@ -4,6 +4,7 @@
 
 #include "bus-args.h"
 #include "cgroup.h"
+#include "passwd.h"
 #include "run-options.h"
 #include "spec.h"
 #include "validate.h"
@@ -121,6 +122,7 @@ KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
 KILN_DEFINE_STRING_CHECK(check_size, validate_size)
 KILN_DEFINE_STRING_CHECK(check_runtime, validate_runtime)
 KILN_DEFINE_STRING_CHECK(check_seccomp_profile, validate_seccomp_profile)
+KILN_DEFINE_STRING_CHECK(check_group_add, kiln_validate_group_add) /* run parity: groups */
 
 static char *check_capability(const char *arg, const char *value, GError **error)
 {
@@ -192,6 +194,7 @@ static const RunOption run_options[] = {
         O("pids_limit", OPT_INT64, pids_limit, NULL),
         O("memory", OPT_UINT64, memory, NULL),
         O("cpu_weight", OPT_UINT64, cpu_weight, NULL),
+        O("group_add", OPT_STRV, group_add, check_group_add), /* run parity: supplementary groups */
 };
 #undef O
 
@@ -241,6 +244,9 @@ void kiln_run_options_clear(KilnRunOptions *o)
                 }
         }
         g_clear_pointer(&o->resolved_volumes, g_ptr_array_unref);
+        g_clear_pointer(&o->resolved_group_add, g_strfreev);
+        g_clear_pointer(&o->resolved_group_args, g_strfreev);
+        g_clear_pointer(&o->caller_groups, g_array_unref);
         kiln_run_options_init(o);
 }
 

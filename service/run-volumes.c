@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "caller-open.h"
+#include "passwd.h"
 #include "run-volumes.h"
 #include "validate.h"
 
@@ -320,5 +321,52 @@ gboolean kiln_run_volumes_resolve(KilnRunOptions *o, char **builder_volumes, con
         }
         g_clear_pointer(&o->resolved_volumes, g_ptr_array_unref);
         o->resolved_volumes = g_steal_pointer(&list);
+        return TRUE;
+}
+
+/* ---- supplementary groups (run parity) ---- */
+
+gboolean kiln_run_groups_resolve(KilnRunOptions *o, char **builder_group_add, const KilnCreds *caller,
+                                 GError **error)
+{
+        g_autoptr(GStrvBuilder) values = g_strv_builder_new();
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+        g_autoptr(GArray) caller_groups = NULL;
+        char **lists[] = {builder_group_add, o->group_add};
+        const char *prefixes[] = {"builder group_add", "group_add"};
+
+        for (gsize l = 0; l < G_N_ELEMENTS(lists); l++)
+                for (char **g = lists[l]; g && *g; g++) {
+                        g_autofree char *arg = g_strdup_printf("%s[%d]", prefixes[l], (int)(g - lists[l]));
+
+                        /* The builder's was checked when it was set; checked again all the same. */
+                        if (!kiln_validate_group_add(arg, *g, error))
+                                return FALSE;
+                        if (!g_str_equal(*g, KILN_GROUP_ADD_KEEP_GROUPS)) {
+                                g_strv_builder_add(values, *g);
+                                g_strv_builder_add(args, arg);
+                                continue;
+                        }
+                        /* keep-groups hands the caller's host groups to the run. Only uid 0 may: for
+                         * anyone else those gids are not in their user namespace, and naming a host
+                         * group they are in would let the container act as that group on what it can
+                         * reach (volumes). Refused as InvalidArgument: no grant could make it work. */
+                        if (caller->uid != 0)
+                                return kiln_invalid(error, arg, "'%s' is only for uid 0's runs",
+                                                    KILN_GROUP_ADD_KEEP_GROUPS);
+                        if (!caller_groups) {
+                                caller_groups = g_array_new(FALSE, FALSE, sizeof(guint32));
+                                for (size_t i = 0; i < caller->n_groups; i++) {
+                                        guint32 gid = caller->groups[i];
+                                        g_array_append_val(caller_groups, gid);
+                                }
+                        }
+                }
+        g_strfreev(o->resolved_group_add);
+        g_strfreev(o->resolved_group_args);
+        o->resolved_group_add = g_strv_builder_end(values);
+        o->resolved_group_args = g_strv_builder_end(args);
+        g_clear_pointer(&o->caller_groups, g_array_unref);
+        o->caller_groups = g_steal_pointer(&caller_groups);
         return TRUE;
 }

@@ -59,3 +59,10 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
  * caller cannot read is marked unreadable (run-privileged). For uid 0 a path stays a path. */
 gboolean kiln_run_volumes_resolve(KilnRunOptions *options, char **builder_volumes, const KilnCreds *caller,
                                   GError **error);
+
+/* Run parity: the builder's group_add, then the run's, into @options->resolved_group_add (names and
+ * gids, each with its argument name); "keep-groups" takes the caller's supplementary groups into
+ * @options->caller_groups, for uid 0 only (InvalidArgument naming the entry for anyone else). Before
+ * authorization, like the volumes; the image's /etc/group is read when the run is prepared. */
+gboolean kiln_run_groups_resolve(KilnRunOptions *options, char **builder_group_add, const KilnCreds *caller,
+                                 GError **error);

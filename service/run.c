@@ -413,7 +413,42 @@ static gboolean fill_namespaces(KilnSpecInput *in, const KilnRunOptions *o, GErr
                kiln_namespace_parse("cgroupns", o->cgroupns ? o->cgroupns : "", FALSE, &in->cgroup, error);
 }
 
-static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError **error)
+/* ---- run parity: supplementary groups (group_add) ---- */
+/* After the user's own groups: each group_add entry as a gid of the image's /etc/group (@group), then
+ * for "keep-groups" (uid 0 only, run-volumes.c) the caller's host groups, which exist only without a
+ * user namespace. In a user namespace each gid must be mapped, or setgroups would fail in the runtime. */
+static gboolean fill_group_add(SpecScratch *s, const KilnRunOptions *o, const char *group, gsize group_len,
+                               GError **error)
+{
+        guint32 host;
+
+        for (guint i = 0; o->resolved_group_add && o->resolved_group_add[i]; i++) {
+                const char *arg = o->resolved_group_args[i];
+                if (!kiln_group_add_resolve(group, group_len, arg, o->resolved_group_add[i], s->gids, error))
+                        return FALSE;
+                if (s->in.n_gid_mappings > 0 &&
+                    !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings,
+                                        g_array_index(s->gids, guint32, s->gids->len - 1), &host))
+                        return kiln_invalid(error, arg,
+                                            "gid %u is not mapped in the builder's user namespace",
+                                            g_array_index(s->gids, guint32, s->gids->len - 1));
+        }
+        if (o->caller_groups && s->in.n_gid_mappings > 0)
+                return kiln_invalid(error, "group_add",
+                                    "'keep-groups' needs a run without a user namespace (userns host)");
+        for (guint i = 0; o->caller_groups && i < o->caller_groups->len; i++) {
+                guint32 gid = g_array_index(o->caller_groups, guint32, i);
+                gboolean seen = FALSE;
+                for (guint j = 0; j < s->gids->len && !seen; j++)
+                        seen = g_array_index(s->gids, guint32, j) == gid;
+                if (!seen && s->gids->len < KILN_MAX_ADDITIONAL_GIDS)
+                        g_array_append_val(s->gids, gid);
+        }
+        return TRUE;
+}
+
+static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, const KilnRunOptions *o,
+                          GError **error)
 {
         g_autofree char *passwd = NULL, *group = NULL;
         gsize passwd_len = 0, group_len = 0;
@@ -440,6 +475,8 @@ static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError *
                                &s->in.gid, &s->gids, &home, error))
                 return FALSE;
         s->in.home = keep(s, home);
+        if (!fill_group_add(s, o, group, group_len, error))
+                return FALSE;
         s->in.additional_gids = (const guint32 *)s->gids->data;
         s->in.n_additional_gids = s->gids->len;
         return TRUE;
@@ -730,7 +767,7 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);
         s.in.annotations = (const char *const *)b->config.labels;
 
-        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, error) ||
+        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, o, error) ||
             !run_user_host_ids(&s, &host_uid, &host_gid, error))
                 return NULL;
         /* The working directory exists before the process starts, owned by the run's user. */
