@@ -16,6 +16,10 @@ void kiln_run_volume_free(KilnRunVolume *v)
         if (!v)
                 return;
         kiln_close_fdp(&v->fd);
+        kiln_close_fdp(&v->upper_fd);
+        kiln_close_fdp(&v->work_fd);
+        g_free(v->upperdir);
+        g_free(v->workdir);
         g_free(v->arg);
         g_free(v->source);
         g_free(v->destination);
@@ -29,7 +33,7 @@ static KilnRunVolume *volume_new(const char *arg, KilnRunVolumeKind kind)
 
         v->arg = g_strdup(arg);
         v->kind = kind;
-        v->fd = -1;
+        v->fd = v->upper_fd = v->work_fd = -1;
         return v;
 }
 
@@ -52,17 +56,57 @@ static gboolean take_bind_option(KilnRunVolume *v, GStrvBuilder *options, const 
         return TRUE;
 }
 
+/* Run parity: upperdir=DIR and workdir=DIR of an `O` volume. FALSE with @error set: a bad value;
+ * FALSE without: not one of them. */
+static gboolean take_upper_option(KilnRunVolume *v, const char *opt, GError **error)
+{
+        const char *value;
+        char **into;
+
+        if (g_str_has_prefix(opt, "upperdir="))
+                into = &v->upperdir, value = opt + strlen("upperdir=");
+        else if (g_str_has_prefix(opt, "workdir="))
+                into = &v->workdir, value = opt + strlen("workdir=");
+        else
+                return FALSE;
+        /* Never given to overlayfs as a string (kilnd opens it and names the descriptor), but a path
+         * that overlayfs would have split is refused all the same. */
+        if (!kiln_validate_absolute_path(v->arg, value, FALSE, error))
+                return FALSE;
+        if (strpbrk(value, ":,\\="))
+                return kiln_invalid(error, v->arg, "'%s' contains ':', ',', '=' or '\\'", value);
+        g_free(*into);
+        *into = g_strdup(value);
+        return TRUE;
+}
+
 static KilnRunVolume *parse_volume_options(KilnRunVolume *owned, const char *options, GError **error)
 {
         g_autoptr(KilnRunVolume) v = owned;
         g_autoptr(GStrvBuilder) kept = g_strv_builder_new();
         g_auto(GStrv) opts = options && *options ? g_strsplit(options, ",", -1) : NULL;
 
-        for (char **o = opts; o && *o; o++)
+        for (char **o = opts; o && *o; o++) {
+                g_autoptr(GError) local = NULL;
+                if (take_upper_option(v, *o, &local))
+                        continue;
+                if (local) {
+                        g_propagate_error(error, g_steal_pointer(&local));
+                        return NULL;
+                }
                 if (!take_bind_option(v, kept, *o)) {
                         kiln_invalid(error, v->arg, "'%s' is not a volume option", *o);
                         return NULL;
                 }
+        }
+        if ((v->upperdir || v->workdir) && v->kind != KILN_RUN_VOLUME_OVERLAY) {
+                kiln_invalid(error, v->arg, "upperdir and workdir need 'O'");
+                return NULL;
+        }
+        if (!v->upperdir != !v->workdir) {
+                kiln_invalid(error, v->arg, "upperdir and workdir go together");
+                return NULL;
+        }
         v->options = g_strv_builder_end(kept);
         return g_steal_pointer(&v);
 }
@@ -270,6 +314,43 @@ static gboolean open_source(KilnRunVolume *v, const KilnCreds *caller, GError **
         return kiln_invalid(error, v->arg, "source '%s': %s", v->source, g_strerror(errno));
 }
 
+/* Run parity: a persistent upper or work dir, opened as the caller (uid 0: as itself) and held: it must be
+ * a directory the caller owns. overlayfs writes there as its mounter, root, so a directory of someone
+ * else's that the caller can merely reach would let the caller have root write into it. */
+static int open_owned_dir(const KilnRunVolume *v, const KilnCreds *caller, const char *what,
+                          const char *path, GError **error)
+{
+        _cleanup_close_ int fd = caller->uid == 0 ? open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)
+                                                  : kiln_open_as_caller(caller, path);
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                kiln_invalid(error, v->arg, "%s '%s': %s", what, path, g_strerror(errno));
+                return -1;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                kiln_invalid(error, v->arg, "%s '%s' is not a directory", what, path);
+                return -1;
+        }
+        if (caller->uid != 0 && st.st_uid != caller->uid) {
+                kiln_invalid(error, v->arg, "%s '%s' is not yours (its owner is uid %u)", what, path,
+                             (unsigned)st.st_uid);
+                return -1;
+        }
+        return g_steal_fd(&fd);
+}
+
+static gboolean open_upper_dirs(KilnRunVolume *v, const KilnCreds *caller, GError **error)
+{
+        if (!v->upperdir)
+                return TRUE;
+        v->upper_fd = open_owned_dir(v, caller, "upperdir", v->upperdir, error);
+        if (v->upper_fd < 0)
+                return FALSE;
+        v->work_fd = open_owned_dir(v, caller, "workdir", v->workdir, error);
+        return v->work_fd >= 0;
+}
+
 static gboolean add_path_volume(GPtrArray *list, KilnRunVolume *owned, const KilnCreds *caller,
                                 GError **error)
 {
@@ -278,6 +359,8 @@ static gboolean add_path_volume(GPtrArray *list, KilnRunVolume *owned, const Kil
         if (!v)
                 return FALSE;
         if (caller->uid != 0 && v->source && !open_source(v, caller, error))
+                return FALSE;
+        if (!open_upper_dirs(v, caller, error))
                 return FALSE;
         g_ptr_array_add(list, g_steal_pointer(&v));
         return TRUE;
@@ -312,6 +395,8 @@ gboolean kiln_run_volumes_resolve(KilnRunOptions *o, char **builder_volumes, con
                 if (!check_source_type(v, v->fd, caller, error))
                         return FALSE;
                 v->unreadable = caller->uid != 0 && !kiln_caller_can_read(caller, v->fd);
+                if (!open_upper_dirs(v, caller, error))
+                        return FALSE;
                 g_ptr_array_add(list, g_steal_pointer(&v));
         }
         for (char **m = o->mounts; m && *m; m++) {

@@ -30,13 +30,19 @@ typedef struct KilnRunVolume {
         char *destination;   /* absolute, in the container */
         KilnRunVolumeFlags flags;
         char **options; /* mount(8) spelling for the spec generator: ro, rw, propagation, nosuid, size=... */
+        /* Run parity: `O,upperdir=DIR,workdir=DIR`, a persistent upper dir of the caller's instead of a
+         * throw-away one; both opened as the caller and owned by it (run-volumes.c), held as O_PATH
+         * descriptors; -1: none. */
+        char *upperdir, *workdir;
+        int upper_fd, work_fd;
 } KilnRunVolume;
 
 void kiln_run_volume_free(KilnRunVolume *volume);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRunVolume, kiln_run_volume_free)
 
-/* "SRC:DST[:OPTS]" (`-v`, `volumes`, a builder's `Volumes`), OPTS from ro rw z Z O U and the
- * propagation and nosuid/nodev/noexec flags. InvalidArgument naming @arg. */
+/* "SRC:DST[:OPTS]" (`-v`, `volumes`, a builder's `Volumes`), OPTS from ro rw z Z O U, the
+ * propagation and nosuid/nodev/noexec flags, and with O upperdir=DIR,workdir=DIR (both absolute, both
+ * or neither). InvalidArgument naming @arg. */
 KilnRunVolume *kiln_run_volume_parse(const char *arg, const char *spec, GError **error);
 /* A `volume_fds` entry without its descriptor: the destination and OPTS as above. */
 KilnRunVolume *kiln_run_volume_parse_fd(const char *arg, const char *destination, const char *options,

@@ -51,7 +51,8 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         if (!plan)
                 return;
         /* Staged volumes first: the bundle is removed without crossing into other file systems. */
-        for (guint i = 0; plan->staged && i < plan->staged->len; i++)
+        /* Last first: an overlay before the staged bind it has as its lower dir. */
+        for (guint i = plan->staged ? plan->staged->len : 0; i-- > 0;)
                 if (umount2(plan->staged->pdata[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
                         g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i],
                                   g_strerror(errno));
@@ -216,12 +217,59 @@ static gboolean run_user_host_ids(const SpecScratch *s, uid_t *uid, gid_t *gid, 
         return TRUE;
 }
 
+/* ---- run parity: `O` overlays, mounted by kilnd ---- */
+/* An `O` volume (and a bind --mount with rw) is an overlay kilnd mounts itself, in the host's mount
+ * namespace, at BUNDLE/overlay-N, which the runtime then binds like any staged volume: the same for
+ * both executors, with or without a user namespace (where neither runc nor kiln-isolate, as the mapped
+ * root, may mount an overlay of these directories). This is safe: the lower dir is @lower, the staged
+ * bind of what the caller opened (or uid 0's own path); the upper and work dirs are kilnd's own in the
+ * bundle, or the caller's persistent ones, opened as the caller and owned by it (run-volumes.c), named
+ * to overlayfs only as /proc/self/fd/N, never as a path the caller could swap. In a user namespace
+ * the overlay is nosuid,nodev. A throw-away upper dir takes the owner and mode of the lower's root, so
+ * that the merged root is what the caller sees in the source (podman and buildah do the same). */
+static gboolean mount_overlay(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, const char *lower,
+                              const struct stat *lower_st, char **ret_path, GError **error)
+{
+        guint n = plan->staged ? plan->staged->len : 0;
+        g_autofree char *target = g_strdup_printf("%s/overlay-%u", plan->bundle_dir, n);
+        g_autofree char *dir = g_strdup_printf("%s/overlay-%u.d", plan->bundle_dir, n);
+        g_autofree char *upper = g_build_filename(dir, "upper", NULL);
+        g_autofree char *work = g_build_filename(dir, "work", NULL);
+        g_autofree char *data = NULL;
+        unsigned long flags = s->in.n_uid_mappings > 0 ? MS_NOSUID | MS_NODEV : 0;
+
+        if (!S_ISDIR(lower_st->st_mode))
+                return kiln_invalid(error, v->arg, "an overlay's source must be a directory");
+        if (mkdir(target, 0700) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s",
+                                 v->arg, g_strerror(errno));
+        if (v->upper_fd >= 0) {
+                g_free(upper);
+                g_free(work);
+                upper = g_strdup_printf("/proc/self/fd/%d", v->upper_fd);
+                work = g_strdup_printf("/proc/self/fd/%d", v->work_fd);
+        } else if (mkdir(dir, 0700) < 0 || mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0 ||
+                   chown(upper, lower_st->st_uid, lower_st->st_gid) < 0 ||
+                   chmod(upper, lower_st->st_mode & 07777) < 0) {
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s",
+                                 v->arg, g_strerror(errno));
+        }
+        data = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+        if (mount("overlay", target, "overlay", flags, data) < 0)
+                return kiln_invalid(error, v->arg, "cannot mount the overlay: %s", g_strerror(errno));
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(target));
+        *ret_path = g_steal_pointer(&target);
+        return TRUE;
+}
+
 static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, GError **error)
 {
         KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(v->arg))};
-        const char *bundle = plan->bundle_dir;
         const char *source = v->source;
         g_autofree char *staged = NULL;
+        g_autofree char *merged = NULL; /* run parity: an overlay kilnd mounted */
         struct stat st;
         uid_t uid = (uid_t)-1; /* -1: set below; to chown, "leave as is" */
         gid_t gid = (gid_t)-1;
@@ -253,35 +301,15 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
         if ((v->flags & KILN_RUN_VOLUME_CHOWN) &&
             (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(v->arg, source, uid, gid, error)))
                 return FALSE;
-        /* The overlay of a bind in a user namespace fails today (an `O` volume too): a clear
-         * refusal rather than the runtime's "permission denied". */
-        if ((v->flags & KILN_RUN_VOLUME_SCRATCH) && s->in.n_uid_mappings > 0)
-                return kiln_invalid(error, v->arg,
-                                    "rw bind mounts are not available in a user namespace yet");
         /* overlayfs splits lowerdir= at ':' and the options at ','; uid 0's path may hold either. */
         if (v->kind == KILN_RUN_VOLUME_OVERLAY && strpbrk(source, ":,\\"))
                 return kiln_invalid(error, v->arg, "an overlay's source cannot contain ':', ',' or '\\'");
         if (v->kind == KILN_RUN_VOLUME_OVERLAY) {
-                g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
-                g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);
-                g_autofree char *upper = g_build_filename(dir, "upper", NULL);
-                g_autofree char *work = g_build_filename(dir, "work", NULL);
-
-                if (g_mkdir_with_parents(upper, 0700) < 0 || g_mkdir_with_parents(work, 0700) < 0)
-                        return kiln_fail(error, KILN_ERROR_CODE_FAILED,
-                                         "Cannot create an overlay for %s: %s", v->arg, g_strerror(errno));
-                mount.type = KILN_MOUNT_OVERLAY;
-                g_ptr_array_add(o, g_strconcat("lowerdir=", source, NULL));
-                g_ptr_array_add(o, g_strconcat("upperdir=", upper, NULL));
-                g_ptr_array_add(o, g_strconcat("workdir=", work, NULL));
-                /* The parsed options only: no caller string can name another lower, upper or work dir. */
-                for (char **p = v->options; p && *p; p++)
-                        g_ptr_array_add(o, g_strdup(*p));
-                g_ptr_array_add(o, NULL);
-                mount.options = keep_list(s, (char **)g_ptr_array_free(g_steal_pointer(&o), FALSE));
-        } else {
-                mount.options = keep_list(s, g_strdupv(v->options));
+                if (!mount_overlay(s, plan, v, source, &st, &merged, error))
+                        return FALSE;
+                source = merged; /* the runtime binds the overlay kilnd mounted */
         }
+        mount.options = keep_list(s, g_strdupv(v->options));
         mount.source = keep(s, g_strdup(source));
         mount.destination = keep(s, g_strdup(v->destination));
         g_array_append_val(s->mounts, mount);
