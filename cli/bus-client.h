@@ -11,7 +11,7 @@
 #include <glib.h>
 #include <systemd/sd-bus.h>
 
-#include "kiln-common.h"
+#include "base/kiln-common.h"
 
 #define KILN_PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
 #ifndef KILN_PROCESS_INTERFACE

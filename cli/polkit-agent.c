@@ -25,7 +25,7 @@
 #include <systemd/sd-login.h>
 
 #include "cli-util.h"
-#include "kiln-common.h"
+#include "base/kiln-common.h"
 #include "polkit-agent.h"
 
 #define PKTTYAGENT_PATH "/usr/bin/pkttyagent"

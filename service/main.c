@@ -9,13 +9,13 @@
 
 #include "kiln-build-config.h"
 
-#include "auth.h"
-#include "bus-glib.h"
-#include "fd-limit.h"
-#include "isolate-server.h"
-#include "manager.h"
-#include "reaper.h"
-#include "run.h"
+#include "authz/auth.h"
+#include "bus/bus-glib.h"
+#include "base/fd-limit.h"
+#include "runtime/isolate-server.h"
+#include "objects/manager.h"
+#include "base/reaper.h"
+#include "run/run.h"
 
 static void ignore_signal(int sig)
 {

@@ -65,10 +65,10 @@
 
 #include <glib.h>
 
-#include "fd-passing.h"
-#include "fs-util.h"
+#include "base/fd-passing.h"
+#include "base/fs-util.h"
 #include "import-protocol.h"
-#include "kiln-common.h"
+#include "base/kiln-common.h"
 #include "layer-digest.h"
 
 #define COPY_BUFFER_SIZE (1024 * 1024)

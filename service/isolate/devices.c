@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
-#include "rootfs.h"
+#include "base/rootfs.h"
 
 static const char *const standard_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
 

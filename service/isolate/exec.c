@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
-#include "rootfs.h"
+#include "base/rootfs.h"
 
 static const char *spec_path(const IsoSpec *spec)
 {

@@ -24,8 +24,8 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
-#include "cgroup.h"
-#include "kiln-common.h"
+#include "base/cgroup.h"
+#include "base/kiln-common.h"
 
 /* Exit codes of kiln-isolate itself (a run's exit code is otherwise the command's). */
 #define ISO_EXIT_SETUP 125     /* kiln-isolate failed: usage, config.json, or a setup step */
@@ -138,7 +138,8 @@ typedef struct IsoSpec {
         JsonNode *seccomp; /* linux.seccomp, or NULL */
 
         /* linux.cgroupsPath (cgroupfs only; NULL: the init stays in kiln-isolate's cgroup) and the
-         * limits of linux.resources the chroot isolation applies: pids, memory, cpu (service/cgroup.h) */
+         * limits of linux.resources the chroot isolation applies: pids, memory, cpu (service/base/cgroup.h)
+         */
         char *cgroups_path;
         KilnCgroupLimits limits;
 } IsoSpec;

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
-#include "rootfs.h"
+#include "base/rootfs.h"
 
 const char *iso_fd_path(char buf[ISO_FD_PATH_MAX], int fd)
 {

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
-#include "rootfs.h"
+#include "base/rootfs.h"
 
 /* Sysctls that belong to a namespace, and which one: anything else would change the host. */
 static const struct {

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
-#include "seccomp-profile.h"
+#include "spec/seccomp-profile.h"
 
 #define CACHE_FORMAT "kiln-isolate-bpf-2" /* 2: binary-tree programs */
 #define MAX_INSNS 4096                    /* BPF_MAXINSNS */

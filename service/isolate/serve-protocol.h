@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* `kiln-isolate serve`: what kilnd (service/isolate-server.c) and kiln-isolate's server (serve.c) say
- * to each other. The server's stdin is a SOCK_SEQPACKET socket to kilnd.
+/* `kiln-isolate serve`: what kilnd (service/runtime/isolate-server.c) and kiln-isolate's server (serve.c)
+ * say to each other. The server's stdin is a SOCK_SEQPACKET socket to kilnd.
  *
  * A request is one datagram: the command's working directory, then the command line after
  * kiln-isolate's global options (e.g. "--log", LOG, "run", "--detach", ..., "--", ID), each string

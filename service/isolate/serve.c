@@ -21,7 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "fd-passing.h"
+#include "base/fd-passing.h"
 #include "isolate.h"
 #include "serve-protocol.h"
 

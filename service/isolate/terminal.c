@@ -10,7 +10,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "fd-passing.h"
+#include "base/fd-passing.h"
 #include "isolate.h"
 
 int iso_console_connect(const char *path, GError **error)

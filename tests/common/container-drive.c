@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "container-drive.h"
-#include "runtime.h"
+#include "runtime/runtime.h"
 
 void drive_result_clear(DriveResult *r)
 {

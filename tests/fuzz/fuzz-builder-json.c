@@ -4,7 +4,7 @@
  * (name, from, the whole configuration), and reads it back at every start; a document it accepts
  * must also survive being written and read again unchanged, or a caller's value would change or be
  * lost across a restart. The input is the file. */
-#include "builder.h"
+#include "objects/builder.h"
 #include "fuzz-common.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One --mount value ("type=bind,src=S,dst=D,ro,..."): kiln_run_mount_parse() (run-volumes.c), the
  * one parser of mounts for authorization and preparation; a value it accepts goes, as
- * service/run.c's add_volume() does, through the spec generator, whose allow-list checks each option
+ * service/run/run.c's add_volume() does, through the spec generator, whose allow-list checks each option
  * (kiln_spec_generate(), spec-mounts.c). A refusal must name the argument; an accepted mount must
  * carry none of the overlay keys a caller could use to name other directories. The input is the
  * value itself. */

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "fuzz-common.h"
-#include "passwd.h"
+#include "base/passwd.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 #include "fuzz-common.h"
-#include "kiln-common.h"
-#include "run-options.h"
-#include "run-volumes.h"
+#include "base/kiln-common.h"
+#include "run/run-options.h"
+#include "run/run-volumes.h"
 
 static const struct {
         const char *key;

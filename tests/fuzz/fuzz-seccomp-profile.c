@@ -7,7 +7,7 @@
  * resolver lets through. The host is fixed (x86_64, Linux 6.1) so that a crash reproduces anywhere.
  * The input is the profile. */
 #include "fuzz-common.h"
-#include "seccomp-profile.h"
+#include "spec/seccomp-profile.h"
 
 static const char *const caps[] = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FOWNER",     "CAP_KILL",
                                    "CAP_SETUID", "CAP_SETGID",       "CAP_SYS_CHROOT", NULL};

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* For the targets whose parsed value ends in a spec: the smallest valid KilnSpecInput (as
  * tests/unit/test-spec.c's base input), and a caller's parsed volume turned into a KilnMount the way
- * service/run.c's add_volume() does (without its file system steps), so the generator's own checks
+ * service/run/run.c's add_volume() does (without its file system steps), so the generator's own checks
  * of mount options are fuzzed too. */
 #pragma once
 
-#include "run-volumes.h"
-#include "spec.h"
+#include "run/run-volumes.h"
+#include "spec/spec.h"
 
 static const char *const fuzz_argv[] = {"/bin/sh", NULL};
 static const guint32 fuzz_gids[] = {0};
@@ -25,7 +25,7 @@ static inline void fuzz_spec_input(KilnSpecInput *in)
         };
 }
 
-/* A parsed volume or mount (run-volumes.h) as service/run.c's add_volume() turns it into a KilnMount,
+/* A parsed volume or mount (run-volumes.h) as service/run/run.c's add_volume() turns it into a KilnMount,
  * without its file system steps: an overlay gets fixed upper and work directories, a bind of a
  * descriptor a fixed source. The strings are added to @keep, which owns them. */
 static inline KilnMount fuzz_volume_mount(GPtrArray *keep, const KilnRunVolume *v)

@@ -4,7 +4,7 @@
  * is what the ids of that user's runs come from, so a range must never be empty or reach
  * 4294967295. The input is the file's contents. */
 #include "fuzz-common.h"
-#include "userns.h"
+#include "storage/userns.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -4,8 +4,8 @@
  * kiln_spec_parse_rlimits() (spec-process.c). They are two parsers of one syntax: a list every
  * value of which the check accepted must parse, and give soft <= hard for each limit set. */
 #include "fuzz-common.h"
-#include "spec-private.h"
-#include "validate.h"
+#include "spec/spec-private.h"
+#include "base/validate.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

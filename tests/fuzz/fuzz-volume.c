@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One volume, "SRC:DST[:OPTIONS]" (-v, a builder's volumes): kiln_validate_volume() (validate.c, what
  * Configure checks) and kiln_run_volume_parse() (run-volumes.c, what a run binds), and a volume the
- * run's parser accepts through the spec generator as service/run.c's add_volume() would
+ * run's parser accepts through the spec generator as service/run/run.c's add_volume() would
  * (kiln_spec_generate(), spec-mounts.c). A refusal names the argument. The input is the value. */
 #include "fuzz-common.h"
 #include "fuzz-spec.h"
-#include "validate.h"
+#include "base/validate.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -2,7 +2,7 @@
 """Audit records: a run that weakens isolation, polkit's refusal, a Mount and a builder removed by
 someone other than its owner each leave exactly one record; an ordinary run leaves none. The test
 environment runs no journal, so the records are lines of kilnd's log (DIR/kilnd.log), KEY="value"
-pairs (service/audit.h); the MESSAGE_IDs are the documented ones (kilnd(8), AUDIT).
+pairs (service/base/audit.h); the MESSAGE_IDs are the documented ones (kilnd(8), AUDIT).
 
 kiln-alice gets run-privileged by joining the group "kiln-trusted" (the test polkit rules), as in
 test_userns, whose set-up (subordinate ids for her, so her ordinary runs keep a user namespace) is

@@ -6,10 +6,10 @@
 
 #include <gio/gio.h>
 
-#include "import/fs-util.h"
+#include "base/fs-util.h"
 #include "busybox-rootfs.h"
 #include "isolate-testlib.h"
-#include "seccomp-profile.h"
+#include "spec/seccomp-profile.h"
 
 TestEnv test_env;
 

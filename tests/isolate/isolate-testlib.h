@@ -6,7 +6,7 @@
 
 #include <json-glib/json-glib.h>
 
-#include "spec.h"
+#include "spec/spec.h"
 
 typedef struct TestEnv {
         char *tmp_dir;

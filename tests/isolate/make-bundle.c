@@ -10,8 +10,8 @@
 
 #include <glib.h>
 
-#include "seccomp-profile.h"
-#include "spec.h"
+#include "spec/seccomp-profile.h"
+#include "spec/spec.h"
 
 static void write_file(const char *dir, const char *name, const char *text)
 {

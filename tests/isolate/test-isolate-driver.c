@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* kilnd's runtime driver (service/runtime.h) with kiln-isolate as its runtime, both ways it can drive it:
- * as runc (create, start, wait, kill, delete) and as kilnd does (`isolate`: run --detach, wait, signals
- * through the pidfd, the state removed in-process). Stdio passed through or captured, the terminal
+/* kilnd's runtime driver (service/runtime/runtime.h) with kiln-isolate as its runtime, both ways it can
+ * drive it: as runc (create, start, wait, kill, delete) and as kilnd does (`isolate`: run --detach, wait,
+ * signals through the pidfd, the state removed in-process). Stdio passed through or captured, the terminal
  * through the console socket, a command that cannot run reported as runc's would be, and nothing left in
  * the state root. Needs root and a static /bin/busybox; exits 77 (skipped) otherwise. */
 #include <fcntl.h>
@@ -11,9 +11,9 @@
 #include <glib-unix.h>
 
 #include "container-drive.h"
-#include "isolate-server.h"
+#include "runtime/isolate-server.h"
 #include "isolate-testlib.h"
-#include "runtime.h"
+#include "runtime/runtime.h"
 
 #define TIMEOUT_SECONDS 60
 

@@ -15,13 +15,13 @@
 #include <glib-unix.h>
 #include <json-glib/json-glib.h>
 
-#include "import/fs-util.h"
-#include "kiln-common.h"
-#include "runtime-private.h"
+#include "base/fs-util.h"
+#include "base/kiln-common.h"
+#include "runtime/runtime-private.h"
 #include "busybox-rootfs.h"
 #include "container-drive.h"
-#include "runtime.h"
-#include "stdio-relay.h"
+#include "runtime/runtime.h"
+#include "runtime/stdio-relay.h"
 
 #define RUN_TIMEOUT_SECONDS 300
 

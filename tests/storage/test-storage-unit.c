@@ -11,10 +11,10 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#include "import/fs-util.h"
+#include "base/fs-util.h"
 #include "import/layer-digest.h"
-#include "kiln-common.h"
-#include "storage.h"
+#include "base/kiln-common.h"
+#include "storage/storage.h"
 
 #define GOOD_ID "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

@@ -15,11 +15,11 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#include "import/fs-util.h"
+#include "base/fs-util.h"
 #include "import/layer-digest.h"
-#include "kiln-common.h"
-#include "mount-idmap.h"
-#include "storage.h"
+#include "base/kiln-common.h"
+#include "storage/mount-idmap.h"
+#include "storage/storage.h"
 
 #define NOBODY 65534
 #define ID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <syslog.h>
 
-#include "audit.h"
+#include "base/audit.h"
 
 static void test_fields_in_order(void)
 {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <glib/gstdio.h>
 
-#include "config.h"
+#include "base/config.h"
 
 static char *write_temp(const char *contents)
 {

@@ -4,7 +4,7 @@
  * keep their name and message. */
 #include <glib.h>
 
-#include "errors.h"
+#include "base/errors.h"
 
 #define HIDDEN "/var/lib/kiln-test-state"
 

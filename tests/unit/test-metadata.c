@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <glib/gstdio.h>
 
-#include "builder.h"
+#include "objects/builder.h"
 
 #define ID "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define LAYER "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"

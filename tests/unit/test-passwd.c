@@ -2,8 +2,8 @@
 /* kiln's /etc/passwd and /etc/group reader: the files backend's format, hostile input included. */
 #include <string.h>
 
-#include "kiln-common.h"
-#include "passwd.h"
+#include "base/kiln-common.h"
+#include "base/passwd.h"
 
 static const char passwd[] = "# a comment line\n"
                              "\n"

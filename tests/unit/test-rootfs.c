@@ -10,8 +10,8 @@
 
 #include <gio/gio.h>
 
-#include "kiln-common.h"
-#include "rootfs.h"
+#include "base/kiln-common.h"
+#include "base/rootfs.h"
 
 typedef struct {
         char *root;    /* the "image" */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The volume and --mount parsers of run-volumes.c: every spelling of an option that weakens isolation
  * comes out as the same parsed flag, and nothing a caller writes reaches the spec generator unparsed. */
-#include "run-volumes.h"
+#include "run/run-volumes.h"
 
 static void assert_options(const KilnRunVolume *v, const char *const *expected)
 {

@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "seccomp-profile.h"
-#include "spec.h"
+#include "spec/seccomp-profile.h"
+#include "spec/spec.h"
 #include "test-paths.h"
 
 static const KilnSeccompHost x86_64_new = {SCMP_ARCH_X86_64, 6, 1};

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <sys/capability.h>
 
-#include "kiln-common.h"
-#include "spec-private.h"
-#include "spec.h"
+#include "base/kiln-common.h"
+#include "spec/spec-private.h"
+#include "spec/spec.h"
 #include "test-paths.h"
 
 #define TEST_ID "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -7,7 +7,7 @@
 
 #include <glib/gstdio.h>
 
-#include "userns.h"
+#include "storage/userns.h"
 
 /* A uid and gid no test host has an account for: subid entries then match by uid only. */
 #define OWNER 4000123

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "auth.h"
-#include "builder.h"
-#include "kiln-common.h"
-#include "validate.h"
+#include "authz/auth.h"
+#include "objects/builder.h"
+#include "base/kiln-common.h"
+#include "base/validate.h"
 
 /* A macro, so that the call happens before its error is looked at. */
 #define assert_invalid(call, error, arg)                                                                    \

@@ -1,0 +1,645 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* org.kiln.Builder1.Manager on the bus, and the registration of every object. */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "kiln-build-config.h"
+
+#include "objects/builder-dbus.h"
+#include "objects/process-dbus.h"
+#include "objects/manager.h"
+#include "base/validate.h"
+
+/* A CreateBuilder call between its checks and its reply (polkit and the import are asynchronous). */
+typedef struct {
+        KilnManager *manager;
+        sd_bus_message *message;
+        char *name; /* reserved in manager->reserved_names until the call ends */
+        char *from;
+        int rootfs_fd;
+        KilnBuilderConfig config;
+        KilnFieldMask mask;
+        KilnCreds creds; /* groups borrowed from the auth cache are copied: the caller may leave */
+        GCancellable *cancellable;
+        gboolean importing; /* kiln-import holds the request now: on_import_done frees it */
+} CreateRequest;
+
+static void create_request_free(gpointer data)
+{
+        CreateRequest *req = data;
+
+        if (req->name)
+                g_hash_table_remove(req->manager->reserved_names, req->name);
+        g_free(req->name);
+        g_free(req->from);
+        kiln_close_fdp(&req->rootfs_fd);
+        kiln_builder_config_clear(&req->config);
+        g_free(req->creds.groups);
+        g_clear_object(&req->cancellable);
+        sd_bus_message_unref(req->message);
+        g_free(req);
+}
+
+/* The authorization's destroy notify: it runs after create_authorized, or alone when the caller left
+ * while polkit was asked. */
+static void create_request_release(gpointer data)
+{
+        CreateRequest *req = data;
+
+        if (!req->importing)
+                create_request_free(req);
+}
+
+static void create_reply_error(CreateRequest *req, const GError *error)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error bus_error = SD_BUS_ERROR_NULL;
+
+        kiln_error_to_bus(error, &bus_error);
+        sd_bus_reply_method_error(req->message, &bus_error);
+}
+
+static void create_finish(CreateRequest *req, const char *layer, gboolean shifted)
+{
+        g_autoptr(GError) error = NULL;
+        KilnBuilder *b;
+
+        /* Release the reservation first: the builder takes the name itself. */
+        g_hash_table_remove(req->manager->reserved_names, req->name);
+        b = kiln_manager_create_builder(req->manager, req->name, req->creds.uid, req->from, layer, shifted,
+                                        &req->config, req->mask, &error);
+        g_clear_pointer(&req->name, g_free);
+        if (!b)
+                create_reply_error(req, error);
+        else
+                sd_bus_reply_method_return(req->message, "o", b->object_path);
+}
+
+/* A map as kiln-import takes it: "C:H:N,C:H:N,...". */
+static char *format_shift(const GArray *map)
+{
+        GString *s = g_string_new(NULL);
+
+        for (guint i = 0; i < map->len; i++) {
+                const KilnIdMapping *m = &g_array_index(map, KilnIdMapping, i);
+                g_string_append_printf(s, "%s%u:%u:%u", i ? "," : "", m->container_id, m->host_id, m->size);
+        }
+        return g_string_free(s, FALSE);
+}
+
+static void on_shift_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *layer = kiln_storage_import_finish(req->manager->storage, result, &error);
+
+        if (layer)
+                create_finish(req, layer, TRUE);
+        else if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+                g_prefix_error(&error, "Cannot make a copy of '%s' for the user namespace: ", req->from);
+                create_reply_error(req, error);
+        }
+        create_request_free(req);
+}
+
+/* The builder on its base @layer; where layers cannot be ID-mapped, a builder with a user namespace
+ * first gets a copy of it shifted to its owner's maps (made once per base and map: the copy is a
+ * content-addressed layer like any other). TRUE when kiln-import now holds the request. */
+static gboolean create_on_base(CreateRequest *req, const char *layer)
+{
+        KilnManager *m = req->manager;
+        g_auto(KilnIdMaps) maps = {0};
+        g_autoptr(GError) error = NULL;
+        g_autofree char *uid_shift = NULL, *gid_shift = NULL;
+
+        if (m->idmapped_layers ||
+            g_strcmp0(kiln_manager_default_userns(m, req->creds.uid, &req->config), "auto") != 0) {
+                create_finish(req, layer, FALSE);
+                return FALSE;
+        }
+        if (!kiln_manager_id_maps(m, req->creds.uid, &maps, &error)) {
+                create_reply_error(req, error);
+                return FALSE;
+        }
+        uid_shift = format_shift(maps.uid_map);
+        gid_shift = format_shift(maps.gid_map);
+        req->importing = TRUE;
+        kiln_storage_shift_layer_async(m->storage, layer, uid_shift, gid_shift, req->cancellable,
+                                       on_shift_done, req);
+        return TRUE;
+}
+
+static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *layer = kiln_storage_import_finish(req->manager->storage, result, &error);
+
+        if (!layer) {
+                /* A caller that left gets no reply; one that is still there learns why. */
+                if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+                        g_prefix_error(&error, "Cannot import from '%s': ", req->from);
+                        create_reply_error(req, error);
+                }
+        } else if (create_on_base(req, layer)) {
+                return;
+        }
+        create_request_free(req);
+}
+
+static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *layer = NULL;
+
+        if (denied) {
+                sd_bus_reply_method_error(m, denied);
+                return;
+        }
+        if (req->rootfs_fd >= 0 || g_str_has_prefix(req->from, "/")) {
+                const char *path = req->rootfs_fd >= 0 ? NULL : req->from;
+                /* The path is opened by kiln-import as the caller, never by the service. */
+                req->importing = TRUE;
+                kiln_storage_import_async(req->manager->storage, path, kiln_steal_fd(&req->rootfs_fd),
+                                          &req->creds, req->cancellable, on_import_done, req);
+                return;
+        }
+        layer = kiln_storage_scratch_layer(req->manager->storage, &error);
+        if (!layer)
+                create_reply_error(req, error);
+        else
+                create_on_base(req, layer); /* if it goes to kiln-import, the release leaves req alone */
+}
+
+static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **error)
+{
+        const char *contents = NULL;
+        struct stat st;
+        char type;
+        int fd;
+
+        if (sd_bus_message_peek_type(m, &type, &contents) < 0 || !contents || !g_str_equal(contents, "h"))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid rootfs_fd: expected a value of type 'h', got '%s'",
+                                 contents ? contents : "?");
+        if (sd_bus_message_read(m, "v", "h", &fd) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid rootfs_fd: cannot read it");
+        if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid rootfs_fd: not an open directory");
+        /* The message owns its descriptor; the import needs its own. */
+        kiln_close_fdp(&req->rootfs_fd);
+        req->rootfs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (req->rootfs_fd < 0) {
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                            "Cannot duplicate rootfs_fd: %s", g_strerror(errno));
+                return FALSE;
+        }
+        return TRUE;
+}
+
+/* Options of CreateBuilder: any Configure key, plus rootfs_fd. */
+static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GError **error)
+{
+        unsigned n = 0;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const KilnConfigField *field;
+                const char *key;
+
+                if (sd_bus_message_read_basic(m, 's', &key) < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid options: cannot read them");
+                if (!kiln_check_array_limit("options", ++n, req->manager->config, error))
+                        return FALSE;
+                if (g_str_equal(key, "rootfs_fd")) {
+                        if (!read_rootfs_fd(m, req, error))
+                                return FALSE;
+                } else if ((field = kiln_config_field_lookup(key))) {
+                        if (!kiln_builder_config_read_variant(&req->config, field, m, req->manager->config,
+                                                              error))
+                                return FALSE;
+                        req->mask |= 1u << (field - kiln_config_fields);
+                } else {
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid options: unknown key '%.64s'", key);
+                }
+                r = sd_bus_message_exit_container(m);
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid options: cannot read them: %s", g_strerror(-r));
+        return TRUE;
+}
+
+static gboolean name_taken(const char *name, gpointer data)
+{
+        return kiln_manager_name_taken(data, name);
+}
+
+static guint reserved_by(KilnManager *m, uid_t uid)
+{
+        GHashTableIter iter;
+        gpointer owner;
+        guint n = 0;
+
+        g_hash_table_iter_init(&iter, m->reserved_names);
+        while (g_hash_table_iter_next(&iter, NULL, &owner))
+                n += GPOINTER_TO_UINT(owner) == uid;
+        return n;
+}
+
+/* Everything CreateBuilder checks before asking polkit; nothing here changes any state. */
+static gboolean check_create(CreateRequest *req, const char *name, const char *from, GError **error)
+{
+        KilnManager *m = req->manager;
+        const KilnConfig *limits = m->config;
+
+        if (!kiln_check_string_limit("name", name, limits, error) ||
+            !kiln_check_string_limit("from", from, limits, error))
+                return FALSE;
+        if (*name && !kiln_validate_name("name", name, error))
+                return FALSE;
+        if (*name && kiln_manager_name_taken(m, name)) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_EXISTS, "A builder named '%s' already exists",
+                            name);
+                return FALSE;
+        }
+        if (g_str_has_prefix(from, "oci:") || g_str_has_prefix(from, "oci-archive:"))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid from: '%s': OCI image sources are not supported yet", from);
+        if (req->rootfs_fd >= 0) {
+                if (!g_str_has_prefix(from, "/"))
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid from: with rootfs_fd, from must be the "
+                                         "directory's absolute path, got '%s'",
+                                         from);
+        } else if (!g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/")) {
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid from: '%s' is not 'scratch', an absolute directory path, "
+                                 "'oci:DIR' or 'oci-archive:FILE'",
+                                 from);
+        }
+        if (!kiln_validate_absolute_path("from", g_str_equal(from, "scratch") ? "/" : from, FALSE, error))
+                return FALSE;
+        if (req->creds.uid != 0 &&
+            kiln_manager_count_owned(m, req->creds.uid) + reserved_by(m, req->creds.uid) >=
+                    limits->builders_per_user) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                            "User %u already has the limit of %u builders", (unsigned)req->creds.uid,
+                            limits->builders_per_user);
+                return FALSE;
+        }
+        if (g_hash_table_size(m->builders) + g_hash_table_size(m->reserved_names) >= limits->max_builders) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                            "The host already has the limit of %u builders", limits->max_builders);
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static int method_create_builder(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        CreateRequest *req = g_new0(CreateRequest, 1);
+        g_autoptr(GError) local = NULL;
+        const KilnCreds *creds;
+        const char *name, *from;
+        const char *details[] = {"name", NULL, "from", NULL, NULL};
+        int r;
+
+        req->manager = manager;
+        req->message = sd_bus_message_ref(m);
+        req->rootfs_fd = -1;
+
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                goto fail;
+        req->creds = *creds;
+        req->creds.groups = g_memdup2(creds->groups, sizeof(gid_t) * creds->n_groups);
+
+        r = sd_bus_message_read(m, "ss", &name, &from);
+        if (r < 0)
+                goto fail;
+        if (!read_create_options(m, req, &local) || !check_create(req, name, from, &local)) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
+
+        req->from = g_strdup(from);
+        req->name = *name ? g_strdup(name) : kiln_generate_builder_name(from, name_taken, manager);
+        g_hash_table_insert(manager->reserved_names, g_strdup(req->name), GUINT_TO_POINTER(req->creds.uid));
+        req->cancellable = kiln_auth_caller_cancellable(manager->auth, m);
+
+        details[1] = req->name;
+        details[3] = req->from;
+        return kiln_auth_check_method(manager->auth, m, details, create_authorized, req,
+                                      create_request_release);
+
+fail:
+        create_request_free(req);
+        return r;
+}
+
+static int method_get_builder(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        g_autoptr(GError) local = NULL;
+        const char *name_or_id;
+        KilnBuilder *b;
+        int r;
+
+        kiln_auth_track_caller(manager->auth, m);
+        r = sd_bus_message_read(m, "s", &name_or_id);
+        if (r < 0)
+                return r;
+        if (!*name_or_id)
+                return sd_bus_error_set(error, KILN_ERROR_INVALID_ARGUMENT,
+                                        "Invalid name_or_id: it is empty");
+        if (!kiln_check_string_limit("name_or_id", name_or_id, manager->config, &local))
+                return kiln_error_to_bus(local, error);
+        b = kiln_manager_find(manager, name_or_id, &local);
+        if (!b)
+                return kiln_error_to_bus(local, error);
+        /* Someone else's builder answers exactly like a missing one. */
+        if (!kiln_auth_may_access(manager->auth, m, b->owner))
+                return sd_bus_error_setf(error, KILN_ERROR_NOT_FOUND, "No builder '%s'", name_or_id);
+        return sd_bus_reply_method_return(m, "o", b->object_path);
+}
+
+/* No reply may be larger than the bus accepts: dbus-daemon's max_message_size is 32 MiB unless the bus
+ * configuration lowers it (Debian's system.conf does not), and a connection that sends a larger message
+ * is dropped, with it every run of every user. The listings (GetManagedObjects, ListBuilders) grow with
+ * what all users keep, so their size is bounded before they are built, with room for the header; a
+ * listing past it answers LimitExceeded instead (docs/decisions.md has the arithmetic). */
+#define REPLY_BYTES_MAX ((guint64)32 * 1024 * 1024 - 64 * 1024)
+
+/* An upper bound of a builder's entry in GetManagedObjects (as process_listing_bytes, process-dbus.c):
+ * each string costs at most its length + 8 bytes, each map entry two strings; the fixed part (path, the
+ * standard interfaces, 20 property names and types, padding) stays under 2 KiB. */
+static guint64 builder_listing_bytes(KilnManager *m, const KilnBuilder *b)
+{
+        g_auto(GStrv) processes = kiln_process_paths_of(m, b->id);
+        guint64 n = 2048 + strlen(b->object_path) + strlen(b->id) + strlen(b->name) + strlen(b->from) + 32;
+
+        for (size_t i = 0; i < kiln_config_n_fields; i++) {
+                const KilnConfigField *f = &kiln_config_fields[i];
+                const char *at = (const char *)&b->config + f->offset;
+
+                n += 64; /* name, variant signature, dict entry padding */
+                if (f->type == KILN_FIELD_STRING) {
+                        const char *v = *(char *const *)at;
+                        n += (v ? strlen(v) : 0) + 8;
+                } else {
+                        for (char *const *v = *(char **const *)at; v && *v; v++)
+                                n += strlen(*v) + 16;
+                }
+        }
+        for (char **p = processes; *p; p++)
+                n += strlen(*p) + 8;
+        return n;
+}
+
+/* Runs before sd-bus's own object manager builds the GetManagedObjects reply (filters see each incoming
+ * message first). Every path is estimated against all that the caller may see: a subtree is smaller. */
+static int filter_managed_objects(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        GHashTableIter iter;
+        KilnBuilder *b;
+        guint64 n;
+
+        if (!sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
+                return 0;
+        n = kiln_process_listing_bytes(manager, m);
+        g_hash_table_iter_init(&iter, manager->builders);
+        while (n <= REPLY_BYTES_MAX && g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                if (kiln_auth_may_access(manager->auth, m, b->owner))
+                        n += builder_listing_bytes(manager, b);
+        if (n <= REPLY_BYTES_MAX)
+                return 0; /* sd-bus answers */
+        g_warning("Refusing GetManagedObjects from %s: the reply could reach %" G_GUINT64_FORMAT " bytes",
+                  sd_bus_message_get_sender(m) ?: "?", n);
+        (void)sd_bus_reply_method_errorf(
+                m, KILN_ERROR_LIMIT_EXCEEDED,
+                "The objects would not fit in one bus message (more than %" G_GUINT64_FORMAT
+                " bytes): list builders with ListBuilders, read objects one by one",
+                REPLY_BYTES_MAX);
+        return 1; /* answered: sd-bus does not see it */
+}
+
+static int compare_by_name(gconstpointer a, gconstpointer b)
+{
+        return strcmp((*(KilnBuilder *const *)a)->name, (*(KilnBuilder *const *)b)->name);
+}
+
+static int method_list_builders(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_autoptr(GPtrArray) visible = g_ptr_array_new();
+        GHashTableIter iter;
+        guint64 size = 64;
+        KilnBuilder *b;
+        int r;
+
+        kiln_auth_track_caller(manager->auth, m);
+        g_hash_table_iter_init(&iter, manager->builders);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
+                if (kiln_auth_may_access(manager->auth, m, b->owner))
+                        g_ptr_array_add(visible, b);
+        g_ptr_array_sort(visible, compare_by_name);
+
+        /* Each entry: 4 strings and an object path (length + 8 at most each), a uint32, struct padding. */
+        for (guint i = 0; i < visible->len; i++) {
+                b = visible->pdata[i];
+                size += strlen(b->id) + strlen(b->name) + strlen(b->from) + strlen(b->object_path) + 48;
+        }
+        if (size > REPLY_BYTES_MAX)
+                return sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
+                                         "The list of %u builders would not fit in one bus message (more "
+                                         "than %" G_GUINT64_FORMAT " bytes)",
+                                         visible->len, REPLY_BYTES_MAX);
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(ssuso)");
+        for (guint i = 0; r >= 0 && i < visible->len; i++) {
+                b = visible->pdata[i];
+                r = sd_bus_message_append(reply, "(ssuso)", b->id, b->name, (uint32_t)b->owner, b->from,
+                                          b->object_path);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* A limit of kiln.conf as GetInfo shows it: 0 for "no bound", as kiln.conf writes it. */
+static int append_limit(sd_bus_message *reply, const char *name, guint64 value)
+{
+        return sd_bus_message_append(reply, "{st}", name, value == G_MAXUINT64 ? (guint64)0 : value);
+}
+
+/* GetInfo: what a caller may want to know before building, for the caller: its storage and the limits
+ * that bind it (uid 0 is not bound by BuildersPerUser and StorageBytesPerUser, so they are left out). No
+ * polkit action: everything here but the caller's own storage is in kiln.conf, which anyone may read. */
+static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        const KilnConfig *c = manager->config;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const KilnCreds *creds;
+        gboolean root;
+        int r;
+
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                return r;
+        root = creds->uid == 0;
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}{sv}", "version", "s", KILN_VERSION, "default_runtime",
+                                          "s", manager->runtimes[0] ? manager->runtimes[0] : "");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "s", "runtimes");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'v', "as");
+        if (r >= 0)
+                r = sd_bus_message_append_strv(reply, manager->runtimes);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "{sv}{sv}{sv}{sv}", "default_isolation", "s",
+                                          c->default_isolation, "default_network", "s", "private",
+                                          "default_userns", "s", root ? c->default_userns_root : "auto",
+                                          "storage_bytes", "t",
+                                          kiln_storage_user_bytes(manager->storage, creds->uid));
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "s", "limits");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'v', "a{st}");
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "{st}");
+        if (r >= 0 && !root)
+                r = append_limit(reply, "BuildersPerUser", c->builders_per_user);
+        if (r >= 0 && !root)
+                r = append_limit(reply, "StorageBytesPerUser", c->storage_bytes_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ProcessesPerUser", c->processes_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ArgumentBytes", c->argument_bytes);
+        if (r >= 0)
+                r = append_limit(reply, "ProcessBytesPerUser", c->process_bytes_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "LingeringProcessesPerUser", c->lingering_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "DescriptorsPerUser", c->descriptors_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "AuthorizationsPerUser", c->authorizations_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ImportBytes", c->import_bytes);
+        if (r >= 0)
+                r = append_limit(reply, "PidsLimit", c->pids_limit);
+        if (r >= 0)
+                r = append_limit(reply, "Memory", c->memory);
+        if (r >= 0)
+                r = append_limit(reply, "CPUWeight", c->cpu_weight);
+        if (r >= 0)
+                r = append_limit(reply, "TmpfsMaxSize", c->tmpfs_max_size);
+        for (int i = 0; i < 4 && r >= 0; i++) /* the a{st}, the variant, the entry, the a{sv} */
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        return sd_bus_message_append(reply, "s", KILN_VERSION);
+}
+
+static int property_get_default_runtime(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+
+        return sd_bus_message_append(reply, "s", manager->runtimes[0] ? manager->runtimes[0] : "");
+}
+
+static int property_get_runtimes(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+
+        return sd_bus_message_append_strv(reply, manager->runtimes);
+}
+
+static int property_get_default_isolation(sd_bus *bus, const char *path, const char *interface,
+                                          const char *property, sd_bus_message *reply, void *userdata,
+                                          sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+
+        return sd_bus_message_append(reply, "s", manager->config->default_isolation);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DefaultRuntime", "s", property_get_default_runtime, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Runtimes", "as", property_get_runtimes, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DefaultIsolation", "s", property_get_default_isolation, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_ARGS("CreateBuilder", SD_BUS_ARGS("s", name, "s", from, "a{sv}", options),
+                                SD_BUS_RESULT("o", builder), method_create_builder,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetBuilder", SD_BUS_ARGS("s", name_or_id), SD_BUS_RESULT("o", builder),
+                                method_get_builder, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListBuilders", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssuso)", builders),
+                                method_list_builders, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetInfo", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{sv}", info), method_get_info,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+int kiln_manager_register(KilnManager *m)
+{
+        int r;
+
+        r = sd_bus_add_object_manager(m->bus, &m->slots[0], KILN_MANAGER_PATH);
+        if (r >= 0)
+                r = sd_bus_add_object_vtable(m->bus, &m->slots[1], KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,
+                                             manager_vtable, m);
+        if (r >= 0)
+                r = sd_bus_add_fallback_vtable(m->bus, &m->slots[2], KILN_BUILDER_PATH_PREFIX,
+                                               KILN_BUILDER_INTERFACE, kiln_builder_vtable,
+                                               kiln_builder_object_find, m);
+        if (r >= 0)
+                r = sd_bus_add_node_enumerator(m->bus, &m->slots[3], KILN_BUILDER_PATH_PREFIX,
+                                               kiln_builder_node_enumerator, m);
+        if (r >= 0)
+                r = kiln_process_register(m);
+        /* Floating: lives as long as the connection. */
+        if (r >= 0)
+                r = sd_bus_add_filter(m->bus, NULL, filter_managed_objects, m);
+        return r;
+}

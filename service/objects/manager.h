@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The Manager: every builder on the host, by id and by name, and their life cycle on disk. */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "authz/auth.h"
+#include "objects/builder.h"
+#include "base/config.h"
+#include "storage/storage.h"
+#include "storage/userns.h"
+
+typedef struct KilnManager {
+        KilnConfig *config;
+        KilnStorage *storage;
+        KilnAuth *auth;
+        KilnUserns *userns;       /* subordinate ids and the pool (owned) */
+        gboolean idmapped_layers; /* layers can be ID-mapped here (else: shifted copies) */
+        sd_bus *bus;
+        GHashTable *builders;       /* id → KilnBuilder (owned) */
+        GHashTable *names;          /* name → KilnBuilder */
+        GHashTable *reserved_names; /* names of builders being created */
+        char **runtimes;            /* configured runtimes found on this host */
+        guint64 bounding_set;       /* kilnd's capability bounding set: the most a run can have */
+        guint64 next_container;
+        GHashTable *processes;                    /* object path → KilnProcess (owned) */
+        GHashTable *process_reservations;         /* uid → Run/RunCaptured/Start calls not yet a process */
+        struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
+        guint64 next_process;
+        gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
+        sd_bus_slot *slots[6];
+} KilnManager;
+
+KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
+void kiln_manager_free(KilnManager *manager);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnManager, kiln_manager_free)
+
+/* Re-exports every builder on disk; removes what a crash left half-created. */
+void kiln_manager_load(KilnManager *manager);
+
+/* By name, full id, or a unique id prefix of at least KILN_ID_MIN_PREFIX characters. */
+KilnBuilder *kiln_manager_find(KilnManager *manager, const char *name_or_id, GError **error);
+gboolean kiln_manager_name_taken(KilnManager *manager, const char *name);
+guint kiln_manager_count_owned(KilnManager *manager, uid_t owner);
+
+/* [Limits] ProcessesPerUser counts a uid's running processes and its calls on their way to becoming
+ * one: a call takes its slot before polkit is asked (so concurrent calls cannot all pass the count
+ * and overshoot it) and gives it back exactly once, when it is refused, dropped or fails, or just
+ * before its Process object takes the slot over. */
+gboolean kiln_manager_reserve_process(KilnManager *manager, uid_t uid, GError **error);
+void kiln_manager_release_process(KilnManager *manager, uid_t uid);
+
+/* Creates the builder's directories and metadata, then exports it. */
+KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner,
+                                         const char *from, const char *layer, gboolean layer_shifted,
+                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
+                                         GError **error);
+/* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for
+ * everyone else. */
+const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);
+/* Unmounts (a mount kept for a next run too), removes from disk and unexports. */
+gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
+/* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
+ * subordinate ids (see userns.h). A builder's maps depend on its owner only. */
+typedef struct {
+        GArray *uid_map;
+        GArray *gid_map;
+} KilnIdMaps;
+void kiln_id_maps_clear(KilnIdMaps *maps);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)
+gboolean kiln_manager_id_maps(KilnManager *manager, uid_t owner, KilnIdMaps *ret, GError **error);
+
+/* Start-up: whether the layers' file system takes ID-mapped mounts (and kiln.conf allows them); where
+ * not, builders with a user namespace are made from shifted copies of their bases (logged once). */
+void kiln_manager_detect_idmapped_layers(KilnManager *manager);
+
+/* The builder's root file system, mounted while anyone holds it (Mount() and every run) and for
+ * [Run] KeepMountedSeconds after the last holder lets go, so that the next run reuses the mount. With
+ * @maps (for userns=auto) the layers are ID-mapped through them; a builder mounted one way while held
+ * is Busy for the other, and a kept mount of the other kind is replaced. */
+char *kiln_manager_acquire_rootfs(KilnManager *manager, KilnBuilder *builder, const KilnIdMaps *maps,
+                                  GError **error);
+void kiln_manager_release_rootfs(KilnManager *manager, KilnBuilder *builder);
+/* Unmounts now a root file system that nobody holds but that is kept for a next run (Unmount()). */
+void kiln_manager_unmount_lingering(KilnManager *manager, KilnBuilder *builder);
+
+/* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */
+char *kiln_manager_next_container_id(KilnManager *manager, KilnBuilder *builder);
+
+/* Start-up: runs a trivial container with each runtime found and makes the first that works the
+ * default (crun refuses some cgroup v1 layouts where runc works). */
+void kiln_manager_detect_runtime(KilnManager *manager);
+
+/* Start-up: deletes the runtime containers a crash left in kiln's runtime root (before their bundles
+ * and mounts are cleaned up). */
+void kiln_manager_delete_stale_containers(KilnManager *manager);
+
+/* At shutdown: unmounts every builder that Mount() mounted and every mount kept for a next run; from
+ * then on a builder is unmounted as soon as its last run ends. */
+void kiln_manager_unmount_all(KilnManager *manager);
+
+/* Builds one signal addressed to @destination. */
+typedef int (*KilnSignalFactory)(KilnManager *manager, const char *destination, gconstpointer data,
+                                 sd_bus_message **ret);
+/* Sends a signal about an object of @owner to each client that may see it (see auth.h): the
+ * vtable-driven sd_bus_emit_* helpers broadcast, and a builder's name, configuration or command
+ * lines are private to those who may see it. */
+void kiln_manager_send_to_watchers(KilnManager *manager, uid_t owner, KilnSignalFactory factory,
+                                   gconstpointer data);
+
+/* Registers the Manager and Builder objects on the bus. */
+int kiln_manager_register(KilnManager *manager);

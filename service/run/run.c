@@ -1,0 +1,831 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/openat2.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "kiln-build-config.h"
+
+#include "base/passwd.h"
+#include "base/rootfs.h"
+#include "run/run.h"
+#include "run/run-volumes.h"
+#include "runtime/runtime.h"
+#include "spec/seccomp-profile.h"
+#include "spec/spec.h"
+#include "storage/userns.h"
+
+/* /etc/passwd and /etc/group of an image are read up to this size; larger ones are refused. */
+#define ACCOUNT_FILE_MAX (4 * 1024 * 1024)
+#define HOST_FILE_MAX (256 * 1024)
+
+static const char *first_set(const char *a, const char *b)
+{
+        return a && *a ? a : b && *b ? b : NULL;
+}
+
+gboolean kiln_run_wants_userns(const KilnBuilder *b, const KilnRunOptions *o)
+{
+        return g_strcmp0(first_set(o->userns, b->config.userns), "auto") == 0;
+}
+
+static char **concat_lists(char **a, char **b)
+{
+        g_autoptr(GStrvBuilder) all = g_strv_builder_new();
+
+        if (a)
+                g_strv_builder_addv(all, (const char **)a);
+        if (b)
+                g_strv_builder_addv(all, (const char **)b);
+        return g_strv_builder_end(all);
+}
+
+void kiln_run_plan_free(KilnRunPlan *plan)
+{
+        if (!plan)
+                return;
+        /* Staged volumes first: the bundle is removed without crossing into other file systems. */
+        /* Last first: an overlay before the staged bind it has as its lower dir. */
+        for (guint i = plan->staged ? plan->staged->len : 0; i-- > 0;)
+                if (umount2(plan->staged->pdata[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+                        g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i],
+                                  g_strerror(errno));
+        g_clear_pointer(&plan->staged, g_ptr_array_unref);
+        if (plan->bundle_dir) {
+                g_autoptr(GError) error = NULL;
+                if (!kiln_storage_remove_bundle(plan->manager->storage, plan->container_id, &error))
+                        g_warning("Cannot remove bundle %s: %s", plan->bundle_dir, error->message);
+        }
+        if (plan->rootfs) {
+                KilnBuilder *b = g_hash_table_lookup(plan->manager->builders, plan->builder_id);
+                if (b)
+                        kiln_manager_release_rootfs(plan->manager, b);
+        }
+        g_free(plan->builder_id);
+        g_free(plan->container_id);
+        g_free(plan->bundle_dir);
+        g_free(plan->rootfs);
+        g_free(plan->runtime);
+        g_strfreev(plan->runtime_args);
+        g_free(plan->state_root);
+        g_strfreev(plan->argv);
+        g_free(plan->early_message);
+        kiln_cgroup_remove(&plan->resources); /* the container is gone: its cgroup goes too */
+        kiln_run_resources_clear(&plan->resources);
+        g_free(plan);
+}
+
+/* Everything the spec input points to, kept alive until the spec is generated. */
+typedef struct {
+        KilnSpecInput in;
+        GPtrArray *strings;      /* owned strings the input points into */
+        GPtrArray *string_lists; /* owned NULL-terminated lists */
+        GArray *mounts;          /* KilnMount */
+        GArray *devices;         /* KilnDevice */
+        GArray *gids;            /* guint32 */
+        JsonNode *seccomp;
+} SpecScratch;
+
+static void spec_scratch_clear(SpecScratch *s)
+{
+        g_clear_pointer(&s->strings, g_ptr_array_unref);
+        g_clear_pointer(&s->string_lists, g_ptr_array_unref);
+        g_clear_pointer(&s->mounts, g_array_unref);
+        g_clear_pointer(&s->devices, g_array_unref);
+        g_clear_pointer(&s->gids, g_array_unref);
+        g_clear_pointer(&s->seccomp, json_node_unref);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(SpecScratch, spec_scratch_clear)
+
+static const char *keep(SpecScratch *s, char *owned)
+{
+        g_ptr_array_add(s->strings, owned);
+        return owned;
+}
+
+static const char *const *keep_list(SpecScratch *s, char **owned)
+{
+        g_ptr_array_add(s->string_lists, owned);
+        return (const char *const *)owned;
+}
+
+/* The run's volumes and mounts come from its one resolved list (run-volumes.h), the list its
+ * authorization judged. `O` makes an overlay whose throw-away upper and work dirs live in the bundle;
+ * `U` gives the source to the run's user; z and Z are no-ops without SELinux. */
+/* nftw() passes no user data; kilnd prepares runs on its one main-loop thread, so these are safe. */
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int chown_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        return lchown(path, chown_uid, chown_gid) < 0 ? -1 : 0;
+}
+
+/* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTW_PHYS never follows a
+ * symlink in the tree and FTW_MOUNT never leaves its file system. For a caller other than uid 0, `U`
+ * needs run-privileged (run-privileges.c), and @source is the staged bind of what the caller opened,
+ * not a path it named. */
+static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t gid, GError **error)
+{
+        chown_uid = uid;
+        chown_gid = gid;
+        if (nftw(source, chown_entry, 64, FTW_PHYS | FTW_MOUNT) != 0)
+                return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source,
+                                    g_strerror(errno));
+        return TRUE;
+}
+
+/* A source held as a descriptor is bind-mounted into the bundle first, by kilnd, in the host's mount
+ * namespace where the descriptor's mount lives (the runtime binds in the container's new namespace,
+ * where a mount of another namespace cannot be the source), and the runtime then binds that staged
+ * path: it never resolves a path a caller named. This is safe: the descriptor is never a symlink
+ * (for a caller other than uid 0, a directory or a regular file: run-volumes.c checked), opened by or
+ * as the caller (or, for a source the caller cannot read, by kilnd once run-privileged was granted),
+ * so the bind shows only what was authorized; the bundle sits in RUNTIME/bundles, which only root
+ * may enter (a bundle of a run in a user namespace is 0711 itself, for the mapped root inside
+ * kiln-runtime-ns's namespace). */
+static gboolean stage_fd(KilnRunPlan *plan, int fd, const char *arg, char **ret_path, GError **error)
+{
+        g_autofree char *target =
+                g_strdup_printf("%s/volume-%u", plan->bundle_dir, plan->staged ? plan->staged->len : 0);
+        g_autofree char *source = g_strdup_printf("/proc/self/fd/%d", fd);
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return kiln_invalid(error, arg, "fstat: %s", g_strerror(errno));
+        /* A symlink would be bound as the link, and its unmount would follow it. */
+        if (S_ISLNK(st.st_mode))
+                return kiln_invalid(error, arg, "the source is not a directory or a regular file");
+        if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknod(target, S_IFREG | 0600, 0) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot stage %s: %s", arg,
+                                 g_strerror(errno));
+        if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return kiln_invalid(error, arg, "cannot bind it: %s", g_strerror(errno));
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(target));
+        *ret_path = g_steal_pointer(&target);
+        return TRUE;
+}
+
+/* A source the caller cannot read, bound now that run-privileged was granted: opened by kilnd (as
+ * root, which is what the grant allows) and staged like any other, so the runtime still binds no
+ * path of the caller's. Magic links stay refused. */
+static int open_privileged_source(const KilnRunVolume *v, GError **error)
+{
+#ifdef SYS_openat2
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
+        int fd = (int)syscall(SYS_openat2, AT_FDCWD, v->source, &how, sizeof(how));
+#else
+        int fd = -1;
+        errno = ENOSYS;
+#endif
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                kiln_invalid(error, v->arg, "source '%s': %s", v->source, g_strerror(errno));
+                kiln_close_fdp(&fd);
+                return -1;
+        }
+        if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+                kiln_invalid(error, v->arg, "the source is not a directory or a regular file");
+                kiln_close_fdp(&fd);
+                return -1;
+        }
+        return fd;
+}
+
+/* The host ids of the run's user: what files kilnd makes for it inside the root file system or a volume
+ * must be owned by on disk. */
+static gboolean run_user_host_ids(const SpecScratch *s, uid_t *uid, gid_t *gid, GError **error)
+{
+        guint32 u = s->in.uid, g = s->in.gid;
+
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, s->in.uid, &u) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, s->in.gid, &g)))
+                return kiln_invalid(error, "user", "%u:%u is not mapped in the builder's user namespace",
+                                    (unsigned)s->in.uid, (unsigned)s->in.gid);
+        *uid = u;
+        *gid = g;
+        return TRUE;
+}
+
+/* ---- run parity: `O` overlays, mounted by kilnd ---- */
+/* An `O` volume (and a bind --mount with rw) is an overlay kilnd mounts itself, in the host's mount
+ * namespace, at BUNDLE/overlay-N, which the runtime then binds like any staged volume: the same for
+ * both executors, with or without a user namespace (where neither runc nor kiln-isolate, as the mapped
+ * root, may mount an overlay of these directories). This is safe: the lower dir is @lower, the staged
+ * bind of what the caller opened (or uid 0's own path); the upper and work dirs are kilnd's own in the
+ * bundle, or the caller's persistent ones, opened as the caller and owned by it (run-volumes.c), named
+ * to overlayfs only as /proc/self/fd/N, never as a path the caller could swap. In a user namespace
+ * the overlay is nosuid,nodev. A throw-away upper dir takes the owner and mode of the lower's root, so
+ * that the merged root is what the caller sees in the source (podman and buildah do the same). */
+static gboolean mount_overlay(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, const char *lower,
+                              const struct stat *lower_st, char **ret_path, GError **error)
+{
+        guint n = plan->staged ? plan->staged->len : 0;
+        g_autofree char *target = g_strdup_printf("%s/overlay-%u", plan->bundle_dir, n);
+        g_autofree char *dir = g_strdup_printf("%s/overlay-%u.d", plan->bundle_dir, n);
+        g_autofree char *upper = g_build_filename(dir, "upper", NULL);
+        g_autofree char *work = g_build_filename(dir, "work", NULL);
+        g_autofree char *data = NULL;
+        unsigned long flags = s->in.n_uid_mappings > 0 ? MS_NOSUID | MS_NODEV : 0;
+
+        if (!S_ISDIR(lower_st->st_mode))
+                return kiln_invalid(error, v->arg, "an overlay's source must be a directory");
+        if (mkdir(target, 0700) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s",
+                                 v->arg, g_strerror(errno));
+        if (v->upper_fd >= 0) {
+                g_free(upper);
+                g_free(work);
+                upper = g_strdup_printf("/proc/self/fd/%d", v->upper_fd);
+                work = g_strdup_printf("/proc/self/fd/%d", v->work_fd);
+        } else if (mkdir(dir, 0700) < 0 || mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0 ||
+                   chown(upper, lower_st->st_uid, lower_st->st_gid) < 0 ||
+                   chmod(upper, lower_st->st_mode & 07777) < 0) {
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s",
+                                 v->arg, g_strerror(errno));
+        }
+        data = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+        if (mount("overlay", target, "overlay", flags, data) < 0)
+                return kiln_invalid(error, v->arg, "cannot mount the overlay: %s", g_strerror(errno));
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(target));
+        *ret_path = g_steal_pointer(&target);
+        return TRUE;
+}
+
+static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, GError **error)
+{
+        KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(v->arg))};
+        const char *source = v->source;
+        g_autofree char *staged = NULL;
+        g_autofree char *merged = NULL; /* run parity: an overlay kilnd mounted */
+        struct stat st;
+        uid_t uid = (uid_t)-1; /* -1: set below; to chown, "leave as is" */
+        gid_t gid = (gid_t)-1;
+
+        if (v->kind == KILN_RUN_VOLUME_TMPFS) {
+                mount.type = KILN_MOUNT_TMPFS;
+                mount.destination = keep(s, g_strdup(v->destination));
+                mount.options = keep_list(s, g_strdupv(v->options));
+                g_array_append_val(s->mounts, mount);
+                return TRUE;
+        }
+        /* A source held open (volume_fds, or a path a caller other than uid 0 named, opened as the
+         * caller) is bound from that descriptor; so is one the caller cannot read, opened now. Only
+         * uid 0's paths reach the runtime as paths. */
+        if (v->fd >= 0) {
+                if (!stage_fd(plan, v->fd, v->arg, &staged, error))
+                        return FALSE;
+                source = staged;
+        } else if (v->unreadable) {
+                _cleanup_close_ int fd = open_privileged_source(v, error);
+                if (fd < 0 || !stage_fd(plan, fd, v->arg, &staged, error))
+                        return FALSE;
+                source = staged;
+        }
+        if (!source || stat(source, &st) < 0)
+                return kiln_invalid(error, v->arg, "source '%s': %s", source ? source : "",
+                                    g_strerror(errno));
+        /* `U` changes the owner of what is bound (the staged mount, for a descriptor). */
+        if ((v->flags & KILN_RUN_VOLUME_CHOWN) &&
+            (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(v->arg, source, uid, gid, error)))
+                return FALSE;
+        /* overlayfs splits lowerdir= at ':' and the options at ','; uid 0's path may hold either. */
+        if (v->kind == KILN_RUN_VOLUME_OVERLAY && strpbrk(source, ":,\\"))
+                return kiln_invalid(error, v->arg, "an overlay's source cannot contain ':', ',' or '\\'");
+        if (v->kind == KILN_RUN_VOLUME_OVERLAY) {
+                if (!mount_overlay(s, plan, v, source, &st, &merged, error))
+                        return FALSE;
+                source = merged; /* the runtime binds the overlay kilnd mounted */
+        }
+        mount.options = keep_list(s, g_strdupv(v->options));
+        mount.source = keep(s, g_strdup(source));
+        mount.destination = keep(s, g_strdup(v->destination));
+        g_array_append_val(s->mounts, mount);
+        return TRUE;
+}
+
+static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GError **error)
+{
+        g_auto(GStrv) parts = g_strsplit(spec, ":", 3);
+        KilnDevice d = {0};
+        struct stat st;
+
+        /* A host device the caller named, looked up as root: devices need run-privileged from anyone
+         * but uid 0 (run-privileges.c), and only its type and numbers are used, to describe the node
+         * the runtime creates. */
+        if (stat(parts[0], &st) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg,
+                                 parts[0], g_strerror(errno));
+        if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid %s: '%s' is not a device node", arg, parts[0]);
+        d.path = keep(s, g_strdup(parts[1] ? parts[1] : parts[0]));
+        d.type = S_ISCHR(st.st_mode) ? 'c' : 'b';
+        d.major = major(st.st_rdev);
+        d.minor = minor(st.st_rdev);
+        d.file_mode = st.st_mode & 07777;
+        d.access = parts[1] && parts[2] ? keep(s, g_strdup(parts[2])) : NULL;
+        g_array_append_val(s->devices, d);
+        return TRUE;
+}
+
+static guint64 parse_size(const char *value)
+{
+        char *end = NULL;
+        guint64 n = g_ascii_strtoull(value, &end, 10);
+
+        switch (g_ascii_tolower(*end)) {
+        case 'k':
+                return n << 10;
+        case 'm':
+                return n << 20;
+        case 'g':
+                return n << 30;
+        default:
+                return n;
+        }
+}
+
+/* The host's /etc/hosts plus the container's name, as buildah writes it. */
+static char *hosts_file(const char *hostname)
+{
+        g_autofree char *host = NULL;
+        gsize len = 0;
+
+        if (!g_file_get_contents("/etc/hosts", &host, &len, NULL) || len > HOST_FILE_MAX) {
+                g_free(host);
+                host = g_strdup("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        }
+        return g_strdup_printf("%s%s127.0.1.1\t%s\n", host, g_str_has_suffix(host, "\n") ? "" : "\n",
+                               hostname);
+}
+
+/* The host's resolv.conf; with a private network, loopback nameservers are of no use inside. */
+static char *resolv_conf_file(gboolean private_network)
+{
+        g_autofree char *host = NULL;
+        g_auto(GStrv) lines = NULL;
+        GString *out = g_string_new(NULL);
+        gsize len = 0;
+
+        if (!g_file_get_contents("/etc/resolv.conf", &host, &len, NULL) || len > HOST_FILE_MAX)
+                return g_string_free(out, FALSE);
+        lines = g_strsplit(host, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_autofree char *t = g_strstrip(g_strdup(*l));
+                if (private_network && g_str_has_prefix(t, "nameserver") &&
+                    (strstr(t, " 127.") || strstr(t, "\t127.") || strstr(t, " ::1") || strstr(t, "\t::1")))
+                        continue;
+                if (**l || l[1])
+                        g_string_append_printf(out, "%s\n", *l);
+        }
+        return g_string_free(out, FALSE);
+}
+
+/* A file of kilnd's own in the bundle, owned by @uid:@gid (-1: root) with exactly @mode, whatever
+ * kilnd's umask (0077) made of it. Paths are safe here: the bundle is kilnd's, fresh, and no caller
+ * can enter it. */
+static gboolean write_bundle_file(const char *bundle, const char *name, const char *contents, mode_t mode,
+                                  uid_t uid, gid_t gid, char **ret_path, GError **error)
+{
+        g_autofree char *path = g_build_filename(bundle, name, NULL);
+
+        if (!g_file_set_contents_full(path, contents, -1, G_FILE_SET_CONTENTS_NONE, mode, error))
+                return FALSE;
+        /* chown before chmod: chown clears set-id bits, and there are none to keep. */
+        if (lchown(path, uid, gid) < 0 || chmod(path, mode) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot set the owner and mode of %s: %s",
+                                 name, g_strerror(errno));
+        if (ret_path)
+                *ret_path = g_steal_pointer(&path);
+        return TRUE;
+}
+
+static char *resolve_runtime(KilnManager *m, const char *requested, GError **error)
+{
+        const char *name = requested && *requested ? requested : m->runtimes[0];
+        char *path;
+
+        if (!name) {
+                kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "No OCI runtime was found on this host");
+                return NULL;
+        }
+        path = g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
+        if (!path || !g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
+                g_free(path);
+                kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                          "Invalid runtime: '%s' is not an executable runtime", name);
+                return NULL;
+        }
+        return path;
+}
+
+static gboolean fill_namespaces(KilnSpecInput *in, const KilnRunOptions *o, GError **error)
+{
+        return kiln_namespace_parse("network", o->network ? o->network : "", TRUE, &in->network, error) &&
+               kiln_namespace_parse("pid", o->pid ? o->pid : "", FALSE, &in->pid, error) &&
+               kiln_namespace_parse("ipc", o->ipc ? o->ipc : "", FALSE, &in->ipc, error) &&
+               kiln_namespace_parse("uts", o->uts ? o->uts : "", FALSE, &in->uts, error) &&
+               kiln_namespace_parse("cgroupns", o->cgroupns ? o->cgroupns : "", FALSE, &in->cgroup, error);
+}
+
+/* ---- run parity: supplementary groups (group_add) ---- */
+/* After the user's own groups: each group_add entry as a gid of the image's /etc/group (@group), then
+ * for "keep-groups" (uid 0 only, run-volumes.c) the caller's host groups, which exist only without a
+ * user namespace. In a user namespace each gid must be mapped, or setgroups would fail in the runtime. */
+static gboolean fill_group_add(SpecScratch *s, const KilnRunOptions *o, const char *group, gsize group_len,
+                               GError **error)
+{
+        guint32 host;
+
+        for (guint i = 0; o->resolved_group_add && o->resolved_group_add[i]; i++) {
+                const char *arg = o->resolved_group_args[i];
+                if (!kiln_group_add_resolve(group, group_len, arg, o->resolved_group_add[i], s->gids, error))
+                        return FALSE;
+                if (s->in.n_gid_mappings > 0 &&
+                    !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings,
+                                        g_array_index(s->gids, guint32, s->gids->len - 1), &host))
+                        return kiln_invalid(error, arg,
+                                            "gid %u is not mapped in the builder's user namespace",
+                                            g_array_index(s->gids, guint32, s->gids->len - 1));
+        }
+        if (o->caller_groups && s->in.n_gid_mappings > 0)
+                return kiln_invalid(error, "group_add",
+                                    "'keep-groups' needs a run without a user namespace (userns host)");
+        for (guint i = 0; o->caller_groups && i < o->caller_groups->len; i++) {
+                guint32 gid = g_array_index(o->caller_groups, guint32, i);
+                gboolean seen = FALSE;
+                for (guint j = 0; j < s->gids->len && !seen; j++)
+                        seen = g_array_index(s->gids, guint32, j) == gid;
+                if (!seen && s->gids->len < KILN_MAX_ADDITIONAL_GIDS)
+                        g_array_append_val(s->gids, gid);
+        }
+        return TRUE;
+}
+
+static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, const KilnRunOptions *o,
+                          GError **error)
+{
+        g_autofree char *passwd = NULL, *group = NULL;
+        gsize passwd_len = 0, group_len = 0;
+        g_autoptr(GError) local = NULL;
+        char *home = NULL;
+
+        /* Only regular files inside the image, bounded; a missing file is an image without accounts. */
+        if (!kiln_rootfs_read_file(rootfd, "/etc/passwd", ACCOUNT_FILE_MAX, &passwd, &passwd_len, &local)) {
+                if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                                   "Cannot read /etc/passwd: ");
+                        return FALSE;
+                }
+                g_clear_error(&local);
+        }
+        if (!kiln_rootfs_read_file(rootfd, "/etc/group", ACCOUNT_FILE_MAX, &group, &group_len, &local)) {
+                if (!g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                                   "Cannot read /etc/group: ");
+                        return FALSE;
+                }
+        }
+        if (!kiln_resolve_user(spec ? spec : "", passwd, passwd_len, group, group_len, &s->in.uid,
+                               &s->in.gid, &s->gids, &home, error))
+                return FALSE;
+        s->in.home = keep(s, home);
+        if (!fill_group_add(s, o, group, group_len, error))
+                return FALSE;
+        s->in.additional_gids = (const guint32 *)s->gids->data;
+        s->in.n_additional_gids = s->gids->len;
+        return TRUE;
+}
+
+static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile, GError **error)
+{
+        g_auto(GStrv) caps = NULL;
+        g_autofree char *path = NULL;
+
+        if (g_strcmp0(profile, "unconfined") == 0)
+                return TRUE;
+        caps = kiln_spec_capabilities(&s->in, error);
+        if (!caps)
+                return FALSE;
+        path = g_strdup_printf("%s/seccomp/%s.json", m->config->data_dir,
+                               profile && *profile ? profile : "default");
+        s->seccomp = kiln_seccomp_profile_load(path, (const char *const *)caps, error);
+        s->in.seccomp = s->seccomp;
+        return s->seccomp != NULL;
+}
+
+static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnRunOptions *o, GError **error)
+{
+        /* The list the authorization judged, never the option strings again. */
+        if (!o->resolved_volumes)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "The run's volumes were not resolved");
+        for (guint i = 0; i < o->resolved_volumes->len; i++)
+                if (!add_volume(s, plan, o->resolved_volumes->pdata[i], error))
+                        return FALSE;
+        for (char **d = o->devices; d && *d; d++) {
+                g_autofree char *arg = g_strdup_printf("devices[%d]", (int)(d - o->devices));
+                if (!add_device(s, arg, *d, error))
+                        return FALSE;
+        }
+        s->in.mounts = (const KilnMount *)s->mounts->data;
+        s->in.n_mounts = s->mounts->len;
+        s->in.devices = (const KilnDevice *)s->devices->data;
+        s->in.n_devices = s->devices->len;
+        return TRUE;
+}
+
+static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const KilnBuilder *b,
+                                      const char *bundle, const KilnRunOptions *o, GError **error)
+{
+        const char *hostname = first_set(o->hostname, b->config.hostname);
+        g_autofree char *short_id = g_strndup(b->id, 12);
+        g_autofree char *name = g_strdup(hostname ? hostname : short_id);
+        g_autofree char *hosts = hosts_file(name);
+        g_autofree char *resolv = resolv_conf_file(s->in.network.mode != KILN_NAMESPACE_HOST);
+        g_autofree char *hostname_file = g_strdup_printf("%s\n", name);
+        g_autofree char *containerenv =
+                g_strdup_printf("engine=\"kiln-%s\"\nname=\"%s\"\nid=\"%s\"\n"
+                                "image=\"%s\"\nimageid=\"%s\"\nrootless=%d\n",
+                                KILN_VERSION, b->name, b->id, b->from, b->layer, s->in.uid_mappings ? 1 : 0);
+        const struct {
+                const char *name;
+                const char *contents;
+                const char **target;
+        } files[] = {
+                {"hosts", o->no_hosts ? NULL : hosts, &s->in.files.hosts},
+                {"resolv.conf", resolv, &s->in.files.resolv_conf},
+                {"hostname", o->no_hostname ? NULL : hostname_file, &s->in.files.hostname},
+                {"containerenv", containerenv, &s->in.files.containerenv},
+        };
+        guint32 root_uid = 0, root_gid = 0;
+
+        /* Readable by every user of the container, as buildah makes them (apt resolves names after
+         * dropping to its own user), and owned by the container's root, not by an unmapped host root. */
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, 0, &root_uid) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, 0, &root_gid)))
+                return kiln_invalid(error, "userns", "the container's root is not mapped");
+        for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+                char *path = NULL;
+                if (!files[i].contents)
+                        continue;
+                if (!write_bundle_file(bundle, files[i].name, files[i].contents, 0644, root_uid, root_gid,
+                                       &path, error))
+                        return FALSE;
+                *files[i].target = keep(s, path);
+        }
+        return TRUE;
+}
+
+char *kiln_run_isolate_path(KilnManager *m)
+{
+        return g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+}
+
+/* kiln-isolate keeps its compiled filters under kilnd's runtime directory, not in its own default
+ * place. */
+static void add_isolate_arguments(GStrvBuilder *args, KilnManager *m)
+{
+        g_strv_builder_add_many(args, "--cache-dir", kiln_storage_isolate_cache(m->storage), NULL);
+}
+
+char **kiln_run_isolate_globals(KilnManager *m)
+{
+        g_autofree char *path = kiln_run_isolate_path(m);
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+        g_auto(GStrv) arguments = NULL;
+
+        add_isolate_arguments(args, m);
+        arguments = g_strv_builder_end(args);
+        return kiln_runtime_global_argv(path, (const char *const *)arguments,
+                                        kiln_storage_isolate_root(m->storage));
+}
+
+/* The runtime's global arguments: kiln-isolate's own, and for an OCI runtime the caller's
+ * (run-privileged). */
+static char **runtime_arguments(const KilnRunPlan *plan, KilnManager *m, const KilnRunOptions *o)
+{
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+
+        if (plan->isolate)
+                add_isolate_arguments(args, m);
+        if (plan->resources.systemd)
+                g_strv_builder_add(args, "--systemd-cgroup");
+        if (o->runtime_args)
+                g_strv_builder_addv(args, (const char **)o->runtime_args);
+        return g_strv_builder_end(args);
+}
+
+/* The runtime sets up the container's mounts as its mapped root, which may not enter kilnd's root-only
+ * runtime directory: kiln-runtime-ns runs it where only this run's bundle, root file system and the
+ * runtime's state show there, through directories anyone may enter (see kiln-runtime-ns.c). The
+ * bundle itself becomes enterable; outside that namespace its parent still shuts everyone out. */
+static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, KilnManager *m, GError **error)
+{
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+        g_auto(GStrv) runtime_args = g_steal_pointer(&plan->runtime_args);
+
+        if (chmod(plan->bundle_dir, 0711) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "chmod %s: %s", plan->bundle_dir,
+                                 g_strerror(errno));
+        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs,
+                                plan->state_root, NULL);
+        if (plan->isolate)
+                g_strv_builder_add(args, kiln_storage_isolate_cache(m->storage));
+        g_strv_builder_add_many(args, "--", plan->runtime, NULL);
+        if (runtime_args)
+                g_strv_builder_addv(args, (const char **)runtime_args);
+        plan->runtime_args = g_strv_builder_end(args);
+        g_free(plan->runtime);
+        plan->runtime = g_build_filename(m->config->helper_dir, "kiln-runtime-ns", NULL);
+        return TRUE;
+}
+
+/* A command given with a '/' is not searched for, but it must still exist and be executable inside
+ * the image, or the run ends as a shell's would (127, 126) instead of as a runtime failure. */
+static gboolean check_executable(KilnRunPlan *plan, int rootfd)
+{
+        _cleanup_close_ int fd = kiln_rootfs_open(rootfd, plan->argv[0], O_PATH, 0);
+        struct stat st;
+
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111))
+                return TRUE;
+        plan->early_exit_status = fd < 0 && fd != -EACCES ? 127 : 126;
+        plan->early_message = g_strdup_printf("kiln: %s: %s\n", plan->argv[0],
+                                              plan->early_exit_status == 127 ? "No such file or directory"
+                                                                             : "Permission denied");
+        return TRUE;
+}
+
+/* The command: the run's argv, or Entrypoint + Cmd; argv[0] looked up in the image's PATH. Not found
+ * or not executable ends the run before any container, with a shell's status. */
+static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilder *b,
+                                char **argv, GError **error)
+{
+        g_auto(GStrv) env = NULL;
+        g_autoptr(GError) local = NULL;
+        const char *path_value = NULL;
+        char *resolved = NULL;
+
+        plan->argv = argv && argv[0] ? g_strdupv(argv) : concat_lists(b->config.entrypoint, b->config.cmd);
+        if (!plan->argv[0] || !*plan->argv[0])
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid argv: it is empty and the builder has no Entrypoint or Cmd");
+
+        s->in.argv = (const char *const *)plan->argv;
+        env = kiln_spec_environment(&s->in, error);
+        if (!env)
+                return FALSE;
+        for (char **e = env; *e; e++)
+                if (g_str_has_prefix(*e, "PATH="))
+                        path_value = *e + 5;
+        if (!kiln_rootfs_lookup_command(rootfd, plan->argv[0], path_value, s->in.cwd, &resolved, &local)) {
+                gboolean denied = g_error_matches(local, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED);
+                if (!denied && !g_error_matches(local, G_IO_ERROR, G_IO_ERROR_NOT_FOUND)) {
+                        g_propagate_error(error, g_steal_pointer(&local));
+                        return FALSE;
+                }
+                plan->early_exit_status = denied ? 126 : 127;
+                plan->early_message = g_strdup_printf("kiln: %s: %s\n", plan->argv[0],
+                                                      denied ? "permission denied" : "command not found");
+                return TRUE;
+        }
+        g_free(plan->argv[0]);
+        plan->argv[0] = resolved;
+        return check_executable(plan, rootfd);
+}
+
+KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnRunOptions *o, GError **error)
+{
+        g_autoptr(KilnRunPlan) plan = g_new0(KilnRunPlan, 1);
+        g_auto(SpecScratch) s = {0};
+        g_autoptr(JsonNode) spec = NULL;
+        g_autofree char *json = NULL;
+        _cleanup_close_ int rootfd = -1;
+        uid_t host_uid = (uid_t)-1; /* set by run_user_host_ids() */
+        gid_t host_gid = (gid_t)-1;
+        const char *isolation = first_set(o->isolation, b->config.isolation);
+        gboolean private_userns = kiln_run_wants_userns(b, o);
+        g_auto(KilnIdMaps) maps = {0};
+        const char *user = first_set(o->user, b->config.user);
+        const char *cwd = first_set(o->working_dir, b->config.working_dir);
+
+        plan->manager = m;
+        plan->builder_id = g_strdup(b->id);
+        plan->early_exit_status = -1;
+        s.strings = g_ptr_array_new_with_free_func(g_free);
+        s.string_lists = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+        s.mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
+        s.devices = g_array_new(FALSE, TRUE, sizeof(KilnDevice));
+
+        if (g_strcmp0(isolation, "chroot") == 0) {
+                /* One generator, two executors: kiln-isolate takes the very config.json runc would. It
+                 * keeps its state apart from the OCI runtime's. */
+                if (o->runtime && *o->runtime) {
+                        kiln_invalid(error, "runtime", "it does not apply to isolation 'chroot'");
+                        return NULL;
+                }
+                plan->runtime = kiln_run_isolate_path(m);
+                plan->isolate = TRUE;
+                plan->state_root = g_strdup(kiln_storage_isolate_root(m->storage));
+        } else {
+                plan->runtime = resolve_runtime(m, o->runtime, error);
+                plan->state_root = g_strdup(kiln_storage_runtime_root(m->storage));
+        }
+        if (!plan->runtime)
+                return NULL;
+
+        /* The root file system, held mounted for the whole run; ID-mapped in a user namespace. */
+        if (private_userns) {
+                if (!kiln_manager_id_maps(m, b->owner, &maps, error))
+                        return NULL;
+                s.in.uid_mappings = (const KilnIdMapping *)maps.uid_map->data;
+                s.in.n_uid_mappings = maps.uid_map->len;
+                s.in.gid_mappings = (const KilnIdMapping *)maps.gid_map->data;
+                s.in.n_gid_mappings = maps.gid_map->len;
+        }
+        plan->rootfs = kiln_manager_acquire_rootfs(m, b, private_userns ? &maps : NULL, error);
+        if (!plan->rootfs)
+                return NULL;
+        rootfd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0) {
+                kiln_fail(error, KILN_ERROR_CODE_FAILED, "open '%s': %s", plan->rootfs, g_strerror(errno));
+                return NULL;
+        }
+
+        plan->container_id = kiln_manager_next_container_id(m, b);
+        plan->bundle_dir = kiln_storage_new_bundle(m->storage, plan->container_id, error);
+        if (!plan->bundle_dir)
+                return NULL;
+
+        s.in.id = b->id;
+        s.in.rootfs = plan->rootfs;
+        s.in.builder_env = (const char *const *)b->config.env;
+        s.in.env = (const char *const *)o->env;
+        s.in.cwd = cwd ? cwd : "/";
+        s.in.terminal = o->terminal;
+        s.in.terminal_rows = o->rows;
+        s.in.terminal_cols = o->cols;
+        s.in.no_new_privileges =
+                o->no_new_privileges >= 0 ? o->no_new_privileges > 0 : m->config->no_new_privileges;
+        s.in.builder_cap_add = (const char *const *)b->config.cap_add;
+        s.in.builder_cap_drop = (const char *const *)b->config.cap_drop;
+        s.in.cap_add = (const char *const *)o->cap_add;
+        s.in.cap_drop = (const char *const *)o->cap_drop;
+        s.in.ulimits = keep_list(&s, concat_lists(b->config.ulimits, o->ulimits));
+        s.in.hostname = first_set(o->hostname, b->config.hostname);
+        s.in.shm_size = o->shm_size && *o->shm_size ? parse_size(o->shm_size) : 0;
+        s.in.last_cap = (int)cap_max_bits() - 1;
+        s.in.bounding_set = m->bounding_set;
+        /* Host facts the generator cannot look up itself (it is pure). */
+        s.in.host_lacks_dev_shm = !g_file_test("/dev/shm", G_FILE_TEST_IS_DIR);
+        s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);
+        s.in.annotations = (const char *const *)b->config.labels;
+
+        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, o, error) ||
+            !run_user_host_ids(&s, &host_uid, &host_gid, error))
+                return NULL;
+        /* The working directory exists before the process starts, owned by the run's user. */
+        if (!kiln_rootfs_mkdir_p(rootfd, s.in.cwd, 0755, host_uid, host_gid, error))
+                return NULL;
+        if (!resolve_command(plan, &s, rootfd, b, argv, error))
+                return NULL;
+        if (plan->early_exit_status >= 0)
+                return g_steal_pointer(&plan);
+
+        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(m, &s, o->seccomp_profile, error) ||
+            !write_generated_files(&s, m, b, plan->bundle_dir, o, error))
+                return NULL;
+        /* The run's own cgroup and its limits (cgroup.h), and the size of a tmpfs that names none. */
+        kiln_cgroup_resolve(m->config, o->pids_limit, o->memory, o->cpu_weight, b->owner, plan->container_id,
+                            plan->isolate, &plan->resources);
+        s.in.cgroups_path = plan->resources.cgroups_path;
+        s.in.pids_limit = plan->resources.pids_limit;
+        s.in.memory = plan->resources.memory;
+        s.in.cpu_weight = plan->resources.cpu_weight;
+        s.in.cgroup_v2 = plan->resources.cgroup_v2;
+        s.in.tmpfs_default_size = m->config->tmpfs_max_size;
+        spec = kiln_spec_generate(&s.in, error);
+        if (!spec)
+                return NULL;
+        json = kiln_spec_to_data(spec, FALSE, NULL);
+        if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, 0, 0, NULL, error))
+                return NULL;
+        plan->runtime_args = runtime_arguments(plan, m, o);
+        if (private_userns && !run_in_intermediate_namespace(plan, m, error))
+                return NULL;
+        return g_steal_pointer(&plan);
+}

@@ -1,0 +1,1276 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Storage: content-addressed read-only layers and per-builder overlays (see storage.h).
+ *
+ * Everything runs as root on names that callers influence, so:
+ *   - ids and digests are checked to be 64 lowercase hex characters before they become part of a
+ *     path: nothing a caller sends can turn into "..", a "/" or an empty name;
+ *   - the three top directories are opened once, checked to be ours and 0700, and everything below
+ *     them is reached with openat() from those descriptors, O_NOFOLLOW on the last component;
+ *   - trees written by containers (a builder's upper dir) are removed with kiln_rm_rf_at, which never
+ *     follows a symlink and never leaves the file system;
+ *   - the caller's source tree is read only by kiln-import's unprivileged reader (import/). */
+#include "storage/storage-private.h"
+#include "base/fd-limit.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/fs-util.h"
+#include "import/layer-digest.h"
+#include "base/kiln-common.h"
+#include "storage/mount-idmap.h"
+#include "base/reaper.h"
+
+#define HELPER_NAME "kiln-import"
+#define HELPER_KILL_TIMEOUT_SECONDS 10
+#define HELPER_MESSAGE_MAX 1024
+
+gboolean kiln_storage_errno_error(GError **error, int err, const char *syscall_name, const char *path)
+{
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s '%s': %s", syscall_name, path,
+                    g_strerror(err));
+        return FALSE;
+}
+
+gboolean kiln_storage_check_id(const char *what, const char *value, GError **error)
+{
+        if (kiln_hex64_is_valid(value))
+                return TRUE;
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Invalid %s: expected %d lowercase hex characters", what, KILN_LAYER_DIGEST_LENGTH);
+        return FALSE;
+}
+
+/* Creates (or finds) @name in @parent_fd as a directory owned by us with exactly @mode, and opens it. */
+static int ensure_dir(int parent_fd, const char *name, const char *path, mode_t mode, GError **error)
+{
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        if (mkdirat(parent_fd, name, mode) < 0 && errno != EEXIST) {
+                kiln_storage_errno_error(error, errno, "mkdirat", path);
+                return -1;
+        }
+        fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                kiln_storage_errno_error(error, errno, "openat", path);
+                return -1;
+        }
+        if (fstat(fd, &st) < 0) {
+                kiln_storage_errno_error(error, errno, "fstat", path);
+                return -1;
+        }
+        /* Someone else's directory here could be swapped under us; refuse it. */
+        if (st.st_uid != geteuid()) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                            "'%s' is owned by uid %u, not %u", path, (unsigned)st.st_uid,
+                            (unsigned)geteuid());
+                return -1;
+        }
+        if ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0) {
+                kiln_storage_errno_error(error, errno, "fchmod", path);
+                return -1;
+        }
+        return kiln_steal_fd(&fd);
+}
+
+/* The configured top directory, created if missing, as a canonical path (mountinfo shows canonical
+ * paths). */
+static char *ensure_top_dir(const char *dir, GError **error)
+{
+        struct stat st;
+        char *real;
+
+        if (!dir || !g_path_is_absolute(dir)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "'%s' is not an absolute path",
+                            dir ? dir : "(null)");
+                return NULL;
+        }
+        if (g_mkdir_with_parents(dir, 0700) < 0) {
+                kiln_storage_errno_error(error, errno, "mkdir", dir);
+                return NULL;
+        }
+        real = realpath(dir, NULL);
+        if (!real) {
+                kiln_storage_errno_error(error, errno, "realpath", dir);
+                return NULL;
+        }
+        /* Paths below it are handed to kiln-import and to umount2(): nobody else may rename in it. */
+        if (stat(real, &st) < 0) {
+                kiln_storage_errno_error(error, errno, "stat", real);
+                free(real);
+                return NULL;
+        }
+        if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                            "'%s' must be owned by uid %u and writable by nobody else", real,
+                            (unsigned)geteuid());
+                free(real);
+                return NULL;
+        }
+        /* realpath() mallocs; hand out GLib memory */
+        char *copy = g_strdup(real);
+        free(real);
+        return copy;
+}
+
+KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, const char *helper_dir,
+                              GError **error)
+{
+        g_autoptr(KilnStorage) s = g_new0(KilnStorage, 1);
+        _cleanup_close_ int state_fd = -1, runtime_fd = -1;
+
+        s->layers_fd = s->builders_fd = s->mounts_fd = s->bundles_fd = -1;
+        s->import_bytes = G_MAXUINT64;
+        s->bytes_per_user = G_MAXUINT64;
+        s->kept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        s->sizes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_return_val_if_fail(helper_dir != NULL, NULL);
+
+        s->state_dir = ensure_top_dir(state_dir, error);
+        if (!s->state_dir)
+                return NULL;
+        s->runtime_dir = ensure_top_dir(runtime_dir, error);
+        if (!s->runtime_dir)
+                return NULL;
+        s->helper_path = g_build_filename(helper_dir, HELPER_NAME, NULL);
+        s->layers_dir = g_build_filename(s->state_dir, "layers", NULL);
+        s->builders_dir = g_build_filename(s->state_dir, "builders", NULL);
+        s->mounts_dir = g_build_filename(s->runtime_dir, "mounts", NULL);
+        s->bundles_dir = g_build_filename(s->runtime_dir, "bundles", NULL);
+        s->runtime_root = g_build_filename(s->runtime_dir, "runtime", NULL);
+        s->isolate_root = g_build_filename(s->runtime_dir, "isolate", NULL);
+        s->isolate_cache = g_build_filename(s->runtime_dir, "isolate-cache", NULL);
+
+        state_fd = open(s->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (state_fd < 0) {
+                kiln_storage_errno_error(error, errno, "open", s->state_dir);
+                return NULL;
+        }
+        runtime_fd = open(s->runtime_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (runtime_fd < 0) {
+                kiln_storage_errno_error(error, errno, "open", s->runtime_dir);
+                return NULL;
+        }
+
+        s->layers_fd = ensure_dir(state_fd, "layers", s->layers_dir, 0700, error);
+        if (s->layers_fd < 0)
+                return NULL;
+        s->builders_fd = ensure_dir(state_fd, "builders", s->builders_dir, 0700, error);
+        if (s->builders_fd < 0)
+                return NULL;
+        s->mounts_fd = ensure_dir(runtime_fd, "mounts", s->mounts_dir, 0700, error);
+        if (s->mounts_fd < 0)
+                return NULL;
+        s->bundles_fd = ensure_dir(runtime_fd, "bundles", s->bundles_dir, 0700, error);
+        if (s->bundles_fd < 0)
+                return NULL;
+        {
+                _cleanup_close_ int root_fd =
+                        ensure_dir(runtime_fd, "runtime", s->runtime_root, 0700, error);
+                _cleanup_close_ int isolate_fd =
+                        root_fd < 0 ? -1 : ensure_dir(runtime_fd, "isolate", s->isolate_root, 0700, error);
+                _cleanup_close_ int cache_fd = isolate_fd < 0 ? -1
+                                                              : ensure_dir(runtime_fd, "isolate-cache",
+                                                                           s->isolate_cache, 0700, error);
+                if (cache_fd < 0)
+                        return NULL;
+        }
+
+        return g_steal_pointer(&s);
+}
+
+void kiln_storage_free(KilnStorage *s)
+{
+        if (!s)
+                return;
+        g_clear_handle_id(&s->collect_idle, g_source_remove);
+        g_clear_pointer(&s->kept, g_hash_table_unref);
+        g_clear_pointer(&s->sizes, g_hash_table_unref);
+        kiln_close_fdp(&s->layers_fd);
+        kiln_close_fdp(&s->builders_fd);
+        kiln_close_fdp(&s->mounts_fd);
+        kiln_close_fdp(&s->bundles_fd);
+        g_free(s->bundles_dir);
+        g_free(s->runtime_root);
+        g_free(s->isolate_root);
+        g_free(s->isolate_cache);
+        g_free(s->state_dir);
+        g_free(s->runtime_dir);
+        g_free(s->helper_path);
+        g_free(s->layers_dir);
+        g_free(s->builders_dir);
+        g_free(s->mounts_dir);
+        g_free(s);
+}
+
+/* ---- mountinfo ---- */
+
+/* Undoes mountinfo's octal escapes (\040 for a space, ...). */
+static char *unescape_mountinfo(const char *s)
+{
+        GString *out = g_string_sized_new(strlen(s));
+
+        for (const char *p = s; *p; p++) {
+                if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+                    p[3] >= '0' && p[3] <= '7') {
+                        g_string_append_c(out,
+                                          (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0')));
+                        p += 3;
+                } else {
+                        g_string_append_c(out, *p);
+                }
+        }
+        return g_string_free(out, FALSE);
+}
+
+/* Mount points, in mountinfo order (parents before children). */
+static GPtrArray *read_mount_points(GError **error)
+{
+        g_autofree char *contents = NULL;
+        g_auto(GStrv) lines = NULL;
+        GPtrArray *points;
+
+        if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, error))
+                return NULL;
+        points = g_ptr_array_new_with_free_func(g_free);
+        lines = g_strsplit(contents, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_auto(GStrv) fields = g_strsplit(*l, " ", 6);
+                if (g_strv_length(fields) < 5)
+                        continue;
+                g_ptr_array_add(points, unescape_mountinfo(fields[4]));
+        }
+        return points;
+}
+
+char *kiln_storage_mount_point_path(KilnStorage *s, const char *id)
+{
+        return g_build_filename(s->mounts_dir, id, NULL);
+}
+
+gboolean kiln_storage_path_is_mounted(const char *path)
+{
+        g_autoptr(GPtrArray) points = read_mount_points(NULL);
+
+        if (!points)
+                return FALSE;
+        for (guint i = 0; i < points->len; i++)
+                if (strcmp(points->pdata[i], path) == 0)
+                        return TRUE;
+        return FALSE;
+}
+
+gboolean kiln_storage_is_mounted(KilnStorage *s, const char *id)
+{
+        g_autofree char *path = NULL;
+
+        if (!kiln_hex64_is_valid(id))
+                return FALSE;
+        path = kiln_storage_mount_point_path(s, id);
+        return kiln_storage_path_is_mounted(path);
+}
+
+char *kiln_storage_mount_point(KilnStorage *s, const char *id)
+{
+        return kiln_hex64_is_valid(id) ? kiln_storage_mount_point_path(s, id) : NULL;
+}
+
+dev_t kiln_storage_mount_device(KilnStorage *s, const char *id)
+{
+        struct stat st, mounts;
+
+        if (!kiln_hex64_is_valid(id))
+                return 0;
+        /* The walk to a mount point ends on the root of what is mounted there; a bare directory is on
+         * RUNTIME's own file system. */
+        if (fstatat(s->mounts_fd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 || fstat(s->mounts_fd, &mounts) < 0 ||
+            !S_ISDIR(st.st_mode) || st.st_dev == mounts.st_dev)
+                return 0;
+        return st.st_dev;
+}
+
+/* Unmounts @path: a plain unmount first, a lazy detach only if it is busy. */
+gboolean kiln_storage_unmount_path(const char *path, GError **error)
+{
+        /* UMOUNT_NOFOLLOW: the last component is our own directory under RUNTIME/mounts (0700 root),
+         * and a symlink there would not be followed anyway. */
+        if (umount2(path, UMOUNT_NOFOLLOW) == 0)
+                return TRUE;
+        if (errno == EINVAL)
+                return TRUE; /* not (any longer) a mount point */
+        if (errno != EBUSY)
+                return kiln_storage_errno_error(error, errno, "umount2", path);
+        /* Busy (a process still has a file open in it): detach it from the tree now; the kernel frees
+         * it when the last user goes. */
+        if (umount2(path, UMOUNT_NOFOLLOW | MNT_DETACH) < 0 && errno != EINVAL)
+                return kiln_storage_errno_error(error, errno, "umount2", path);
+        return TRUE;
+}
+
+static int path_depth(const char *path)
+{
+        int n = 0;
+
+        for (const char *p = path; *p; p++)
+                n += *p == '/';
+        return n;
+}
+
+static int cmp_deeper_first(gconstpointer a, gconstpointer b)
+{
+        return path_depth(*(const char *const *)b) - path_depth(*(const char *const *)a);
+}
+
+GPtrArray *kiln_mounts_below(GPtrArray *points, const char *dir)
+{
+        g_autofree char *prefix = g_strconcat(dir, "/", NULL);
+        GPtrArray *below = g_ptr_array_new_with_free_func(g_free);
+
+        /* Later mounts first (a mount stacked on another, or made inside it, comes later in
+         * mountinfo), then sorted by depth; g_ptr_array_sort is stable, so the first holds among
+         * equals. */
+        for (guint i = points->len; i > 0; i--)
+                if (g_str_has_prefix(points->pdata[i - 1], prefix))
+                        g_ptr_array_add(below, g_strdup(points->pdata[i - 1]));
+        g_ptr_array_sort(below, cmp_deeper_first);
+        return below;
+}
+
+/* Everything mounted below @dir goes, deepest first. A crash leaves these only in kiln's own
+ * root-only directories (overlays in RUNTIME/mounts, staged volume binds in RUNTIME/bundles), and
+ * unmount_path never follows a symlink in the last component. */
+static void unmount_all_below(GPtrArray *points, const char *dir)
+{
+        g_autoptr(GPtrArray) below = kiln_mounts_below(points, dir);
+
+        for (guint i = 0; i < below->len; i++) {
+                g_autoptr(GError) error = NULL;
+                if (!kiln_storage_unmount_path(below->pdata[i], &error))
+                        g_warning("Stale mount: %s", error->message);
+                else
+                        g_message("Unmounted stale %s", (char *)below->pdata[i]);
+        }
+}
+
+/* Whether @name in @dir_fd is a tmp tree nobody writes: kiln-import holds an flock on its tmp tree
+ * for as long as it writes it (see kiln-import.c). Returns the locked directory (closing it drops the
+ * lock), or -1 when it is in use or cannot be opened. */
+static int lock_unused_tree(int dir_fd, const char *name)
+{
+        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+        if (fd < 0)
+                return errno == ENOTDIR || errno == ELOOP ? -2 : -1;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return -1;
+        return kiln_steal_fd(&fd);
+}
+
+/* Removes every entry of the directory @fd (whose name starts with @prefix, if given), without
+ * following symlinks or crossing into another file system. With @only_unlocked, a directory
+ * someone holds an flock on is left alone. */
+static void remove_all_entries(int dir_fd, const char *dir, const char *prefix, gboolean only_unlocked)
+{
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+
+        if (!d) {
+                kiln_close_fdp(&fd);
+                return;
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+                    (!prefix || g_str_has_prefix(de->d_name, prefix)))
+                        g_ptr_array_add(names, g_strdup(de->d_name));
+        closedir(d);
+        for (guint i = 0; i < names->len; i++) {
+                g_autofree char *failed = NULL;
+                _cleanup_close_ int lock = -1;
+                int r;
+
+                if (only_unlocked) {
+                        lock = lock_unused_tree(dir_fd, names->pdata[i]);
+                        if (lock == -1) {
+                                g_message("Leaving '%s/%s': in use", dir, (char *)names->pdata[i]);
+                                continue;
+                        }
+                }
+                /* The lock is held while the tree goes. */
+                r = kiln_rm_rf_at(dir_fd, names->pdata[i], &failed);
+                if (r < 0)
+                        g_warning("Cannot remove '%s/%s': %s", dir,
+                                  failed ? failed : (char *)names->pdata[i], g_strerror(-r));
+        }
+}
+
+void kiln_storage_cleanup_stale(KilnStorage *s)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) points = read_mount_points(&error);
+        _cleanup_close_ int fd = -1;
+        DIR *d;
+        struct dirent *de;
+
+        if (!points) {
+                g_warning("Cannot read mountinfo: %s", error->message);
+        } else {
+                unmount_all_below(points, s->mounts_dir);
+                /* Volumes a run staged in its bundle (and anything else mounted there). */
+                unmount_all_below(points, s->bundles_dir);
+        }
+
+        /* Mount points left behind: only empty directories are removed (rmdir), so anything still
+         * mounted or unexpected stays. */
+        fd = openat(s->mounts_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (d) {
+                fd = -1;
+                while ((de = readdir(d))) {
+                        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                                continue;
+                        if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                                g_warning("Cannot remove stale mount point '%s/%s': %s", s->mounts_dir,
+                                          de->d_name, g_strerror(errno));
+                }
+                closedir(d);
+        }
+
+        /* Bundles of runs a crash interrupted (their containers were deleted by the caller first). A
+         * mount that would not go stays, and so does the bundle holding it: kiln_rm_rf_at does not
+         * cross into another file system. */
+        remove_all_entries(s->bundles_fd, s->bundles_dir, NULL, FALSE);
+
+        /* Imports a crash interrupted, unless an importer still writes one (it holds its lock). */
+        remove_all_entries(s->layers_fd, s->layers_dir, ".tmp-", TRUE);
+}
+
+/* ---- import ---- */
+
+/* The bound of one import. */
+typedef struct ImportBound {
+        const char *name; /* the [Limits] key that decides */
+        guint64 setting;  /* its value */
+        guint64 max;      /* --max-bytes: what is left of it */
+        guint64 in_use;   /* StorageBytesPerUser: the caller's bytes when the import started */
+        uid_t uid;        /* the caller, bound by StorageBytesPerUser; 0: not */
+} ImportBound;
+
+typedef struct ImportState {
+        KilnStorage *storage;
+        gboolean busy; /* counted in storage->busy until the caller took the result */
+        ImportBound bound;
+        GSubprocess *proc;
+        GCancellable *cancellable;
+        gulong cancel_id;
+        GMainContext *context;
+        GMutex lock;
+        GSource *kill_source; /* under lock */
+} ImportState;
+
+static void collect_soon(KilnStorage *s);
+static guint64 layer_size(KilnStorage *s, const char *digest);
+static guint64 layer_size_cb(const char *digest, gpointer data);
+
+/* The helper's result is taken (or will never be): a layer it returned is now either used by a builder
+ * or free to collect. */
+static void import_state_release(ImportState *st)
+{
+        if (!st->busy)
+                return;
+        st->busy = FALSE;
+        if (--st->storage->busy == 0 && st->storage->collect_pending)
+                collect_soon(st->storage);
+}
+
+static void import_state_free(ImportState *st)
+{
+        import_state_release(st);
+        if (st->cancellable && st->cancel_id)
+                g_cancellable_disconnect(st->cancellable, st->cancel_id);
+        if (st->kill_source) {
+                g_source_destroy(st->kill_source);
+                g_source_unref(st->kill_source);
+        }
+        g_clear_object(&st->proc);
+        g_clear_object(&st->cancellable);
+        if (st->context)
+                g_main_context_unref(st->context);
+        g_mutex_clear(&st->lock);
+        g_free(st);
+}
+
+static gboolean on_kill_timeout(gpointer data)
+{
+        g_subprocess_force_exit(G_SUBPROCESS(data));
+        return G_SOURCE_REMOVE;
+}
+
+/* May run in any thread. Asks kiln-import to stop (it removes its tmp tree on SIGTERM) and kills it
+ * if it has not after a while. The task completes when the helper has exited. */
+static void on_import_cancelled(GCancellable *cancellable, gpointer data)
+{
+        ImportState *st = data;
+        GSource *src;
+
+        g_subprocess_send_signal(st->proc, SIGTERM);
+        src = g_timeout_source_new_seconds(HELPER_KILL_TIMEOUT_SECONDS);
+        g_source_set_callback(src, on_kill_timeout, g_object_ref(st->proc), g_object_unref);
+        g_mutex_lock(&st->lock);
+        if (!st->kill_source) {
+                st->kill_source = src;
+                g_source_attach(src, st->context);
+        } else {
+                g_source_unref(src);
+        }
+        g_mutex_unlock(&st->lock);
+}
+
+/* The first non-empty line of the helper's stderr, valid UTF-8 and bounded. */
+static char *helper_message(GBytes *err_bytes)
+{
+        gsize len = 0;
+        const char *data = err_bytes ? g_bytes_get_data(err_bytes, &len) : NULL;
+        const char *p = data, *end = data + len;
+
+        while (p && p < end) {
+                const char *nl = memchr(p, '\n', end - p);
+                const char *line_end = nl ? nl : end;
+                if (line_end > p) {
+                        gsize n = MIN((gsize)(line_end - p), (gsize)HELPER_MESSAGE_MAX);
+                        return g_utf8_make_valid(p, (gssize)n);
+                }
+                p = line_end + 1;
+        }
+        return NULL;
+}
+
+/* A tree imported before costs its caller no new bytes in kiln-import, but a layer the caller's builders
+ * do not use yet costs its size: checked here, once the layer is known. Returns TRUE (and fails @task)
+ * past [Limits] StorageBytesPerUser; the layer, used by nobody new, is collected. */
+static gboolean over_user_bound(ImportState *st, const char *digest, GTask *task)
+{
+        KilnStorage *s = st->storage;
+        g_autoptr(GArray) uses = NULL;
+        guint64 used, cost;
+
+        if (st->bound.uid == 0 || s->bytes_per_user == G_MAXUINT64 || !s->uses_func)
+                return FALSE;
+        uses = s->uses_func(s->uses_data);
+        for (guint i = 0; i < uses->len; i++) {
+                const KilnLayerUse *u = &g_array_index(uses, KilnLayerUse, i);
+                if (u->owner == st->bound.uid && g_str_equal(u->layer, digest))
+                        return FALSE;
+        }
+        used = kiln_layer_uses_bytes(uses, st->bound.uid, layer_size_cb, s);
+        cost = layer_size(s, digest);
+        if (cost <= s->bytes_per_user - MIN(used, s->bytes_per_user))
+                return FALSE;
+        s->collect_pending = TRUE;
+        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                "the tree holds %" G_GUINT64_FORMAT " bytes of file content "
+                                "([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                " of it in use)",
+                                cost, s->bytes_per_user, used);
+        return TRUE;
+}
+
+static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+{
+        g_autoptr(GTask) task = data;
+        ImportState *st = g_task_get_task_data(task);
+        g_autoptr(GBytes) out = NULL, err = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *message = NULL;
+        const char *out_data;
+        gsize out_len = 0;
+        int status, code;
+
+        if (st->cancellable && st->cancel_id) {
+                g_cancellable_disconnect(st->cancellable, st->cancel_id);
+                st->cancel_id = 0;
+        }
+        if (!g_subprocess_communicate_finish(st->proc, result, &out, &err, &error)) {
+                /* Reading the pipes failed: make sure the helper goes. */
+                g_subprocess_force_exit(st->proc);
+                g_task_return_error(task, g_steal_pointer(&error));
+                return;
+        }
+        if (g_task_return_error_if_cancelled(task))
+                return;
+
+        message = helper_message(err);
+        if (g_subprocess_get_if_signaled(st->proc)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s killed by signal %d%s%s",
+                                        HELPER_NAME, g_subprocess_get_term_sig(st->proc),
+                                        message ? ": " : "", message ? message : "");
+                return;
+        }
+        status = g_subprocess_get_exit_status(st->proc);
+        if (status == KILN_IMPORT_EXIT_OK) {
+                out_data = out ? g_bytes_get_data(out, &out_len) : NULL;
+                if (out_len == KILN_LAYER_DIGEST_LENGTH + 1 && out_data[KILN_LAYER_DIGEST_LENGTH] == '\n') {
+                        char *digest = g_strndup(out_data, KILN_LAYER_DIGEST_LENGTH);
+                        if (kiln_hex64_is_valid(digest) && !over_user_bound(st, digest, task)) {
+                                g_task_return_pointer(task, digest, g_free);
+                                return;
+                        }
+                        g_free(digest);
+                        if (g_task_had_error(task))
+                                return;
+                }
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no layer digest",
+                                        HELPER_NAME);
+                return;
+        }
+
+        switch (status) {
+        case KILN_IMPORT_EXIT_NOT_FOUND:
+                code = G_IO_ERROR_NOT_FOUND;
+                break;
+        case KILN_IMPORT_EXIT_PERMISSION_DENIED:
+                code = G_IO_ERROR_PERMISSION_DENIED;
+                break;
+        case KILN_IMPORT_EXIT_NOT_DIRECTORY:
+                code = G_IO_ERROR_NOT_DIRECTORY;
+                break;
+        case KILN_IMPORT_EXIT_INVALID:
+                code = G_IO_ERROR_INVALID_ARGUMENT;
+                break;
+        case KILN_IMPORT_EXIT_LIMIT:
+                /* LimitExceeded on the bus; the message names the setting. */
+                if (st->bound.uid != 0 && g_str_equal(st->bound.name, "StorageBytesPerUser"))
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                "%s ([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT
+                                                ", %" G_GUINT64_FORMAT " of it in use)",
+                                                message ? message : "the tree is too large",
+                                                st->bound.setting, st->bound.in_use);
+                else
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                                "%s ([Limits] %s=%" G_GUINT64_FORMAT ")",
+                                                message ? message : "the tree is too large", st->bound.name,
+                                                st->bound.setting);
+                return;
+        default:
+                code = G_IO_ERROR_FAILED;
+                break;
+        }
+        if (message)
+                g_task_return_new_error(task, G_IO_ERROR, code, "%s", message);
+        else
+                g_task_return_new_error(task, G_IO_ERROR, code, "%s failed with exit status %d", HELPER_NAME,
+                                        status);
+}
+
+/* Runs kiln-import with @argv (the helper's arguments, not yet NULL-terminated) for @task; @src_fd, if
+ * not -1, becomes its fd 3. The layer it writes holds at most @limit bytes, the setting @limit_name. */
+static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, const ImportBound *bound,
+                         GCancellable *cancellable)
+{
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GError) error = NULL;
+        const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+        ImportState *st;
+
+        /* It dies with us (PR_SET_PDEATHSIG), and exits if we are gone before it could ask for that. */
+        g_ptr_array_add(argv, g_strdup("--parent-pid"));
+        g_ptr_array_add(argv, g_strdup_printf("%d", (int)getpid()));
+        g_ptr_array_add(argv, g_strdup("--max-bytes"));
+        g_ptr_array_add(argv, g_strdup_printf("%" G_GUINT64_FORMAT, bound->max));
+        g_ptr_array_add(argv, NULL);
+        launcher =
+                g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+        g_subprocess_launcher_set_environ(launcher, (char **)env);
+        g_subprocess_launcher_set_cwd(launcher, "/");
+        kiln_fd_limit_apply(launcher);
+        if (src_fd >= 0)
+                g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
+
+        st = g_new0(ImportState, 1);
+        st->storage = s;
+        st->bound = *bound;
+        g_mutex_init(&st->lock);
+        st->context = g_main_context_ref_thread_default();
+        st->cancellable = cancellable ? g_object_ref(cancellable) : NULL;
+        g_task_set_task_data(task, st, (GDestroyNotify)import_state_free);
+
+        st->proc = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata, &error);
+        if (!st->proc) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "Cannot run %s: %s",
+                                        s->helper_path, error->message);
+                return;
+        }
+        /* No layer is collected until the caller has the result and made its builder. */
+        st->busy = TRUE;
+        s->busy++;
+        kiln_reaper_claim_subprocess(st->proc); /* GLib's child watch reaps it */
+
+        /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
+         * collected, so no tmp tree or zombie is left behind. */
+        g_subprocess_communicate_async(st->proc, NULL, NULL, on_import_done, g_object_ref(task));
+        if (cancellable)
+                st->cancel_id =
+                        g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
+}
+
+void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
+                               GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
+
+        g_task_set_source_tag(task, kiln_storage_import_async);
+
+        if ((src_path == NULL) == (src_fd < 0)) {
+                kiln_close_fdp(&src_fd);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Exactly one of a source path and a source descriptor is needed");
+                return;
+        }
+        if (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Source '%s' is not an absolute path", src_path);
+                return;
+        }
+        if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
+            (creds->n_groups > 0 && !creds->groups)) {
+                kiln_close_fdp(&src_fd);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Invalid credentials");
+                return;
+        }
+
+        /* The smaller bound decides, and is the one an error names. uid 0 has no per-user bound. */
+        if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
+                bound.uid = creds->uid;
+                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
+                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
+                        bound.name = "StorageBytesPerUser";
+                        bound.setting = s->bytes_per_user;
+                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
+                }
+        }
+
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        g_ptr_array_add(argv, g_strdup("--uid"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
+        g_ptr_array_add(argv, g_strdup("--gid"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->gid));
+        if (creds->n_groups > 0) {
+                GString *groups = g_string_new(NULL);
+                for (size_t i = 0; i < creds->n_groups; i++)
+                        g_string_append_printf(groups, "%s%u", i ? "," : "", (unsigned)creds->groups[i]);
+                g_ptr_array_add(argv, g_strdup("--groups"));
+                g_ptr_array_add(argv, g_string_free(groups, FALSE));
+        }
+        g_ptr_array_add(argv, g_strdup("--layers"));
+        g_ptr_array_add(argv, g_strdup(s->layers_dir));
+        if (src_path) {
+                g_ptr_array_add(argv, g_strdup("--path"));
+                g_ptr_array_add(argv, g_strdup(src_path));
+        } else {
+                g_ptr_array_add(argv, g_strdup("--fd"));
+                g_ptr_array_add(argv, g_strdup("3"));
+        }
+        spawn_import(s, task, argv, src_fd, &bound, cancellable);
+}
+
+void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const char *uid_shift,
+                                    const char *gid_shift, GCancellable *cancellable,
+                                    GAsyncReadyCallback callback, gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+
+        g_task_set_source_tag(task, kiln_storage_import_async);
+        if (!kiln_storage_layer_exists(s, digest)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "No layer %s", digest);
+                return;
+        }
+        /* The layer is root's own tree: read as root, written with the owners shifted. */
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        g_ptr_array_add(argv, g_strdup("--uid"));
+        g_ptr_array_add(argv, g_strdup("0"));
+        g_ptr_array_add(argv, g_strdup("--gid"));
+        g_ptr_array_add(argv, g_strdup("0"));
+        g_ptr_array_add(argv, g_strdup("--layers"));
+        g_ptr_array_add(argv, g_strdup(s->layers_dir));
+        g_ptr_array_add(argv, g_strdup("--path"));
+        g_ptr_array_add(argv, g_build_filename(s->layers_dir, digest, NULL));
+        g_ptr_array_add(argv, g_strdup("--shift-uids"));
+        g_ptr_array_add(argv, g_strdup(uid_shift));
+        g_ptr_array_add(argv, g_strdup("--shift-gids"));
+        g_ptr_array_add(argv, g_strdup(gid_shift));
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
+
+        spawn_import(s, task, argv, -1, &bound, cancellable);
+}
+
+char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)
+{
+        ImportState *st;
+
+        g_return_val_if_fail(g_task_is_valid(result, NULL), NULL);
+        /* The caller makes its builder right after this, in the same main loop iteration (so before
+         * any collection could run): from here the layer is guarded by the builder that uses it. */
+        st = g_task_get_task_data(G_TASK(result));
+        if (st)
+                import_state_release(st);
+        return g_task_propagate_pointer(G_TASK(result), error);
+}
+
+/* ---- layers ---- */
+
+gboolean kiln_storage_layer_exists(KilnStorage *s, const char *digest)
+{
+        struct stat st;
+
+        if (!kiln_hex64_is_valid(digest))
+                return FALSE;
+        return fstatat(s->layers_fd, digest, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+void kiln_storage_set_limits(KilnStorage *s, guint64 import_bytes, guint64 bytes_per_user)
+{
+        s->import_bytes = import_bytes;
+        s->bytes_per_user = bytes_per_user;
+}
+
+void kiln_storage_set_layer_uses(KilnStorage *s, KilnLayerUsesFunc func, gpointer data)
+{
+        s->uses_func = func;
+        s->uses_data = data;
+        if (!func)
+                g_clear_handle_id(&s->collect_idle, g_source_remove);
+}
+
+void kiln_storage_keep_layer(KilnStorage *s, const char *digest)
+{
+        if (!digest)
+                s->keep_all = TRUE;
+        else if (kiln_hex64_is_valid(digest))
+                g_hash_table_add(s->kept, g_strdup(digest));
+}
+
+#define SIZES_DIR ".sizes"
+#define BACKGROUND_REMOVAL_BYTES (G_GUINT64_CONSTANT(64) << 20)
+#define FINGERPRINTS_DIR ".fingerprints"
+
+/* The bytes of file content kiln-import counted for @digest (STATE/layers/.sizes/<digest>); 0 for a layer
+ * without a record (the empty layer, or one imported before sizes were recorded). */
+static guint64 layer_size(KilnStorage *s, const char *digest)
+{
+        g_autofree char *name = g_strconcat(SIZES_DIR "/", digest, NULL);
+        guint64 *cached = g_hash_table_lookup(s->sizes, digest), v = 0;
+        _cleanup_close_ int fd = -1;
+        char buf[32];
+        ssize_t n;
+
+        if (cached)
+                return *cached;
+        fd = openat(s->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return 0; /* not cached: a record may still come (a later import of the same tree) */
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return 0;
+        buf[n] = '\0';
+        g_strchomp(buf);
+        if (!g_ascii_string_to_unsigned(buf, 10, 0, G_MAXUINT64, &v, NULL))
+                return 0;
+        g_hash_table_insert(s->sizes, g_strdup(digest), g_memdup2(&v, sizeof(v)));
+        return v;
+}
+
+guint64 kiln_layer_uses_bytes(const GArray *uses, uid_t owner,
+                              guint64 (*size_of)(const char *digest, gpointer data), gpointer data)
+{
+        g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+        guint64 total = 0;
+
+        for (guint i = 0; uses && i < uses->len; i++) {
+                const KilnLayerUse *u = &g_array_index(uses, KilnLayerUse, i);
+                if (u->owner != owner || !g_hash_table_add(seen, (gpointer)u->layer))
+                        continue;
+                total += MIN(size_of(u->layer, data), G_MAXUINT64 - total);
+        }
+        return total;
+}
+
+static guint64 layer_size_cb(const char *digest, gpointer data)
+{
+        return layer_size(data, digest);
+}
+
+guint64 kiln_storage_user_bytes(KilnStorage *s, uid_t owner)
+{
+        g_autoptr(GArray) uses = s->uses_func ? s->uses_func(s->uses_data) : NULL;
+
+        return kiln_layer_uses_bytes(uses, owner, layer_size_cb, s);
+}
+
+GPtrArray *kiln_layers_unused(GPtrArray *names, const GArray *uses, GHashTable *kept)
+{
+        g_autoptr(GHashTable) used = g_hash_table_new(g_str_hash, g_str_equal);
+        GPtrArray *unused = g_ptr_array_new_with_free_func(g_free);
+
+        for (guint i = 0; uses && i < uses->len; i++)
+                g_hash_table_add(used, (gpointer)g_array_index(uses, KilnLayerUse, i).layer);
+        /* Only layer names: .tmp-* (imports in progress), .sizes, .fingerprints and anything else
+         * are not layers. */
+        for (guint i = 0; i < names->len; i++) {
+                const char *name = names->pdata[i];
+                if (kiln_hex64_is_valid(name) && !g_hash_table_contains(used, name) &&
+                    !(kept && g_hash_table_contains(kept, name)))
+                        g_ptr_array_add(unused, g_strdup(name));
+        }
+        return unused;
+}
+
+static GPtrArray *list_dir(int dir_fd, const char *name)
+{
+        GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+        int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+
+        if (!d) {
+                kiln_close_fdp(&fd);
+                return names;
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                        g_ptr_array_add(names, g_strdup(de->d_name));
+        closedir(d);
+        return names;
+}
+
+/* Fingerprint records of layers that are gone only cost a lookup, but they would pile up. */
+static void drop_stale_fingerprints(KilnStorage *s)
+{
+        g_autoptr(GPtrArray) names = list_dir(s->layers_fd, FINGERPRINTS_DIR);
+
+        for (guint i = 0; i < names->len; i++) {
+                g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", (char *)names->pdata[i], NULL);
+                _cleanup_close_ int fd = openat(s->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                char digest[KILN_LAYER_DIGEST_LENGTH + 1];
+
+                if (fd < 0 || read(fd, digest, KILN_LAYER_DIGEST_LENGTH) != KILN_LAYER_DIGEST_LENGTH)
+                        continue;
+                digest[KILN_LAYER_DIGEST_LENGTH] = '\0';
+                if (!kiln_storage_layer_exists(s, digest))
+                        (void)unlinkat(s->layers_fd, name, 0);
+        }
+}
+
+static void on_trees_removed(GObject *source, GAsyncResult *result, gpointer data)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (!g_subprocess_wait_check_finish(G_SUBPROCESS(source), result, &error))
+                g_warning("Removing unused layers: %s (the next start-up removes what is left)",
+                          error->message);
+}
+
+/* rm(1) removes the renamed trees of large layers in the background: they take a while, and a process
+ * of its own keeps the main loop free. --one-file-system and rm's own
+ * refusal to follow symlinks make it as careful as kiln_rm_rf_at; the paths are names we just gave in
+ * STATE/layers, which only root can change. */
+static void remove_trees(KilnStorage *s, GPtrArray *names)
+{
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GSubprocess) proc = NULL;
+        g_autoptr(GError) error = NULL;
+
+        g_ptr_array_add(argv, g_strdup("/bin/rm"));
+        g_ptr_array_add(argv, g_strdup("-rf"));
+        g_ptr_array_add(argv, g_strdup("--one-file-system"));
+        g_ptr_array_add(argv, g_strdup("--"));
+        for (guint i = 0; i < names->len; i++)
+                g_ptr_array_add(argv, g_build_filename(s->layers_dir, (char *)names->pdata[i], NULL));
+        g_ptr_array_add(argv, NULL);
+        proc = g_subprocess_newv((const char *const *)argv->pdata, G_SUBPROCESS_FLAGS_NONE, &error);
+        if (!proc) {
+                g_warning("Cannot remove unused layers: %s", error->message);
+                return;
+        }
+        kiln_reaper_claim_subprocess(proc); /* GLib's child watch reaps it */
+        g_subprocess_wait_check_async(proc, NULL, on_trees_removed, NULL);
+}
+
+void kiln_storage_collect_layers(KilnStorage *s)
+{
+        g_autoptr(GArray) uses = NULL;
+        g_autoptr(GPtrArray) names = NULL, unused = NULL, doomed = NULL;
+
+        if (!s->uses_func || s->keep_all)
+                return;
+        /* A helper that runs may be about to name (or be reading) a layer no builder uses yet. */
+        if (s->busy > 0) {
+                s->collect_pending = TRUE;
+                return;
+        }
+        s->collect_pending = FALSE;
+        uses = s->uses_func(s->uses_data);
+        names = list_dir(s->layers_fd, ".");
+        unused = kiln_layers_unused(names, uses, s->kept);
+        doomed = g_ptr_array_new_with_free_func(g_free);
+
+        for (guint i = 0; i < unused->len; i++) {
+                const char *digest = unused->pdata[i];
+                g_autofree char *size_name = g_strconcat(SIZES_DIR "/", digest, NULL);
+                g_autofree char *tmp = NULL;
+                gboolean moved = FALSE;
+
+                /* Renamed out of the way at once (no builder or import can find it from here on), and
+                 * removed in a thread: a large tree takes a while. A crash meanwhile leaves a .tmp- tree
+                 * nobody locks, which the next start-up removes. */
+
+                for (int attempt = 0; attempt < 100 && !moved; attempt++) {
+                        g_free(tmp);
+                        tmp = g_strdup_printf(".tmp-gc-%08x%08x", g_random_int(), g_random_int());
+                        if (renameat2(s->layers_fd, digest, s->layers_fd, tmp, RENAME_NOREPLACE) == 0)
+                                moved = TRUE;
+                        else if (errno != EEXIST)
+                                break;
+                }
+                if (!moved) {
+                        g_warning("Cannot remove unused layer %s: %s", digest, g_strerror(errno));
+                        continue;
+                }
+                g_message("Removing unused layer %s", digest);
+                /* Small ones (most) at once, so that nothing of them outlives the call. */
+                if (layer_size(s, digest) < BACKGROUND_REMOVAL_BYTES) {
+                        g_autofree char *failed = NULL;
+                        int r = kiln_rm_rf_at(s->layers_fd, tmp, &failed);
+                        if (r < 0)
+                                g_warning("Cannot remove '%s/%s': %s", s->layers_dir, failed ? failed : tmp,
+                                          g_strerror(-r));
+                } else {
+                        g_ptr_array_add(doomed, g_steal_pointer(&tmp));
+                }
+                (void)unlinkat(s->layers_fd, size_name, 0);
+                g_hash_table_remove(s->sizes, digest);
+        }
+        if (unused->len > 0)
+                drop_stale_fingerprints(s);
+        if (doomed->len > 0)
+                remove_trees(s, doomed);
+}
+
+static gboolean on_collect_idle(gpointer data)
+{
+        KilnStorage *s = data;
+
+        s->collect_idle = 0;
+        kiln_storage_collect_layers(s);
+        return G_SOURCE_REMOVE;
+}
+
+/* After the current main loop iteration: the caller that took the last result makes its builder first. */
+static void collect_soon(KilnStorage *s)
+{
+        if (!s->collect_idle && s->uses_func)
+                s->collect_idle = g_idle_add(on_collect_idle, s);
+}
+
+char *kiln_storage_scratch_layer(KilnStorage *s, GError **error)
+{
+        g_autofree char *digest = kiln_layer_empty_digest();
+        g_autofree char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        struct timespec ts[2] = {{0, 0}, {0, 0}};
+
+        if (kiln_storage_layer_exists(s, digest))
+                return g_steal_pointer(&digest);
+
+        /* Built like kiln-import builds a layer: a fresh .tmp- directory (removed by cleanup_stale if we
+         * crash), given the exact metadata the digest covers, then renamed into place. */
+        for (int attempt = 0;; attempt++) {
+                g_free(tmp);
+                tmp = g_strdup_printf(".tmp-scratch-%08x", g_random_int());
+                if (mkdirat(s->layers_fd, tmp, 0700) == 0)
+                        break;
+                if (errno != EEXIST || attempt > 100) {
+                        kiln_storage_errno_error(error, errno, "mkdirat", tmp);
+                        return NULL;
+                }
+        }
+        fd = openat(s->layers_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                kiln_storage_errno_error(error, errno, "openat", tmp);
+                goto fail;
+        }
+        if (fchown(fd, 0, 0) < 0) {
+                kiln_storage_errno_error(error, errno, "fchown", tmp);
+                goto fail;
+        }
+        if (fchmod(fd, KILN_LAYER_EMPTY_MODE) < 0) {
+                kiln_storage_errno_error(error, errno, "fchmod", tmp);
+                goto fail;
+        }
+        if (futimens(fd, ts) < 0) {
+                kiln_storage_errno_error(error, errno, "futimens", tmp);
+                goto fail;
+        }
+        if (fsync(fd) < 0) {
+                kiln_storage_errno_error(error, errno, "fsync", tmp);
+                goto fail;
+        }
+        if (renameat2(s->layers_fd, tmp, s->layers_fd, digest, RENAME_NOREPLACE) < 0) {
+                if (errno != EEXIST) {
+                        kiln_storage_errno_error(error, errno, "renameat2", digest);
+                        goto fail;
+                }
+                unlinkat(s->layers_fd, tmp, AT_REMOVEDIR); /* made at the same time elsewhere */
+        }
+        fsync(s->layers_fd);
+        return g_steal_pointer(&digest);
+
+fail:
+        unlinkat(s->layers_fd, tmp, AT_REMOVEDIR);
+        return NULL;
+}
+
+/* ---- builders ---- */
+
+char *kiln_storage_builder_dir(KilnStorage *s, const char *id)
+{
+        /* Never a path for a malformed id: NULL instead. */
+        if (!kiln_hex64_is_valid(id))
+                return NULL;
+        return g_build_filename(s->builders_dir, id, NULL);
+}
+
+gboolean kiln_storage_create_builder(KilnStorage *s, const char *id, GError **error)
+{
+        g_autofree char *path = NULL;
+        _cleanup_close_ int fd = -1;
+
+        if (!kiln_storage_check_id("builder id", id, error))
+                return FALSE;
+        path = g_build_filename(s->builders_dir, id, NULL);
+
+        if (mkdirat(s->builders_fd, id, 0700) < 0) {
+                if (errno == EEXIST)
+                        g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS, "Builder directory '%s' exists",
+                                    path);
+                else
+                        kiln_storage_errno_error(error, errno, "mkdirat", path);
+                return FALSE;
+        }
+        fd = openat(s->builders_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                kiln_storage_errno_error(error, errno, "openat", path);
+                goto fail;
+        }
+        /* upper/ gets the layer root's owner and mode on the first mount (see kiln_storage_mount). */
+        if (mkdirat(fd, "upper", 0755) < 0 || fchmodat(fd, "upper", 0755, 0) < 0) {
+                g_autofree char *p = g_build_filename(path, "upper", NULL);
+                kiln_storage_errno_error(error, errno, "mkdirat", p);
+                goto fail;
+        }
+        if (mkdirat(fd, "work", 0700) < 0) {
+                g_autofree char *p = g_build_filename(path, "work", NULL);
+                kiln_storage_errno_error(error, errno, "mkdirat", p);
+                goto fail;
+        }
+        return TRUE;
+
+fail:
+        kiln_rm_rf_at(s->builders_fd, id, NULL);
+        return FALSE;
+}
+
+gboolean kiln_storage_remove_builder(KilnStorage *s, const char *id, GError **error)
+{
+        g_autofree char *failed = NULL;
+        int r;
+
+        if (!kiln_storage_check_id("builder id", id, error))
+                return FALSE;
+        if (!kiln_storage_unmount(s, id, error))
+                return FALSE;
+
+        /* The upper dir was written by containers: removed without following any symlink in it and
+         * without crossing into another file system. A missing directory counts as removed. */
+        r = kiln_rm_rf_at(s->builders_fd, id, &failed);
+        if (r < 0) {
+                g_autofree char *p = g_build_filename(s->builders_dir, failed ? failed : id, NULL);
+                return kiln_storage_errno_error(error, -r, "remove", p);
+        }
+        return TRUE;
+}
+
+/* ---- run bundles ---- */
+
+static gboolean container_id_is_valid(const char *id)
+{
+        if (!*id || strlen(id) > 128)
+                return FALSE;
+        for (const char *p = id; *p; p++)
+                if (!g_ascii_isalnum(*p) && *p != '-' && *p != '_')
+                        return FALSE;
+        return TRUE;
+}
+
+char *kiln_storage_new_bundle(KilnStorage *s, const char *container_id, GError **error)
+{
+        if (!container_id_is_valid(container_id)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid container id '%s'",
+                            container_id);
+                return NULL;
+        }
+        /* mkdirat in our own root-only directory: a fresh name nobody else can have prepared. */
+        if (mkdirat(s->bundles_fd, container_id, 0700) < 0) {
+                g_autofree char *p = g_build_filename(s->bundles_dir, container_id, NULL);
+                kiln_storage_errno_error(error, errno, "mkdir", p);
+                return NULL;
+        }
+        return g_build_filename(s->bundles_dir, container_id, NULL);
+}
+
+gboolean kiln_storage_remove_bundle(KilnStorage *s, const char *container_id, GError **error)
+{
+        g_autofree char *failed = NULL;
+        int r;
+
+        if (!container_id_is_valid(container_id)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid container id '%s'",
+                            container_id);
+                return FALSE;
+        }
+        r = kiln_rm_rf_at(s->bundles_fd, container_id, &failed);
+        if (r < 0) {
+                g_autofree char *p = g_build_filename(s->bundles_dir, failed ? failed : container_id, NULL);
+                return kiln_storage_errno_error(error, -r, "remove", p);
+        }
+        return TRUE;
+}
+
+const char *kiln_storage_runtime_root(KilnStorage *s)
+{
+        return s->runtime_root;
+}
+
+const char *kiln_storage_isolate_root(KilnStorage *s)
+{
+        return s->isolate_root;
+}
+
+const char *kiln_storage_isolate_cache(KilnStorage *s)
+{
+        return s->isolate_cache;
+}
