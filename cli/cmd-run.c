@@ -194,7 +194,7 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                 {"ipc", 0, 0, G_OPTION_ARG_STRING, &f->ipc, "IPC namespace: private, host or a path", "HOW"},
                 {"isolation", 0, 0, G_OPTION_ARG_STRING, &f->isolation, "Isolation: oci or chroot", "TYPE"},
                 {"mount", 0, 0, G_OPTION_ARG_CALLBACK, collect_mounts,
-                 "Attach a mount (type=bind|tmpfs,…; a bind is read-only unless rw)", "MOUNT"},
+                 "Attach a mount (type=bind|tmpfs|cache,…; a bind is read-only unless rw)", "MOUNT"},
                 {"network", 0, 0, G_OPTION_ARG_STRING, &f->network,
                  "Network namespace: private, none, host or a path", "HOW"},
                 {"net", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &f->network, "Same as --network",

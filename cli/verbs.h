@@ -12,3 +12,4 @@ int kiln_verb_mount(int argc, char **argv);
 int kiln_verb_umount(int argc, char **argv);
 int kiln_verb_info(int argc, char **argv);
 int kiln_verb_version(int argc, char **argv);
+int kiln_verb_prune(int argc, char **argv); /* run parity: caches */

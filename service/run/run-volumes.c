@@ -20,6 +20,8 @@ void kiln_run_volume_free(KilnRunVolume *v)
         kiln_close_fdp(&v->work_fd);
         g_free(v->upperdir);
         g_free(v->workdir);
+        g_free(v->cache_id);
+        g_free(v->cache_source);
         g_free(v->arg);
         g_free(v->source);
         g_free(v->destination);
@@ -205,6 +207,104 @@ static gboolean bind_mount_writes(KilnRunVolume *v, gboolean nonrecursive, GErro
         return TRUE;
 }
 
+/* ---- run parity: type=cache ---- */
+
+static gboolean parse_u32(const char *arg, const char *key, const char *value, guint base, guint32 max,
+                          guint32 *ret, GError **error)
+{
+        guint64 n;
+
+        if (!g_ascii_string_to_unsigned(value, base, 0, max, &n, NULL))
+                return kiln_invalid(error, arg, "'%s=%.32s' is not a number from 0 to %u%s", key, value, max,
+                                    base == 8 ? " (octal)" : "");
+        *ret = (guint32)n;
+        return TRUE;
+}
+
+static KilnRunVolume *parse_cache_mount(const char *arg, char **parts, GError **error)
+{
+        static const char *const type_keys[] = {"type", NULL};
+        static const char *const id_keys[] = {"id", NULL};
+        static const char *const source_keys[] = {"source", "src", NULL};
+        static const char *const destination_keys[] = {"destination", "dst", "target", NULL};
+        static const char *const sharing_keys[] = {"sharing", NULL};
+        static const char *const uid_keys[] = {"uid", NULL}, *const gid_keys[] = {"gid", NULL};
+        static const char *const mode_keys[] = {"mode", NULL};
+        g_autoptr(KilnRunVolume) v = volume_new(arg, KILN_RUN_VOLUME_CACHE);
+        g_autofree char *destination = NULL;
+        const char *id = NULL, *source = NULL, *x;
+        gboolean ro = FALSE;
+
+        v->cache_mode = 0755;
+        for (char **p = parts; *p; p++) {
+                const char *opt = read_write_option(*p);
+                if (key_value(opt, type_keys))
+                        continue;
+                if ((x = key_value(opt, id_keys)))
+                        id = x;
+                else if ((x = key_value(opt, source_keys)))
+                        source = x;
+                else if ((x = key_value(opt, destination_keys))) {
+                        g_free(destination);
+                        destination = g_strdup(x);
+                } else if ((x = key_value(opt, sharing_keys))) {
+                        if (g_str_equal(x, "shared"))
+                                v->cache_sharing = KILN_RUN_CACHE_SHARED;
+                        else if (g_str_equal(x, "private"))
+                                v->cache_sharing = KILN_RUN_CACHE_PRIVATE;
+                        else if (g_str_equal(x, "locked"))
+                                v->cache_sharing = KILN_RUN_CACHE_LOCKED;
+                        else
+                                return kiln_invalid(error, arg,
+                                                    "'sharing=%.32s' is not shared, private or locked", x),
+                                       NULL;
+                } else if ((x = key_value(opt, uid_keys))) {
+                        if (!parse_u32(arg, "uid", x, 10, G_MAXUINT32 - 1, &v->cache_uid, error))
+                                return NULL;
+                } else if ((x = key_value(opt, gid_keys))) {
+                        if (!parse_u32(arg, "gid", x, 10, G_MAXUINT32 - 1, &v->cache_gid, error))
+                                return NULL;
+                } else if ((x = key_value(opt, mode_keys))) {
+                        if (!parse_u32(arg, "mode", x, 8, 07777, &v->cache_mode, error))
+                                return NULL;
+                } else if (g_str_equal(opt, "ro") || g_str_equal(opt, "rw")) {
+                        ro = g_str_equal(opt, "ro");
+                } else if (g_str_has_prefix(opt, "from=")) {
+                        return kiln_invalid(error, arg, "'from' is not supported yet for type=cache"), NULL;
+                } else {
+                        return kiln_invalid(error, arg, "'%.64s' is not an option of a type=cache mount",
+                                            *p),
+                               NULL;
+                }
+        }
+        if (!destination || !g_path_is_absolute(destination) ||
+            !kiln_validate_absolute_path(arg, destination, FALSE, error)) {
+                if (!error || !*error)
+                        kiln_invalid(error, arg, "a type=cache mount needs an absolute target");
+                return NULL;
+        }
+        /* The id names a directory of kilnd's: a name, never a path. Without one, the target stands
+         * for it (as buildah does), hashed into a name. */
+        if (id && !kiln_validate_name(arg, id, error))
+                return NULL;
+        v->cache_id = id ? g_strdup(id) : g_compute_checksum_for_string(G_CHECKSUM_SHA256, destination, -1);
+        /* A directory inside the cache: relative, no '..', looked up inside the cache only. */
+        if (source && source[strspn(source, "/.")] != '\0') {
+                g_auto(GStrv) names = g_strsplit(source, "/", -1);
+                g_autofree char *inside = g_strconcat("/", source, NULL);
+                for (char **n = names; *n; n++)
+                        if (g_str_equal(*n, ".."))
+                                return kiln_invalid(error, arg, "source '%.64s' contains '..'", source),
+                                       NULL;
+                if (!kiln_validate_absolute_path(arg, inside, FALSE, error))
+                        return NULL;
+                v->cache_source = g_strdup(source + strspn(source, "/"));
+        }
+        v->destination = g_steal_pointer(&destination);
+        v->options = g_strdupv((char *[]){ro ? "ro" : "rw", NULL});
+        return g_steal_pointer(&v);
+}
+
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error)
 {
         static const char *const type_keys[] = {"type", NULL};
@@ -223,12 +323,10 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
         for (char **p = parts; *p; p++)
                 if ((x = key_value(*p, type_keys)))
                         type = x;
-        if (g_str_equal(type, "cache")) {
-                kiln_invalid(error, arg, "type=cache is not supported yet");
-                return NULL;
-        }
+        if (g_str_equal(type, "cache"))
+                return parse_cache_mount(arg, parts, error);
         if (!g_str_equal(type, "bind") && !g_str_equal(type, "tmpfs")) {
-                kiln_invalid(error, arg, "'%s' needs type=bind or type=tmpfs", value);
+                kiln_invalid(error, arg, "'%s' needs type=bind, type=tmpfs or type=cache", value);
                 return NULL;
         }
         tmpfs = g_str_equal(type, "tmpfs");
@@ -401,7 +499,10 @@ gboolean kiln_run_volumes_resolve(KilnRunOptions *o, char **builder_volumes, con
         }
         for (char **m = o->mounts; m && *m; m++) {
                 g_autofree char *arg = g_strdup_printf("mounts[%d]", (int)(m - o->mounts));
-                if (!add_path_volume(list, kiln_run_mount_parse(arg, *m, error), caller, error))
+                KilnRunVolume *v = kiln_run_mount_parse(arg, *m, error);
+                if (v && v->kind == KILN_RUN_VOLUME_CACHE)
+                        v->cache_owner = caller->uid; /* the caller's caches, whoever owns the builder */
+                if (!add_path_volume(list, v, caller, error))
                         return FALSE;
         }
         g_clear_pointer(&o->resolved_volumes, g_ptr_array_unref);

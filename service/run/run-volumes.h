@@ -13,7 +13,15 @@ typedef enum {
         KILN_RUN_VOLUME_BIND,
         KILN_RUN_VOLUME_OVERLAY, /* `O`: a bind whose writes go to a throw-away upper dir */
         KILN_RUN_VOLUME_TMPFS,
+        KILN_RUN_VOLUME_CACHE, /* run parity: type=cache, a directory of the caller's kept by kilnd */
 } KilnRunVolumeKind;
+
+/* type=cache sharing=: what a second run does while one uses the cache. */
+typedef enum {
+        KILN_RUN_CACHE_SHARED,  /* uses it too (the default) */
+        KILN_RUN_CACHE_PRIVATE, /* gets a fresh, empty one of its own, thrown away after the run */
+        KILN_RUN_CACHE_LOCKED,  /* is refused (Busy) until the first is done; kilnd never waits */
+} KilnRunCacheSharing;
 
 typedef enum {
         KILN_RUN_VOLUME_CHOWN = 1 << 0, /* `U`: the source is given to the run's user (weakens isolation) */
@@ -35,6 +43,12 @@ typedef struct KilnRunVolume {
          * descriptors; -1: none. */
         char *upperdir, *workdir;
         int upper_fd, work_fd;
+        /* Run parity: type=cache. The cache is STATE/caches/OWNER/ID (run-caches.h). */
+        char *cache_id;     /* a name ([A-Za-z0-9_.-]), or the hex SHA-256 of the destination */
+        char *cache_source; /* a directory inside the cache, relative; NULL: its root */
+        KilnRunCacheSharing cache_sharing;
+        guint32 cache_uid, cache_gid, cache_mode; /* of a new cache, container ids; 0, 0, 0755 */
+        uid_t cache_owner;                        /* the caller: whose caches (set when resolved) */
 } KilnRunVolume;
 
 void kiln_run_volume_free(KilnRunVolume *volume);
@@ -55,7 +69,10 @@ KilnRunVolume *kiln_run_volume_parse_fd(const char *arg, const char *destination
  * included, is InvalidArgument, and so are `from=` and `bind-nonrecursive` (not supported yet).
  * ro=, rw=, readonly= take true or false, as buildah.
  * A bind is read-only unless `rw`; with `rw` it is an overlay whose writes are thrown away
- * (KILN_RUN_VOLUME_SCRATCH), as in buildah: never written through to the host. */
+ * (KILN_RUN_VOLUME_SCRATCH), as in buildah: never written through to the host.
+ * type=cache (run parity): id=, target=/dst=/destination=, sharing=shared|private|locked, ro/rw,
+ * uid=, gid=, mode= (octal), source=/src= (a relative directory inside the cache); `from=` is
+ * InvalidArgument (not supported yet). */
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error);
 
 /* Parses every volume and mount of the run (@builder_volumes first, then the run's volumes,

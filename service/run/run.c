@@ -15,6 +15,7 @@
 #include "base/passwd.h"
 #include "base/rootfs.h"
 #include "run/run.h"
+#include "run/run-caches.h"
 #include "run/run-volumes.h"
 #include "runtime/runtime.h"
 #include "spec/seccomp-profile.h"
@@ -57,6 +58,7 @@ void kiln_run_plan_free(KilnRunPlan *plan)
                         g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i],
                                   g_strerror(errno));
         g_clear_pointer(&plan->staged, g_ptr_array_unref);
+        g_clear_pointer(&plan->cache_leases, g_ptr_array_unref); /* run parity: the caches are free again */
         if (plan->bundle_dir) {
                 g_autoptr(GError) error = NULL;
                 if (!kiln_storage_remove_bundle(plan->manager->storage, plan->container_id, &error))
@@ -264,6 +266,45 @@ static gboolean mount_overlay(SpecScratch *s, KilnRunPlan *plan, const KilnRunVo
         return TRUE;
 }
 
+/* ---- run parity: type=cache ---- */
+/* The caller's cache (run-caches.h), staged into the bundle like any source held as a descriptor, so
+ * that the runtime, in a user namespace too, binds no path of kilnd's state. A new cache belongs to
+ * the host ids of its uid= and gid= in the run's user namespace: its owner inside is what was asked. */
+static gboolean open_cache(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, char **ret_path,
+                           GError **error)
+{
+        guint32 uid = v->cache_uid, gid = v->cache_gid;
+        KilnCacheLease *lease = NULL;
+        gboolean private_copy = FALSE;
+        _cleanup_close_ int fd = -1;
+
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, v->cache_uid, &uid) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, v->cache_gid, &gid)))
+                return kiln_invalid(error, v->arg,
+                                    "uid %u or gid %u is not mapped in the builder's user namespace",
+                                    v->cache_uid, v->cache_gid);
+        fd = kiln_run_cache_open(plan->manager->config->state_dir, v, uid, gid, &private_copy, &lease,
+                                 error);
+        if (fd < 0 && !private_copy)
+                return FALSE;
+        if (private_copy) {
+                /* sharing=private while another run uses the cache: an empty one of its own, in the
+                 * bundle, gone with it. */
+                g_autofree char *dir = g_strdup_printf("%s/cache-%u", plan->bundle_dir, s->mounts->len);
+                if (mkdir(dir, 0700) < 0 || chown(dir, uid, gid) < 0 || chmod(dir, v->cache_mode) < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                         "Cannot make a private cache for %s: %s", v->arg,
+                                         g_strerror(errno));
+                *ret_path = g_steal_pointer(&dir);
+                return TRUE;
+        }
+        if (!plan->cache_leases)
+                plan->cache_leases = g_ptr_array_new_with_free_func((GDestroyNotify)kiln_cache_lease_free);
+        g_ptr_array_add(plan->cache_leases, lease);
+        return stage_fd(plan, fd, v->arg, ret_path, error);
+}
+
 static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, GError **error)
 {
         KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(v->arg))};
@@ -278,6 +319,15 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
                 mount.type = KILN_MOUNT_TMPFS;
                 mount.destination = keep(s, g_strdup(v->destination));
                 mount.options = keep_list(s, g_strdupv(v->options));
+                g_array_append_val(s->mounts, mount);
+                return TRUE;
+        }
+        if (v->kind == KILN_RUN_VOLUME_CACHE) { /* run parity */
+                if (!open_cache(s, plan, v, &staged, error))
+                        return FALSE;
+                mount.destination = keep(s, g_strdup(v->destination));
+                mount.options = keep_list(s, g_strdupv(v->options));
+                mount.source = keep(s, g_steal_pointer(&staged));
                 g_array_append_val(s->mounts, mount);
                 return TRUE;
         }

@@ -28,6 +28,7 @@ typedef struct KilnRunPlan {
         int early_exit_status;
         char *early_message;
         KilnRunResources resources; /* the run's cgroup and limits; the cgroup is removed with the plan */
+        GPtrArray *cache_leases;    /* run parity: KilnCacheLease of the type=cache mounts (run-caches.h) */
 } KilnRunPlan;
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and

@@ -65,7 +65,7 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$workdir/no-bus.sock
 
 expect "rm run" kiln r
 expect "config containers" kiln co
-expect "config containers from info inspect mount rm run umount version" kiln ''
+expect "config containers from info inspect mount prune rm run umount version" kiln ''
 expect "--no-ask-password" kiln --no
 expect "rm run" kiln --no-ask-password r
 expect "--terminal" kiln run --ter
