@@ -69,7 +69,8 @@ static guint strv_count(char *const *v)
 static guint options_descriptors(const KilnRunOptions *o)
 {
         return PROCESS_OWN_DESCRIPTORS + (o->stdin_fd >= 0) + (o->stdout_fd >= 0) + (o->stderr_fd >= 0) +
-               (o->volume_fds ? o->volume_fds->len : 0) + strv_count(o->volumes) + strv_count(o->mounts);
+               (o->volume_fds ? o->volume_fds->len : 0) + strv_count(o->volumes) + strv_count(o->mounts) +
+               (o->secrets ? o->secrets->len : 0); /* run parity */
 }
 
 typedef struct {

@@ -56,17 +56,17 @@ static int open_or_make_dir(int dirfd, const char *name, mode_t mode, uid_t uid,
         _cleanup_close_ int fd = -1;
 
         if (!made && errno != EEXIST)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot make the cache directory %s: %s", name,
-                                 g_strerror(errno)),
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot make the cache directory %s: %s",
+                                 name, g_strerror(errno)),
                        -1;
         fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot open the cache directory %s: %s", name,
-                                 g_strerror(errno)),
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot open the cache directory %s: %s",
+                                 name, g_strerror(errno)),
                        -1;
         if (made && ((uid != (uid_t)-1 && fchown(fd, uid, gid) < 0) || fchmod(fd, mode) < 0))
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot set up the cache directory %s: %s", name,
-                                 g_strerror(errno)),
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot set up the cache directory %s: %s",
+                                 name, g_strerror(errno)),
                        -1;
         return g_steal_fd(&fd);
 }
@@ -79,10 +79,13 @@ static int open_owner_dir(const char *state_dir, uid_t owner, gboolean make, GEr
         g_autofree char *name = g_strdup_printf("%u", (unsigned)owner);
 
         if (state_fd < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "open %s: %s", state_dir, g_strerror(errno)), -1;
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "open %s: %s", state_dir, g_strerror(errno)),
+                       -1;
         if (!make) {
                 caches_fd = openat(state_fd, "caches", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                return caches_fd < 0 ? -1 : openat(caches_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                return caches_fd < 0
+                               ? -1
+                               : openat(caches_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         }
         caches_fd = open_or_make_dir(state_fd, "caches", 0700, (uid_t)-1, (gid_t)-1, error);
         return caches_fd < 0 ? -1 : open_or_make_dir(caches_fd, name, 0700, (uid_t)-1, (gid_t)-1, error);
@@ -117,11 +120,14 @@ int kiln_run_cache_open(const char *state_dir, const KilnRunVolume *v, uid_t hos
         if (v->cache_source) {
                 /* Inside the cache only: its contents are the runs' to shape, symlinks included. */
                 g_autoptr(GError) local = NULL;
-                if (!kiln_rootfs_mkdir_p(cache_fd, v->cache_source, v->cache_mode, host_uid, host_gid, &local))
+                if (!kiln_rootfs_mkdir_p(cache_fd, v->cache_source, v->cache_mode, host_uid, host_gid,
+                                         &local))
                         return kiln_invalid(error, v->arg, "source: %s", local->message), -1;
                 fd = kiln_rootfs_open(cache_fd, v->cache_source, O_PATH | O_DIRECTORY, 0);
                 if (fd < 0)
-                        return kiln_invalid(error, v->arg, "source '%s': %s", v->cache_source, g_strerror(-fd)), -1;
+                        return kiln_invalid(error, v->arg, "source '%s': %s", v->cache_source,
+                                            g_strerror(-fd)),
+                               -1;
         } else {
                 fd = g_steal_fd(&cache_fd);
         }
@@ -158,8 +164,8 @@ static GPtrArray *list_names(int dirfd)
         return names;
 }
 
-gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *const *ids, char ***ret_removed,
-                                char ***ret_busy, GError **error)
+gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *const *ids,
+                                char ***ret_removed, char ***ret_busy, GError **error)
 {
         g_autoptr(GStrvBuilder) removed = g_strv_builder_new();
         g_autoptr(GStrvBuilder) busy = g_strv_builder_new();
@@ -195,8 +201,9 @@ gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *
                          * system. */
                         r = kiln_rm_rf_at(owner_fd, name, &failed);
                         if (r < 0)
-                                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot remove the cache '%s': %s: %s",
-                                                 name, failed ? failed : name, g_strerror(-r));
+                                return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                                 "Cannot remove the cache '%s': %s: %s", name,
+                                                 failed ? failed : name, g_strerror(-r));
                         g_strv_builder_add(removed, name);
                 }
         }

@@ -29,5 +29,5 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnCacheLease, kiln_cache_lease_free)
 /* Removes @owner's caches named in @ids (NULL or empty: all of them), but none a run uses now.
  * *@ret_removed: the ids removed; *@ret_busy: the ids in use, kept. An id that is not a name is
  * InvalidArgument naming "ids"; one that does not exist is skipped. */
-gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *const *ids, char ***ret_removed,
-                                char ***ret_busy, GError **error);
+gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *const *ids,
+                                char ***ret_removed, char ***ret_busy, GError **error);

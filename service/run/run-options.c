@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bus/bus-args.h"
 #include "base/cgroup.h"
@@ -18,6 +19,7 @@ typedef enum {
         OPT_USEC,       /* t */
         OPT_SIZE,       /* (qq) */
         OPT_VOLUME_FDS, /* a(hss) */
+        OPT_SECRETS,    /* a{sh}: run parity */
         OPT_INT64,      /* x */
         OPT_UINT64,     /* t */
 } OptionType;
@@ -195,13 +197,14 @@ static const RunOption run_options[] = {
         O("memory", OPT_UINT64, memory, NULL),
         O("cpu_weight", OPT_UINT64, cpu_weight, NULL),
         O("group_add", OPT_STRV, group_add, check_group_add), /* run parity: supplementary groups */
+        O("secrets", OPT_SECRETS, secrets, NULL),             /* run parity: type=secret's bytes */
 };
 #undef O
 
 static const char *const option_signatures[] = {
-        [OPT_FD] = "h",    [OPT_BOOL] = "b",   [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
-        [OPT_STRV] = "as", [OPT_USEC] = "t",   [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
-        [OPT_INT64] = "x", [OPT_UINT64] = "t",
+        [OPT_FD] = "h",          [OPT_BOOL] = "b",  [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
+        [OPT_STRV] = "as",       [OPT_USEC] = "t",  [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
+        [OPT_SECRETS] = "a{sh}", [OPT_INT64] = "x", [OPT_UINT64] = "t",
 };
 
 void kiln_run_options_init(KilnRunOptions *o)
@@ -237,6 +240,7 @@ void kiln_run_options_clear(KilnRunOptions *o)
                         g_clear_pointer(AT(o, opt, char **), g_strfreev);
                         break;
                 case OPT_VOLUME_FDS:
+                case OPT_SECRETS:
                         g_clear_pointer(AT(o, opt, GArray *), g_array_unref);
                         break;
                 default:
@@ -305,6 +309,72 @@ static gboolean read_volume_fds(sd_bus_message *m, const KilnConfig *limits, GAr
         return TRUE;
 }
 
+/* ---- run parity: secrets ---- */
+
+static void secret_fd_clear(gpointer data)
+{
+        KilnSecretFd *s = data;
+
+        kiln_close_fdp(&s->fd);
+        g_free(s->id);
+}
+
+/* A secret must be a memfd sealed against writing, growing and shrinking: its bytes are read when the
+ * run is prepared, and the caller can no longer change them after this check; reading it never waits
+ * (a pipe could). */
+static gboolean check_secret_fd(const char *arg, int fd, GError **error)
+{
+        int seals = fcntl(fd, F_GET_SEALS);
+        const int needed = F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK;
+        struct stat st;
+
+        if (seals < 0 || (seals & needed) != needed || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return kiln_invalid(error, arg,
+                                    "not a memfd sealed with F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK");
+        if (st.st_size > KILN_SECRET_MAX)
+                return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED, "Invalid %s: larger than %d bytes",
+                                 arg, KILN_SECRET_MAX);
+        return TRUE;
+}
+
+static gboolean read_secrets(sd_bus_message *m, const KilnConfig *limits, GArray **ret, GError **error)
+{
+        g_autoptr(GArray) secrets = g_array_new(FALSE, TRUE, sizeof(KilnSecretFd));
+        int r;
+
+        g_array_set_clear_func(secrets, secret_fd_clear);
+        r = sd_bus_message_enter_container(m, 'a', "{sh}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sh")) > 0) {
+                KilnSecretFd s = {.fd = -1};
+                g_autofree char *arg = NULL;
+                const char *id;
+                int fd;
+
+                if (!kiln_check_array_limit("secrets", secrets->len + 1, limits, error))
+                        return FALSE;
+                r = sd_bus_message_read(m, "sh", &id, &fd);
+                if (r < 0)
+                        break;
+                arg = g_strdup_printf("secrets[%.64s]", id);
+                if (!kiln_validate_name(arg, id, error) || !check_secret_fd(arg, fd, error))
+                        return FALSE;
+                for (guint i = 0; i < secrets->len; i++)
+                        if (g_str_equal(g_array_index(secrets, KilnSecretFd, i).id, id))
+                                return kiln_invalid(error, arg, "given twice");
+                if (!dup_fd(fd, arg, &s.fd, error))
+                        return FALSE;
+                s.id = g_strdup(id);
+                g_array_append_val(secrets, s);
+                r = sd_bus_message_exit_container(m);
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return kiln_bus_read_failed(r, "secrets", error);
+        *ret = g_steal_pointer(&secrets);
+        return TRUE;
+}
+
 static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_message *m,
                             const KilnConfig *limits, GError **error)
 {
@@ -355,6 +425,14 @@ static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_mess
                         o->cols = cols;
                 }
                 break;
+        case OPT_SECRETS: {
+                GArray *v = NULL;
+                if (!read_secrets(m, limits, &v, error))
+                        return FALSE;
+                g_clear_pointer(AT(o, opt, GArray *), g_array_unref);
+                *AT(o, opt, GArray *) = v;
+                break;
+        }
         case OPT_VOLUME_FDS: {
                 GArray *v = NULL;
                 if (!read_volume_fds(m, limits, &v, error))

@@ -14,6 +14,15 @@ typedef struct KilnVolumeFd {
         char *options;
 } KilnVolumeFd;
 
+/* Run parity: one entry of `secrets` (a{sh}), the caller's sealed memfd of a secret's bytes. */
+typedef struct KilnSecretFd {
+        char *id;
+        int fd; /* owned: F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK set, at most KILN_SECRET_MAX bytes */
+} KilnSecretFd;
+
+/* The largest secret (BuildKit's bound is 500 KB). */
+#define KILN_SECRET_MAX (512 * 1024)
+
 typedef struct KilnRunOptions {
         int stdin_fd, stdout_fd, stderr_fd; /* owned duplicates; -1: /dev/null */
         gboolean terminal;
@@ -46,6 +55,7 @@ typedef struct KilnRunOptions {
         /* Run parity (issue 12): supplementary groups, names of the image's /etc/group, gids or
          * "keep-groups" (passwd.h). */
         char **group_add;
+        GArray *secrets; /* KilnSecretFd: the bytes type=secret mounts name by id */
 
         /* Not an option: every volume and mount of the run (the builder's included), resolved once before
          * authorization (run-volumes.h); the authorization and the preparation read only this. */

@@ -22,6 +22,7 @@ void kiln_run_volume_free(KilnRunVolume *v)
         g_free(v->workdir);
         g_free(v->cache_id);
         g_free(v->cache_source);
+        g_free(v->secret_id);
         g_free(v->arg);
         g_free(v->source);
         g_free(v->destination);
@@ -305,6 +306,81 @@ static KilnRunVolume *parse_cache_mount(const char *arg, char **parts, GError **
         return g_steal_pointer(&v);
 }
 
+/* ---- run parity: type=secret ---- */
+
+static KilnRunVolume *parse_secret_mount(const char *arg, char **parts, GError **error)
+{
+        static const char *const type_keys[] = {"type", NULL};
+        static const char *const id_keys[] = {"id", NULL};
+        static const char *const destination_keys[] = {"destination", "dst", "target", NULL};
+        static const char *const uid_keys[] = {"uid", NULL}, *const gid_keys[] = {"gid", NULL};
+        static const char *const mode_keys[] = {"mode", NULL};
+        static const char *const required_keys[] = {"required", NULL};
+        g_autoptr(KilnRunVolume) v = volume_new(arg, KILN_RUN_VOLUME_SECRET);
+        const char *id = NULL, *destination = NULL, *x;
+
+        v->cache_mode = 0400;
+        for (char **p = parts; *p; p++) {
+                if (key_value(*p, type_keys))
+                        continue;
+                if ((x = key_value(*p, id_keys)))
+                        id = x;
+                else if ((x = key_value(*p, destination_keys)))
+                        destination = x;
+                else if ((x = key_value(*p, uid_keys))) {
+                        if (!parse_u32(arg, "uid", x, 10, G_MAXUINT32 - 1, &v->cache_uid, error))
+                                return NULL;
+                } else if ((x = key_value(*p, gid_keys))) {
+                        if (!parse_u32(arg, "gid", x, 10, G_MAXUINT32 - 1, &v->cache_gid, error))
+                                return NULL;
+                } else if ((x = key_value(*p, mode_keys))) {
+                        if (!parse_u32(arg, "mode", x, 8, 0777, &v->cache_mode, error))
+                                return NULL;
+                } else if (g_str_equal(*p, "required") || g_str_equal(*p, "required=true"))
+                        v->secret_required = TRUE;
+                else if ((x = key_value(*p, required_keys)) && g_str_equal(x, "false"))
+                        v->secret_required = FALSE;
+                else
+                        return kiln_invalid(error, arg, "'%.64s' is not an option of a type=secret mount",
+                                            *p),
+                               NULL;
+        }
+        if (!id)
+                return kiln_invalid(error, arg, "a type=secret mount needs an id"), NULL;
+        if (!kiln_validate_name(arg, id, error))
+                return NULL;
+        v->secret_id = g_strdup(id);
+        v->destination = destination ? g_strdup(destination) : g_strconcat("/run/secrets/", id, NULL);
+        if (!g_path_is_absolute(v->destination))
+                return kiln_invalid(error, arg, "a type=secret mount needs an absolute target"), NULL;
+        if (!kiln_validate_absolute_path(arg, v->destination, FALSE, error))
+                return NULL;
+        v->options = g_strdupv((char *[]){"ro", "nosuid", "nodev", "noexec", NULL});
+        return g_steal_pointer(&v);
+}
+
+/* The secret a type=secret mount names: a duplicate of its descriptor (1). 0: none was given and the
+ * mount is not required, so it is left out; -1: @error. */
+static int take_secret(KilnRunVolume *v, const KilnRunOptions *o, GError **error)
+{
+        for (guint i = 0; o->secrets && i < o->secrets->len; i++) {
+                const KilnSecretFd *s = &g_array_index(o->secrets, KilnSecretFd, i);
+                if (!g_str_equal(s->id, v->secret_id))
+                        continue;
+                v->fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3);
+                if (v->fd < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot take the secret of %s: %s",
+                                         v->arg, g_strerror(errno)),
+                               -1;
+                return 1;
+        }
+        if (v->secret_required)
+                return kiln_invalid(error, v->arg, "the required secret '%s' was not given (secrets)",
+                                    v->secret_id),
+                       -1;
+        return 0;
+}
+
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error)
 {
         static const char *const type_keys[] = {"type", NULL};
@@ -325,6 +401,8 @@ KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError *
                         type = x;
         if (g_str_equal(type, "cache"))
                 return parse_cache_mount(arg, parts, error);
+        if (g_str_equal(type, "secret"))
+                return parse_secret_mount(arg, parts, error);
         if (!g_str_equal(type, "bind") && !g_str_equal(type, "tmpfs")) {
                 kiln_invalid(error, arg, "'%s' needs type=bind, type=tmpfs or type=cache", value);
                 return NULL;
@@ -502,6 +580,15 @@ gboolean kiln_run_volumes_resolve(KilnRunOptions *o, char **builder_volumes, con
                 KilnRunVolume *v = kiln_run_mount_parse(arg, *m, error);
                 if (v && v->kind == KILN_RUN_VOLUME_CACHE)
                         v->cache_owner = caller->uid; /* the caller's caches, whoever owns the builder */
+                if (v && v->kind == KILN_RUN_VOLUME_SECRET) {
+                        int taken = take_secret(v, o, error);
+                        if (taken <= 0) {
+                                kiln_run_volume_free(v);
+                                if (taken < 0)
+                                        return FALSE;
+                                continue; /* not given, not required: no mount, as BuildKit */
+                        }
+                }
                 if (!add_path_volume(list, v, caller, error))
                         return FALSE;
         }

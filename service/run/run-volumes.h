@@ -13,7 +13,8 @@ typedef enum {
         KILN_RUN_VOLUME_BIND,
         KILN_RUN_VOLUME_OVERLAY, /* `O`: a bind whose writes go to a throw-away upper dir */
         KILN_RUN_VOLUME_TMPFS,
-        KILN_RUN_VOLUME_CACHE, /* run parity: type=cache, a directory of the caller's kept by kilnd */
+        KILN_RUN_VOLUME_CACHE,  /* run parity: type=cache, a directory of the caller's kept by kilnd */
+        KILN_RUN_VOLUME_SECRET, /* run parity: type=secret, a file on a memory file system of its own */
 } KilnRunVolumeKind;
 
 /* type=cache sharing=: what a second run does while one uses the cache. */
@@ -49,6 +50,10 @@ typedef struct KilnRunVolume {
         KilnRunCacheSharing cache_sharing;
         guint32 cache_uid, cache_gid, cache_mode; /* of a new cache, container ids; 0, 0, 0755 */
         uid_t cache_owner;                        /* the caller: whose caches (set when resolved) */
+        /* Run parity: type=secret. @fd is the secret's sealed memfd (run-options.h) once resolved;
+         * uid, gid and mode (default 0, 0, 0400) are the file's, as the run sees them. */
+        char *secret_id;
+        gboolean secret_required;
 } KilnRunVolume;
 
 void kiln_run_volume_free(KilnRunVolume *volume);
@@ -72,11 +77,16 @@ KilnRunVolume *kiln_run_volume_parse_fd(const char *arg, const char *destination
  * (KILN_RUN_VOLUME_SCRATCH), as in buildah: never written through to the host.
  * type=cache (run parity): id=, target=/dst=/destination=, sharing=shared|private|locked, ro/rw,
  * uid=, gid=, mode= (octal), source=/src= (a relative directory inside the cache); `from=` is
- * InvalidArgument (not supported yet). */
+ * InvalidArgument (not supported yet).
+ * type=secret (run parity): id= (a name, required), target=/dst=/destination= (default
+ * /run/secrets/ID), uid=, gid=, mode= (default 0400), required[=true|false]. The cache_uid, cache_gid
+ * and cache_mode fields hold the file's. */
 KilnRunVolume *kiln_run_mount_parse(const char *arg, const char *value, GError **error);
 
 /* Parses every volume and mount of the run (@builder_volumes first, then the run's volumes,
- * volume_fds and mounts) into @options->resolved_volumes. Descriptors of `volume_fds` move into the
+ * volume_fds and mounts) into @options->resolved_volumes. A type=secret mount takes a duplicate of
+ * its secret's descriptor from @options->secrets; without one it is left out, or InvalidArgument
+ * naming it when `required`. Descriptors of `volume_fds` move into the
  * list. For a caller other than uid 0 every source is held open: a path is opened as the caller
  * (caller-open.h); a source that is not a directory or a regular file is InvalidArgument; one the
  * caller cannot read is marked unreadable (run-privileged). For uid 0 a path stays a path. */

@@ -305,6 +305,82 @@ static gboolean open_cache(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
         return stage_fd(plan, fd, v->arg, ret_path, error);
 }
 
+/* ---- run parity: type=secret ---- */
+/* The secret's bytes go from the caller's sealed memfd straight into a file on a tmpfs of its own,
+ * mounted by kilnd at BUNDLE/secret-N (nosuid, nodev, noexec, not swapped where the kernel can say so,
+ * sized for the one file), which the runtime binds read-only at the target: never a file on disk, in
+ * the bundle's own files or config.json (which holds only the path), nor in the builder's upper dir;
+ * the tmpfs is unmounted with the other staged mounts when the run ends. The file belongs to the host
+ * ids of its uid= and gid= in the run's user namespace. */
+static gboolean mount_secret(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, char **ret_path,
+                             GError **error)
+{
+        guint32 uid = v->cache_uid, gid = v->cache_gid;
+        guint n = plan->staged ? plan->staged->len : 0;
+        g_autofree char *dir = g_strdup_printf("%s/secret-%u", plan->bundle_dir, n);
+        g_autofree char *options = NULL, *buf = NULL;
+        _cleanup_close_ int dirfd = -1, fd = -1;
+        const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+        struct stat st;
+        off_t offset = 0;
+
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, v->cache_uid, &uid) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, v->cache_gid, &gid)))
+                return kiln_invalid(error, v->arg,
+                                    "uid %u or gid %u is not mapped in the builder's user namespace",
+                                    v->cache_uid, v->cache_gid);
+        if (fstat(v->fd, &st) < 0 || st.st_size > KILN_SECRET_MAX)
+                return kiln_invalid(error, v->arg, "the secret cannot be read");
+        if (mkdir(dir, 0700) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot make a mount point for %s: %s",
+                                 v->arg, g_strerror(errno));
+        options = g_strdup_printf("size=%" G_GUINT64_FORMAT ",nr_inodes=8,mode=0711,noswap",
+                                  (guint64)st.st_size + 65536);
+        if (mount("tmpfs", dir, "tmpfs", flags, options) < 0) {
+                /* noswap is Linux 6.4's: without it the pages may be swapped, like any process's memory. */
+                options[strlen(options) - strlen(",noswap")] = '\0';
+                if (mount("tmpfs", dir, "tmpfs", flags, options) < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot mount a tmpfs for %s: %s",
+                                         v->arg, g_strerror(errno));
+        }
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(dir));
+        dirfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd = dirfd < 0 ? -1
+                       : openat(dirfd, "secret", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot write the secret of %s: %s", v->arg,
+                                 g_strerror(errno));
+        buf = g_malloc(64 * 1024);
+        while (offset < st.st_size) {
+                ssize_t got = pread(v->fd, buf, 64 * 1024, offset), put = 0;
+                if (got < 0 && errno == EINTR)
+                        continue;
+                if (got <= 0)
+                        return kiln_invalid(error, v->arg, "the secret cannot be read: %s",
+                                            got < 0 ? g_strerror(errno) : "it is shorter than it was");
+                while (put < got) {
+                        ssize_t w = write(fd, buf + put, (size_t)(got - put));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0)
+                                return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                                 "Cannot write the secret of %s: %s", v->arg,
+                                                 g_strerror(errno));
+                        put += w;
+                }
+                offset += got;
+        }
+        explicit_bzero(buf, 64 * 1024);
+        if (fchown(fd, uid, gid) < 0 || fchmod(fd, v->cache_mode) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                 "Cannot give the secret of %s to its owner: %s", v->arg, g_strerror(errno));
+        *ret_path = g_build_filename(dir, "secret", NULL);
+        return TRUE;
+}
+
 static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, GError **error)
 {
         KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(v->arg))};
@@ -322,8 +398,9 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
                 g_array_append_val(s->mounts, mount);
                 return TRUE;
         }
-        if (v->kind == KILN_RUN_VOLUME_CACHE) { /* run parity */
-                if (!open_cache(s, plan, v, &staged, error))
+        if (v->kind == KILN_RUN_VOLUME_CACHE || v->kind == KILN_RUN_VOLUME_SECRET) { /* run parity */
+                if (v->kind == KILN_RUN_VOLUME_CACHE ? !open_cache(s, plan, v, &staged, error)
+                                                     : !mount_secret(s, plan, v, &staged, error))
                         return FALSE;
                 mount.destination = keep(s, g_strdup(v->destination));
                 mount.options = keep_list(s, g_strdupv(v->options));
