@@ -25,6 +25,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "base/size.h"
 #include "bus-client.h"
 #include "cli-util.h"
 #include "verbs.h"
@@ -109,7 +110,8 @@ static gboolean add_split(GPtrArray **list, const char *value)
 }
 
 #define DEFINE_COLLECT(field, adder)                                                                        \
-        static gboolean collect_##field(const char *name, const char *value, gpointer data, GError **e)     \
+        static gboolean collect_##field(G_GNUC_UNUSED const char *name, const char *value, gpointer data,   \
+                                        G_GNUC_UNUSED GError **e)                                           \
         {                                                                                                   \
                 return adder(&((RunFlags *)data)->field, value);                                            \
         }
@@ -130,7 +132,8 @@ DEFINE_COLLECT(secrets, add_to)
  * profile name (never a path: kilnd reads only its own profiles), and no-new-privileges[=BOOL]. Any
  * other value (apparmor=, label=, mask=, ...) is a usage error naming it rather than silently doing
  * nothing. */
-static gboolean collect_security_opt(const char *name, const char *value, gpointer data, GError **error)
+static gboolean collect_security_opt(G_GNUC_UNUSED const char *name, const char *value, gpointer data,
+                                     GError **error)
 {
         RunFlags *f = data;
         bool nnp = true;
@@ -781,18 +784,10 @@ static bool parse_resources(const RunFlags *f, StartOptions *s)
                 s->has_pids_limit = true;
         }
         if (f->memory) {
-                guint64 n = g_ascii_strtoull(f->memory, &end, 10);
-                int shift = 0;
-
-                if (*end && !end[1] && strchr("bkmg", g_ascii_tolower(*end))) {
-                        shift = 10 * (int)(strchr("bkmg", g_ascii_tolower(*end)) - "bkmg");
-                        end++;
-                }
-                if (!g_ascii_isdigit(f->memory[0]) || *end || n == 0 || n > (G_MAXUINT64 >> shift)) {
+                if (!kiln_parse_size(f->memory, &s->memory) || s->memory == 0) {
                         kiln_usage_error("run", "--memory: '%s' is not a size such as 512m", f->memory);
                         return false;
                 }
-                s->memory = n << shift;
                 s->has_memory = true;
         }
         if (f->cpu_weight) {
@@ -927,7 +922,7 @@ static void fail(RunState *st)
         finish(st);
 }
 
-static int on_reply_ignored(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+static int on_reply_ignored(sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);
@@ -964,7 +959,8 @@ static void send_resize(RunState *st)
                 process_call(st, "Resize", "qq", rows, cols);
 }
 
-static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata)
+static int on_signal(G_GNUC_UNUSED sd_event_source *source, const struct signalfd_siginfo *si,
+                     void *userdata)
 {
         RunState *st = userdata;
         int signo = (int)si->ssi_signo;
@@ -993,7 +989,7 @@ static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si,
         return 0;
 }
 
-static int on_wait_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+static int on_wait_reply(sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);
@@ -1017,7 +1013,7 @@ static int on_wait_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
         return 0;
 }
 
-static int on_start_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+static int on_start_reply(sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         RunState *st = userdata;
         const sd_bus_error *error = sd_bus_message_get_error(reply);

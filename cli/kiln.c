@@ -26,6 +26,8 @@ static const Verb verbs[] = {
         {"prune", kiln_verb_prune, "Remove your --mount type=cache caches"},
         {"mount", kiln_verb_mount, "Mount a builder's root file system on the host"},
         {"umount", kiln_verb_umount, "Unmount a builder's root file system"},
+        {"copy", kiln_verb_copy, "Copy files into a builder, or out of it"},
+        {"add", kiln_verb_add, "Copy files into a builder, unpacking local tar archives"},
         {"info", kiln_verb_info, "Show the service's runtimes, defaults, your storage and limits"},
         {"version", kiln_verb_version, "Show the versions of kiln and of kilnd"},
 };

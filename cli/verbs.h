@@ -10,6 +10,8 @@ int kiln_verb_run(int argc, char **argv);
 int kiln_verb_rm(int argc, char **argv);
 int kiln_verb_mount(int argc, char **argv);
 int kiln_verb_umount(int argc, char **argv);
+int kiln_verb_copy(int argc, char **argv);
+int kiln_verb_add(int argc, char **argv);
 int kiln_verb_info(int argc, char **argv);
 int kiln_verb_version(int argc, char **argv);
 int kiln_verb_prune(int argc, char **argv); /* run parity: caches */

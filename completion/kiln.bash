@@ -147,6 +147,14 @@ _kiln()
         rm)
             COMPREPLY=($(compgen -W "$(_kiln_builders "$kiln")" -- "$cur"))
             ;;
+        copy | add)
+            # BUILDER (or BUILDER: to copy out of it) first, then host paths.
+            if ((npos == 0)); then
+                COMPREPLY=($(compgen -W "$(_kiln_builders "$kiln")" -- "$cur"))
+            else
+                compopt -o default
+            fi
+            ;;
     esac
 } &&
     complete -F _kiln kiln

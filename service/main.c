@@ -17,7 +17,7 @@
 #include "base/reaper.h"
 #include "run/run.h"
 
-static void ignore_signal(int sig)
+static void ignore_signal(G_GNUC_UNUSED int sig)
 {
 }
 
@@ -97,7 +97,7 @@ static int run(const char *config_path)
         kiln_manager_delete_stale_containers(manager);
         kiln_manager_detect_runtime(manager);
         kiln_manager_detect_idmapped_layers(manager);
-        isolate_globals = kiln_run_isolate_globals(manager);
+        isolate_globals = kiln_run_isolate_globals(config, storage);
         manager->isolate_server = kiln_isolate_server_new((const char *const *)isolate_globals);
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);

@@ -28,6 +28,8 @@ static const struct {
         {KILN_BUILDER_INTERFACE, "Run", KILN_ACTION_RUN},
         {KILN_BUILDER_INTERFACE, "RunCaptured", KILN_ACTION_RUN},
         {KILN_BUILDER_INTERFACE, "Start", KILN_ACTION_RUN},
+        {KILN_BUILDER_INTERFACE, "Copy", KILN_ACTION_RUN},
+        {KILN_BUILDER_INTERFACE, "CopyOut", KILN_ACTION_RUN},
 };
 
 /* What is known about one client connection. */
@@ -319,8 +321,8 @@ static void check_send(Check *check)
                                on_check_reply, check);
 }
 
-static void on_polkit_appeared(GDBusConnection *connection, const char *name, const char *owner,
-                               gpointer data)
+static void on_polkit_appeared(G_GNUC_UNUSED GDBusConnection *connection, G_GNUC_UNUSED const char *name,
+                               const char *owner, gpointer data)
 {
         KilnAuth *auth = data;
         g_autoptr(GPtrArray) retry = g_ptr_array_new();
@@ -337,7 +339,8 @@ static void on_polkit_appeared(GDBusConnection *connection, const char *name, co
                 check_send(retry->pdata[i]);
 }
 
-static void on_polkit_vanished(GDBusConnection *connection, const char *name, gpointer data)
+static void on_polkit_vanished(G_GNUC_UNUSED GDBusConnection *connection, G_GNUC_UNUSED const char *name,
+                               gpointer data)
 {
         KilnAuth *auth = data;
 
@@ -394,7 +397,7 @@ static void check_start(Check *check)
 }
 
 /* A client that leaves takes its pending checks and its cached credentials with it. */
-static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+static int on_name_owner_changed(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *ret_error)
 {
         KilnAuth *auth = userdata;
         const char *name, *old_owner, *new_owner;

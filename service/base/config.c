@@ -5,6 +5,7 @@
 #include <sys/sysinfo.h>
 
 #include "base/config.h"
+#include "base/size.h"
 
 #define DEFAULT_CONFIG_FILE KILN_SYSCONFDIR "/kiln/kiln.conf"
 
@@ -50,6 +51,10 @@ KilnConfig *kiln_config_new_defaults(void)
          * caller cannot fill a state file system of a few hundred GiB on his own. */
         c->import_bytes = G_GUINT64_CONSTANT(10) << 30;
         c->storage_bytes_per_user = G_GUINT64_CONSTANT(20) << 30;
+        /* Copies: as large as an import; each one in progress holds a thread and three descriptors. */
+        c->copy_bytes = G_GUINT64_CONSTANT(10) << 30;
+        c->copy_entries = 1000000;
+        c->copies_per_user = 4;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -240,25 +245,19 @@ static gboolean read_process_limits(GKeyFile *kf, KilnConfig *c, GError **error)
 
 /* ---- [Resources] ---- */
 
-/* A number of bytes: N, or N with a k, m or g suffix (powers of 1024). */
+/* A number of bytes (base/size.h: N, or N with a b, k, m or g suffix, powers of 1024). */
 static gboolean read_size(GKeyFile *kf, const char *group, const char *key, guint64 *field, GError **error)
 {
         g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
-        guint64 n, shift = 0;
-        char *end = NULL;
 
         if (!v)
                 return TRUE;
         g_strstrip(v);
-        n = g_ascii_strtoull(v, &end, 10);
-        if (end != v && *end && !end[1] && strchr("kKmMgG", *end))
-                shift = g_ascii_tolower(*end) == 'k' ? 10 : g_ascii_tolower(*end) == 'm' ? 20 : 30, end++;
-        if (end == v || *end || n > (G_MAXUINT64 >> shift)) {
+        if (!kiln_parse_size(v, field)) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                             "[%s] %s must be a number of bytes (with k, m or g), got '%s'", group, key, v);
                 return FALSE;
         }
-        *field = n << shift;
         return TRUE;
 }
 
@@ -351,6 +350,10 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !check_pool(c, error) || !read_resources(kf, c, error))
                 return NULL;
         if (!read_process_limits(kf, c, error))
+                return NULL;
+        if (!read_bytes(kf, "Limits", "CopyBytes", &c->copy_bytes, error) ||
+            !read_bytes(kf, "Limits", "CopyEntries", &c->copy_entries, error) ||
+            !read_uint(kf, "Limits", "CopiesPerUser", 1, &c->copies_per_user, error))
                 return NULL;
 
         runtimes = g_key_file_get_string_list(kf, "Run", "Runtimes", NULL, NULL);

@@ -26,6 +26,9 @@
  *   ImportBytes=10737418240            bytes of file content in one imported layer (0: no bound)
  *   StorageBytesPerUser=21474836480    bytes of file content in the layers one uid's builders use
  *                                      (uid 0 is not limited; 0: no bound)
+ *   CopyBytes=10737418240              bytes of file content in one Copy or CopyOut (0: no bound)
+ *   CopyEntries=1000000                entries in one Copy or CopyOut (0: no bound)
+ *   CopiesPerUser=4                    Copy and CopyOut calls one uid may have in progress (uid 0 included)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -83,6 +86,10 @@ typedef struct KilnConfig {
         unsigned descriptors_per_user;
         guint64 import_bytes;           /* G_MAXUINT64: no bound */
         guint64 storage_bytes_per_user; /* G_MAXUINT64: no bound */
+        /* Copy, CopyOut (service/copy/copy.h) */
+        guint64 copy_bytes;   /* G_MAXUINT64: no bound */
+        guint64 copy_entries; /* G_MAXUINT64: no bound */
+        unsigned copies_per_user;
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

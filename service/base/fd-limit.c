@@ -29,7 +29,7 @@ void kiln_fd_limit_raise(void)
                 (unsigned long long)rl.rlim_max);
 }
 
-void kiln_fd_limit_child_setup(gpointer data)
+void kiln_fd_limit_child_setup(G_GNUC_UNUSED gpointer data)
 {
         /* Nothing to undo when it was not raised; the hard limit stays as it was (never lowered). */
         if (raised)

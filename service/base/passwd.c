@@ -143,7 +143,7 @@ typedef struct GroupMatch {
         gboolean found;
 } GroupMatch;
 
-static gboolean group_line(const Field *f, guint n, gpointer data)
+static gboolean group_line(const Field *f, G_GNUC_UNUSED guint n, gpointer data)
 {
         GroupMatch *m = data;
 

@@ -55,7 +55,7 @@ static gboolean is_claimed(pid_t pid)
         return claimed;
 }
 
-static void on_subprocess_finalized(gpointer data, GObject *where_the_object_was)
+static void on_subprocess_finalized(gpointer data, G_GNUC_UNUSED GObject *where_the_object_was)
 {
         kiln_reaper_unclaim((pid_t)GPOINTER_TO_INT(data));
 }
@@ -134,7 +134,7 @@ typedef struct {
         gpointer data;
 } ForeachOrphan;
 
-static void call_orphan(pid_t pid, char state, gpointer data)
+static void call_orphan(pid_t pid, G_GNUC_UNUSED char state, gpointer data)
 {
         ForeachOrphan *f = data;
 
@@ -148,7 +148,7 @@ void kiln_reaper_foreach_orphan(void (*func)(pid_t pid, gpointer data), gpointer
         foreach_child(call_orphan, &f);
 }
 
-static void reap_zombie(pid_t pid, char state, gpointer data)
+static void reap_zombie(pid_t pid, char state, G_GNUC_UNUSED gpointer data)
 {
         if (state == 'Z')
                 reap_one(pid);
@@ -175,7 +175,7 @@ static gboolean reap_round(void)
         return TRUE;
 }
 
-static gboolean on_timer(gpointer data)
+static gboolean on_timer(G_GNUC_UNUSED gpointer data)
 {
         if (reap_round())
                 return G_SOURCE_CONTINUE;

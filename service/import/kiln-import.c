@@ -189,7 +189,7 @@ static gboolean inode_equal(gconstpointer a, gconstpointer b)
         return x->dev == y->dev && x->ino == y->ino;
 }
 
-static void on_signal(int sig)
+static void on_signal(G_GNUC_UNUSED int sig)
 {
         terminating = 1;
 }
@@ -1082,7 +1082,8 @@ static struct {
         GHashTable *inodes;
 } tally;
 
-static int tally_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+static int tally_entry(G_GNUC_UNUSED const char *path, const struct stat *st, int type,
+                       G_GNUC_UNUSED struct FTW *ftw)
 {
         tally.entries++;
         if (S_ISREG(st->st_mode)) {

@@ -6,8 +6,8 @@
 #include "run/run-volumes.h"
 #include "base/validate.h"
 
-int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
-                             void **found, sd_bus_error *error)
+int kiln_builder_object_find(sd_bus *bus, const char *path, G_GNUC_UNUSED const char *interface,
+                             void *userdata, void **found, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -28,8 +28,8 @@ int kiln_builder_object_find(sd_bus *bus, const char *path, const char *interfac
         return 1;
 }
 
-int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-                                 sd_bus_error *error)
+int kiln_builder_node_enumerator(sd_bus *bus, G_GNUC_UNUSED const char *path, void *userdata, char ***nodes,
+                                 G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -48,8 +48,9 @@ int kiln_builder_node_enumerator(sd_bus *bus, const char *path, void *userdata, 
         return 1;
 }
 
-static int property_get_config(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_config(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                               G_GNUC_UNUSED const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
 
@@ -72,8 +73,9 @@ static int append_processes(sd_bus_message *reply, const KilnBuilder *b)
         return r;
 }
 
-static int property_get_processes(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_processes(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                                  G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                                  sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         return append_processes(reply, userdata);
 }
@@ -175,6 +177,10 @@ static int method_remove(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return r;
         if (b->pending_remove)
                 return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
+        /* Copy/CopyOut: a copy's thread writes or reads the mounted root file system until it ends. */
+        if (kiln_copy_count_for_builder(b->id) > 0)
+                return sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' has a copy in progress",
+                                         b->name);
         if (kiln_process_count_running(manager, b->id, 0) > 0) {
                 if (!force)
                         return sd_bus_error_setf(
@@ -269,7 +275,7 @@ static int method_mount(sd_bus_message *m, void *userdata, sd_bus_error *error)
                                       mount_request_free);
 }
 
-static int method_unmount(sd_bus_message *m, void *userdata, sd_bus_error *error)
+static int method_unmount(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnBuilder *b = userdata;
         KilnManager *manager = b->manager;
@@ -505,6 +511,7 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
         g_autofree char *command = NULL, *weakened = NULL;
         g_autoptr(GPtrArray) weakenings = NULL;
         const KilnCreds *creds;
+        KilnRunInput input;
         const char *details[] = {"builder", b->name, "command", NULL, NULL, NULL, NULL};
         int r;
 
@@ -545,7 +552,8 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = kiln_error_to_bus(local, error);
                 goto fail;
         }
-        weakenings = kiln_run_weakenings(manager, b, &req->options, creds, &local);
+        kiln_manager_run_input(manager, b, &input);
+        weakenings = kiln_run_weakenings(&input, &req->options, creds, &local);
         if (!weakenings) {
                 r = kiln_error_to_bus(local, error);
                 goto fail;
@@ -624,5 +632,10 @@ const sd_bus_vtable kiln_builder_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Unmount", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unmount,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        /* Copy/CopyOut (objects/copy-dbus.c) */
+        SD_BUS_METHOD_WITH_ARGS("Copy", SD_BUS_ARGS("h", source, "s", destination, "a{sv}", options),
+                                SD_BUS_NO_RESULT, kiln_copy_method_copy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CopyOut", SD_BUS_ARGS("s", path, "h", fd, "a{sv}", options),
+                                SD_BUS_NO_RESULT, kiln_copy_method_copy_out, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

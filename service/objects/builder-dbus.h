@@ -18,3 +18,11 @@ void kiln_builder_emit_changed(KilnManager *manager, KilnBuilder *builder, KilnF
 /* A process of @builder started or ended: Processes changed; a Remove(force) waiting for the last
  * one completes. */
 void kiln_builder_processes_changed(KilnManager *manager, KilnBuilder *builder);
+
+/* Copy/CopyOut: Builder methods implemented in objects/copy-dbus.c (declared here, so that this face
+ * does not include that file's: it uses the Manager, which uses this face). userdata is the
+ * KilnBuilder. */
+int kiln_copy_method_copy(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int kiln_copy_method_copy_out(sd_bus_message *m, void *userdata, sd_bus_error *error);
+/* Copies in progress into or out of the builder @id: while there are any, it cannot be removed. */
+guint kiln_copy_count_for_builder(const char *id);

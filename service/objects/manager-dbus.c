@@ -87,7 +87,7 @@ static char *format_shift(const GArray *map)
         return g_string_free(s, FALSE);
 }
 
-static void on_shift_done(GObject *source, GAsyncResult *result, gpointer data)
+static void on_shift_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         CreateRequest *req = data;
         g_autoptr(GError) error = NULL;
@@ -129,7 +129,7 @@ static gboolean create_on_base(CreateRequest *req, const char *layer)
         return TRUE;
 }
 
-static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         CreateRequest *req = data;
         g_autoptr(GError) error = NULL;
@@ -408,7 +408,7 @@ static guint64 builder_listing_bytes(KilnManager *m, const KilnBuilder *b)
 
 /* Runs before sd-bus's own object manager builds the GetManagedObjects reply (filters see each incoming
  * message first). Every path is estimated against all that the caller may see: a subtree is smaller. */
-static int filter_managed_objects(sd_bus_message *m, void *userdata, sd_bus_error *error)
+static int filter_managed_objects(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
         GHashTableIter iter;
@@ -555,6 +555,13 @@ static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *erro
                 r = append_limit(reply, "AuthorizationsPerUser", c->authorizations_per_user);
         if (r >= 0)
                 r = append_limit(reply, "ImportBytes", c->import_bytes);
+        /* Copy/CopyOut */
+        if (r >= 0)
+                r = append_limit(reply, "CopyBytes", c->copy_bytes);
+        if (r >= 0)
+                r = append_limit(reply, "CopyEntries", c->copy_entries);
+        if (r >= 0)
+                r = append_limit(reply, "CopiesPerUser", c->copies_per_user);
         if (r >= 0)
                 r = append_limit(reply, "PidsLimit", c->pids_limit);
         if (r >= 0)
@@ -570,32 +577,37 @@ static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *erro
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_version(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                                G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                                sd_bus_message *reply, G_GNUC_UNUSED void *userdata,
+                                G_GNUC_UNUSED sd_bus_error *error)
 {
         return sd_bus_message_append(reply, "s", KILN_VERSION);
 }
 
-static int property_get_default_runtime(sd_bus *bus, const char *path, const char *interface,
-                                        const char *property, sd_bus_message *reply, void *userdata,
-                                        sd_bus_error *error)
+static int property_get_default_runtime(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                                        G_GNUC_UNUSED const char *interface,
+                                        G_GNUC_UNUSED const char *property, sd_bus_message *reply,
+                                        void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
 
         return sd_bus_message_append(reply, "s", manager->runtimes[0] ? manager->runtimes[0] : "");
 }
 
-static int property_get_runtimes(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_runtimes(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                                 G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                                 sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
 
         return sd_bus_message_append_strv(reply, manager->runtimes);
 }
 
-static int property_get_default_isolation(sd_bus *bus, const char *path, const char *interface,
-                                          const char *property, sd_bus_message *reply, void *userdata,
-                                          sd_bus_error *error)
+static int property_get_default_isolation(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                                          G_GNUC_UNUSED const char *interface,
+                                          G_GNUC_UNUSED const char *property, sd_bus_message *reply,
+                                          void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *manager = userdata;
 
@@ -618,8 +630,8 @@ static int method_remove_caches(sd_bus_message *m, void *userdata, sd_bus_error 
         if (r < 0)
                 return r;
         if (!kiln_bus_read_strv(m, "ids", NULL, manager->config, &ids, &local) ||
-            !kiln_run_caches_remove(manager->config->state_dir, creds->uid, (const char *const *)ids,
-                                    &removed, &busy, &local))
+            !kiln_run_caches_remove(manager->caches, creds->uid, (const char *const *)ids, &removed, &busy,
+                                    &local))
                 return kiln_error_to_bus(local, error);
         r = sd_bus_message_new_method_return(m, &reply);
         if (r >= 0)
@@ -658,6 +670,14 @@ int kiln_manager_register(KilnManager *m)
 {
         int r;
 
+        /* From now on the registry's changes reach the bus, through the faces. */
+        m->hooks = (KilnManagerHooks){
+                .builder_added = kiln_builder_emit_added,
+                .builder_removed = kiln_builder_emit_removed,
+                .builder_processes_changed = kiln_builder_processes_changed,
+                .count_running = kiln_process_count_running,
+        };
+        kiln_process_manager_init(m);
         r = sd_bus_add_object_manager(m->bus, &m->slots[0], KILN_MANAGER_PATH);
         if (r >= 0)
                 r = sd_bus_add_object_vtable(m->bus, &m->slots[1], KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,

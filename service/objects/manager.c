@@ -4,9 +4,7 @@
 #include <sys/capability.h>
 #include <sys/prctl.h>
 
-#include "objects/builder-dbus.h"
 #include "runtime/isolate-server.h"
-#include "objects/process-dbus.h"
 #include "runtime/runtime.h"
 #include "objects/manager.h"
 #include "base/fd-limit.h"
@@ -14,15 +12,14 @@
 #include "run/run.h"
 #include "base/validate.h"
 
-static char *resolve_runtime_name(const char *name);
-
 static char **find_runtimes(char **configured)
 {
         g_autoptr(GPtrArray) found = g_ptr_array_new();
 
         for (char **r = configured; r && *r; r++) {
-                g_autofree char *path = g_path_is_absolute(*r) ? g_strdup(*r) : g_find_program_in_path(*r);
-                if (path && g_file_test(path, G_FILE_TEST_IS_EXECUTABLE))
+                /* An absolute path is kept when executable, a name looked up in PATH. */
+                g_autofree char *path = g_find_program_in_path(*r);
+                if (path)
                         g_ptr_array_add(found, g_strdup(*r));
         }
         g_ptr_array_add(found, NULL);
@@ -69,13 +66,14 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->reserved_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->runtimes = find_runtimes(config->runtimes);
         m->bounding_set = read_bounding_set();
+        m->seccomp_cache = kiln_seccomp_cache_new();
+        m->caches = kiln_cache_registry_new(config->state_dir); /* run parity */
         m->process_reservations = g_hash_table_new(NULL, NULL);
         /* Callers never see where kilnd keeps its own files (errors-bus.c). */
         kiln_error_hide_paths_under(config->state_dir);
         kiln_error_hide_paths_under(config->runtime_dir);
         roots = g_build_filename(config->runtime_dir, "mounts", NULL); /* builders' root file systems */
         kiln_error_show_roots_under(roots);
-        kiln_process_manager_init(m);
         kiln_storage_set_limits(storage, config->import_bytes, config->storage_bytes_per_user);
         kiln_storage_set_layer_uses(storage, layer_uses, m);
         return m;
@@ -92,13 +90,16 @@ void kiln_manager_free(KilnManager *m)
          * out), and from here on a rootfs is unmounted as soon as nobody holds it. */
         kiln_manager_unmount_all(m);
         /* Processes first: freeing a running one kills it and releases its builder's rootfs. */
-        g_hash_table_destroy(m->processes);
+        if (m->processes) /* made at registration */
+                g_hash_table_destroy(m->processes);
         kiln_isolate_server_free(m->isolate_server); /* after the runs it served */
         g_hash_table_destroy(m->names);
         g_hash_table_destroy(m->builders);
         g_hash_table_destroy(m->reserved_names);
         g_hash_table_destroy(m->process_reservations);
         g_strfreev(m->runtimes);
+        kiln_seccomp_cache_free(m->seccomp_cache);
+        kiln_cache_registry_free(m->caches); /* after the processes, whose runs held leases */
         kiln_userns_free(m->userns);
         sd_bus_unref(m->bus);
         g_free(m);
@@ -180,9 +181,10 @@ gboolean kiln_manager_reserve_process(KilnManager *m, uid_t uid, GError **error)
 {
         gpointer key = GUINT_TO_POINTER(uid);
         guint reserved = GPOINTER_TO_UINT(g_hash_table_lookup(m->process_reservations, key));
+        guint running = m->hooks.count_running ? m->hooks.count_running(m, NULL, uid) : 0;
 
         /* Every caller, root included: each process holds a runtime, relays and a mount. */
-        if (kiln_process_count_running(m, NULL, uid) + reserved >= m->config->processes_per_user)
+        if (running + reserved >= m->config->processes_per_user)
                 return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED,
                                  "User %u already has the limit of %u running processes (ProcessesPerUser)",
                                  (unsigned)uid, m->config->processes_per_user);
@@ -277,7 +279,8 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
                 return NULL;
         }
         add_builder(m, b);
-        kiln_builder_emit_added(m, b);
+        if (m->hooks.builder_added)
+                m->hooks.builder_added(m, b);
         return g_steal_pointer(&b);
 }
 
@@ -287,7 +290,8 @@ gboolean kiln_manager_remove_builder(KilnManager *m, KilnBuilder *b, GError **er
         g_clear_handle_id(&b->rootfs_linger_source, g_source_remove);
         if (!kiln_storage_remove_builder(m->storage, b->id, error))
                 return FALSE;
-        kiln_builder_emit_removed(m, b);
+        if (m->hooks.builder_removed)
+                m->hooks.builder_removed(m, b);
         g_hash_table_remove(m->names, b->name);
         g_hash_table_remove(m->builders, b->id);
         kiln_storage_collect_layers(m->storage);
@@ -310,12 +314,6 @@ void kiln_manager_unmount_all(KilnManager *m)
                 }
                 kiln_manager_unmount_lingering(m, b);
         }
-}
-
-void kiln_id_maps_clear(KilnIdMaps *maps)
-{
-        g_clear_pointer(&maps->uid_map, g_array_unref);
-        g_clear_pointer(&maps->gid_map, g_array_unref);
 }
 
 gboolean kiln_manager_id_maps(KilnManager *m, uid_t owner, KilnIdMaps *ret, GError **error)
@@ -488,6 +486,55 @@ char *kiln_manager_next_container_id(KilnManager *m, KilnBuilder *b)
         return g_strdup_printf("kiln-%.12s-%" G_GUINT64_FORMAT, b->id, ++m->next_container);
 }
 
+static gboolean lease_id_maps(gpointer keeper, uid_t owner, KilnIdMaps *ret, GError **error)
+{
+        return kiln_manager_id_maps(keeper, owner, ret, error);
+}
+
+static char *lease_acquire(gpointer keeper, const char *builder_id, const KilnIdMaps *maps, GError **error)
+{
+        KilnManager *m = keeper;
+        KilnBuilder *b = g_hash_table_lookup(m->builders, builder_id);
+
+        if (!b) {
+                kiln_fail(error, KILN_ERROR_CODE_FAILED, "The builder %s is gone", builder_id);
+                return NULL;
+        }
+        return kiln_manager_acquire_rootfs(m, b, maps, error);
+}
+
+/* The run ends after its builder only when Remove(force) killed it: nothing is left to release then. */
+static void lease_release(gpointer keeper, const char *builder_id)
+{
+        KilnManager *m = keeper;
+        KilnBuilder *b = g_hash_table_lookup(m->builders, builder_id);
+
+        if (b)
+                kiln_manager_release_rootfs(m, b);
+}
+
+void kiln_manager_run_input(KilnManager *m, KilnBuilder *b, KilnRunInput *ret)
+{
+        *ret = (KilnRunInput){
+                .config = m->config,
+                .storage = m->storage,
+                .runtimes = m->runtimes,
+                .bounding_set = m->bounding_set,
+                .seccomp_cache = m->seccomp_cache,
+                .caches = m->caches, /* run parity */
+                .builder_id = b->id,
+                .builder_name = b->name,
+                .builder_from = b->from,
+                .builder_layer = b->layer,
+                .builder_owner = b->owner,
+                .builder_config = &b->config,
+                .lease = {.keeper = m,
+                          .id_maps = lease_id_maps,
+                          .acquire = lease_acquire,
+                          .release = lease_release},
+        };
+}
+
 void kiln_manager_send_to_watchers(KilnManager *m, uid_t owner, KilnSignalFactory factory,
                                    gconstpointer data)
 {
@@ -512,7 +559,7 @@ static void delete_stale_in(const char *root, char **runtimes)
 
         while (dir && (id = g_dir_read_name(dir))) {
                 for (char **r = runtimes; *r; r++) {
-                        g_autofree char *path = resolve_runtime_name(*r);
+                        g_autofree char *path = g_find_program_in_path(*r);
                         const char *argv[] = {path, "--root", root, "delete", "--force", "--", id, NULL};
                         int status = -1;
 
@@ -532,16 +579,11 @@ static void delete_stale_in(const char *root, char **runtimes)
 
 void kiln_manager_delete_stale_containers(KilnManager *m)
 {
-        g_autofree char *isolate = kiln_run_isolate_path(m);
+        g_autofree char *isolate = kiln_run_isolate_path(m->config);
         char *isolate_only[] = {isolate, NULL};
 
         delete_stale_in(kiln_storage_runtime_root(m->storage), m->runtimes);
         delete_stale_in(kiln_storage_isolate_root(m->storage), isolate_only);
-}
-
-static char *resolve_runtime_name(const char *name)
-{
-        return g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
 }
 
 void kiln_manager_detect_runtime(KilnManager *m)
@@ -559,7 +601,7 @@ void kiln_manager_detect_runtime(KilnManager *m)
                 return;
         }
         for (guint i = 0; i < n; i++) {
-                g_autofree char *path = resolve_runtime_name(m->runtimes[i]);
+                g_autofree char *path = g_find_program_in_path(m->runtimes[i]);
                 if (g_strcmp0(path, works) == 0) {
                         char *first = m->runtimes[i];
                         memmove(&m->runtimes[1], &m->runtimes[0], i * sizeof(char *));

@@ -7,8 +7,24 @@
 #include "authz/auth.h"
 #include "objects/builder.h"
 #include "base/config.h"
+#include "run/run-caches.h"
+#include "run/run.h"
 #include "storage/storage.h"
 #include "storage/userns.h"
+
+struct KilnManager;
+
+/* What the objects' D-Bus faces do when the registry changes, set when they are registered
+ * (kiln_manager_register()): the Manager and the Process objects tell the bus through these instead
+ * of including the faces that include them. Unset before registration, when nothing is exported. */
+typedef struct KilnManagerHooks {
+        void (*builder_added)(struct KilnManager *manager, KilnBuilder *builder);
+        void (*builder_removed)(struct KilnManager *manager, KilnBuilder *builder);
+        /* A process of @builder started or ended. */
+        void (*builder_processes_changed)(struct KilnManager *manager, KilnBuilder *builder);
+        /* The running processes of @owner, in @builder_id or in any builder when NULL. */
+        guint (*count_running)(struct KilnManager *manager, const char *builder_id, uid_t owner);
+} KilnManagerHooks;
 
 typedef struct KilnManager {
         KilnConfig *config;
@@ -26,9 +42,12 @@ typedef struct KilnManager {
         GHashTable *processes;                    /* object path → KilnProcess (owned) */
         GHashTable *process_reservations;         /* uid → Run/RunCaptured/Start calls not yet a process */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
+        KilnSeccompCache *seccomp_cache;          /* resolved seccomp profiles (owned) */
+        KilnCacheRegistry *caches;                /* run parity: type=cache caches in use (owned) */
         guint64 next_process;
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];
+        KilnManagerHooks hooks;
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
@@ -60,14 +79,7 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name,
 const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);
 /* Unmounts (a mount kept for a next run too), removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
-/* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
- * subordinate ids (see userns.h). A builder's maps depend on its owner only. */
-typedef struct {
-        GArray *uid_map;
-        GArray *gid_map;
-} KilnIdMaps;
-void kiln_id_maps_clear(KilnIdMaps *maps);
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)
+/* A builder's user namespace maps (KilnIdMaps, userns.h) depend on its owner only. */
 gboolean kiln_manager_id_maps(KilnManager *manager, uid_t owner, KilnIdMaps *ret, GError **error);
 
 /* Start-up: whether the layers' file system takes ID-mapped mounts (and kiln.conf allows them); where
@@ -86,6 +98,10 @@ void kiln_manager_unmount_lingering(KilnManager *manager, KilnBuilder *builder);
 
 /* A name for the OCI runtime, unique among this kilnd's containers: kiln-<id prefix>-<n>. */
 char *kiln_manager_next_container_id(KilnManager *manager, KilnBuilder *builder);
+
+/* What a run in @builder reads of it and of kilnd (run.h), borrowed from both; its root file system is
+ * leased from @manager. container_id is left NULL, for kiln_run_prepare()'s caller to set. */
+void kiln_manager_run_input(KilnManager *manager, KilnBuilder *builder, KilnRunInput *ret);
 
 /* Start-up: runs a trivial container with each runtime found and makes the first that works the
  * default (crun refuses some cgroup v1 layouts where runc works). */

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <signal.h>
 
-#include "objects/builder-dbus.h"
 #include "objects/process-dbus.h"
 
-static int process_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
-                        sd_bus_error *error)
+static int process_find(sd_bus *bus, const char *path, G_GNUC_UNUSED const char *interface, void *userdata,
+                        void **found, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *m = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -18,8 +17,8 @@ static int process_find(sd_bus *bus, const char *path, const char *interface, vo
         return 1;
 }
 
-static int process_enumerate(sd_bus *bus, const char *path, void *userdata, char ***nodes,
-                             sd_bus_error *error)
+static int process_enumerate(sd_bus *bus, G_GNUC_UNUSED const char *path, void *userdata, char ***nodes,
+                             G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnManager *m = userdata;
         sd_bus_message *current = sd_bus_get_current_message(bus);
@@ -76,23 +75,25 @@ guint64 kiln_process_listing_bytes(KilnManager *m, sd_bus_message *caller)
         return n;
 }
 
-static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
-                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_state(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                              G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                              sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnProcess *p = userdata;
 
         return sd_bus_message_append(reply, "s", kiln_process_state_name(p->state));
 }
 
-static int property_get_argv(sd_bus *bus, const char *path, const char *interface, const char *property,
-                             sd_bus_message *reply, void *userdata, sd_bus_error *error)
+static int property_get_argv(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
+                             G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
+                             sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnProcess *p = userdata;
 
         return sd_bus_message_append_strv(reply, p->argv);
 }
 
-static int method_wait(sd_bus_message *m, void *userdata, sd_bus_error *error)
+static int method_wait(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
 {
         KilnProcess *p = userdata;
 

@@ -2,7 +2,6 @@
 #include <signal.h>
 #include <sys/socket.h>
 
-#include "objects/builder-dbus.h"
 #include "objects/process-dbus.h"
 #include "objects/process.h"
 #include "runtime/stdio-relay.h"
@@ -301,8 +300,8 @@ static gboolean finish_exit(gpointer data)
                 p->descriptors = 0;
                 trim_lingering(m, p->owner, 0); /* may free @p */
         }
-        if (b)
-                kiln_builder_processes_changed(m, b);
+        if (b && m->hooks.builder_processes_changed)
+                m->hooks.builder_processes_changed(m, b);
         return G_SOURCE_REMOVE;
 }
 
@@ -325,7 +324,7 @@ static void process_exited(KilnProcess *p, int status, const GError *error, cons
         p->linger_source = g_idle_add_full(G_PRIORITY_DEFAULT, finish_exit, e, ending_free);
 }
 
-static void on_wait_done(GObject *source, GAsyncResult *result, gpointer data)
+static void on_wait_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         KilnProcess *p = data;
         g_autoptr(GError) error = NULL;
@@ -360,7 +359,7 @@ static void release_caller_descriptors(KilnProcess *p)
         g_clear_pointer(&p->options.resolved_volumes, g_ptr_array_unref); /* holds the sources open */
 }
 
-static void on_started(GObject *source, GAsyncResult *result, gpointer data)
+static void on_started(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         KilnProcess *p = data;
         g_autoptr(GError) error = NULL;
@@ -388,8 +387,8 @@ static void on_started(GObject *source, GAsyncResult *result, gpointer data)
         p->pid = (guint32)kiln_container_get_pid(p->container);
         kiln_process_emit_changed(p);
         b = g_hash_table_lookup(p->manager->builders, p->builder_id);
-        if (b)
-                kiln_builder_processes_changed(p->manager, b);
+        if (b && p->manager->hooks.builder_processes_changed)
+                p->manager->hooks.builder_processes_changed(p->manager, b);
         if (p->mode == KILN_PROCESS_MODE_START && p->call) {
                 sd_bus_reply_method_return(p->call, "o", p->object_path);
                 g_clear_pointer(&p->call, sd_bus_message_unref);
@@ -397,7 +396,7 @@ static void on_started(GObject *source, GAsyncResult *result, gpointer data)
         kiln_container_wait_async(p->container, NULL, on_wait_done, p);
 }
 
-static void on_caller_left(GCancellable *cancellable, gpointer data)
+static void on_caller_left(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         KilnProcess *p = data;
 
@@ -446,10 +445,14 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(KilnRunPlan) plan = NULL;
+        g_autofree char *container_id = kiln_manager_next_container_id(m, b);
         KilnRuntimeSpec spec = {0};
+        KilnRunInput input;
         KilnProcess *p;
 
-        plan = kiln_run_prepare(m, b, argv, options, &error);
+        kiln_manager_run_input(m, b, &input);
+        input.container_id = container_id;
+        plan = kiln_run_prepare(&input, argv, options, &error);
         /* Checked before polkit was asked too; again now, on the command as resolved (an empty argv runs
          * the builder's Entrypoint and Cmd), and since other runs of the caller may have started meanwhile.
          * A run that cannot even be prepared, or is past a limit, leaves nothing behind: the plan undoes

@@ -9,7 +9,7 @@
 #define STRING_AT(c, field) ((char **)FIELD(c, field))
 #define STRV_AT(c, field) ((char ***)FIELD(c, field))
 
-static char *check_any(const char *arg, const char *value, GError **error)
+static char *check_any(G_GNUC_UNUSED const char *arg, const char *value, G_GNUC_UNUSED GError **error)
 {
         return g_strdup(value);
 }

@@ -18,20 +18,42 @@ typedef struct {
         gboolean locked;
 } CacheUse;
 
-static GHashTable *in_use;
+struct KilnCacheRegistry {
+        char *state_dir;
+        GHashTable *in_use;
+};
 
 struct KilnCacheLease {
+        KilnCacheRegistry *registry;
         char *key;
 };
+
+KilnCacheRegistry *kiln_cache_registry_new(const char *state_dir)
+{
+        KilnCacheRegistry *r = g_new0(KilnCacheRegistry, 1);
+
+        r->state_dir = g_strdup(state_dir);
+        r->in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        return r;
+}
+
+void kiln_cache_registry_free(KilnCacheRegistry *r)
+{
+        if (!r)
+                return;
+        g_hash_table_unref(r->in_use);
+        g_free(r->state_dir);
+        g_free(r);
+}
 
 static char *cache_key(uid_t owner, const char *id)
 {
         return g_strdup_printf("%u/%s", (unsigned)owner, id);
 }
 
-static CacheUse *cache_use(const char *key)
+static CacheUse *cache_use(KilnCacheRegistry *r, const char *key)
 {
-        return in_use ? g_hash_table_lookup(in_use, key) : NULL;
+        return g_hash_table_lookup(r->in_use, key);
 }
 
 void kiln_cache_lease_free(KilnCacheLease *lease)
@@ -40,9 +62,9 @@ void kiln_cache_lease_free(KilnCacheLease *lease)
 
         if (!lease)
                 return;
-        use = cache_use(lease->key);
+        use = cache_use(lease->registry, lease->key);
         if (use && --use->users == 0)
-                g_hash_table_remove(in_use, lease->key);
+                g_hash_table_remove(lease->registry->in_use, lease->key);
         g_free(lease->key);
         g_free(lease);
 }
@@ -91,12 +113,12 @@ static int open_owner_dir(const char *state_dir, uid_t owner, gboolean make, GEr
         return caches_fd < 0 ? -1 : open_or_make_dir(caches_fd, name, 0700, (uid_t)-1, (gid_t)-1, error);
 }
 
-int kiln_run_cache_open(const char *state_dir, const KilnRunVolume *v, uid_t host_uid, gid_t host_gid,
+int kiln_run_cache_open(KilnCacheRegistry *registry, const KilnRunVolume *v, uid_t host_uid, gid_t host_gid,
                         gboolean *ret_private, KilnCacheLease **ret_lease, GError **error)
 {
         g_autofree char *key = cache_key(v->cache_owner, v->cache_id);
         _cleanup_close_ int owner_fd = -1, cache_fd = -1;
-        CacheUse *use = cache_use(key);
+        CacheUse *use = cache_use(registry, key);
         KilnCacheLease *lease;
         int fd;
 
@@ -111,7 +133,7 @@ int kiln_run_cache_open(const char *state_dir, const KilnRunVolume *v, uid_t hos
                                  "%s: the cache '%s' is in use by another run (sharing=locked)", v->arg,
                                  v->cache_id),
                        -1;
-        owner_fd = open_owner_dir(state_dir, v->cache_owner, TRUE, error);
+        owner_fd = open_owner_dir(registry->state_dir, v->cache_owner, TRUE, error);
         if (owner_fd < 0)
                 return -1;
         cache_fd = open_or_make_dir(owner_fd, v->cache_id, v->cache_mode, host_uid, host_gid, error);
@@ -131,16 +153,15 @@ int kiln_run_cache_open(const char *state_dir, const KilnRunVolume *v, uid_t hos
         } else {
                 fd = g_steal_fd(&cache_fd);
         }
-        if (!in_use)
-                in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-        use = cache_use(key);
+        use = cache_use(registry, key);
         if (!use) {
                 use = g_new0(CacheUse, 1);
-                g_hash_table_insert(in_use, g_strdup(key), use);
+                g_hash_table_insert(registry->in_use, g_strdup(key), use);
         }
         use->users++;
         use->locked = v->cache_sharing == KILN_RUN_CACHE_LOCKED;
         lease = g_new0(KilnCacheLease, 1);
+        lease->registry = registry;
         lease->key = g_steal_pointer(&key);
         *ret_lease = lease;
         return fd;
@@ -164,7 +185,7 @@ static GPtrArray *list_names(int dirfd)
         return names;
 }
 
-gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *const *ids,
+gboolean kiln_run_caches_remove(KilnCacheRegistry *registry, uid_t owner, const char *const *ids,
                                 char ***ret_removed, char ***ret_busy, GError **error)
 {
         g_autoptr(GStrvBuilder) removed = g_strv_builder_new();
@@ -175,7 +196,7 @@ gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *
         for (const char *const *id = ids; id && *id; id++)
                 if (!kiln_validate_name("ids", *id, error))
                         return FALSE;
-        owner_fd = open_owner_dir(state_dir, owner, FALSE, NULL);
+        owner_fd = open_owner_dir(registry->state_dir, owner, FALSE, NULL);
         if (owner_fd >= 0) {
                 if (ids && *ids) {
                         names = g_ptr_array_new_with_free_func(g_free);
@@ -193,7 +214,7 @@ gboolean kiln_run_caches_remove(const char *state_dir, uid_t owner, const char *
 
                         if (fstatat(owner_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                                 continue; /* not there: nothing to remove */
-                        if (cache_use(key)) {
+                        if (cache_use(registry, key)) {
                                 g_strv_builder_add(busy, name);
                                 continue;
                         }

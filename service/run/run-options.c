@@ -6,6 +6,7 @@
 #include "bus/bus-args.h"
 #include "base/cgroup.h"
 #include "base/passwd.h"
+#include "base/size.h"
 #include "run/run-options.h"
 #include "spec/spec.h"
 #include "base/validate.h"
@@ -82,12 +83,10 @@ static gboolean validate_device(const char *arg, const char *value, GError **err
 static gboolean validate_size(const char *arg, const char *value, GError **error)
 {
         guint64 n;
-        char *end = NULL;
 
         if (!*value)
                 return TRUE;
-        n = g_ascii_strtoull(value, &end, 10);
-        if (end == value || n == 0 || (*end && (strchr("bkmgBKMG", *end) == NULL || end[1]))) {
+        if (!kiln_parse_size(value, &n) || n == 0) {
                 g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
                             "Invalid %s: '%s' is not a size such as 64m", arg, value);
                 return FALSE;

@@ -4,6 +4,7 @@
 #include <sys/sysinfo.h>
 
 #include "base/cgroup.h"
+#include "base/size.h"
 #include "run/run-privileges.h"
 #include "run/run-volumes.h"
 #include "run/run.h"
@@ -32,16 +33,16 @@ static void check_namespaces(GPtrArray *reasons, const KilnRunOptions *o)
 }
 
 /* Capabilities the resolved set has that the default set has not. */
-static gboolean check_capabilities(GPtrArray *reasons, KilnManager *m, const KilnBuilder *b,
-                                   const KilnRunOptions *o, GError **error)
+static gboolean check_capabilities(GPtrArray *reasons, const KilnRunInput *run, const KilnRunOptions *o,
+                                   GError **error)
 {
         KilnSpecInput in = {
-                .builder_cap_add = (const char *const *)b->config.cap_add,
-                .builder_cap_drop = (const char *const *)b->config.cap_drop,
+                .builder_cap_add = (const char *const *)run->builder_config->cap_add,
+                .builder_cap_drop = (const char *const *)run->builder_config->cap_drop,
                 .cap_add = (const char *const *)o->cap_add,
                 .cap_drop = (const char *const *)o->cap_drop,
                 .last_cap = (int)cap_max_bits() - 1,
-                .bounding_set = m->bounding_set,
+                .bounding_set = run->bounding_set,
         };
         g_auto(GStrv) caps = kiln_spec_capabilities(&in, error);
 
@@ -53,10 +54,9 @@ static gboolean check_capabilities(GPtrArray *reasons, KilnManager *m, const Kil
         return TRUE;
 }
 
-static void check_runtime(GPtrArray *reasons, KilnManager *m, const KilnRunOptions *o)
+static void check_runtime(GPtrArray *reasons, const KilnConfig *c, const KilnRunOptions *o)
 {
-        if (o->runtime && *o->runtime &&
-            !g_strv_contains((const char *const *)m->config->runtimes, o->runtime))
+        if (o->runtime && *o->runtime && !g_strv_contains((const char *const *)c->runtimes, o->runtime))
                 g_ptr_array_add(reasons,
                                 g_strdup_printf("runtime %s, which kiln.conf does not list", o->runtime));
         if (o->runtime_args && o->runtime_args[0])
@@ -106,11 +106,9 @@ static void check_resources(GPtrArray *reasons, const KilnConfig *c, const KilnR
  * takes), or N% of the RAM. FALSE for anything else, which the generator refuses later. */
 static gboolean tmpfs_size_bytes(const char *value, guint64 *bytes)
 {
-        static const char units[] = "bkmg";
         gsize digits = strspn(value, "0123456789");
         guint64 n = g_ascii_strtoull(value, NULL, 10);
         struct sysinfo si;
-        const char *unit;
 
         if (digits == 0 || digits > 19 || (value[digits] && value[digits + 1]))
                 return FALSE;
@@ -121,10 +119,11 @@ static gboolean tmpfs_size_bytes(const char *value, guint64 *bytes)
                 *bytes = (guint64)MIN((double)si.totalram * si.mem_unit * (double)n / 100, 1.8e19);
                 return TRUE;
         }
-        unit = value[digits] ? strchr(units, g_ascii_tolower(value[digits])) : units;
-        if (!unit || !*unit)
+        if (kiln_parse_size(value, bytes))
+                return TRUE;
+        if (value[digits] && !strchr("bkmgBKMG", value[digits]))
                 return FALSE;
-        *bytes = n > (G_MAXUINT64 >> (10 * (unit - units))) ? G_MAXUINT64 : n << (10 * (unit - units));
+        *bytes = G_MAXUINT64; /* a size too large to count: above any TmpfsMaxSize */
         return TRUE;
 }
 
@@ -157,8 +156,8 @@ static void check_tmpfs(GPtrArray *reasons, const KilnConfig *c, const KilnRunOp
                                                 asked, c->tmpfs_max_size));
 }
 
-GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOptions *o,
-                               const KilnCreds *caller, GError **error)
+GPtrArray *kiln_run_weakenings(const KilnRunInput *run, KilnRunOptions *o, const KilnCreds *caller,
+                               GError **error)
 {
         g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
 
@@ -170,20 +169,20 @@ GPtrArray *kiln_run_weakenings(KilnManager *m, const KilnBuilder *b, KilnRunOpti
         /* uid 0 is root on the host already: nothing it asks for weakens anything it holds. */
         if (caller->uid == 0)
                 return g_steal_pointer(&reasons);
-        if (!kiln_run_wants_userns(b, o))
+        if (!kiln_run_wants_userns(run->builder_config, o))
                 g_ptr_array_add(reasons, g_strdup("userns=host, where container root is host root"));
         check_namespaces(reasons, o);
-        if (!check_capabilities(reasons, m, b, o, error))
+        if (!check_capabilities(reasons, run, o, error))
                 return NULL;
         for (char **d = o->devices; d && *d; d++)
                 g_ptr_array_add(reasons, g_strdup_printf("device %s", *d));
         if (g_strcmp0(o->seccomp_profile, "unconfined") == 0)
                 g_ptr_array_add(reasons, g_strdup("seccomp_profile=unconfined"));
-        check_runtime(reasons, m, o);
-        if (m->config->no_new_privileges && o->no_new_privileges == 0)
+        check_runtime(reasons, run->config, o);
+        if (run->config->no_new_privileges && o->no_new_privileges == 0)
                 g_ptr_array_add(reasons, g_strdup("no_new_privileges=false"));
         check_volumes(reasons, o);
-        check_resources(reasons, m->config, o);
-        check_tmpfs(reasons, m->config, o);
+        check_resources(reasons, run->config, o);
+        check_tmpfs(reasons, run->config, o);
         return g_steal_pointer(&reasons);
 }

@@ -4,13 +4,13 @@
  * org.kiln.builder1.run-privileged instead of org.kiln.builder1.run. */
 #pragma once
 
-#include "objects/manager.h"
 #include "run/run-options.h"
+#include "run/run.h"
 
 /* The reasons, as short phrases for the authorization dialog and errors ("network=host",
  * "cap_add CAP_SYS_ADMIN", "volume source /root, which the caller cannot read"); empty when the run
  * keeps isolation intact. Volumes and mounts are judged from @options->resolved_volumes
  * (kiln_run_volumes_resolve() made it first), the list the run is prepared from. NULL with
  * InvalidArgument for an option that cannot be resolved. */
-GPtrArray *kiln_run_weakenings(KilnManager *manager, const KilnBuilder *builder, KilnRunOptions *options,
-                               const KilnCreds *caller, GError **error);
+GPtrArray *kiln_run_weakenings(const KilnRunInput *input, KilnRunOptions *options, const KilnCreds *caller,
+                               GError **error);

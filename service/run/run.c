@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
-#include <ftw.h>
+#include <fts.h>
 #include <linux/openat2.h>
 #include <string.h>
 #include <sys/capability.h>
@@ -14,6 +14,7 @@
 
 #include "base/passwd.h"
 #include "base/rootfs.h"
+#include "base/size.h"
 #include "run/run.h"
 #include "run/run-caches.h"
 #include "run/run-volumes.h"
@@ -31,9 +32,9 @@ static const char *first_set(const char *a, const char *b)
         return a && *a ? a : b && *b ? b : NULL;
 }
 
-gboolean kiln_run_wants_userns(const KilnBuilder *b, const KilnRunOptions *o)
+gboolean kiln_run_wants_userns(const KilnBuilderConfig *c, const KilnRunOptions *o)
 {
-        return g_strcmp0(first_set(o->userns, b->config.userns), "auto") == 0;
+        return g_strcmp0(first_set(o->userns, c->userns), "auto") == 0;
 }
 
 static char **concat_lists(char **a, char **b)
@@ -61,14 +62,11 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         g_clear_pointer(&plan->cache_leases, g_ptr_array_unref); /* run parity: the caches are free again */
         if (plan->bundle_dir) {
                 g_autoptr(GError) error = NULL;
-                if (!kiln_storage_remove_bundle(plan->manager->storage, plan->container_id, &error))
+                if (!kiln_storage_remove_bundle(plan->storage, plan->container_id, &error))
                         g_warning("Cannot remove bundle %s: %s", plan->bundle_dir, error->message);
         }
-        if (plan->rootfs) {
-                KilnBuilder *b = g_hash_table_lookup(plan->manager->builders, plan->builder_id);
-                if (b)
-                        kiln_manager_release_rootfs(plan->manager, b);
-        }
+        if (plan->rootfs)
+                plan->lease.release(plan->lease.keeper, plan->builder_id);
         g_free(plan->builder_id);
         g_free(plan->container_id);
         g_free(plan->bundle_dir);
@@ -92,6 +90,7 @@ typedef struct {
         GArray *devices;         /* KilnDevice */
         GArray *gids;            /* guint32 */
         JsonNode *seccomp;
+        KilnCacheRegistry *caches; /* run parity: borrowed from the input */
 } SpecScratch;
 
 static void spec_scratch_clear(SpecScratch *s)
@@ -120,26 +119,50 @@ static const char *const *keep_list(SpecScratch *s, char **owned)
 /* The run's volumes and mounts come from its one resolved list (run-volumes.h), the list its
  * authorization judged. `O` makes an overlay whose throw-away upper and work dirs live in the bundle;
  * `U` gives the source to the run's user; z and Z are no-ops without SELinux. */
-/* nftw() passes no user data; kilnd prepares runs on its one main-loop thread, so these are safe. */
-static uid_t chown_uid;
-static gid_t chown_gid;
-
-static int chown_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return lchown(path, chown_uid, chown_gid) < 0 ? -1 : 0;
-}
-
-/* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTW_PHYS never follows a
- * symlink in the tree and FTW_MOUNT never leaves its file system. For a caller other than uid 0, `U`
- * needs run-privileged (run-privileges.c), and @source is the staged bind of what the caller opened,
- * not a path it named. */
+/* `U`: the source belongs to the run's user afterwards, as podman's :U does. FTS_PHYSICAL never
+ * follows a symlink in the tree and FTS_XDEV never leaves its file system. For a caller other than
+ * uid 0, `U` needs run-privileged (run-privileges.c), and @source is the staged bind of what the
+ * caller opened, not a path it named. fts rather than nftw: the ids stay in this call, not in
+ * globals for a callback. */
 static gboolean chown_tree(const char *arg, const char *source, uid_t uid, gid_t gid, GError **error)
 {
-        chown_uid = uid;
-        chown_gid = gid;
-        if (nftw(source, chown_entry, 64, FTW_PHYS | FTW_MOUNT) != 0)
+        char *const roots[] = {(char *)source, NULL};
+        FTS *fts = fts_open(roots, FTS_PHYSICAL | FTS_XDEV | FTS_NOCHDIR, NULL);
+        dev_t dev = 0;
+        int saved = 0;
+
+        if (!fts)
                 return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source,
                                     g_strerror(errno));
+        while (!saved) {
+                FTSENT *e;
+
+                errno = 0;
+                e = fts_read(fts);
+                if (!e) {
+                        saved = errno; /* 0 at the end */
+                        break;
+                }
+                if (e->fts_info == FTS_DP)
+                        continue; /* a directory is changed once, on the way in */
+                if (e->fts_info == FTS_ERR) {
+                        saved = e->fts_errno;
+                        break;
+                }
+                if (e->fts_level == FTS_ROOTLEVEL && e->fts_statp)
+                        dev = e->fts_statp->st_dev;
+                /* Nothing of another file system mounted inside, not even its mount point. */
+                if (e->fts_info != FTS_NS && e->fts_statp->st_dev != dev) {
+                        fts_set(fts, e, FTS_SKIP);
+                        continue;
+                }
+                if (lchown(e->fts_accpath, uid, gid) < 0)
+                        saved = errno;
+        }
+        fts_close(fts);
+        if (saved)
+                return kiln_invalid(error, arg, "cannot change the owner of '%s': %s", source,
+                                    g_strerror(saved));
         return TRUE;
 }
 
@@ -284,8 +307,7 @@ static gboolean open_cache(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
                 return kiln_invalid(error, v->arg,
                                     "uid %u or gid %u is not mapped in the builder's user namespace",
                                     v->cache_uid, v->cache_gid);
-        fd = kiln_run_cache_open(plan->manager->config->state_dir, v, uid, gid, &private_copy, &lease,
-                                 error);
+        fd = kiln_run_cache_open(s->caches, v, uid, gid, &private_copy, &lease, error);
         if (fd < 0 && !private_copy)
                 return FALSE;
         if (private_copy) {
@@ -468,23 +490,6 @@ static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GE
         return TRUE;
 }
 
-static guint64 parse_size(const char *value)
-{
-        char *end = NULL;
-        guint64 n = g_ascii_strtoull(value, &end, 10);
-
-        switch (g_ascii_tolower(*end)) {
-        case 'k':
-                return n << 10;
-        case 'm':
-                return n << 20;
-        case 'g':
-                return n << 30;
-        default:
-                return n;
-        }
-}
-
 /* The host's /etc/hosts plus the container's name, as buildah writes it. */
 static char *hosts_file(const char *hostname)
 {
@@ -540,18 +545,18 @@ static gboolean write_bundle_file(const char *bundle, const char *name, const ch
         return TRUE;
 }
 
-static char *resolve_runtime(KilnManager *m, const char *requested, GError **error)
+static char *resolve_runtime(char *const *runtimes, const char *requested, GError **error)
 {
-        const char *name = requested && *requested ? requested : m->runtimes[0];
+        const char *name = requested && *requested ? requested : runtimes[0];
         char *path;
 
         if (!name) {
                 kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "No OCI runtime was found on this host");
                 return NULL;
         }
-        path = g_path_is_absolute(name) ? g_strdup(name) : g_find_program_in_path(name);
-        if (!path || !g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
-                g_free(path);
+        /* An absolute path is kept when executable, a name looked up in kilnd's PATH. */
+        path = g_find_program_in_path(name);
+        if (!path) {
                 kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                           "Invalid runtime: '%s' is not an executable runtime", name);
                 return NULL;
@@ -637,7 +642,7 @@ static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, const Ki
         return TRUE;
 }
 
-static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile, GError **error)
+static gboolean fill_seccomp(const KilnRunInput *run, SpecScratch *s, const char *profile, GError **error)
 {
         g_auto(GStrv) caps = NULL;
         g_autofree char *path = NULL;
@@ -647,9 +652,9 @@ static gboolean fill_seccomp(KilnManager *m, SpecScratch *s, const char *profile
         caps = kiln_spec_capabilities(&s->in, error);
         if (!caps)
                 return FALSE;
-        path = g_strdup_printf("%s/seccomp/%s.json", m->config->data_dir,
+        path = g_strdup_printf("%s/seccomp/%s.json", run->config->data_dir,
                                profile && *profile ? profile : "default");
-        s->seccomp = kiln_seccomp_profile_load(path, (const char *const *)caps, error);
+        s->seccomp = kiln_seccomp_profile_load(run->seccomp_cache, path, (const char *const *)caps, error);
         s->in.seccomp = s->seccomp;
         return s->seccomp != NULL;
 }
@@ -674,11 +679,11 @@ static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnRunOpti
         return TRUE;
 }
 
-static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const KilnBuilder *b,
-                                      const char *bundle, const KilnRunOptions *o, GError **error)
+static gboolean write_generated_files(SpecScratch *s, const KilnRunInput *run, const char *bundle,
+                                      const KilnRunOptions *o, GError **error)
 {
-        const char *hostname = first_set(o->hostname, b->config.hostname);
-        g_autofree char *short_id = g_strndup(b->id, 12);
+        const char *hostname = first_set(o->hostname, run->builder_config->hostname);
+        g_autofree char *short_id = g_strndup(run->builder_id, 12);
         g_autofree char *name = g_strdup(hostname ? hostname : short_id);
         g_autofree char *hosts = hosts_file(name);
         g_autofree char *resolv = resolv_conf_file(s->in.network.mode != KILN_NAMESPACE_HOST);
@@ -686,7 +691,8 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         g_autofree char *containerenv =
                 g_strdup_printf("engine=\"kiln-%s\"\nname=\"%s\"\nid=\"%s\"\n"
                                 "image=\"%s\"\nimageid=\"%s\"\nrootless=%d\n",
-                                KILN_VERSION, b->name, b->id, b->from, b->layer, s->in.uid_mappings ? 1 : 0);
+                                KILN_VERSION, run->builder_name, run->builder_id, run->builder_from,
+                                run->builder_layer, s->in.uid_mappings ? 1 : 0);
         const struct {
                 const char *name;
                 const char *contents;
@@ -717,38 +723,38 @@ static gboolean write_generated_files(SpecScratch *s, KilnManager *m, const Kiln
         return TRUE;
 }
 
-char *kiln_run_isolate_path(KilnManager *m)
+char *kiln_run_isolate_path(const KilnConfig *c)
 {
-        return g_build_filename(m->config->helper_dir, "kiln-isolate", NULL);
+        return g_build_filename(c->helper_dir, "kiln-isolate", NULL);
 }
 
 /* kiln-isolate keeps its compiled filters under kilnd's runtime directory, not in its own default
  * place. */
-static void add_isolate_arguments(GStrvBuilder *args, KilnManager *m)
+static void add_isolate_arguments(GStrvBuilder *args, KilnStorage *storage)
 {
-        g_strv_builder_add_many(args, "--cache-dir", kiln_storage_isolate_cache(m->storage), NULL);
+        g_strv_builder_add_many(args, "--cache-dir", kiln_storage_isolate_cache(storage), NULL);
 }
 
-char **kiln_run_isolate_globals(KilnManager *m)
+char **kiln_run_isolate_globals(const KilnConfig *c, KilnStorage *storage)
 {
-        g_autofree char *path = kiln_run_isolate_path(m);
+        g_autofree char *path = kiln_run_isolate_path(c);
         g_autoptr(GStrvBuilder) args = g_strv_builder_new();
         g_auto(GStrv) arguments = NULL;
 
-        add_isolate_arguments(args, m);
+        add_isolate_arguments(args, storage);
         arguments = g_strv_builder_end(args);
         return kiln_runtime_global_argv(path, (const char *const *)arguments,
-                                        kiln_storage_isolate_root(m->storage));
+                                        kiln_storage_isolate_root(storage));
 }
 
 /* The runtime's global arguments: kiln-isolate's own, and for an OCI runtime the caller's
  * (run-privileged). */
-static char **runtime_arguments(const KilnRunPlan *plan, KilnManager *m, const KilnRunOptions *o)
+static char **runtime_arguments(const KilnRunPlan *plan, const KilnRunOptions *o)
 {
         g_autoptr(GStrvBuilder) args = g_strv_builder_new();
 
         if (plan->isolate)
-                add_isolate_arguments(args, m);
+                add_isolate_arguments(args, plan->storage);
         if (plan->resources.systemd)
                 g_strv_builder_add(args, "--systemd-cgroup");
         if (o->runtime_args)
@@ -760,7 +766,7 @@ static char **runtime_arguments(const KilnRunPlan *plan, KilnManager *m, const K
  * runtime directory: kiln-runtime-ns runs it where only this run's bundle, root file system and the
  * runtime's state show there, through directories anyone may enter (see kiln-runtime-ns.c). The
  * bundle itself becomes enterable; outside that namespace its parent still shuts everyone out. */
-static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, KilnManager *m, GError **error)
+static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, const KilnConfig *c, GError **error)
 {
         g_autoptr(GStrvBuilder) args = g_strv_builder_new();
         g_auto(GStrv) runtime_args = g_steal_pointer(&plan->runtime_args);
@@ -768,16 +774,16 @@ static gboolean run_in_intermediate_namespace(KilnRunPlan *plan, KilnManager *m,
         if (chmod(plan->bundle_dir, 0711) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_FAILED, "chmod %s: %s", plan->bundle_dir,
                                  g_strerror(errno));
-        g_strv_builder_add_many(args, m->config->runtime_dir, plan->bundle_dir, plan->rootfs,
-                                plan->state_root, NULL);
+        g_strv_builder_add_many(args, c->runtime_dir, plan->bundle_dir, plan->rootfs, plan->state_root,
+                                NULL);
         if (plan->isolate)
-                g_strv_builder_add(args, kiln_storage_isolate_cache(m->storage));
+                g_strv_builder_add(args, kiln_storage_isolate_cache(plan->storage));
         g_strv_builder_add_many(args, "--", plan->runtime, NULL);
         if (runtime_args)
                 g_strv_builder_addv(args, (const char **)runtime_args);
         plan->runtime_args = g_strv_builder_end(args);
         g_free(plan->runtime);
-        plan->runtime = g_build_filename(m->config->helper_dir, "kiln-runtime-ns", NULL);
+        plan->runtime = g_build_filename(c->helper_dir, "kiln-runtime-ns", NULL);
         return TRUE;
 }
 
@@ -799,7 +805,7 @@ static gboolean check_executable(KilnRunPlan *plan, int rootfd)
 
 /* The command: the run's argv, or Entrypoint + Cmd; argv[0] looked up in the image's PATH. Not found
  * or not executable ends the run before any container, with a shell's status. */
-static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilder *b,
+static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, const KilnBuilderConfig *c,
                                 char **argv, GError **error)
 {
         g_auto(GStrv) env = NULL;
@@ -807,7 +813,7 @@ static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, c
         const char *path_value = NULL;
         char *resolved = NULL;
 
-        plan->argv = argv && argv[0] ? g_strdupv(argv) : concat_lists(b->config.entrypoint, b->config.cmd);
+        plan->argv = argv && argv[0] ? g_strdupv(argv) : concat_lists(c->entrypoint, c->cmd);
         if (!plan->argv[0] || !*plan->argv[0])
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                  "Invalid argv: it is empty and the builder has no Entrypoint or Cmd");
@@ -835,8 +841,9 @@ static gboolean resolve_command(KilnRunPlan *plan, SpecScratch *s, int rootfd, c
         return check_executable(plan, rootfd);
 }
 
-KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnRunOptions *o, GError **error)
+KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptions *o, GError **error)
 {
+        const KilnBuilderConfig *bc = run->builder_config;
         g_autoptr(KilnRunPlan) plan = g_new0(KilnRunPlan, 1);
         g_auto(SpecScratch) s = {0};
         g_autoptr(JsonNode) spec = NULL;
@@ -844,19 +851,21 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         _cleanup_close_ int rootfd = -1;
         uid_t host_uid = (uid_t)-1; /* set by run_user_host_ids() */
         gid_t host_gid = (gid_t)-1;
-        const char *isolation = first_set(o->isolation, b->config.isolation);
-        gboolean private_userns = kiln_run_wants_userns(b, o);
+        const char *isolation = first_set(o->isolation, bc->isolation);
+        gboolean private_userns = kiln_run_wants_userns(bc, o);
         g_auto(KilnIdMaps) maps = {0};
-        const char *user = first_set(o->user, b->config.user);
-        const char *cwd = first_set(o->working_dir, b->config.working_dir);
+        const char *user = first_set(o->user, bc->user);
+        const char *cwd = first_set(o->working_dir, bc->working_dir);
 
-        plan->manager = m;
-        plan->builder_id = g_strdup(b->id);
+        plan->storage = run->storage;
+        plan->lease = run->lease;
+        plan->builder_id = g_strdup(run->builder_id);
         plan->early_exit_status = -1;
         s.strings = g_ptr_array_new_with_free_func(g_free);
         s.string_lists = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
         s.mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
         s.devices = g_array_new(FALSE, TRUE, sizeof(KilnDevice));
+        s.caches = run->caches; /* run parity */
 
         if (g_strcmp0(isolation, "chroot") == 0) {
                 /* One generator, two executors: kiln-isolate takes the very config.json runc would. It
@@ -865,26 +874,27 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
                         kiln_invalid(error, "runtime", "it does not apply to isolation 'chroot'");
                         return NULL;
                 }
-                plan->runtime = kiln_run_isolate_path(m);
+                plan->runtime = kiln_run_isolate_path(run->config);
                 plan->isolate = TRUE;
-                plan->state_root = g_strdup(kiln_storage_isolate_root(m->storage));
+                plan->state_root = g_strdup(kiln_storage_isolate_root(run->storage));
         } else {
-                plan->runtime = resolve_runtime(m, o->runtime, error);
-                plan->state_root = g_strdup(kiln_storage_runtime_root(m->storage));
+                plan->runtime = resolve_runtime(run->runtimes, o->runtime, error);
+                plan->state_root = g_strdup(kiln_storage_runtime_root(run->storage));
         }
         if (!plan->runtime)
                 return NULL;
 
         /* The root file system, held mounted for the whole run; ID-mapped in a user namespace. */
         if (private_userns) {
-                if (!kiln_manager_id_maps(m, b->owner, &maps, error))
+                if (!run->lease.id_maps(run->lease.keeper, run->builder_owner, &maps, error))
                         return NULL;
                 s.in.uid_mappings = (const KilnIdMapping *)maps.uid_map->data;
                 s.in.n_uid_mappings = maps.uid_map->len;
                 s.in.gid_mappings = (const KilnIdMapping *)maps.gid_map->data;
                 s.in.n_gid_mappings = maps.gid_map->len;
         }
-        plan->rootfs = kiln_manager_acquire_rootfs(m, b, private_userns ? &maps : NULL, error);
+        plan->rootfs =
+                run->lease.acquire(run->lease.keeper, run->builder_id, private_userns ? &maps : NULL, error);
         if (!plan->rootfs)
                 return NULL;
         rootfd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -893,34 +903,36 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
                 return NULL;
         }
 
-        plan->container_id = kiln_manager_next_container_id(m, b);
-        plan->bundle_dir = kiln_storage_new_bundle(m->storage, plan->container_id, error);
+        plan->container_id = g_strdup(run->container_id);
+        plan->bundle_dir = kiln_storage_new_bundle(run->storage, plan->container_id, error);
         if (!plan->bundle_dir)
                 return NULL;
 
-        s.in.id = b->id;
+        s.in.id = run->builder_id;
         s.in.rootfs = plan->rootfs;
-        s.in.builder_env = (const char *const *)b->config.env;
+        s.in.builder_env = (const char *const *)bc->env;
         s.in.env = (const char *const *)o->env;
         s.in.cwd = cwd ? cwd : "/";
         s.in.terminal = o->terminal;
         s.in.terminal_rows = o->rows;
         s.in.terminal_cols = o->cols;
         s.in.no_new_privileges =
-                o->no_new_privileges >= 0 ? o->no_new_privileges > 0 : m->config->no_new_privileges;
-        s.in.builder_cap_add = (const char *const *)b->config.cap_add;
-        s.in.builder_cap_drop = (const char *const *)b->config.cap_drop;
+                o->no_new_privileges >= 0 ? o->no_new_privileges > 0 : run->config->no_new_privileges;
+        s.in.builder_cap_add = (const char *const *)bc->cap_add;
+        s.in.builder_cap_drop = (const char *const *)bc->cap_drop;
         s.in.cap_add = (const char *const *)o->cap_add;
         s.in.cap_drop = (const char *const *)o->cap_drop;
-        s.in.ulimits = keep_list(&s, concat_lists(b->config.ulimits, o->ulimits));
-        s.in.hostname = first_set(o->hostname, b->config.hostname);
-        s.in.shm_size = o->shm_size && *o->shm_size ? parse_size(o->shm_size) : 0;
+        s.in.ulimits = keep_list(&s, concat_lists(bc->ulimits, o->ulimits));
+        s.in.hostname = first_set(o->hostname, bc->hostname);
+        /* Checked when the options were read (run-options.c); unset is 0. */
+        if (!o->shm_size || !kiln_parse_size(o->shm_size, &s.in.shm_size))
+                s.in.shm_size = 0;
         s.in.last_cap = (int)cap_max_bits() - 1;
-        s.in.bounding_set = m->bounding_set;
+        s.in.bounding_set = run->bounding_set;
         /* Host facts the generator cannot look up itself (it is pure). */
         s.in.host_lacks_dev_shm = !g_file_test("/dev/shm", G_FILE_TEST_IS_DIR);
         s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);
-        s.in.annotations = (const char *const *)b->config.labels;
+        s.in.annotations = (const char *const *)bc->labels;
 
         if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, o, error) ||
             !run_user_host_ids(&s, &host_uid, &host_gid, error))
@@ -928,31 +940,31 @@ KilnRunPlan *kiln_run_prepare(KilnManager *m, KilnBuilder *b, char **argv, KilnR
         /* The working directory exists before the process starts, owned by the run's user. */
         if (!kiln_rootfs_mkdir_p(rootfd, s.in.cwd, 0755, host_uid, host_gid, error))
                 return NULL;
-        if (!resolve_command(plan, &s, rootfd, b, argv, error))
+        if (!resolve_command(plan, &s, rootfd, bc, argv, error))
                 return NULL;
         if (plan->early_exit_status >= 0)
                 return g_steal_pointer(&plan);
 
-        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(m, &s, o->seccomp_profile, error) ||
-            !write_generated_files(&s, m, b, plan->bundle_dir, o, error))
+        if (!fill_mounts(&s, plan, o, error) || !fill_seccomp(run, &s, o->seccomp_profile, error) ||
+            !write_generated_files(&s, run, plan->bundle_dir, o, error))
                 return NULL;
         /* The run's own cgroup and its limits (cgroup.h), and the size of a tmpfs that names none. */
-        kiln_cgroup_resolve(m->config, o->pids_limit, o->memory, o->cpu_weight, b->owner, plan->container_id,
-                            plan->isolate, &plan->resources);
+        kiln_cgroup_resolve(run->config, o->pids_limit, o->memory, o->cpu_weight, run->builder_owner,
+                            plan->container_id, plan->isolate, &plan->resources);
         s.in.cgroups_path = plan->resources.cgroups_path;
         s.in.pids_limit = plan->resources.pids_limit;
         s.in.memory = plan->resources.memory;
         s.in.cpu_weight = plan->resources.cpu_weight;
         s.in.cgroup_v2 = plan->resources.cgroup_v2;
-        s.in.tmpfs_default_size = m->config->tmpfs_max_size;
+        s.in.tmpfs_default_size = run->config->tmpfs_max_size;
         spec = kiln_spec_generate(&s.in, error);
         if (!spec)
                 return NULL;
         json = kiln_spec_to_data(spec, FALSE, NULL);
         if (!write_bundle_file(plan->bundle_dir, "config.json", json, 0600, 0, 0, NULL, error))
                 return NULL;
-        plan->runtime_args = runtime_arguments(plan, m, o);
-        if (private_userns && !run_in_intermediate_namespace(plan, m, error))
+        plan->runtime_args = runtime_arguments(plan, o);
+        if (private_userns && !run_in_intermediate_namespace(plan, run->config, error))
                 return NULL;
         return g_steal_pointer(&plan);
 }

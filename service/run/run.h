@@ -7,11 +7,48 @@
 #pragma once
 
 #include "base/cgroup.h"
-#include "objects/manager.h"
+#include "base/config.h"
+#include "run/builder-config.h"
 #include "run/run-options.h"
+#include "spec/seccomp-profile.h"
+#include "storage/storage.h"
+#include "storage/userns.h"
+
+/* The builder's root file system is leased from its keeper (the Manager, objects/) through these
+ * calls: run/ holds the lease for the plan's life without knowing who keeps it. */
+typedef struct KilnRunLease {
+        gpointer keeper;
+        /* The ID maps of a user namespace for the builder's @owner. */
+        gboolean (*id_maps)(gpointer keeper, uid_t owner, KilnIdMaps *ret, GError **error);
+        /* Mounts builder @builder_id's root file system (ID-mapped through @maps when given) and
+         * holds it: its path. */
+        char *(*acquire)(gpointer keeper, const char *builder_id, const KilnIdMaps *maps, GError **error);
+        /* Lets go of what acquire held; the builder may be gone by then. */
+        void (*release)(gpointer keeper, const char *builder_id);
+} KilnRunLease;
+
+/* All a run reads of its builder and of kilnd, filled in by objects/ for each run, so that run/
+ * knows neither the Manager nor the Builder. Borrowed for the call (the lease is copied). */
+typedef struct KilnRunInput {
+        const KilnConfig *config;
+        KilnStorage *storage;
+        char *const *runtimes; /* the runtimes found on this host, the default first */
+        guint64 bounding_set;  /* kilnd's capability bounding set: the most a run can have */
+        KilnSeccompCache *seccomp_cache;
+        const char *builder_id;
+        const char *builder_name;
+        const char *builder_from;
+        const char *builder_layer;
+        uid_t builder_owner;
+        const KilnBuilderConfig *builder_config;
+        const char *container_id; /* the OCI runtime's name for this run, unique in kilnd */
+        KilnRunLease lease;
+        struct KilnCacheRegistry *caches; /* run parity: the caches of type=cache mounts (run-caches.h) */
+} KilnRunInput;
 
 typedef struct KilnRunPlan {
-        KilnManager *manager;
+        KilnStorage *storage;
+        KilnRunLease lease; /* held while @rootfs is set */
         char *builder_id;
         char *container_id;
         char *bundle_dir;
@@ -34,18 +71,18 @@ typedef struct KilnRunPlan {
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and
  * mounts are bound from @options->resolved_volumes, the list it judged (run-volumes.h). Errors name
  * the option at fault. */
-KilnRunPlan *kiln_run_prepare(KilnManager *manager, KilnBuilder *builder, char **argv,
-                              KilnRunOptions *options, GError **error);
+KilnRunPlan *kiln_run_prepare(const KilnRunInput *input, char **argv, KilnRunOptions *options,
+                              GError **error);
 void kiln_run_plan_free(KilnRunPlan *plan);
 
 /* kiln-isolate, the chroot isolation's executor, in kilnd's helper directory. */
-char *kiln_run_isolate_path(KilnManager *manager);
+char *kiln_run_isolate_path(const KilnConfig *config);
 
 /* kiln-isolate and the global options every chroot run of kilnd's own gives it: what its server is
  * started with (isolate-server.h). */
-char **kiln_run_isolate_globals(KilnManager *manager);
+char **kiln_run_isolate_globals(const KilnConfig *config, KilnStorage *storage);
 
 /* The user namespace a run gets: the run's option, else the builder's. One rule for preparing the run
  * and for deciding what it weakens. */
-gboolean kiln_run_wants_userns(const KilnBuilder *builder, const KilnRunOptions *options);
+gboolean kiln_run_wants_userns(const KilnBuilderConfig *builder, const KilnRunOptions *options);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRunPlan, kiln_run_plan_free)

@@ -158,7 +158,7 @@ static void console_watch(KilnConsole *c)
         g_source_attach(c->source, c->context);
 }
 
-static gboolean on_socket_ready(int fd, GIOCondition condition, gpointer data)
+static gboolean on_socket_ready(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnConsole *c = data;
         gboolean was_listening = c->conn_fd < 0;

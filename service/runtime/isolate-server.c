@@ -19,7 +19,7 @@
 #include "isolate/serve-protocol.h"
 #include "base/kiln-common.h"
 #include "base/reaper.h"
-#include "runtime/runtime-private.h"
+#include "runtime/runtime-child.h"
 
 #define SERVER_EXIT_TIMEOUT_MS 5000
 #define STATUS_LOST 255
@@ -301,7 +301,7 @@ static gboolean on_orphan_poll(gpointer data)
         return request_progress(data);
 }
 
-static gboolean on_replies(int fd, GIOCondition condition, gpointer data)
+static gboolean on_replies(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         return request_progress(data);
 }

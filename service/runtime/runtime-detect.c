@@ -4,18 +4,18 @@
  * Runtimes do refuse hosts they cannot handle — crun refuses a hybrid cgroup v1 layout, for one — and
  * only a real container finds out.
  *
- * The container runs the host's own `true`: its root file system is a tiny read-only directory whose
+ * The container runs the host's own `true`: its root file system is a tiny directory of ours whose
  * /usr (and /bin, /lib... as the host has them, directories or symlinks) are read-only, nosuid, nodev
- * binds of the host's, so nothing needs to be installed for it. It has no capabilities, no new
- * privileges, and private namespaces; what it can see it can only read. */
+ * binds of the host's, so nothing needs to be installed for it. Its config.json comes from the spec
+ * generator (spec/), as a run's does: no capabilities, no new privileges, private namespaces; of the
+ * host it sees only what it can read. */
 #include <fcntl.h>
 #include <sys/stat.h>
-
-#include <json-glib/json-glib.h>
 
 #include "base/fs-util.h"
 #include "base/kiln-common.h"
 #include "runtime/runtime-private.h"
+#include "spec/spec.h"
 
 #define DETECT_TIMEOUT_SECONDS 30
 
@@ -23,101 +23,33 @@
  * others alike. */
 static const char *const host_dirs[] = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"};
 
-static void add_strings(JsonBuilder *b, const char *member, const char *const *values)
+/* The probe's config.json, from the spec generator as every run's: the host's `true` as root with no
+ * capabilities and no new privileges, private namespaces, the program directories @binds bound
+ * read-only, nosuid and nodev. So the probe asks of a runtime what a run will. */
+static char *detect_config(const char *rootfs, const char *true_path, GPtrArray *binds, GError **error)
 {
-        json_builder_set_member_name(b, member);
-        json_builder_begin_array(b);
-        for (const char *const *v = values; v && *v; v++)
-                json_builder_add_string_value(b, *v);
-        json_builder_end_array(b);
-}
-
-static void add_mount(JsonBuilder *b, const char *destination, const char *type, const char *source,
-                      const char *const *options)
-{
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "destination");
-        json_builder_add_string_value(b, destination);
-        json_builder_set_member_name(b, "type");
-        json_builder_add_string_value(b, type);
-        json_builder_set_member_name(b, "source");
-        json_builder_add_string_value(b, source);
-        add_strings(b, "options", options);
-        json_builder_end_object(b);
-}
-
-static char *detect_config(const char *true_path, GPtrArray *binds)
-{
-        static const char *const no_caps[] = {NULL};
-        static const char *const namespaces[] = {"pid", "network", "ipc", "uts", "mount"};
-        static const char *const bind_options[] = {"bind", "ro", "nosuid", "nodev", NULL};
-        static const char *const dev_options[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
+        static const char *const drop_all[] = {"ALL", NULL};
+        static const char *const bind_options[] = {"ro", "nosuid", "nodev", NULL};
         const char *const args[] = {true_path, NULL};
         const char *const env[] = {"PATH=/usr/bin:/bin", NULL};
-        g_autoptr(JsonBuilder) b = json_builder_new();
-        g_autoptr(JsonGenerator) gen = json_generator_new();
-        g_autoptr(JsonNode) root = NULL;
+        g_autoptr(GArray) mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
+        g_autoptr(JsonNode) spec = NULL;
+        KilnSpecInput in = {.hostname = "kiln-detect", .rootfs = rootfs, .argv = args, .env = env};
 
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "ociVersion");
-        json_builder_add_string_value(b, "1.0.2");
-
-        json_builder_set_member_name(b, "process");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "user");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "uid");
-        json_builder_add_int_value(b, 0);
-        json_builder_set_member_name(b, "gid");
-        json_builder_add_int_value(b, 0);
-        json_builder_end_object(b);
-        add_strings(b, "args", args);
-        add_strings(b, "env", env);
-        json_builder_set_member_name(b, "cwd");
-        json_builder_add_string_value(b, "/");
-        json_builder_set_member_name(b, "capabilities");
-        json_builder_begin_object(b);
-        add_strings(b, "bounding", no_caps);
-        add_strings(b, "effective", no_caps);
-        add_strings(b, "permitted", no_caps);
-        json_builder_end_object(b);
-        json_builder_set_member_name(b, "noNewPrivileges");
-        json_builder_add_boolean_value(b, TRUE);
-        json_builder_end_object(b);
-
-        json_builder_set_member_name(b, "root");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "path");
-        json_builder_add_string_value(b, "rootfs");
-        json_builder_set_member_name(b, "readonly");
-        json_builder_add_boolean_value(b, TRUE);
-        json_builder_end_object(b);
-
-        json_builder_set_member_name(b, "mounts");
-        json_builder_begin_array(b);
-        add_mount(b, "/proc", "proc", "proc", NULL);
-        add_mount(b, "/dev", "tmpfs", "tmpfs", dev_options);
-        for (guint i = 0; i < binds->len; i++)
-                add_mount(b, binds->pdata[i], "bind", binds->pdata[i], bind_options);
-        json_builder_end_array(b);
-
-        json_builder_set_member_name(b, "linux");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "namespaces");
-        json_builder_begin_array(b);
-        for (size_t i = 0; i < G_N_ELEMENTS(namespaces); i++) {
-                json_builder_begin_object(b);
-                json_builder_set_member_name(b, "type");
-                json_builder_add_string_value(b, namespaces[i]);
-                json_builder_end_object(b);
+        in.no_new_privileges = TRUE;
+        in.builder_cap_drop = drop_all;
+        in.last_cap = -1; /* libcap's */
+        for (guint i = 0; i < binds->len; i++) {
+                KilnMount m = {.type = KILN_MOUNT_BIND,
+                               .source = binds->pdata[i],
+                               .destination = binds->pdata[i],
+                               .options = bind_options};
+                g_array_append_val(mounts, m);
         }
-        json_builder_end_array(b);
-        json_builder_end_object(b);
-        json_builder_end_object(b);
-
-        root = json_builder_get_root(b);
-        json_generator_set_root(gen, root);
-        return json_generator_to_data(gen, NULL);
+        in.mounts = (const KilnMount *)mounts->data;
+        in.n_mounts = mounts->len;
+        spec = kiln_spec_generate(&in, error);
+        return spec ? kiln_spec_to_data(spec, FALSE, NULL) : NULL;
 }
 
 /* The bundle in @bundle (a fresh directory of ours): rootfs/ mirroring the host's program directories,
@@ -175,9 +107,9 @@ static gboolean write_detect_bundle(const char *bundle, GError **error)
                                    "Neither /usr/bin/true nor /bin/true exists to try runtimes with"),
                        FALSE;
 
-        config = detect_config(true_path, binds);
-        return g_file_set_contents_full(config_path, config, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
-                                        error);
+        config = detect_config(rootfs, true_path, binds, error);
+        return config && g_file_set_contents_full(config_path, config, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                                                  0600, error);
 }
 
 typedef struct {
@@ -186,7 +118,7 @@ typedef struct {
         GError *error;
 } DetectRun;
 
-static void on_detect_started(GObject *source, GAsyncResult *result, gpointer data)
+static void on_detect_started(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         DetectRun *r = data;
 
@@ -194,7 +126,7 @@ static void on_detect_started(GObject *source, GAsyncResult *result, gpointer da
         r->status = kiln_container_start_finish(NULL, result, &r->error) ? 0 : -1;
 }
 
-static void on_detect_waited(GObject *source, GAsyncResult *result, gpointer data)
+static void on_detect_waited(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         DetectRun *r = data;
 
@@ -258,13 +190,6 @@ static gboolean try_runtime(const char *runtime, const char *state_root, const c
         return TRUE;
 }
 
-static char *resolve_candidate(const char *candidate)
-{
-        if (g_path_is_absolute(candidate))
-                return g_file_test(candidate, G_FILE_TEST_IS_EXECUTABLE) ? g_strdup(candidate) : NULL;
-        return g_find_program_in_path(candidate);
-}
-
 char *kiln_runtime_detect(char **candidates, const char *state_root, const char *scratch_dir, GError **error)
 {
         g_autofree char *bundle = g_build_filename(scratch_dir, "kiln-detect-XXXXXX", NULL);
@@ -288,7 +213,8 @@ char *kiln_runtime_detect(char **candidates, const char *state_root, const char 
                 g_propagate_error(error, g_steal_pointer(&local));
         } else {
                 for (char **c = candidates; *c && !found; c++) {
-                        g_autofree char *path = resolve_candidate(*c);
+                        /* An absolute path is kept when executable, a name looked up in PATH. */
+                        g_autofree char *path = g_find_program_in_path(*c);
                         g_autofree char *id =
                                 g_strdup_printf("kiln-detect-%d-%d", (int)getpid(), (int)(c - candidates));
 

@@ -200,7 +200,8 @@ static void op_complete(KilnRuntimeOp *op)
         op_free(op);
 }
 
-static void on_messages_done(KilnRelay *relay, const GError *error, gpointer data)
+static void on_messages_done(G_GNUC_UNUSED KilnRelay *relay, G_GNUC_UNUSED const GError *error,
+                             gpointer data)
 {
         op_complete(data);
 }

@@ -78,7 +78,7 @@ static int reap(KilnPidWatch *w, int *status, GError **error)
         return 1;
 }
 
-static gboolean on_pidfd_ready(int fd, GIOCondition condition, gpointer data)
+static gboolean on_pidfd_ready(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnPidWatch *w = data;
         g_autoptr(GError) error = NULL;
@@ -90,7 +90,7 @@ static gboolean on_pidfd_ready(int fd, GIOCondition condition, gpointer data)
         return G_SOURCE_REMOVE;
 }
 
-static void on_child_exited(GPid pid, gint wait_status, gpointer data)
+static void on_child_exited(G_GNUC_UNUSED GPid pid, gint wait_status, gpointer data)
 {
         KilnPidWatch *w = data;
 

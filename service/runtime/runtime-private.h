@@ -6,6 +6,7 @@
 #include <gio/gio.h>
 
 #include "runtime/isolate-server.h"
+#include "runtime/runtime-child.h"
 #include "runtime/runtime.h"
 #include "runtime/stdio-relay.h"
 
@@ -68,16 +69,10 @@ GError *kiln_runtime_op_error(KilnRuntimeOp *op);
  * errors, which are in kiln_runtime_op_error()'s message. NULL: nothing. Only from the done callback. */
 char *kiln_runtime_op_notes(KilnRuntimeOp *op);
 
-/* The environment of every runtime command: nothing of kilnd's. */
-extern const char *const kiln_runtime_environ[];
-
 /* Runs one command to its end on a private main context, at most @timeout_ms before it is killed. */
 gboolean kiln_runtime_run_sync(const char *runtime, const char *const *runtime_args, const char *state_root,
                                const char *bundle_dir, const char *id, const char *verb,
                                const char *const *verb_args, guint timeout_ms, GError **error);
-
-/* Waits for @process on a private main context, at most @timeout_ms before it is killed. */
-void kiln_runtime_wait_bounded(GSubprocess *process, guint timeout_ms);
 
 /* The runtime's messages from its stderr or log (JSON lines from runc and crun with --log-format json,
  * or plain text): the errors, escaped and bounded; NULL when there are none. */

@@ -175,7 +175,7 @@ pid_t kiln_container_get_pid(KilnContainer *container)
 
 /* ---- tasks ---- */
 
-static void task_trampoline(GObject *source, GAsyncResult *result, gpointer data)
+static void task_trampoline(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         TaskHook *hook = data;
 
@@ -389,7 +389,7 @@ static void runtime_delete(KilnContainer *c)
 
 /* ---- stdio ---- */
 
-static void on_relay_done(KilnRelay *relay, const GError *error, gpointer data)
+static void on_relay_done(G_GNUC_UNUSED KilnRelay *relay, const GError *error, gpointer data)
 {
         _cleanup_container_unref_ KilnContainer *c = container_ref(data);
 
@@ -406,7 +406,7 @@ static void on_relay_done(KilnRelay *relay, const GError *error, gpointer data)
         container_settle(c);
 }
 
-static void on_notes_done(KilnRelay *relay, const GError *error, gpointer data)
+static void on_notes_done(G_GNUC_UNUSED KilnRelay *relay, const GError *error, gpointer data)
 {
         _cleanup_container_unref_ KilnContainer *c = container_ref(data);
 
@@ -701,7 +701,7 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
                             (GDestroyNotify)container_unref);
 }
 
-static gboolean on_start_cancelled(GCancellable *cancellable, gpointer data)
+static gboolean on_start_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         KilnContainer *c = data;
 
@@ -834,7 +834,8 @@ fail:
         start_fail(c, error);
 }
 
-gboolean kiln_container_start_finish(KilnContainer *container, GAsyncResult *result, GError **error)
+gboolean kiln_container_start_finish(G_GNUC_UNUSED KilnContainer *container, GAsyncResult *result,
+                                     GError **error)
 {
         g_return_val_if_fail(g_task_is_valid(result, NULL), FALSE);
         return g_task_propagate_boolean(G_TASK(result), error);
@@ -865,7 +866,7 @@ static void container_abandon_output(KilnContainer *c)
         g_source_unref(idle);
 }
 
-static gboolean on_wait_cancelled(GCancellable *cancellable, gpointer data)
+static gboolean on_wait_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         _cleanup_container_unref_ KilnContainer *c = container_ref(data);
 
@@ -909,7 +910,7 @@ void kiln_container_wait_async(KilnContainer *container, GCancellable *cancellab
         }
 }
 
-int kiln_container_wait_finish(KilnContainer *container, GAsyncResult *result, GError **error)
+int kiln_container_wait_finish(G_GNUC_UNUSED KilnContainer *container, GAsyncResult *result, GError **error)
 {
         GError *local = NULL;
         gssize status;

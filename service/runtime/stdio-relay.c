@@ -12,6 +12,7 @@
 
 #include "base/kiln-common.h"
 #include "runtime/stdio-relay.h"
+#include "runtime/stdio-relay-testing.h"
 
 struct KilnRelay {
         char *name;
@@ -70,7 +71,7 @@ void kiln_relay_reset_buffer_peak(void)
         g_mutex_unlock(&stats_lock);
 }
 
-static void on_sigpipe(int sig)
+static void on_sigpipe(G_GNUC_UNUSED int sig)
 {
 }
 
@@ -330,7 +331,7 @@ static gboolean relay_input_ended(KilnRelay *r)
         return G_SOURCE_REMOVE;
 }
 
-static gboolean on_readable(int fd, GIOCondition condition, gpointer data)
+static gboolean on_readable(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnRelay *r = data;
         GError *error = NULL;
@@ -378,7 +379,7 @@ static gboolean on_readable(int fd, GIOCondition condition, gpointer data)
         }
 }
 
-static gboolean on_writable(int fd, GIOCondition condition, gpointer data)
+static gboolean on_writable(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnRelay *r = data;
         GError *error = NULL;
@@ -430,11 +431,6 @@ GBytes *kiln_relay_get_captured(KilnRelay *relay)
 {
         g_return_val_if_fail(relay && relay->captured, NULL);
         return g_bytes_new(relay->captured->data, relay->captured->len);
-}
-
-gboolean kiln_relay_get_truncated(KilnRelay *relay)
-{
-        return relay && relay->truncated;
 }
 
 void kiln_relay_free(KilnRelay *relay)

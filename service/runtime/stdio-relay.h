@@ -60,16 +60,9 @@ gboolean kiln_relay_is_running(KilnRelay *relay);
 
 /* What a capture relay collected so far (a new reference; never NULL for a capture relay). */
 GBytes *kiln_relay_get_captured(KilnRelay *relay);
-/* Whether a capture relay dropped bytes past its limit. */
-gboolean kiln_relay_get_truncated(KilnRelay *relay);
 
 void kiln_relay_free(KilnRelay *relay);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnRelay, kiln_relay_free)
-
-/* Bytes of relay buffers allocated in this process now, and the most there ever were since the last
- * reset: what tests check to see that a relay streams in constant memory. */
-void kiln_relay_get_buffer_stats(gsize *in_use, gsize *peak);
-void kiln_relay_reset_buffer_peak(void);
 
 /* ---- the three streams of one container run ---- */
 

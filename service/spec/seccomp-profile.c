@@ -600,7 +600,26 @@ static char *read_profile(const char *path, struct stat *ret_st, gsize *length, 
  * The result depends only on the file, the capabilities and this machine, so kilnd keeps the last
  * few, keyed by the file's identity and contents' length and time; a changed file is a new key. */
 #define RESOLVED_CACHE_MAX 16
-static GHashTable *resolved_cache; /* key → JsonNode; kilnd prepares runs on its one main thread */
+struct KilnSeccompCache {
+        GHashTable *resolved; /* key → JsonNode */
+};
+
+KilnSeccompCache *kiln_seccomp_cache_new(void)
+{
+        KilnSeccompCache *cache = g_new0(KilnSeccompCache, 1);
+
+        cache->resolved =
+                g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)json_node_unref);
+        return cache;
+}
+
+void kiln_seccomp_cache_free(KilnSeccompCache *cache)
+{
+        if (!cache)
+                return;
+        g_hash_table_unref(cache->resolved);
+        g_free(cache);
+}
 
 /* json_node_copy() shares objects and arrays: a run's copy must not reach into the cache. */
 static JsonNode *deep_copy(JsonNode *node)
@@ -645,30 +664,31 @@ static char *cache_key(const char *path, const struct stat *st, const char *cons
                                (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, joined);
 }
 
-static JsonNode *cache_lookup(const char *path, const char *const *caps)
+static JsonNode *cache_lookup(KilnSeccompCache *cache, const char *path, const char *const *caps)
 {
         g_autofree char *key = NULL;
         struct stat now;
         JsonNode *hit;
 
-        if (!resolved_cache || stat(path, &now) < 0)
+        if (!cache || stat(path, &now) < 0)
                 return NULL;
         key = cache_key(path, &now, caps);
-        hit = g_hash_table_lookup(resolved_cache, key);
+        hit = g_hash_table_lookup(cache->resolved, key);
         return hit ? deep_copy(hit) : NULL;
 }
 
-static void cache_store(const char *path, const struct stat *st, const char *const *caps, JsonNode *resolved)
+static void cache_store(KilnSeccompCache *cache, const char *path, const struct stat *st,
+                        const char *const *caps, JsonNode *resolved)
 {
-        if (!resolved_cache)
-                resolved_cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                                       (GDestroyNotify)json_node_unref);
-        if (g_hash_table_size(resolved_cache) >= RESOLVED_CACHE_MAX)
-                g_hash_table_remove_all(resolved_cache);
-        g_hash_table_insert(resolved_cache, cache_key(path, st, caps), deep_copy(resolved));
+        if (!cache)
+                return;
+        if (g_hash_table_size(cache->resolved) >= RESOLVED_CACHE_MAX)
+                g_hash_table_remove_all(cache->resolved);
+        g_hash_table_insert(cache->resolved, cache_key(path, st, caps), deep_copy(resolved));
 }
 
-JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, GError **error)
+JsonNode *kiln_seccomp_profile_load(KilnSeccompCache *cache, const char *path, const char *const *caps,
+                                    GError **error)
 {
         g_autoptr(JsonParser) parser = json_parser_new();
         g_autoptr(GError) parse_error = NULL;
@@ -676,7 +696,7 @@ JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, G
         KilnSeccompHost host;
         gsize length = 0;
 
-        JsonNode *resolved = cache_lookup(path, caps);
+        JsonNode *resolved = cache_lookup(cache, path, caps);
         struct stat st;
 
         if (resolved)
@@ -693,7 +713,7 @@ JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, G
         }
         resolved = kiln_seccomp_profile_resolve(path, json_parser_get_root(parser), caps, &host, error);
         if (resolved)
-                cache_store(path, &st, caps, resolved);
+                cache_store(cache, path, &st, caps, resolved);
         return resolved;
 }
 

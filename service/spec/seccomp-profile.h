@@ -39,11 +39,19 @@ typedef struct KilnSeccompHost {
 /* This machine: seccomp_arch_native() and uname(). */
 gboolean kiln_seccomp_host_detect(KilnSeccompHost *host, GError **error);
 
+/* Resolved profiles kept for the next load: resolving checks every syscall name with libseccomp, most
+ * of a run's preparation time. Owned by its user (kilnd's Manager); not for several threads at once. */
+typedef struct KilnSeccompCache KilnSeccompCache;
+KilnSeccompCache *kiln_seccomp_cache_new(void);
+void kiln_seccomp_cache_free(KilnSeccompCache *cache);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnSeccompCache, kiln_seccomp_cache_free)
+
 /* Reads the profile file @path (a regular file, at most KILN_SECCOMP_PROFILE_MAX_SIZE bytes) and
- * resolves it for a process whose bounding set is @caps on this machine. Returns the linux.seccomp
- * object for KilnSpecInput.seccomp. Errors are InvalidArgument ("Invalid seccomp_profile: PATH:
- * ...") or G_IO_ERROR for a file that cannot be read. */
-JsonNode *kiln_seccomp_profile_load(const char *path, const char *const *caps, GError **error);
+ * resolves it for a process whose bounding set is @caps on this machine, through @cache when given.
+ * Returns the linux.seccomp object for KilnSpecInput.seccomp. Errors are InvalidArgument ("Invalid
+ * seccomp_profile: PATH: ...") or G_IO_ERROR for a file that cannot be read. */
+JsonNode *kiln_seccomp_profile_load(KilnSeccompCache *cache, const char *path, const char *const *caps,
+                                    GError **error);
 
 /* The pure part of kiln_seccomp_profile_load(): @profile parsed, @host given. @name names the
  * profile in errors. */

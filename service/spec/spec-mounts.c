@@ -3,6 +3,7 @@
  * generated files, and the caller's volumes, each option checked against an allow-list. */
 #include <string.h>
 
+#include "base/size.h"
 #include "spec/spec-private.h"
 #include "base/validate.h"
 
@@ -197,8 +198,12 @@ static const char *const flag_names[] = {"nosuid", "nodev", "noexec"};
 static gboolean check_size(const char *v)
 {
         gsize n = strspn(v, "0123456789");
+        guint64 bytes;
 
-        return n > 0 && (v[n] == '\0' || (strchr("kKmMgG%", v[n]) && v[n + 1] == '\0'));
+        if (n > 0 && v[n] == '%' && v[n + 1] == '\0')
+                return TRUE;
+        /* The kernel's spelling has no b; the bytes must fit in 64 bits (base/size.h). */
+        return n > 0 && (v[n] == '\0' || strchr("kKmMgG", v[n])) && kiln_parse_size(v, &bytes);
 }
 
 static gboolean check_mode(const char *v)

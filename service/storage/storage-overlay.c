@@ -14,6 +14,7 @@
 #include "base/kiln-common.h"
 #include "storage/mount-idmap.h"
 #include "storage/storage-private.h"
+#include "storage/storage-testing.h"
 
 static gboolean dir_is_empty(int fd)
 {
@@ -201,10 +202,8 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_diges
                 /* The shared layer seen through the builder's mapping; the upper dir's root then takes
                  * the mapped owner of the layer's root below (init_upper_root). */
                 int mapped = kiln_idmapped_tree(lower, userns_fd, lower_path, error);
-                if (mapped < 0) {
-                        g_warning("%s", (*error)->message);
-                        return NULL;
-                }
+                if (mapped < 0)
+                        return NULL; /* the caller reports it, once */
                 close(lower);
                 lower = mapped;
         }

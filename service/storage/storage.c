@@ -519,7 +519,7 @@ static gboolean on_kill_timeout(gpointer data)
 
 /* May run in any thread. Asks kiln-import to stop (it removes its tmp tree on SIGTERM) and kills it
  * if it has not after a while. The task completes when the helper has exited. */
-static void on_import_cancelled(GCancellable *cancellable, gpointer data)
+static void on_import_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
 {
         ImportState *st = data;
         GSource *src;
@@ -586,7 +586,7 @@ static gboolean over_user_bound(ImportState *st, const char *digest, GTask *task
         return TRUE;
 }
 
-static void on_import_done(GObject *source, GAsyncResult *result, gpointer data)
+static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         g_autoptr(GTask) task = data;
         ImportState *st = g_task_get_task_data(task);
@@ -818,7 +818,7 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
         spawn_import(s, task, argv, -1, &bound, cancellable);
 }
 
-char *kiln_storage_import_finish(KilnStorage *s, GAsyncResult *result, GError **error)
+char *kiln_storage_import_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result, GError **error)
 {
         ImportState *st;
 
@@ -975,7 +975,7 @@ static void drop_stale_fingerprints(KilnStorage *s)
         }
 }
 
-static void on_trees_removed(GObject *source, GAsyncResult *result, gpointer data)
+static void on_trees_removed(GObject *source, GAsyncResult *result, G_GNUC_UNUSED gpointer data)
 {
         g_autoptr(GError) error = NULL;
 

@@ -117,9 +117,6 @@ char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer
 gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);
 /* Whether the layers' file system takes an ID-mapped mount through @userns_fd (the error says why not). */
 gboolean kiln_storage_can_idmap_layers(KilnStorage *storage, int userns_fd, GError **error);
-/* Gives overlayfs its layers by path, as before Linux 6.13 (found out on the first mount otherwise):
- * for the tests of that path. */
-void kiln_storage_prefer_layer_paths(KilnStorage *storage);
 gboolean kiln_storage_is_mounted(KilnStorage *storage, const char *id);
 /* RUNTIME/mounts/<id>, mounted or not (NULL for an invalid id). */
 char *kiln_storage_mount_point(KilnStorage *storage, const char *id);

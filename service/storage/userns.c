@@ -594,3 +594,9 @@ gboolean kiln_userns_mappings(KilnUserns *u, guint32 owner, guint32 owner_gid, G
         *ret_gid_map = g_steal_pointer(&gid_map);
         return TRUE;
 }
+
+void kiln_id_maps_clear(KilnIdMaps *maps)
+{
+        g_clear_pointer(&maps->uid_map, g_array_unref);
+        g_clear_pointer(&maps->gid_map, g_array_unref);
+}

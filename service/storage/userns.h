@@ -77,3 +77,12 @@ gboolean kiln_idmap_check(const char *arg, const KilnIdMapping *map, gsize n, gu
 /* The host id that @container_id maps to; FALSE when the map does not cover it. For the owners of
  * files kilnd creates inside a root file system. */
 gboolean kiln_idmap_to_host(const KilnIdMapping *map, gsize n, guint32 container_id, guint32 *ret_host_id);
+
+/* A user namespace's maps (arrays of KilnIdMapping): container root is the builder's owner, 1…N its
+ * subordinate ids (kiln_userns_mappings()). */
+typedef struct {
+        GArray *uid_map;
+        GArray *gid_map;
+} KilnIdMaps;
+void kiln_id_maps_clear(KilnIdMaps *maps);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KilnIdMaps, kiln_id_maps_clear)

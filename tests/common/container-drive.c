@@ -10,7 +10,7 @@ void drive_result_clear(DriveResult *r)
         memset(r, 0, sizeof(*r));
 }
 
-void drive_on_started(GObject *source, GAsyncResult *result, gpointer data)
+void drive_on_started(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         DriveResult *r = data;
 
@@ -18,7 +18,7 @@ void drive_on_started(GObject *source, GAsyncResult *result, gpointer data)
         r->done = TRUE;
 }
 
-void drive_on_waited(GObject *source, GAsyncResult *result, gpointer data)
+void drive_on_waited(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         DriveResult *r = data;
 
@@ -36,7 +36,7 @@ void drive_iterate_until(const gboolean *flag, int timeout_seconds)
         }
 }
 
-gboolean drive_on_tick(gpointer data)
+gboolean drive_on_tick(G_GNUC_UNUSED gpointer data)
 {
         return G_SOURCE_CONTINUE; /* wakes the loop so deadlines are checked */
 }

@@ -64,13 +64,15 @@ expect() {
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$workdir/no-bus.sock
 
 expect "rm run" kiln r
-expect "config containers" kiln co
-expect "config containers from info inspect mount prune rm run umount version" kiln ''
+expect "config containers copy" kiln co
+expect "add config containers copy from info inspect mount prune rm run umount version" kiln ''
 expect "--no-ask-password" kiln --no
 expect "rm run" kiln --no-ask-password r
 expect "--terminal" kiln run --ter
 expect "--all" kiln rm --al
 expect "--json" kiln containers --j
+expect "--chmod= --chown=" kiln copy --ch
+expect "--chown=" kiln add --cho
 expect "info inspect" kiln in
 expect "--json" kiln info --j
 expect "--json" kiln version --

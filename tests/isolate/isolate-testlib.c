@@ -130,8 +130,8 @@ char *test_make_bundle(const TestRun *run, char **id)
         if (run->seccomp && !test_env.wrapper) {
                 g_auto(GStrv) caps = kiln_spec_capabilities(&in, &error);
                 g_assert_no_error(error);
-                seccomp = kiln_seccomp_profile_load(test_env.seccomp_profile, (const char *const *)caps,
-                                                    &error);
+                seccomp = kiln_seccomp_profile_load(NULL, test_env.seccomp_profile,
+                                                    (const char *const *)caps, &error);
                 g_assert_no_error(error);
                 in.seccomp = seccomp;
         }

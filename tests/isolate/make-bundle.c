@@ -79,7 +79,8 @@ int main(int argc, char **argv)
         if (profile) {
                 g_auto(GStrv) caps = kiln_spec_capabilities(&in, &error);
                 if (caps)
-                        seccomp = kiln_seccomp_profile_load(profile, (const char *const *)caps, &error);
+                        seccomp =
+                                kiln_seccomp_profile_load(NULL, profile, (const char *const *)caps, &error);
                 if (!seccomp)
                         g_error("%s", error->message);
                 in.seccomp = seccomp;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The runtime driver against real runc: a busybox-static root file system and config.json files this
- * test writes in a temp dir. Needs root, runc and a static /bin/busybox; exits 77 (skipped) otherwise.
+/* The runtime driver against real runc: a busybox-static root file system and config.json files the
+ * spec generator writes in a temp dir. Needs root, runc and a static /bin/busybox; exits 77 (skipped)
+ * otherwise.
  *
  * After every test: no runtime state left under --root, no child process of ours left, and (checked over
  * many runs) no descriptor leaked. */
@@ -22,6 +23,8 @@
 #include "container-drive.h"
 #include "runtime/runtime.h"
 #include "runtime/stdio-relay.h"
+#include "runtime/stdio-relay-testing.h"
+#include "spec/spec.h"
 
 #define RUN_TIMEOUT_SECONDS 300
 
@@ -33,107 +36,31 @@ static unsigned int counter;
 
 /* ---- fixtures ---- */
 
-static void add_mount(JsonBuilder *b, const char *dst, const char *type, const char *src,
-                      const char *options)
-{
-        g_auto(GStrv) opts = g_strsplit(options, ",", 0);
-
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "destination");
-        json_builder_add_string_value(b, dst);
-        json_builder_set_member_name(b, "type");
-        json_builder_add_string_value(b, type);
-        json_builder_set_member_name(b, "source");
-        json_builder_add_string_value(b, src);
-        json_builder_set_member_name(b, "options");
-        json_builder_begin_array(b);
-        for (char **o = opts; *o; o++)
-                json_builder_add_string_value(b, *o);
-        json_builder_end_array(b);
-        json_builder_end_object(b);
-}
-
-/* A bundle dir with a minimal OCI spec running @args; returns its path, @id gets a fresh container id. */
+/* A bundle dir running @args, its config.json from the spec generator as a run's: root in the
+ * busybox root file system, a tmpfs on /tmp. Returns its path; @id gets a fresh container id. */
 static char *make_bundle(const char *const *args, gboolean terminal, char **id)
 {
-        static const char *const namespaces[] = {"pid", "ipc", "uts", "mount", "network"};
+        static const char *const env[] = {"PATH=/bin", "TERM=xterm", NULL};
+        static const char *const tmp_options[] = {"nosuid", "nodev", "mode=1777", NULL};
+        const KilnMount tmp = {.type = KILN_MOUNT_TMPFS, .destination = "/tmp", .options = tmp_options};
         g_autofree char *bundle = g_strdup_printf("%s/bundle-%u", tmp_dir, ++counter);
         g_autofree char *config_path = g_build_filename(bundle, "config.json", NULL);
-        g_autoptr(JsonBuilder) b = json_builder_new();
-        g_autoptr(JsonGenerator) gen = json_generator_new();
-        g_autoptr(JsonNode) root = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(JsonNode) spec = NULL;
         g_autofree char *json = NULL;
+        KilnSpecInput in = {.id = "kiln-test", .rootfs = rootfs_dir, .argv = args, .env = env};
 
+        in.hostname = "kiln-test";
+        in.terminal = terminal;
+        in.no_new_privileges = TRUE;
+        in.mounts = &tmp;
+        in.n_mounts = 1;
+        in.last_cap = -1; /* libcap's */
         g_assert_no_errno(mkdir(bundle, 0700));
         *id = g_strdup_printf("kiln-test-%d-%u", (int)getpid(), counter);
-
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "ociVersion");
-        json_builder_add_string_value(b, "1.0.2");
-        json_builder_set_member_name(b, "process");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "terminal");
-        json_builder_add_boolean_value(b, terminal);
-        json_builder_set_member_name(b, "user");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "uid");
-        json_builder_add_int_value(b, 0);
-        json_builder_set_member_name(b, "gid");
-        json_builder_add_int_value(b, 0);
-        json_builder_end_object(b);
-        json_builder_set_member_name(b, "args");
-        json_builder_begin_array(b);
-        for (const char *const *a = args; *a; a++)
-                json_builder_add_string_value(b, *a);
-        json_builder_end_array(b);
-        json_builder_set_member_name(b, "env");
-        json_builder_begin_array(b);
-        json_builder_add_string_value(b, "PATH=/bin");
-        json_builder_add_string_value(b, "TERM=xterm");
-        json_builder_end_array(b);
-        json_builder_set_member_name(b, "cwd");
-        json_builder_add_string_value(b, "/");
-        json_builder_set_member_name(b, "noNewPrivileges");
-        json_builder_add_boolean_value(b, TRUE);
-        json_builder_end_object(b);
-
-        json_builder_set_member_name(b, "root");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "path");
-        json_builder_add_string_value(b, rootfs_dir);
-        json_builder_set_member_name(b, "readonly");
-        json_builder_add_boolean_value(b, TRUE);
-        json_builder_end_object(b);
-        json_builder_set_member_name(b, "hostname");
-        json_builder_add_string_value(b, "kiln-test");
-
-        json_builder_set_member_name(b, "mounts");
-        json_builder_begin_array(b);
-        add_mount(b, "/proc", "proc", "proc", "nosuid,noexec,nodev");
-        add_mount(b, "/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k");
-        add_mount(b, "/dev/pts", "devpts", "devpts", "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620");
-        add_mount(b, "/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k");
-        add_mount(b, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
-        add_mount(b, "/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777");
-        json_builder_end_array(b);
-
-        json_builder_set_member_name(b, "linux");
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "namespaces");
-        json_builder_begin_array(b);
-        for (size_t i = 0; i < G_N_ELEMENTS(namespaces); i++) {
-                json_builder_begin_object(b);
-                json_builder_set_member_name(b, "type");
-                json_builder_add_string_value(b, namespaces[i]);
-                json_builder_end_object(b);
-        }
-        json_builder_end_array(b);
-        json_builder_end_object(b);
-        json_builder_end_object(b);
-
-        root = json_builder_get_root(b);
-        json_generator_set_root(gen, root);
-        json = json_generator_to_data(gen, NULL);
+        spec = kiln_spec_generate(&in, &error);
+        g_assert_no_error(error);
+        json = kiln_spec_to_data(spec, FALSE, NULL);
         g_assert_true(g_file_set_contents(config_path, json, -1, NULL));
         return g_steal_pointer(&bundle);
 }
@@ -319,7 +246,7 @@ static void collector_drain(Collector *col)
         }
 }
 
-static gboolean on_collect(int fd, GIOCondition condition, gpointer data)
+static gboolean on_collect(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         collector_drain(data);
         return G_SOURCE_CONTINUE;
@@ -565,7 +492,7 @@ typedef struct {
         gboolean done;
 } Feeder;
 
-static gboolean on_feed(int fd, GIOCondition condition, gpointer data)
+static gboolean on_feed(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         Feeder *f = data;
         ssize_t n;

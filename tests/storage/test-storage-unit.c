@@ -229,7 +229,7 @@ static void test_storage_validation(void)
         remove_base(base);
 }
 
-static void on_imported(GObject *source, GAsyncResult *result, gpointer data)
+static void on_imported(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         GAsyncResult **out = data;
         *out = g_object_ref(result);
@@ -316,7 +316,7 @@ static void test_layers_unused(void)
         g_assert_cmpstr(u4->pdata[1], ==, LAYER_B);
 }
 
-static guint64 fake_size(const char *digest, gpointer data)
+static guint64 fake_size(const char *digest, G_GNUC_UNUSED gpointer data)
 {
         return digest[0] == 'a' ? 100 : digest[0] == 'b' ? 20 : G_MAXUINT64;
 }

@@ -20,6 +20,7 @@
 #include "base/kiln-common.h"
 #include "storage/mount-idmap.h"
 #include "storage/storage.h"
+#include "storage/storage-testing.h"
 
 #define NOBODY 65534
 #define ID_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -35,7 +36,7 @@ typedef struct Fixture {
         KilnStorage *storage;
 } Fixture;
 
-static void fixture_setup(Fixture *f, gconstpointer data)
+static void fixture_setup(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
 
@@ -50,7 +51,7 @@ static void fixture_setup(Fixture *f, gconstpointer data)
         g_assert_nonnull(f->storage);
 }
 
-static void fixture_teardown(Fixture *f, gconstpointer data)
+static void fixture_teardown(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *failed = NULL;
 
@@ -112,7 +113,7 @@ typedef struct ImportResult {
         GAsyncResult *result;
 } ImportResult;
 
-static void on_imported(GObject *source, GAsyncResult *result, gpointer data)
+static void on_imported(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         ImportResult *r = data;
         r->result = g_object_ref(result);
@@ -196,7 +197,7 @@ static gboolean mountinfo_has(const char *mount_point, const char *option)
 
 /* ---- import: what a layer keeps ---- */
 
-static void test_import_metadata(Fixture *f, gconstpointer data)
+static void test_import_metadata(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *owned = path_in(src, "owned");
@@ -358,7 +359,7 @@ static void test_import_metadata(Fixture *f, gconstpointer data)
 }
 
 /* Sparse files stay sparse and cost nothing to hash; a hole and written zeros are the same content. */
-static void test_import_sparse(Fixture *f, gconstpointer data)
+static void test_import_sparse(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *s1 = make_src(f, "sparse");
         g_autofree char *s2 = make_src(f, "dense");
@@ -399,7 +400,7 @@ static void test_import_sparse(Fixture *f, gconstpointer data)
         g_assert_cmpstr(d1, ==, d2);
 }
 
-static void test_import_same_digest(Fixture *f, gconstpointer data)
+static void test_import_same_digest(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *file = path_in(src, "file");
@@ -458,7 +459,7 @@ static void test_import_same_digest(Fixture *f, gconstpointer data)
 
 /* ---- import: read as the caller ---- */
 
-static void test_import_permission_denied(Fixture *f, gconstpointer data)
+static void test_import_permission_denied(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *sub = path_in(src, "sub");
@@ -493,7 +494,7 @@ static void test_import_permission_denied(Fixture *f, gconstpointer data)
         g_free(import_ok(f, src));
 }
 
-static void test_import_groups(Fixture *f, gconstpointer data)
+static void test_import_groups(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *file = path_in(src, "group-readable");
@@ -522,7 +523,7 @@ static void test_import_groups(Fixture *f, gconstpointer data)
         g_assert_nonnull(digest);
 }
 
-static void test_import_private_root(Fixture *f, gconstpointer data)
+static void test_import_private_root(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *priv = make_src(f, "private");
         g_autoptr(GError) error = NULL;
@@ -561,7 +562,7 @@ static void test_import_private_root(Fixture *f, gconstpointer data)
 
 /* A symlink to /etc at the source root and below is copied as a symlink: never followed (as nobody,
  * following it would have hit /etc/shadow). */
-static void test_import_symlink_not_followed(Fixture *f, gconstpointer data)
+static void test_import_symlink_not_followed(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *etc = path_in(src, "etc");
@@ -599,7 +600,7 @@ static void test_import_symlink_not_followed(Fixture *f, gconstpointer data)
         }
 }
 
-static void test_import_fd(Fixture *f, gconstpointer data)
+static void test_import_fd(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *file = path_in(src, "file");
@@ -623,7 +624,7 @@ static void test_import_fd(Fixture *f, gconstpointer data)
         g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_DIRECTORY);
 }
 
-static void test_import_errors(Fixture *f, gconstpointer data)
+static void test_import_errors(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *missing = path_in(src, "missing");
@@ -653,7 +654,7 @@ static void test_import_errors(Fixture *f, gconstpointer data)
         g_assert_false(have_tmp);
 }
 
-static void test_import_too_deep(Fixture *f, gconstpointer data)
+static void test_import_too_deep(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         _cleanup_close_ int fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -675,7 +676,7 @@ static void test_import_too_deep(Fixture *f, gconstpointer data)
         g_assert_false(have_tmp);
 }
 
-static void test_import_cancel(Fixture *f, gconstpointer data)
+static void test_import_cancel(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autoptr(GError) error = NULL;
@@ -694,7 +695,7 @@ static void test_import_cancel(Fixture *f, gconstpointer data)
 
 /* ---- scratch ---- */
 
-static void test_scratch(Fixture *f, gconstpointer data)
+static void test_scratch(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
         g_autofree char *scratch = kiln_storage_scratch_layer(f->storage, &error);
@@ -725,7 +726,7 @@ static void test_scratch(Fixture *f, gconstpointer data)
 
 /* ---- builders and overlays ---- */
 
-static void test_mount_roundtrip(Fixture *f, gconstpointer data)
+static void test_mount_roundtrip(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *hello = path_in(src, "hello");
@@ -871,7 +872,7 @@ static void test_mount_idmapped(Fixture *f, gconstpointer data)
         g_assert_true(kiln_storage_remove_builder(f->storage, ID_A, &error));
 }
 
-static void test_mount_root_metadata(Fixture *f, gconstpointer data)
+static void test_mount_root_metadata(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *src = make_src(f, "src");
         g_autofree char *digest = NULL, *mnt = NULL;
@@ -892,7 +893,7 @@ static void test_mount_root_metadata(Fixture *f, gconstpointer data)
         g_assert_no_error(error);
 }
 
-static void test_remove_builder_symlinks(Fixture *f, gconstpointer data)
+static void test_remove_builder_symlinks(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *outside = make_src(f, "outside");
         g_autofree char *precious = path_in(outside, "precious");
@@ -925,7 +926,7 @@ static void test_remove_builder_symlinks(Fixture *f, gconstpointer data)
         g_assert_no_error(error);
 }
 
-static void test_cleanup_stale(Fixture *f, gconstpointer data)
+static void test_cleanup_stale(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
         g_autofree char *scratch = kiln_storage_scratch_layer(f->storage, &error);
@@ -968,7 +969,7 @@ static void test_cleanup_stale(Fixture *f, gconstpointer data)
 
 /* A tmp tree someone holds locked (kiln-import while it writes) survives the start-up clean-up; the
  * same tree unlocked does not. */
-static void test_cleanup_skips_locked(Fixture *f, gconstpointer data)
+static void test_cleanup_skips_locked(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *live = path_in(f->layers, ".tmp-live");
         g_autofree char *live_file = path_in(live, "file");
@@ -990,7 +991,7 @@ static void test_cleanup_skips_locked(Fixture *f, gconstpointer data)
 
 /* --max-bytes through the storage API: the import stops, answers NO_SPACE naming the setting, and
  * leaves nothing in STATE/layers. */
-static void test_import_limit(Fixture *f, gconstpointer data)
+static void test_import_limit(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
         g_autofree char *src = make_src(f, "big");

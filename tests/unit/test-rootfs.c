@@ -53,7 +53,7 @@ static gboolean have_openat2(void)
         return fd != -ENOSYS;
 }
 
-static void fixture_set_up(Fixture *f, gconstpointer data)
+static void fixture_set_up(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         f->root = g_dir_make_tmp("kiln-rootfs-XXXXXX", NULL);
         f->outside = g_dir_make_tmp("kiln-outside-XXXXXX", NULL);
@@ -81,7 +81,7 @@ static void remove_tree(const char *path)
         g_rmdir(path);
 }
 
-static void fixture_tear_down(Fixture *f, gconstpointer data)
+static void fixture_tear_down(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         close(f->rootfd);
         remove_tree(f->root);
@@ -101,7 +101,7 @@ static char *read_in(Fixture *f, const char *path, gsize max, GError **error)
         return buf;
 }
 
-static void test_read_symlinks(Fixture *f, gconstpointer data)
+static void test_read_symlinks(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *dotdot = escape("/etc/hostname");
         g_autofree char *via_proc = NULL;
@@ -143,7 +143,7 @@ static void test_read_symlinks(Fixture *f, gconstpointer data)
         g_assert_cmpint(kiln_rootfs_open(slash, via_proc, O_RDONLY, 0), ==, -ELOOP);
 }
 
-static void test_read_etc_is_root(Fixture *f, gconstpointer data)
+static void test_read_etc_is_root(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *s = NULL;
         g_autoptr(GError) error = NULL;
@@ -161,7 +161,7 @@ static void test_read_etc_is_root(Fixture *f, gconstpointer data)
         g_assert_cmpstr(s, ==, "top:x:0:0::/:/bin/sh\n");
 }
 
-static void test_read_refusals(Fixture *f, gconstpointer data)
+static void test_read_refusals(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *fifo = g_build_filename(f->root, "etc/fifo", NULL);
         g_autofree char *big = g_strnfill(100, 'x');
@@ -202,7 +202,7 @@ static void assert_dir(const char *root, const char *path, mode_t mode)
         g_assert_cmpuint(st.st_uid, ==, getuid());
 }
 
-static void test_mkdir_inside(Fixture *f, gconstpointer data)
+static void test_mkdir_inside(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *work_target = NULL;
         g_autofree char *outside_x = g_build_filename(f->outside, "x", NULL);
@@ -241,7 +241,7 @@ static void test_mkdir_inside(Fixture *f, gconstpointer data)
         umask(old_umask);
 }
 
-static void test_mkdir_errors(Fixture *f, gconstpointer data)
+static void test_mkdir_errors(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GError) e1 = NULL, e2 = NULL;
 
@@ -259,7 +259,7 @@ static void test_mkdir_errors(Fixture *f, gconstpointer data)
         g_assert_nonnull(strstr(e2->message, "/loop"));
 }
 
-static void test_lookup(Fixture *f, gconstpointer data)
+static void test_lookup(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autofree char *out = NULL;
         g_autofree char *escape_env = escape("/usr/bin/env");
@@ -317,7 +317,7 @@ static void test_lookup(Fixture *f, gconstpointer data)
         g_assert_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT);
 }
 
-static void test_fail_closed(Fixture *f, gconstpointer data)
+static void test_fail_closed(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GError) e1 = NULL, e2 = NULL, e3 = NULL;
         char *buf = NULL;

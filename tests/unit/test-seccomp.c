@@ -192,7 +192,8 @@ static void test_load(void)
 {
         g_autofree char *path = kiln_test_source_path("data/seccomp/default.json");
         g_autoptr(GError) error = NULL;
-        g_autoptr(JsonNode) loaded = kiln_seccomp_profile_load(path, kiln_default_capabilities, &error);
+        g_autoptr(JsonNode) loaded =
+                kiln_seccomp_profile_load(NULL, path, kiln_default_capabilities, &error);
         g_autoptr(JsonNode) missing = NULL;
 
         g_assert_no_error(error);
@@ -200,16 +201,16 @@ static void test_load(void)
         assert_treatment(loaded, "read", "allow");
         assert_treatment(loaded, "keyctl", "errno 1");
 
-        missing = kiln_seccomp_profile_load("/nonexistent/profile.json", NULL, &error);
+        missing = kiln_seccomp_profile_load(NULL, "/nonexistent/profile.json", NULL, &error);
         g_assert_null(missing);
         g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
         g_assert_nonnull(strstr(error->message, "/nonexistent/profile.json"));
 }
 
-static char *default_action_of(const char *path, const char *const *caps)
+static char *default_action_of(KilnSeccompCache *cache, const char *path, const char *const *caps)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(JsonNode) loaded = kiln_seccomp_profile_load(path, caps, &error);
+        g_autoptr(JsonNode) loaded = kiln_seccomp_profile_load(cache, path, caps, &error);
 
         g_assert_no_error(error);
         return g_strdup(json_object_get_string_member(json_node_get_object(loaded), "defaultAction"));
@@ -221,24 +222,25 @@ static void test_load_cached(void)
 {
         g_autofree char *dir = g_dir_make_tmp("kiln-seccomp-XXXXXX", NULL);
         g_autofree char *path = g_build_filename(dir, "p.json", NULL);
+        g_autoptr(KilnSeccompCache) cache = kiln_seccomp_cache_new();
         g_autofree char *first = NULL, *again = NULL, *changed = NULL;
         g_autoptr(GError) error = NULL;
         JsonNode *copy;
 
         g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": []}",
                                           -1, NULL));
-        first = default_action_of(path, kiln_default_capabilities);
-        copy = kiln_seccomp_profile_load(path, kiln_default_capabilities, &error);
+        first = default_action_of(cache, path, kiln_default_capabilities);
+        copy = kiln_seccomp_profile_load(cache, path, kiln_default_capabilities, &error);
         json_object_set_string_member(json_node_get_object(copy), "defaultAction", "SCMP_ACT_KILL");
         json_node_unref(copy);
-        again = default_action_of(path, kiln_default_capabilities);
+        again = default_action_of(cache, path, kiln_default_capabilities);
         g_assert_cmpstr(first, ==, "SCMP_ACT_ERRNO");
         g_assert_cmpstr(again, ==, "SCMP_ACT_ERRNO");
 
         /* A new file (a new inode, as an editor's save makes). */
         g_assert_true(g_file_set_contents(path, "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": []}",
                                           -1, NULL));
-        changed = default_action_of(path, kiln_default_capabilities);
+        changed = default_action_of(cache, path, kiln_default_capabilities);
         g_assert_cmpstr(changed, ==, "SCMP_ACT_ALLOW");
         g_unlink(path);
         g_rmdir(dir);
@@ -383,7 +385,7 @@ static void test_filter(void)
         int child;
 
         /* the profile of this machine, as a run would get it */
-        resolved = kiln_seccomp_profile_load(path, kiln_default_capabilities, &error);
+        resolved = kiln_seccomp_profile_load(NULL, path, kiln_default_capabilities, &error);
         g_assert_no_error(error);
         ctx = kiln_seccomp_filter_new(resolved, &error);
         g_assert_no_error(error);

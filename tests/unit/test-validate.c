@@ -2,6 +2,7 @@
 #include "authz/auth.h"
 #include "objects/builder.h"
 #include "base/kiln-common.h"
+#include "base/size.h"
 #include "base/validate.h"
 
 /* A macro, so that the call happens before its error is looked at. */
@@ -158,6 +159,59 @@ static void test_action_table(void)
         g_assert_null(kiln_auth_action_for(KILN_MANAGER_INTERFACE, "Mount"));
 }
 
+/* The one size grammar (base/size.h): kiln.conf, run options, tmpfs sizes and the CLI read it. */
+static void test_sizes(void)
+{
+        static const struct {
+                const char *value;
+                guint64 bytes;
+        } good[] = {
+                {"0", 0},
+                {"1", 1},
+                {"512b", 512},
+                {"4k", 4096},
+                {"4K", 4096},
+                {"64m", 64ull << 20},
+                {"2G", 2ull << 30},
+                {"007k", 7ull << 10},
+                {"18446744073709551615", G_MAXUINT64},
+                {"18446744073709551615b", G_MAXUINT64},
+                {"17179869183g", 17179869183ull << 30},
+        };
+        static const char *const bad[] = {
+                "",
+                "k",
+                "-1",
+                "+1",
+                " 1",
+                "1 ",
+                "1kb",
+                "1t",
+                "1%",
+                "1.5m",
+                "0x10",
+                "m1",
+                "18446744073709551616",
+                "99999999999999999999999",
+                "18014398509481984k",
+                "17179869184g",
+        };
+        guint64 n;
+
+        for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
+                n = 1;
+                g_assert_true(kiln_parse_size(good[i].value, &n));
+                g_assert_cmpuint(n, ==, good[i].bytes);
+        }
+        for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+                n = 42;
+                if (kiln_parse_size(bad[i], &n))
+                        g_error("'%s' was read as %" G_GUINT64_FORMAT, bad[i], n);
+                g_assert_cmpuint(n, ==, 42); /* untouched on failure */
+        }
+        g_assert_false(kiln_parse_size(NULL, &n));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -168,6 +222,7 @@ int main(int argc, char **argv)
         g_test_add_func("/validate/capabilities", test_capabilities);
         g_test_add_func("/validate/ulimits-and-volumes", test_ulimits_and_volumes);
         g_test_add_func("/validate/generated-names", test_generated_names);
+        g_test_add_func("/validate/sizes", test_sizes);
         g_test_add_func("/auth/action-table", test_action_table);
         return g_test_run();
 }
