@@ -17,6 +17,7 @@ static const struct {
         {KILN_PROPERTIES_INTERFACE, "Get"},     {KILN_PROPERTIES_INTERFACE, "GetAll"},
         {KILN_PROCESS_INTERFACE, "Wait"},       {KILN_PROCESS_INTERFACE, "Resize"},
         {KILN_PROCESS_INTERFACE, "Kill"},       {KILN_MANAGER_INTERFACE, "GetInfo"},
+        {KILN_MANAGER_INTERFACE, "GetImage"},   {KILN_MANAGER_INTERFACE, "ListImages"}, /* images out */
 };
 
 static bool may_need_authorization(const char *interface, const char *member)

@@ -11,7 +11,8 @@
 #include "cli-util.h"
 #include "verbs.h"
 
-static const char *const oci_transports[] = {"oci:", "oci-archive:"};
+/* Image sources, named as skopeo names them: KIND:PATH[:REF]. PATH ends at the first ':'. */
+static const char *const image_transports[] = {"oci:", "oci-archive:", "docker-archive:"};
 
 /* The absolute path of an open directory: the one we opened, even if renamed meanwhile. */
 static char *fd_path(int fd, const char *fallback)
@@ -39,32 +40,47 @@ static int resolve_source(const char *source, char **ret_from, int *ret_fd)
                 return 0;
         }
 
-        for (size_t i = 0; i < G_N_ELEMENTS(oci_transports); i++) {
-                const char *rest;
+        for (size_t i = 0; i < G_N_ELEMENTS(image_transports); i++) {
+                const char *rest, *colon;
+                g_autofree char *path = NULL, *abs = NULL;
+                gboolean dir = g_str_equal(image_transports[i], "oci:");
 
-                if (!g_str_has_prefix(source, oci_transports[i]))
+                if (!g_str_has_prefix(source, image_transports[i]))
                         continue;
-
-                /* A relative image path means ours, not kilnd's working directory. The path may
-                 * be followed by ":TAG", so it is prefixed, not canonicalized. */
-                rest = source + strlen(oci_transports[i]);
-                if (rest[0] == '/' || rest[0] == '\0')
-                        *ret_from = g_strdup(source);
-                else {
-                        g_autofree char *cwd = g_get_current_dir();
-                        *ret_from = g_strconcat(oci_transports[i], cwd, "/", rest, NULL);
+                rest = source + strlen(image_transports[i]);
+                colon = strchr(rest, ':');
+                path = colon ? g_strndup(rest, colon - rest) : g_strdup(rest);
+                if (!*path) {
+                        kiln_log("'%s' names no %s", source, dir ? "directory" : "file");
+                        return -EINVAL;
                 }
-                *ret_fd = -1;
+                /* Opened here, as ourselves: kilnd reads only what we could open. */
+                fd = open(path, (dir ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (fd < 0) {
+                        int saved = errno;
+                        kiln_log("cannot open '%s': %s", path, g_strerror(saved));
+                        return -saved;
+                }
+                abs = fd_path(fd, path);
+                *ret_from = g_strconcat(image_transports[i], abs, colon ? colon : "", NULL);
+                *ret_fd = kiln_steal_fd(&fd);
                 return 0;
         }
 
         fd = open(source, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+        /* Images out: no such directory here, so a name of an image in kiln's store (kilnd looks it up
+         * among the images the caller may see). */
+        if (fd < 0 && (errno == ENOENT || errno == ENOTDIR) && source[0] != '/' && source[0] != '.') {
+                *ret_from = g_strdup(source);
+                *ret_fd = -1;
+                return 0;
+        }
         if (fd < 0) {
                 int saved = errno;
 
                 if (saved == ENOENT || saved == ENOTDIR)
-                        kiln_log("cannot open '%s': %s (SOURCE is scratch, a directory, oci:DIR[:TAG] or "
-                                 "oci-archive:FILE[:TAG])",
+                        kiln_log("cannot open '%s': %s (SOURCE is scratch, a directory, oci:DIR[:TAG], "
+                                 "oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG|@N])",
                                  source, g_strerror(saved));
                 else
                         kiln_log("cannot open '%s': %s", source, g_strerror(saved));
@@ -72,13 +88,19 @@ static int resolve_source(const char *source, char **ret_from, int *ret_fd)
         }
 
         *ret_from = fd_path(fd, source);
+        /* A directory holding an OCI image layout is that image, as for oci:DIR. */
+        if (faccessat(fd, "oci-layout", F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+                char *image = g_strconcat("oci:", *ret_from, NULL);
+                g_free(*ret_from);
+                *ret_from = image;
+        }
         *ret_fd = kiln_steal_fd(&fd);
         return 0;
 }
 
 int kiln_verb_from(int argc, char **argv)
 {
-        g_autofree char *name = NULL, *isolation = NULL, *userns = NULL;
+        g_autofree char *name = NULL, *isolation = NULL, *userns = NULL, *platform = NULL, *arch = NULL;
         g_autofree char *from = NULL, *builder_name = NULL;
         g_autoptr(sd_bus) bus = NULL;
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
@@ -93,16 +115,27 @@ int kiln_verb_from(int argc, char **argv)
                  "ISOLATION"},
                 {"userns", 0, 0, G_OPTION_ARG_STRING, &userns, "User namespace of runs: auto or host",
                  "USERNS"},
+                {"platform", 0, 0, G_OPTION_ARG_STRING, &platform,
+                 "Image of this platform from a multi-platform image (default: this host's)",
+                 "OS/ARCH[/VARIANT]"},
+                {"arch", 0, 0, G_OPTION_ARG_STRING, &arch,
+                 "Image of this architecture, for linux (as --platform linux/ARCH)", "ARCH"},
                 {NULL},
         };
 
         if (!kiln_parse_options("from", "SOURCE",
-                                "Create a builder. SOURCE is 'scratch', a directory, "
-                                "oci:DIR[:TAG] or oci-archive:FILE[:TAG]. Prints the builder's name.",
+                                "Create a builder. SOURCE is 'scratch', a directory, oci:DIR[:TAG], "
+                                "oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG|@N]. Prints the "
+                                "builder's name.",
                                 entries, &argc, &argv))
                 return KILN_EXIT_FAILURE;
         if (argc != 2)
                 return kiln_usage_error("from", "expected exactly one SOURCE");
+
+        if (platform && arch)
+                return kiln_usage_error("from", "--platform and --arch name the same thing: give one");
+        if (arch)
+                platform = g_strconcat("linux/", arch, NULL);
 
         r = resolve_source(argv[1], &from, &fd);
         if (r < 0)
@@ -124,6 +157,8 @@ int kiln_verb_from(int argc, char **argv)
                 r = kiln_bus_append_option_string(m, "isolation", isolation);
         if (r >= 0 && userns)
                 r = kiln_bus_append_option_string(m, "userns", userns);
+        if (r >= 0 && platform)
+                r = kiln_bus_append_option_string(m, "platform", platform);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0) {

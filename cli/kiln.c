@@ -28,6 +28,11 @@ static const Verb verbs[] = {
         {"umount", kiln_verb_umount, "Unmount a builder's root file system"},
         {"copy", kiln_verb_copy, "Copy files into a builder, or out of it"},
         {"add", kiln_verb_add, "Copy files into a builder, unpacking local tar archives"},
+        {"commit", kiln_verb_commit, "Write a builder's changes as a new image"},
+        {"images", kiln_verb_images, "List images"},
+        {"rmi", kiln_verb_rmi, "Remove images"},
+        {"tag", kiln_verb_tag, "Give an image more names"},
+        {"push", kiln_verb_push, "Write an image to an archive or an OCI layout"},
         {"info", kiln_verb_info, "Show the service's runtimes, defaults, your storage and limits"},
         {"version", kiln_verb_version, "Show the versions of kiln and of kilnd"},
 };

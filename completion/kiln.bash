@@ -40,6 +40,12 @@ _kiln_options()
     done < <(_kiln_run "$@" --help)
 }
 
+# _kiln_images KILN: the names of the caller's images (comma-separated in the last column).
+_kiln_images()
+{
+    _kiln_run "$1" --no-ask-password images | awk 'NR > 1 && $NF != "<none>" { n = split($NF, a, ","); for (i = 1; i <= n; i++) print a[i] }'
+}
+
 # _kiln_builders KILN: the names of the caller's builders (the table's last column).
 _kiln_builders()
 {
@@ -89,6 +95,8 @@ _kiln()
             --network | --net) COMPREPLY=($(compgen -W 'private none host' -- "$cur")) ;;
             --pid | --ipc | --uts | --cgroupns) COMPREPLY=($(compgen -W 'private host' -- "$cur")) ;;
             --runtime) COMPREPLY=($(compgen -W 'runc crun' -- "$cur")) ;;
+            -f | --format) [[ $verb == commit ]] && COMPREPLY=($(compgen -W 'oci docker' -- "$cur")) ;;
+            --compression) COMPREPLY=($(compgen -W 'gzip zstd none' -- "$cur")) ;;
             --workingdir) [[ $verb == run ]] || _filedir -d ;;
             --device) _filedir ;;
             -v | --volume) [[ $verb == run ]] && _filedir ;;
@@ -130,7 +138,7 @@ _kiln()
     case $verb in
         from)
             if ((npos == 0)); then
-                COMPREPLY=($(compgen -W 'scratch oci: oci-archive:' -- "$cur"))
+                COMPREPLY=($(compgen -W 'scratch oci: oci-archive: docker-archive:' -- "$cur"))
                 _filedir -d
             fi
             ;;
@@ -153,6 +161,23 @@ _kiln()
                 COMPREPLY=($(compgen -W "$(_kiln_builders "$kiln")" -- "$cur"))
             else
                 compopt -o default
+            fi
+            ;;
+        commit)
+            ((npos == 0)) && COMPREPLY=($(compgen -W "$(_kiln_builders "$kiln")" -- "$cur"))
+            ;;
+        rmi)
+            COMPREPLY=($(compgen -W "$(_kiln_images "$kiln")" -- "$cur"))
+            ;;
+        tag)
+            ((npos == 0)) && COMPREPLY=($(compgen -W "$(_kiln_images "$kiln")" -- "$cur"))
+            ;;
+        push)
+            if ((npos == 0)); then
+                COMPREPLY=($(compgen -W "$(_kiln_images "$kiln")" -- "$cur"))
+            elif ((npos == 1)); then
+                COMPREPLY=($(compgen -W 'oci-archive: docker-archive: oci:' -- "$cur"))
+                compopt -o nospace
             fi
             ;;
     esac

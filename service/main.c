@@ -13,6 +13,7 @@
 #include "bus/bus-glib.h"
 #include "base/fd-limit.h"
 #include "runtime/isolate-server.h"
+#include "objects/image-dbus.h"
 #include "objects/manager.h"
 #include "base/reaper.h"
 #include "run/run.h"
@@ -102,6 +103,8 @@ static int run(const char *config_path)
         kiln_storage_cleanup_stale(storage);
         kiln_manager_load(manager);
         r = kiln_manager_register(manager);
+        if (r >= 0) /* images out: the image store and its objects */
+                r = kiln_images_register(manager);
         if (r < 0) {
                 g_printerr("kilnd: cannot register objects: %s\n", g_strerror(-r));
                 return 1;
@@ -127,6 +130,7 @@ static int run(const char *config_path)
                 (void)sd_bus_release_name(bus, KILN_BUS_NAME);
         kiln_auth_stop(auth);
         kiln_manager_unmount_all(manager);
+        kiln_images_free(g_steal_pointer(&manager->images));
         if (!bus_lost) /* a lost bus's source removed itself */
                 g_source_remove(bus_source);
         /* Runs were stopped and everything undone either way; without the bus nothing can be served,

@@ -51,10 +51,15 @@ KilnConfig *kiln_config_new_defaults(void)
          * caller cannot fill a state file system of a few hundred GiB on his own. */
         c->import_bytes = G_GUINT64_CONSTANT(10) << 30;
         c->storage_bytes_per_user = G_GUINT64_CONSTANT(20) << 30;
+        /* Images: a large distribution image is a few GiB in a few dozen layers. */
+        c->image_bytes = G_GUINT64_CONSTANT(10) << 30;
+        c->layers_per_image = 128;
+        c->entries_per_layer = 1000000;
         /* Copies: as large as an import; each one in progress holds a thread and three descriptors. */
         c->copy_bytes = G_GUINT64_CONSTANT(10) << 30;
         c->copy_entries = 1000000;
         c->copies_per_user = 4;
+        c->images_per_user = 100; /* images out: as many as builders */
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -329,6 +334,10 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_uint(kf, "Limits", "CaptureBytes", 1, &c->capture_bytes, error) ||
             !read_bytes(kf, "Limits", "ImportBytes", &c->import_bytes, error) ||
             !read_bytes(kf, "Limits", "StorageBytesPerUser", &c->storage_bytes_per_user, error) ||
+            !read_bytes(kf, "Limits", "ImageBytes", &c->image_bytes, error) ||
+            !read_uint(kf, "Limits", "LayersPerImage", 1, &c->layers_per_image, error) ||
+            !read_uint(kf, "Limits", "EntriesPerLayer", 1, &c->entries_per_layer, error) ||
+            !read_uint(kf, "Limits", "ImagesPerUser", 0, &c->images_per_user, error) ||
             !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
             !read_uint(kf, "Limits", "AuthorizationsPerUser", 1, &c->authorizations_per_user, error) ||
             !read_uint(kf, "Limits", "MaxAuthorizations", 1, &c->max_authorizations, error) ||

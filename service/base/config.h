@@ -26,9 +26,13 @@
  *   ImportBytes=10737418240            bytes of file content in one imported layer (0: no bound)
  *   StorageBytesPerUser=21474836480    bytes of file content in the layers one uid's builders use
  *                                      (uid 0 is not limited; 0: no bound)
+ *   ImageBytes=10737418240             bytes of file content in one image's layers (0: no bound)
+ *   LayersPerImage=128                 layers in one image
+ *   EntriesPerLayer=1000000            entries in one image layer
  *   CopyBytes=10737418240              bytes of file content in one Copy or CopyOut (0: no bound)
  *   CopyEntries=1000000                entries in one Copy or CopyOut (0: no bound)
  *   CopiesPerUser=4                    Copy and CopyOut calls one uid may have in progress (uid 0 included)
+ *   ImagesPerUser=100                  images one uid may own (uid 0 is not limited)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -86,10 +90,15 @@ typedef struct KilnConfig {
         unsigned descriptors_per_user;
         guint64 import_bytes;           /* G_MAXUINT64: no bound */
         guint64 storage_bytes_per_user; /* G_MAXUINT64: no bound */
+        /* Images (storage.c, service/import/image-read.c) */
+        guint64 image_bytes; /* G_MAXUINT64: no bound */
+        unsigned layers_per_image;
+        unsigned entries_per_layer;
         /* Copy, CopyOut (service/copy/copy.h) */
         guint64 copy_bytes;   /* G_MAXUINT64: no bound */
         guint64 copy_entries; /* G_MAXUINT64: no bound */
         unsigned copies_per_user;
+        unsigned images_per_user; /* images out: images one uid may own */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

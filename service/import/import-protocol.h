@@ -72,3 +72,7 @@ typedef struct KilnImportReaderArgs {
 } KilnImportReaderArgs;
 
 _Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *args);
+
+/* Becomes the caller of @args for good (groups, gids, uids; no capability, no way back to root,
+ * no_new_privs), as the reader does before it opens anything. Returns 0 or an errno. */
+int kiln_import_become_caller(const KilnImportReaderArgs *args);

@@ -305,3 +305,9 @@ _Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *a)
         }
         _exit(0);
 }
+
+/* For the image reader (image-read.c), which becomes the caller the same way. */
+int kiln_import_become_caller(const KilnImportReaderArgs *args)
+{
+        return drop_privileges(args);
+}

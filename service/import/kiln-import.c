@@ -67,6 +67,7 @@
 
 #include "base/fd-passing.h"
 #include "base/fs-util.h"
+#include "image-read.h"
 #include "import-protocol.h"
 #include "base/kiln-common.h"
 #include "layer-digest.h"
@@ -1393,6 +1394,10 @@ int main(int argc, char **argv)
         g_autofree char *known = NULL;
         struct stat st;
         pid_t self = getpid();
+
+        /* Images (oci:, oci-archive:, docker-archive:) are a mode of their own: image-read.c. */
+        if (argc > 1 && strcmp(argv[1], "--image") == 0)
+                return kiln_image_main(argc, argv);
 
         /* Root's memory stays out of core dumps and away from ptrace by anyone but root. */
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

@@ -19,6 +19,8 @@ KilnBuilder *kiln_builder_new(const char *id, const char *name, uid_t owner, con
         b->owner = owner;
         b->from = g_strdup(from);
         b->layer = g_strdup(layer);
+        b->layers = g_new0(char *, 2);
+        b->layers[0] = g_strdup(layer);
         b->created_usec = created_usec;
         b->object_path = kiln_builder_object_path(id);
         return b;
@@ -32,6 +34,9 @@ void kiln_builder_free(KilnBuilder *b)
         g_free(b->name);
         g_free(b->from);
         g_free(b->layer);
+        g_strfreev(b->layers);
+        g_free(b->image);
+        g_strfreev(b->image_volumes);
         kiln_builder_config_clear(&b->config);
         g_free(b->object_path);
         g_free(b->mount_path);
@@ -42,6 +47,56 @@ void kiln_builder_free(KilnBuilder *b)
         g_clear_pointer(&b->rootfs_gid_map, g_array_unref);
         sd_bus_message_unref(b->pending_remove);
         g_free(b);
+}
+
+void kiln_builder_set_layers(KilnBuilder *b, const char *const *layers)
+{
+        guint n = g_strv_length((char **)layers);
+
+        g_return_if_fail(n > 0);
+        g_strfreev(b->layers);
+        b->layers = g_strdupv((char **)layers);
+        g_free(b->layer);
+        b->layer = g_strdup(layers[n - 1]);
+}
+
+#define IMAGE_VOLUMES_MAX 64
+
+/* An image volume is made inside the root file system (kiln_rootfs_mkdir_p resolves it there): an
+ * absolute path without "..", of a bounded length. Others are dropped. */
+static gboolean image_volume_is_valid(const char *v)
+{
+        g_auto(GStrv) parts = NULL;
+
+        if (!g_path_is_absolute(v) || strlen(v) > 1024 || !g_utf8_validate(v, -1, NULL))
+                return FALSE;
+        parts = g_strsplit(v, "/", -1);
+        for (char **p = parts; *p; p++)
+                if (g_str_equal(*p, ".."))
+                        return FALSE;
+        return TRUE;
+}
+
+void kiln_builder_set_image(KilnBuilder *b, const char *image)
+{
+        g_autoptr(JsonNode) node = image ? json_from_string(image, NULL) : NULL;
+        g_autoptr(GStrvBuilder) volumes = g_strv_builder_new();
+        JsonObject *o = node && JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
+        JsonNode *v = o ? json_object_get_member(o, "Volumes") : NULL;
+        guint n = 0;
+
+        g_free(b->image);
+        b->image = g_strdup(image);
+        g_clear_pointer(&b->image_volumes, g_strfreev);
+        if (v && JSON_NODE_HOLDS_OBJECT(v)) {
+                g_autoptr(GList) keys = json_object_get_members(json_node_get_object(v));
+                for (GList *k = keys; k && n < IMAGE_VOLUMES_MAX; k = k->next)
+                        if (image_volume_is_valid(k->data)) {
+                                g_strv_builder_add(volumes, k->data);
+                                n++;
+                        }
+        }
+        b->image_volumes = g_strv_builder_end(volumes);
 }
 
 char *kiln_builder_object_path(const char *id)
@@ -85,6 +140,22 @@ char *kiln_builder_to_json(const KilnBuilder *b)
         json_builder_add_string_value(jb, b->from);
         json_builder_set_member_name(jb, "layer");
         json_builder_add_string_value(jb, b->layer);
+        /* "layer" stays the top one, so a kilnd that knows only one layer still names a layer that
+         * exists; "layers" is written only when there are several. */
+        if (g_strv_length(b->layers) > 1) {
+                json_builder_set_member_name(jb, "layers");
+                json_builder_begin_array(jb);
+                for (char **l = b->layers; *l; l++)
+                        json_builder_add_string_value(jb, *l);
+                json_builder_end_array(jb);
+        }
+        if (b->image) {
+                g_autoptr(JsonNode) image = json_from_string(b->image, NULL);
+                if (image) {
+                        json_builder_set_member_name(jb, "image");
+                        json_builder_add_value(jb, g_steal_pointer(&image));
+                }
+        }
         if (b->layer_shifted) {
                 json_builder_set_member_name(jb, "layer_shifted");
                 json_builder_add_boolean_value(jb, TRUE);
@@ -158,6 +229,37 @@ KilnBuilder *kiln_builder_from_json(const char *json, GError **error)
                 return NULL;
         }
         b = kiln_builder_new(id, name, (uid_t)owner, from, layer, (guint64)created);
+        if (json_object_has_member(root, "layers")) {
+                JsonNode *n = json_object_get_member(root, "layers");
+                JsonArray *a = JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
+                guint len = a ? json_array_get_length(a) : 0;
+                g_autoptr(GStrvBuilder) layers = g_strv_builder_new();
+                g_auto(GStrv) strv = NULL;
+
+                for (guint i = 0; i < len; i++) {
+                        JsonNode *e = json_array_get_element(a, i);
+                        const char *l =
+                                JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING
+                                        ? json_node_get_string(e)
+                                        : NULL;
+                        if (!l || !kiln_id_is_valid(l))
+                                break;
+                        g_strv_builder_add(layers, l);
+                }
+                strv = g_strv_builder_end(layers);
+                if (len == 0 || g_strv_length(strv) != len || !g_str_equal(strv[len - 1], layer)) {
+                        metadata_invalid(error, "layers is not a list of layer digests ending with layer");
+                        return NULL;
+                }
+                kiln_builder_set_layers(b, (const char *const *)strv);
+        }
+        if (json_object_has_member(root, "image")) {
+                JsonNode *n = json_object_get_member(root, "image");
+                if (JSON_NODE_HOLDS_OBJECT(n)) {
+                        g_autofree char *image = json_to_string(n, FALSE);
+                        kiln_builder_set_image(b, image);
+                }
+        }
         b->layer_shifted = json_object_has_member(root, "layer_shifted") &&
                            json_object_get_boolean_member(root, "layer_shifted");
         if (json_object_has_member(root, "config")) {

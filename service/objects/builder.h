@@ -14,8 +14,11 @@ typedef struct KilnBuilder {
         char *id;                    /* 64 hex */
         char *name;
         uid_t owner;
-        char *from;             /* as the caller gave it: "scratch" or a path */
-        char *layer;            /* digest of the base layer */
+        char *from;           /* as the caller gave it: "scratch" or a path */
+        char *layer;          /* digest of the top base layer (the only one of a directory or scratch) */
+        char **layers;        /* every base layer, bottom first; the last is @layer */
+        char *image;          /* an image's digest and history as JSON (kept for a later commit), or NULL */
+        char **image_volumes; /* the image's Volumes (from @image): empty directories every run finds */
         gboolean layer_shifted; /* the base is a copy shifted to the owner's ID maps (no ID-mapping) */
         guint64 created_usec;
         KilnBuilderConfig config;
@@ -32,6 +35,10 @@ typedef struct KilnBuilder {
 
 KilnBuilder *kiln_builder_new(const char *id, const char *name, uid_t owner, const char *from,
                               const char *layer, guint64 created_usec);
+/* Sets @image (JSON, or NULL) and the image volumes it names. */
+void kiln_builder_set_image(KilnBuilder *builder, const char *image);
+/* Sets the base layers (bottom first, at least one); @layer becomes the last. */
+void kiln_builder_set_layers(KilnBuilder *builder, const char *const *layers);
 void kiln_builder_free(KilnBuilder *builder);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnBuilder, kiln_builder_free)
 

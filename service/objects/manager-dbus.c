@@ -10,6 +10,7 @@
 #include "objects/manager.h"
 #include "run/run-caches.h"
 #include "base/validate.h"
+#include "authz/caller-open.h"
 
 /* A CreateBuilder call between its checks and its reply (polkit and the import are asynchronous). */
 typedef struct {
@@ -18,6 +19,13 @@ typedef struct {
         char *name; /* reserved in manager->reserved_names until the call ends */
         char *from;
         int rootfs_fd;
+        /* An image source (oci:, oci-archive:, docker-archive:, or a directory holding oci-layout). */
+        char *image_kind; /* NULL: scratch or a directory tree */
+        char *image_path; /* NULL with rootfs_fd */
+        char *image_ref;
+        char *stored_image; /* images out: the id of an image of kiln's store to import */
+        char *platform;
+        char *image_json; /* the image's digest and history, for builder.json */
         KilnBuilderConfig config;
         KilnFieldMask mask;
         KilnCreds creds; /* groups borrowed from the auth cache are copied: the caller may leave */
@@ -34,6 +42,12 @@ static void create_request_free(gpointer data)
         g_free(req->name);
         g_free(req->from);
         kiln_close_fdp(&req->rootfs_fd);
+        g_free(req->image_kind);
+        g_free(req->image_path);
+        g_free(req->image_ref);
+        g_free(req->stored_image);
+        g_free(req->platform);
+        g_free(req->image_json);
         kiln_builder_config_clear(&req->config);
         g_free(req->creds.groups);
         g_clear_object(&req->cancellable);
@@ -59,15 +73,15 @@ static void create_reply_error(CreateRequest *req, const GError *error)
         sd_bus_reply_method_error(req->message, &bus_error);
 }
 
-static void create_finish(CreateRequest *req, const char *layer, gboolean shifted)
+static void create_finish(CreateRequest *req, const char *const *layers, gboolean shifted)
 {
         g_autoptr(GError) error = NULL;
         KilnBuilder *b;
 
         /* Release the reservation first: the builder takes the name itself. */
         g_hash_table_remove(req->manager->reserved_names, req->name);
-        b = kiln_manager_create_builder(req->manager, req->name, req->creds.uid, req->from, layer, shifted,
-                                        &req->config, req->mask, &error);
+        b = kiln_manager_create_builder(req->manager, req->name, req->creds.uid, req->from, layers, shifted,
+                                        req->image_json, &req->config, req->mask, &error);
         g_clear_pointer(&req->name, g_free);
         if (!b)
                 create_reply_error(req, error);
@@ -94,7 +108,7 @@ static void on_shift_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, g
         g_autofree char *layer = kiln_storage_import_finish(req->manager->storage, result, &error);
 
         if (layer)
-                create_finish(req, layer, TRUE);
+                create_finish(req, (const char *const[]){layer, NULL}, TRUE);
         else if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
                 g_prefix_error(&error, "Cannot make a copy of '%s' for the user namespace: ", req->from);
                 create_reply_error(req, error);
@@ -105,7 +119,7 @@ static void on_shift_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, g
 /* The builder on its base @layer; where layers cannot be ID-mapped, a builder with a user namespace
  * first gets a copy of it shifted to its owner's maps (made once per base and map: the copy is a
  * content-addressed layer like any other). TRUE when kiln-import now holds the request. */
-static gboolean create_on_base(CreateRequest *req, const char *layer)
+static gboolean create_on_base(CreateRequest *req, const char *const *layers)
 {
         KilnManager *m = req->manager;
         g_auto(KilnIdMaps) maps = {0};
@@ -114,7 +128,17 @@ static gboolean create_on_base(CreateRequest *req, const char *layer)
 
         if (m->idmapped_layers ||
             g_strcmp0(kiln_manager_default_userns(m, req->creds.uid, &req->config), "auto") != 0) {
-                create_finish(req, layer, FALSE);
+                create_finish(req, layers, FALSE);
+                return FALSE;
+        }
+        if (g_strv_length((char **)layers) > 1) {
+                /* A shifted copy is made of one layer; of several, each whiteout would have to survive
+                 * the copy and the copies be stacked again. Not done: ID-mapped layers are needed. */
+                g_set_error(&error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid from: '%s' has %u layers, and layers cannot be ID-mapped on this host "
+                            "(a user namespace needs a shifted copy, made only of single-layer images)",
+                            req->from, g_strv_length((char **)layers));
+                create_reply_error(req, error);
                 return FALSE;
         }
         if (!kiln_manager_id_maps(m, req->creds.uid, &maps, &error)) {
@@ -124,7 +148,7 @@ static gboolean create_on_base(CreateRequest *req, const char *layer)
         uid_shift = format_shift(maps.uid_map);
         gid_shift = format_shift(maps.gid_map);
         req->importing = TRUE;
-        kiln_storage_shift_layer_async(m->storage, layer, uid_shift, gid_shift, req->cancellable,
+        kiln_storage_shift_layer_async(m->storage, layers[0], uid_shift, gid_shift, req->cancellable,
                                        on_shift_done, req);
         return TRUE;
 }
@@ -141,10 +165,134 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
                         g_prefix_error(&error, "Cannot import from '%s': ", req->from);
                         create_reply_error(req, error);
                 }
-        } else if (create_on_base(req, layer)) {
+        } else if (create_on_base(req, (const char *const[]){layer, NULL})) {
                 return;
         }
         create_request_free(req);
+}
+
+#define IMAGE_JSON_MAX (64 * 1024)
+
+/* The image config (what kiln-import printed of it) as the builder's configuration: each value passes
+ * the same checks as Configure's, named as the image's; the caller's own options win. */
+static gboolean apply_image_config(CreateRequest *req, const KilnImportedImage *image, GError **error)
+{
+        static const struct {
+                const char *image_key, *key;
+        } strings[] = {{"WorkingDir", "working_dir"}, {"User", "user"}, {"StopSignal", "stop_signal"}},
+          arrays[] = {{"Env", "env"}, {"Entrypoint", "entrypoint"}, {"Cmd", "cmd"}};
+        JsonObject *result = json_node_get_object(image->result);
+        JsonObject *c = json_object_has_member(result, "config") &&
+                                        JSON_NODE_HOLDS_OBJECT(json_object_get_member(result, "config"))
+                                ? json_object_get_object_member(result, "config")
+                                : NULL;
+        g_autoptr(JsonObject) mapped = json_object_new();
+        g_autoptr(JsonObject) kept = json_object_new();
+        g_auto(KilnBuilderConfig) config = {0};
+        KilnFieldMask mask = 0;
+        JsonNode *n;
+
+        for (size_t i = 0; c && i < G_N_ELEMENTS(strings); i++) {
+                n = json_object_get_member(c, strings[i].image_key);
+                if (n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING &&
+                    *json_node_get_string(n))
+                        json_object_set_member(mapped, strings[i].key, json_node_copy(n));
+        }
+        for (size_t i = 0; c && i < G_N_ELEMENTS(arrays); i++) {
+                n = json_object_get_member(c, arrays[i].image_key);
+                if (n && JSON_NODE_HOLDS_ARRAY(n))
+                        json_object_set_member(mapped, arrays[i].key, json_node_copy(n));
+        }
+        n = c ? json_object_get_member(c, "Labels") : NULL;
+        if (n && JSON_NODE_HOLDS_OBJECT(n))
+                json_object_set_member(mapped, "labels", json_node_copy(n));
+        /* ExposedPorts and Volumes are sets: objects whose keys are the values. */
+        n = c ? json_object_get_member(c, "ExposedPorts") : NULL;
+        if (n && JSON_NODE_HOLDS_OBJECT(n)) {
+                g_autoptr(GList) keys = json_object_get_members(json_node_get_object(n));
+                JsonArray *ports = json_array_new();
+                for (GList *k = keys; k; k = k->next)
+                        json_array_add_string_element(ports, k->data);
+                json_object_set_array_member(mapped, "exposed_ports", ports);
+        }
+        if (!kiln_builder_config_from_json(&config, mapped, error)) {
+                g_prefix_error(error, "Invalid from: the image config of '%s': ", req->from);
+                return FALSE;
+        }
+        for (size_t i = 0; i < kiln_config_n_fields; i++)
+                if (json_object_has_member(mapped, kiln_config_fields[i].key))
+                        mask |= 1u << i;
+        /* The caller's options over the image's. */
+        kiln_builder_config_assign(&config, &req->config, req->mask);
+        kiln_builder_config_assign(&req->config, &config, mask | req->mask);
+        req->mask |= mask;
+
+        /* Kept for `kiln inspect` and a later commit: the digest, what the builder does not use, and
+         * the history. */
+        json_object_set_string_member(kept, "digest", image->digest);
+        for (const char *const *k = (const char *const[]){"Volumes", NULL}; *k; k++)
+                if (c && (n = json_object_get_member(c, *k)))
+                        json_object_set_member(kept, *k, json_node_copy(n));
+        for (const char *const *k = (const char *const[]){"history", "os", "architecture", NULL}; *k; k++)
+                if ((n = json_object_get_member(result, *k)))
+                        json_object_set_member(kept, *k, json_node_copy(n));
+        {
+                g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), kept);
+                req->image_json = json_to_string(node, FALSE);
+                /* The Image property is sent with every listing of the builder: a long history stays
+                 * out of it (IMAGE_JSON_MAX), the digest names the image it came from. */
+                if (strlen(req->image_json) > IMAGE_JSON_MAX) {
+                        json_object_remove_member(kept, "history");
+                        g_free(req->image_json);
+                        req->image_json = json_to_string(node, FALSE);
+                }
+                if (strlen(req->image_json) > IMAGE_JSON_MAX) {
+                        g_autoptr(JsonObject) small = json_object_new();
+                        g_autoptr(JsonNode) small_node = NULL;
+                        json_object_set_string_member(small, "digest", image->digest);
+                        small_node = json_node_init_object(json_node_alloc(), small);
+                        g_free(req->image_json);
+                        req->image_json = json_to_string(small_node, FALSE);
+                }
+        }
+        return TRUE;
+}
+
+static void on_image_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnImportedImage) image =
+                kiln_storage_import_image_finish(req->manager->storage, result, &error);
+
+        if (!image) {
+                if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+                        g_prefix_error(&error, "Cannot import from '%s': ", req->from);
+                        create_reply_error(req, error);
+                }
+        } else if (!apply_image_config(req, image, &error)) {
+                create_reply_error(req, error);
+        } else if (create_on_base(req, (const char *const *)image->layers)) {
+                return;
+        }
+        create_request_free(req);
+}
+
+/* Images out: the stored image's archive is written; it is imported as the caller's would be. */
+static void on_stored_image_exported(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
+{
+        CreateRequest *req = data;
+        g_autoptr(GError) error = NULL;
+        int fd = req->manager->finish_export(result, &error);
+
+        if (fd < 0) {
+                if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+                        create_reply_error(req, error);
+                create_request_free(req);
+                return;
+        }
+        kiln_storage_import_image_async(req->manager->storage, req->image_kind, NULL, fd, NULL,
+                                        req->platform, &req->creds, req->cancellable, on_image_done, req);
 }
 
 static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
@@ -155,6 +303,21 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
 
         if (denied) {
                 sd_bus_reply_method_error(m, denied);
+                return;
+        }
+        if (req->stored_image) {
+                req->importing = TRUE;
+                req->manager->export_stored_image(req->manager, req->stored_image, req->cancellable,
+                                                  on_stored_image_exported, req);
+                return;
+        }
+        if (req->image_kind) {
+                /* The path (or the descriptor) is read by kiln-import's reader as the caller. */
+                req->importing = TRUE;
+                kiln_storage_import_image_async(req->manager->storage, req->image_kind, req->image_path,
+                                                kiln_steal_fd(&req->rootfs_fd), req->image_ref,
+                                                req->platform, &req->creds, req->cancellable, on_image_done,
+                                                req);
                 return;
         }
         if (req->rootfs_fd >= 0 || g_str_has_prefix(req->from, "/")) {
@@ -169,7 +332,8 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
         if (!layer)
                 create_reply_error(req, error);
         else
-                create_on_base(req, layer); /* if it goes to kiln-import, the release leaves req alone */
+                create_on_base(req, (const char *const[]){layer, NULL}); /* if it goes to kiln-import, the
+                                                                          * release leaves req alone */
 }
 
 static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **error)
@@ -186,9 +350,10 @@ static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **e
         if (sd_bus_message_read(m, "v", "h", &fd) < 0)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                  "Invalid rootfs_fd: cannot read it");
-        if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
+        /* A directory (a tree or an OCI layout) or, for an archive, a regular file. */
+        if (fstat(fd, &st) < 0 || (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)))
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                                 "Invalid rootfs_fd: not an open directory");
+                                 "Invalid rootfs_fd: not an open directory or file");
         /* The message owns its descriptor; the import needs its own. */
         kiln_close_fdp(&req->rootfs_fd);
         req->rootfs_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -200,7 +365,74 @@ static gboolean read_rootfs_fd(sd_bus_message *m, CreateRequest *req, GError **e
         return TRUE;
 }
 
-/* Options of CreateBuilder: any Configure key, plus rootfs_fd. */
+/* "os/arch[/variant]", each part [a-z0-9._-], as OCI platforms are written. */
+static gboolean check_platform(const char *v, GError **error)
+{
+        g_auto(GStrv) parts = g_strsplit(v, "/", 4);
+        guint n = g_strv_length(parts);
+
+        for (guint i = 0; i < n && n >= 2 && n <= 3; i++) {
+                if (!parts[i][0] || strlen(parts[i]) > 64)
+                        goto invalid;
+                for (const char *c = parts[i]; *c; c++)
+                        if (!g_ascii_isalnum(*c) && !strchr("._-", *c))
+                                goto invalid;
+        }
+        if (n >= 2 && n <= 3)
+                return TRUE;
+invalid:
+        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                         "Invalid platform: '%.64s' is not OS/ARCH or OS/ARCH/VARIANT (such as linux/arm64)",
+                         v);
+}
+
+/* The image sources, named as skopeo names them: KIND:PATH[:REF]. The path ends at the first ':' after
+ * the kind (skopeo splits the same way); REF is a tag or name for oci: and oci-archive:, NAME:TAG or @N
+ * for docker-archive:. */
+static const char *const image_kinds[] = {"oci", "oci-archive", "docker-archive"};
+
+static gboolean parse_image_source(CreateRequest *req, const char *from, GError **error)
+{
+        const char *colon = strchr(from, ':'), *path, *ref;
+        g_autofree char *kind = NULL, *p = NULL;
+        struct stat st;
+
+        if (!colon)
+                return TRUE;
+        kind = g_strndup(from, colon - from);
+        if (!g_strv_contains(image_kinds, kind))
+                return TRUE; /* not an image source: checked as a path below */
+        path = colon + 1;
+        ref = strchr(path, ':');
+        p = ref ? g_strndup(path, ref - path) : g_strdup(path);
+        if (ref && (!ref[1] || strlen(ref + 1) > 256 || !g_utf8_validate(ref + 1, -1, NULL)))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid from: the reference after '%s:PATH:' is empty or not a name",
+                                 kind);
+        for (const char *c = ref ? ref + 1 : ""; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid from: the reference holds a control character");
+        if (!g_path_is_absolute(p))
+                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                 "Invalid from: '%s': the path after '%s:' must be absolute", from, kind);
+        if (!kiln_validate_absolute_path("from", p, FALSE, error))
+                return FALSE;
+        if (req->rootfs_fd >= 0) {
+                /* The descriptor decides; PATH only names it. */
+                if (fstat(req->rootfs_fd, &st) < 0 || (g_str_equal(kind, "oci") != !!S_ISDIR(st.st_mode)))
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid rootfs_fd: %s needs %s", kind,
+                                         g_str_equal(kind, "oci") ? "an open directory" : "an open file");
+        } else {
+                req->image_path = g_strdup(p);
+        }
+        req->image_kind = g_steal_pointer(&kind);
+        req->image_ref = ref ? g_strdup(ref + 1) : NULL;
+        return TRUE;
+}
+
+/* Options of CreateBuilder: any Configure key, plus rootfs_fd and platform. */
 static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GError **error)
 {
         unsigned n = 0;
@@ -219,6 +451,15 @@ static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GErro
                 if (g_str_equal(key, "rootfs_fd")) {
                         if (!read_rootfs_fd(m, req, error))
                                 return FALSE;
+                } else if (g_str_equal(key, "platform")) {
+                        const char *v;
+                        if (sd_bus_message_read(m, "v", "s", &v) < 0)
+                                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                                 "Invalid platform: expected a string");
+                        if (!check_platform(v, error))
+                                return FALSE;
+                        g_free(req->platform);
+                        req->platform = g_strdup(v);
                 } else if ((field = kiln_config_field_lookup(key))) {
                         if (!kiln_builder_config_read_variant(&req->config, field, m, req->manager->config,
                                                               error))
@@ -271,10 +512,27 @@ static gboolean check_create(CreateRequest *req, const char *name, const char *f
                             name);
                 return FALSE;
         }
-        if (g_str_has_prefix(from, "oci:") || g_str_has_prefix(from, "oci-archive:"))
+        if (!parse_image_source(req, from, error))
+                return FALSE;
+        if (req->image_kind)
+                goto checked_from;
+        /* Images out: the name or id of an image in kiln's store, imported from kilnd's own oci-archive
+         * of it (image-dbus.c) as any archive is. */
+        if (req->rootfs_fd < 0 && !g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/") &&
+            m->find_stored_image && (req->stored_image = m->find_stored_image(m, req->message, from))) {
+                req->image_kind = g_strdup("oci-archive");
+                goto checked_from;
+        }
+        if (req->platform)
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                                 "Invalid from: '%s': OCI image sources are not supported yet", from);
+                                 "Invalid platform: '%s' is not an image", from);
         if (req->rootfs_fd >= 0) {
+                struct stat st;
+                /* Only an archive source takes a file. */
+                if (fstat(req->rootfs_fd, &st) < 0 || !S_ISDIR(st.st_mode))
+                        return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                         "Invalid rootfs_fd: not an open directory (a file needs "
+                                         "from 'oci-archive:PATH' or 'docker-archive:PATH')");
                 if (!g_str_has_prefix(from, "/"))
                         return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                          "Invalid from: with rootfs_fd, from must be the "
@@ -283,11 +541,23 @@ static gboolean check_create(CreateRequest *req, const char *name, const char *f
         } else if (!g_str_equal(from, "scratch") && !g_str_has_prefix(from, "/")) {
                 return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
                                  "Invalid from: '%s' is not 'scratch', an absolute directory path, "
-                                 "'oci:DIR' or 'oci-archive:FILE'",
+                                 "'oci:DIR[:REF]', 'oci-archive:FILE[:REF]' or "
+                                 "'docker-archive:FILE[:NAME:TAG|@N]'",
                                  from);
         }
         if (!kiln_validate_absolute_path("from", g_str_equal(from, "scratch") ? "/" : from, FALSE, error))
                 return FALSE;
+        if (req->rootfs_fd < 0 && g_str_has_prefix(from, "/")) {
+                /* A directory holding oci-layout is an image, not a root file system: looked at as the
+                 * caller, who may see it or not, exactly as the import would. */
+                g_autofree char *marker = g_build_filename(from, "oci-layout", NULL);
+                _cleanup_close_ int fd = kiln_open_as_caller(&req->creds, marker);
+                if (fd >= 0) {
+                        req->image_kind = g_strdup("oci");
+                        req->image_path = g_strdup(from);
+                }
+        }
+checked_from:
         if (req->creds.uid != 0 &&
             kiln_manager_count_owned(m, req->creds.uid) + reserved_by(m, req->creds.uid) >=
                     limits->builders_per_user) {
@@ -403,6 +673,10 @@ static guint64 builder_listing_bytes(KilnManager *m, const KilnBuilder *b)
         }
         for (char **p = processes; *p; p++)
                 n += strlen(*p) + 8;
+        /* Images: Layers and Image. */
+        for (char **l = b->layers; l && *l; l++)
+                n += strlen(*l) + 16;
+        n += 64 + (b->image ? strlen(b->image) : 0);
         return n;
 }
 

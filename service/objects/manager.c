@@ -47,8 +47,17 @@ static GArray *layer_uses(gpointer data)
 
         g_hash_table_iter_init(&iter, m->builders);
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
-                g_array_append_val(uses, ((KilnLayerUse){b->owner, b->layer}));
+                for (char **l = b->layers; *l; l++) /* a builder of an image uses each of its layers */
+                        g_array_append_val(uses, ((KilnLayerUse){b->owner, *l}));
         return uses;
+}
+
+static gboolean layers_exist(KilnManager *m, const KilnBuilder *b)
+{
+        for (char **l = b->layers; *l; l++)
+                if (!kiln_storage_layer_exists(m->storage, *l))
+                        return FALSE;
+        return TRUE;
 }
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
@@ -75,6 +84,8 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         roots = g_build_filename(config->runtime_dir, "mounts", NULL); /* builders' root file systems */
         kiln_error_show_roots_under(roots);
         kiln_storage_set_limits(storage, config->import_bytes, config->storage_bytes_per_user);
+        kiln_storage_set_image_limits(storage, config->image_bytes, config->layers_per_image,
+                                      config->entries_per_layer);
         kiln_storage_set_layer_uses(storage, layer_uses, m);
         return m;
 }
@@ -146,10 +157,11 @@ void kiln_manager_load(KilnManager *m)
                         continue;
                 }
                 if (!g_str_equal(b->id, entry) || g_hash_table_contains(m->names, b->name) ||
-                    !kiln_storage_layer_exists(m->storage, b->layer)) {
+                    !layers_exist(m, b)) {
                         g_warning("Ignoring builder %s: its id, name or layer does not match the disk",
                                   entry);
-                        kiln_storage_keep_layer(m->storage, b->layer);
+                        for (char **l = b->layers; *l; l++)
+                                kiln_storage_keep_layer(m->storage, *l);
                         kiln_builder_free(b);
                         continue;
                 }
@@ -242,9 +254,9 @@ const char *kiln_manager_default_userns(KilnManager *m, uid_t owner, const KilnB
 }
 
 KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t owner, const char *from,
-                                         const char *layer, gboolean layer_shifted,
-                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
-                                         GError **error)
+                                         const char *const *layers, gboolean layer_shifted,
+                                         const char *image, const KilnBuilderConfig *config,
+                                         KilnFieldMask config_mask, GError **error)
 {
         g_autofree char *id = NULL;
         g_autofree char *dir = NULL;
@@ -256,7 +268,9 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *m, const char *name, uid_t
                 id = kiln_generate_id();
         } while (g_hash_table_contains(m->builders, id));
 
-        b = kiln_builder_new(id, name, owner, from, layer, (guint64)g_get_real_time());
+        b = kiln_builder_new(id, name, owner, from, layers[0], (guint64)g_get_real_time());
+        kiln_builder_set_layers(b, layers);
+        kiln_builder_set_image(b, image);
         b->layer_shifted = layer_shifted;
         kiln_builder_config_assign(&b->config, config, config_mask);
         /* What a run would use is recorded at creation, as buildah does, so the properties say it:
@@ -453,7 +467,7 @@ char *kiln_manager_acquire_rootfs(KilnManager *m, KilnBuilder *b, const KilnIdMa
         if (b->rootfs_refs == 0 && kiln_storage_is_mounted(m->storage, b->id) &&
             !kiln_storage_unmount(m->storage, b->id, error))
                 return NULL;
-        path = kiln_storage_mount(m->storage, b->id, b->layer, userns_fd, error);
+        path = kiln_storage_mount(m->storage, b->id, (const char *const *)b->layers, userns_fd, error);
         if (path) {
                 if (b->rootfs_refs == 0)
                         remember_mount(m, b, maps);
@@ -528,6 +542,7 @@ void kiln_manager_run_input(KilnManager *m, KilnBuilder *b, KilnRunInput *ret)
                 .builder_layer = b->layer,
                 .builder_owner = b->owner,
                 .builder_config = &b->config,
+                .image_volumes = (const char *const *)b->image_volumes,
                 .lease = {.keeper = m,
                           .id_maps = lease_id_maps,
                           .acquire = lease_acquire,

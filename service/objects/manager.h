@@ -48,6 +48,14 @@ typedef struct KilnManager {
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];
         KilnManagerHooks hooks;
+        struct KilnImages *images; /* images out: the image store and its objects (image-dbus.c) */
+        /* images out: the id of a stored image named @name that the sender of @m may see, or NULL; and its
+         * oci-archive written (by a thread) to a new unlinked regular file, whose descriptor
+         * finish_export returns (-1 and @error on failure). */
+        char *(*find_stored_image)(struct KilnManager *manager, sd_bus_message *m, const char *name);
+        void (*export_stored_image)(struct KilnManager *manager, const char *id, GCancellable *cancellable,
+                                    GAsyncReadyCallback callback, gpointer data);
+        int (*finish_export)(GAsyncResult *result, GError **error);
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
@@ -69,11 +77,12 @@ guint kiln_manager_count_owned(KilnManager *manager, uid_t owner);
 gboolean kiln_manager_reserve_process(KilnManager *manager, uid_t uid, GError **error);
 void kiln_manager_release_process(KilnManager *manager, uid_t uid);
 
-/* Creates the builder's directories and metadata, then exports it. */
+/* Creates the builder's directories and metadata, then exports it. @layers: its base layers, bottom
+ * first (one for scratch and directories); @image: an image's digest and history (JSON) or NULL. */
 KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name, uid_t owner,
-                                         const char *from, const char *layer, gboolean layer_shifted,
-                                         const KilnBuilderConfig *config, KilnFieldMask config_mask,
-                                         GError **error);
+                                         const char *from, const char *const *layers, gboolean layer_shifted,
+                                         const char *image, const KilnBuilderConfig *config,
+                                         KilnFieldMask config_mask, GError **error);
 /* The user namespace a new builder gets: what @config says, else DefaultForRoot for uid 0 and auto for
  * everyone else. */
 const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);

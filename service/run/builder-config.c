@@ -30,6 +30,40 @@ KILN_DEFINE_STRING_CHECK(check_userns, kiln_validate_userns)
 KILN_DEFINE_STRING_CHECK(check_label_key, kiln_validate_label_key)
 KILN_DEFINE_STRING_CHECK(check_group_add, kiln_validate_group_add) /* run parity: groups */
 
+/* A stop signal as images write it: a name (SIGTERM, TERM, SIGRTMIN+3) or a number; "" for none. */
+static char *check_stop_signal(const char *arg, const char *value, GError **error)
+{
+        size_t n = strlen(value);
+
+        if (n == 0)
+                return g_strdup("");
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(value[i]) && value[i] != '+' && value[i] != '-')
+                        n = 0;
+        if (n == 0 || n > 32) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid %s: '%.64s' is not a signal name or number", arg, value);
+                return NULL;
+        }
+        return g_strdup(value);
+}
+
+/* An exposed port as images write it: PORT or PORT/PROTO (tcp, udp, sctp), PORT 1…65535. */
+static char *check_exposed_port(const char *arg, const char *value, GError **error)
+{
+        g_auto(GStrv) parts = g_strsplit(value, "/", 3);
+        guint64 port;
+
+        if (!parts[0] || !g_ascii_string_to_unsigned(parts[0], 10, 1, 65535, &port, NULL) ||
+            (parts[1] &&
+             (!g_strv_contains((const char *const[]){"tcp", "udp", "sctp", NULL}, parts[1]) || parts[2]))) {
+                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                            "Invalid %s: '%.64s' is not PORT or PORT/tcp, udp or sctp", arg, value);
+                return NULL;
+        }
+        return g_strdup(value);
+}
+
 static char *check_capability(const char *arg, const char *value, GError **error)
 {
         char *normalized = NULL;
@@ -57,6 +91,9 @@ const KilnConfigField kiln_config_fields[] = {
         F("isolation", "Isolation", KILN_FIELD_STRING, isolation, check_isolation),
         F("userns", "UserNamespace", KILN_FIELD_STRING, userns, check_userns),
         F("group_add", "GroupAdd", KILN_FIELD_STRV, group_add, check_group_add), /* run parity */
+        /* From an image's config (docs/images.md); kept for a later commit and shown by inspect. */
+        F("stop_signal", "StopSignal", KILN_FIELD_STRING, stop_signal, check_stop_signal),
+        F("exposed_ports", "ExposedPorts", KILN_FIELD_STRV, exposed_ports, check_exposed_port),
 };
 #undef F
 const size_t kiln_config_n_fields = G_N_ELEMENTS(kiln_config_fields);

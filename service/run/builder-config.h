@@ -24,7 +24,9 @@ typedef struct KilnBuilderConfig {
         char **ulimits;
         char *isolation;
         char *userns;
-        char **group_add; /* run parity: supplementary groups of every run (passwd.h) */
+        char **group_add;     /* run parity: supplementary groups of every run (passwd.h) */
+        char *stop_signal;    /* from an image's config */
+        char **exposed_ports; /* "PORT/PROTO", from an image's config */
 } KilnBuilderConfig;
 
 typedef enum {

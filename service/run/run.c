@@ -940,6 +940,19 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         /* The working directory exists before the process starts, owned by the run's user. */
         if (!kiln_rootfs_mkdir_p(rootfd, s.in.cwd, 0755, host_uid, host_gid, error))
                 return NULL;
+        /* Images: the image's Volumes exist in every run, empty unless a run wrote there, owned by
+         * the container's root (docs/images.md). */
+        for (const char *const *v = run->image_volumes; v && *v; v++) {
+                guint32 ru = 0, rg = 0;
+                if (s.in.n_uid_mappings > 0 &&
+                    (!kiln_idmap_to_host(s.in.uid_mappings, s.in.n_uid_mappings, 0, &ru) ||
+                     !kiln_idmap_to_host(s.in.gid_mappings, s.in.n_gid_mappings, 0, &rg)))
+                        break;
+                if (!kiln_rootfs_mkdir_p(rootfd, *v, 0755, ru, rg, error)) {
+                        g_prefix_error(error, "Image volume: ");
+                        return NULL;
+                }
+        }
         if (!resolve_command(plan, &s, rootfd, bc, argv, error))
                 return NULL;
         if (plan->early_exit_status >= 0)

@@ -41,7 +41,8 @@ typedef struct KilnRunInput {
         const char *builder_layer;
         uid_t builder_owner;
         const KilnBuilderConfig *builder_config;
-        const char *container_id; /* the OCI runtime's name for this run, unique in kilnd */
+        const char *const *image_volumes; /* the builder's image Volumes, made before each run (or NULL) */
+        const char *container_id;         /* the OCI runtime's name for this run, unique in kilnd */
         KilnRunLease lease;
         struct KilnCacheRegistry *caches; /* run parity: the caches of type=cache mounts (run-caches.h) */
 } KilnRunInput;

@@ -94,8 +94,8 @@ static char *fs_context_log(int fsfd)
 
 /* The new mount API: layers as descriptors (no path parsing at all) where the kernel takes them,
  * else as strings. Returns a detached mount, -1 with errno, or -2 with @error set. */
-static int overlay_fsmount(int lower, int upper, int work, const char *lower_path, const char *upper_path,
-                           const char *work_path, gboolean by_fd, GError **error)
+static int overlay_fsmount(const int *lowers, size_t n_lowers, int upper, int work, const char *lower_path,
+                           const char *upper_path, const char *work_path, gboolean by_fd, GError **error)
 {
         _cleanup_close_ int fsfd = -1;
         int mfd;
@@ -104,13 +104,16 @@ static int overlay_fsmount(int lower, int upper, int work, const char *lower_pat
         if (fsfd < 0)
                 return -1;
         if (by_fd) {
-                if (fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lower) < 0 ||
-                    fsconfig(fsfd, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
+                /* Top first, as overlayfs stacks lowerdir+ (@lowers is bottom first). */
+                for (size_t i = n_lowers; i > 0; i--)
+                        if (fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lowers[i - 1]) < 0)
+                                return -1;
+                if (fsconfig(fsfd, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0 ||
                     fsconfig(fsfd, FSCONFIG_SET_FD, "workdir", NULL, work) < 0)
                         return -1;
         } else {
-                if (!check_option_path(lower_path, error) || !check_option_path(upper_path, error) ||
-                    !check_option_path(work_path, error))
+                /* lower_path is "top:…:bottom" of checked paths (see lower_paths). */
+                if (!check_option_path(upper_path, error) || !check_option_path(work_path, error))
                         return -2;
                 if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir", lower_path, 0) < 0 ||
                     fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper_path, 0) < 0 ||
@@ -148,11 +151,13 @@ static int overlay_over_attached_layer(KilnStorage *s, const char *id, int layer
         g_autofree char *point = kiln_storage_mount_point_path(s, id);
         int mfd, e;
 
+        if (!check_option_path(point, error))
+                return -2;
         if (move_mount(layer_tree, "", s->mounts_fd, id, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
                 kiln_storage_errno_error(error, errno, "move_mount (ID-mapped layer)", point);
                 return -2;
         }
-        mfd = overlay_fsmount(-1, -1, -1, point, upper_path, work_path, FALSE, error);
+        mfd = overlay_fsmount(NULL, 0, -1, -1, point, upper_path, work_path, FALSE, error);
         e = errno;
         if (umount2(point, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
                 g_warning("Cannot detach the ID-mapped layer from %s: %s", point, g_strerror(errno));
@@ -173,86 +178,140 @@ void kiln_storage_prefer_layer_paths(KilnStorage *s)
         s->layers_by_path = TRUE;
 }
 
-char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_digest, int userns_fd,
+/* "top:…:bottom" for the interfaces that take paths; every path checked for their separators. */
+static char *lower_paths(KilnStorage *s, const char *const *layers, size_t n, GError **error)
+{
+        GString *str = g_string_new(NULL);
+
+        for (size_t i = n; i > 0; i--) {
+                g_autofree char *p = g_build_filename(s->layers_dir, layers[i - 1], NULL);
+                if (!check_option_path(p, error)) {
+                        g_string_free(str, TRUE);
+                        return NULL;
+                }
+                g_string_append_printf(str, "%s%s", str->len ? ":" : "", p);
+        }
+        return g_string_free(str, FALSE);
+}
+
+static void close_lowers(int *lowers, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                kiln_close_fdp(&lowers[i]);
+        g_free(lowers);
+}
+
+char *kiln_storage_mount(KilnStorage *s, const char *id, const char *const *layers, int userns_fd,
                          GError **error)
 {
         g_autofree char *target = NULL, *bdir = NULL, *lower_path = NULL, *upper_path = NULL,
                         *work_path = NULL;
-        _cleanup_close_ int lower = -1, bdir_fd = -1, upper = -1, work = -1, mfd = -1;
+        _cleanup_close_ int bdir_fd = -1, upper = -1, work = -1, mfd = -1;
+        int *lowers = NULL;
+        size_t n = layers ? g_strv_length((char **)layers) : 0;
+        char *result = NULL;
         struct stat st;
 
-        if (!kiln_storage_check_id("builder id", id, error) ||
-            !kiln_storage_check_id("layer digest", layer_digest, error))
+        if (!kiln_storage_check_id("builder id", id, error))
                 return NULL;
+        if (n == 0) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Builder %s has no layer", id);
+                return NULL;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (!kiln_storage_check_id("layer digest", layers[i], error))
+                        return NULL;
         target = kiln_storage_mount_point_path(s, id);
         if (kiln_storage_path_is_mounted(target))
                 return g_steal_pointer(&target);
 
         bdir = g_build_filename(s->builders_dir, id, NULL);
-        lower_path = g_build_filename(s->layers_dir, layer_digest, NULL);
         upper_path = g_build_filename(bdir, "upper", NULL);
         work_path = g_build_filename(bdir, "work", NULL);
 
-        lower = openat(s->layers_fd, layer_digest, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (lower < 0) {
-                kiln_storage_errno_error(error, errno, "openat", lower_path);
-                return NULL;
-        }
-        if (userns_fd >= 0) {
-                /* The shared layer seen through the builder's mapping; the upper dir's root then takes
-                 * the mapped owner of the layer's root below (init_upper_root). */
-                int mapped = kiln_idmapped_tree(lower, userns_fd, lower_path, error);
-                if (mapped < 0)
-                        return NULL; /* the caller reports it, once */
-                close(lower);
-                lower = mapped;
+        lowers = g_new(int, n);
+        for (size_t i = 0; i < n; i++)
+                lowers[i] = -1;
+        for (size_t i = 0; i < n; i++) {
+                g_autofree char *p = g_build_filename(s->layers_dir, layers[i], NULL);
+
+                lowers[i] = openat(s->layers_fd, layers[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (lowers[i] < 0) {
+                        kiln_storage_errno_error(error, errno, "openat", p);
+                        goto out;
+                }
+                if (userns_fd >= 0) {
+                        /* Each shared layer seen through the builder's mapping; the upper dir's root then
+                         * takes the mapped owner of the top layer's root (init_upper_root). */
+                        int mapped = kiln_idmapped_tree(lowers[i], userns_fd, p, error);
+                        if (mapped < 0)
+                                goto out; /* the caller reports it, once */
+                        close(lowers[i]);
+                        lowers[i] = mapped;
+                }
         }
         bdir_fd = openat(s->builders_fd, id, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (bdir_fd < 0) {
                 kiln_storage_errno_error(error, errno, "openat", bdir);
-                return NULL;
+                goto out;
         }
         upper = openat(bdir_fd, "upper", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (upper < 0) {
                 kiln_storage_errno_error(error, errno, "openat", upper_path);
-                return NULL;
+                goto out;
         }
         work = openat(bdir_fd, "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (work < 0) {
                 kiln_storage_errno_error(error, errno, "openat", work_path);
-                return NULL;
+                goto out;
         }
-        if (!init_upper_root(lower, bdir_fd, bdir, error))
-                return NULL;
+        if (!init_upper_root(lowers[n - 1], bdir_fd, bdir, error))
+                goto out;
 
         /* The mount point: our own directory in RUNTIME/mounts (0700 root). */
         if (mkdirat(s->mounts_fd, id, 0700) < 0 && errno != EEXIST) {
                 kiln_storage_errno_error(error, errno, "mkdirat", target);
-                return NULL;
+                goto out;
         }
         if (fstatat(s->mounts_fd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)) {
                 g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_DIRECTORY,
                             "Mount point '%s' is not a directory", target);
-                return NULL;
+                goto out;
         }
 
         if (s->layers_by_path) {
                 mfd = -1;
                 errno = EINVAL;
         } else {
-                mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, TRUE, error);
+                mfd = overlay_fsmount(lowers, n, upper, work, NULL, upper_path, work_path, TRUE, error);
                 if (mfd == -1 && errno == EINVAL)
                         s->layers_by_path = TRUE;
         }
-        if (mfd == -1 && errno == EINVAL && userns_fd >= 0)
-                mfd = overlay_over_attached_layer(s, id, lower, upper_path, work_path, error);
-        else if (mfd == -1 && errno == EINVAL)
-                mfd = overlay_fsmount(lower, upper, work, lower_path, upper_path, work_path, FALSE, error);
+        if (mfd == -1 && errno == EINVAL && userns_fd >= 0) {
+                /* One ID-mapped layer can be attached on the empty mount point while the overlay is made;
+                 * several would each need a path of their own. */
+                if (n > 1) {
+                        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                    "An image of %zu layers in a user namespace needs overlayfs layers by "
+                                    "descriptor (Linux 6.13 or later)",
+                                    n);
+                        goto fail;
+                }
+                mfd = overlay_over_attached_layer(s, id, lowers[0], upper_path, work_path, error);
+        } else if (mfd == -1 && errno == EINVAL) {
+                lower_path = lower_paths(s, layers, n, error);
+                if (!lower_path)
+                        goto fail;
+                mfd = overlay_fsmount(lowers, n, upper, work, lower_path, upper_path, work_path, FALSE,
+                                      error);
+        }
         if (mfd == -1 && errno == ENOSYS) {
                 /* No new mount API: mount(2) with the same options. */
                 g_autofree char *options = NULL;
 
-                if (!check_option_path(lower_path, error) || !check_option_path(upper_path, error) ||
+                g_free(lower_path);
+                lower_path = lower_paths(s, layers, n, error);
+                if (!lower_path || !check_option_path(upper_path, error) ||
                     !check_option_path(work_path, error))
                         goto fail;
                 options = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s,metacopy=off", lower_path,
@@ -261,7 +320,8 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_diges
                         kiln_storage_errno_error(error, errno, "mount overlay", target);
                         goto fail;
                 }
-                return g_steal_pointer(&target);
+                result = g_steal_pointer(&target);
+                goto out;
         }
         if (mfd == -1) {
                 kiln_storage_errno_error(error, errno, "fsconfig overlay", upper_path);
@@ -274,11 +334,14 @@ char *kiln_storage_mount(KilnStorage *s, const char *id, const char *layer_diges
                 kiln_storage_errno_error(error, errno, "move_mount", target);
                 goto fail;
         }
-        return g_steal_pointer(&target);
+        result = g_steal_pointer(&target);
+        goto out;
 
 fail:
         unlinkat(s->mounts_fd, id, AT_REMOVEDIR);
-        return NULL;
+out:
+        close_lowers(lowers, n);
+        return result;
 }
 
 gboolean kiln_storage_unmount(KilnStorage *s, const char *id, GError **error)

@@ -27,6 +27,9 @@ struct KilnStorage {
         /* Layer collection and the size bounds (see storage.h). */
         guint64 import_bytes;   /* [Limits] ImportBytes */
         guint64 bytes_per_user; /* [Limits] StorageBytesPerUser */
+        guint64 image_bytes;    /* [Limits] ImageBytes, LayersPerImage, EntriesPerLayer */
+        guint layers_per_image;
+        guint entries_per_layer;
         KilnLayerUsesFunc uses_func;
         gpointer uses_data;
         GHashTable *kept;         /* digests never collected: layers of builders kilnd could not load */

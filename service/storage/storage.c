@@ -33,6 +33,8 @@
 #define HELPER_NAME "kiln-import"
 #define HELPER_KILL_TIMEOUT_SECONDS 10
 #define HELPER_MESSAGE_MAX 1024
+/* kiln-import bounds every document it reads to 4 MiB; what it prints of one stays below this. */
+#define IMAGE_RESULT_MAX (8 * 1024 * 1024)
 
 gboolean kiln_storage_errno_error(GError **error, int err, const char *syscall_name, const char *path)
 {
@@ -131,6 +133,9 @@ KilnStorage *kiln_storage_new(const char *state_dir, const char *runtime_dir, co
 
         s->layers_fd = s->builders_fd = s->mounts_fd = s->bundles_fd = -1;
         s->import_bytes = G_MAXUINT64;
+        s->image_bytes = G_MAXUINT64;
+        s->layers_per_image = 128;
+        s->entries_per_layer = 1000000;
         s->bytes_per_user = G_MAXUINT64;
         s->kept = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         s->sizes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
@@ -586,6 +591,113 @@ static gboolean over_user_bound(ImportState *st, const char *digest, GTask *task
         return TRUE;
 }
 
+/* ---- images ---- */
+
+void kiln_imported_image_free(KilnImportedImage *image)
+{
+        if (!image)
+                return;
+        g_strfreev(image->layers);
+        g_free(image->digest);
+        if (image->result)
+                json_node_unref(image->result);
+        g_free(image);
+}
+
+/* As over_user_bound, for the layers of an image: what the caller's builders do not use yet costs its
+ * size. */
+static gboolean image_over_user_bound(ImportState *st, char **layers, GTask *task)
+{
+        KilnStorage *s = st->storage;
+        g_autoptr(GArray) uses = NULL;
+        g_autoptr(GHashTable) used_by_caller = NULL;
+        guint64 used, cost = 0;
+
+        if (st->bound.uid == 0 || s->bytes_per_user == G_MAXUINT64 || !s->uses_func)
+                return FALSE;
+        uses = s->uses_func(s->uses_data);
+        used_by_caller = g_hash_table_new(g_str_hash, g_str_equal);
+        for (guint i = 0; i < uses->len; i++) {
+                const KilnLayerUse *u = &g_array_index(uses, KilnLayerUse, i);
+                if (u->owner == st->bound.uid)
+                        g_hash_table_add(used_by_caller, (gpointer)u->layer);
+        }
+        for (char **l = layers; *l; l++)
+                if (g_hash_table_add(used_by_caller, *l))
+                        cost += MIN(layer_size(s, *l), G_MAXUINT64 - cost);
+        used = kiln_layer_uses_bytes(uses, st->bound.uid, layer_size_cb, s);
+        if (cost <= s->bytes_per_user - MIN(used, s->bytes_per_user))
+                return FALSE;
+        s->collect_pending = TRUE;
+        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                                "the image's layers hold %" G_GUINT64_FORMAT " bytes of file content "
+                                "([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT
+                                " of it in use)",
+                                cost, s->bytes_per_user, used);
+        return TRUE;
+}
+
+/* kiln-import's answer in the image mode (image-read.h): checked again, it is a helper's output. */
+static void image_done(ImportState *st, GBytes *out, GTask *task)
+{
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        g_autoptr(KilnImportedImage) image = g_new0(KilnImportedImage, 1);
+        g_autoptr(GStrvBuilder) layers = g_strv_builder_new();
+        gsize len = 0;
+        const char *data = out ? g_bytes_get_data(out, &len) : NULL;
+        JsonObject *o;
+        JsonArray *a;
+        const char *digest;
+
+        if (!data || len == 0 || len > IMAGE_RESULT_MAX ||
+            !json_parser_load_from_data(parser, data, (gssize)len, NULL) ||
+            !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no image",
+                                        HELPER_NAME);
+                return;
+        }
+        o = json_node_get_object(json_parser_get_root(parser));
+        digest = json_object_has_member(o, "digest") ? json_object_get_string_member(o, "digest") : NULL;
+        a = json_object_has_member(o, "layers") ? json_object_get_array_member(o, "layers") : NULL;
+        for (guint i = 0; a && i < json_array_get_length(a); i++) {
+                const char *l = json_array_get_string_element(a, i);
+                if (!l || !kiln_hex64_is_valid(l)) {
+                        a = NULL;
+                        break;
+                }
+                g_strv_builder_add(layers, l);
+        }
+        image->layers = g_strv_builder_end(layers);
+        /* An image of no layers gets the empty one: a builder has at least one. */
+        if (a && json_array_get_length(a) == 0) {
+                g_autoptr(GError) error = NULL;
+                g_autofree char *empty = kiln_storage_scratch_layer(st->storage, &error);
+                if (!empty) {
+                        g_task_return_error(task, g_steal_pointer(&error));
+                        return;
+                }
+                g_strfreev(image->layers);
+                image->layers = g_new0(char *, 2);
+                image->layers[0] = g_steal_pointer(&empty);
+        }
+        if (!a || !digest || !g_str_has_prefix(digest, "sha256:") || !kiln_hex64_is_valid(digest + 7)) {
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s printed no valid image",
+                                        HELPER_NAME);
+                return;
+        }
+        for (char **l = image->layers; *l; l++)
+                if (!kiln_storage_layer_exists(st->storage, *l)) {
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_FAILED, "%s named no layer %s",
+                                                HELPER_NAME, *l);
+                        return;
+                }
+        if (image_over_user_bound(st, image->layers, task))
+                return;
+        image->digest = g_strdup(digest);
+        image->result = json_node_copy(json_parser_get_root(parser));
+        g_task_return_pointer(task, g_steal_pointer(&image), (GDestroyNotify)kiln_imported_image_free);
+}
+
 static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         g_autoptr(GTask) task = data;
@@ -618,6 +730,11 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
                 return;
         }
         status = g_subprocess_get_exit_status(st->proc);
+        if (status == KILN_IMPORT_EXIT_OK &&
+            g_task_get_source_tag(task) == kiln_storage_import_image_async) {
+                image_done(st, out, task);
+                return;
+        }
         if (status == KILN_IMPORT_EXIT_OK) {
                 out_data = out ? g_bytes_get_data(out, &out_len) : NULL;
                 if (out_len == KILN_LAYER_DIGEST_LENGTH + 1 && out_data[KILN_LAYER_DIGEST_LENGTH] == '\n') {
@@ -650,7 +767,9 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
                 break;
         case KILN_IMPORT_EXIT_LIMIT:
                 /* LimitExceeded on the bus; the message names the setting. */
-                if (st->bound.uid != 0 && g_str_equal(st->bound.name, "StorageBytesPerUser"))
+                if (message && strstr(message, "[Limits]"))
+                        g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE, "%s", message);
+                else if (st->bound.uid != 0 && g_str_equal(st->bound.name, "StorageBytesPerUser"))
                         g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
                                                 "%s ([Limits] StorageBytesPerUser=%" G_GUINT64_FORMAT
                                                 ", %" G_GUINT64_FORMAT " of it in use)",
@@ -816,6 +935,94 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
         ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
 
         spawn_import(s, task, argv, -1, &bound, cancellable);
+}
+
+void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const char *src_path, int src_fd,
+                                     const char *ref, const char *platform, const KilnCreds *creds,
+                                     GCancellable *cancellable, GAsyncReadyCallback callback,
+                                     gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        ImportBound bound = {"ImageBytes", s->image_bytes, s->image_bytes, 0, 0};
+
+        g_task_set_source_tag(task, kiln_storage_import_image_async);
+        if ((src_path == NULL) == (src_fd < 0) || !kind ||
+            (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX))) {
+                kiln_close_fdp(&src_fd);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "An image source is one absolute path or one descriptor");
+                return;
+        }
+        if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
+            (creds->n_groups > 0 && !creds->groups)) {
+                kiln_close_fdp(&src_fd);
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                        "Invalid credentials");
+                return;
+        }
+        /* As for directories: the smaller bound decides and is the one an error names. */
+        if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
+                bound.uid = creds->uid;
+                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
+                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
+                        bound.name = "StorageBytesPerUser";
+                        bound.setting = s->bytes_per_user;
+                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
+                }
+        }
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        g_ptr_array_add(argv, g_strdup("--image"));
+        g_ptr_array_add(argv, g_strdup(kind));
+        g_ptr_array_add(argv, g_strdup("--uid"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
+        g_ptr_array_add(argv, g_strdup("--gid"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->gid));
+        if (creds->n_groups > 0) {
+                GString *groups = g_string_new(NULL);
+                for (size_t i = 0; i < creds->n_groups; i++)
+                        g_string_append_printf(groups, "%s%u", i ? "," : "", (unsigned)creds->groups[i]);
+                g_ptr_array_add(argv, g_strdup("--groups"));
+                g_ptr_array_add(argv, g_string_free(groups, FALSE));
+        }
+        g_ptr_array_add(argv, g_strdup("--layers"));
+        g_ptr_array_add(argv, g_strdup(s->layers_dir));
+        g_ptr_array_add(argv, g_strdup(src_path ? "--path" : "--fd"));
+        g_ptr_array_add(argv, g_strdup(src_path ? src_path : "3"));
+        if (ref) {
+                g_ptr_array_add(argv, g_strdup("--ref"));
+                g_ptr_array_add(argv, g_strdup(ref));
+        }
+        if (platform) {
+                g_ptr_array_add(argv, g_strdup("--platform"));
+                g_ptr_array_add(argv, g_strdup(platform));
+        }
+        g_ptr_array_add(argv, g_strdup("--max-layers"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", s->layers_per_image));
+        g_ptr_array_add(argv, g_strdup("--max-entries"));
+        g_ptr_array_add(argv, g_strdup_printf("%u", s->entries_per_layer));
+        spawn_import(s, task, argv, src_fd, &bound, cancellable);
+}
+
+KilnImportedImage *kiln_storage_import_image_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result,
+                                                    GError **error)
+{
+        ImportState *st;
+
+        g_return_val_if_fail(g_task_is_valid(result, NULL), NULL);
+        /* As kiln_storage_import_finish: the caller makes its builder in this iteration. */
+        st = g_task_get_task_data(G_TASK(result));
+        if (st)
+                import_state_release(st);
+        return g_task_propagate_pointer(G_TASK(result), error);
+}
+
+void kiln_storage_set_image_limits(KilnStorage *s, guint64 image_bytes, guint layers_per_image,
+                                   guint entries_per_layer)
+{
+        s->image_bytes = image_bytes;
+        s->layers_per_image = layers_per_image;
+        s->entries_per_layer = entries_per_layer;
 }
 
 char *kiln_storage_import_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result, GError **error)

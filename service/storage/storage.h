@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 #include <gio/gio.h>
+#include <json-glib/json-glib.h>
 
 /* Who the import reads as: the caller's uid, primary gid and supplementary groups. */
 typedef struct KilnCreds {
@@ -89,6 +90,33 @@ void kiln_storage_import_async(KilnStorage *storage, const char *src_path, int s
                                const KilnCreds *creds, GCancellable *cancellable,
                                GAsyncReadyCallback callback, gpointer user_data);
 char *kiln_storage_import_finish(KilnStorage *storage, GAsyncResult *result, GError **error);
+/* [Limits] ImageBytes (all layers of one image together), LayersPerImage, EntriesPerLayer; G_MAXUINT64
+ * bytes for none. */
+void kiln_storage_set_image_limits(KilnStorage *storage, guint64 image_bytes, guint layers_per_image,
+                                   guint entries_per_layer);
+
+/* What an image import made: its layers (diff_id hex, bottom first, each stored as a layer), the
+ * manifest's digest ("sha256:…"), and what kiln-import printed of the image config (a JSON object with
+ * "config", "history", "os", "architecture"; see service/import/image-read.h). */
+typedef struct KilnImportedImage {
+        char **layers;
+        char *digest;
+        JsonNode *result;
+} KilnImportedImage;
+void kiln_imported_image_free(KilnImportedImage *image);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnImportedImage, kiln_imported_image_free)
+
+/* Imports the image @kind ("oci", "oci-archive", "docker-archive") at @src_path (opened with @creds,
+ * never as root) or open at @src_fd (exactly one; the fd is taken over), the one named @ref (NULL: the
+ * only one) for @platform ("os/arch[/variant]", NULL: the host's). Every layer is verified against both
+ * its digests, also one stored already. */
+void kiln_storage_import_image_async(KilnStorage *storage, const char *kind, const char *src_path,
+                                     int src_fd, const char *ref, const char *platform,
+                                     const KilnCreds *creds, GCancellable *cancellable,
+                                     GAsyncReadyCallback callback, gpointer user_data);
+KilnImportedImage *kiln_storage_import_image_finish(KilnStorage *storage, GAsyncResult *result,
+                                                    GError **error);
+
 /* A copy of the layer @digest whose owners are shifted through user namespace maps ("C:H:N,...", as
  * checked by userns.c): for kernels or file systems that refuse ID-mapped mounts. The result is a
  * layer digest; finish with kiln_storage_import_finish(). */
@@ -108,11 +136,12 @@ gboolean kiln_storage_create_builder(KilnStorage *storage, const char *id, GErro
  * any symlink in it. */
 gboolean kiln_storage_remove_builder(KilnStorage *storage, const char *id, GError **error);
 
-/* Mounts the overlay (lower: the layer, upper/work: the builder's) at RUNTIME/mounts/<id>, nosuid and
- * nodev; mounting an already mounted builder returns the same path. With @userns_fd (else -1) the
- * layer is ID-mapped through that user namespace (see mount-idmap.h); the upper dir is not: it holds
- * what the container writes, owned on the host by the mapped IDs. */
-char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *layer_digest, int userns_fd,
+/* Mounts the overlay (lower: the @layers, bottom first, stacked with the last on top; upper/work: the
+ * builder's) at RUNTIME/mounts/<id>, nosuid and nodev; mounting an already mounted builder returns the
+ * same path. With @userns_fd (else -1) each layer is ID-mapped through that user namespace (see
+ * mount-idmap.h); the upper dir is not: it holds what the container writes, owned on the host by the mapped
+ * IDs. */
+char *kiln_storage_mount(KilnStorage *storage, const char *id, const char *const *layers, int userns_fd,
                          GError **error);
 gboolean kiln_storage_unmount(KilnStorage *storage, const char *id, GError **error);
 /* Whether the layers' file system takes an ID-mapped mount through @userns_fd (the error says why not). */

@@ -63,11 +63,11 @@ expect() {
 # No kilnd: the bus address points at nothing.
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$workdir/no-bus.sock
 
-expect "rm run" kiln r
-expect "config containers copy" kiln co
-expect "add config containers copy from info inspect mount prune rm run umount version" kiln ''
+expect "rm rmi run" kiln r
+expect "commit config containers copy" kiln co
+expect "add commit config containers copy from images info inspect mount prune push rm rmi run tag umount version" kiln ''
 expect "--no-ask-password" kiln --no
-expect "rm run" kiln --no-ask-password r
+expect "rm rmi run" kiln --no-ask-password r
 expect "--terminal" kiln run --ter
 expect "--all" kiln rm --al
 expect "--json" kiln containers --j
@@ -89,6 +89,11 @@ expect "" kiln run mybuilder -- --ter
 # Builder names: nobody to ask, so none, and no error on the terminal.
 expect "" kiln rm ''
 expect "" kiln run ''
+# Images out: image names (none here), destinations, the commit's formats.
+expect "" kiln rmi ''
+expect "docker-archive: oci-archive: oci:" kiln push myimage ''
+expect "docker oci" kiln commit --format ''
+expect "zstd" kiln commit --compression z
 
 # A bus that accepts the connection and never answers: the names must come back empty within
 # the completion's 2-second bound, not after sd-bus's 25-second call timeout.

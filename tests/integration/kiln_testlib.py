@@ -78,6 +78,8 @@ BUILDER_PROPERTIES = {
     'Entrypoint': 'as', 'Cmd': 'as', 'Shell': 'as', 'Volumes': 'as', 'Labels': 'a{ss}',
     'CapAdd': 'as', 'CapDrop': 'as', 'Ulimits': 'as', 'Processes': 'ao',
     'GroupAdd': 'as',  # run parity
+    # Images (test_images.py)
+    'StopSignal': 's', 'ExposedPorts': 'as', 'Layers': 'as', 'Image': 's',
 }
 
 ID_RE = re.compile(r'^[0-9a-f]{64}$')

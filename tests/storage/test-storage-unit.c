@@ -205,7 +205,7 @@ static void test_storage_validation(void)
                 g_assert_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
                 g_clear_error(&error);
 
-                m = kiln_storage_mount(s, GOOD_ID, *b, -1, &error);
+                m = kiln_storage_mount(s, GOOD_ID, (const char *const[]){*b, NULL}, -1, &error);
                 g_assert_null(m);
                 g_assert_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
                 g_clear_error(&error);

@@ -747,7 +747,7 @@ static void test_mount_roundtrip(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 
         g_assert_false(kiln_storage_is_mounted(f->storage, ID_A));
         g_assert_cmpuint(kiln_storage_mount_device(f->storage, ID_A), ==, 0);
-        mnt = kiln_storage_mount(f->storage, ID_A, digest, -1, &error);
+        mnt = kiln_storage_mount(f->storage, ID_A, (const char *const[]){digest, NULL}, -1, &error);
         g_assert_no_error(error);
         g_assert_nonnull(mnt);
         g_assert_true(kiln_storage_is_mounted(f->storage, ID_A));
@@ -763,7 +763,7 @@ static void test_mount_roundtrip(Fixture *f, G_GNUC_UNUSED gconstpointer data)
                 g_assert_null(kiln_storage_mount_point(f->storage, "../" ID_A));
         }
 
-        again = kiln_storage_mount(f->storage, ID_A, digest, -1, &error);
+        again = kiln_storage_mount(f->storage, ID_A, (const char *const[]){digest, NULL}, -1, &error);
         g_assert_no_error(error);
         g_assert_cmpstr(again, ==, mnt);
 
@@ -805,7 +805,7 @@ static void test_mount_roundtrip(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 
         /* the builder's changes survive a remount */
         g_free(mnt);
-        mnt = kiln_storage_mount(f->storage, ID_A, digest, -1, &error);
+        mnt = kiln_storage_mount(f->storage, ID_A, (const char *const[]){digest, NULL}, -1, &error);
         g_assert_no_error(error);
         {
                 g_autofree char *p = path_in(mnt, "new");
@@ -819,7 +819,7 @@ static void test_mount_roundtrip(Fixture *f, G_GNUC_UNUSED gconstpointer data)
         g_assert_true(kiln_storage_layer_exists(f->storage, digest));
 
         /* a missing layer or builder */
-        g_assert_null(kiln_storage_mount(f->storage, ID_A, digest, -1, &error));
+        g_assert_null(kiln_storage_mount(f->storage, ID_A, (const char *const[]){digest, NULL}, -1, &error));
         g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
         g_clear_error(&error);
 }
@@ -847,7 +847,7 @@ static void test_mount_idmapped(Fixture *f, gconstpointer data)
         userns = kiln_userns_fd_new(map, G_N_ELEMENTS(map), map, G_N_ELEMENTS(map), &error);
         g_assert_no_error(error);
         g_assert_true(kiln_storage_create_builder(f->storage, ID_A, &error));
-        mnt = kiln_storage_mount(f->storage, ID_A, digest, userns, &error);
+        mnt = kiln_storage_mount(f->storage, ID_A, (const char *const[]){digest, NULL}, userns, &error);
         g_assert_no_error(error);
         g_assert_nonnull(mnt);
         {
@@ -883,7 +883,7 @@ static void test_mount_root_metadata(Fixture *f, G_GNUC_UNUSED gconstpointer dat
         g_assert_cmpint(chmod(src, 0750), ==, 0);
         digest = import_ok(f, src);
         g_assert_true(kiln_storage_create_builder(f->storage, ID_B, &error));
-        mnt = kiln_storage_mount(f->storage, ID_B, digest, -1, &error);
+        mnt = kiln_storage_mount(f->storage, ID_B, (const char *const[]){digest, NULL}, -1, &error);
         g_assert_no_error(error);
         lstat_ok(mnt, &st);
         g_assert_cmpint(st.st_uid, ==, 1000);
@@ -938,7 +938,7 @@ static void test_cleanup_stale(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 
         g_assert_no_error(error);
         g_assert_true(kiln_storage_create_builder(f->storage, ID_A, &error));
-        mnt = kiln_storage_mount(f->storage, ID_A, scratch, -1, &error);
+        mnt = kiln_storage_mount(f->storage, ID_A, (const char *const[]){scratch, NULL}, -1, &error);
         g_assert_no_error(error);
         g_assert_cmpint(g_mkdir(tmp, 0700), ==, 0);
         write_file(tmp_file, "partial import");
@@ -961,7 +961,7 @@ static void test_cleanup_stale(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 
         /* and the builder mounts again */
         g_free(mnt);
-        mnt = kiln_storage_mount(f->storage, ID_A, scratch, -1, &error);
+        mnt = kiln_storage_mount(f->storage, ID_A, (const char *const[]){scratch, NULL}, -1, &error);
         g_assert_no_error(error);
         g_assert_true(kiln_storage_remove_builder(f->storage, ID_A, &error));
         g_assert_no_error(error);

@@ -90,6 +90,19 @@ static void test_rejects_damaged(void)
                 "{\"version\":1,\"id\":\"" ID
                 "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
                 "\",\"created\":1,\"config\":{\"cap_add\":[\"CAP_FLY\"]}}",
+                /* Images: layers must be digests and end with layer (the top one). */
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "\",\"layers\":[\"../x\",\"" LAYER "\"],\"created\":1}",
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "\",\"layers\":[\"" LAYER "\",\"" ID "\"],\"created\":1}",
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "\",\"layers\":[],\"created\":1}",
+                "{\"version\":1,\"id\":\"" ID
+                "\",\"name\":\"a\",\"owner\":0,\"from\":\"scratch\",\"layer\":\"" LAYER
+                "\",\"created\":1,\"config\":{\"exposed_ports\":[\"99999/tcp\"]}}",
                 NULL,
         };
 
@@ -101,11 +114,41 @@ static void test_rejects_damaged(void)
         }
 }
 
+/* An image's builder names its layers, bottom first; one written before images (one "layer") reads as
+ * a builder of that one layer. */
+static void test_layers(void)
+{
+        const char *layers[] = {ID, LAYER, NULL};
+        g_autoptr(KilnBuilder) b = sample();
+        g_autoptr(KilnBuilder) c = NULL, old = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *json = NULL;
+
+        kiln_builder_set_layers(b, layers);
+        b->image = g_strdup("{\"digest\":\"sha256:" ID "\"}");
+        b->config.stop_signal = g_strdup("SIGINT");
+        json = kiln_builder_to_json(b);
+        c = kiln_builder_from_json(json, &error);
+        g_assert_no_error(error);
+        g_assert_cmpstrv(c->layers, layers);
+        g_assert_cmpstr(c->layer, ==, LAYER);
+        g_assert_cmpstr(c->image, ==, b->image);
+        g_assert_cmpstr(c->config.stop_signal, ==, "SIGINT");
+
+        old = kiln_builder_from_json("{\"version\":1,\"id\":\"" ID "\",\"name\":\"a\",\"owner\":0,"
+                                     "\"from\":\"scratch\",\"layer\":\"" LAYER "\",\"created\":1}",
+                                     &error);
+        g_assert_no_error(error);
+        g_assert_cmpstrv(old->layers, ((const char *const[]){LAYER, NULL}));
+        g_assert_null(old->image);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/metadata/round-trip", test_round_trip);
         g_test_add_func("/metadata/save-load", test_save_load);
         g_test_add_func("/metadata/rejects-damaged", test_rejects_damaged);
+        g_test_add_func("/metadata/layers", test_layers);
         return g_test_run();
 }

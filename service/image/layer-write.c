@@ -1,0 +1,595 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <nettle/sha2.h>
+
+#include "base/errors.h"
+#include "base/kiln-common.h"
+#include "image/layer-write.h"
+
+#define OVERFLOW_ID 65534
+#define READ_CHUNK (128 * 1024)
+#define XATTR_LIST_MAX_BYTES (64 * 1024)
+/* A tree deeper than this is refused rather than walked (each level holds a descriptor). */
+#define MAX_DEPTH 256
+
+gboolean kiln_compression_from_string(const char *s, KilnCompression *ret)
+{
+        if (g_strcmp0(s, "gzip") == 0)
+                *ret = KILN_COMPRESSION_GZIP;
+        else if (g_strcmp0(s, "zstd") == 0)
+                *ret = KILN_COMPRESSION_ZSTD;
+        else if (g_strcmp0(s, "none") == 0)
+                *ret = KILN_COMPRESSION_NONE;
+        else
+                return FALSE;
+        return TRUE;
+}
+
+const char *kiln_compression_to_string(KilnCompression c)
+{
+        switch (c) {
+        case KILN_COMPRESSION_GZIP:
+                return "gzip";
+        case KILN_COMPRESSION_ZSTD:
+                return "zstd";
+        case KILN_COMPRESSION_NONE:
+                break;
+        }
+        return "none";
+}
+
+/* SHA-256 through nettle: with the CPU's SHA extensions it hashes several times faster than GChecksum,
+ * and a commit hashes every byte of the layer. */
+typedef struct sha256_ctx Sha;
+
+static Sha *sha_new(void)
+{
+        Sha *c = g_new(Sha, 1);
+
+        sha256_init(c);
+        return c;
+}
+
+static void sha_update(Sha *c, const void *data, size_t len)
+{
+        sha256_update(c, len, data);
+}
+
+static void sha_hex(Sha *c, char out[65])
+{
+        uint8_t md[SHA256_DIGEST_SIZE];
+
+        sha256_digest(c, sizeof(md), md);
+        for (unsigned i = 0; i < SHA256_DIGEST_SIZE; i++)
+                g_snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+guint32 kiln_idmap_to_container(const KilnIdMapping *map, gsize n, guint32 host_id)
+{
+        if (!map)
+                return host_id;
+        for (gsize i = 0; i < n; i++)
+                if (host_id >= map[i].host_id && host_id - map[i].host_id < map[i].size)
+                        return map[i].container_id + (host_id - map[i].host_id);
+        return OVERFLOW_ID;
+}
+
+typedef struct {
+        const KilnLayerWriteOptions *options;
+        int out_fd;
+        struct archive *tar;      /* the tar stream: its bytes go to on_tar_bytes */
+        struct archive *compress; /* raw format + the compression filter, or NULL for none */
+        Sha *diff;
+        Sha *blob;
+        guint64 tar_size;
+        guint64 blob_size;
+        guint64 entries;
+        GHashTable *inodes; /* "dev:ino" → first path, for hard links */
+        GCancellable *cancellable;
+        GError *error; /* the first failure, kept by the callbacks */
+        char *buf;
+} Writer;
+
+static gboolean write_all(Writer *w, const void *buf, size_t len)
+{
+        const char *p = buf;
+
+        while (len > 0) {
+                ssize_t n = write(w->out_fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        if (!w->error)
+                                g_set_error(&w->error, G_IO_ERROR, g_io_error_from_errno(errno),
+                                            "Cannot write the layer: %s", g_strerror(errno));
+                        return FALSE;
+                }
+                p += n;
+                len -= n;
+        }
+        return TRUE;
+}
+
+/* The compressed bytes (or the tar itself with no compression): the blob. */
+static la_ssize_t on_blob_bytes(struct archive *a, void *data, const void *buf, size_t len)
+{
+        Writer *w = data;
+
+        sha_update(w->blob, buf, len);
+        w->blob_size += len;
+        if (!write_all(w, buf, len)) {
+                archive_set_error(a, EIO, "write failed");
+                return -1;
+        }
+        return len;
+}
+
+/* The uncompressed tar stream: hashed for the diff_id, then compressed. */
+static la_ssize_t on_tar_bytes(struct archive *a, void *data, const void *buf, size_t len)
+{
+        Writer *w = data;
+
+        sha_update(w->diff, buf, len);
+        w->tar_size += len;
+        if (!w->compress) {
+                /* The blob is the tar: one hash gives both digests. */
+                w->blob_size += len;
+                if (!write_all(w, buf, len)) {
+                        archive_set_error(a, EIO, "write failed");
+                        return -1;
+                }
+                return len;
+        }
+        if (archive_write_data(w->compress, buf, len) != (la_ssize_t)len) {
+                if (!w->error)
+                        g_set_error(&w->error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                                    "Cannot compress the layer: %s",
+                                    archive_error_string(w->compress) ?: "?");
+                archive_set_error(a, EIO, "compression failed");
+                return -1;
+        }
+        return len;
+}
+
+static gboolean fail_archive(Writer *w, struct archive *a, const char *path, GError **error)
+{
+        if (w->error) {
+                g_propagate_error(error, g_steal_pointer(&w->error));
+                g_prefix_error(error, "'%s': ", path);
+                return FALSE;
+        }
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "Cannot write '%s' into the layer: %s", path,
+                    archive_error_string(a) ?: "?");
+        return FALSE;
+}
+
+static gboolean fail_errno(GError **error, int err, const char *what, const char *path)
+{
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "Cannot %s '%s' in the layer: %s", what,
+                    path, g_strerror(err));
+        return FALSE;
+}
+
+static int compare_names(gconstpointer a, gconstpointer b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names in the directory @fd, sorted bytewise ("." and ".." left out). */
+static GPtrArray *list_dir(int fd, const char *path, GError **error)
+{
+        g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+        int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        DIR *d;
+        struct dirent *de;
+
+        if (copy < 0 || !(d = fdopendir(copy))) {
+                kiln_close_fdp(&copy);
+                fail_errno(error, errno, "list", path);
+                return NULL;
+        }
+        errno = 0;
+        while ((de = readdir(d))) {
+                if (!g_str_equal(de->d_name, ".") && !g_str_equal(de->d_name, ".."))
+                        g_ptr_array_add(names, g_strdup(de->d_name));
+                errno = 0;
+        }
+        if (errno) {
+                int err = errno;
+                closedir(d);
+                fail_errno(error, err, "list", path);
+                return NULL;
+        }
+        closedir(d);
+        g_ptr_array_sort(names, compare_names);
+        return g_steal_pointer(&names);
+}
+
+/* A file capability of the v3 kind names the host uid that is root in its user namespace; in an image
+ * it becomes the v2 kind, which any user namespace's root may use. */
+static gboolean cap_v3_to_v2(const char *name, char *value, ssize_t *size)
+{
+        guint32 magic;
+
+        if (!g_str_equal(name, "security.capability") || *size != 24)
+                return FALSE;
+        memcpy(&magic, value, 4);
+        magic = GUINT32_FROM_LE(magic);
+        if ((magic & 0xff000000u) != 0x03000000u)
+                return FALSE;
+        magic = GUINT32_TO_LE((magic & 0x00ffffffu) | 0x02000000u);
+        memcpy(value, &magic, 4);
+        *size = 20;
+        return TRUE;
+}
+
+/* Adds the entry's xattrs (sorted by name, trusted.overlay.* left out); *@opaque says whether overlayfs
+ * marked it opaque. @fd is the file when open (-1: read through the directory's /proc path, which
+ * follows the directory's descriptor and never the entry itself). */
+static gboolean add_xattrs(struct archive_entry *e, int fd, int dir_fd, const char *name, const char *path,
+                           gboolean *opaque, GError **error)
+{
+        g_autofree char *proc = fd < 0 ? g_strdup_printf("/proc/self/fd/%d/%s", dir_fd, name) : NULL;
+        g_autofree char *list = g_malloc(XATTR_LIST_MAX_BYTES);
+        g_autoptr(GPtrArray) names = g_ptr_array_new();
+        ssize_t len = fd >= 0 ? flistxattr(fd, list, XATTR_LIST_MAX_BYTES)
+                              : llistxattr(proc, list, XATTR_LIST_MAX_BYTES);
+
+        *opaque = FALSE;
+        if (len < 0) {
+                if (errno == ENOTSUP || errno == EOPNOTSUPP)
+                        return TRUE;
+                return fail_errno(error, errno, "list the xattrs of", path);
+        }
+        for (ssize_t off = 0; off < len; off += strlen(list + off) + 1)
+                g_ptr_array_add(names, list + off);
+        g_ptr_array_sort(names, compare_names);
+        for (guint i = 0; i < names->len; i++) {
+                const char *xname = names->pdata[i];
+                char value[XATTR_SIZE_MAX > 65536 ? 65536 : XATTR_SIZE_MAX];
+                ssize_t size;
+
+                size = fd >= 0 ? fgetxattr(fd, xname, value, sizeof(value))
+                               : lgetxattr(proc, xname, value, sizeof(value));
+                if (size < 0) {
+                        if (errno == ENODATA)
+                                continue; /* removed meanwhile */
+                        return fail_errno(error, errno, "read an xattr of", path);
+                }
+                if (g_str_has_prefix(xname, "trusted.overlay.")) {
+                        if (g_str_equal(xname, "trusted.overlay.opaque") && size == 1 && value[0] == 'y')
+                                *opaque = TRUE;
+                        continue;
+                }
+                cap_v3_to_v2(xname, value, &size);
+                archive_entry_xattr_add_entry(e, xname, value, size);
+        }
+        return TRUE;
+}
+
+static gboolean write_header(Writer *w, struct archive_entry *e, const char *path, GError **error)
+{
+        if (archive_write_header(w->tar, e) != ARCHIVE_OK)
+                return fail_archive(w, w->tar, path, error);
+        w->entries++;
+        return TRUE;
+}
+
+static void set_common(Writer *w, struct archive_entry *e, const char *path, const struct stat *st)
+{
+        const KilnLayerWriteOptions *o = w->options;
+        gint64 mtime = st->st_mtim.tv_sec;
+        long nsec = st->st_mtim.tv_nsec;
+
+        if (o->clamp_mtime >= 0 && mtime >= o->clamp_mtime) {
+                mtime = o->clamp_mtime;
+                nsec = 0;
+        }
+        archive_entry_set_pathname(e, path);
+        archive_entry_set_uid(e, kiln_idmap_to_container(o->uid_map, o->n_uid_map, st->st_uid));
+        archive_entry_set_gid(e, kiln_idmap_to_container(o->gid_map, o->n_gid_map, st->st_gid));
+        archive_entry_set_mode(e, st->st_mode);
+        archive_entry_set_mtime(e, mtime, nsec);
+}
+
+/* An empty regular file that stands for something overlayfs keeps otherwise. */
+static gboolean write_marker(Writer *w, const char *path, const struct stat *like, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        struct archive_entry *e = archive_entry_new();
+        struct stat st = *like;
+        gboolean ok;
+
+        st.st_mode = S_IFREG | 0600;
+        set_common(w, e, path, &st);
+        archive_entry_set_size(e, 0);
+        ok = write_header(w, e, path, error);
+        archive_entry_free(e);
+        return ok;
+}
+
+static gboolean write_content(Writer *w, int fd, const char *path, guint64 size, GError **error)
+{
+        guint64 done = 0;
+
+        while (done < size) {
+                ssize_t n = read(fd, w->buf, MIN((guint64)READ_CHUNK, size - done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return fail_errno(error, errno, "read", path);
+                if (n == 0)
+                        break; /* shrank meanwhile: libarchive pads the entry with zeros */
+                if (archive_write_data(w->tar, w->buf, n) != n)
+                        return fail_archive(w, w->tar, path, error);
+                done += n;
+        }
+        return TRUE;
+}
+
+static gboolean walk(Writer *w, int dir_fd, const char *prefix, int depth, GError **error);
+
+static gboolean write_entry(Writer *w, int dir_fd, const char *name, const char *prefix, int depth,
+                            GError **error)
+{
+        g_autofree char *path = g_strconcat(prefix, name, NULL);
+        struct archive_entry *e = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        gboolean opaque = FALSE, ok = FALSE;
+
+        if (g_cancellable_set_error_if_cancelled(w->cancellable, error))
+                return FALSE;
+        if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return fail_errno(error, errno, "stat", path);
+        if (S_ISSOCK(st.st_mode))
+                return TRUE; /* a tar stream has no sockets; a container's socket is not content */
+        if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
+                g_autofree char *wh = g_strconcat(prefix, ".wh.", name, NULL);
+                return write_marker(w, wh, &st, error);
+        }
+        if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+                struct stat again;
+                /* O_NOFOLLOW: a name swapped for a symlink since the stat fails here instead of being
+                 * followed; the inode is compared so that what is written is what was stat'ed. */
+                fd = openat(dir_fd, name,
+                            O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+                                    (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+                if (fd < 0)
+                        return fail_errno(error, errno, "open", path);
+                if (fstat(fd, &again) < 0)
+                        return fail_errno(error, errno, "stat", path);
+                if (again.st_ino != st.st_ino || again.st_dev != st.st_dev)
+                        return fail_errno(error, EAGAIN, "read (it changed while read)", path);
+                st = again;
+        }
+
+        e = archive_entry_new();
+        if (S_ISDIR(st.st_mode)) {
+                g_autofree char *dpath = g_strconcat(path, "/", NULL);
+                set_common(w, e, dpath, &st);
+        } else {
+                set_common(w, e, path, &st);
+        }
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+                g_autofree char *key =
+                        g_strdup_printf("%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+                const char *first = g_hash_table_lookup(w->inodes, key);
+                if (first) {
+                        archive_entry_set_hardlink(e, first);
+                        archive_entry_set_size(e, 0);
+                        ok = write_header(w, e, path, error);
+                        goto out;
+                }
+                g_hash_table_insert(w->inodes, g_steal_pointer(&key), g_strdup(path));
+        }
+        if (!add_xattrs(e, fd, dir_fd, name, path, &opaque, error))
+                goto out;
+        if (S_ISLNK(st.st_mode)) {
+                char target[PATH_MAX + 1];
+                ssize_t n = readlinkat(dir_fd, name, target, PATH_MAX);
+                if (n < 0) {
+                        fail_errno(error, errno, "read the symlink", path);
+                        goto out;
+                }
+                target[n] = '\0';
+                archive_entry_set_symlink(e, target);
+        } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+                archive_entry_set_rdev(e, st.st_rdev);
+        }
+        if (S_ISREG(st.st_mode))
+                archive_entry_set_size(e, st.st_size);
+        if (!write_header(w, e, path, error))
+                goto out;
+        if (S_ISREG(st.st_mode) && !write_content(w, fd, path, st.st_size, error))
+                goto out;
+        if (S_ISDIR(st.st_mode)) {
+                g_autofree char *sub = g_strconcat(path, "/", NULL);
+                if (opaque) {
+                        g_autofree char *opq = g_strconcat(sub, ".wh..wh..opq", NULL);
+                        if (!write_marker(w, opq, &st, error))
+                                goto out;
+                }
+                if (depth >= MAX_DEPTH) {
+                        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                                    "'%s' is deeper than %d directories", path, MAX_DEPTH);
+                        goto out;
+                }
+                if (!walk(w, fd, sub, depth + 1, error))
+                        goto out;
+        }
+        ok = TRUE;
+out:
+        archive_entry_free(e);
+        return ok;
+}
+
+static gboolean walk(Writer *w, int dir_fd, const char *prefix, int depth, GError **error)
+{
+        g_autoptr(GPtrArray) names = list_dir(dir_fd, *prefix ? prefix : ".", error);
+
+        if (!names)
+                return FALSE;
+        for (guint i = 0; i < names->len; i++)
+                if (!write_entry(w, dir_fd, names->pdata[i], prefix, depth, error))
+                        return FALSE;
+        return TRUE;
+}
+
+static struct archive *new_compressor(Writer *w, GError **error)
+{
+        struct archive *a = archive_write_new();
+        struct archive_entry *e;
+        int r;
+
+        r = archive_write_set_format_raw(a);
+        if (r == ARCHIVE_OK && w->options->compression == KILN_COMPRESSION_GZIP) {
+                r = archive_write_add_filter_gzip(a);
+                /* No time in the gzip header: the same tar gives the same blob. */
+                if (r == ARCHIVE_OK)
+                        r = archive_write_set_filter_option(a, "gzip", "timestamp", NULL);
+        } else if (r == ARCHIVE_OK) {
+                r = archive_write_add_filter_zstd(a);
+        }
+        /* The compressed stream ends where the compressor ends it, unpadded. */
+        if (r == ARCHIVE_OK)
+                r = archive_write_set_bytes_per_block(a, READ_CHUNK);
+        if (r == ARCHIVE_OK)
+                r = archive_write_set_bytes_in_last_block(a, 1);
+        if (r == ARCHIVE_OK)
+                r = archive_write_open2(a, w, NULL, on_blob_bytes, NULL, NULL);
+        if (r == ARCHIVE_OK) {
+                e = archive_entry_new();
+                archive_entry_set_pathname(e, "layer.tar");
+                archive_entry_set_filetype(e, AE_IFREG);
+                r = archive_write_header(a, e);
+                archive_entry_free(e);
+        }
+        if (r != ARCHIVE_OK) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "Cannot set up %s compression: %s",
+                            kiln_compression_to_string(w->options->compression),
+                            archive_error_string(a) ?: "?");
+                archive_write_free(a);
+                return NULL;
+        }
+        return a;
+}
+
+gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *options,
+                          KilnLayerWriteResult *result, GCancellable *cancellable, GError **error)
+{
+        Writer w = {
+                .options = options,
+                .out_fd = out_fd,
+                .cancellable = cancellable,
+        };
+        gboolean ok = FALSE;
+        int r;
+
+        w.diff = sha_new();
+        w.blob = sha_new();
+        w.inodes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        w.buf = g_malloc(READ_CHUNK);
+        if (options->compression != KILN_COMPRESSION_NONE && !(w.compress = new_compressor(&w, error)))
+                goto out;
+
+        w.tar = archive_write_new();
+        /* pax where ustar cannot say it (long names, xattrs, large ids), ustar everywhere else. */
+        r = archive_write_set_format_pax_restricted(w.tar);
+        if (r == ARCHIVE_OK)
+                r = archive_write_set_bytes_per_block(w.tar, 10240);
+        if (r == ARCHIVE_OK)
+                r = archive_write_open2(w.tar, &w, NULL, on_tar_bytes, NULL, NULL);
+        if (r != ARCHIVE_OK) {
+                fail_archive(&w, w.tar, "/", error);
+                goto out;
+        }
+        if (!walk(&w, root_fd, "", 0, error))
+                goto out;
+        if (archive_write_close(w.tar) != ARCHIVE_OK) {
+                fail_archive(&w, w.tar, "/", error);
+                goto out;
+        }
+        if (w.compress && archive_write_close(w.compress) != ARCHIVE_OK) {
+                fail_archive(&w, w.compress, "/", error);
+                goto out;
+        }
+        sha_hex(w.diff, result->diff_id);
+        if (w.compress)
+                sha_hex(w.blob, result->blob_digest);
+        else
+                memcpy(result->blob_digest, result->diff_id, sizeof(result->diff_id));
+        result->blob_size = w.blob_size;
+        result->tar_size = w.tar_size;
+        result->entries = w.entries;
+        ok = TRUE;
+out:
+        if (w.tar)
+                archive_write_free(w.tar);
+        if (w.compress)
+                archive_write_free(w.compress);
+        g_free(w.diff);
+        g_free(w.blob);
+        g_hash_table_unref(w.inodes);
+        g_free(w.buf);
+        g_clear_error(&w.error);
+        return ok;
+}
+
+gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
+                             KilnLayerWriteResult *result, GCancellable *cancellable, GError **error)
+{
+        KilnLayerWriteOptions options = {.compression = compression, .clamp_mtime = -1};
+        Writer w = {.options = &options, .out_fd = out_fd, .cancellable = cancellable};
+        Sha *diff = sha_new();
+        gboolean ok = FALSE;
+
+        w.blob = sha_new();
+        w.buf = g_malloc(READ_CHUNK);
+        if (!(w.compress = new_compressor(&w, error)))
+                goto out;
+        for (;;) {
+                ssize_t n = read(in_fd, w.buf, READ_CHUNK);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        fail_errno(error, errno, "read", "the layer blob");
+                        goto out;
+                }
+                if (n == 0)
+                        break;
+                if (g_cancellable_set_error_if_cancelled(cancellable, error))
+                        goto out;
+                sha_update(diff, w.buf, n);
+                w.tar_size += n;
+                if (archive_write_data(w.compress, w.buf, n) != n) {
+                        fail_archive(&w, w.compress, "the layer blob", error);
+                        goto out;
+                }
+        }
+        if (archive_write_close(w.compress) != ARCHIVE_OK) {
+                fail_archive(&w, w.compress, "the layer blob", error);
+                goto out;
+        }
+        sha_hex(diff, result->diff_id);
+        sha_hex(w.blob, result->blob_digest);
+        result->blob_size = w.blob_size;
+        result->tar_size = w.tar_size;
+        ok = TRUE;
+out:
+        if (w.compress)
+                archive_write_free(w.compress);
+        g_free(diff);
+        g_free(w.blob);
+        g_free(w.buf);
+        g_clear_error(&w.error);
+        return ok;
+}
