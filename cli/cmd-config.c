@@ -30,6 +30,7 @@ typedef struct {
         char *shell;
         char **commands[KILN_COMMAND_N_KINDS]; /* entrypoint, cmd and shell, parsed */
         KilnNetFlags net;                      /* set as given, not merged (as buildah's from --dns) */
+        char **group_add;                      /* run parity */
 } ConfigOptions;
 
 static void config_options_clear(ConfigOptions *o)
@@ -40,6 +41,7 @@ static void config_options_clear(ConfigOptions *o)
         g_strfreev(o->cap_add);
         g_strfreev(o->cap_drop);
         g_strfreev(o->ulimits);
+        g_strfreev(o->group_add);
         g_free(o->working_dir);
         g_free(o->user);
         g_free(o->hostname);
@@ -91,6 +93,7 @@ static const struct {
         {"cap_add", "CapAdd", kiln_list_apply, offsetof(ConfigOptions, cap_add)},
         {"cap_drop", "CapDrop", kiln_list_apply, offsetof(ConfigOptions, cap_drop)},
         {"ulimits", "Ulimits", kiln_ulimits_apply, offsetof(ConfigOptions, ulimits)},
+        {"group_add", "GroupAdd", kiln_list_apply, offsetof(ConfigOptions, group_add)}, /* run parity */
 };
 
 static bool config_options_empty(const ConfigOptions *o)
@@ -293,6 +296,8 @@ int kiln_verb_config(int argc, char **argv)
                  "CAP"},
                 {"ulimit", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ulimits,
                  "Set (TYPE=SOFT[:HARD]) or remove (TYPE-) a limit", "TYPE=SOFT[:HARD]"},
+                {"group-add", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.group_add,
+                 "Add (G) or remove (G-) a supplementary group of runs", "GROUP"},
                 {"isolation", 0, 0, G_OPTION_ARG_STRING, &o.isolation,
                  "How runs are isolated: oci or chroot", "ISOLATION"},
                 {"userns", 0, 0, G_OPTION_ARG_STRING, &o.userns, "User namespace of runs: auto or host",

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -52,6 +53,8 @@ typedef struct {
         char *userns, *shm_size, *seccomp_profile;
         int no_new_privileges; /* -1: not given (kilnd's default) */
         gboolean no_hosts, no_hostname, no_pivot, terminal;
+        /* Run parity (issue 12) */
+        GPtrArray *group_add, *secrets;
 } RunFlags;
 
 static void run_flags_clear(RunFlags *f)
@@ -86,6 +89,8 @@ static void run_flags_clear(RunFlags *f)
         g_clear_pointer(&f->userns, g_free);
         g_clear_pointer(&f->shm_size, g_free);
         g_clear_pointer(&f->seccomp_profile, g_free);
+        g_clear_pointer(&f->group_add, g_ptr_array_unref);
+        g_clear_pointer(&f->secrets, g_ptr_array_unref);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(RunFlags, run_flags_clear)
 
@@ -130,6 +135,8 @@ DEFINE_COLLECT(dns, add_split)
 DEFINE_COLLECT(dns_search, add_split)
 DEFINE_COLLECT(dns_option, add_split)
 DEFINE_COLLECT(add_host, add_split)
+DEFINE_COLLECT(group_add, add_split)
+DEFINE_COLLECT(secrets, add_to)
 
 /* --security-opt as buildah takes it, the values kilnd has options for: seccomp=unconfined or a
  * profile name (never a path: kilnd reads only its own profiles), and no-new-privileges[=BOOL]. Any
@@ -196,11 +203,14 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                  "HOST[:CONTAINER[:PERMISSIONS]]"},
                 {"env", 'e', 0, G_OPTION_ARG_CALLBACK, collect_env,
                  "Set a variable for this run (K=V; K or PREFIX* copy kiln's own)", "K=V"},
+                {"group-add", 0, 0, G_OPTION_ARG_CALLBACK, collect_group_add,
+                 "Add a supplementary group (a name in the image's /etc/group, a gid, or keep-groups)",
+                 "GROUP"},
                 {"hostname", 0, 0, G_OPTION_ARG_STRING, &f->hostname, "Host name in the container", "NAME"},
                 {"ipc", 0, 0, G_OPTION_ARG_STRING, &f->ipc, "IPC namespace: private, host or a path", "HOW"},
                 {"isolation", 0, 0, G_OPTION_ARG_STRING, &f->isolation, "Isolation: oci or chroot", "TYPE"},
                 {"mount", 0, 0, G_OPTION_ARG_CALLBACK, collect_mounts,
-                 "Attach a mount (type=bind|tmpfs,…; a bind is read-only unless rw)", "MOUNT"},
+                 "Attach a mount (type=bind|tmpfs|cache,…; a bind is read-only unless rw)", "MOUNT"},
                 {"network", 0, 0, G_OPTION_ARG_STRING, &f->network,
                  "Network: private, none, host, pasta[:OPTS], slirp4netns[:OPTS] or a path", "HOW"},
                 {"dns", 0, 0, G_OPTION_ARG_CALLBACK, collect_dns, "Nameserver (an IP, or none)", "IP"},
@@ -220,6 +230,9 @@ static bool parse_command_line(RunFlags *f, int argc, char **argv, char **ret_bu
                  "Global flag for the runtime, without its leading --", "FLAG"},
                 {"security-opt", 0, 0, G_OPTION_ARG_CALLBACK, collect_security_opt,
                  "seccomp=unconfined|PROFILE or no-new-privileges[=true|false]", "OPT"},
+                {"secret", 0, 0, G_OPTION_ARG_CALLBACK, collect_secrets,
+                 "A secret for --mount type=secret, read here, as you, from a file or a variable",
+                 "id=ID,src=FILE|env=VAR"},
                 {"shm-size", 0, 0, G_OPTION_ARG_STRING, &f->shm_size,
                  "Size of /dev/shm (bytes, or with b, k, m, g)", "SIZE"},
                 {"terminal", 't', 0, G_OPTION_ARG_NONE, &f->terminal, "Give the command a terminal", NULL},
@@ -473,6 +486,157 @@ static bool open_volumes(GPtrArray *specs, GArray **ret)
         return true;
 }
 
+/* ---- run parity: secrets, read here as the caller and handed over as sealed memfds ---- */
+
+#define SECRET_MAX (512 * 1024) /* kilnd's KILN_SECRET_MAX */
+
+typedef struct {
+        char *id;
+        int fd;
+} SecretFd;
+
+static void secret_fd_clear(gpointer data)
+{
+        SecretFd *s = data;
+
+        kiln_close_fdp(&s->fd);
+        g_free(s->id);
+}
+
+/* The bytes of FILE (read with our own credentials: kilnd never opens it) or of the variable VAR. */
+static bool secret_bytes(const char *spec, const char *src, const char *env, GByteArray *out)
+{
+        _cleanup_close_ int fd = -1;
+        guint8 buf[16384];
+
+        if (env) {
+                const char *value = g_getenv(env);
+                if (!value) {
+                        kiln_usage_error("run", "--secret '%s': the variable %s is not set", spec, env);
+                        return false;
+                }
+                g_byte_array_append(out, (const guint8 *)value, (guint)strlen(value));
+                return out->len <= SECRET_MAX ||
+                       (kiln_usage_error("run", "--secret '%s': larger than %d bytes", spec, SECRET_MAX),
+                        false);
+        }
+        fd = open(src, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0) {
+                kiln_log("cannot open the secret '%s': %s", src, g_strerror(errno));
+                return false;
+        }
+        for (;;) {
+                ssize_t n = read(fd, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        kiln_log("cannot read the secret '%s': %s", src, g_strerror(errno));
+                        return false;
+                }
+                if (n == 0)
+                        return true;
+                g_byte_array_append(out, buf, (guint)n);
+                if (out->len > SECRET_MAX) {
+                        kiln_usage_error("run", "--secret '%s': larger than %d bytes", spec, SECRET_MAX);
+                        return false;
+                }
+        }
+}
+
+/* id=ID,src=FILE (or source=, or a bare path with type=file) | env=VAR → a memfd sealed against any
+ * change, so that kilnd reads what we read. */
+static bool open_secret(const char *spec, SecretFd *ret)
+{
+        g_auto(GStrv) parts = g_strsplit(spec, ",", -1);
+        g_autoptr(GByteArray) bytes = g_byte_array_new();
+        const char *id = NULL, *src = NULL, *env = NULL, *type = NULL;
+        _cleanup_close_ int fd = -1;
+        const guint8 *p;
+        gsize left;
+
+        for (char **x = parts; *x; x++) {
+                if (g_str_has_prefix(*x, "id="))
+                        id = *x + 3;
+                else if (g_str_has_prefix(*x, "src=") || g_str_has_prefix(*x, "source="))
+                        src = strchr(*x, '=') + 1;
+                else if (g_str_has_prefix(*x, "env="))
+                        env = *x + 4;
+                else if (g_str_has_prefix(*x, "type="))
+                        type = *x + 5;
+                else {
+                        kiln_usage_error("run", "--secret '%s': '%s' is not id=, src=, env= or type=", spec,
+                                         *x);
+                        return false;
+                }
+        }
+        if (type && !g_str_equal(type, "file") && !g_str_equal(type, "env")) {
+                kiln_usage_error("run", "--secret '%s': type is file or env", spec);
+                return false;
+        }
+        if (!id || !*id || (!src == !env)) {
+                kiln_usage_error("run", "--secret '%s' is not id=ID,src=FILE or id=ID,env=VAR", spec);
+                return false;
+        }
+        if (!secret_bytes(spec, src, env, bytes))
+                return false;
+        fd = memfd_create("kiln-secret", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        for (p = bytes->data, left = bytes->len; fd >= 0 && left > 0;) {
+                ssize_t n = write(fd, p, left);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                p += n;
+                left -= (gsize)n;
+        }
+        explicit_bzero(bytes->data, bytes->len);
+        if (fd < 0 || left > 0 ||
+            fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+                kiln_log("cannot hand over the secret '%s': %s", id, g_strerror(errno));
+                return false;
+        }
+        ret->id = g_strdup(id);
+        ret->fd = g_steal_fd(&fd);
+        return true;
+}
+
+static bool open_secrets(GPtrArray *specs, GArray **ret)
+{
+        g_autoptr(GArray) secrets = g_array_new(FALSE, TRUE, sizeof(SecretFd));
+
+        g_array_set_clear_func(secrets, secret_fd_clear);
+        for (guint i = 0; specs && i < specs->len; i++) {
+                SecretFd s = {.fd = -1};
+                if (!open_secret(g_ptr_array_index(specs, i), &s))
+                        return false;
+                g_array_append_val(secrets, s);
+        }
+        *ret = g_steal_pointer(&secrets);
+        return true;
+}
+
+static int append_secrets(sd_bus_message *m, GArray *secrets)
+{
+        int r;
+
+        if (!secrets || secrets->len == 0)
+                return 0;
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "secrets");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "a{sh}");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sh}");
+        for (guint i = 0; r >= 0 && i < secrets->len; i++) {
+                SecretFd *s = &g_array_index(secrets, SecretFd, i);
+                r = sd_bus_message_append(m, "{sh}", s->id, s->fd);
+        }
+        for (int depth = 0; r >= 0 && depth < 3; depth++)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
 /* ---- the terminal ---- */
 
 static struct termios saved_termios;
@@ -600,6 +764,7 @@ typedef struct {
         gboolean has_pids_limit, has_memory;
         gint64 pids_limit;
         guint64 memory, cpu_weight;
+        GArray *secrets; /* run parity: SecretFd */
 } StartOptions;
 
 static void start_options_clear(StartOptions *s)
@@ -613,6 +778,8 @@ static void start_options_clear(StartOptions *s)
         g_strfreev(s->runtime_args);
         if (s->volumes)
                 g_array_unref(s->volumes);
+        if (s->secrets)
+                g_array_unref(s->secrets);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(StartOptions, start_options_clear)
 
@@ -733,6 +900,10 @@ static int build_start_options(sd_bus_message *m, const RunFlags *f, const Start
                 r = append_list_option(m, "devices", f->devices);
         if (r >= 0)
                 r = append_list_option(m, "ulimits", f->ulimits);
+        if (r >= 0)
+                r = append_list_option(m, "group_add", f->group_add);
+        if (r >= 0)
+                r = append_secrets(m, s->secrets);
         if (r >= 0)
                 r = append_string_option(m, "runtime", f->runtime);
         if (r >= 0)
@@ -1031,7 +1202,7 @@ int kiln_verb_run(int argc, char **argv)
                         s.runtime_args[i] =
                                 g_strconcat("--", (char *)g_ptr_array_index(f.runtime_flags, i), NULL);
         }
-        if (!open_volumes(f.volumes, &s.volumes))
+        if (!open_volumes(f.volumes, &s.volumes) || !open_secrets(f.secrets, &s.secrets))
                 return KILN_EXIT_FAILURE;
 
         r = kiln_bus_open_builder(builder, &bus, &path);

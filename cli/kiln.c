@@ -23,6 +23,7 @@ static const Verb verbs[] = {
         {"config", kiln_verb_config, "Change a builder's configuration"},
         {"run", kiln_verb_run, "Run a command in a builder"},
         {"rm", kiln_verb_rm, "Remove builders"},
+        {"prune", kiln_verb_prune, "Remove your --mount type=cache caches"},
         {"mount", kiln_verb_mount, "Mount a builder's root file system on the host"},
         {"umount", kiln_verb_umount, "Unmount a builder's root file system"},
         {"copy", kiln_verb_copy, "Copy files into a builder, or out of it"},

@@ -14,6 +14,7 @@ int kiln_verb_copy(int argc, char **argv);
 int kiln_verb_add(int argc, char **argv);
 int kiln_verb_info(int argc, char **argv);
 int kiln_verb_version(int argc, char **argv);
+int kiln_verb_prune(int argc, char **argv); /* run parity: caches */
 /* images out (cmd-image.c) */
 int kiln_verb_commit(int argc, char **argv);
 int kiln_verb_images(int argc, char **argv);

@@ -102,6 +102,7 @@ _kiln()
             --device) _filedir ;;
             -v | --volume) [[ $verb == run ]] && _filedir ;;
             -u | --user) COMPREPLY=($(compgen -u -- "$cur")) ;;
+            --group-add) COMPREPLY=($(compgen -W 'keep-groups' -- "$cur")) ;;
         esac
         return
     fi

@@ -264,3 +264,53 @@ gboolean kiln_resolve_user(const char *spec, const char *passwd, gsize passwd_le
         *home = known ? g_steal_pointer(&entry.home) : g_strdup("/");
         return TRUE;
 }
+
+/* ---- supplementary groups (group_add) ---- */
+
+#define GROUP_NAME_MAX 256
+
+gboolean kiln_validate_group_add(const char *arg, const char *value, GError **error)
+{
+        guint32 gid;
+        gsize n = strlen(value);
+
+        if (g_str_equal(value, KILN_GROUP_ADD_KEEP_GROUPS) || kiln_parse_id(value, n, &gid))
+                return TRUE;
+        if (n == 0 || n > GROUP_NAME_MAX)
+                return kiln_invalid(error, arg, "a group is a name of 1 to %d characters, a gid or '%s'",
+                                    GROUP_NAME_MAX, KILN_GROUP_ADD_KEEP_GROUPS);
+        /* What /etc/group can hold and shadow-utils accepts (a trailing '$' for machine accounts): no
+         * ':' or ',' that would split a line, nothing that could pass for an option. */
+        if (!g_ascii_isalnum(value[0]) && value[0] != '_')
+                return kiln_invalid(error, arg, "group '%.64s' must start with a letter, digit or '_'",
+                                    value);
+        for (gsize i = 0; i < n; i++)
+                if (!g_ascii_isalnum(value[i]) && !strchr("_.-", value[i]) &&
+                    !(value[i] == '$' && i == n - 1))
+                        return kiln_invalid(
+                                error, arg,
+                                "group '%.64s' may only contain letters, digits, '_', '.' and '-'", value);
+        return TRUE;
+}
+
+gboolean kiln_group_add_resolve(const char *group, gsize group_len, const char *arg, const char *value,
+                                GArray *gids, GError **error)
+{
+        guint32 gid;
+
+        if (!kiln_validate_group_add(arg, value, error))
+                return FALSE;
+        if (g_str_equal(value, KILN_GROUP_ADD_KEEP_GROUPS))
+                return kiln_invalid(error, arg, "'%s' is not a group of the image", value);
+        if (!kiln_parse_id(value, strlen(value), &gid) &&
+            !kiln_group_find_by_name(group, group_len, value, &gid))
+                return kiln_invalid(error, arg, "no group '%s' in the root file system's /etc/group", value);
+        for (guint i = 0; i < gids->len; i++)
+                if (g_array_index(gids, guint32, i) == gid)
+                        return TRUE;
+        if (gids->len >= KILN_MAX_ADDITIONAL_GIDS)
+                return kiln_invalid(error, arg, "more than %d supplementary groups",
+                                    KILN_MAX_ADDITIONAL_GIDS);
+        g_array_append_val(gids, gid);
+        return TRUE;
+}

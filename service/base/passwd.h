@@ -51,3 +51,18 @@ void kiln_group_add_memberships(const char *buf, gsize len, const char *user, GA
 gboolean kiln_resolve_user(const char *spec, const char *passwd, gsize passwd_len, const char *group,
                            gsize group_len, guint32 *uid, guint32 *gid, GArray **additional_gids,
                            char **home, GError **error);
+
+/* ---- supplementary groups (group_add: the run option and the builder setting, --group-add) ---- */
+
+/* The caller's own supplementary groups instead of a group of the image (uid 0's runs without a user
+ * namespace only: run-volumes.h resolves it). */
+#define KILN_GROUP_ADD_KEEP_GROUPS "keep-groups"
+
+/* One group_add entry: a gid, a group name (letters, digits, '_', '.', '-'; what /etc/group can hold),
+ * or "keep-groups". InvalidArgument naming @arg. */
+gboolean kiln_validate_group_add(const char *arg, const char *value, GError **error);
+/* Appends the gid of @value (a gid, or a name looked up in the group content @group, which may be
+ * NULL) to @gids unless it is there already. A name not found, or "keep-groups", is InvalidArgument
+ * naming @arg. */
+gboolean kiln_group_add_resolve(const char *group, gsize group_len, const char *arg, const char *value,
+                                GArray *gids, GError **error);

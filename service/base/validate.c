@@ -183,9 +183,17 @@ gboolean kiln_validate_volume(const char *arg, const char *spec, GError **error)
                 return FALSE;
         if (n == 3) {
                 g_auto(GStrv) options = g_strsplit(parts[2], ",", -1);
-                for (char **o = options; *o; o++)
+                for (char **o = options; *o; o++) {
+                        /* Run parity: a persistent upper of an `O` volume (run-volumes.c checks the rest).
+                         */
+                        if (g_str_has_prefix(*o, "upperdir=") || g_str_has_prefix(*o, "workdir=")) {
+                                if (!kiln_validate_absolute_path(arg, strchr(*o, '=') + 1, FALSE, error))
+                                        return FALSE;
+                                continue;
+                        }
                         if (!g_strv_contains(volume_options, *o))
                                 return kiln_invalid(error, arg, "'%s' is not a volume option", *o);
+                }
         }
         return TRUE;
 }

@@ -291,6 +291,9 @@ gboolean iso_wait_for_start(int listen_fd, GError **error);
  * as runc writes it (--log-format json: {"level":"error","msg":...,"time":...} lines). */
 void iso_log_setup(const char *path, bool json);
 void iso_log_error(const char *message);
+/* With the global --debug, a "debug" line of what it does (runc's --debug): nothing otherwise. */
+void iso_log_set_debug(bool debug);
+void iso_log_debug(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 void iso_log_close(void);
 
 /* Writes @contents in one write(2) to the existing file @path under @dirfd (kernel files: maps, sysctls). */

@@ -13,6 +13,7 @@ G_DEFINE_QUARK(kiln - isolate - error - quark, iso_error)
 
 static int log_fd = -1;
 static bool log_json;
+static bool log_debug; /* --debug: also what it does, as runc's --debug */
 
 static gboolean fail_va(GError **error, int code, int errsv, const char *fmt, va_list ap)
         G_GNUC_PRINTF(4, 0);
@@ -92,8 +93,8 @@ static void log_line(const char *level, const char *message)
         g_autofree char *line = NULL;
 
         if (log_fd < 0) {
-                line = g_strdup_printf("kiln-isolate: %s%s\n",
-                                       g_str_equal(level, "error") ? "" : "warning: ", message);
+                line = g_strdup_printf("kiln-isolate: %s%s%s\n", g_str_equal(level, "error") ? "" : level,
+                                       g_str_equal(level, "error") ? "" : ": ", message);
                 write_all(STDERR_FILENO, line, strlen(line));
                 return;
         }
@@ -126,6 +127,24 @@ static void log_line(const char *level, const char *message)
 void iso_log_error(const char *message)
 {
         log_line("error", message);
+}
+
+void iso_log_set_debug(bool debug)
+{
+        log_debug = debug;
+}
+
+void iso_log_debug(const char *fmt, ...)
+{
+        g_autofree char *message = NULL;
+        va_list ap;
+
+        if (!log_debug)
+                return;
+        va_start(ap, fmt);
+        message = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        log_line("debug", message);
 }
 gboolean iso_write_file(int dirfd, const char *path, const char *contents, GError **error)
 {

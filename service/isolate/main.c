@@ -34,6 +34,7 @@ typedef struct Options {
         const char *cache_dir;
         const char *log;
         bool log_json;
+        bool debug;
         const char *command;
         int command_index; /* in argv: what comes before are the global options */
         const char *bundle;
@@ -102,7 +103,9 @@ static gboolean parse(int argc, char **argv, Options *o, GError **error)
                         if (!v || (!g_str_equal(v, "json") && !g_str_equal(v, "text")))
                                 return iso_fail(error, "--log-format must be text or json");
                         o->log_json = g_str_equal(v, "json");
-                } else if (g_str_equal(argv[i], "--debug") || g_str_equal(argv[i], "--systemd-cgroup")) {
+                } else if (g_str_equal(argv[i], "--debug")) {
+                        o->debug = true;
+                } else if (g_str_equal(argv[i], "--systemd-cgroup")) {
                         continue; /* runc's; nothing to do here */
                 } else if (g_str_equal(argv[i], "--help")) {
                         usage(stdout);
@@ -220,6 +223,7 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
         if (!spec)
                 return ISO_EXIT_SETUP;
         launch.spec = spec;
+        iso_log_debug("bundle %s: the spec is read", o->bundle);
         if (spec->terminal && !o->console_socket)
                 return iso_fail(error, "process.terminal needs --console-socket"), ISO_EXIT_SETUP;
         seccomp =
@@ -244,6 +248,7 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
         }
         if (!iso_container_launch(&launch, &pid, error))
                 goto fail;
+        iso_log_debug("container %s: process %d runs", o->id, (int)pid);
         kiln_close_fdp(&console_fd);
         console_fd = -1;
         if (mode != ISO_MODE_RUN) {
@@ -377,6 +382,8 @@ static int run_command(int argc, char **argv)
                 return ISO_EXIT_SETUP;
         }
         iso_log_setup(o.log, o.log_json);
+        iso_log_set_debug(o.debug);
+        iso_log_debug("%s of container %s", o.command, o.id ? o.id : "(none)");
         if (g_str_equal(o.command, "serve"))
                 code = (iso_fail(&error, "serve: not a command a server runs"), ISO_EXIT_SETUP);
         else if (g_str_equal(o.command, "run"))

@@ -547,7 +547,8 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
         req->reserved = TRUE;
         /* Decided on the resolved configuration, before anything changes; the volumes and mounts
          * (the builder's as they are now) are resolved once, into the list the run is prepared from. */
-        if (!kiln_run_volumes_resolve(&req->options, b->config.volumes, creds, &local)) {
+        if (!kiln_run_volumes_resolve(&req->options, b->config.volumes, creds, &local) ||
+            !kiln_run_groups_resolve(&req->options, b->config.group_add, creds, &local)) {
                 r = kiln_error_to_bus(local, error);
                 goto fail;
         }
@@ -633,6 +634,7 @@ const sd_bus_vtable kiln_builder_vtable[] = {
         CONFIG_PROPERTY("CapAdd", "as"),
         CONFIG_PROPERTY("CapDrop", "as"),
         CONFIG_PROPERTY("Ulimits", "as"),
+        CONFIG_PROPERTY("GroupAdd", "as"), /* run parity */
         /* Images (docs/images.md) */
         CONFIG_PROPERTY("StopSignal", "s"),
         CONFIG_PROPERTY("ExposedPorts", "as"),

@@ -8,6 +8,7 @@
 #include "objects/builder-dbus.h"
 #include "objects/process-dbus.h"
 #include "objects/manager.h"
+#include "run/run-caches.h"
 #include "base/validate.h"
 #include "authz/caller-open.h"
 
@@ -887,6 +888,35 @@ static int property_get_default_isolation(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUS
         return sd_bus_message_append(reply, "s", manager->config->default_isolation);
 }
 
+/* ---- run parity: RemoveCaches ---- */
+/* The caller's own type=cache caches (run/run-caches.h), and only those: no polkit action, as nothing of
+ * anyone else's can be named (the owner is the caller's uid, the ids are names). */
+static int method_remove_caches(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        KilnManager *manager = userdata;
+        g_autoptr(GError) local = NULL;
+        g_auto(GStrv) ids = NULL, removed = NULL, busy = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const KilnCreds *creds;
+        int r;
+
+        r = kiln_auth_get_caller(manager->auth, m, &creds, error);
+        if (r < 0)
+                return r;
+        if (!kiln_bus_read_strv(m, "ids", NULL, manager->config, &ids, &local) ||
+            !kiln_run_caches_remove(manager->caches, creds->uid, (const char *const *)ids, &removed, &busy,
+                                    &local))
+                return kiln_error_to_bus(local, error);
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_append_strv(reply, removed);
+        if (r >= 0)
+                r = sd_bus_message_append_strv(reply, busy);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -904,6 +934,9 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_list_builders, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetInfo", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{sv}", info), method_get_info,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveCaches", SD_BUS_ARGS("as", ids),
+                                SD_BUS_RESULT("as", removed, "as", busy), method_remove_caches,
+                                SD_BUS_VTABLE_UNPRIVILEGED), /* run parity */
         SD_BUS_VTABLE_END,
 };
 

@@ -76,6 +76,7 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         m->runtimes = find_runtimes(config->runtimes);
         m->bounding_set = read_bounding_set();
         m->seccomp_cache = kiln_seccomp_cache_new();
+        m->caches = kiln_cache_registry_new(config->state_dir); /* run parity */
         m->process_reservations = g_hash_table_new(NULL, NULL);
         /* Callers never see where kilnd keeps its own files (errors-bus.c). */
         kiln_error_hide_paths_under(config->state_dir);
@@ -109,6 +110,7 @@ void kiln_manager_free(KilnManager *m)
         g_hash_table_destroy(m->process_reservations);
         g_strfreev(m->runtimes);
         kiln_seccomp_cache_free(m->seccomp_cache);
+        kiln_cache_registry_free(m->caches); /* after the processes, whose runs held leases */
         kiln_userns_free(m->userns);
         sd_bus_unref(m->bus);
         g_free(m);
@@ -533,6 +535,7 @@ void kiln_manager_run_input(KilnManager *m, KilnBuilder *b, KilnRunInput *ret)
                 .runtimes = m->runtimes,
                 .bounding_set = m->bounding_set,
                 .seccomp_cache = m->seccomp_cache,
+                .caches = m->caches, /* run parity */
                 .builder_id = b->id,
                 .builder_name = b->name,
                 .builder_from = b->from,

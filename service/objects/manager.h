@@ -7,6 +7,7 @@
 #include "authz/auth.h"
 #include "objects/builder.h"
 #include "base/config.h"
+#include "run/run-caches.h"
 #include "run/run.h"
 #include "storage/storage.h"
 #include "storage/userns.h"
@@ -42,6 +43,7 @@ typedef struct KilnManager {
         GHashTable *process_reservations;         /* uid → Run/RunCaptured/Start calls not yet a process */
         struct KilnIsolateServer *isolate_server; /* runs kiln-isolate for chroot runs (owned) */
         KilnSeccompCache *seccomp_cache;          /* resolved seccomp profiles (owned) */
+        KilnCacheRegistry *caches;                /* run parity: type=cache caches in use (owned) */
         guint64 next_process;
         gboolean stopping; /* kiln_manager_unmount_all() was called: no mount is kept any more */
         sd_bus_slot *slots[6];

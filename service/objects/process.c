@@ -45,9 +45,11 @@ static void process_free(KilnProcess *p)
 
 /* What one run may cost kilnd in descriptors besides those the caller handed over, at its peak while it
  * starts: the pidfd, relay pipes and their ends, the runtime's message pipe, a console socket and the
- * terminal, the run's own copies of the caller's stdio. Once it runs it keeps 1 with pipes and 6 with a
- * terminal (measured; test_security_bus.py checks the first), so 12 is a bound, not a measurement. */
-#define PROCESS_OWN_DESCRIPTORS 12
+ * terminal, the run's own copies of the caller's stdio, and the relay of the runtime's words to the
+ * caller's stderr (its pipe and the stderr reopened: 3, gone once the command runs). Once it runs it
+ * keeps 1 with pipes and 6 with a terminal (measured; test_security_bus.py checks the first), so 15 is
+ * a bound, not a measurement. */
+#define PROCESS_OWN_DESCRIPTORS 15
 
 static gsize strv_bytes(char *const *v)
 {
@@ -68,7 +70,8 @@ static guint strv_count(char *const *v)
 static guint options_descriptors(const KilnRunOptions *o)
 {
         return PROCESS_OWN_DESCRIPTORS + (o->stdin_fd >= 0) + (o->stdout_fd >= 0) + (o->stderr_fd >= 0) +
-               (o->volume_fds ? o->volume_fds->len : 0) + strv_count(o->volumes) + strv_count(o->mounts);
+               (o->volume_fds ? o->volume_fds->len : 0) + strv_count(o->volumes) + strv_count(o->mounts) +
+               (o->secrets ? o->secrets->len : 0); /* run parity */
 }
 
 typedef struct {

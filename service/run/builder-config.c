@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "run/builder-config.h"
+#include "base/passwd.h"
 #include "base/validate.h"
 #include "run/network.h"
 
@@ -43,6 +44,7 @@ static char *check_bool(const char *arg, const char *value, GError **error)
         kiln_invalid(error, arg, "'%s' is not true or false", value);
         return NULL;
 }
+KILN_DEFINE_STRING_CHECK(check_group_add, kiln_validate_group_add) /* run parity: groups */
 
 /* A stop signal as images write it: a name (SIGTERM, TERM, SIGRTMIN+3) or a number; "" for none. */
 static char *check_stop_signal(const char *arg, const char *value, GError **error)
@@ -104,6 +106,7 @@ const KilnConfigField kiln_config_fields[] = {
         F("ulimits", "Ulimits", KILN_FIELD_STRV, ulimits, check_ulimit),
         F("isolation", "Isolation", KILN_FIELD_STRING, isolation, check_isolation),
         F("userns", "UserNamespace", KILN_FIELD_STRING, userns, check_userns),
+        F("group_add", "GroupAdd", KILN_FIELD_STRV, group_add, check_group_add), /* run parity */
         /* From an image's config (docs/images.md); kept for a later commit and shown by inspect. */
         F("stop_signal", "StopSignal", KILN_FIELD_STRING, stop_signal, check_stop_signal),
         F("exposed_ports", "ExposedPorts", KILN_FIELD_STRV, exposed_ports, check_exposed_port),

@@ -24,6 +24,7 @@ typedef struct KilnBuilderConfig {
         char **ulimits;
         char *isolation;
         char *userns;
+        char **group_add;     /* run parity: supplementary groups of every run (passwd.h) */
         char *stop_signal;    /* from an image's config */
         char **exposed_ports; /* "PORT/PROTO", from an image's config */
         /* Network settings (network.h): what a run that names none gets */

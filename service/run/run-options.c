@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bus/bus-args.h"
 #include "base/cgroup.h"
+#include "base/passwd.h"
 #include "base/size.h"
 #include "run/run-options.h"
 #include "spec/spec.h"
@@ -19,6 +21,7 @@ typedef enum {
         OPT_USEC,       /* t */
         OPT_SIZE,       /* (qq) */
         OPT_VOLUME_FDS, /* a(hss) */
+        OPT_SECRETS,    /* a{sh}: run parity */
         OPT_INT64,      /* x */
         OPT_UINT64,     /* t */
 } OptionType;
@@ -114,6 +117,7 @@ KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
 KILN_DEFINE_STRING_CHECK(check_size, validate_size)
 KILN_DEFINE_STRING_CHECK(check_runtime, validate_runtime)
 KILN_DEFINE_STRING_CHECK(check_seccomp_profile, validate_seccomp_profile)
+KILN_DEFINE_STRING_CHECK(check_group_add, kiln_validate_group_add) /* run parity: groups */
 
 static char *check_capability(const char *arg, const char *value, GError **error)
 {
@@ -122,8 +126,25 @@ static char *check_capability(const char *arg, const char *value, GError **error
         return kiln_validate_capability(arg, value, &normalized, error) ? normalized : NULL;
 }
 
-static char *check_any(G_GNUC_UNUSED const char *arg, const char *value, G_GNUC_UNUSED GError **error)
+/* ---- runtime_args (run parity: the runtime's log) ---- */
+/* kilnd gives the runtime its --log and --log-format itself: it reads that log back for the runtime's
+ * errors and relays the rest to the caller's stderr. A caller's own would either be overridden silently
+ * or (coming last) send the log where kilnd never reads it, as root, to a path the caller chose: both are
+ * refused, saying why. Everything else goes to the runtime as it is (run-privileged). */
+static char *check_runtime_arg(const char *arg, const char *value, GError **error)
 {
+        static const char *const ours[] = {"--log", "--log-format", NULL};
+
+        for (const char *const *o = ours; *o; o++) {
+                size_t n = strlen(*o);
+                if (strncmp(value, *o, n) == 0 && (value[n] == '\0' || value[n] == '=')) {
+                        kiln_invalid(error, arg,
+                                     "'%s' is kilnd's own: the runtime's log is read by kilnd and relayed "
+                                     "to your stderr (use --debug for more of it)",
+                                     *o);
+                        return NULL;
+                }
+        }
         return g_strdup(value);
 }
 
@@ -163,7 +184,7 @@ static const RunOption run_options[] = {
         O("ulimits", OPT_STRV, ulimits, check_ulimit),
         O("shm_size", OPT_STRING, shm_size, check_size),
         O("runtime", OPT_STRING, runtime, check_runtime),
-        O("runtime_args", OPT_STRV, runtime_args, check_any),
+        O("runtime_args", OPT_STRV, runtime_args, check_runtime_arg),
         O("no_hosts", OPT_TRIBOOL, no_hosts, NULL),
         O("no_hostname", OPT_BOOL, no_hostname, NULL),
         O("no_pivot", OPT_BOOL, no_pivot, NULL),
@@ -174,13 +195,15 @@ static const RunOption run_options[] = {
         O("pids_limit", OPT_INT64, pids_limit, NULL),
         O("memory", OPT_UINT64, memory, NULL),
         O("cpu_weight", OPT_UINT64, cpu_weight, NULL),
+        O("group_add", OPT_STRV, group_add, check_group_add), /* run parity: supplementary groups */
+        O("secrets", OPT_SECRETS, secrets, NULL),             /* run parity: type=secret's bytes */
 };
 #undef O
 
 static const char *const option_signatures[] = {
-        [OPT_FD] = "h",    [OPT_BOOL] = "b",   [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
-        [OPT_STRV] = "as", [OPT_USEC] = "t",   [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
-        [OPT_INT64] = "x", [OPT_UINT64] = "t",
+        [OPT_FD] = "h",          [OPT_BOOL] = "b",  [OPT_TRIBOOL] = "b", [OPT_STRING] = "s",
+        [OPT_STRV] = "as",       [OPT_USEC] = "t",  [OPT_SIZE] = "(qq)", [OPT_VOLUME_FDS] = "a(hss)",
+        [OPT_SECRETS] = "a{sh}", [OPT_INT64] = "x", [OPT_UINT64] = "t",
 };
 
 void kiln_run_options_init(KilnRunOptions *o)
@@ -217,6 +240,7 @@ void kiln_run_options_clear(KilnRunOptions *o)
                         g_clear_pointer(AT(o, opt, char **), g_strfreev);
                         break;
                 case OPT_VOLUME_FDS:
+                case OPT_SECRETS:
                         g_clear_pointer(AT(o, opt, GArray *), g_array_unref);
                         break;
                 default:
@@ -224,6 +248,9 @@ void kiln_run_options_clear(KilnRunOptions *o)
                 }
         }
         g_clear_pointer(&o->resolved_volumes, g_ptr_array_unref);
+        g_clear_pointer(&o->resolved_group_add, g_strfreev);
+        g_clear_pointer(&o->resolved_group_args, g_strfreev);
+        g_clear_pointer(&o->caller_groups, g_array_unref);
         kiln_run_options_init(o);
 }
 
@@ -282,6 +309,72 @@ static gboolean read_volume_fds(sd_bus_message *m, const KilnConfig *limits, GAr
         return TRUE;
 }
 
+/* ---- run parity: secrets ---- */
+
+static void secret_fd_clear(gpointer data)
+{
+        KilnSecretFd *s = data;
+
+        kiln_close_fdp(&s->fd);
+        g_free(s->id);
+}
+
+/* A secret must be a memfd sealed against writing, growing and shrinking: its bytes are read when the
+ * run is prepared, and the caller can no longer change them after this check; reading it never waits
+ * (a pipe could). */
+static gboolean check_secret_fd(const char *arg, int fd, GError **error)
+{
+        int seals = fcntl(fd, F_GET_SEALS);
+        const int needed = F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK;
+        struct stat st;
+
+        if (seals < 0 || (seals & needed) != needed || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return kiln_invalid(error, arg,
+                                    "not a memfd sealed with F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK");
+        if (st.st_size > KILN_SECRET_MAX)
+                return kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED, "Invalid %s: larger than %d bytes",
+                                 arg, KILN_SECRET_MAX);
+        return TRUE;
+}
+
+static gboolean read_secrets(sd_bus_message *m, const KilnConfig *limits, GArray **ret, GError **error)
+{
+        g_autoptr(GArray) secrets = g_array_new(FALSE, TRUE, sizeof(KilnSecretFd));
+        int r;
+
+        g_array_set_clear_func(secrets, secret_fd_clear);
+        r = sd_bus_message_enter_container(m, 'a', "{sh}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sh")) > 0) {
+                KilnSecretFd s = {.fd = -1};
+                g_autofree char *arg = NULL;
+                const char *id;
+                int fd;
+
+                if (!kiln_check_array_limit("secrets", secrets->len + 1, limits, error))
+                        return FALSE;
+                r = sd_bus_message_read(m, "sh", &id, &fd);
+                if (r < 0)
+                        break;
+                arg = g_strdup_printf("secrets[%.64s]", id);
+                if (!kiln_validate_name(arg, id, error) || !check_secret_fd(arg, fd, error))
+                        return FALSE;
+                for (guint i = 0; i < secrets->len; i++)
+                        if (g_str_equal(g_array_index(secrets, KilnSecretFd, i).id, id))
+                                return kiln_invalid(error, arg, "given twice");
+                if (!dup_fd(fd, arg, &s.fd, error))
+                        return FALSE;
+                s.id = g_strdup(id);
+                g_array_append_val(secrets, s);
+                r = sd_bus_message_exit_container(m);
+        }
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return kiln_bus_read_failed(r, "secrets", error);
+        *ret = g_steal_pointer(&secrets);
+        return TRUE;
+}
+
 static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_message *m,
                             const KilnConfig *limits, GError **error)
 {
@@ -332,6 +425,14 @@ static gboolean read_option(KilnRunOptions *o, const RunOption *opt, sd_bus_mess
                         o->cols = cols;
                 }
                 break;
+        case OPT_SECRETS: {
+                GArray *v = NULL;
+                if (!read_secrets(m, limits, &v, error))
+                        return FALSE;
+                g_clear_pointer(AT(o, opt, GArray *), g_array_unref);
+                *AT(o, opt, GArray *) = v;
+                break;
+        }
         case OPT_VOLUME_FDS: {
                 GArray *v = NULL;
                 if (!read_volume_fds(m, limits, &v, error))

@@ -14,6 +14,15 @@ typedef struct KilnVolumeFd {
         char *options;
 } KilnVolumeFd;
 
+/* Run parity: one entry of `secrets` (a{sh}), the caller's sealed memfd of a secret's bytes. */
+typedef struct KilnSecretFd {
+        char *id;
+        int fd; /* owned: F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK set, at most KILN_SECRET_MAX bytes */
+} KilnSecretFd;
+
+/* The largest secret (BuildKit's bound is 500 KB). */
+#define KILN_SECRET_MAX (512 * 1024)
+
 typedef struct KilnRunOptions {
         int stdin_fd, stdout_fd, stderr_fd; /* owned duplicates; -1: /dev/null */
         gboolean terminal;
@@ -48,10 +57,19 @@ typedef struct KilnRunOptions {
         gint64 pids_limit; /* <= 0: no limit */
         guint64 memory;    /* bytes; 0: no limit */
         guint64 cpu_weight;
+        /* Run parity (issue 12): supplementary groups, names of the image's /etc/group, gids or
+         * "keep-groups" (passwd.h). */
+        char **group_add;
+        GArray *secrets; /* KilnSecretFd: the bytes type=secret mounts name by id */
 
         /* Not an option: every volume and mount of the run (the builder's included), resolved once before
          * authorization (run-volumes.h); the authorization and the preparation read only this. */
         GPtrArray *resolved_volumes; /* KilnRunVolume */
+        /* Not an option either: the builder's group_add and then the run's, with their argument names
+         * ("builder group_add[0]", "group_add[1]"), and for "keep-groups" (uid 0 only) the caller's own
+         * supplementary gids; resolved with the volumes (run-volumes.h). */
+        char **resolved_group_add, **resolved_group_args;
+        GArray *caller_groups; /* guint32; NULL: no keep-groups */
 } KilnRunOptions;
 
 void kiln_run_options_init(KilnRunOptions *options);

@@ -20,6 +20,7 @@
 #include "base/rootfs.h"
 #include "base/size.h"
 #include "run/run.h"
+#include "run/run-caches.h"
 #include "run/run-volumes.h"
 #include "runtime/runtime.h"
 #include "spec/seccomp-profile.h"
@@ -58,11 +59,13 @@ void kiln_run_plan_free(KilnRunPlan *plan)
         /* The network's helper and namespaces before the bundle that holds their files goes. */
         g_clear_pointer(&plan->network, kiln_network_free);
         /* Staged volumes first: the bundle is removed without crossing into other file systems. */
-        for (guint i = 0; plan->staged && i < plan->staged->len; i++)
+        /* Last first: an overlay before the staged bind it has as its lower dir. */
+        for (guint i = plan->staged ? plan->staged->len : 0; i-- > 0;)
                 if (umount2(plan->staged->pdata[i], MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
                         g_warning("Cannot unmount %s: %s", (char *)plan->staged->pdata[i],
                                   g_strerror(errno));
         g_clear_pointer(&plan->staged, g_ptr_array_unref);
+        g_clear_pointer(&plan->cache_leases, g_ptr_array_unref); /* run parity: the caches are free again */
         if (plan->bundle_dir) {
                 g_autoptr(GError) error = NULL;
                 if (!kiln_storage_remove_bundle(plan->storage, plan->container_id, &error))
@@ -93,6 +96,7 @@ typedef struct {
         GArray *devices;         /* KilnDevice */
         GArray *gids;            /* guint32 */
         JsonNode *seccomp;
+        KilnCacheRegistry *caches; /* run parity: borrowed from the input */
 } SpecScratch;
 
 static void spec_scratch_clear(SpecScratch *s)
@@ -244,12 +248,173 @@ static gboolean run_user_host_ids(const SpecScratch *s, uid_t *uid, gid_t *gid, 
         return TRUE;
 }
 
+/* ---- run parity: `O` overlays, mounted by kilnd ---- */
+/* An `O` volume (and a bind --mount with rw) is an overlay kilnd mounts itself, in the host's mount
+ * namespace, at BUNDLE/overlay-N, which the runtime then binds like any staged volume: the same for
+ * both executors, with or without a user namespace (where neither runc nor kiln-isolate, as the mapped
+ * root, may mount an overlay of these directories). This is safe: the lower dir is @lower, the staged
+ * bind of what the caller opened (or uid 0's own path); the upper and work dirs are kilnd's own in the
+ * bundle, or the caller's persistent ones, opened as the caller and owned by it (run-volumes.c), named
+ * to overlayfs only as /proc/self/fd/N, never as a path the caller could swap. In a user namespace
+ * the overlay is nosuid,nodev. A throw-away upper dir takes the owner and mode of the lower's root, so
+ * that the merged root is what the caller sees in the source (podman and buildah do the same). */
+static gboolean mount_overlay(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, const char *lower,
+                              const struct stat *lower_st, char **ret_path, GError **error)
+{
+        guint n = plan->staged ? plan->staged->len : 0;
+        g_autofree char *target = g_strdup_printf("%s/overlay-%u", plan->bundle_dir, n);
+        g_autofree char *dir = g_strdup_printf("%s/overlay-%u.d", plan->bundle_dir, n);
+        g_autofree char *upper = g_build_filename(dir, "upper", NULL);
+        g_autofree char *work = g_build_filename(dir, "work", NULL);
+        g_autofree char *data = NULL;
+        unsigned long flags = s->in.n_uid_mappings > 0 ? MS_NOSUID | MS_NODEV : 0;
+
+        if (!S_ISDIR(lower_st->st_mode))
+                return kiln_invalid(error, v->arg, "an overlay's source must be a directory");
+        if (mkdir(target, 0700) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s",
+                                 v->arg, g_strerror(errno));
+        if (v->upper_fd >= 0) {
+                g_free(upper);
+                g_free(work);
+                upper = g_strdup_printf("/proc/self/fd/%d", v->upper_fd);
+                work = g_strdup_printf("/proc/self/fd/%d", v->work_fd);
+        } else if (mkdir(dir, 0700) < 0 || mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0 ||
+                   chown(upper, lower_st->st_uid, lower_st->st_gid) < 0 ||
+                   chmod(upper, lower_st->st_mode & 07777) < 0) {
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot create an overlay for %s: %s",
+                                 v->arg, g_strerror(errno));
+        }
+        data = g_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+        if (mount("overlay", target, "overlay", flags, data) < 0)
+                return kiln_invalid(error, v->arg, "cannot mount the overlay: %s", g_strerror(errno));
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(target));
+        *ret_path = g_steal_pointer(&target);
+        return TRUE;
+}
+
+/* ---- run parity: type=cache ---- */
+/* The caller's cache (run-caches.h), staged into the bundle like any source held as a descriptor, so
+ * that the runtime, in a user namespace too, binds no path of kilnd's state. A new cache belongs to
+ * the host ids of its uid= and gid= in the run's user namespace: its owner inside is what was asked. */
+static gboolean open_cache(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, char **ret_path,
+                           GError **error)
+{
+        guint32 uid = v->cache_uid, gid = v->cache_gid;
+        KilnCacheLease *lease = NULL;
+        gboolean private_copy = FALSE;
+        _cleanup_close_ int fd = -1;
+
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, v->cache_uid, &uid) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, v->cache_gid, &gid)))
+                return kiln_invalid(error, v->arg,
+                                    "uid %u or gid %u is not mapped in the builder's user namespace",
+                                    v->cache_uid, v->cache_gid);
+        fd = kiln_run_cache_open(s->caches, v, uid, gid, &private_copy, &lease, error);
+        if (fd < 0 && !private_copy)
+                return FALSE;
+        if (private_copy) {
+                /* sharing=private while another run uses the cache: an empty one of its own, in the
+                 * bundle, gone with it. */
+                g_autofree char *dir = g_strdup_printf("%s/cache-%u", plan->bundle_dir, s->mounts->len);
+                if (mkdir(dir, 0700) < 0 || chown(dir, uid, gid) < 0 || chmod(dir, v->cache_mode) < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                         "Cannot make a private cache for %s: %s", v->arg,
+                                         g_strerror(errno));
+                *ret_path = g_steal_pointer(&dir);
+                return TRUE;
+        }
+        if (!plan->cache_leases)
+                plan->cache_leases = g_ptr_array_new_with_free_func((GDestroyNotify)kiln_cache_lease_free);
+        g_ptr_array_add(plan->cache_leases, lease);
+        return stage_fd(plan, fd, v->arg, ret_path, error);
+}
+
+/* ---- run parity: type=secret ---- */
+/* The secret's bytes go from the caller's sealed memfd straight into a file on a tmpfs of its own,
+ * mounted by kilnd at BUNDLE/secret-N (nosuid, nodev, noexec, not swapped where the kernel can say so,
+ * sized for the one file), which the runtime binds read-only at the target: never a file on disk, in
+ * the bundle's own files or config.json (which holds only the path), nor in the builder's upper dir;
+ * the tmpfs is unmounted with the other staged mounts when the run ends. The file belongs to the host
+ * ids of its uid= and gid= in the run's user namespace. */
+static gboolean mount_secret(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, char **ret_path,
+                             GError **error)
+{
+        guint32 uid = v->cache_uid, gid = v->cache_gid;
+        guint n = plan->staged ? plan->staged->len : 0;
+        g_autofree char *dir = g_strdup_printf("%s/secret-%u", plan->bundle_dir, n);
+        g_autofree char *options = NULL, *buf = NULL;
+        _cleanup_close_ int dirfd = -1, fd = -1;
+        const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+        struct stat st;
+        off_t offset = 0;
+
+        if (s->in.n_uid_mappings > 0 &&
+            (!kiln_idmap_to_host(s->in.uid_mappings, s->in.n_uid_mappings, v->cache_uid, &uid) ||
+             !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings, v->cache_gid, &gid)))
+                return kiln_invalid(error, v->arg,
+                                    "uid %u or gid %u is not mapped in the builder's user namespace",
+                                    v->cache_uid, v->cache_gid);
+        if (fstat(v->fd, &st) < 0 || st.st_size > KILN_SECRET_MAX)
+                return kiln_invalid(error, v->arg, "the secret cannot be read");
+        if (mkdir(dir, 0700) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot make a mount point for %s: %s",
+                                 v->arg, g_strerror(errno));
+        options = g_strdup_printf("size=%" G_GUINT64_FORMAT ",nr_inodes=8,mode=0711,noswap",
+                                  (guint64)st.st_size + 65536);
+        if (mount("tmpfs", dir, "tmpfs", flags, options) < 0) {
+                /* noswap is Linux 6.4's: without it the pages may be swapped, like any process's memory. */
+                options[strlen(options) - strlen(",noswap")] = '\0';
+                if (mount("tmpfs", dir, "tmpfs", flags, options) < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot mount a tmpfs for %s: %s",
+                                         v->arg, g_strerror(errno));
+        }
+        if (!plan->staged)
+                plan->staged = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(plan->staged, g_strdup(dir));
+        dirfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd = dirfd < 0 ? -1
+                       : openat(dirfd, "secret", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "Cannot write the secret of %s: %s", v->arg,
+                                 g_strerror(errno));
+        buf = g_malloc(64 * 1024);
+        while (offset < st.st_size) {
+                ssize_t got = pread(v->fd, buf, 64 * 1024, offset), put = 0;
+                if (got < 0 && errno == EINTR)
+                        continue;
+                if (got <= 0)
+                        return kiln_invalid(error, v->arg, "the secret cannot be read: %s",
+                                            got < 0 ? g_strerror(errno) : "it is shorter than it was");
+                while (put < got) {
+                        ssize_t w = write(fd, buf + put, (size_t)(got - put));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0)
+                                return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                                 "Cannot write the secret of %s: %s", v->arg,
+                                                 g_strerror(errno));
+                        put += w;
+                }
+                offset += got;
+        }
+        explicit_bzero(buf, 64 * 1024);
+        if (fchown(fd, uid, gid) < 0 || fchmod(fd, v->cache_mode) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED,
+                                 "Cannot give the secret of %s to its owner: %s", v->arg, g_strerror(errno));
+        *ret_path = g_build_filename(dir, "secret", NULL);
+        return TRUE;
+}
+
 static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolume *v, GError **error)
 {
         KilnMount mount = {.type = KILN_MOUNT_BIND, .arg = keep(s, g_strdup(v->arg))};
-        const char *bundle = plan->bundle_dir;
         const char *source = v->source;
         g_autofree char *staged = NULL;
+        g_autofree char *merged = NULL; /* run parity: an overlay kilnd mounted */
         struct stat st;
         uid_t uid = (uid_t)-1; /* -1: set below; to chown, "leave as is" */
         gid_t gid = (gid_t)-1;
@@ -258,6 +423,16 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
                 mount.type = KILN_MOUNT_TMPFS;
                 mount.destination = keep(s, g_strdup(v->destination));
                 mount.options = keep_list(s, g_strdupv(v->options));
+                g_array_append_val(s->mounts, mount);
+                return TRUE;
+        }
+        if (v->kind == KILN_RUN_VOLUME_CACHE || v->kind == KILN_RUN_VOLUME_SECRET) { /* run parity */
+                if (v->kind == KILN_RUN_VOLUME_CACHE ? !open_cache(s, plan, v, &staged, error)
+                                                     : !mount_secret(s, plan, v, &staged, error))
+                        return FALSE;
+                mount.destination = keep(s, g_strdup(v->destination));
+                mount.options = keep_list(s, g_strdupv(v->options));
+                mount.source = keep(s, g_steal_pointer(&staged));
                 g_array_append_val(s->mounts, mount);
                 return TRUE;
         }
@@ -281,35 +456,15 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
         if ((v->flags & KILN_RUN_VOLUME_CHOWN) &&
             (!run_user_host_ids(s, &uid, &gid, error) || !chown_tree(v->arg, source, uid, gid, error)))
                 return FALSE;
-        /* The overlay of a bind in a user namespace fails today (an `O` volume too): a clear
-         * refusal rather than the runtime's "permission denied". */
-        if ((v->flags & KILN_RUN_VOLUME_SCRATCH) && s->in.n_uid_mappings > 0)
-                return kiln_invalid(error, v->arg,
-                                    "rw bind mounts are not available in a user namespace yet");
         /* overlayfs splits lowerdir= at ':' and the options at ','; uid 0's path may hold either. */
         if (v->kind == KILN_RUN_VOLUME_OVERLAY && strpbrk(source, ":,\\"))
                 return kiln_invalid(error, v->arg, "an overlay's source cannot contain ':', ',' or '\\'");
         if (v->kind == KILN_RUN_VOLUME_OVERLAY) {
-                g_autoptr(GPtrArray) o = g_ptr_array_new_with_free_func(g_free);
-                g_autofree char *dir = g_strdup_printf("%s/overlay-%u", bundle, s->mounts->len);
-                g_autofree char *upper = g_build_filename(dir, "upper", NULL);
-                g_autofree char *work = g_build_filename(dir, "work", NULL);
-
-                if (g_mkdir_with_parents(upper, 0700) < 0 || g_mkdir_with_parents(work, 0700) < 0)
-                        return kiln_fail(error, KILN_ERROR_CODE_FAILED,
-                                         "Cannot create an overlay for %s: %s", v->arg, g_strerror(errno));
-                mount.type = KILN_MOUNT_OVERLAY;
-                g_ptr_array_add(o, g_strconcat("lowerdir=", source, NULL));
-                g_ptr_array_add(o, g_strconcat("upperdir=", upper, NULL));
-                g_ptr_array_add(o, g_strconcat("workdir=", work, NULL));
-                /* The parsed options only: no caller string can name another lower, upper or work dir. */
-                for (char **p = v->options; p && *p; p++)
-                        g_ptr_array_add(o, g_strdup(*p));
-                g_ptr_array_add(o, NULL);
-                mount.options = keep_list(s, (char **)g_ptr_array_free(g_steal_pointer(&o), FALSE));
-        } else {
-                mount.options = keep_list(s, g_strdupv(v->options));
+                if (!mount_overlay(s, plan, v, source, &st, &merged, error))
+                        return FALSE;
+                source = merged; /* the runtime binds the overlay kilnd mounted */
         }
+        mount.options = keep_list(s, g_strdupv(v->options));
         mount.source = keep(s, g_strdup(source));
         mount.destination = keep(s, g_strdup(v->destination));
         g_array_append_val(s->mounts, mount);
@@ -507,7 +662,42 @@ static gboolean fill_namespaces(KilnSpecInput *in, const KilnRunOptions *o, GErr
                kiln_namespace_parse("cgroupns", o->cgroupns ? o->cgroupns : "", FALSE, &in->cgroup, error);
 }
 
-static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError **error)
+/* ---- run parity: supplementary groups (group_add) ---- */
+/* After the user's own groups: each group_add entry as a gid of the image's /etc/group (@group), then
+ * for "keep-groups" (uid 0 only, run-volumes.c) the caller's host groups, which exist only without a
+ * user namespace. In a user namespace each gid must be mapped, or setgroups would fail in the runtime. */
+static gboolean fill_group_add(SpecScratch *s, const KilnRunOptions *o, const char *group, gsize group_len,
+                               GError **error)
+{
+        guint32 host;
+
+        for (guint i = 0; o->resolved_group_add && o->resolved_group_add[i]; i++) {
+                const char *arg = o->resolved_group_args[i];
+                if (!kiln_group_add_resolve(group, group_len, arg, o->resolved_group_add[i], s->gids, error))
+                        return FALSE;
+                if (s->in.n_gid_mappings > 0 &&
+                    !kiln_idmap_to_host(s->in.gid_mappings, s->in.n_gid_mappings,
+                                        g_array_index(s->gids, guint32, s->gids->len - 1), &host))
+                        return kiln_invalid(error, arg,
+                                            "gid %u is not mapped in the builder's user namespace",
+                                            g_array_index(s->gids, guint32, s->gids->len - 1));
+        }
+        if (o->caller_groups && s->in.n_gid_mappings > 0)
+                return kiln_invalid(error, "group_add",
+                                    "'keep-groups' needs a run without a user namespace (userns host)");
+        for (guint i = 0; o->caller_groups && i < o->caller_groups->len; i++) {
+                guint32 gid = g_array_index(o->caller_groups, guint32, i);
+                gboolean seen = FALSE;
+                for (guint j = 0; j < s->gids->len && !seen; j++)
+                        seen = g_array_index(s->gids, guint32, j) == gid;
+                if (!seen && s->gids->len < KILN_MAX_ADDITIONAL_GIDS)
+                        g_array_append_val(s->gids, gid);
+        }
+        return TRUE;
+}
+
+static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, const KilnRunOptions *o,
+                          GError **error)
 {
         g_autofree char *passwd = NULL, *group = NULL;
         gsize passwd_len = 0, group_len = 0;
@@ -534,6 +724,8 @@ static gboolean fill_user(SpecScratch *s, int rootfd, const char *spec, GError *
                                &s->in.gid, &s->gids, &home, error))
                 return FALSE;
         s->in.home = keep(s, home);
+        if (!fill_group_add(s, o, group, group_len, error))
+                return FALSE;
         s->in.additional_gids = (const guint32 *)s->gids->data;
         s->in.n_additional_gids = s->gids->len;
         return TRUE;
@@ -771,6 +963,7 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         s.string_lists = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
         s.mounts = g_array_new(FALSE, TRUE, sizeof(KilnMount));
         s.devices = g_array_new(FALSE, TRUE, sizeof(KilnDevice));
+        s.caches = run->caches; /* run parity */
 
         if (g_strcmp0(isolation, "chroot") == 0) {
                 /* One generator, two executors: kiln-isolate takes the very config.json runc would. It
@@ -839,7 +1032,7 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         s.in.host_lacks_dev_mqueue = !g_file_test("/dev/mqueue", G_FILE_TEST_IS_DIR);
         s.in.annotations = (const char *const *)bc->labels;
 
-        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, error) ||
+        if (!fill_namespaces(&s.in, o, error) || !fill_user(&s, rootfd, user, o, error) ||
             !run_user_host_ids(&s, &host_uid, &host_gid, error))
                 return NULL;
         /* The working directory exists before the process starts, owned by the run's user. */

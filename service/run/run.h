@@ -45,6 +45,7 @@ typedef struct KilnRunInput {
         const char *const *image_volumes; /* the builder's image Volumes, made before each run (or NULL) */
         const char *container_id;         /* the OCI runtime's name for this run, unique in kilnd */
         KilnRunLease lease;
+        struct KilnCacheRegistry *caches; /* run parity: the caches of type=cache mounts (run-caches.h) */
 } KilnRunInput;
 
 typedef struct KilnRunPlan {
@@ -69,6 +70,7 @@ typedef struct KilnRunPlan {
         /* network=pasta or slirp4netns: the run's namespaces (in the bundle) and its helper, started before
          * the runtime (objects/process.c) and ended with the plan (run/network.h) */
         KilnNetwork *network;
+        GPtrArray *cache_leases;    /* run parity: KilnCacheLease of the type=cache mounts (run-caches.h) */
 } KilnRunPlan;
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and

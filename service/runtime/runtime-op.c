@@ -91,7 +91,7 @@ char *kiln_runtime_parse_messages(const char *text, gsize len)
 }
 
 /* The end of the runtime's log: it only grows by what the runtime writes, but read a bounded tail. */
-static char *read_log_messages(const char *path)
+static char *read_log_tail(const char *path, gsize *ret_len)
 {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         g_autofree char *buf = NULL;
@@ -102,7 +102,7 @@ static char *read_log_messages(const char *path)
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
                 return NULL;
         offset = st.st_size > KILN_RUNTIME_MESSAGE_LIMIT ? st.st_size - KILN_RUNTIME_MESSAGE_LIMIT : 0;
-        buf = g_malloc(KILN_RUNTIME_MESSAGE_LIMIT);
+        buf = g_malloc(KILN_RUNTIME_MESSAGE_LIMIT + 1);
         while (len < KILN_RUNTIME_MESSAGE_LIMIT) {
                 ssize_t n = pread(fd, buf + len, KILN_RUNTIME_MESSAGE_LIMIT - len, offset + (off_t)len);
                 if (n < 0 && errno == EINTR)
@@ -111,7 +111,68 @@ static char *read_log_messages(const char *path)
                         break;
                 len += (gsize)n;
         }
-        return kiln_runtime_parse_messages(buf, len);
+        buf[len] = '\0';
+        *ret_len = len;
+        return g_steal_pointer(&buf);
+}
+
+static char *read_log_messages(const char *path)
+{
+        gsize len = 0;
+        g_autofree char *buf = read_log_tail(path, &len);
+
+        return buf ? kiln_runtime_parse_messages(buf, len) : NULL;
+}
+
+/* One line of the runtime's for the caller: "runc: debug: MSG". Control characters are escaped, so the
+ * runtime (or a command name the caller chose, quoted in a message) cannot drive the caller's terminal. */
+static void add_note(GString *notes, const char *runtime_name, const char *line, gboolean failed)
+{
+        g_autoptr(JsonParser) parser = NULL;
+        g_autofree char *escaped = NULL;
+        const char *msg = line, *level = NULL;
+        JsonNode *root;
+
+        if (*msg == '{') {
+                parser = json_parser_new();
+                if (json_parser_load_from_data(parser, msg, -1, NULL) &&
+                    (root = json_parser_get_root(parser)) && JSON_NODE_HOLDS_OBJECT(root)) {
+                        JsonObject *o = json_node_get_object(root);
+                        msg = json_object_get_string_member_with_default(o, "msg", msg);
+                        level = json_object_get_string_member_with_default(o, "level", NULL);
+                }
+        }
+        /* A failure's errors are in the error the caller gets already: not twice. */
+        if (failed && (!level || is_error_level(level)))
+                return;
+        escaped = kiln_escape_for_message(msg, strlen(msg));
+        g_string_append_printf(notes, "%s: %s%s%s\n", runtime_name, level ? level : "", level ? ": " : "",
+                               escaped);
+}
+
+char *kiln_runtime_op_notes(KilnRuntimeOp *op)
+{
+        g_autoptr(GString) notes = g_string_new(NULL);
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+        gsize len = 0;
+
+        if (op->log_path)
+                text = read_log_tail(op->log_path, &len);
+        else if (op->messages) {
+                g_autoptr(GBytes) bytes = kiln_relay_get_captured(op->messages);
+                const char *data = g_bytes_get_data(bytes, &len);
+                text = data ? g_strndup(data, len) : NULL;
+        }
+        if (!text)
+                return NULL;
+        lines = g_strsplit(text, "\n", 0);
+        for (char **l = lines; *l && notes->len < KILN_RUNTIME_MESSAGE_LIMIT; l++) {
+                g_strstrip(*l);
+                if (**l)
+                        add_note(notes, op->runtime_name, *l, op->status != 0);
+        }
+        return notes->len ? g_string_free(g_steal_pointer(&notes), FALSE) : NULL;
 }
 
 static void op_complete(KilnRuntimeOp *op)
@@ -209,11 +270,24 @@ static GPtrArray *runtime_argv(const char *runtime, const char *const *runtime_a
         return argv;
 }
 
-static KilnRuntimeOp *op_new(const char *runtime, const char *verb, const char *id, char *log_path)
+/* For messages: the runtime's name, the real one's when kiln-runtime-ns runs it ("... -- RUNTIME ARGS"). */
+static char *runtime_name(const char *runtime, const char *const *runtime_args)
+{
+        g_autofree char *name = g_path_get_basename(runtime);
+
+        if (g_str_equal(name, "kiln-runtime-ns"))
+                for (const char *const *a = runtime_args; a && *a; a++)
+                        if (g_str_equal(*a, "--") && a[1])
+                                return g_path_get_basename(a[1]);
+        return g_steal_pointer(&name);
+}
+
+static KilnRuntimeOp *op_new(const char *runtime, const char *const *runtime_args, const char *verb,
+                             const char *id, char *log_path)
 {
         KilnRuntimeOp *op = g_new0(KilnRuntimeOp, 1);
 
-        op->runtime_name = g_path_get_basename(runtime);
+        op->runtime_name = runtime_name(runtime, runtime_args);
         op->verb = g_strdup(verb);
         op->id = g_strdup(id);
         op->log_path = log_path;
@@ -241,7 +315,7 @@ KilnRuntimeOp *kiln_runtime_op_request(KilnIsolateServer *server, const char *ru
                 g_prefix_error(error, "%s %s of container %s: ", runtime, verb, id);
                 return NULL;
         }
-        op = op_new(runtime, verb, id, g_steal_pointer(&log_path));
+        op = op_new(runtime, runtime_args, verb, id, g_steal_pointer(&log_path));
         op->request = request;
         return op;
 }
@@ -296,7 +370,7 @@ KilnRuntimeOp *kiln_runtime_op_spawn(const char *runtime, const char *const *run
 
         /* GLib's child watch reaps it: the reaper must not. */
         kiln_reaper_claim_subprocess(process);
-        op = op_new(runtime, verb, id, g_steal_pointer(&log_path));
+        op = op_new(runtime, runtime_args, verb, id, g_steal_pointer(&log_path));
         op->process = process;
         if (messages_fd >= 0) {
                 g_autofree char *name = g_strdup_printf("%s %s messages", op->runtime_name, verb);

@@ -64,6 +64,11 @@ void kiln_runtime_op_run(KilnRuntimeOp *op, GMainContext *context, KilnRuntimeOp
  * execute the command (as a shell's 127 / 126), otherwise G_IO_ERROR_FAILED. */
 GError *kiln_runtime_op_error(KilnRuntimeOp *op);
 
+/* What the runtime said about the command for the caller's stderr, one "NAME: LEVEL: MSG" line each
+ * (its log, or its stderr when it had none), escaped and bounded; when the command failed without its
+ * errors, which are in kiln_runtime_op_error()'s message. NULL: nothing. Only from the done callback. */
+char *kiln_runtime_op_notes(KilnRuntimeOp *op);
+
 /* Runs one command to its end on a private main context, at most @timeout_ms before it is killed. */
 gboolean kiln_runtime_run_sync(const char *runtime, const char *const *runtime_args, const char *state_root,
                                const char *bundle_dir, const char *id, const char *verb,

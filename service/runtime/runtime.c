@@ -78,6 +78,11 @@ struct KilnContainer {
 
         KilnConsole *console;
         KilnStdio stdio;
+        /* What the runtime says about the run (its log of create, its stderr of start), for the caller's
+         * stderr: written to @notes_fd, a non-blocking pipe whose other end @notes relays, closed once no
+         * runtime command of the start is left. -1 / NULL: no stderr to tell (RunCaptured, /dev/null). */
+        int notes_fd;
+        KilnRelay *notes;
         GError *capture_error;
 
         GTask *start_task;
@@ -149,6 +154,7 @@ KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec)
         c->cols = spec->cols;
         c->capture_limit = spec->capture_limit;
         c->exit_status = -1;
+        c->notes_fd = -1;
         /* Our own duplicates: the caller may close theirs as soon as this returns. */
         for (int i = 0; i < 3; i++) {
                 c->caller_fd[i] = -1;
@@ -400,6 +406,17 @@ static void on_relay_done(G_GNUC_UNUSED KilnRelay *relay, const GError *error, g
         container_settle(c);
 }
 
+static void on_notes_done(G_GNUC_UNUSED KilnRelay *relay, const GError *error, gpointer data)
+{
+        _cleanup_container_unref_ KilnContainer *c = container_ref(data);
+
+        if (c->disposed)
+                return;
+        if (error)
+                g_debug("Container %s: runtime messages: %s", c->id, error->message);
+        container_settle(c);
+}
+
 static void relays_start(KilnContainer *c)
 {
         for (int i = 0; i < 3; i++)
@@ -411,6 +428,68 @@ static void relays_stop(KilnContainer *c, gboolean output_too)
 {
         for (int i = 0; i < (output_too ? 3 : 1); i++)
                 kiln_relay_stop(c->stdio.relays[i]);
+}
+
+/* ---- what the runtime says ---- */
+
+/* The caller's stderr gets the runtime's words through a relay of our own: a caller that does not read
+ * its stderr can never block kilnd, and the pipe holds what one start says (bounded per command,
+ * KILN_RUNTIME_MESSAGE_LIMIT); what does not fit is dropped. */
+static gboolean notes_prepare(KilnContainer *c, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        int p[2];
+        int out;
+
+        if (c->capture_limit > 0 || c->caller_fd[STDERR] < 0)
+                return TRUE;
+        /* A stderr no relay may write (a device other than a terminal or /dev/null) still goes to the
+         * container as it is (stdio-relay.h); it just hears nothing from the runtime. */
+        out = kiln_relay_open_endpoint(c->caller_fd[STDERR], FALSE, "stderr", &local);
+        if (out < 0) {
+                g_debug("Container %s: no runtime messages: %s", c->id, local->message);
+                return TRUE;
+        }
+        if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+                int errsv = errno;
+                kiln_close_fdp(&out);
+                return g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errsv), "pipe: %s",
+                                   g_strerror(errsv)),
+                       FALSE;
+        }
+        c->notes_fd = p[1];
+        c->notes = kiln_relay_new("runtime messages", p[0], out, KILN_RELAY_FLAGS_NONE);
+        return TRUE;
+}
+
+static void on_notes_done(KilnRelay *relay, const GError *error, gpointer data);
+
+static void notes_tell(KilnContainer *c, KilnRuntimeOp *op)
+{
+        g_autofree char *notes = NULL;
+        const char *p;
+        gsize left;
+
+        if (c->notes_fd < 0)
+                return;
+        notes = kiln_runtime_op_notes(op);
+        for (p = notes, left = notes ? strlen(notes) : 0; left > 0;) {
+                ssize_t n = write(c->notes_fd, p, left);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break; /* full (EAGAIN) or the relay is gone: dropped, never waited for */
+                p += n;
+                left -= (gsize)n;
+        }
+}
+
+/* No runtime command of the start is left: the relay ends once it wrote what it holds. */
+static void notes_close(KilnContainer *c)
+{
+        kiln_close_fdp(&c->notes_fd);
+        if (c->notes && !kiln_relay_is_running(c->notes) && c->context)
+                kiln_relay_start(c->notes, c->context, on_notes_done, c);
 }
 
 /* ---- the life cycle ---- */
@@ -434,7 +513,8 @@ static void container_settle(KilnContainer *c)
                 return;
         if (c->create_process || c->create_request || c->start_process || c->delete_process ||
             c->pid_watch || (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
-            kiln_relay_is_running(c->stdio.relays[STDERR]))
+            kiln_relay_is_running(c->stdio.relays[STDERR]) || c->notes_fd >= 0 ||
+            kiln_relay_is_running(c->notes))
                 return;
 
         c->settled = TRUE;
@@ -477,6 +557,7 @@ static void start_fail(KilnContainer *c, GError *error)
                 c->start_error = error;
         else
                 g_error_free(error);
+        notes_close(c);
         relays_stop(c, FALSE);
         runtime_delete(c); /* also kills the process waiting to be started */
         container_settle(c);
@@ -488,6 +569,7 @@ static void container_running(KilnContainer *c)
         int signal;
 
         c->started = TRUE;
+        notes_close(c);
         if (c->start_cancelled) {
                 start_fail(c, g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
                                           "Starting container %s was cancelled", c->id));
@@ -508,6 +590,7 @@ static void on_start_done(gpointer data, KilnRuntimeOp *op)
         if (c->disposed)
                 return;
         g_clear_object(&c->start_process);
+        notes_tell(c, op);
         if (op->status != 0) {
                 start_fail(c, kiln_runtime_op_error(op));
                 return;
@@ -573,6 +656,7 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
                 return;
         g_clear_object(&c->create_process);
         g_clear_pointer(&c->create_request, kiln_isolate_request_unref);
+        notes_tell(c, op);
         if (op->status != 0) {
                 reaper_release(c); /* no process of the container's to wait for */
                 create_undo(c);
@@ -695,6 +779,8 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
         }
 
         remove_bundle_files(c); /* stale ones would confuse us, not the runtime */
+        if (!notes_prepare(c, &error))
+                goto fail;
         if (!kiln_stdio_prepare(&c->stdio, c->caller_fd, c->terminal, c->capture_limit, c->what, stdio,
                                 &error))
                 goto fail;
@@ -978,6 +1064,8 @@ static void container_dispose(KilnContainer *c)
                 g_warning("Process %d of container %s did not exit after SIGKILL", (int)c->pid, c->id);
         g_clear_pointer(&c->pid_watch, kiln_pid_watch_free);
         relays_stop(c, TRUE);
+        kiln_close_fdp(&c->notes_fd);
+        kiln_relay_stop(c->notes);
         g_clear_pointer(&c->console, kiln_console_free);
         if (c->context)
                 remove_bundle_files(c);
@@ -989,6 +1077,8 @@ static void container_unref(KilnContainer *c)
                 return;
         reaper_release(c);
         kiln_stdio_clear(&c->stdio);
+        kiln_close_fdp(&c->notes_fd);
+        g_clear_pointer(&c->notes, kiln_relay_free);
         for (int i = 0; i < 3; i++)
                 kiln_close_fdp(&c->caller_fd[i]);
         g_clear_error(&c->setup_error);

@@ -65,7 +65,7 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$workdir/no-bus.sock
 
 expect "rm rmi run" kiln r
 expect "commit config containers copy" kiln co
-expect "add commit config containers copy from images info inspect mount push rm rmi run tag umount version" kiln ''
+expect "add commit config containers copy from images info inspect mount prune push rm rmi run tag umount version" kiln ''
 expect "--no-ask-password" kiln --no
 expect "rm rmi run" kiln --no-ask-password r
 expect "--terminal" kiln run --ter

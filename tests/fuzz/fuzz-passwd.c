@@ -2,8 +2,10 @@
 /* A run's user against the image's /etc/passwd and /etc/group, both the caller's files:
  * kiln_resolve_user() (passwd.c), which calls every lookup of that parser. The input is
  * "SPEC\nPASSWD-CONTENT\x1dGROUP-CONTENT" (0x1d, the group separator, does not occur in either
- * file; without it there is no /etc/group). */
+ * file; without it there is no /etc/group). The group of SPEC (after ':'), or SPEC itself, then goes
+ * through kiln_group_add_resolve() as a group_add entry (run parity). */
 #include <stdio.h>
+#include <string.h>
 
 #include "fuzz-common.h"
 #include "base/passwd.h"
@@ -49,5 +51,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* The contract: the primary gid first, a home always. */
         if (!gids || gids->len < 1 || g_array_index(gids, guint32, 0) != gid || !home)
                 abort();
+        {
+                const char *colon = strchr(spec, ':');
+                guint before = gids->len;
+
+                if (kiln_group_add_resolve(group_copy, group_size, "group_add[0]", colon ? colon + 1 : spec,
+                                           gids, &error)) {
+                        /* At most one gid more, never a duplicate. */
+                        if (gids->len > before + 1)
+                                abort();
+                        for (guint i = 0; gids->len > before && i < before; i++)
+                                if (g_array_index(gids, guint32, i) == g_array_index(gids, guint32, before))
+                                        abort();
+                } else if (!error || !strstr(error->message, "group_add[0]")) {
+                        abort();
+                }
+        }
         return 0;
 }

@@ -34,7 +34,7 @@ static const struct {
         {"volume_fds", "a(hss)"}, {"mounts", "as"},          {"devices", "as"},
         {"ulimits", "as"},        {"runtime_args", "as"},    {"no_hosts", "b"},
         {"no_hostname", "b"},     {"no_pivot", "b"},         {"no_new_privileges", "b"},
-        {"timeout", "t"},         {"detach", "b"},
+        {"timeout", "t"},         {"detach", "b"},           {"group_add", "as"}, /* run parity */
 };
 
 static sd_bus *bus;

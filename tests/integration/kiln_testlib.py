@@ -77,6 +77,7 @@ BUILDER_PROPERTIES = {
     'UserNamespace': 's', 'Env': 'as', 'WorkingDir': 's', 'User': 's', 'Hostname': 's',
     'Entrypoint': 'as', 'Cmd': 'as', 'Shell': 'as', 'Volumes': 'as', 'Labels': 'a{ss}',
     'CapAdd': 'as', 'CapDrop': 'as', 'Ulimits': 'as', 'Processes': 'ao',
+    'GroupAdd': 'as',  # run parity
     # Images (test_images.py)
     'StopSignal': 's', 'ExposedPorts': 'as', 'Layers': 'as', 'Image': 's',
     # The network settings of runs (docs/network.md)

@@ -8,7 +8,13 @@ from inside the container, so the flag is known to reach kilnd.
 - --userns host (root, on a builder whose runs are otherwise mapped): the identity uid_map.
 - Any other --security-opt is a usage error (exit 125) naming it, and nothing runs.
 - --no-ask-password is taken before and after BUILDER, and is the command's own after its first word.
+- --runtime-flag debug: the runtime's (runc's, or kiln-isolate's) debug lines about the run reach the
+  caller's stderr, "RUNTIME: debug: ...", and none without it (root, and kiln-alice with
+  run-privileged, whose runtime runs inside kiln-runtime-ns). The runtime's --log and --log-format are
+  kilnd's: a caller's is InvalidArgument naming runtime_args[0], and the runtime never writes there.
 """
+import os
+
 import kiln_runlib as kr
 import kiln_testlib as kt
 import test_userns as tu
@@ -27,6 +33,11 @@ def status_field(text, name):
 class RunFlagsCases(kr.RunTestCase):
 
     alices_builder = tu.UsernsCases_oci.alices_builder
+    set_trusted = tu.UsernsCases_oci.set_trusted
+
+    def tearDown(self):
+        self.set_trusted(False)
+        super().tearDown()
 
     def status(self, b, *options, **kwargs):
         return self.sh(b, 'cat /proc/self/status', *options, **kwargs)
@@ -79,6 +90,42 @@ class RunFlagsCases(kr.RunTestCase):
         self.assertEqual(out, '--no-ask-password\n')
         out = self.run_ok(b, '--', 'echo', '--no-ask-password=false')
         self.assertEqual(out, '--no-ask-password=false\n')
+
+
+    # -- what the runtime says (issue 12 item 5) ----------------------------------------
+
+    def assert_runtime_debug_relayed(self, b, user=None):
+        code, out, err = self.krun(b, 'echo', 'ran', user=user)
+        self.assertEqual((code, out), (0, 'ran\n'), err)
+        self.assertNotIn(': debug: ', err)
+        code, out, err = self.krun('--runtime-flag', 'debug', b, 'echo', 'ran', user=user)
+        self.assertEqual((code, out), (0, 'ran\n'), err)
+        debug = [line for line in err.splitlines() if ': debug: ' in line]
+        self.assertTrue(debug, err)
+        runtime = 'kiln-isolate' if self.isolation == 'chroot' else 'run'  # runc, or kiln-runtime-ns
+        self.assertTrue(all(line.startswith(('runc', 'crun', 'kiln-')) for line in debug), debug)
+        self.assertTrue(any(runtime in line for line in debug), debug)
+
+    def test_runtime_flag_debug_is_relayed(self):
+        self.assert_runtime_debug_relayed(self.builder())
+
+    def test_runtime_flag_debug_is_relayed_for_alice(self):
+        self.set_trusted(True)
+        self.assert_runtime_debug_relayed(self.alices_builder(), user=kt.ALICE)
+
+    def test_runtime_log_flags_are_refused(self):
+        b = self.builder()
+        log = os.path.join(self.unique_scratch_dir('log'), 'runtime.log')
+        for args in (['--log', log], [f'--log={log}'], ['--log-format', 'text'], ['--log-format=text']):
+            with self.subTest(args=args):
+                r = self.captured(b, ['echo', 'ran'], {'runtime_args': args})
+                self.assertError(r, kt.E_INVALID, ['runtime_args[0]', "kilnd's own"])
+                self.assertFalse(os.path.exists(log))
+        code, out, err = self.krun('--runtime-flag', f'log={log}', b, 'echo', 'ran')
+        self.assertNotEqual(code, 0)
+        self.assertEqual(out, '')
+        self.assertIn('runtime_args[0]', err)
+        self.assertFalse(os.path.exists(log))
 
 
 kr.parametrize(globals(), RunFlagsCases)

@@ -30,10 +30,10 @@ import kiln_testlib as kt  # noqa: E402
 
 # kilnd inherits the test's limits through kiln-env: start it with systemd's default soft limit.
 SOFT_NOFILE = 1024
-# A run with its three stdio descriptors counts 15 against DescriptorsPerUser: alice reaches it
+# A run with its three stdio descriptors counts 18 against DescriptorsPerUser: alice reaches it
 # with DESCRIPTOR_RUNS runs, before ProcessesPerUser.
 DESCRIPTOR_RUNS = 40
-DESCRIPTORS_PER_USER = 15 * DESCRIPTOR_RUNS
+DESCRIPTORS_PER_USER = 18 * DESCRIPTOR_RUNS
 # The DESCRIPTOR_RUNS clients start at once: their polkit checks may all be in flight together.
 EXTRA_CONF = f"""[Limits]
 ProcessesPerUser=70

@@ -57,6 +57,9 @@ static void test_volume_spec_refused(void)
                 "/src:/dst:ro,lowerdir=/etc",
                 "/a:/b:c:d",
                 "/src:/dst:U,",
+                "/src:/dst:upperdir=/u,workdir=/w",    /* without O */
+                "/src:/dst:O,upperdir=/u",             /* without workdir */
+                "/src:/dst:O,upperdir=rel,workdir=/w", /* not absolute */
                 NULL,
         };
 
@@ -191,7 +194,17 @@ static void test_mount_refused(void)
                 {"type=tmpfs,dst=/t,O", "O"},
                 {"type=tmpfs,src=/etc,dst=/t", "src"},
                 {"type=volume,src=/s,dst=/d", "type"},
-                {"type=cache,dst=/d", "cache"},
+                {"type=cache,dst=/d,from=image", "from"},
+                {"type=cache,dst=/d,src=/s,lowerdir=/etc", "lowerdir"},
+                {"type=cache,id=../x,dst=/d", "id"},
+                {"type=cache,dst=/d,sharing=maybe", "sharing"},
+                {"type=cache,dst=/d,mode=8", "mode"},
+                {"type=cache,dst=/d,source=a/../../b", ".."},
+                {"type=cache,id=x", "target"},
+                {"type=secret,dst=/d", "id"},
+                {"type=secret,id=a/b", "id"},
+                {"type=secret,id=x,src=/etc/shadow", "src"},
+                {"type=secret,id=x,target=relative", "target"},
                 {"type=bind,src=/s", "destination"},
                 {"type=bind,dst=/d", "source"},
                 {"type=bind,src=relative,dst=/d", "source"},
@@ -211,6 +224,50 @@ static void test_mount_refused(void)
         }
 }
 
+/* Run parity: O with a persistent upper, type=cache and type=secret. */
+static void test_run_parity_mounts(void)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnRunVolume) upper =
+                kiln_run_volume_parse("volumes[0]", "/s:/d:O,upperdir=/u,workdir=/w,nodev", &error);
+        g_autoptr(KilnRunVolume) cache = NULL, unnamed = NULL, secret = NULL;
+
+        g_assert_no_error(error);
+        g_assert_cmpint(upper->kind, ==, KILN_RUN_VOLUME_OVERLAY);
+        g_assert_cmpstr(upper->upperdir, ==, "/u");
+        g_assert_cmpstr(upper->workdir, ==, "/w");
+        g_assert_cmpint(upper->upper_fd, ==, -1);
+        assert_options(upper, (const char *const[]){"nodev", NULL});
+
+        cache = kiln_run_mount_parse(
+                "mounts[0]", "type=cache,id=go,target=/c,sharing=locked,uid=7,gid=8,mode=0700,src=a/b,ro",
+                &error);
+        g_assert_no_error(error);
+        g_assert_cmpint(cache->kind, ==, KILN_RUN_VOLUME_CACHE);
+        g_assert_cmpstr(cache->cache_id, ==, "go");
+        g_assert_cmpstr(cache->cache_source, ==, "a/b");
+        g_assert_null(cache->source); /* never a host path to open */
+        g_assert_cmpint(cache->cache_sharing, ==, KILN_RUN_CACHE_LOCKED);
+        g_assert_cmpuint(cache->cache_uid, ==, 7);
+        g_assert_cmpuint(cache->cache_gid, ==, 8);
+        g_assert_cmpuint(cache->cache_mode, ==, 0700);
+        assert_options(cache, (const char *const[]){"ro", NULL});
+
+        unnamed = kiln_run_mount_parse("mounts[1]", "type=cache,target=/c", &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(strlen(unnamed->cache_id), ==, 64);
+        g_assert_cmpuint(unnamed->cache_mode, ==, 0755);
+        g_assert_cmpint(unnamed->cache_sharing, ==, KILN_RUN_CACHE_SHARED);
+
+        secret = kiln_run_mount_parse("mounts[2]", "type=secret,id=tok,required,mode=0440", &error);
+        g_assert_no_error(error);
+        g_assert_cmpint(secret->kind, ==, KILN_RUN_VOLUME_SECRET);
+        g_assert_cmpstr(secret->destination, ==, "/run/secrets/tok");
+        g_assert_true(secret->secret_required);
+        g_assert_cmpuint(secret->cache_mode, ==, 0440);
+        assert_options(secret, (const char *const[]){"ro", "nosuid", "nodev", "noexec", NULL});
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -221,5 +278,6 @@ int main(int argc, char **argv)
         g_test_add_func("/run-volumes/mount-bind-and-tmpfs", test_mount_bind_and_tmpfs);
         g_test_add_func("/run-volumes/mount-bind-writes", test_mount_bind_writes);
         g_test_add_func("/run-volumes/mount-refused", test_mount_refused);
+        g_test_add_func("/run-volumes/run-parity-mounts", test_run_parity_mounts);
         return g_test_run();
 }
