@@ -70,7 +70,7 @@ typedef struct KilnRunPlan {
         /* network=pasta or slirp4netns: the run's namespaces (in the bundle) and its helper, started before
          * the runtime (objects/process.c) and ended with the plan (run/network.h) */
         KilnNetwork *network;
-        GPtrArray *cache_leases;    /* run parity: KilnCacheLease of the type=cache mounts (run-caches.h) */
+        GPtrArray *cache_leases; /* run parity: KilnCacheLease of the type=cache mounts (run-caches.h) */
 } KilnRunPlan;
 
 /* Authorization happened before (run-privileges.h decides what needs run-privileged); volumes and
