@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Start-up detection of a working OCI runtime: each candidate runs a trivial container through the same
- * driver as every run (create, start, wait, delete), and the first whose container exits 0 is chosen.
+ * driver as every run (run --detach, wait, delete), and the first whose container exits 0 is chosen.
  * Runtimes do refuse hosts they cannot handle — crun refuses a hybrid cgroup v1 layout, for one — and
  * only a real container finds out.
  *

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The runtime driver: create / start / wait / delete of one container through runc or crun, its stdio,
+/* The runtime driver: run --detach / wait / delete of one container through runc or crun, its stdio,
  * its terminal and its captured output. The pieces: runtime-op.c (one runtime command), runtime-pid.c
  * (the container's process), stdio-relay.c (its streams), console.c (its terminal), runtime-detect.c.
  *
  * Everything runs on the main context that was the thread default when the container was started:
  * runtime commands are GSubprocesses (GLib reaps them), the container's own process is watched through a
- * pidfd — kilnd is a child subreaper, so the process re-parents to us when the runtime's `create` exits.
+ * pidfd — kilnd is a child subreaper, so the process re-parents to us when the runtime's `run --detach`
+ * exits. One execution of the runtime starts a container: `run --detach` returns once the command runs
+ * (create and start in one, each execution of runc costs Go's start-up), then `delete` once the process
+ * is reaped.
  *
- * kiln-isolate (isolation=chroot) takes one execution instead of three: `run --detach` returns once the
- * command runs (create and start in one), signals go through the pidfd, and the state it keeps for a
- * crash's clean-up is removed here once the process is reaped (no `delete`).
+ * kiln-isolate (isolation=chroot) takes only the one: signals go through the pidfd, and the state it
+ * keeps for a crash's clean-up is removed here once the process is reaped (no `delete`).
  *
  * A run is over ("settled") once no runtime command runs, the process is reaped, the runtime's state is
  * deleted and every output relay has flushed; only then does wait answer. */
@@ -61,10 +63,9 @@ struct KilnContainer {
 
         GMainContext *context;
 
-        GSubprocess *create_process;        /* create, or kiln-isolate's run --detach */
+        GSubprocess *create_process;        /* run --detach (the runtime's or kiln-isolate's) */
         gboolean reaper_held;               /* from create until the process is watched */
         KilnIsolateRequest *create_request; /* instead: run --detach by kiln-isolate's server */
-        GSubprocess *start_process;
         GSubprocess *delete_process;
         gboolean created; /* the runtime has state for it: delete it */
         gboolean deleted;
@@ -511,10 +512,9 @@ static void container_settle(KilnContainer *c)
 {
         if (c->disposed || c->settled)
                 return;
-        if (c->create_process || c->create_request || c->start_process || c->delete_process ||
-            c->pid_watch || (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
-            kiln_relay_is_running(c->stdio.relays[STDERR]) || c->notes_fd >= 0 ||
-            kiln_relay_is_running(c->notes))
+        if (c->create_process || c->create_request || c->delete_process || c->pid_watch ||
+            (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
+            kiln_relay_is_running(c->stdio.relays[STDERR]) || c->notes_fd >= 0 || kiln_relay_is_running(c->notes))
                 return;
 
         c->settled = TRUE;
@@ -559,7 +559,7 @@ static void start_fail(KilnContainer *c, GError *error)
                 g_error_free(error);
         notes_close(c);
         relays_stop(c, FALSE);
-        runtime_delete(c); /* also kills the process waiting to be started */
+        runtime_delete(c); /* --force: also kills the container's process */
         container_settle(c);
 }
 
@@ -581,21 +581,6 @@ static void container_running(KilnContainer *c)
         if (signal && !c->exited)
                 (void)runtime_kill(c, signal, NULL);
         start_task_return(c, NULL);
-}
-
-static void on_start_done(gpointer data, KilnRuntimeOp *op)
-{
-        KilnContainer *c = data;
-
-        if (c->disposed)
-                return;
-        g_clear_object(&c->start_process);
-        notes_tell(c, op);
-        if (op->status != 0) {
-                start_fail(c, kiln_runtime_op_error(op));
-                return;
-        }
-        container_running(c);
 }
 
 /* Whether a cgroup of @pid is the container's (cgroup.h knows the names). */
@@ -649,7 +634,6 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
 {
         KilnContainer *c = data;
         GError *error = NULL;
-        KilnRuntimeOp *start;
         gboolean ok;
 
         if (c->disposed)
@@ -681,24 +665,7 @@ static void on_create_done(gpointer data, KilnRuntimeOp *op)
          * cost the run three descriptors until it ends (DescriptorsPerUser, process.c). */
         for (int i = 0; i < 3; i++)
                 kiln_close_fdp(&c->caller_fd[i]);
-        if (c->start_cancelled) {
-                start_fail(c, g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
-                                          "Starting container %s was cancelled", c->id));
-                return;
-        }
-        if (c->isolate) {
-                container_running(c); /* run --detach: the command runs already */
-                return;
-        }
-        start = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
-                                      c->bundle_dir, c->id, "start", NULL, NULL, NULL, &error);
-        if (!start) {
-                start_fail(c, error);
-                return;
-        }
-        c->start_process = g_object_ref(start->process);
-        kiln_runtime_op_run(start, c->context, on_start_done, container_ref(c),
-                            (GDestroyNotify)container_unref);
+        container_running(c); /* run --detach: the command runs already */
 }
 
 static gboolean on_start_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpointer data)
@@ -707,7 +674,7 @@ static gboolean on_start_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpoi
 
         c->start_cancelled = TRUE;
         cancel_source_clear(&c->start_cancel_source);
-        return G_SOURCE_REMOVE; /* acted on between the steps: create is never interrupted */
+        return G_SOURCE_REMOVE; /* acted on once run --detach returns: it is never interrupted */
 }
 
 /* kiln-isolate's server runs what kilnd would execute: the same program with the same global options. */
@@ -793,8 +760,9 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                 g_ptr_array_add(args, g_strdup("--console-socket"));
                 g_ptr_array_add(args, g_steal_pointer(&socket));
         }
-        if (c->isolate)
-                g_ptr_array_add(args, g_strdup("--detach"));
+        /* run --detach: create and start in one execution of the runtime, which exits once the command
+         * runs; the rest (the pid file, the pidfd, delete) is as after a create. */
+        g_ptr_array_add(args, g_strdup("--detach"));
         g_ptr_array_add(args, g_strdup("--bundle"));
         g_ptr_array_add(args, g_strdup(c->bundle_dir));
         g_ptr_array_add(args, g_strdup("--pid-file"));
@@ -810,8 +778,7 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                         c->bundle_dir, c->id, "run", (const char *const *)args->pdata, stdio, &error);
         else
                 create = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args,
-                                               c->state_root, c->bundle_dir, c->id,
-                                               c->isolate ? "run" : "create",
+                                               c->state_root, c->bundle_dir, c->id, "run",
                                                (const char *const *)args->pdata, NULL, stdio, &error);
         stdio[0] = stdio[1] = stdio[2] = -1; /* taken, also on failure */
         if (!create)
@@ -1039,10 +1006,6 @@ static void container_dispose(KilnContainer *c)
                 }
         }
         reaper_release(c);
-        if (c->start_process) {
-                kiln_runtime_wait_bounded(c->start_process, SYNC_TIMEOUT_MS);
-                g_clear_object(&c->start_process);
-        }
         kiln_pid_watch_kill(c->pid_watch, SIGKILL); /* no time for the runtime's kill */
         if (c->delete_process) {
                 kiln_runtime_wait_bounded(c->delete_process, SYNC_TIMEOUT_MS);

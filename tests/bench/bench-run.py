@@ -10,8 +10,8 @@ In one run, on the same busybox root file system, prints the median wall time of
   - a bare `runc run` of the bundle kilnd generated for the same command (what a user would type);
   - a bare `runc create`, `start`, wait, `delete` of the same bundle
     (same config.json, same generated files, the same overlay root kept mounted with `kiln mount`),
-    the sequence kilnd drives, with this script as the child subreaper that reaps the container's
-    process as kilnd does;
+    the sequence kilnd drove before it used `run --detach`, with this script as the child subreaper
+    that reaps the container's process as kilnd does;
 and the ratios. Then kilnd's RSS after 10 runs and after --leak-runs runs.
 Run as root from the source tree after a build.
 """
@@ -36,7 +36,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def bare_runc(runc_root, bundle, name):
-    """create, start, wait for the container's process, delete: what kilnd does, with nothing around it."""
+    """create, start, wait for the container's process, delete: what kilnd did, with nothing around it."""
     pid_file = os.path.join(bundle, f'{name}.pid')
     start = time.perf_counter()
     subprocess.run(['runc', '--root', runc_root, 'create', '--bundle', bundle, '--pid-file', pid_file, '--', name],

@@ -97,13 +97,13 @@ class Leftovers(kr.RunTestCase):
 
 
 class FailedCreate(kr.RunTestCase):
-    """The runtime's create runs `runc init`, then fails: it exits non-zero after runc made the
-    container (state written, init waiting on the exec fifo), or it is killed mid-way (SIGKILL as soon
-    as runc init exists). Either way nothing may be left: no runc init, no runtime state, no zombie;
-    and the builder runs again."""
+    """The runtime's create (`run --detach`, create and start in one) runs `runc init`, then fails: it
+    exits non-zero after runc made the container (state written, the command running), or it is killed
+    mid-way (SIGKILL as soon as runc init exists). Either way nothing may be left: no runc init, no
+    runtime state, no zombie; and the builder runs again."""
 
     CREATE_FAILS = 'REAL "$@"; exit 1'
-    # runc init is runc create's child: kill create once it exists (100 ms at most).
+    # runc init is the runtime's child: kill the runtime once it exists (100 ms at most).
     CREATE_KILLED = ('REAL "$@" & pid=$!; i=0; '
                      'while [ $i -lt 200 ] && ! pgrep -P $pid >/dev/null; do i=$((i+1)); sleep 0.005; done; '
                      'kill -9 $pid; exit 1')
@@ -113,7 +113,7 @@ class FailedCreate(kr.RunTestCase):
         path = os.path.join(scratch, 'runc-wrapper')
         with open(path, 'w') as f:
             f.write('#!/bin/sh\n'
-                    f'case " $* " in *" create "*) {create.replace("REAL", real)};; esac\n'
+                    f'case " $* " in *" create "*|*" run "*) {create.replace("REAL", real)};; esac\n'
                     f'exec {real} "$@"\n')
         os.chmod(path, 0o755)
         os.chmod(scratch, 0o755)

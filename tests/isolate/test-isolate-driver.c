@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kilnd's runtime driver (service/runtime/runtime.h) with kiln-isolate as its runtime, both ways it can
- * drive it: as runc (create, start, wait, kill, delete) and as kilnd does (`isolate`: run --detach, wait,
+ * drive it: as runc (run --detach, wait, kill, delete) and as kilnd does (`isolate`: run --detach, wait,
  * signals through the pidfd, the state removed in-process). Stdio passed through or captured, the terminal
  * through the console socket, a command that cannot run reported as runc's would be, and nothing left in
  * the state root. Needs root and a static /bin/busybox; exits 77 (skipped) otherwise. */
@@ -21,7 +21,7 @@ static const char *runtime_args[3];
 
 /* The test's data: how the driver drives kiln-isolate. */
 typedef struct {
-        gboolean isolate; /* kilnd's one-step driving (run --detach), or runc's sequence */
+        gboolean isolate; /* kilnd's driving of kiln-isolate (no kill, no delete), or runc's */
         gboolean served;  /* through kiln-isolate's server, as kilnd does, or executed */
 } Mode;
 static const Mode drive_as_runc = {FALSE, FALSE}, drive_as_isolate = {TRUE, FALSE},
@@ -171,13 +171,12 @@ static void test_not_found(gconstpointer data)
                 g_autoptr(KilnContainer) c = kiln_container_new(&spec);
                 g_autoptr(GError) error = NULL;
 
-                /* Checked at create, in runc's words: the driver tells not found from not executable. */
+                /* Checked before it starts, in runc's words: the driver tells not found from not executable.
+                 */
                 g_assert_cmpint(drive(c, &error), ==, -1);
                 g_assert_error(error, G_IO_ERROR, codes[i]);
                 g_test_message("%s", error->message);
-                g_assert_nonnull(strstr(error->message, ((const Mode *)data)->isolate
-                                                                ? "kiln-isolate run of container"
-                                                                : "kiln-isolate create of container"));
+                g_assert_nonnull(strstr(error->message, "kiln-isolate run of container"));
                 g_assert_nonnull(strstr(error->message, cases[i][0]));
         }
         g_assert_cmpuint(count_dir(test_env.state_root), ==, 0);
@@ -229,7 +228,7 @@ static int compare_double(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-/* What a chroot run costs the driver: create, start, wait, delete, or run --detach and wait. */
+/* What a chroot run costs the driver: run --detach, wait and delete, or run --detach and wait. */
 static void test_timing(gconstpointer data)
 {
         TestRun run = {.seccomp = TRUE};
@@ -253,7 +252,7 @@ static void test_timing(gconstpointer data)
         g_print("# driver %s of /bin/true with kiln-isolate: median %.2f ms of %zu\n",
                 ((const Mode *)data)->served    ? "run --detach/wait, served"
                 : ((const Mode *)data)->isolate ? "run --detach/wait"
-                                                : "create/start/wait/delete",
+                                                : "run --detach/wait/delete",
                 (times[9] + times[10]) / 2, G_N_ELEMENTS(times));
 }
 
@@ -315,7 +314,7 @@ int main(int argc, char **argv)
         int r;
 
         test_env_init(&argc, &argv);
-        /* As kilnd: the init re-parents to us when `create` exits. */
+        /* As kilnd: the init re-parents to us when `run --detach` exits. */
         g_assert_no_errno(prctl(PR_SET_CHILD_SUBREAPER, 1));
         g_assert_no_errno(g_mkdir_with_parents(test_env.state_root, 0700));
         runtime_args[0] = "--cache-dir";
