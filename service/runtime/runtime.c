@@ -514,7 +514,8 @@ static void container_settle(KilnContainer *c)
                 return;
         if (c->create_process || c->create_request || c->delete_process || c->pid_watch ||
             (c->created && !c->deleted) || kiln_relay_is_running(c->stdio.relays[STDOUT]) ||
-            kiln_relay_is_running(c->stdio.relays[STDERR]) || c->notes_fd >= 0 || kiln_relay_is_running(c->notes))
+            kiln_relay_is_running(c->stdio.relays[STDERR]) || c->notes_fd >= 0 ||
+            kiln_relay_is_running(c->notes))
                 return;
 
         c->settled = TRUE;
