@@ -130,18 +130,18 @@ int kiln_bus_call(sd_bus *bus, sd_bus_message *m, uint64_t timeout_usec, sd_bus_
         return 0;
 }
 
-int kiln_bus_resolve_builder(sd_bus *bus, const char *name_or_id, char **ret_path)
+int kiln_bus_resolve(sd_bus *bus, const char *method, const char *name_or_id, char **ret_path)
 {
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
         const char *path;
         int r;
 
-        r = kiln_bus_new_call(bus, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE, "GetBuilder", &m);
+        r = kiln_bus_new_call(bus, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE, method, &m);
         if (r < 0)
                 return r;
         r = sd_bus_message_append(m, "s", name_or_id);
         if (r < 0)
-                return kiln_bus_log_error(NULL, r, "GetBuilder");
+                return kiln_bus_log_error(NULL, r, method);
         r = kiln_bus_call(bus, m, 0, &reply);
         if (r < 0)
                 return r;
@@ -152,6 +152,11 @@ int kiln_bus_resolve_builder(sd_bus *bus, const char *name_or_id, char **ret_pat
 
         *ret_path = g_strdup(path);
         return 0;
+}
+
+int kiln_bus_resolve_builder(sd_bus *bus, const char *name_or_id, char **ret_path)
+{
+        return kiln_bus_resolve(bus, "GetBuilder", name_or_id, ret_path);
 }
 
 int kiln_bus_list_builders(sd_bus *bus, bool only_own, GPtrArray **ret)
@@ -200,8 +205,8 @@ int kiln_bus_list_builders(sd_bus *bus, bool only_own, GPtrArray **ret)
         return 0;
 }
 
-int kiln_bus_get_builder_property(sd_bus *bus, const char *path, const char *property, const char *type,
-                                  sd_bus_message **ret_reply)
+int kiln_bus_get_property(sd_bus *bus, const char *path, const char *interface, const char *property,
+                          const char *type, sd_bus_message **ret_reply)
 {
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
         int r;
@@ -209,7 +214,7 @@ int kiln_bus_get_builder_property(sd_bus *bus, const char *path, const char *pro
         r = kiln_bus_new_call(bus, path, KILN_PROPERTIES_INTERFACE, "Get", &m);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "ss", KILN_BUILDER_INTERFACE, property);
+        r = sd_bus_message_append(m, "ss", interface, property);
         if (r < 0)
                 return kiln_bus_log_error(NULL, r, "Get");
         r = kiln_bus_call(bus, m, 0, &reply);
@@ -226,13 +231,14 @@ int kiln_bus_get_builder_property(sd_bus *bus, const char *path, const char *pro
         return 0;
 }
 
-int kiln_bus_get_builder_string(sd_bus *bus, const char *path, const char *property, char **ret)
+int kiln_bus_get_string(sd_bus *bus, const char *path, const char *interface, const char *property,
+                        char **ret)
 {
         g_autoptr(sd_bus_message) reply = NULL;
         const char *value;
         int r;
 
-        r = kiln_bus_get_builder_property(bus, path, property, "s", &reply);
+        r = kiln_bus_get_property(bus, path, interface, property, "s", &reply);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(reply, "s", &value);
@@ -241,6 +247,17 @@ int kiln_bus_get_builder_string(sd_bus *bus, const char *path, const char *prope
 
         *ret = g_strdup(value);
         return 0;
+}
+
+int kiln_bus_get_builder_property(sd_bus *bus, const char *path, const char *property, const char *type,
+                                  sd_bus_message **ret_reply)
+{
+        return kiln_bus_get_property(bus, path, KILN_BUILDER_INTERFACE, property, type, ret_reply);
+}
+
+int kiln_bus_get_builder_string(sd_bus *bus, const char *path, const char *property, char **ret)
+{
+        return kiln_bus_get_string(bus, path, KILN_BUILDER_INTERFACE, property, ret);
 }
 
 int kiln_bus_get_builder_strv(sd_bus *bus, const char *path, const char *property, char ***ret)

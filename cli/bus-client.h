@@ -55,7 +55,9 @@ int kiln_bus_new_call(sd_bus *bus, const char *path, const char *interface, cons
 /* Sends m and waits for the reply; timeout_usec 0 means the connection's default. */
 int kiln_bus_call(sd_bus *bus, sd_bus_message *m, uint64_t timeout_usec, sd_bus_message **ret_reply);
 
-/* Manager.GetBuilder: a builder's name or id (or a unique id prefix) to its object path. */
+/* Manager.METHOD(name_or_id) to an object path: GetBuilder (a builder's name, id or unique id
+ * prefix), GetImage; errors are logged. */
+int kiln_bus_resolve(sd_bus *bus, const char *method, const char *name_or_id, char **ret_path);
 int kiln_bus_resolve_builder(sd_bus *bus, const char *name_or_id, char **ret_path);
 
 /* Connects and resolves @name_or_id: what every verb on one builder starts with. */
@@ -64,8 +66,12 @@ int kiln_bus_open_builder(const char *name_or_id, sd_bus **ret_bus, char **ret_p
 /* Manager.ListBuilders; with only_own, just the builders the calling user owns. */
 int kiln_bus_list_builders(sd_bus *bus, bool only_own, GPtrArray **ret);
 
-/* Properties.Get on a builder; the reply is left positioned inside the variant, whose contents
- * must be `type`. */
+/* Properties.Get of INTERFACE.PROPERTY; the reply is left positioned inside the variant, whose
+ * contents must be `type`. The _builder_ forms are on the Builder interface. */
+int kiln_bus_get_property(sd_bus *bus, const char *path, const char *interface, const char *property,
+                          const char *type, sd_bus_message **ret_reply);
+int kiln_bus_get_string(sd_bus *bus, const char *path, const char *interface, const char *property,
+                        char **ret);
 int kiln_bus_get_builder_property(sd_bus *bus, const char *path, const char *property, const char *type,
                                   sd_bus_message **ret_reply);
 int kiln_bus_get_builder_string(sd_bus *bus, const char *path, const char *property, char **ret);

@@ -17,54 +17,9 @@
 #include "json-module.h"
 #include "verbs.h"
 
-#define KILN_IMAGE_INTERFACE "org.kiln.Builder1.Image"
 #define SHORT_ID_LENGTH 12
 /* Writing an image can take long for big layers. */
 #define KILN_TIMEOUT_IMAGE_USEC (60ULL * 60 * 1000 * 1000)
-
-static int get_image_string(sd_bus *bus, const char *path, const char *property, char **ret)
-{
-        g_autoptr(sd_bus_message) m = NULL, reply = NULL;
-        const char *value;
-        int r;
-
-        r = kiln_bus_new_call(bus, path, KILN_PROPERTIES_INTERFACE, "Get", &m);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "ss", KILN_IMAGE_INTERFACE, property);
-        if (r < 0)
-                return kiln_bus_log_error(NULL, r, "Get");
-        r = kiln_bus_call(bus, m, 0, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(reply, "v", "s", &value);
-        if (r < 0)
-                return kiln_bus_log_parse_error(r);
-        *ret = g_strdup(value);
-        return 0;
-}
-
-static int resolve_image(sd_bus *bus, const char *name_or_id, char **ret_path)
-{
-        g_autoptr(sd_bus_message) m = NULL, reply = NULL;
-        const char *path;
-        int r;
-
-        r = kiln_bus_new_call(bus, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE, "GetImage", &m);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "s", name_or_id);
-        if (r < 0)
-                return kiln_bus_log_error(NULL, r, "GetImage");
-        r = kiln_bus_call(bus, m, 0, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(reply, "o", &path);
-        if (r < 0)
-                return kiln_bus_log_parse_error(r);
-        *ret_path = g_strdup(path);
-        return 0;
-}
 
 int kiln_verb_commit(int argc, char **argv)
 {
@@ -131,7 +86,7 @@ int kiln_verb_commit(int argc, char **argv)
         r = sd_bus_message_read(reply, "o", &image_path);
         if (r < 0)
                 return kiln_bus_log_parse_error(r), KILN_EXIT_FAILURE;
-        if (get_image_string(bus, image_path, "Id", &id) < 0)
+        if (kiln_bus_get_string(bus, image_path, KILN_IMAGE_INTERFACE, "Id", &id) < 0)
                 return KILN_EXIT_FAILURE;
         printf("%s\n", id);
         return KILN_EXIT_SUCCESS;
@@ -200,16 +155,13 @@ static int list_images(sd_bus *bus, bool only_own, GPtrArray **ret)
 /* The rows as an aa{sv} message (never sent), printed by the JSON module as an array of objects. */
 static int print_images_json(sd_bus *bus, GPtrArray *rows)
 {
-        const KilnCliJson *module = kiln_cli_json();
         g_autoptr(sd_bus_message) m = NULL;
         int r;
 
-        if (!module)
-                return -ENOENT;
-        r = sd_bus_message_new_method_call(bus, &m, KILN_BUS_NAME, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,
-                                           "ListImages");
-        if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "a{sv}");
+        r = kiln_cli_json_new_message(bus, &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'a', "a{sv}");
         for (guint i = 0; r >= 0 && i < rows->len; i++) {
                 ImageRow *row = rows->pdata[i];
                 r = sd_bus_message_open_container(m, 'a', "{sv}");
@@ -235,15 +187,7 @@ static int print_images_json(sd_bus *bus, GPtrArray *rows)
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
-        if (r >= 0)
-                r = sd_bus_message_seal(m, 1, 0);
-        if (r >= 0)
-                r = sd_bus_message_rewind(m, true);
-        if (r >= 0)
-                r = module->print_message(m);
-        if (r < 0)
-                kiln_bus_log_parse_error(r);
-        return r;
+        return kiln_cli_json_print_built(m, r);
 }
 
 static char *owner_name(uid_t uid)
@@ -316,7 +260,8 @@ int kiln_verb_rmi(int argc, char **argv)
                 g_autofree char *path = NULL, *id = NULL;
                 g_autoptr(sd_bus_message) m = NULL, reply = NULL;
 
-                if (resolve_image(bus, argv[i], &path) < 0 || get_image_string(bus, path, "Id", &id) < 0 ||
+                if (kiln_bus_resolve(bus, "GetImage", argv[i], &path) < 0 ||
+                    kiln_bus_get_string(bus, path, KILN_IMAGE_INTERFACE, "Id", &id) < 0 ||
                     kiln_bus_new_call(bus, path, KILN_IMAGE_INTERFACE, "Remove", &m) < 0) {
                         failed = true;
                         continue;
@@ -341,7 +286,7 @@ int kiln_verb_tag(int argc, char **argv)
                 return KILN_EXIT_FAILURE;
         if (argc < 3)
                 return kiln_usage_error("tag", "expected IMAGE and at least one NAME");
-        if (kiln_bus_open(&bus) < 0 || resolve_image(bus, argv[1], &path) < 0)
+        if (kiln_bus_open(&bus) < 0 || kiln_bus_resolve(bus, "GetImage", argv[1], &path) < 0)
                 return KILN_EXIT_FAILURE;
         for (int i = 2; i < argc; i++) {
                 g_clear_pointer(&m, sd_bus_message_unref);
@@ -445,7 +390,7 @@ int kiln_verb_push(int argc, char **argv)
         }
         if (!*file)
                 return kiln_usage_error("push", "the destination has no path");
-        if (kiln_bus_open(&bus) < 0 || resolve_image(bus, argv[1], &path) < 0)
+        if (kiln_bus_open(&bus) < 0 || kiln_bus_resolve(bus, "GetImage", argv[1], &path) < 0)
                 return KILN_EXIT_FAILURE;
         if (g_str_equal(format, "oci"))
                 return push_to_dir(bus, path, file, name) < 0 ? KILN_EXIT_FAILURE : KILN_EXIT_SUCCESS;

@@ -14,27 +14,14 @@
  * service's string) as it writes every other reply. */
 static int print_json(sd_bus *bus, const char *service)
 {
-        const KilnCliJson *module = kiln_cli_json();
         g_autoptr(sd_bus_message) m = NULL;
         int r;
 
-        if (!module)
-                return -ENOENT;
-        r = sd_bus_message_new_method_call(bus, &m, KILN_BUS_NAME, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,
-                                           "Version");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "a{sv}", 2, "client", "s", KILN_VERSION, "service", "s",
-                                          service);
-        /* Sealed (never sent), so that it can be read from the start. */
-        if (r >= 0)
-                r = sd_bus_message_seal(m, 1, 0);
-        if (r >= 0)
-                r = sd_bus_message_rewind(m, true);
-        if (r >= 0)
-                r = module->print_message(m);
+        r = kiln_cli_json_new_message(bus, &m);
         if (r < 0)
-                kiln_bus_log_parse_error(r);
-        return r;
+                return r;
+        r = sd_bus_message_append(m, "a{sv}", 2, "client", "s", KILN_VERSION, "service", "s", service);
+        return kiln_cli_json_print_built(m, r);
 }
 
 int kiln_verb_version(int argc, char **argv)

@@ -25,3 +25,9 @@ typedef struct KilnCliJson {
 
 /* The module, loaded on first use (json-load.c); NULL (and a message on stderr) when it cannot be. */
 const KilnCliJson *kiln_cli_json(void);
+
+/* A message built here only to be printed by the module as JSON (a reply's shape for data the client
+ * put together), and its printing: sealed, rewound, printed. print_built takes the result of the
+ * appends (a negative r is logged and returned as is). */
+int kiln_cli_json_new_message(sd_bus *bus, sd_bus_message **ret);
+int kiln_cli_json_print_built(sd_bus_message *m, int r);

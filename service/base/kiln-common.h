@@ -13,6 +13,7 @@
 #define KILN_BUILDER_PATH_PREFIX "/org/kiln/Builder1/builder"
 #define KILN_MANAGER_INTERFACE "org.kiln.Builder1.Manager"
 #define KILN_BUILDER_INTERFACE "org.kiln.Builder1.Builder"
+#define KILN_IMAGE_INTERFACE "org.kiln.Builder1.Image"
 
 #define KILN_ERROR_NOT_FOUND "org.kiln.Builder1.Error.NotFound"
 #define KILN_ERROR_EXISTS "org.kiln.Builder1.Error.Exists"
