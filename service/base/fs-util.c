@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -335,4 +337,89 @@ char *kiln_escape_for_message(const char *s, size_t len)
                 p = next;
         }
         return g_string_free(out, FALSE);
+}
+
+/* openat2 answers EAGAIN with RESOLVE_IN_ROOT when a rename raced with the lookup. */
+#define OPENAT2_ATTEMPTS 32
+
+int kiln_openat2(int dirfd, const char *path, int flags, mode_t mode, guint64 resolve)
+{
+#ifdef SYS_openat2
+        gboolean creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
+        struct open_how how = {
+                .flags = (guint64)(flags | O_CLOEXEC),
+                .mode = creates ? mode : 0,
+                .resolve = resolve,
+        };
+
+        for (int i = 0; i < OPENAT2_ATTEMPTS; i++) {
+                long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+                if (fd >= 0)
+                        return (int)fd;
+                if (errno != EAGAIN && errno != EINTR)
+                        return -errno;
+        }
+        return -EAGAIN;
+#else
+        /* Fail closed: there is no safe userspace emulation worth trusting here. */
+        return -ENOSYS;
+#endif
+}
+
+/* Directories waiting to be read, at the most: past it the tree is not measured (-E2BIG). */
+#define TREE_MAX_PENDING (1U << 20)
+
+int kiln_tree_bytes_at(int topfd, guint64 *ret_bytes)
+{
+        g_autoptr(GPtrArray) pending = g_ptr_array_new_with_free_func(g_free);
+        struct stat top;
+        guint64 bytes = 0;
+        int r = 0;
+
+        *ret_bytes = 0;
+        if (fstat(topfd, &top) < 0)
+                return -errno;
+        g_ptr_array_add(pending, g_strdup("."));
+        while (pending->len > 0 && r == 0) {
+                g_autofree char *rel = g_ptr_array_steal_index(pending, pending->len - 1);
+                /* By its path from the top, never through a symlink or onto another file system: a
+                 * run may rename anything in the tree while it is read. */
+                int fd = kiln_openat2(topfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0,
+                                      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+                                              RESOLVE_NO_XDEV);
+                DIR *d;
+                struct dirent *de;
+
+                if (fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV)
+                        continue; /* changed under us, or a mount point: nothing of the tree's */
+                if (fd < 0) {
+                        r = fd; /* ENAMETOOLONG: deeper than a path reaches */
+                        break;
+                }
+                d = fdopendir(fd);
+                if (!d) {
+                        r = -errno;
+                        close(fd);
+                        break;
+                }
+                while ((de = readdir(d))) {
+                        struct stat st;
+                        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                                continue;
+                        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                continue;
+                        if (S_ISREG(st.st_mode)) {
+                                bytes += MIN((guint64)st.st_size, G_MAXUINT64 - bytes);
+                        } else if (S_ISDIR(st.st_mode) && st.st_dev == top.st_dev) {
+                                if (pending->len >= TREE_MAX_PENDING) {
+                                        r = -E2BIG;
+                                        break;
+                                }
+                                g_ptr_array_add(pending, g_strdup_printf("%s/%s", rel, de->d_name));
+                        }
+                }
+                closedir(d);
+        }
+        *ret_bytes = bytes;
+        return r;
 }

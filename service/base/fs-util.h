@@ -5,6 +5,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
+
+#include <glib.h>
 
 /* Subtrees deeper than this many levels are moved up and removed from the top (see kiln_rm_rf_at). */
 #define KILN_RM_MAX_FDS 32
@@ -31,3 +34,14 @@ int kiln_close_all_fds_except(const int *keep, size_t n_keep);
 /* Formats @s (@len bytes, may hold anything) for an error message: valid UTF-8 is kept, control
  * characters, backslashes and invalid bytes become \xNN. */
 char *kiln_escape_for_message(const char *s, size_t len);
+
+/* openat2(2) with @resolve (RESOLVE_*), O_CLOEXEC added, retried where a rename raced with the
+ * lookup. Returns the descriptor or -errno (-ENOSYS without openat2: kiln does not emulate it). */
+int kiln_openat2(int dirfd, const char *path, int flags, mode_t mode, guint64 resolve);
+
+/* The bytes of regular file content in the tree @topfd, never following a symlink nor leaving its file
+ * system, each directory opened by its path from @topfd (RESOLVE_BENEATH, no symlinks), so a tree
+ * that changes while it is read is measured as it is met. *@ret_bytes: what was counted. Returns 0,
+ * or -errno when part of the tree could not be measured: -ENAMETOOLONG (deeper than a path reaches),
+ * -E2BIG (more than 2^20 directories waiting) — a caller bounding a user counts such a tree as full. */
+int kiln_tree_bytes_at(int topfd, guint64 *ret_bytes);

@@ -11,43 +11,17 @@
 #include <gio/gio.h>
 
 #include "base/errors.h"
+#include "base/fs-util.h"
 #include "base/kiln-common.h"
 #include "base/rootfs.h"
 
 /* The kernel's own bound on symlinks followed in one lookup. */
 #define MAX_SYMLINKS 40
-/* openat2 answers EAGAIN with RESOLVE_IN_ROOT when a rename raced with the lookup. */
-#define OPENAT2_ATTEMPTS 32
-
-static int openat2_at(int dirfd, const char *path, int flags, mode_t mode, guint64 resolve)
-{
-#ifdef SYS_openat2
-        gboolean creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
-        struct open_how how = {
-                .flags = (guint64)(flags | O_CLOEXEC),
-                .mode = creates ? mode : 0,
-                .resolve = resolve,
-        };
-
-        for (int i = 0; i < OPENAT2_ATTEMPTS; i++) {
-                long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-                if (fd >= 0)
-                        return (int)fd;
-                if (errno != EAGAIN && errno != EINTR)
-                        return -errno;
-        }
-        return -EAGAIN;
-#else
-        /* Fail closed: there is no safe userspace emulation worth trusting here. */
-        return -ENOSYS;
-#endif
-}
-
 int kiln_rootfs_open(int rootfd, const char *path, int flags, mode_t mode)
 {
         /* RESOLVE_IN_ROOT makes "/" and ".." stop at @rootfd, for the path and every symlink in it;
          * RESOLVE_NO_MAGICLINKS refuses /proc/self/fd-style links, which would jump anywhere. */
-        return openat2_at(rootfd, path, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+        return kiln_openat2(rootfd, path, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 }
 
 static gboolean set_errno_error(GError **error, int e, const char *what, const char *path)
@@ -129,8 +103,8 @@ gboolean kiln_rootfs_read_file(int rootfd, const char *path, gsize max_size, cha
 static gboolean own_new_directory(int parentfd, const char *name, const char *path, mode_t mode, uid_t uid,
                                   gid_t gid, int *out_fd, GError **error)
 {
-        _cleanup_close_ int fd = openat2_at(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0,
-                                            RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        _cleanup_close_ int fd = kiln_openat2(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0,
+                                              RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
 
         if (fd < 0)
                 return set_errno_error(error, -fd, "Cannot open new directory", path);

@@ -10,6 +10,7 @@
 
 #include <gio/gio.h>
 
+#include "base/fs-util.h"
 #include "base/kiln-common.h"
 #include "base/rootfs.h"
 
@@ -338,6 +339,31 @@ static void test_fail_closed(Fixture *f, G_GNUC_UNUSED gconstpointer data)
         g_assert_null(out);
 }
 
+/* kiln_tree_bytes_at (caches in StorageBytesPerUser): regular files' bytes, nested directories, never
+ * what a symlink points at (a file outside, a directory outside), links and empty files count 0. */
+static void test_tree_bytes(Fixture *f, G_GNUC_UNUSED gconstpointer data)
+{
+        g_autofree char *big = g_strnfill(10000, 'x');
+        g_autofree char *to_file = g_build_filename(f->outside, "big", NULL);
+        g_autofree char *to_dir = g_build_filename(f->outside, "dir", NULL);
+        guint64 bytes = 1;
+
+        if (!have_openat2()) {
+                g_test_skip("no openat2");
+                return;
+        }
+        put(f->outside, "big", big, 0644);
+        put(f->outside, "dir/big", big, 0644);
+        put(f->root, "a", "12345", 0644);
+        put(f->root, "d/e/f/g", "123", 0600);
+        put(f->root, "d/empty", "", 0644);
+        link_at(f->root, "d/to-file", to_file);
+        link_at(f->root, "d/to-dir", to_dir);
+        link_at(f->root, "d/up", "..");
+        g_assert_cmpint(kiln_tree_bytes_at(f->rootfd, &bytes), ==, 0);
+        g_assert_cmpuint(bytes, ==, 8);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -349,6 +375,7 @@ int main(int argc, char **argv)
         ADD("/rootfs/mkdir/errors", test_mkdir_errors);
         ADD("/rootfs/lookup", test_lookup);
         ADD("/rootfs/fail-closed", test_fail_closed);
+        ADD("/rootfs/tree-bytes", test_tree_bytes);
 #undef ADD
         return g_test_run();
 }
