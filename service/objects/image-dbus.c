@@ -1101,12 +1101,12 @@ static gboolean over_storage(KilnManager *m, uid_t uid, GError **error)
 
         if (uid == 0 || limit == G_MAXUINT64)
                 return FALSE;
-        used = kiln_storage_user_bytes(m->storage, uid) + kiln_images_user_bytes(m, uid);
+        used = kiln_manager_user_storage_bytes(m, uid);
         if (used <= limit)
                 return FALSE;
         g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
                     "User %u would keep %" G_GUINT64_FORMAT
-                    " bytes of layers and images, past StorageBytesPerUser "
+                    " bytes of layers, images and caches, past StorageBytesPerUser "
                     "(%" G_GUINT64_FORMAT ")",
                     (unsigned)uid, used, limit);
         return TRUE;
@@ -1426,6 +1426,7 @@ int kiln_images_register(KilnManager *m)
                 return -EIO;
         }
         m->find_stored_image = find_stored_image;
+        m->images_user_bytes = kiln_images_user_bytes;
         m->export_stored_image = export_stored_image;
         m->finish_export = finish_export;
         loaded = kiln_image_store_load(images->store);

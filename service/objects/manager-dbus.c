@@ -802,7 +802,7 @@ static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *erro
                         reply, "{sv}{sv}{sv}{sv}", "default_isolation", "s", c->default_isolation,
                         "default_network", "s", c->network_default ? c->network_default : "private",
                         "default_userns", "s", root ? c->default_userns_root : "auto", "storage_bytes", "t",
-                        kiln_storage_user_bytes(manager->storage, creds->uid));
+                        kiln_manager_user_storage_bytes(manager, creds->uid));
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'e', "sv");
         if (r >= 0)

@@ -60,6 +60,24 @@ static gboolean layers_exist(KilnManager *m, const KilnBuilder *b)
         return TRUE;
 }
 
+/* What StorageBytesPerUser bounds besides caches: the layers the user's builders use, his images. */
+static guint64 layers_and_images_bytes(uid_t uid, gpointer data)
+{
+        KilnManager *m = data;
+        guint64 layers = kiln_storage_user_bytes(m->storage, uid);
+        guint64 images = m->images_user_bytes ? m->images_user_bytes(m, uid) : 0;
+
+        return layers + MIN(images, G_MAXUINT64 - layers);
+}
+
+guint64 kiln_manager_user_storage_bytes(KilnManager *m, uid_t uid)
+{
+        guint64 other = layers_and_images_bytes(uid, m),
+                caches = kiln_cache_registry_user_bytes(m->caches, uid);
+
+        return other + MIN(caches, G_MAXUINT64 - other);
+}
+
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus)
 {
         KilnManager *m = g_new0(KilnManager, 1);
@@ -87,6 +105,7 @@ KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth
         kiln_storage_set_image_limits(storage, config->image_bytes, config->layers_per_image,
                                       config->entries_per_layer);
         kiln_storage_set_layer_uses(storage, layer_uses, m);
+        kiln_cache_registry_set_limit(m->caches, config->storage_bytes_per_user, layers_and_images_bytes, m);
         return m;
 }
 

@@ -56,6 +56,8 @@ typedef struct KilnManager {
         void (*export_stored_image)(struct KilnManager *manager, const char *id, GCancellable *cancellable,
                                     GAsyncReadyCallback callback, gpointer data);
         int (*finish_export)(GAsyncResult *result, GError **error);
+        /* images out: the bytes of @owner's images, for StorageBytesPerUser (NULL: no images yet) */
+        guint64 (*images_user_bytes)(struct KilnManager *manager, uid_t owner);
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
@@ -88,6 +90,9 @@ KilnBuilder *kiln_manager_create_builder(KilnManager *manager, const char *name,
 const char *kiln_manager_default_userns(KilnManager *manager, uid_t owner, const KilnBuilderConfig *config);
 /* Unmounts (a mount kept for a next run too), removes from disk and unexports. */
 gboolean kiln_manager_remove_builder(KilnManager *manager, KilnBuilder *builder, GError **error);
+/* What [Limits] StorageBytesPerUser counts for @uid: the layers his builders use, his images and his
+ * caches (as last measured). */
+guint64 kiln_manager_user_storage_bytes(KilnManager *manager, uid_t uid);
 /* A builder's user namespace maps (KilnIdMaps, userns.h) depend on its owner only. */
 gboolean kiln_manager_id_maps(KilnManager *manager, uid_t owner, KilnIdMaps *ret, GError **error);
 

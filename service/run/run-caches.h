@@ -23,11 +23,21 @@ KilnCacheRegistry *kiln_cache_registry_new(const char *state_dir);
 void kiln_cache_registry_free(KilnCacheRegistry *registry);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnCacheRegistry, kiln_cache_registry_free)
 
+/* Bounds the caches by [Limits] StorageBytesPerUser (G_MAXUINT64: not bounded): a run of a uid other
+ * than 0 may use a cache only while his caches (as last measured: after each cache's last run ends, on a
+ * worker thread, and once now for all) and @other_bytes (his layers and images) are within it. */
+typedef guint64 (*KilnCacheOtherBytesFunc)(uid_t owner, gpointer data);
+void kiln_cache_registry_set_limit(KilnCacheRegistry *registry, guint64 bytes_per_user,
+                                   KilnCacheOtherBytesFunc other_bytes, gpointer data);
+/* The bytes of @owner's caches as last measured (G_MAXUINT64 if one could not be). */
+guint64 kiln_cache_registry_user_bytes(KilnCacheRegistry *registry, uid_t owner);
+
 /* Opens the cache of @v for a run (making it, owned by @host_uid:@host_gid with @v's mode, the first
  * time) and, with @v->cache_source, the directory inside it (made the same way when missing); takes a
  * lease on it. *@ret_private: sharing=private found the cache in use, the caller makes a fresh
  * directory instead and the returned descriptor is -1. Returns an O_PATH descriptor of the directory,
- * or -1 with @error (Busy for sharing=locked, InvalidArgument naming @v->arg for a bad source). */
+ * or -1 with @error (Busy for sharing=locked, InvalidArgument naming @v->arg for a bad source,
+ * LimitExceeded past StorageBytesPerUser; nothing is made then). */
 int kiln_run_cache_open(KilnCacheRegistry *registry, const KilnRunVolume *v, uid_t host_uid, gid_t host_gid,
                         gboolean *ret_private, KilnCacheLease **ret_lease, GError **error);
 void kiln_cache_lease_free(KilnCacheLease *lease);

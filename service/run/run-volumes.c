@@ -271,7 +271,10 @@ static KilnRunVolume *parse_cache_mount(const char *arg, char **parts, GError **
                 } else if (g_str_equal(opt, "ro") || g_str_equal(opt, "rw")) {
                         ro = g_str_equal(opt, "ro");
                 } else if (g_str_has_prefix(opt, "from=")) {
-                        return kiln_invalid(error, arg, "'from' is not supported yet for type=cache"), NULL;
+                        return kiln_invalid(error, arg,
+                                            "'from' is not supported: kiln has no build stages (see "
+                                            "kiln-run(1))"),
+                               NULL;
                 } else {
                         return kiln_invalid(error, arg, "'%.64s' is not an option of a type=cache mount",
                                             *p),
