@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "authz/caller-open.h"
+#include "base/fs-util.h"
 #include "base/kiln-common.h"
 
 /* glibc's setgroups() changes every thread of the process; the raw system call changes this one. */
@@ -69,20 +70,11 @@ static gboolean readable(int fd)
  * directories that keep this caller out. */
 static int open_path(const char *path)
 {
-#ifdef SYS_openat2
-        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
-        long fd = -1;
+        int fd = kiln_openat2(AT_FDCWD, path, O_PATH, 0, RESOLVE_NO_MAGICLINKS);
 
-        for (int attempt = 0; attempt < 32; attempt++) {
-                fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-                if (fd >= 0 || (errno != EAGAIN && errno != EINTR))
-                        break;
-        }
-        return (int)fd;
-#else
-        errno = ENOSYS; /* fail closed, as rootfs.c */
-        return -1;
-#endif
+        if (fd < 0)
+                errno = -fd; /* the callers read errno */
+        return fd < 0 ? -1 : fd;
 }
 
 int kiln_open_as_caller(const KilnCreds *creds, const char *path)

@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <archive.h>
@@ -209,16 +208,8 @@ typedef struct {
 
 static int open_beneath(int dirfd, const char *path, int flags)
 {
-        struct open_how how = {
-                .flags = (guint64)(flags | O_CLOEXEC | O_NOFOLLOW),
-                .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
-        };
-        long fd;
-
-        do
-                fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-        while (fd < 0 && (errno == EINTR || errno == EAGAIN));
-        return fd < 0 ? -errno : (int)fd;
+        return kiln_openat2(dirfd, path, flags | O_NOFOLLOW, 0,
+                            RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
 }
 
 /* A directory kiln makes: the copy's owner, then the mode (after fchown, which clears set-id bits). The
