@@ -162,11 +162,28 @@ static gboolean exists(Scratch *s, const char *path)
         return fstatat(s->base_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+/* openat2 is missing under valgrind 3.19: kiln then refuses every copy (fails closed), and the unpack
+ * tests say so instead of failing. */
+static gboolean skip_without_openat2(void)
+{
+        int fd = kiln_openat2(AT_FDCWD, "/", O_PATH, 0, 0);
+
+        if (fd == -ENOSYS) {
+                g_test_skip("no openat2 here");
+                return TRUE;
+        }
+        if (fd >= 0)
+                close(fd);
+        return FALSE;
+}
+
 static void test_unpack_tree(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GByteArray) tar = g_byte_array_new();
         g_autoptr(GError) error = NULL;
         struct stat a, b;
+        if (skip_without_openat2())
+                return;
 
         put_header(tar, "d/", '5', 0, NULL);
         put_file(tar, "d/f", "hello\n");
@@ -195,6 +212,8 @@ static void test_unpack_hostile(Scratch *s, G_GNUC_UNUSED gconstpointer data)
                 {"dotdot", "'..'"},          {"through-symlink", "up/x"}, {"hardlink-out", "'..'"},
                 {"hardlink-symlink", "'h'"}, {"device", "device"},        {"not-tar", "not a tar stream"},
         };
+        if (skip_without_openat2())
+                return;
 
         for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
                 g_autoptr(GByteArray) tar = g_byte_array_new();
@@ -231,6 +250,8 @@ static void test_unpack_limits(Scratch *s, G_GNUC_UNUSED gconstpointer data)
 {
         g_autoptr(GByteArray) tar = g_byte_array_new();
         g_autoptr(GError) bytes = NULL, entries = NULL;
+        if (skip_without_openat2())
+                return;
 
         put_file(tar, "a", "0123456789");
         put_file(tar, "b", "0123456789");
