@@ -309,7 +309,6 @@ int main(int argc, char **argv)
                 const Mode *data;
         } modes[] = {
                 {"served", &drive_served}, {"isolate", &drive_as_isolate}, {"runc-verbs", &drive_as_runc}};
-        g_autofree char *cache = NULL;
         g_auto(GStrv) globals = NULL;
         int r;
 
