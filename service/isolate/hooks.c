@@ -189,8 +189,8 @@ static gboolean run_one(const IsoHook *hook, const char *stage, const char *stat
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
         if (timed_out)
-                return iso_fail(error, "%s hook '%s' timed out after %d s%s%s", stage, hook->path, hook->timeout,
-                                *output ? ": " : "", output);
+                return iso_fail(error, "%s hook '%s' timed out after %d s%s%s", stage, hook->path,
+                                hook->timeout, *output ? ": " : "", output);
         if (WIFSIGNALED(status))
                 return iso_fail(error, "%s hook '%s' was killed by signal %d%s%s", stage, hook->path,
                                 WTERMSIG(status), *output ? ": " : "", output);

@@ -15,6 +15,7 @@
  *   devices.c     /dev
  *   paths.c       sysctls, pivot_root, masked and read-only paths
  *   serve.c       kilnd's server: a forked child per command instead of an execve
+ *   hooks.c       OCI hooks: the state on stdin, timeouts
  *   caps.c user.c rlimits.c seccomp.c terminal.c exec.c state.c log.c */
 #pragma once
 

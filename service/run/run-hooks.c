@@ -46,8 +46,10 @@ static void list_directory(const char *dir, GHashTable *entries)
                 Entry *e;
                 if (!g_str_has_suffix(name, ".json"))
                         continue;
-                if (!g_hash_table_contains(entries, name) && g_hash_table_size(entries) >= KILN_HOOKS_MAX_FILES) {
-                        g_warning("Hooks: more than %d files; %s/%s left out", KILN_HOOKS_MAX_FILES, dir, name);
+                if (!g_hash_table_contains(entries, name) &&
+                    g_hash_table_size(entries) >= KILN_HOOKS_MAX_FILES) {
+                        g_warning("Hooks: more than %d files; %s/%s left out", KILN_HOOKS_MAX_FILES, dir,
+                                  name);
                         continue;
                 }
                 e = g_new0(Entry, 1);
@@ -109,7 +111,8 @@ static char *read_file(const char *path, gsize *length)
 
 GPtrArray *kiln_hooks_load(const char *const *dirs)
 {
-        g_autoptr(GHashTable) entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)entry_free);
+        g_autoptr(GHashTable) entries =
+                g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)entry_free);
         g_autoptr(GPtrArray) sorted = g_ptr_array_new();
         GPtrArray *files = g_ptr_array_new_with_free_func((GDestroyNotify)kiln_hook_file_free);
         GHashTableIter iter;

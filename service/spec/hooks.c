@@ -89,7 +89,8 @@ static gboolean depth_ok(const char *data, gsize length)
 }
 
 /* A JSON array of strings (each without NUL, at most KILN_HOOK_MAX_STRINGS) as a strv. */
-static gboolean read_strings(JsonObject *o, const char *name, const char *member, char ***out, GError **error)
+static gboolean read_strings(JsonObject *o, const char *name, const char *member, char ***out,
+                             GError **error)
 {
         JsonNode *node = json_object_get_member(o, name);
         g_autoptr(GStrvBuilder) b = g_strv_builder_new();
@@ -137,7 +138,8 @@ static gboolean compile(regex_t *re, const char *pattern, const char *member, GE
         if (r == 0)
                 return TRUE;
         regerror(r, re, message, sizeof(message));
-        return kiln_invalid(error, member, "'%s' is not an extended regular expression: %s", pattern, message);
+        return kiln_invalid(error, member, "'%s' is not an extended regular expression: %s", pattern,
+                            message);
 }
 
 static gboolean read_hook(JsonObject *root, KilnHookFile *f, GError **error)
@@ -171,8 +173,9 @@ static gboolean read_hook(JsonObject *root, KilnHookFile *f, GError **error)
                 t = json_node_get_int(node);
                 /* The runtime spec: "MUST be greater than zero". */
                 if (t <= 0 || t > KILN_HOOK_MAX_TIMEOUT)
-                        return kiln_invalid(error, "hook.timeout", "%" G_GINT64_FORMAT " is not 1..%d seconds",
-                                            t, KILN_HOOK_MAX_TIMEOUT);
+                        return kiln_invalid(error, "hook.timeout",
+                                            "%" G_GINT64_FORMAT " is not 1..%d seconds", t,
+                                            KILN_HOOK_MAX_TIMEOUT);
                 f->timeout = (int)t;
         }
         return TRUE;
@@ -267,7 +270,8 @@ KilnHookFile *kiln_hook_file_parse(const char *data, gsize length, GError **erro
 
         f->always = f->has_bind_mounts = -1;
         if (length > KILN_HOOK_FILE_MAX_BYTES) {
-                kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED, "more than %d bytes", KILN_HOOK_FILE_MAX_BYTES);
+                kiln_fail(error, KILN_ERROR_CODE_LIMIT_EXCEEDED, "more than %d bytes",
+                          KILN_HOOK_FILE_MAX_BYTES);
                 return NULL;
         }
         if (!depth_ok(data, length)) {
@@ -285,7 +289,8 @@ KilnHookFile *kiln_hook_file_parse(const char *data, gsize length, GError **erro
         }
         o = json_node_get_object(root);
         version = json_object_get_member(o, "version");
-        if (!version || !JSON_NODE_HOLDS_VALUE(version) || json_node_get_value_type(version) != G_TYPE_STRING ||
+        if (!version || !JSON_NODE_HOLDS_VALUE(version) ||
+            json_node_get_value_type(version) != G_TYPE_STRING ||
             !g_str_equal(json_node_get_string(version), "1.0.0")) {
                 bad(error, "version", "not \"1.0.0\" (the 0.1.0 schema is not supported)");
                 return NULL;
