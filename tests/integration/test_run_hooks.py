@@ -15,6 +15,8 @@ DIR/hooks.d), the containers-common format, run by runc (isolation=oci) and by k
   hasBindMounts runs only for a run with a -v bind mount.
 - A prestart hook that exits 1 fails the run (RuntimeFailed, its message naming the hook's words)
   and the command never ran (no file in the upper dir); the hooks after it did not run.
+- A prestart hook past its timeout is killed and fails the run (RuntimeFailed),
+  well before the hook would have ended (the message says so); no such process is left.
 - A hooks.d file with bad JSON is skipped (kilnd's log names it) and the other hooks still run.
 """
 import json
@@ -22,6 +24,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 
 import kiln_runlib as kr
 import kiln_testlib as kt
@@ -85,6 +88,18 @@ def tearDownModule():
     tu.tearDownModule()
 
 
+def processes_with_cmdline(cmdline):
+    found = []
+    for pid in kt.process_table():
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if f.read() == cmdline:
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def add_start_hook(root):
     path = os.path.join(root, 'hook-start')
     with open(path, 'w') as f:
@@ -110,11 +125,13 @@ class RunHooksCases(kr.RunTestCase):
         shutil.rmtree(self.hooks_dir, ignore_errors=True)
         super().tearDown()
 
-    def hook_file(self, name, stages, when=None, path=None, args=None, env=None):
+    def hook_file(self, name, stages, when=None, path=None, args=None, env=None, timeout=None):
         hook = {'path': path or os.path.join(_TOOLS, 'record'),
                 'args': args or ['record', stages[0], self.log]}
         if env:
             hook['env'] = env
+        if timeout:
+            hook['timeout'] = timeout
         doc = {'version': '1.0.0', 'hook': hook, 'when': when or {'always': True}, 'stages': stages}
         with open(os.path.join(self.hooks_dir, name), 'w') as f:
             json.dump(doc, f)
@@ -225,6 +242,18 @@ class RunHooksCases(kr.RunTestCase):
 
     def test_failing_prestart_for_alice(self):
         self.assert_failing_prestart(user=kt.ALICE)
+
+    def test_timeout(self):
+        b = self.builder()
+        self.hook_file('10-slow.json', ['prestart'], path='/bin/sleep', args=['sleep', '37'], timeout=1)
+        started = time.monotonic()
+        r = self.captured(b, ['touch', '/ran'])
+        self.assertError(r, 'org.kiln.Builder1.Error.RuntimeFailed', ['hook'])
+        self.assertRegex(r.message, 'timed out|timeout')
+        self.assertLess(time.monotonic() - started, 15)
+        self.assertFalse(os.path.exists(os.path.join(self.upper_dir(b), 'ran')))
+        # The hook was killed, not left behind.
+        self.assertEqual(processes_with_cmdline(b'sleep\x0037\x00'), [])
 
     def test_bad_file_is_skipped(self):
         b = self.builder()
