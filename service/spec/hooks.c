@@ -9,10 +9,6 @@
 /* Deeper than any hooks.d file needs; json-glib's parser recurses per level. */
 #define MAX_DEPTH 16
 
-const char *const kiln_hook_stages[] = {
-        "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop", NULL,
-};
-
 typedef struct {
         regex_t key;
         regex_t value;
@@ -51,11 +47,6 @@ void kiln_hook_file_free(KilnHookFile *file)
                 regfree(&file->commands[i]);
         g_free(file->commands);
         g_free(file);
-}
-
-gboolean kiln_hook_stage_known(const char *stage)
-{
-        return stage && g_strv_contains(kiln_hook_stages, stage);
 }
 
 static gboolean bad(GError **error, const char *member, const char *what)
@@ -246,7 +237,7 @@ static gboolean read_stages(JsonObject *root, KilnHookFile *f, GError **error)
                 return FALSE;
         if (!stages || !stages[0])
                 return bad(error, "stages", "missing, or empty");
-        f->stages = g_new0(const char *, G_N_ELEMENTS(kiln_hook_stages));
+        f->stages = g_new0(const char *, g_strv_length((char **)kiln_hook_stages) + 1);
         for (char **s = stages; *s; s++) {
                 const char *known = NULL;
                 for (const char *const *k = kiln_hook_stages; *k; k++)

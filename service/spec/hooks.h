@@ -43,7 +43,3 @@ gboolean kiln_hook_file_matches(const KilnHookFile *file, const KilnHookTarget *
 /* Appends to @hooks (of KilnHook) one entry per stage of @file, pointing into @file: valid while
  * @file lives. */
 void kiln_hook_file_add(const KilnHookFile *file, GArray *hooks);
-
-/* Whether @stage is one of the six OCI stages. */
-gboolean kiln_hook_stage_known(const char *stage);
-extern const char *const kiln_hook_stages[]; /* the six, in the order a run meets them; NULL-ended */

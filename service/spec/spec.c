@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "spec/spec-private.h"
-#include "spec/hooks.h"
 #include "base/validate.h"
 
 /* The kernel's limit on lines in uid_map / gid_map. */
@@ -500,6 +499,15 @@ static void add_annotations(JsonBuilder *b, const char *const *annotations)
 /* ---- the document ---- */
 
 /* ---- hooks ---- */
+
+const char *const kiln_hook_stages[] = {
+        "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop", NULL,
+};
+
+gboolean kiln_hook_stage_known(const char *stage)
+{
+        return stage && g_strv_contains(kiln_hook_stages, stage);
+}
 
 static gboolean check_hooks(const KilnSpecInput *input, GError **error)
 {

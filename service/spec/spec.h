@@ -89,6 +89,9 @@ typedef struct KilnHook {
         const char *const *env;  /* NULL or "NAME=VALUE" */
         int timeout;             /* seconds; 0: none */
 } KilnHook;
+/* The six runtime-spec stages, in the order a run meets them (NULL-ended); whether @stage is one. */
+extern const char *const kiln_hook_stages[];
+gboolean kiln_hook_stage_known(const char *stage);
 
 /* Files in the bundle bound over the image's. NULL: not bound (no_hosts, no_hostname, ...). A
  * caller mount at the same destination wins over the file; with network "none" the hosts and

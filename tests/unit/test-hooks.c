@@ -20,10 +20,10 @@ static KilnHookFile *parse(const char *text)
 
 static void test_parse(void)
 {
-        g_autoptr(KilnHookFile) f =
-                parse("{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/usr/bin/h\", \"args\": [\"h\", \"-x\"], "
-                      "\"env\": [\"A=1\"], \"timeout\": 7}, \"when\": {\"always\": true}, "
-                      "\"stages\": [\"prestart\", \"poststop\", \"prestart\"], \"unknown\": 1}");
+        g_autoptr(KilnHookFile) f = parse(
+                "{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/usr/bin/h\", \"args\": [\"h\", \"-x\"], "
+                "\"env\": [\"A=1\"], \"timeout\": 7}, \"when\": {\"always\": true}, "
+                "\"stages\": [\"prestart\", \"poststop\", \"prestart\"], \"unknown\": 1}");
         g_autoptr(GArray) hooks = g_array_new(FALSE, TRUE, sizeof(KilnHook));
         KilnHook *h;
 
@@ -46,32 +46,45 @@ static const struct {
 } bad_files[] = {
         {"", "hooks file"},
         {"[]", "hooks file"},
-        {"{\"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": true}, \"stages\": [\"prestart\"]}", "version"},
+        {"{\"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": true}, \"stages\": [\"prestart\"]}",
+         "version"},
         {"{\"version\": \"0.1.0\", \"hook\": \"/h\", \"stages\": [\"prestart\"]}", "version"},
         {"{\"version\": \"1.0.0\", \"when\": {\"always\": true}, \"stages\": [\"prestart\"]}", "hook"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"h\"}, \"when\": {\"always\": true}, \"stages\": [\"prestart\"]}",
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"h\"}, \"when\": {\"always\": true}, \"stages\": "
+         "[\"prestart\"]}",
          "hook.path"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\", \"args\": [1]}, \"when\": {\"always\": true}, "
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\", \"args\": [1]}, \"when\": {\"always\": "
+         "true}, "
          "\"stages\": [\"prestart\"]}",
          "hook.args"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\", \"env\": [\"NOEQUALS\"]}, \"when\": {\"always\": true}, "
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\", \"env\": [\"NOEQUALS\"]}, \"when\": "
+         "{\"always\": true}, "
          "\"stages\": [\"prestart\"]}",
          "hook.env"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\", \"timeout\": 0}, \"when\": {\"always\": true}, "
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\", \"timeout\": 0}, \"when\": {\"always\": "
+         "true}, "
          "\"stages\": [\"prestart\"]}",
          "hook.timeout"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {}, \"stages\": [\"prestart\"]}", "when"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": \"yes\"}, \"stages\": [\"prestart\"]}",
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {}, \"stages\": [\"prestart\"]}",
+         "when"},
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": \"yes\"}, "
+         "\"stages\": [\"prestart\"]}",
          "when.always"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"commands\": [\"(\"]}, \"stages\": [\"prestart\"]}",
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"commands\": [\"(\"]}, "
+         "\"stages\": [\"prestart\"]}",
          "when.commands[0]"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"annotations\": {\"a\": \"[\"}}, "
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"annotations\": {\"a\": "
+         "\"[\"}}, "
          "\"stages\": [\"prestart\"]}",
          "when.annotations[a]"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": true}, \"stages\": []}", "stages"},
-        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": true}, \"stages\": [\"prestop\"]}",
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": true}, \"stages\": "
+         "[]}",
          "stages"},
-        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+        {"{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"always\": true}, \"stages\": "
+         "[\"prestop\"]}",
+         "stages"},
+        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+         "[[[[[",
          "hooks file"},
 };
 
@@ -93,7 +106,8 @@ static void test_refused(void)
         g_assert_error(error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED);
 }
 
-static gboolean matches(const char *when, const char *const *annotations, const char *command, gboolean binds)
+static gboolean matches(const char *when, const char *const *annotations, const char *command,
+                        gboolean binds)
 {
         g_autofree char *text = g_strdup_printf("{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, "
                                                 "\"when\": %s, \"stages\": [\"prestart\"]}",
@@ -119,17 +133,24 @@ static void test_matches(void)
         g_assert_true(matches("{\"hasBindMounts\": true}", NULL, "/bin/sh", TRUE));
         g_assert_false(matches("{\"hasBindMounts\": true}", NULL, "/bin/sh", FALSE));
         g_assert_false(matches("{\"hasBindMounts\": false}", NULL, "/bin/sh", FALSE));
-        g_assert_true(matches("{\"annotations\": {\"^org\\\\.example\\\\.gpu$\": \"^yes$\"}}", labels, "/x", FALSE));
-        g_assert_false(matches("{\"annotations\": {\"^org\\\\.example\\\\.gpu$\": \"^no$\"}}", labels, "/x", FALSE));
-        g_assert_false(matches("{\"annotations\": {\"^org\\\\.example\\\\.gpu$\": \"yes\"}}", NULL, "/x", FALSE));
+        g_assert_true(matches("{\"annotations\": {\"^org\\\\.example\\\\.gpu$\": \"^yes$\"}}", labels, "/x",
+                              FALSE));
+        g_assert_false(matches("{\"annotations\": {\"^org\\\\.example\\\\.gpu$\": \"^no$\"}}", labels, "/x",
+                               FALSE));
+        g_assert_false(
+                matches("{\"annotations\": {\"^org\\\\.example\\\\.gpu$\": \"yes\"}}", NULL, "/x", FALSE));
         /* The value is what follows the first '='; an empty value matches ^$. */
-        g_assert_true(matches("{\"annotations\": {\"^other$\": \"^x=y$\", \"^empty$\": \"^$\"}}", labels, "/x", FALSE));
+        g_assert_true(matches("{\"annotations\": {\"^other$\": \"^x=y$\", \"^empty$\": \"^$\"}}", labels,
+                              "/x", FALSE));
         /* Every pair must find its annotation. */
-        g_assert_false(matches("{\"annotations\": {\"^other$\": \"x\", \"^missing$\": \".*\"}}", labels, "/x", FALSE));
-        g_assert_true(matches("{\"annotations\": {\"gpu\": \"yes\"}, \"commands\": [\"/x\"], \"hasBindMounts\": true}",
-                              labels, "/x", TRUE));
-        g_assert_false(matches("{\"annotations\": {\"gpu\": \"yes\"}, \"commands\": [\"/x\"], \"hasBindMounts\": true}",
-                               labels, "/x", FALSE));
+        g_assert_false(matches("{\"annotations\": {\"^other$\": \"x\", \"^missing$\": \".*\"}}", labels,
+                               "/x", FALSE));
+        g_assert_true(matches(
+                "{\"annotations\": {\"gpu\": \"yes\"}, \"commands\": [\"/x\"], \"hasBindMounts\": true}",
+                labels, "/x", TRUE));
+        g_assert_false(matches(
+                "{\"annotations\": {\"gpu\": \"yes\"}, \"commands\": [\"/x\"], \"hasBindMounts\": true}",
+                labels, "/x", FALSE));
 }
 
 static void write_file(const char *dir, const char *name, const char *stage)
