@@ -8,6 +8,7 @@
 #include "base/size.h"
 
 #define DEFAULT_CONFIG_FILE KILN_SYSCONFDIR "/kiln/kiln.conf"
+#define KILN_DEFAULT_HOOKS_DIRECTORIES "/usr/share/containers/oci/hooks.d;/etc/containers/oci/hooks.d"
 
 /* The kernel's own default size of a tmpfs, [Resources] TmpfsMaxSize's: nothing that fitted before is
  * refused. */
@@ -86,6 +87,8 @@ KilnConfig *kiln_config_new_defaults(void)
         c->pasta_program = g_strdup("pasta");
         c->slirp4netns_program = g_strdup("slirp4netns");
         c->network_helper_timeout_seconds = 10;
+        /* [Hooks]: containers-common's directories, the administrator's (/etc) last, as buildah. */
+        c->hooks_directories = g_strsplit(KILN_DEFAULT_HOOKS_DIRECTORIES, ";", -1);
         return c;
 }
 
@@ -106,6 +109,7 @@ void kiln_config_free(KilnConfig *c)
         g_free(c->network_default);
         g_free(c->pasta_program);
         g_free(c->slirp4netns_program);
+        g_strfreev(c->hooks_directories);
         g_free(c);
 }
 
@@ -358,6 +362,31 @@ static gboolean read_network(GKeyFile *kf, KilnConfig *c, GError **error)
                          error);
 }
 
+/* [Hooks] Directories: a list of absolute paths; present but empty turns hooks off. */
+static gboolean read_hooks(GKeyFile *kf, KilnConfig *c, GError **error)
+{
+        g_auto(GStrv) dirs = NULL;
+        g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+
+        if (!g_key_file_has_key(kf, "Hooks", "Directories", NULL))
+                return TRUE;
+        dirs = g_key_file_get_string_list(kf, "Hooks", "Directories", NULL, NULL);
+        for (char **d = dirs; d && *d; d++) {
+                g_strstrip(*d);
+                if (!**d)
+                        continue;
+                if (!g_path_is_absolute(*d)) {
+                        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                                    "[Hooks] Directories must be absolute paths, got '%s'", *d);
+                        return FALSE;
+                }
+                g_strv_builder_add(b, *d);
+        }
+        g_strfreev(c->hooks_directories);
+        c->hooks_directories = g_strv_builder_end(b);
+        return TRUE;
+}
+
 KilnConfig *kiln_config_load(const char *path, GError **error)
 {
         g_autoptr(KilnConfig) c = kiln_config_new_defaults();
@@ -410,6 +439,8 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !check_pool(c, error) || !read_resources(kf, c, error))
                 return NULL;
         if (!read_process_limits(kf, c, error) || !read_network(kf, c, error))
+                return NULL;
+        if (!read_hooks(kf, c, error))
                 return NULL;
         if (!read_bytes(kf, "Limits", "CopyBytes", &c->copy_bytes, error) ||
             !read_bytes(kf, "Limits", "CopyEntries", &c->copy_entries, error) ||

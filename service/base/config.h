@@ -69,6 +69,11 @@
  *                                      in PATH, or an absolute path
  *   Slirp4netns=slirp4netns            the slirp4netns program, likewise
  *   HelperTimeoutSeconds=10            how long a run waits for its network helper to be ready
+ *
+ *   [Hooks]                            OCI hooks (spec/hooks.h, run/run-hooks.h)
+ *   Directories=/usr/share/containers/oci/hooks.d;/etc/containers/oci/hooks.d
+ *                                      hooks.d directories, absolute, a later one's file replacing
+ *                                      an earlier one's of the same name; empty: no hooks
  */
 #pragma once
 
@@ -133,6 +138,9 @@ typedef struct KilnConfig {
         char *pasta_program;
         char *slirp4netns_program;
         unsigned network_helper_timeout_seconds;
+
+        /* [Hooks] (run/run-hooks.h) */
+        char **hooks_directories; /* absolute, in increasing precedence; empty: no hooks */
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */

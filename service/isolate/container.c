@@ -3,11 +3,13 @@
  * may run ordinary code (allocate, format errors) until it execs.
  *
  * The protocol, over a SOCK_SEQPACKET pair (close-on-exec on both ends):
- *   parent: [cgroup made] → clone → [user namespace maps] → [oom_score_adj] → rlimits → GO
- *           → [init moved into the cgroup → CGROUP]
- *   init:   wait for GO → namespace root → other namespaces → file system → [wait for CGROUP →
- *           cgroup namespace] → terminal → capabilities, user → look the command up → READY
- *           (create: wait for `start`) → seccomp → execve
+ *   parent: [cgroup made] → clone → [user namespace maps] → [oom_score_adj] → rlimits → GO (with the
+ *           init's pid) → [init moved into the cgroup → CGROUP] → [on HOOKS: prestart and createRuntime
+ *           hooks → HOOKS_DONE] → READY → [after the execve: poststart hooks]
+ *   init:   wait for GO → namespace root → other namespaces → file system up to pivot_root → [HOOKS,
+ *           wait for HOOKS_DONE] → [createContainer hooks] → pivot_root and the rest → [wait for CGROUP
+ *           → cgroup namespace] → terminal → capabilities, user → look the command up → READY (create:
+ *           wait for `start`) → [startContainer hooks] → seccomp → execve
  * Any failure of the init is one ERROR message (its exit code and text) and the init exits with that
  * code. After READY the parent of a run keeps listening: an error before the exec still arrives, and
  * the end of the stream means the exec happened. */
@@ -25,7 +27,7 @@
 
 #include "isolate.h"
 
-enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_CGROUP };
+enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_CGROUP, MSG_HOOKS, MSG_HOOKS_DONE };
 
 #define MSG_TEXT_MAX 4000
 
@@ -71,7 +73,9 @@ typedef struct Init {
         GArray *cgroup_dirs; /* the run's cgroup, found by the parent before the clone; or NULL */
         int sync_fd;
         int unshare_flags;
-        char *command; /* resolved argv[0] */
+        pid_t host_pid;   /* the init's pid as the parent sees it (GO): the hooks' state shows it */
+        bool cgroup_seen; /* CGROUP came while waiting for HOOKS_DONE (cgroup v1 waits for it later) */
+        char *command;    /* resolved argv[0] */
 } Init;
 
 static gboolean init_uts(const IsoSpec *spec, GError **error)
@@ -85,7 +89,28 @@ static gboolean init_uts(const IsoSpec *spec, GError **error)
         return TRUE;
 }
 
-static gboolean init_file_system(const Init *init, GError **error)
+/* The stages before pivot_root: prestart and createRuntime by the parent (the runtime's namespaces),
+ * then createContainer here, in the container's, as runc orders them. */
+static gboolean init_hooks_before_pivot(Init *init, GError **error)
+{
+        const IsoSpec *spec = init->spec;
+        SyncMsg m;
+        int r;
+
+        if (spec->n_hooks[ISO_HOOK_PRESTART] || spec->n_hooks[ISO_HOOK_CREATE_RUNTIME]) {
+                if (!sync_send(init->sync_fd, MSG_HOOKS, 0, NULL))
+                        return iso_fail(error, "the parent went away before the prestart hooks");
+                /* On cgroup v1 the parent's CGROUP may come first: kept for init_wait_cgroup. */
+                while ((r = sync_recv(init->sync_fd, &m)) == MSG_CGROUP)
+                        init->cgroup_seen = true;
+                if (r != MSG_HOOKS_DONE)
+                        return iso_fail(error, "the parent went away during the prestart hooks");
+        }
+        return iso_hooks_run(spec, ISO_HOOK_CREATE_CONTAINER, init->launch->id, "creating", init->host_pid,
+                             error);
+}
+
+static gboolean init_file_system(Init *init, GError **error)
 {
         IsoRoot root = {
                 .spec = init->spec,
@@ -96,7 +121,7 @@ static gboolean init_file_system(const Init *init, GError **error)
         };
         gboolean ok = iso_null_prepare(&root, error) && iso_mounts_prepare_root(&root, error) &&
                       iso_mounts_apply(&root, error) && iso_dev_populate(&root, error) &&
-                      iso_sysctl_apply(init->spec, error) &&
+                      iso_sysctl_apply(init->spec, error) && init_hooks_before_pivot(init, error) &&
                       iso_pivot(&root, init->launch->no_pivot, error) && iso_readonly_paths(&root, error) &&
                       iso_masked_paths(&root, error) && iso_root_readonly(init->spec, error);
 
@@ -145,7 +170,7 @@ static gboolean init_wait_cgroup(Init *init, bool new_cgroupns, GError **error)
 {
         SyncMsg m;
 
-        if (sync_recv(init->sync_fd, &m) != MSG_CGROUP)
+        if (!init->cgroup_seen && sync_recv(init->sync_fd, &m) != MSG_CGROUP)
                 return iso_fail(error, "the parent went away before the init was in its cgroup");
         /* Safe: a cgroup namespace only narrows what the init sees of the cgroup tree. */
         if (new_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
@@ -165,6 +190,7 @@ static gboolean init_setup(Init *init, GError **error)
         r = sync_recv(init->sync_fd, &m);
         if (r != MSG_GO)
                 return iso_fail(error, "the parent went away before the setup");
+        init->host_pid = m.code;
         if (!iso_user_become_ns_root(spec, error))
                 return FALSE;
         /* The namespaces not made by the clone are made now, by the namespace's root: what they create
@@ -224,6 +250,10 @@ static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, int sync_fd, 
                 /* A run ends with its parent: after the credentials changed (which resets it). */
                 (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         }
+        /* As runc: after `start`, with the command's credentials, just before its execve. */
+        if (!iso_hooks_run(launch->spec, ISO_HOOK_START_CONTAINER, launch->id, "created", init.host_pid,
+                           &error))
+                return init_report(&init, error);
         /* Every descriptor of ours is close-on-exec already; this catches any that a library opened
          * without. Only stdio (or the terminal) reaches the command. */
         (void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -357,7 +387,7 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         }
         close(sync[1]);
 
-        if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, 0, NULL) ||
+        if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, (int)pid, NULL) ||
             (cgroup_dirs && !parent_join_cgroup(pid, cgroup_dirs, sync[0], error))) {
                 if (error && !*error)
                         iso_fail_errno(error, errno, "start the init");
@@ -367,6 +397,18 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
                 return FALSE;
         }
         r = sync_recv(sync[0], &m);
+        if (r == MSG_HOOKS) {
+                /* The runtime's hooks: the init waits before pivot_root. A failure ends the container. */
+                if (!iso_hooks_run(spec, ISO_HOOK_PRESTART, launch->id, "creating", pid, error) ||
+                    !iso_hooks_run(spec, ISO_HOOK_CREATE_RUNTIME, launch->id, "creating", pid, error)) {
+                        kill(pid, SIGKILL);
+                        reap(pid, NULL);
+                        close(sync[0]);
+                        return FALSE;
+                }
+                (void)sync_send(sync[0], MSG_HOOKS_DONE, 0, NULL);
+                r = sync_recv(sync[0], &m);
+        }
         if (r == MSG_READY && launch->mode != ISO_MODE_CREATE) {
                 /* Until the exec: a failure there still comes as a message; the end of the stream is
                  * the exec. A run's exit status is the caller's to collect; a detached run fails here. */
@@ -375,6 +417,9 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
                                 r = MSG_ERROR;
                         else
                                 iso_log_error(m.text);
+                } else {
+                        /* The command runs: poststart failures are only logged (runtime-spec). */
+                        iso_hooks_run_logged(spec, ISO_HOOK_POSTSTART, launch->id, "running", pid);
                 }
         }
         close(sync[0]);

@@ -15,6 +15,7 @@
  *   devices.c     /dev
  *   paths.c       sysctls, pivot_root, masked and read-only paths
  *   serve.c       kilnd's server: a forked child per command instead of an execve
+ *   hooks.c       OCI hooks: the state on stdin, timeouts
  *   caps.c user.c rlimits.c seccomp.c terminal.c exec.c state.c log.c */
 #pragma once
 
@@ -92,8 +93,29 @@ typedef struct IsoNamespace {
         char *path;   /* join this one; NULL: a new one */
 } IsoNamespace;
 
+/* OCI hooks (config.json "hooks"), run by hooks.c at their stages. */
+enum {
+        ISO_HOOK_PRESTART,
+        ISO_HOOK_CREATE_RUNTIME,
+        ISO_HOOK_CREATE_CONTAINER,
+        ISO_HOOK_START_CONTAINER,
+        ISO_HOOK_POSTSTART,
+        ISO_HOOK_POSTSTOP,
+        ISO_HOOK_COUNT
+};
+
+typedef struct IsoHook {
+        char *path;  /* absolute */
+        char **args; /* NULL: just the path */
+        char **env;  /* NULL: empty */
+        int timeout; /* seconds; 0: none */
+} IsoHook;
+
 typedef struct IsoSpec {
         char *bundle;
+        char **annotations; /* key, value, key, value, ..., NULL: the hooks' state shows them */
+        IsoHook *hooks[ISO_HOOK_COUNT];
+        gsize n_hooks[ISO_HOOK_COUNT];
 
         /* process */
         char **args;
@@ -245,6 +267,7 @@ typedef enum {
 
 typedef struct IsoLaunch {
         IsoMode mode;
+        const char *id; /* the container's, for the hooks' state */
         const IsoSpec *spec;
         bool no_pivot;
         int console_fd;            /* connected console socket, or -1 */
@@ -255,6 +278,16 @@ typedef struct IsoLaunch {
 /* container.c: clones the init and sees it through setup. On success *pid is the init (ready: in
  * create mode waiting for start, in run mode exec'ing). */
 gboolean iso_container_launch(const IsoLaunch *launch, pid_t *pid, GError **error);
+
+/* hooks.c: the hooks of one stage, in order, each with the OCI state on its stdin ({ociVersion, id,
+ * status, pid, bundle, annotations}) and its timeout enforced (SIGKILL). iso_hooks_run stops at the first
+ * that fails (a non-zero exit, a signal, the timeout) with @error naming the stage, the hook and what it
+ * wrote; iso_hooks_run_logged runs them all and logs each failure (poststart, poststop). */
+const char *iso_hook_stage_name(int stage);
+char *iso_hooks_state(const IsoSpec *spec, const char *id, const char *status, pid_t pid);
+gboolean iso_hooks_run(const IsoSpec *spec, int stage, const char *id, const char *status, pid_t pid,
+                       GError **error);
+void iso_hooks_run_logged(const IsoSpec *spec, int stage, const char *id, const char *status, pid_t pid);
 
 /* state.c: the state of created containers and detached runs under --root, one directory per id. */
 typedef struct IsoState {

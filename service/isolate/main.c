@@ -213,9 +213,11 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
         g_autoptr(IsoSpec) spec = NULL;
         g_autoptr(IsoSeccomp) seccomp = NULL;
         _cleanup_close_ int console_fd = -1, start_fd = -1, state_dir = -1;
-        IsoLaunch launch = {.mode = mode, .no_pivot = o->no_pivot, .console_fd = -1, .start_fd = -1};
+        IsoLaunch launch = {
+                .mode = mode, .id = o->id, .no_pivot = o->no_pivot, .console_fd = -1, .start_fd = -1};
         bool state_made = false;
         pid_t pid = 0;
+        int code;
 
         if (!o->bundle)
                 return iso_fail(error, "%s: --bundle is required", o->command), ISO_EXIT_SETUP;
@@ -266,7 +268,10 @@ static int cmd_launch(const Options *o, IsoMode mode, GError **error)
                 (void)wait_status(pid);
                 goto fail;
         }
-        return wait_status(pid);
+        code = wait_status(pid);
+        /* A foreground run is deleted as it ends: its poststop hooks now, failures only logged. */
+        iso_hooks_run_logged(spec, ISO_HOOK_POSTSTOP, o->id, "stopped", 0);
+        return code;
 fail:
         if (state_made)
                 (void)iso_state_remove(o->root, o->id, NULL);
@@ -295,6 +300,20 @@ static bool parse_signal(const char *s, int *sig)
         return false;
 }
 
+/* start, then the poststart hooks (failures only logged). */
+static int cmd_start(const Options *o, GError **error)
+{
+        g_auto(IsoState) state = {0};
+        g_autoptr(IsoSpec) spec = NULL;
+
+        if (!iso_state_start(o->root, o->id, error))
+                return ISO_EXIT_SETUP;
+        if (iso_state_read(o->root, o->id, &state, NULL) && state.bundle &&
+            (spec = iso_spec_read(state.bundle, NULL)))
+                iso_hooks_run_logged(spec, ISO_HOOK_POSTSTART, o->id, "running", state.pid);
+        return 0;
+}
+
 static int cmd_kill(const Options *o, GError **error)
 {
         g_auto(IsoState) state = {0};
@@ -315,7 +334,7 @@ static int cmd_delete(const Options *o, GError **error)
         g_auto(IsoState) state = {0};
         g_autoptr(GError) local = NULL;
         g_autofree char *dir = g_build_filename(o->root, o->id, NULL);
-        bool gone;
+        bool gone, have_state;
 
         if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
                 if (o->force)
@@ -323,7 +342,8 @@ static int cmd_delete(const Options *o, GError **error)
                 return iso_fail(error, "container '%s' does not exist", o->id), ISO_EXIT_SETUP;
         }
         /* A state directory without a state file is what a failed create left: only files to remove. */
-        if (iso_state_read(o->root, o->id, &state, &local) && iso_state_running(&state)) {
+        have_state = iso_state_read(o->root, o->id, &state, &local);
+        if (have_state && iso_state_running(&state)) {
                 if (!o->force && state.started)
                         return iso_fail(error, "container '%s' is running: stop it first or use --force",
                                         o->id),
@@ -334,7 +354,19 @@ static int cmd_delete(const Options *o, GError **error)
                         return iso_fail(error, "container '%s' did not exit after SIGKILL", o->id),
                                ISO_EXIT_SETUP;
         }
-        return iso_state_remove(o->root, o->id, error) ? 0 : ISO_EXIT_SETUP;
+        if (!iso_state_remove(o->root, o->id, error))
+                return ISO_EXIT_SETUP;
+        /* runtime-spec: poststop hooks once the container is deleted, failures only logged. The bundle is
+         * the one the container was made from (state.json, kiln-isolate's own). */
+        if (have_state && state.bundle) {
+                g_autoptr(GError) spec_error = NULL;
+                g_autoptr(IsoSpec) spec = iso_spec_read(state.bundle, &spec_error);
+                if (spec)
+                        iso_hooks_run_logged(spec, ISO_HOOK_POSTSTOP, o->id, "stopped", 0);
+                else if (spec_error)
+                        iso_log_error(spec_error->message);
+        }
+        return 0;
 }
 
 static int cmd_state(const Options *o, GError **error)
@@ -391,7 +423,7 @@ static int run_command(int argc, char **argv)
         else if (g_str_equal(o.command, "create"))
                 code = cmd_launch(&o, ISO_MODE_CREATE, &error);
         else if (g_str_equal(o.command, "start"))
-                code = iso_state_start(o.root, o.id, &error) ? 0 : ISO_EXIT_SETUP;
+                code = cmd_start(&o, &error);
         else if (g_str_equal(o.command, "kill"))
                 code = cmd_kill(&o, &error);
         else if (g_str_equal(o.command, "delete"))

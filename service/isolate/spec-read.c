@@ -13,6 +13,7 @@
 #include "isolate.h"
 
 #define SPEC_MAX_SIZE (16 * 1024 * 1024)
+#define MAX_HOOKS 256 /* a stage's hooks */
 
 static const struct {
         const char *name;
@@ -92,6 +93,15 @@ void iso_spec_free(IsoSpec *spec)
         if (!spec)
                 return;
         g_free(spec->bundle);
+        g_strfreev(spec->annotations);
+        for (int s = 0; s < ISO_HOOK_COUNT; s++) {
+                for (gsize i = 0; i < spec->n_hooks[s]; i++) {
+                        g_free(spec->hooks[s][i].path);
+                        g_strfreev(spec->hooks[s][i].args);
+                        g_strfreev(spec->hooks[s][i].env);
+                }
+                g_free(spec->hooks[s]);
+        }
         g_strfreev(spec->args);
         g_strfreev(spec->env);
         g_free(spec->cwd);
@@ -711,7 +721,8 @@ static gboolean read_linux(IsoSpec *spec, JsonObject *root, GError **error)
         return TRUE;
 }
 
-static gboolean read_hooks(JsonObject *root, GError **error)
+/* "hooks": {stage: [{path, args, env, timeout}]}; the stages runtime-spec 1.0.2 names, no other. */
+static gboolean read_hooks(IsoSpec *spec, JsonObject *root, GError **error)
 {
         JsonObject *hooks;
         g_autoptr(GList) names = NULL;
@@ -720,13 +731,66 @@ static gboolean read_hooks(JsonObject *root, GError **error)
                 return FALSE;
         names = hooks ? json_object_get_members(hooks) : NULL;
         for (GList *n = names; n; n = n->next) {
-                JsonNode *v = json_object_get_member(hooks, n->data);
-                if (JSON_NODE_HOLDS_ARRAY(v) && json_array_get_length(json_node_get_array(v)) > 0)
-                        return iso_fail(error,
-                                        "config.json: hooks.%s: hooks are not supported by the chroot "
-                                        "isolation",
-                                        (const char *)n->data);
+                g_autofree char *where = g_strdup_printf("hooks.%s", (const char *)n->data);
+                JsonArray *a;
+                int stage = -1;
+                guint len;
+
+                for (int i = 0; i < ISO_HOOK_COUNT; i++)
+                        if (g_str_equal(n->data, iso_hook_stage_name(i)))
+                                stage = i;
+                if (stage < 0)
+                        return iso_fail(error, "config.json: %s: not a hook stage", where);
+                if (!get_array(hooks, n->data, "hooks.", &a, error))
+                        return FALSE;
+                len = a ? json_array_get_length(a) : 0;
+                if (len > MAX_HOOKS)
+                        return iso_fail(error, "config.json: %s: more than %d hooks", where, MAX_HOOKS);
+                spec->hooks[stage] = g_new0(IsoHook, MAX(len, 1));
+                for (guint i = 0; i < len; i++) {
+                        g_autofree char *at = g_strdup_printf("%s[%u].", where, i);
+                        JsonNode *e = json_array_get_element(a, i);
+                        JsonObject *h = JSON_NODE_HOLDS_OBJECT(e) ? json_node_get_object(e) : NULL;
+                        IsoHook *hook = &spec->hooks[stage][spec->n_hooks[stage]++];
+                        gint64 timeout = 0;
+
+                        if (!h)
+                                return iso_fail(error, "config.json: %s[%u] is not an object", where, i);
+                        if (!get_string(h, "path", at, &hook->path, error) ||
+                            !get_strv(h, "args", at, &hook->args, error) ||
+                            !get_strv(h, "env", at, &hook->env, error) ||
+                            !get_int(h, "timeout", at, 1, G_MAXINT32, false, &timeout, error))
+                                return FALSE;
+                        if (!hook->path || !g_path_is_absolute(hook->path))
+                                return iso_fail(error, "config.json: %spath is not an absolute path", at);
+                        hook->timeout = (int)timeout;
+                }
         }
+        return TRUE;
+}
+
+/* "annotations", for the hooks' state. */
+static gboolean read_annotations(IsoSpec *spec, JsonObject *root, GError **error)
+{
+        JsonObject *a;
+        g_autoptr(GList) names = NULL;
+        g_autoptr(GPtrArray) kv = g_ptr_array_new();
+
+        if (!get_object(root, "annotations", "", false, &a, error))
+                return FALSE;
+        names = a ? json_object_get_members(a) : NULL;
+        for (GList *n = names; n; n = n->next) {
+                JsonNode *v = json_object_get_member(a, n->data);
+                if (json_node_get_value_type(v) != G_TYPE_STRING) {
+                        g_ptr_array_set_free_func(kv, g_free);
+                        return iso_fail(error, "config.json: annotations.%s is not a string",
+                                        (const char *)n->data);
+                }
+                g_ptr_array_add(kv, g_strdup(n->data));
+                g_ptr_array_add(kv, g_strdup(json_node_get_string(v)));
+        }
+        g_ptr_array_add(kv, NULL);
+        spec->annotations = (char **)g_ptr_array_free(g_steal_pointer(&kv), FALSE);
         return TRUE;
 }
 
@@ -764,7 +828,8 @@ IsoSpec *iso_spec_read(const char *bundle, GError **error)
             !get_string(root_object, "hostname", "", &spec->hostname, error) ||
             !get_string(root_object, "domainname", "", &spec->domainname, error) ||
             !read_process(spec, root_object, error) || !read_mounts(spec, root_object, error) ||
-            !read_linux(spec, root_object, error) || !read_hooks(root_object, error))
+            !read_linux(spec, root_object, error) || !read_hooks(spec, root_object, error) ||
+            !read_annotations(spec, root_object, error))
                 return NULL;
         if (!spec->root || !*spec->root)
                 return iso_fail(error, "config.json: root.path is missing"), NULL;

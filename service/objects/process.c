@@ -459,6 +459,7 @@ static void start_container(KilnProcess *p)
         spec.runtime = p->plan->runtime;
         spec.isolate = p->plan->isolate;
         spec.isolate_server = m->isolate_server;
+        spec.isolate_delete = p->plan->isolate_poststop;
         spec.state_root = p->plan->state_root;
         spec.bundle_dir = p->plan->bundle_dir;
         spec.container_id = p->plan->container_id;

@@ -21,6 +21,7 @@
 #include "base/size.h"
 #include "run/run.h"
 #include "run/run-caches.h"
+#include "run/run-hooks.h"
 #include "run/run-volumes.h"
 #include "runtime/runtime.h"
 #include "spec/seccomp-profile.h"
@@ -97,6 +98,8 @@ typedef struct {
         GArray *gids;            /* guint32 */
         JsonNode *seccomp;
         KilnCacheRegistry *caches; /* run parity: borrowed from the input */
+        GPtrArray *hook_files;     /* KilnHookFile: what s.in.hooks points into */
+        GArray *hooks;             /* KilnHook */
 } SpecScratch;
 
 static void spec_scratch_clear(SpecScratch *s)
@@ -107,8 +110,31 @@ static void spec_scratch_clear(SpecScratch *s)
         g_clear_pointer(&s->devices, g_array_unref);
         g_clear_pointer(&s->gids, g_array_unref);
         g_clear_pointer(&s->seccomp, json_node_unref);
+        g_clear_pointer(&s->hooks, g_array_unref);
+        g_clear_pointer(&s->hook_files, g_ptr_array_unref);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(SpecScratch, spec_scratch_clear)
+
+/* OCI hooks: the administrator's hooks.d files whose conditions the run meets (run-hooks.h). The
+ * conditions look at what the caller chose — the builder's annotations (buildah run passes its
+ * annotations), the command, its bind mounts — so a caller picks which of the administrator's hooks
+ * run, as under podman; what runs, and its arguments, come only from those files. */
+static void fill_hooks(KilnRunPlan *plan, SpecScratch *s, const KilnConfig *config)
+{
+        KilnHookTarget target = {.annotations = s->in.annotations, .command = s->in.argv[0]};
+
+        for (gsize i = 0; i < s->in.n_mounts; i++)
+                if (s->in.mounts[i].type == KILN_MOUNT_BIND)
+                        target.has_bind_mounts = TRUE;
+        s->hook_files = kiln_hooks_load((const char *const *)config->hooks_directories);
+        s->hooks = g_array_new(FALSE, TRUE, sizeof(KilnHook));
+        kiln_hooks_select(s->hook_files, &target, s->hooks);
+        s->in.hooks = (const KilnHook *)s->hooks->data;
+        s->in.n_hooks = s->hooks->len;
+        for (guint i = 0; i < s->hooks->len; i++)
+                if (g_str_equal(g_array_index(s->hooks, KilnHook, i).stage, "poststop"))
+                        plan->isolate_poststop = plan->isolate;
+}
 
 static const char *keep(SpecScratch *s, char *owned)
 {
@@ -1070,6 +1096,7 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         s.in.cpu_weight = plan->resources.cpu_weight;
         s.in.cgroup_v2 = plan->resources.cgroup_v2;
         s.in.tmpfs_default_size = run->config->tmpfs_max_size;
+        fill_hooks(plan, &s, run->config);
         spec = kiln_spec_generate(&s.in, error);
         if (!spec)
                 return NULL;

@@ -60,8 +60,9 @@ typedef struct KilnRunPlan {
                               */
         char *state_root;    /* its --root */
         gboolean isolate;    /* the executor is kiln-isolate (isolation=chroot): one `run --detach` */
-        char **argv;         /* as resolved in the root file system */
-        GPtrArray *staged;   /* bind mounts of volume sources held as descriptors, in the bundle */
+        gboolean isolate_poststop; /* with @isolate: poststop hooks, which kiln-isolate's delete runs */
+        char **argv;               /* as resolved in the root file system */
+        GPtrArray *staged;         /* bind mounts of volume sources held as descriptors, in the bundle */
         /* When the command cannot run at all (not found: 127, not executable: 126) there is no
          * container: the status and a message for the caller's stderr are here instead. */
         int early_exit_status;

@@ -54,6 +54,7 @@ struct KilnContainer {
         char **runtime_args;
         gboolean no_pivot;
         gboolean isolate;
+        gboolean isolate_delete; /* poststop hooks: kiln-isolate's delete runs them */
         KilnIsolateServer *isolate_server;
         gboolean terminal;
         guint16 rows, cols;
@@ -150,6 +151,7 @@ KilnContainer *kiln_container_new(const KilnRuntimeSpec *spec)
         c->no_pivot = spec->no_pivot;
         c->isolate = spec->isolate;
         c->isolate_server = spec->isolate ? spec->isolate_server : NULL;
+        c->isolate_delete = spec->isolate && spec->isolate_delete;
         c->terminal = spec->terminal;
         c->rows = spec->rows;
         c->cols = spec->cols;
@@ -371,7 +373,7 @@ static void runtime_delete(KilnContainer *c)
 
         if (!c->created || c->deleted || c->delete_process)
                 return;
-        if (c->isolate && c->exited) {
+        if (c->isolate && c->exited && !c->isolate_delete) {
                 isolate_forget(c);
                 return;
         }
@@ -1014,7 +1016,7 @@ static void container_dispose(KilnContainer *c)
                 c->deleted = TRUE;
         }
         /* kiln-isolate's process, once reaped, leaves only the state to remove. */
-        if (c->isolate && c->created && !c->deleted &&
+        if (c->isolate && !c->isolate_delete && c->created && !c->deleted &&
             (c->exited || (c->pid_watch && kiln_pid_watch_reap_sync(c->pid_watch, REAP_TIMEOUT_MS))))
                 isolate_forget(c);
         if (c->created && !c->deleted) {

@@ -36,6 +36,9 @@ typedef struct KilnRuntimeSpec {
         /* With @isolate: kiln-isolate's server (isolate-server.h), which runs it without an execve when
          * the command line's global options are the server's own; NULL: always executed. */
         struct KilnIsolateServer *isolate_server;
+        /* With @isolate: config.json has poststop hooks, which kiln-isolate's `delete` runs: it is called
+         * once the process is reaped, instead of removing the state here. */
+        gboolean isolate_delete;
 
         /* The caller's descriptors (-1: /dev/null). Pipes, sockets and regular files go to the
          * container as they are; a terminal is never handed to the container: its data is relayed

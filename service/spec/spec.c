@@ -498,6 +498,71 @@ static void add_annotations(JsonBuilder *b, const char *const *annotations)
 
 /* ---- the document ---- */
 
+/* ---- hooks ---- */
+
+const char *const kiln_hook_stages[] = {
+        "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop", NULL,
+};
+
+gboolean kiln_hook_stage_known(const char *stage)
+{
+        return stage && g_strv_contains(kiln_hook_stages, stage);
+}
+
+static gboolean check_hooks(const KilnSpecInput *input, GError **error)
+{
+        for (gsize i = 0; i < input->n_hooks; i++) {
+                const KilnHook *h = &input->hooks[i];
+                g_autofree char *arg = g_strdup_printf("hooks[%zu]", i);
+                if (!kiln_hook_stage_known(h->stage))
+                        return kiln_invalid(error, arg, "unknown stage '%s'",
+                                            h->stage ? h->stage : "(null)");
+                if (!h->path || h->path[0] != '/')
+                        return kiln_invalid(error, arg, "the path is not absolute");
+                if (h->timeout < 0)
+                        return kiln_invalid(error, arg, "a negative timeout");
+        }
+        return TRUE;
+}
+
+/* "hooks": {stage: [{path, args, env, timeout}]}, the stages in the order a run meets them, each
+ * stage's hooks in the input's order. Nothing without hooks. */
+static void add_hooks(JsonBuilder *b, const KilnSpecInput *input)
+{
+        if (input->n_hooks == 0)
+                return;
+        json_builder_set_member_name(b, "hooks");
+        json_builder_begin_object(b);
+        for (const char *const *stage = kiln_hook_stages; *stage; stage++) {
+                gboolean any = FALSE;
+                for (gsize i = 0; i < input->n_hooks; i++) {
+                        const KilnHook *h = &input->hooks[i];
+                        if (!g_str_equal(h->stage, *stage))
+                                continue;
+                        if (!any) {
+                                json_builder_set_member_name(b, *stage);
+                                json_builder_begin_array(b);
+                                any = TRUE;
+                        }
+                        json_builder_begin_object(b);
+                        json_builder_set_member_name(b, "path");
+                        json_builder_add_string_value(b, h->path);
+                        if (h->args && h->args[0])
+                                add_strings(b, "args", h->args);
+                        if (h->env && h->env[0])
+                                add_strings(b, "env", h->env);
+                        if (h->timeout > 0) {
+                                json_builder_set_member_name(b, "timeout");
+                                json_builder_add_int_value(b, h->timeout);
+                        }
+                        json_builder_end_object(b);
+                }
+                if (any)
+                        json_builder_end_array(b);
+        }
+        json_builder_end_object(b);
+}
+
 char **kiln_spec_environment(const KilnSpecInput *input, GError **error)
 {
         g_autoptr(GPtrArray) env = NULL;
@@ -542,7 +607,8 @@ JsonNode *kiln_spec_generate(const KilnSpecInput *input, GError **error)
         if (!check_process(input, &cwd, error) || !check_namespaces(input, error) ||
             !kiln_spec_resolve_hostname(input, &hostname, error) ||
             !check_user_namespace(input, &userns, error) || !check_devices(input, error) ||
-            !check_resources(input, error) || !kiln_spec_capability_set(input, &caps, error))
+            !check_resources(input, error) || !check_hooks(input, error) ||
+            !kiln_spec_capability_set(input, &caps, error))
                 return NULL;
         env = kiln_spec_build_env(input, error);
         if (!env)
@@ -575,6 +641,7 @@ JsonNode *kiln_spec_generate(const KilnSpecInput *input, GError **error)
                 json_builder_add_string_value(b, hostname);
         }
         add_mounts(b, mounts);
+        add_hooks(b, input);
         add_annotations(b, input->annotations);
 
         json_builder_set_member_name(b, "linux");

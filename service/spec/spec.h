@@ -81,6 +81,18 @@ typedef struct KilnDevice {
         const char *access; /* device cgroup access, a non-empty subset of "rwm"; NULL: "rwm" */
 } KilnDevice;
 
+/* An OCI hook (config.json "hooks"), from hooks.d or a CDI spec; runs as kilnd's runtime runs. */
+typedef struct KilnHook {
+        const char *stage;       /* "prestart", "createRuntime", ... "poststop" */
+        const char *path;        /* absolute host path */
+        const char *const *args; /* NULL or argv including argv[0] */
+        const char *const *env;  /* NULL or "NAME=VALUE" */
+        int timeout;             /* seconds; 0: none */
+} KilnHook;
+/* The six runtime-spec stages, in the order a run meets them (NULL-ended); whether @stage is one. */
+extern const char *const kiln_hook_stages[];
+gboolean kiln_hook_stage_known(const char *stage);
+
 /* Files in the bundle bound over the image's. NULL: not bound (no_hosts, no_hostname, ...). A
  * caller mount at the same destination wins over the file; with network "none" the hosts and
  * resolv.conf files are never bound (as buildah). Bound read-write, nosuid,nodev,noexec. */
@@ -142,6 +154,10 @@ typedef struct KilnSpecInput {
         gsize n_devices;
         JsonNode *seccomp; /* the linux.seccomp object (kiln_seccomp_profile_load()); NULL: unconfined */
         const char *const *annotations; /* "key=value" */
+        /* OCI hooks, in order (each stage's list keeps it): the administrator's hooks.d files
+         * (spec/hooks.h) or CDI specs, never a caller's. */
+        const KilnHook *hooks;
+        gsize n_hooks;
 
         /* resources: the run's own cgroup (linux.cgroupsPath; NULL: the runtime's choice) and its limits
          * (linux.resources; see cgroup.h) */

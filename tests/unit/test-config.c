@@ -208,6 +208,37 @@ static void test_storage_bytes(void)
         g_unlink(bad);
 }
 
+/* [Hooks] Directories: containers-common's two by default, the administrator's last; a list of
+ * absolute paths; empty turns hooks off; a relative path is refused, naming the key. */
+static void test_hooks(void)
+{
+        g_autoptr(KilnConfig) d = kiln_config_new_defaults();
+        g_autofree char *path = write_temp("[Hooks]\nDirectories=/a/hooks.d; /b/hooks.d ;\n");
+        g_autofree char *off = write_temp("[Hooks]\nDirectories=\n");
+        g_autofree char *bad = write_temp("[Hooks]\nDirectories=/a;hooks.d\n");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnConfig) c = NULL;
+        g_autoptr(KilnConfig) o = NULL;
+        g_autoptr(KilnConfig) b = NULL;
+
+        g_assert_cmpuint(g_strv_length(d->hooks_directories), ==, 2);
+        g_assert_cmpstr(d->hooks_directories[0], ==, "/usr/share/containers/oci/hooks.d");
+        g_assert_cmpstr(d->hooks_directories[1], ==, "/etc/containers/oci/hooks.d");
+        c = kiln_config_load(path, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(g_strv_length(c->hooks_directories), ==, 2);
+        g_assert_cmpstr(c->hooks_directories[1], ==, "/b/hooks.d");
+        o = kiln_config_load(off, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(g_strv_length(o->hooks_directories), ==, 0);
+        b = kiln_config_load(bad, &error);
+        g_assert_null(b);
+        g_assert_nonnull(strstr(error->message, "Directories"));
+        g_unlink(path);
+        g_unlink(off);
+        g_unlink(bad);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -219,5 +250,6 @@ int main(int argc, char **argv)
         g_test_add_func("/config/missing-explicit-file", test_missing_explicit_file);
         g_test_add_func("/config/storage-bytes", test_storage_bytes);
         g_test_add_func("/config/resources", test_resources);
+        g_test_add_func("/config/hooks", test_hooks);
         return g_test_run();
 }

@@ -309,6 +309,26 @@ static void test_devices(void)
         check_golden("devices", &in);
 }
 
+/* OCI hooks: grouped by stage in the order a run meets them, each stage's in the input's order;
+ * args, env and timeout only when given. */
+static void test_hooks(void)
+{
+        static const char *const args[] = {"record", "--stage", "prestart", NULL};
+        static const char *const env[] = {"HOOK=1", NULL};
+        const KilnHook hooks[] = {
+                {"poststop", "/usr/libexec/oci/hooks.d/cleanup", NULL, NULL, 0},
+                {"prestart", "/usr/libexec/oci/hooks.d/record", args, env, 5},
+                {"createRuntime", "/usr/libexec/oci/hooks.d/net", NULL, NULL, 0},
+                {"prestart", "/usr/libexec/oci/hooks.d/second", NULL, NULL, 0},
+        };
+        KilnSpecInput in;
+
+        base_input(&in);
+        in.hooks = hooks;
+        in.n_hooks = G_N_ELEMENTS(hooks);
+        check_golden("hooks-d", &in);
+}
+
 static void test_no_files(void)
 {
         KilnSpecInput in;
@@ -576,6 +596,21 @@ static void m_duplicate_volumes(KilnSpecInput *in)
         in->n_mounts = 2;
 }
 
+static void m_hook_unknown_stage(KilnSpecInput *in)
+{
+        static const KilnHook hook = {"prestop", "/bin/true", NULL, NULL, 0};
+        in->hooks = &hook;
+        in->n_hooks = 1;
+}
+
+static void m_hook_relative_path(KilnSpecInput *in)
+{
+        static const KilnHook hooks[] = {{"prestart", "/bin/true", NULL, NULL, 0},
+                                         {"poststop", "true", NULL, NULL, 0}};
+        in->hooks = hooks;
+        in->n_hooks = 2;
+}
+
 static void m_negative_pids(KilnSpecInput *in)
 {
         in->pids_limit = -1;
@@ -597,6 +632,8 @@ static const struct {
         const char *arg; /* the argument the message must name */
 } error_cases[] = {
         {"negative-pids-limit", m_negative_pids, "pids_limit"},
+        {"hook-unknown-stage", m_hook_unknown_stage, "hooks[0]"},
+        {"hook-relative-path", m_hook_relative_path, "hooks[1]"},
         {"cpu-weight-too-high", m_cpu_weight_too_high, "cpu_weight"},
         {"cgroups-path-dotdot", m_cgroups_path_dotdot, "cgroups_path"},
         {"hostname-host-uts", m_hostname_host_uts, "hostname"},
@@ -806,6 +843,7 @@ int main(int argc, char **argv)
         g_test_add_func("/spec/golden/ulimits", test_ulimits);
         g_test_add_func("/spec/golden/devices", test_devices);
         g_test_add_func("/spec/golden/no-files", test_no_files);
+        g_test_add_func("/spec/golden/hooks-d", test_hooks);
         g_test_add_func("/spec/golden/userns", test_userns);
         g_test_add_func("/spec/golden/userns-host", test_userns_host);
         g_test_add_func("/spec/golden/seccomp", test_seccomp);
