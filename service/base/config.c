@@ -86,6 +86,8 @@ KilnConfig *kiln_config_new_defaults(void)
         c->pasta_program = g_strdup("pasta");
         c->slirp4netns_program = g_strdup("slirp4netns");
         c->network_helper_timeout_seconds = 10;
+        /* [CDI]: the CDI library's own two directories, the run-time one winning. */
+        c->cdi_spec_dirs = g_strsplit("/etc/cdi /var/run/cdi", " ", -1);
         return c;
 }
 
@@ -106,6 +108,7 @@ void kiln_config_free(KilnConfig *c)
         g_free(c->network_default);
         g_free(c->pasta_program);
         g_free(c->slirp4netns_program);
+        g_strfreev(c->cdi_spec_dirs);
         g_free(c);
 }
 
@@ -358,6 +361,31 @@ static gboolean read_network(GKeyFile *kf, KilnConfig *c, GError **error)
                          error);
 }
 
+/* [CDI] SpecDirectories: absolute paths separated by spaces or ';' (GKeyFile's list separator). */
+static gboolean read_cdi(GKeyFile *kf, KilnConfig *c, GError **error)
+{
+        g_autofree char *v = g_key_file_get_string(kf, "CDI", "SpecDirectories", NULL);
+        g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
+        g_auto(GStrv) parts = NULL;
+
+        if (!v)
+                return TRUE;
+        parts = g_strsplit_set(v, " \t;", -1);
+        for (char **p = parts; *p; p++) {
+                if (!**p)
+                        continue;
+                if (**p != '/') {
+                        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                                    "[CDI] SpecDirectories must be absolute paths, got '%s'", *p);
+                        return FALSE;
+                }
+                g_strv_builder_add(dirs, *p);
+        }
+        g_strfreev(c->cdi_spec_dirs);
+        c->cdi_spec_dirs = g_strv_builder_end(dirs);
+        return TRUE;
+}
+
 KilnConfig *kiln_config_load(const char *path, GError **error)
 {
         g_autoptr(KilnConfig) c = kiln_config_new_defaults();
@@ -410,6 +438,8 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !check_pool(c, error) || !read_resources(kf, c, error))
                 return NULL;
         if (!read_process_limits(kf, c, error) || !read_network(kf, c, error))
+                return NULL;
+        if (!read_cdi(kf, c, error))
                 return NULL;
         if (!read_bytes(kf, "Limits", "CopyBytes", &c->copy_bytes, error) ||
             !read_bytes(kf, "Limits", "CopyEntries", &c->copy_entries, error) ||

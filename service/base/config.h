@@ -69,6 +69,10 @@
  *                                      in PATH, or an absolute path
  *   Slirp4netns=slirp4netns            the slirp4netns program, likewise
  *   HelperTimeoutSeconds=10            how long a run waits for its network helper to be ready
+ *
+ *   [CDI]                              devices named vendor.com/class=name (service/run/cdi.h)
+ *   SpecDirectories=/etc/cdi /var/run/cdi  absolute directories of CDI spec files (*.json), separated
+ *                                      by spaces or ';'; a later one wins; empty: no CDI devices
  */
 #pragma once
 
@@ -133,6 +137,9 @@ typedef struct KilnConfig {
         char *pasta_program;
         char *slirp4netns_program;
         unsigned network_helper_timeout_seconds;
+
+        /* [CDI] (run/cdi.h) */
+        char **cdi_spec_dirs; /* absolute; never NULL */
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */
