@@ -34,8 +34,9 @@ def setUpModule():
     _DIR = tempfile.mkdtemp(prefix='kiln-devices.')
     os.chmod(_DIR, 0o755)
     make_device_tree(os.path.join(_DIR, 'devs'))
-    make_cdi(os.path.join(_DIR, 'cdi'), os.path.join(_DIR, 'cdi-mount'))
-    tu.setup_with(extra=f'\n[CDI]\nSpecDirectories={_DIR}/cdi {_DIR}/no-such-dir\n')
+    tu.setup_with()
+    # The environment's own spec directory (tools/kiln-env), read at each run that names a CDI device.
+    make_cdi(os.path.join(kt.ENV.dir, 'cdi'), os.path.join(_DIR, 'cdi-mount'))
 
 
 def tearDownModule():
@@ -58,7 +59,6 @@ def make_device_tree(top):
 
 
 def make_cdi(directory, mount_source):
-    os.makedirs(directory)
     os.makedirs(mount_source)
     os.chmod(mount_source, 0o755)
     with open(os.path.join(mount_source, 'file'), 'w') as f:
@@ -162,7 +162,7 @@ class RunDevicesCases(kr.RunTestCase):
         b = self.builder()
         for devices, arg, fragment in ((['kiln.test/dev=nope'], 'devices[0]', 'kiln.test/dev=nope'),
                                        (['/dev/null', 'other.test/dev=one'], 'devices[1]', 'other.test/dev'),
-                                       (['/dev/null', f'{_DIR}/cdi/README'], 'devices[1]', 'not a device'),
+                                       (['/dev/null', f'{_DIR}/devs/file'], 'devices[1]', 'not a device'),
                                        (['kiln.test/dev=one:/dev/x'], 'devices[0]', 'kiln.test/dev=one:/dev/x')):
             with self.subTest(devices=devices):
                 r = self.captured(b, ['touch', '/ran'], {'devices': devices})
