@@ -501,15 +501,20 @@ GPtrArray *kiln_cdi_load(const char *const *dirs)
                 g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
                 DIR *d;
                 struct dirent *e;
+                int copy;
 
                 if (dirfd < 0) {
                         if (errno != ENOENT)
                                 g_warning("CDI spec directory %s: %s", dirs[p], g_strerror(errno));
                         continue;
                 }
-                d = fdopendir(dup(dirfd));
-                if (!d)
+                copy = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+                d = copy >= 0 ? fdopendir(copy) : NULL;
+                if (!d) {
+                        if (copy >= 0)
+                                close(copy);
                         continue;
+                }
                 while ((e = readdir(d)) && names->len < KILN_CDI_SPECS_MAX)
                         if (g_str_has_suffix(e->d_name, ".json") && e->d_name[0] != '.')
                                 g_ptr_array_add(names, g_strdup(e->d_name));

@@ -115,12 +115,19 @@ static gboolean walk(Walk *w, int fd, const char *host, const char *path, guint 
         g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
         DIR *dir;
         struct dirent *e;
+        int copy;
 
         if (dfd < 0)
                 return kiln_invalid(error, w->arg, "'%s': %s", host, g_strerror(errno));
-        dir = fdopendir(dup(dfd));
-        if (!dir)
-                return kiln_invalid(error, w->arg, "'%s': %s", host, g_strerror(errno));
+        /* readdir() on a copy of our own: closedir() closes it, dfd stays for fstatat(). */
+        copy = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+        dir = copy >= 0 ? fdopendir(copy) : NULL;
+        if (!dir) {
+                int saved = errno;
+                if (copy >= 0)
+                        close(copy);
+                return kiln_invalid(error, w->arg, "'%s': %s", host, g_strerror(saved));
+        }
         while ((e = readdir(dir))) {
                 if (g_str_equal(e->d_name, ".") || g_str_equal(e->d_name, ".."))
                         continue;
