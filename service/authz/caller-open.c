@@ -101,6 +101,18 @@ int kiln_open_as_caller(const KilnCreds *creds, const char *path)
         return fd;
 }
 
+int kiln_lookup_as_caller(const KilnCreds *creds, const char *path)
+{
+        OwnIdentity own;
+        int fd;
+
+        if (!become_caller(creds, &own))
+                return -1;
+        fd = open_path(path);
+        restore_identity(&own);
+        return fd;
+}
+
 gboolean kiln_caller_can_read(const KilnCreds *creds, int fd)
 {
         OwnIdentity own;

@@ -177,11 +177,12 @@ static gboolean resolve_path(KilnRunDevices *out, const char *arg, const char *v
         guint before = out->devices->len;
         struct stat st;
 
-        /* A caller other than uid 0 names only what it could reach itself (kilnd's error for what it cannot
-         * tells nothing about what lies beyond); for uid 0 the path is opened as it is. Either way O_PATH:
-         * a device is never opened here. */
+        /* A caller other than uid 0 names only paths it could look up itself (kilnd's error for one it
+         * cannot tells nothing about what lies beyond), and lists only directories it may read; the node
+         * itself may be one it cannot open (run-privileged decides). For uid 0 the path is opened as it
+         * is. Either way O_PATH: a device is never opened here. */
         if (caller->uid != 0)
-                fd = kiln_open_as_caller(caller, host);
+                fd = kiln_lookup_as_caller(caller, host);
         else
                 fd = open(host, O_PATH | O_CLOEXEC);
         if (fd < 0 || fstat(fd, &st) < 0)
