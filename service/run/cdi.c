@@ -154,47 +154,62 @@ static gboolean read_int(Ctx *c, const char *where, JsonObject *o, const char *n
         return TRUE;
 }
 
-static JsonArray *read_array(Ctx *c, const char *w, JsonNode *n)
+typedef gboolean (*ReadElement)(Ctx *c, const char *w, JsonNode *e, gpointer data);
+
+/* @read on each element of the array member @name, bounded; nothing when the member is absent. */
+static gboolean each_element(Ctx *c, const char *where, JsonObject *o, const char *name, ReadElement read,
+                             gpointer data)
 {
+        JsonNode *n = member(o, name);
+        g_autofree char *w = g_strdup_printf("%s.%s", where, name);
+        JsonArray *a;
+
+        if (!n)
+                return TRUE;
         if (!JSON_NODE_HOLDS_ARRAY(n))
-                return bad(c, w, "is not an array"), NULL;
-        if (json_array_get_length(json_node_get_array(n)) > KILN_CDI_LIST_MAX)
-                return bad(c, w, "has too many entries"), NULL;
-        return json_node_get_array(n);
+                return bad(c, w, "is not an array");
+        a = json_node_get_array(n);
+        if (json_array_get_length(a) > KILN_CDI_LIST_MAX)
+                return bad(c, w, "has too many entries");
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+                g_autofree char *we = g_strdup_printf("%s[%u]", w, i);
+                if (!read(c, we, json_array_get_element(a, i), data))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
+typedef struct {
+        GStrvBuilder *strings;
+        gboolean env;
+} StringsRead;
+
+static gboolean read_string_element(Ctx *c, const char *w, JsonNode *e, StringsRead *r)
+{
+        g_autoptr(GError) local = NULL;
+        const char *s;
+
+        if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING)
+                return bad(c, w, "is not a string");
+        s = json_node_get_string(e);
+        if (strlen(s) > 65536 || (r->env && !kiln_validate_env_entry(w, s, &local)))
+                return bad(c, w, r->env ? "is not NAME=VALUE" : "is too long");
+        g_strv_builder_add(r->strings, s);
+        return TRUE;
 }
 
 /* An array of strings (NULL when absent, unless @empty_if_absent); @env: each "NAME=VALUE". */
 static gboolean read_strv(Ctx *c, const char *where, JsonObject *o, const char *name, gboolean env,
                           gboolean empty_if_absent, char ***out)
 {
-        JsonNode *n = member(o, name);
-        g_autofree char *w = g_strdup_printf("%s.%s", where, name);
         g_autoptr(GStrvBuilder) b = g_strv_builder_new();
-        JsonArray *a;
+        StringsRead r = {b, env};
 
         *out = NULL;
-        if (!n) {
-                if (empty_if_absent)
-                        *out = g_new0(char *, 1);
-                return TRUE;
-        }
-        a = read_array(c, w, n);
-        if (!a)
+        if (!each_element(c, where, o, name, (ReadElement)read_string_element, &r))
                 return FALSE;
-        for (guint i = 0; i < json_array_get_length(a); i++) {
-                JsonNode *e = json_array_get_element(a, i);
-                g_autofree char *we = g_strdup_printf("%s[%u]", w, i);
-                g_autoptr(GError) local = NULL;
-                const char *s;
-
-                if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING)
-                        return bad(c, we, "is not a string");
-                s = json_node_get_string(e);
-                if (strlen(s) > 65536 || (env && !kiln_validate_env_entry(we, s, &local)))
-                        return bad(c, we, env ? "is not NAME=VALUE" : "is too long");
-                g_strv_builder_add(b, s);
-        }
-        *out = g_strv_builder_end(b);
+        if (member(o, name) || empty_if_absent)
+                *out = g_strv_builder_end(b);
         return TRUE;
 }
 
@@ -313,33 +328,31 @@ static gboolean read_hook(Ctx *c, const char *w, JsonObject *o, KilnCdiHook *h)
 
 typedef gboolean (*ReadEntry)(Ctx *c, const char *w, JsonObject *o, gpointer entry);
 
+typedef struct {
+        gsize size;
+        ReadEntry read;
+        GPtrArray *list;
+} ListRead;
+
+static gboolean read_list_element(Ctx *c, const char *w, JsonNode *e, ListRead *r)
+{
+        gpointer entry;
+
+        if (!JSON_NODE_HOLDS_OBJECT(e))
+                return bad(c, w, "is not an object");
+        entry = g_malloc0(r->size);
+        g_ptr_array_add(r->list, entry); /* freed with the list, even half read */
+        return r->read(c, w, json_node_get_object(e), entry);
+}
+
 /* An array member of objects, each read into a fresh entry of @size added to @list. */
 static gboolean read_list(Ctx *c, const char *where, JsonObject *o, const char *name, gsize size,
                           ReadEntry read, GDestroyNotify free_entry, GPtrArray **list)
 {
-        JsonNode *n = member(o, name);
-        g_autofree char *w = g_strdup_printf("%s.%s", where, name);
-        JsonArray *a;
+        ListRead r = {size, read, NULL};
 
-        *list = g_ptr_array_new_with_free_func(free_entry);
-        if (!n)
-                return TRUE;
-        a = read_array(c, w, n);
-        if (!a)
-                return FALSE;
-        for (guint i = 0; i < json_array_get_length(a); i++) {
-                JsonNode *e = json_array_get_element(a, i);
-                g_autofree char *we = g_strdup_printf("%s[%u]", w, i);
-                gpointer entry;
-
-                if (!JSON_NODE_HOLDS_OBJECT(e))
-                        return bad(c, we, "is not an object");
-                entry = g_malloc0(size);
-                g_ptr_array_add(*list, entry); /* freed with the list, even half read */
-                if (!read(c, we, json_node_get_object(e), entry))
-                        return FALSE;
-        }
-        return TRUE;
+        *list = r.list = g_ptr_array_new_with_free_func(free_entry);
+        return each_element(c, where, o, name, (ReadElement)read_list_element, &r);
 }
 
 static gboolean read_edits(Ctx *c, const char *where, JsonObject *parent, KilnCdiEdits *e)

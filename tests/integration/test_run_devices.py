@@ -94,13 +94,10 @@ class RunDevicesCases(kr.RunTestCase):
     upper_dir = tu.UsernsCases_oci.upper_dir
     set_trusted = tu.UsernsCases_oci.set_trusted
 
-    def setUp(self):
-        super().setUp()
-        self.set_trusted(False)
-
-    def tearDown(self):
-        self.set_trusted(False)
-        super().tearDown()
+    def trusted(self):
+        """kiln-alice may run-privileged until the test ends."""
+        self.set_trusted(True)
+        self.addCleanup(self.set_trusted, False)
 
     # -- a device renamed -------------------------------------------------------------------
 
@@ -113,7 +110,7 @@ class RunDevicesCases(kr.RunTestCase):
         self.assert_renamed(self.builder())
 
     def test_renamed_device_in_a_user_namespace(self):
-        self.set_trusted(True)
+        self.trusted()
         self.assert_renamed(self.alices_builder(), user=kt.ALICE)
 
     # -- a directory of devices ---------------------------------------------------------------
@@ -135,7 +132,7 @@ class RunDevicesCases(kr.RunTestCase):
         self.assert_directory(self.builder())
 
     def test_directory_of_devices_in_a_user_namespace(self):
-        self.set_trusted(True)
+        self.trusted()
         self.assert_directory(self.alices_builder(), user=kt.ALICE)
 
     # -- CDI ----------------------------------------------------------------------------------
@@ -155,7 +152,7 @@ class RunDevicesCases(kr.RunTestCase):
         self.assert_cdi(self.builder())
 
     def test_cdi_device_in_a_user_namespace(self):
-        self.set_trusted(True)
+        self.trusted()
         self.assert_cdi(self.alices_builder(), user=kt.ALICE)
 
     def test_unknown_devices_are_refused(self):
@@ -172,6 +169,7 @@ class RunDevicesCases(kr.RunTestCase):
     # -- authorization --------------------------------------------------------------------------
 
     def test_devices_need_run_privileged(self):
+        self.set_trusted(False)
         b = self.alices_builder()
         devs = os.path.join(_DIR, 'devs')
         for devices, judged in ((['/dev/null:/dev/mynull'], ['/dev/null']),
