@@ -10,7 +10,8 @@ and as kiln-alice in her user namespace (test_userns.py's environment, plus a CD
   nodes only under /dev).
 - A CDI name (kind kiln.test/dev in the test's spec directory) gives its device node (renamed by the
   spec), its bind mount (read-only, as the spec says) and its environment, the spec-wide edits too.
-- An unknown CDI name, or a device path that is none: InvalidArgument naming devices[N]; nothing ran.
+- An unknown CDI name, or a device path that is none: InvalidArgument naming devices[N]; more than
+  1024 nodes in a run: LimitExceeded naming devices[N]; nothing ran.
 - kiln-alice without run-privileged: refused (InteractiveAuthorizationRequired: polkit would ask an
   administrator, and the caller allows no interaction), for a path, a directory and a CDI name, and the
   message lists the device nodes the authorization judged (the resolved list, not the option).
@@ -34,6 +35,10 @@ def setUpModule():
     _DIR = tempfile.mkdtemp(prefix='kiln-devices.')
     os.chmod(_DIR, 0o755)
     make_device_tree(os.path.join(_DIR, 'devs'))
+    many = os.path.join(_DIR, 'many')
+    os.makedirs(many)
+    for i in range(1025):
+        os.mknod(os.path.join(many, f'n{i}'), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
     tu.setup_with()
     # The environment's own spec directory (tools/kiln-env), read at each run that names a CDI device.
     make_cdi(os.path.join(kt.ENV.dir, 'cdi'), os.path.join(_DIR, 'cdi-mount'))
@@ -165,6 +170,13 @@ class RunDevicesCases(kr.RunTestCase):
                 r = self.captured(b, ['touch', '/ran'], {'devices': devices})
                 self.assertError(r, kt.E_INVALID, [arg, fragment])
                 self.assertFalse(os.path.exists(os.path.join(self.upper_dir(b), 'ran')))
+
+    def test_too_many_devices_are_refused(self):
+        # One more node than a run may have (KILN_RUN_DEVICES_MAX): LimitExceeded, nothing ran.
+        b = self.builder()
+        r = self.captured(b, ['touch', '/ran'], {'devices': ['/dev/null', os.path.join(_DIR, 'many')]})
+        self.assertError(r, kt.E_LIMIT, ['devices[1]', '1024 device nodes'])
+        self.assertFalse(os.path.exists(os.path.join(self.upper_dir(b), 'ran')))
 
     # -- authorization --------------------------------------------------------------------------
 
