@@ -77,7 +77,9 @@ static int open_path(const char *path)
         return fd < 0 ? -1 : fd;
 }
 
-int kiln_open_as_caller(const KilnCreds *creds, const char *path)
+/* The path opened O_PATH with the caller's identity; with @must_be_readable, only if the caller may read it.
+ */
+static int open_as_caller(const KilnCreds *creds, const char *path, gboolean must_be_readable)
 {
         OwnIdentity own;
         int fd;
@@ -85,12 +87,22 @@ int kiln_open_as_caller(const KilnCreds *creds, const char *path)
         if (!become_caller(creds, &own))
                 return -1;
         fd = open_path(path);
-        if (fd >= 0 && !readable(fd)) {
+        if (fd >= 0 && must_be_readable && !readable(fd)) {
                 kiln_close_fdp(&fd);
                 fd = -1;
         }
         restore_identity(&own);
         return fd;
+}
+
+int kiln_open_as_caller(const KilnCreds *creds, const char *path)
+{
+        return open_as_caller(creds, path, TRUE);
+}
+
+int kiln_lookup_as_caller(const KilnCreds *creds, const char *path)
+{
+        return open_as_caller(creds, path, FALSE);
 }
 
 gboolean kiln_caller_can_read(const KilnCreds *creds, int fd)

@@ -11,5 +11,10 @@
  * it; else -1 with errno (EACCES/EPERM: the caller may not, ENOENT: there is nothing). */
 int kiln_open_as_caller(const KilnCreds *creds, const char *path);
 
+/* The same, without asking that the caller may read what the path leads to, only that it may look the
+ * path up: a device node named for a run (run-devices.h), which run-privileged, not the node's mode,
+ * decides about. */
+int kiln_lookup_as_caller(const KilnCreds *creds, const char *path);
+
 /* Whether the caller may read what @fd (which it opened, maybe as O_PATH) refers to. */
 gboolean kiln_caller_can_read(const KilnCreds *creds, int fd);

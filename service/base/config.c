@@ -89,6 +89,8 @@ KilnConfig *kiln_config_new_defaults(void)
         c->network_helper_timeout_seconds = 10;
         /* [Hooks]: containers-common's directories, the administrator's (/etc) last, as buildah. */
         c->hooks_directories = g_strsplit(KILN_DEFAULT_HOOKS_DIRECTORIES, ";", -1);
+        /* [CDI]: the CDI library's own two directories, the run-time one winning. */
+        c->cdi_spec_dirs = g_strsplit("/etc/cdi /var/run/cdi", " ", -1);
         return c;
 }
 
@@ -110,6 +112,7 @@ void kiln_config_free(KilnConfig *c)
         g_free(c->pasta_program);
         g_free(c->slirp4netns_program);
         g_strfreev(c->hooks_directories);
+        g_strfreev(c->cdi_spec_dirs);
         g_free(c);
 }
 
@@ -362,28 +365,30 @@ static gboolean read_network(GKeyFile *kf, KilnConfig *c, GError **error)
                          error);
 }
 
-/* [Hooks] Directories: a list of absolute paths; present but empty turns hooks off. */
-static gboolean read_hooks(GKeyFile *kf, KilnConfig *c, GError **error)
+/* [GROUP] KEY: absolute directories separated by spaces or ';' (GKeyFile's list separator), into
+ * *@dirs; present but empty turns the feature off (an empty list); absent keeps the default. */
+static gboolean read_directories(GKeyFile *kf, const char *group, const char *key, char ***dirs,
+                                 GError **error)
 {
-        g_auto(GStrv) dirs = NULL;
+        g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
         g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+        g_auto(GStrv) parts = NULL;
 
-        if (!g_key_file_has_key(kf, "Hooks", "Directories", NULL))
+        if (!v)
                 return TRUE;
-        dirs = g_key_file_get_string_list(kf, "Hooks", "Directories", NULL, NULL);
-        for (char **d = dirs; d && *d; d++) {
-                g_strstrip(*d);
-                if (!**d)
+        parts = g_strsplit_set(v, " \t;", -1);
+        for (char **p = parts; *p; p++) {
+                if (!**p)
                         continue;
-                if (!g_path_is_absolute(*d)) {
+                if (**p != '/') {
                         g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                                    "[Hooks] Directories must be absolute paths, got '%s'", *d);
+                                    "[%s] %s must be absolute paths, got '%s'", group, key, *p);
                         return FALSE;
                 }
-                g_strv_builder_add(b, *d);
+                g_strv_builder_add(b, *p);
         }
-        g_strfreev(c->hooks_directories);
-        c->hooks_directories = g_strv_builder_end(b);
+        g_strfreev(*dirs);
+        *dirs = g_strv_builder_end(b);
         return TRUE;
 }
 
@@ -440,7 +445,8 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
                 return NULL;
         if (!read_process_limits(kf, c, error) || !read_network(kf, c, error))
                 return NULL;
-        if (!read_hooks(kf, c, error))
+        if (!read_directories(kf, "Hooks", "Directories", &c->hooks_directories, error) ||
+            !read_directories(kf, "CDI", "SpecDirectories", &c->cdi_spec_dirs, error))
                 return NULL;
         if (!read_bytes(kf, "Limits", "CopyBytes", &c->copy_bytes, error) ||
             !read_bytes(kf, "Limits", "CopyEntries", &c->copy_entries, error) ||

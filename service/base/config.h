@@ -74,6 +74,9 @@
  *   Directories=/usr/share/containers/oci/hooks.d;/etc/containers/oci/hooks.d
  *                                      hooks.d directories, absolute, a later one's file replacing
  *                                      an earlier one's of the same name; empty: no hooks
+ *   [CDI]                              devices named vendor.com/class=name (service/run/cdi.h)
+ *   SpecDirectories=/etc/cdi /var/run/cdi  absolute directories of CDI spec files (*.json), separated
+ *                                      by spaces or ';'; a later one wins; empty: no CDI devices
  */
 #pragma once
 
@@ -141,6 +144,8 @@ typedef struct KilnConfig {
 
         /* [Hooks] (run/run-hooks.h) */
         char **hooks_directories; /* absolute, in increasing precedence; empty: no hooks */
+        /* [CDI] (run/cdi.h) */
+        char **cdi_spec_dirs; /* absolute; never NULL */
 } KilnConfig;
 
 /* Loads @path (NULL: the built-in default location; a missing default file means defaults). */

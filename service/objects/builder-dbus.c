@@ -552,6 +552,13 @@ static int start_run(sd_bus_message *m, KilnBuilder *b, KilnProcessMode mode, sd
                 r = kiln_error_to_bus(local, error);
                 goto fail;
         }
+        /* The devices too: host nodes stat()ed, directories walked, CDI names looked up, once. */
+        req->options.resolved_devices = kiln_run_devices_resolve(
+                req->options.devices, (const char *const *)manager->config->cdi_spec_dirs, creds, &local);
+        if (!req->options.resolved_devices) {
+                r = kiln_error_to_bus(local, error);
+                goto fail;
+        }
         kiln_manager_run_input(manager, b, &input);
         weakenings = kiln_run_weakenings(&input, &req->options, creds, &local);
         if (!weakenings) {

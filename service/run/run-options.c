@@ -47,28 +47,6 @@ static gboolean validate_namespace(const char *arg, const char *value, GError **
         return kiln_namespace_parse(arg, value, FALSE, &ns, error);
 }
 
-/* --device HOST[:CONTAINER[:PERMISSIONS]] */
-static gboolean validate_device(const char *arg, const char *value, GError **error)
-{
-        g_auto(GStrv) parts = g_strsplit(value, ":", 4);
-        guint n = g_strv_length(parts);
-
-        if (n < 1 || n > 3) {
-                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid %s: '%s' is not HOST[:CONTAINER[:PERMISSIONS]]", arg, value);
-                return FALSE;
-        }
-        if (!kiln_validate_absolute_path(arg, parts[0], FALSE, error) ||
-            (n >= 2 && !kiln_validate_absolute_path(arg, parts[1], FALSE, error)))
-                return FALSE;
-        if (n == 3 && (!*parts[2] || strspn(parts[2], "rwm") != strlen(parts[2]))) {
-                g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                            "Invalid %s: permissions '%s' are not a subset of 'rwm'", arg, parts[2]);
-                return FALSE;
-        }
-        return TRUE;
-}
-
 static gboolean validate_size(const char *arg, const char *value, GError **error)
 {
         guint64 n;
@@ -112,7 +90,7 @@ KILN_DEFINE_STRING_CHECK(check_dns_search, kiln_network_validate_dns_search)
 KILN_DEFINE_STRING_CHECK(check_dns_option, kiln_network_validate_dns_option)
 KILN_DEFINE_STRING_CHECK(check_add_host, kiln_network_validate_add_host)
 KILN_DEFINE_STRING_CHECK(check_volume, kiln_validate_volume)
-KILN_DEFINE_STRING_CHECK(check_device, validate_device)
+KILN_DEFINE_STRING_CHECK(check_device, kiln_run_device_validate) /* run-devices.h */
 KILN_DEFINE_STRING_CHECK(check_ulimit, kiln_validate_ulimit)
 KILN_DEFINE_STRING_CHECK(check_size, validate_size)
 KILN_DEFINE_STRING_CHECK(check_runtime, validate_runtime)
@@ -234,6 +212,7 @@ void kiln_run_options_clear(KilnRunOptions *o)
                 }
         }
         g_clear_pointer(&o->resolved_volumes, g_ptr_array_unref);
+        g_clear_pointer(&o->resolved_devices, kiln_run_devices_free);
         g_clear_pointer(&o->resolved_group_add, g_strfreev);
         g_clear_pointer(&o->resolved_group_args, g_strfreev);
         g_clear_pointer(&o->caller_groups, g_array_unref);

@@ -7,6 +7,7 @@
 
 #include "base/config.h"
 #include "base/errors.h"
+#include "run/run-devices.h"
 
 typedef struct KilnVolumeFd {
         int fd; /* owned; moved into resolved_volumes when the run is resolved */
@@ -70,6 +71,9 @@ typedef struct KilnRunOptions {
          * supplementary gids; resolved with the volumes (run-volumes.h). */
         char **resolved_group_add, **resolved_group_args;
         GArray *caller_groups; /* guint32; NULL: no keep-groups */
+        /* Not an option: the devices (host nodes, directories, CDI names) resolved once before
+         * authorization (run-devices.h); the authorization and the preparation read only this. */
+        KilnRunDevices *resolved_devices;
 } KilnRunOptions;
 
 void kiln_run_options_init(KilnRunOptions *options);

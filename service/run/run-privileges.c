@@ -168,8 +168,8 @@ GPtrArray *kiln_run_weakenings(const KilnRunInput *run, KilnRunOptions *o, const
         g_autoptr(GPtrArray) reasons = g_ptr_array_new_with_free_func(g_free);
 
         /* Fail closed: without the resolved list nothing about the volumes is known. */
-        if (!o->resolved_volumes) {
-                kiln_fail(error, KILN_ERROR_CODE_FAILED, "The run's volumes were not resolved");
+        if (!o->resolved_volumes || !o->resolved_devices) {
+                kiln_fail(error, KILN_ERROR_CODE_FAILED, "The run's volumes or devices were not resolved");
                 return NULL;
         }
         /* uid 0 is root on the host already: nothing it asks for weakens anything it holds. */
@@ -180,8 +180,8 @@ GPtrArray *kiln_run_weakenings(const KilnRunInput *run, KilnRunOptions *o, const
         check_namespaces(reasons, run, o);
         if (!check_capabilities(reasons, run, o, error))
                 return NULL;
-        for (char **d = o->devices; d && *d; d++)
-                g_ptr_array_add(reasons, g_strdup_printf("device %s", *d));
+        /* Every host node the run would get, and every CDI mount and hook: the resolved list. */
+        kiln_run_devices_describe(o->resolved_devices, reasons);
         if (g_strcmp0(o->seccomp_profile, "unconfined") == 0)
                 g_ptr_array_add(reasons, g_strdup("seccomp_profile=unconfined"));
         check_runtime(reasons, run->config, o);

@@ -11,7 +11,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "kiln-build-config.h"
@@ -497,29 +496,35 @@ static gboolean add_volume(SpecScratch *s, KilnRunPlan *plan, const KilnRunVolum
         return TRUE;
 }
 
-static gboolean add_device(SpecScratch *s, const char *arg, const char *spec, GError **error)
+/* A device node of the resolved list (run-devices.h): its type and numbers are what kilnd stat()ed
+ * before authorization, never anything the caller or a CDI spec said. */
+static void add_device(SpecScratch *s, const KilnRunDevice *r)
 {
-        g_auto(GStrv) parts = g_strsplit(spec, ":", 3);
         KilnDevice d = {0};
-        struct stat st;
 
-        /* A host device the caller named, looked up as root: devices need run-privileged from anyone
-         * but uid 0 (run-privileges.c), and only its type and numbers are used, to describe the node
-         * the runtime creates. */
-        if (stat(parts[0], &st) < 0)
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT, "Invalid %s: '%s': %s", arg,
-                                 parts[0], g_strerror(errno));
-        if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
-                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
-                                 "Invalid %s: '%s' is not a device node", arg, parts[0]);
-        d.path = keep(s, g_strdup(parts[1] ? parts[1] : parts[0]));
-        d.type = S_ISCHR(st.st_mode) ? 'c' : 'b';
-        d.major = major(st.st_rdev);
-        d.minor = minor(st.st_rdev);
-        d.file_mode = st.st_mode & 07777;
-        d.access = parts[1] && parts[2] ? keep(s, g_strdup(parts[2])) : NULL;
+        d.path = r->path;
+        d.host_path = r->host_path;
+        d.type = r->type;
+        d.major = r->major;
+        d.minor = r->minor;
+        d.file_mode = r->file_mode;
+        d.uid = r->uid;
+        d.gid = r->gid;
+        d.access = r->access;
         g_array_append_val(s->devices, d);
-        return TRUE;
+}
+
+/* A CDI bind mount, as a volume's: checked by the spec generator's allow-list like any other. */
+static void add_device_mount(SpecScratch *s, const KilnRunDeviceMount *m)
+{
+        KilnMount mount = {0};
+
+        mount.type = KILN_MOUNT_BIND;
+        mount.source = m->source;
+        mount.destination = m->destination;
+        mount.options = (const char *const *)m->options;
+        mount.arg = m->arg;
+        g_array_append_val(s->mounts, mount);
 }
 
 /* ---- network files (network.h): a run's settings win over the builder's ---- */
@@ -782,11 +787,12 @@ static gboolean fill_mounts(SpecScratch *s, KilnRunPlan *plan, const KilnRunOpti
         for (guint i = 0; i < o->resolved_volumes->len; i++)
                 if (!add_volume(s, plan, o->resolved_volumes->pdata[i], error))
                         return FALSE;
-        for (char **d = o->devices; d && *d; d++) {
-                g_autofree char *arg = g_strdup_printf("devices[%d]", (int)(d - o->devices));
-                if (!add_device(s, arg, *d, error))
-                        return FALSE;
-        }
+        if (!o->resolved_devices)
+                return kiln_fail(error, KILN_ERROR_CODE_FAILED, "The run's devices were not resolved");
+        for (guint i = 0; i < o->resolved_devices->devices->len; i++)
+                add_device(s, o->resolved_devices->devices->pdata[i]);
+        for (guint i = 0; i < o->resolved_devices->mounts->len; i++)
+                add_device_mount(s, o->resolved_devices->mounts->pdata[i]);
         s->in.mounts = (const KilnMount *)s->mounts->data;
         s->in.n_mounts = s->mounts->len;
         s->in.devices = (const KilnDevice *)s->devices->data;
@@ -1035,7 +1041,10 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         s.in.id = run->builder_id;
         s.in.rootfs = plan->rootfs;
         s.in.builder_env = (const char *const *)bc->env;
-        s.in.env = (const char *const *)o->env;
+        /* The run's environment, then what its CDI devices set (podman applies CDI edits last too). */
+        s.in.env = o->resolved_devices && o->resolved_devices->env[0]
+                           ? keep_list(&s, concat_lists(o->env, o->resolved_devices->env))
+                           : (const char *const *)o->env;
         s.in.cwd = cwd ? cwd : "/";
         s.in.terminal = o->terminal;
         s.in.terminal_rows = o->rows;

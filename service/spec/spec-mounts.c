@@ -488,5 +488,19 @@ GPtrArray *kiln_spec_build_mounts(const KilnSpecInput *input, gboolean userns, g
 
         while (user->len > 0)
                 g_ptr_array_add(mounts, g_ptr_array_steal_index(user, 0));
+
+        /* In a user namespace no device node can be made: the host's node is bound instead, from where
+         * the host has it (runc would bind the container path from the host, which a renamed device is
+         * not), as podman does for rootless containers. Last, over the /dev tmpfs and any volume; not
+         * nodev, the one mount kiln makes without it; the device cgroup still allows only this node. */
+        for (gsize i = 0; userns && i < input->n_devices; i++) {
+                static const char *const device_options[] = {"rbind", "nosuid", "noexec", NULL};
+                const KilnDevice *d = &input->devices[i];
+
+                if (d->type == 'c' || d->type == 'b' || d->type == 'u')
+                        g_ptr_array_add(mounts,
+                                        mount_new(d->path, "bind", d->host_path ? d->host_path : d->path,
+                                                  device_options));
+        }
         return g_steal_pointer(&mounts);
 }

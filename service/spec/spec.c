@@ -228,6 +228,8 @@ static gboolean check_devices(const KilnSpecInput *input, GError **error)
                         return FALSE;
                 if (!g_str_equal(path, d->path))
                         return kiln_invalid(error, arg, "'%s' is not a canonical path", d->path);
+                if (d->host_path && !kiln_validate_absolute_path(arg, d->host_path, FALSE, error))
+                        return FALSE;
                 if (!d->type || !strchr("cbup", d->type))
                         return kiln_invalid(error, arg, "type '%c' is not one of c, b, u, p", d->type);
                 if (d->access && (!*d->access || strspn(d->access, "rwm") != strlen(d->access)))
@@ -242,15 +244,24 @@ static gboolean check_devices(const KilnSpecInput *input, GError **error)
         return TRUE;
 }
 
-static void add_devices(JsonBuilder *b, const KilnSpecInput *input)
+/* linux.devices: the nodes the runtime makes; in a user namespace only FIFOs, the host's device nodes
+ * being bound (spec-mounts.c). */
+static void add_devices(JsonBuilder *b, const KilnSpecInput *input, gboolean userns)
 {
-        if (input->n_devices == 0)
+        gsize n = 0;
+
+        for (gsize i = 0; i < input->n_devices; i++)
+                n += !userns || input->devices[i].type == 'p';
+        if (n == 0)
                 return;
         json_builder_set_member_name(b, "devices");
         json_builder_begin_array(b);
         for (gsize i = 0; i < input->n_devices; i++) {
                 const KilnDevice *d = &input->devices[i];
                 char type[2] = {d->type, '\0'};
+
+                if (userns && d->type != 'p')
+                        continue;
 
                 json_builder_begin_object(b);
                 json_builder_set_member_name(b, "path");
@@ -665,7 +676,7 @@ JsonNode *kiln_spec_generate(const KilnSpecInput *input, GError **error)
         }
         add_resources(b, input);
         add_namespaces(b, input, userns);
-        add_devices(b, input);
+        add_devices(b, input, userns);
         if (input->seccomp) {
                 json_builder_set_member_name(b, "seccomp");
                 json_builder_add_value(b, json_node_copy(input->seccomp));

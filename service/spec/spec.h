@@ -69,7 +69,8 @@ typedef struct KilnMount {
         const char *arg; /* the option it came from, for messages ("volumes[2]"); NULL: "mounts" */
 } KilnMount;
 
-/* A host device node to create in the container; the caller stat()ed it. */
+/* A host device node to create in the container; the caller stat()ed it. In a user namespace, where
+ * no node can be made, the host's (host_path) is bound at path instead. */
 typedef struct KilnDevice {
         const char *path; /* in the container, absolute */
         char type;        /* 'c', 'b', 'u' (unbuffered character) or 'p' (FIFO) */
@@ -78,7 +79,8 @@ typedef struct KilnDevice {
         guint32 file_mode; /* permission bits (st_mode & 07777) */
         guint32 uid;       /* owner in the container */
         guint32 gid;
-        const char *access; /* device cgroup access, a non-empty subset of "rwm"; NULL: "rwm" */
+        const char *access;    /* device cgroup access, a non-empty subset of "rwm"; NULL: "rwm" */
+        const char *host_path; /* the host's node, absolute; NULL: path */
 } KilnDevice;
 
 /* An OCI hook (config.json "hooks"), from hooks.d or a CDI spec; runs as kilnd's runtime runs. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <glib/gstdio.h>
+#include <string.h>
 
 #include "base/config.h"
 
@@ -239,6 +240,32 @@ static void test_hooks(void)
         g_unlink(bad);
 }
 
+/* Run parity: [CDI] SpecDirectories, spaces or ';' between absolute paths, later ones winning. */
+static void test_cdi(void)
+{
+        g_autoptr(KilnConfig) d = kiln_config_new_defaults();
+        g_autofree char *path = write_temp("[CDI]\nSpecDirectories=/a  /b;/c\n");
+        g_autofree char *empty_path = write_temp("[CDI]\nSpecDirectories=\n");
+        g_autofree char *bad_path = write_temp("[CDI]\nSpecDirectories=/a cdi\n");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(KilnConfig) c = kiln_config_load(path, &error);
+        g_autoptr(KilnConfig) empty = NULL;
+        g_autoptr(KilnConfig) bad = NULL;
+
+        g_assert_no_error(error);
+        g_assert_cmpstrv(d->cdi_spec_dirs, ((const char *const[]){"/etc/cdi", "/var/run/cdi", NULL}));
+        g_assert_cmpstrv(c->cdi_spec_dirs, ((const char *const[]){"/a", "/b", "/c", NULL}));
+        empty = kiln_config_load(empty_path, &error);
+        g_assert_no_error(error);
+        g_assert_cmpstrv(empty->cdi_spec_dirs, ((const char *const[]){NULL}));
+        bad = kiln_config_load(bad_path, &error);
+        g_assert_null(bad);
+        g_assert_nonnull(strstr(error->message, "SpecDirectories"));
+        g_unlink(path);
+        g_unlink(empty_path);
+        g_unlink(bad_path);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -251,5 +278,6 @@ int main(int argc, char **argv)
         g_test_add_func("/config/storage-bytes", test_storage_bytes);
         g_test_add_func("/config/resources", test_resources);
         g_test_add_func("/config/hooks", test_hooks);
+        g_test_add_func("/config/cdi", test_cdi);
         return g_test_run();
 }

@@ -329,6 +329,27 @@ static void test_hooks(void)
         check_golden("hooks-d", &in);
 }
 
+/* Run parity: in a user namespace no node can be made: a character or block device is the host's node
+ * bound from host_path (a renamed one from where the host has it), with its device cgroup rule; a FIFO
+ * is still made. */
+static void test_devices_userns(void)
+{
+        static const KilnIdMapping ids[] = {{0, 100000, 65536}};
+        const KilnDevice devices[] = {
+                {"/dev/mynull", 'c', 1, 3, 0666, 0, 0, "rw", "/dev/null"},
+                {"/dev/xvdc", 'b', 8, 16, 0660, 0, 6, NULL, NULL},
+                {"/dev/pipe0", 'p', 0, 0, 0600, 0, 0, NULL, NULL},
+        };
+        KilnSpecInput in;
+
+        base_input(&in);
+        in.uid_mappings = in.gid_mappings = ids;
+        in.n_uid_mappings = in.n_gid_mappings = 1;
+        in.devices = devices;
+        in.n_devices = G_N_ELEMENTS(devices);
+        check_golden("devices-userns", &in);
+}
+
 static void test_no_files(void)
 {
         KilnSpecInput in;
@@ -842,6 +863,7 @@ int main(int argc, char **argv)
         g_test_add_func("/spec/golden/shm-size", test_shm_size);
         g_test_add_func("/spec/golden/ulimits", test_ulimits);
         g_test_add_func("/spec/golden/devices", test_devices);
+        g_test_add_func("/spec/golden/devices-userns", test_devices_userns);
         g_test_add_func("/spec/golden/no-files", test_no_files);
         g_test_add_func("/spec/golden/hooks-d", test_hooks);
         g_test_add_func("/spec/golden/userns", test_userns);
