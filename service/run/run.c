@@ -117,8 +117,10 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(SpecScratch, spec_scratch_clear)
 /* OCI hooks: the administrator's hooks.d files whose conditions the run meets (run-hooks.h). The
  * conditions look at what the caller chose — the builder's annotations (buildah run passes its
  * annotations), the command, its bind mounts — so a caller picks which of the administrator's hooks
- * run, as under podman; what runs, and its arguments, come only from those files. */
-static void fill_hooks(KilnRunPlan *plan, SpecScratch *s, const KilnConfig *config)
+ * run, as under podman; what runs, and its arguments, come only from those files. Then the hooks of
+ * the CDI devices the run names (run-devices.h), which run-privileged granted with the devices. */
+static void fill_hooks(KilnRunPlan *plan, SpecScratch *s, const KilnConfig *config,
+                       const KilnRunDevices *devices)
 {
         KilnHookTarget target = {.annotations = s->in.annotations, .command = s->in.argv[0]};
 
@@ -128,6 +130,10 @@ static void fill_hooks(KilnRunPlan *plan, SpecScratch *s, const KilnConfig *conf
         s->hook_files = kiln_hooks_load((const char *const *)config->hooks_directories);
         s->hooks = g_array_new(FALSE, TRUE, sizeof(KilnHook));
         kiln_hooks_select(s->hook_files, &target, s->hooks);
+        if (devices) {
+                g_autoptr(GArray) cdi = kiln_run_devices_hooks(devices);
+                g_array_append_vals(s->hooks, cdi->data, cdi->len);
+        }
         s->in.hooks = (const KilnHook *)s->hooks->data;
         s->in.n_hooks = s->hooks->len;
         for (guint i = 0; i < s->hooks->len; i++)
@@ -1105,7 +1111,7 @@ KilnRunPlan *kiln_run_prepare(const KilnRunInput *run, char **argv, KilnRunOptio
         s.in.cpu_weight = plan->resources.cpu_weight;
         s.in.cgroup_v2 = plan->resources.cgroup_v2;
         s.in.tmpfs_default_size = run->config->tmpfs_max_size;
-        fill_hooks(plan, &s, run->config);
+        fill_hooks(plan, &s, run->config, o->resolved_devices);
         spec = kiln_spec_generate(&s.in, error);
         if (!spec)
                 return NULL;
