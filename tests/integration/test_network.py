@@ -8,7 +8,7 @@
 - The helper runs as the builder's owner (kiln-alice's uid, not root), is a child of kilnd while
   the run runs, is killed before the run's answer (dying: SIGKILL pending, exiting or a zombie) and
   gone soon after (no process, no namespace file, no mount), after a run that ends by itself and
-  after a client killed mid-run.
+  after a client killed mid-run; it does not outlive a kilnd killed with SIGKILL.
 - --dns, --dns-search, --dns-option and --add-host are in /etc/resolv.conf and /etc/hosts; the
   builder's settings (kiln from / kiln config) apply, a run's win.
 - A missing helper ([Network] Pasta= an empty directory's file) fails with RuntimeFailed naming
@@ -26,6 +26,7 @@ import http.server
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import threading
@@ -270,6 +271,27 @@ class NetworkCases(kr.RunTestCase):
                 self.assertTrue(self.wait_until(lambda: not helpers_of(self.kilnd_pid()), 10),
                                 f'helper not reaped: {helpers_of(self.kilnd_pid())}')
                 self.assertEqual(any_helper_anywhere(), [])
+
+    def test_helper_does_not_outlive_a_crashed_kilnd(self):
+        b = self.wget_builder(user=kt.ALICE)
+        child = self.spawn('--network', 'pasta', b, 'sleep', '60', user=kt.ALICE)
+        self.assertTrue(self.wait_until(lambda: helpers_of(self.kilnd_pid()), 20),
+                        f'no helper under kilnd (client: {child.poll()})')
+        (helper, _, _), = helpers_of(self.kilnd_pid())
+        kilnd = self.kilnd_pid()
+        try:
+            os.kill(kilnd, signal.SIGKILL)
+            self.assertTrue(self.wait_until(lambda: dying(kilnd), 10))
+        finally:
+            self.env.restart_kilnd()
+            kr._warm_up()
+            self.fd_baseline = self.kilnd_fds()
+        # pasta's switch to the owner clears the parent-death signal kilnd gives it, so it may well
+        # outlive kilnd (it does, often): the next kilnd kills it at start-up, from the pid and start time
+        # recorded in the bundle, before it cleans the bundles up.
+        self.assertTrue(self.wait_until(lambda: dying(helper), 10), f'helper {helper} outlived kilnd')
+        self.assertTrue(self.wait_until(lambda: not any_helper_anywhere(), 10), any_helper_anywhere())
+        child.communicate(timeout=30)
 
     # -- DNS and hosts ---------------------------------------------------------------------
 
