@@ -2,6 +2,8 @@
 /* User-mode networks: see network.h for the sequence, docs/network.md for why it is this one. */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -51,7 +54,11 @@ struct KilnNetwork {
         int userns_fd, netns_fd;
         unsigned timeout_seconds;
         GSubprocess *process;
-        int ready_fd;           /* read end: the helper writes to it once it is ready */
+        int ready_fd;              /* read end: the helper writes to it once it is ready */
+        int route_fd;              /* pasta: rtnetlink in the run's network namespace, routes as they come */
+        gboolean want_v4, want_v6; /* the default routes pasta will copy from the host */
+        gboolean seen_v4, seen_v6;
+        guint route_source;
         int exit_fd;            /* write end of slirp4netns's --exit-fd: it ends when this closes */
         KilnNetworkReady ready; /* set from kiln_network_start() until it was told */
         gpointer ready_data;
@@ -376,6 +383,7 @@ static gid_t primary_gid(uid_t uid)
 }
 
 static gboolean spawn_helper(KilnNetwork *n, GError **error);
+static void watch_routes(KilnNetwork *n);
 
 KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, char **options, uid_t uid,
                               gid_t gid, const char *bundle, GError **error)
@@ -384,7 +392,7 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         g_autoptr(GStrvBuilder) extra = g_strv_builder_new();
         int helper = helper_of(network);
 
-        n->userns_fd = n->netns_fd = n->ready_fd = n->exit_fd = -1;
+        n->userns_fd = n->netns_fd = n->ready_fd = n->exit_fd = n->route_fd = -1;
         if (helper < 0) {
                 kiln_invalid(error, "network", "'%s' needs no helper", network);
                 return NULL;
@@ -410,7 +418,11 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         n->netns_path = g_build_filename(bundle, "netns-net", NULL);
         n->record_path = g_build_filename(bundle, "network-helper", NULL);
         n->log_path = g_build_filename(bundle, "network-helper.log", NULL);
-        if (!make_namespaces(n, error) || !spawn_helper(n, error))
+        if (!make_namespaces(n, error))
+                return NULL;
+        if (n->helper == HELPER_PASTA)
+                watch_routes(n);
+        if (!spawn_helper(n, error))
                 return NULL;
         return g_steal_pointer(&n);
 }
@@ -520,12 +532,16 @@ static void stop_waiting(KilnNetwork *n)
                 g_source_remove(n->timeout_source);
         if (n->cancel_idle)
                 g_source_remove(n->cancel_idle);
-        n->ready_source = n->timeout_source = n->cancel_idle = 0;
+        if (n->route_source)
+                g_source_remove(n->route_source);
+        n->ready_source = n->timeout_source = n->cancel_idle = n->route_source = 0;
         if (n->cancel_handler)
                 g_cancellable_disconnect(n->cancellable, n->cancel_handler);
         n->cancel_handler = 0;
         g_clear_object(&n->cancellable);
-        kiln_close_fdp(&n->ready_fd);
+        kiln_close_fdp(&n->route_fd);
+        /* The ready pipe stays open until the helper is killed: pasta, ready by its routes, writes its
+         * pid later, and a pipe without a reader would kill it (SIGPIPE). */
 }
 
 /* SIGKILL, then either wait (@wait: a failed start, whose caller is told nothing is left) or let GLib's
@@ -722,6 +738,115 @@ static gboolean spawn_helper(KilnNetwork *n, GError **error)
         return TRUE;
 }
 
+/* ---- pasta's readiness by its routes ----
+ *
+ * pasta writes its pid file only at the very end of its start-up; most of that start-up (this version
+ * fills some 30 MB of frame buffers and opens pools of sockets and pipes) comes after it has configured
+ * the namespace (link, addresses, then the default routes it copies from the host, IPv4 first). From the
+ * last default route on, the namespace is as the command will use it, and pasta holds the tap device
+ * open: what the command sends before pasta's loop runs waits in the device's queue and is answered once
+ * it does (an ARP request, a SYN: both well within their first retransmission timer). So the run may
+ * start at the last default route; the pid file stays the readiness when no route is expected or none
+ * comes, and an end of the helper before either is still a failure. */
+
+/* Whether the host has a default route of @family (pasta copies the host's, IPv6 from
+ * /proc/net/ipv6_route: destination ::/0 through a gateway, not lo's unreachable one). */
+static gboolean host_has_default_route(int family)
+{
+        g_autofree char *table = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (family == AF_INET) {
+                g_autofree char *gateway = host_gateway();
+                return gateway != NULL;
+        }
+        if (!g_file_get_contents("/proc/net/ipv6_route", &table, NULL, NULL))
+                return FALSE;
+        lines = g_strsplit(table, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                char dest[33], dev[64];
+                unsigned plen, flags;
+
+                if (sscanf(*l, "%32s %x %*s %*x %*s %*x %*x %*x %x %63s", dest, &plen, &flags, dev) == 4 &&
+                    plen == 0 && strspn(dest, "0") == 32 && (flags & 0x2) && !g_str_equal(dev, "lo"))
+                        return TRUE;
+        }
+        return FALSE;
+}
+
+/* A netlink socket is bound to the network namespace of the thread that makes it: this thread enters the
+ * run's namespace, makes the socket and ends (kilnd's own threads never change namespace). */
+static gpointer route_socket_thread(gpointer data)
+{
+        int netns = GPOINTER_TO_INT(data), fd;
+        struct sockaddr_nl addr = {.nl_family = AF_NETLINK,
+                                   .nl_groups = RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE};
+
+        if (setns(netns, CLONE_NEWNET) < 0)
+                return GINT_TO_POINTER(-1);
+        fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+        if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+                kiln_close_fdp(&fd);
+        return GINT_TO_POINTER(fd);
+}
+
+static void route_ready_maybe(KilnNetwork *n)
+{
+        if ((!n->want_v4 || n->seen_v4) && (!n->want_v6 || n->seen_v6))
+                decide(n, NULL);
+}
+
+static gboolean on_route(int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
+{
+        KilnNetwork *n = data;
+        char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
+        ssize_t len;
+
+        while ((len = recv(fd, buf, sizeof(buf), 0)) > 0) {
+                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len);
+                     h = NLMSG_NEXT(h, len)) {
+                        const struct rtmsg *rt = NLMSG_DATA(h);
+
+                        if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(*rt)) ||
+                            rt->rtm_dst_len != 0 || rt->rtm_table != RT_TABLE_MAIN)
+                                continue;
+                        if (rt->rtm_family == AF_INET)
+                                n->seen_v4 = TRUE;
+                        else if (rt->rtm_family == AF_INET6)
+                                n->seen_v6 = TRUE;
+                }
+        }
+        if (len == 0 || (len < 0 && errno != EAGAIN && errno != EINTR)) {
+                /* Lost the watch (ENOBUFS: too much at once): the pid file will say it. */
+                n->route_source = 0;
+                kiln_close_fdp(&n->route_fd);
+                return G_SOURCE_REMOVE;
+        }
+        route_ready_maybe(n); /* may remove this source through stop_waiting() */
+        return n->route_source ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+/* Best effort: without the watch, the pid file is the readiness, as for slirp4netns. */
+static void watch_routes(KilnNetwork *n)
+{
+        GThread *thread;
+
+        n->want_v4 = !g_strv_contains((const char *const *)n->extra, "--ipv6-only") &&
+                     host_has_default_route(AF_INET);
+        n->want_v6 = !g_strv_contains((const char *const *)n->extra, "--ipv4-only") &&
+                     host_has_default_route(AF_INET6);
+        if (!n->want_v4 && !n->want_v6)
+                return;
+        thread = g_thread_try_new("kiln-netns-route", route_socket_thread, GINT_TO_POINTER(n->netns_fd),
+                                  NULL);
+        if (!thread)
+                return;
+        n->route_fd = GPOINTER_TO_INT(g_thread_join(thread));
+        if (n->route_fd < 0)
+                return;
+        n->route_source = g_unix_fd_add(n->route_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_route, n);
+}
+
 static gboolean on_deliver(gpointer data)
 {
         KilnNetwork *n = data;
@@ -756,6 +881,7 @@ void kiln_network_free(KilnNetwork *n)
         if (n->deliver_idle)
                 g_source_remove(n->deliver_idle);
         kill_helper(n, FALSE);
+        kiln_close_fdp(&n->ready_fd);
         kiln_close_fdp(&n->exit_fd);
         kiln_close_fdp(&n->userns_fd);
         kiln_close_fdp(&n->netns_fd);

@@ -8,8 +8,9 @@
  *      helper starts at once, as the owner too, attached to those namespaces through inherited descriptors,
  *      so that its own start-up runs while the rest of the run is prepared.
  *   2. kiln_network_start(), before the runtime starts: waits for the helper (in the main loop) — done when
- *      it says it is ready, failed when it exits first or takes longer than [Network] HelperTimeoutSeconds
- *      from its spawn.
+ *      the namespace is configured (pasta: the last default route it copies appears there, watched through
+ *      rtnetlink; else its pid file; slirp4netns: its ready descriptor), failed when it exits first or takes
+ *      longer than [Network] HelperTimeoutSeconds from its spawn.
  *   3. kiln_network_free(), with the run: the helper killed (SIGKILL; reaped by GLib's child watch, not
  *      waited for), the namespaces unmounted.
  *
