@@ -275,8 +275,10 @@ class NetworkCases(kr.RunTestCase):
     def test_helper_does_not_outlive_a_crashed_kilnd(self):
         b = self.wget_builder(user=kt.ALICE)
         child = self.spawn('--network', 'pasta', b, 'sleep', '60', user=kt.ALICE)
-        self.assertTrue(self.wait_until(lambda: helpers_of(self.kilnd_pid()), 20),
-                        f'no helper under kilnd (client: {child.poll()})')
+        if not self.wait_until(lambda: helpers_of(self.kilnd_pid()) or child.poll() is not None, 20) or \
+                child.poll() is not None:
+            # /dev/net/tun is machine-wide: another test run that sets it to 0600 makes this run fail.
+            self.fail(f'no helper under kilnd (client: {child.poll()}: {child.communicate(timeout=30)[1]})')
         (helper, _, _), = helpers_of(self.kilnd_pid())
         kilnd = self.kilnd_pid()
         try:
