@@ -2,6 +2,8 @@
 /* User-mode networks: see network.h for the sequence, docs/network.md for why it is this one. */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -51,10 +54,17 @@ struct KilnNetwork {
         int userns_fd, netns_fd;
         unsigned timeout_seconds;
         GSubprocess *process;
-        int ready_fd;           /* read end: the helper writes to it once it is ready */
+        int ready_fd;              /* read end: the helper writes to it once it is ready */
+        int route_fd;              /* pasta: rtnetlink in the run's network namespace, routes as they come */
+        gboolean want_v4, want_v6; /* the default routes pasta will copy from the host */
+        gboolean seen_v4, seen_v6;
+        guint route_source;
         int exit_fd;            /* write end of slirp4netns's --exit-fd: it ends when this closes */
-        KilnNetworkReady ready; /* set while a start is in progress */
+        KilnNetworkReady ready; /* set from kiln_network_start() until it was told */
         gpointer ready_data;
+        gboolean decided; /* ready or failed before kiln_network_start(): @outcome is what to tell */
+        GError *outcome;
+        guint deliver_idle;
         guint ready_source, timeout_source;
         GCancellable *cancellable;
         gulong cancel_handler;
@@ -299,6 +309,12 @@ static void __attribute__((noreturn)) namespace_child(uid_t uid, gid_t gid, int 
         _exit(0);
 }
 
+/* GLib has reaped the namespace child (its status says nothing the run needs). */
+static void on_namespace_child_exited(GPid pid, G_GNUC_UNUSED int status, G_GNUC_UNUSED gpointer data)
+{
+        kiln_reaper_unclaim(pid);
+}
+
 static gboolean make_namespaces(KilnNetwork *n, GError **error)
 {
         int tell[2] = {-1, -1}, wait[2] = {-1, -1};
@@ -307,7 +323,6 @@ static gboolean make_namespaces(KilnNetwork *n, GError **error)
         gboolean ok = FALSE;
         char c = 0;
         pid_t pid;
-        int status;
 
         if (pipe2(tell, O_CLOEXEC) < 0 || pipe2(wait, O_CLOEXEC) < 0) {
                 kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED, "pipe: %s", g_strerror(errno));
@@ -320,7 +335,7 @@ static gboolean make_namespaces(KilnNetwork *n, GError **error)
         }
         if (pid == 0)
                 namespace_child(n->uid, n->gid, tell[1], wait[0], wait[1]);
-        kiln_reaper_claim(pid); /* waited for below */
+        kiln_reaper_claim(pid); /* reaped by the child watch below */
         kiln_close_fdp(&tell[1]);
         kiln_close_fdp(&wait[0]);
         if (read(tell[0], &c, 1) != 1) {
@@ -334,10 +349,10 @@ static gboolean make_namespaces(KilnNetwork *n, GError **error)
                      bind_namespace(pid, "user", n->userns_path, &n->userns_fd, error) &&
                      bind_namespace(pid, "net", n->netns_path, &n->netns_fd, error);
         }
-        kiln_close_fdp(&wait[1]); /* the child ends */
-        while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
-                ;
-        kiln_reaper_unclaim(pid);
+        /* The child ends; it is reaped when it has, from the main loop: the bind mounts and descriptors
+         * hold the namespaces, and the run need not wait for a process's exit to go on. */
+        kiln_close_fdp(&wait[1]);
+        g_child_watch_add(pid, on_namespace_child_exited, NULL);
 out:
         for (int i = 0; i < 2; i++) {
                 kiln_close_fdp(&tell[i]);
@@ -367,6 +382,9 @@ static gid_t primary_gid(uid_t uid)
         return found->pw_gid;
 }
 
+static gboolean spawn_helper(KilnNetwork *n, GError **error);
+static void watch_routes(KilnNetwork *n);
+
 KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, char **options, uid_t uid,
                               gid_t gid, const char *bundle, GError **error)
 {
@@ -374,7 +392,7 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         g_autoptr(GStrvBuilder) extra = g_strv_builder_new();
         int helper = helper_of(network);
 
-        n->userns_fd = n->netns_fd = n->ready_fd = n->exit_fd = -1;
+        n->userns_fd = n->netns_fd = n->ready_fd = n->exit_fd = n->route_fd = -1;
         if (helper < 0) {
                 kiln_invalid(error, "network", "'%s' needs no helper", network);
                 return NULL;
@@ -401,6 +419,10 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         n->record_path = g_build_filename(bundle, "network-helper", NULL);
         n->log_path = g_build_filename(bundle, "network-helper.log", NULL);
         if (!make_namespaces(n, error))
+                return NULL;
+        if (n->helper == HELPER_PASTA)
+                watch_routes(n);
+        if (!spawn_helper(n, error))
                 return NULL;
         return g_steal_pointer(&n);
 }
@@ -510,22 +532,31 @@ static void stop_waiting(KilnNetwork *n)
                 g_source_remove(n->timeout_source);
         if (n->cancel_idle)
                 g_source_remove(n->cancel_idle);
-        n->ready_source = n->timeout_source = n->cancel_idle = 0;
+        if (n->route_source)
+                g_source_remove(n->route_source);
+        n->ready_source = n->timeout_source = n->cancel_idle = n->route_source = 0;
         if (n->cancel_handler)
                 g_cancellable_disconnect(n->cancellable, n->cancel_handler);
         n->cancel_handler = 0;
         g_clear_object(&n->cancellable);
-        kiln_close_fdp(&n->ready_fd);
+        kiln_close_fdp(&n->route_fd);
+        /* The ready pipe stays open until the helper is killed: pasta, ready by its routes, writes its
+         * pid later, and a pipe without a reader would kill it (SIGPIPE). */
 }
 
-static void kill_helper(KilnNetwork *n)
+/* SIGKILL, then either wait (@wait: a failed start, whose caller is told nothing is left) or let GLib's
+ * child watch reap it (the end of a run). Not waiting is safe: from the signal on, the helper runs no
+ * instruction of its own any more — what is left is the kernel closing its descriptors and tearing down its
+ * tap device, which is what makes the exit take tens of milliseconds, and the kernel finishes it whatever
+ * kilnd does next (a kilnd that crashes now leaves a zombie for init, not a helper). The GSubprocess keeps
+ * itself alive until it is reaped, and its reaper claim with it (base/reaper.h). */
+static void kill_helper(KilnNetwork *n, gboolean wait)
 {
         if (!n->process)
                 return;
         g_subprocess_force_exit(n->process);
-        /* Reaped by GLib's child watch; waited for here so that no helper outlives the run's answer. A
-         * SIGKILLed process ends at once. */
-        (void)g_subprocess_wait(n->process, NULL, NULL);
+        if (wait)
+                (void)g_subprocess_wait(n->process, NULL, NULL);
         g_clear_object(&n->process);
         if (n->record_path)
                 (void)unlink(n->record_path);
@@ -556,20 +587,35 @@ static void finish_start(KilnNetwork *n, const GError *error)
                 ready(error, n->ready_data);
 }
 
+/* The helper is ready (@error NULL) or failed: tell the starter, or keep it for kiln_network_start() when
+ * it came first (the helper starts while the run is still being prepared). */
+static void decide(KilnNetwork *n, const GError *error)
+{
+        stop_waiting(n);
+        if (n->ready) {
+                finish_start(n, error);
+                return;
+        }
+        n->decided = TRUE;
+        g_clear_error(&n->outcome);
+        n->outcome = error ? g_error_copy(error) : NULL;
+}
+
 static void fail_start(KilnNetwork *n, const char *why)
 {
         g_autoptr(GError) error = NULL;
         g_autofree char *log = NULL;
 
         stop_waiting(n);
-        kill_helper(n);
+        kill_helper(n, TRUE);
         log = helper_log(n);
         error = g_error_new(KILN_ERROR, KILN_ERROR_CODE_RUNTIME_FAILED,
                             "Network '%s': the helper %s (Debian package %s) %s%s", helpers[n->helper].name,
                             helpers[n->helper].name, helpers[n->helper].package, why, log);
-        finish_start(n, error);
+        decide(n, error);
 }
 
+/* Readiness is the helper's own word on a pipe, watched by the main loop: no polling, no sleep. */
 static gboolean on_ready(int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
 {
         KilnNetwork *n = data;
@@ -583,7 +629,7 @@ static gboolean on_ready(int fd, G_GNUC_UNUSED GIOCondition condition, gpointer 
                 fail_start(n, "ended before it was ready");
                 return G_SOURCE_REMOVE;
         }
-        finish_start(n, NULL);
+        decide(n, NULL);
         return G_SOURCE_REMOVE;
 }
 
@@ -635,27 +681,32 @@ static void write_record(KilnNetwork *n)
         (void)g_file_set_contents_full(n->record_path, record, -1, G_FILE_SET_CONTENTS_NONE, 0600, NULL);
 }
 
-void kiln_network_start(KilnNetwork *n, GCancellable *cancellable, KilnNetworkReady ready, gpointer data)
+/* Starts the helper as soon as its namespaces exist, from kiln_network_new(): its own start-up (tens of
+ * milliseconds of pasta's) then runs while kilnd prepares the rest of the run. A helper that fails later
+ * is decided on in the main loop and told at kiln_network_start(). */
+static gboolean spawn_helper(KilnNetwork *n, GError **error)
 {
         g_autoptr(GSubprocessLauncher) launcher =
                 g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
-        g_autoptr(GError) error = NULL;
+        g_autoptr(GError) spawn_error = NULL;
         g_auto(GStrv) argv = helper_argv(n);
         ChildSetup setup = {n->uid, n->gid, n->helper == HELPER_SLIRP4NETNS};
         int ready_pipe[2] = {-1, -1}, exit_pipe[2] = {-1, -1};
         int userns = fcntl(n->userns_fd, F_DUPFD_CLOEXEC, 3), netns = fcntl(n->netns_fd, F_DUPFD_CLOEXEC, 3);
 
-        n->ready = ready;
-        n->ready_data = data;
         if (userns < 0 || netns < 0 || pipe2(ready_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0) {
+                int saved = errno;
                 kiln_close_fdp(&userns);
                 kiln_close_fdp(&netns);
                 for (int i = 0; i < 2; i++) {
                         kiln_close_fdp(&ready_pipe[i]);
                         kiln_close_fdp(&exit_pipe[i]);
                 }
-                fail_start(n, "could not be given its descriptors");
-                return;
+                return kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED,
+                                 "Network '%s': the helper %s (Debian package %s) could not be given its "
+                                 "descriptors: %s",
+                                 helpers[n->helper].name, helpers[n->helper].name,
+                                 helpers[n->helper].package, g_strerror(saved));
         }
         /* pasta opens the --pid path after it switched to the owner: the pipe must be the owner's. Safe:
          * the pipe is this run's, nothing else holds it. */
@@ -670,20 +721,150 @@ void kiln_network_start(KilnNetwork *n, GCancellable *cancellable, KilnNetworkRe
         g_subprocess_launcher_set_cwd(launcher, "/");
         g_subprocess_launcher_set_stderr_file_path(launcher, n->log_path);
         g_subprocess_launcher_set_child_setup(launcher, child_setup, &setup, NULL);
-        n->process = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv, &error);
+        n->process = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv, &spawn_error);
         /* The launcher keeps the child's ends until it is freed; they must not stay open here, or a helper
          * that dies would never be seen to. */
         g_clear_object(&launcher);
-        if (!n->process) {
-                g_autofree char *why = g_strdup_printf("could not be started: %s", error->message);
-                fail_start(n, why);
-                return;
-        }
+        if (!n->process)
+                return kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED,
+                                 "Network '%s': the helper %s (Debian package %s) could not be started: %s",
+                                 helpers[n->helper].name, helpers[n->helper].name,
+                                 helpers[n->helper].package, spawn_error->message);
         kiln_reaper_claim_subprocess(n->process);
         write_record(n);
         g_unix_set_fd_nonblocking(n->ready_fd, TRUE, NULL);
         n->ready_source = g_unix_fd_add(n->ready_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_ready, n);
         n->timeout_source = g_timeout_add_seconds(n->timeout_seconds, on_timeout, n);
+        return TRUE;
+}
+
+/* ---- pasta's readiness by its routes ----
+ *
+ * pasta writes its pid file only at the very end of its start-up; most of that start-up (this version
+ * fills some 30 MB of frame buffers and opens pools of sockets and pipes) comes after it has configured
+ * the namespace (link, addresses, then the default routes it copies from the host, IPv4 first). From the
+ * last default route on, the namespace is as the command will use it, and pasta holds the tap device
+ * open: what the command sends before pasta's loop runs waits in the device's queue and is answered once
+ * it does (an ARP request, a SYN: both well within their first retransmission timer). So the run may
+ * start at the last default route; the pid file stays the readiness when no route is expected or none
+ * comes, and an end of the helper before either is still a failure. */
+
+/* Whether the host has a default route of @family (pasta copies the host's, IPv6 from
+ * /proc/net/ipv6_route: destination ::/0 through a gateway, not lo's unreachable one). */
+static gboolean host_has_default_route(int family)
+{
+        g_autofree char *table = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (family == AF_INET) {
+                g_autofree char *gateway = host_gateway();
+                return gateway != NULL;
+        }
+        if (!g_file_get_contents("/proc/net/ipv6_route", &table, NULL, NULL))
+                return FALSE;
+        lines = g_strsplit(table, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                char dest[33], dev[64];
+                unsigned plen, flags;
+
+                if (sscanf(*l, "%32s %x %*s %*x %*s %*x %*x %*x %x %63s", dest, &plen, &flags, dev) == 4 &&
+                    plen == 0 && strspn(dest, "0") == 32 && (flags & 0x2) && !g_str_equal(dev, "lo"))
+                        return TRUE;
+        }
+        return FALSE;
+}
+
+/* A netlink socket is bound to the network namespace of the thread that makes it: this thread enters the
+ * run's namespace, makes the socket and ends (kilnd's own threads never change namespace). */
+static gpointer route_socket_thread(gpointer data)
+{
+        int netns = GPOINTER_TO_INT(data), fd;
+        struct sockaddr_nl addr = {.nl_family = AF_NETLINK,
+                                   .nl_groups = RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE};
+
+        if (setns(netns, CLONE_NEWNET) < 0)
+                return GINT_TO_POINTER(-1);
+        fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+        if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+                kiln_close_fdp(&fd);
+        return GINT_TO_POINTER(fd);
+}
+
+static void route_ready_maybe(KilnNetwork *n)
+{
+        if ((!n->want_v4 || n->seen_v4) && (!n->want_v6 || n->seen_v6))
+                decide(n, NULL);
+}
+
+static gboolean on_route(int fd, G_GNUC_UNUSED GIOCondition condition, gpointer data)
+{
+        KilnNetwork *n = data;
+        char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
+        ssize_t len;
+
+        while ((len = recv(fd, buf, sizeof(buf), 0)) > 0) {
+                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len);
+                     h = NLMSG_NEXT(h, len)) {
+                        const struct rtmsg *rt = NLMSG_DATA(h);
+
+                        if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(*rt)) ||
+                            rt->rtm_dst_len != 0 || rt->rtm_table != RT_TABLE_MAIN)
+                                continue;
+                        if (rt->rtm_family == AF_INET)
+                                n->seen_v4 = TRUE;
+                        else if (rt->rtm_family == AF_INET6)
+                                n->seen_v6 = TRUE;
+                }
+        }
+        if (len == 0 || (len < 0 && errno != EAGAIN && errno != EINTR)) {
+                /* Lost the watch (ENOBUFS: too much at once): the pid file will say it. */
+                n->route_source = 0;
+                kiln_close_fdp(&n->route_fd);
+                return G_SOURCE_REMOVE;
+        }
+        route_ready_maybe(n); /* may remove this source through stop_waiting() */
+        return n->route_source ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+/* Best effort: without the watch, the pid file is the readiness, as for slirp4netns. */
+static void watch_routes(KilnNetwork *n)
+{
+        GThread *thread;
+
+        n->want_v4 = !g_strv_contains((const char *const *)n->extra, "--ipv6-only") &&
+                     host_has_default_route(AF_INET);
+        n->want_v6 = !g_strv_contains((const char *const *)n->extra, "--ipv4-only") &&
+                     host_has_default_route(AF_INET6);
+        if (!n->want_v4 && !n->want_v6)
+                return;
+        thread = g_thread_try_new("kiln-netns-route", route_socket_thread, GINT_TO_POINTER(n->netns_fd),
+                                  NULL);
+        if (!thread)
+                return;
+        n->route_fd = GPOINTER_TO_INT(g_thread_join(thread));
+        if (n->route_fd < 0)
+                return;
+        n->route_source = g_unix_fd_add(n->route_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_route, n);
+}
+
+static gboolean on_deliver(gpointer data)
+{
+        KilnNetwork *n = data;
+
+        n->deliver_idle = 0;
+        finish_start(n, n->outcome);
+        return G_SOURCE_REMOVE;
+}
+
+void kiln_network_start(KilnNetwork *n, GCancellable *cancellable, KilnNetworkReady ready, gpointer data)
+{
+        n->ready = ready;
+        n->ready_data = data;
+        /* Ready (or failed) while the run was prepared: told from the main loop all the same. */
+        if (n->decided) {
+                n->deliver_idle = g_idle_add(on_deliver, n);
+                return;
+        }
         if (cancellable) {
                 n->cancellable = g_object_ref(cancellable);
                 n->cancel_handler = g_cancellable_connect(cancellable, G_CALLBACK(on_cancelled), n, NULL);
@@ -697,7 +878,10 @@ void kiln_network_free(KilnNetwork *n)
         /* A start still in progress is dropped: its starter is going away too. */
         n->ready = NULL;
         stop_waiting(n);
-        kill_helper(n);
+        if (n->deliver_idle)
+                g_source_remove(n->deliver_idle);
+        kill_helper(n, FALSE);
+        kiln_close_fdp(&n->ready_fd);
         kiln_close_fdp(&n->exit_fd);
         kiln_close_fdp(&n->userns_fd);
         kiln_close_fdp(&n->netns_fd);
@@ -705,6 +889,7 @@ void kiln_network_free(KilnNetwork *n)
         unbind(n->userns_path);
         if (n->log_path)
                 (void)unlink(n->log_path);
+        g_clear_error(&n->outcome);
         g_free(n->program);
         g_strfreev(n->extra);
         g_free(n->userns_path);

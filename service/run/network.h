@@ -4,11 +4,15 @@
  *
  *   1. kiln_network_new(), while the run is prepared: a forked child, as the builder's owner, makes a user
  *      namespace and a network namespace in it; kilnd binds both into the run's bundle (netns-user,
- *      netns-net) and the spec joins the network namespace by that path (runc and kiln-isolate alike).
- *   2. kiln_network_start_async(), before the runtime starts: the helper, as the owner too, attached to
- *      those namespaces through inherited descriptors; done when it says it is ready, failed when it exits
- *      first or takes longer than [Network] HelperTimeoutSeconds.
- *   3. kiln_network_free(), with the run: the helper killed and reaped, the namespaces unmounted.
+ *      netns-net) and the spec joins the network namespace by that path (runc and kiln-isolate alike). The
+ *      helper starts at once, as the owner too, attached to those namespaces through inherited descriptors,
+ *      so that its own start-up runs while the rest of the run is prepared.
+ *   2. kiln_network_start(), before the runtime starts: waits for the helper (in the main loop) — done when
+ *      the namespace is configured (pasta: the last default route it copies appears there, watched through
+ *      rtnetlink; else its pid file; slirp4netns: its ready descriptor), failed when it exits first or takes
+ *      longer than [Network] HelperTimeoutSeconds from its spawn.
+ *   3. kiln_network_free(), with the run: the helper killed (SIGKILL; reaped by GLib's child watch, not
+ *      waited for), the namespaces unmounted.
  *
  * kiln_network_cleanup_stale() kills, at start-up, helpers a crashed kilnd left (the bundle records each
  * helper's pid and start time); the storage's clean-up then unmounts the namespaces with the bundles. */
@@ -44,8 +48,8 @@ gboolean kiln_network_validate_add_host(const char *arg, const char *value, GErr
 gboolean kiln_network_validate_option(const char *arg, const char *value, GError **error);
 
 /* Makes the namespaces of a run in @bundle for @network (pasta or slirp4netns) owned by @uid:@gid, after
- * checking @options against the helper's allow-list and finding the helper's program. A missing program is
- * RuntimeFailed naming the Debian package. */
+ * checking @options against the helper's allow-list and finding the helper's program, and starts the
+ * helper. A missing program, or one that cannot be spawned, is RuntimeFailed naming the Debian package. */
 KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, char **options, uid_t uid,
                               gid_t gid, const char *bundle, GError **error);
 /* The bound network namespace, for the spec. */
@@ -59,12 +63,13 @@ const char *kiln_network_nameserver(const KilnNetwork *network);
  * the helper and its package, with what it said). */
 typedef void (*KilnNetworkReady)(const GError *error, gpointer data);
 
-/* Starts the helper. Cancelling @cancellable kills it (and @ready is told so). */
+/* Waits for the helper started by kiln_network_new(); @ready is called from the main loop even when the
+ * helper was ready (or failed) before. Cancelling @cancellable kills it (and @ready is told so). */
 void kiln_network_start(KilnNetwork *network, GCancellable *cancellable, KilnNetworkReady ready,
                         gpointer data);
 
-/* Kills and reaps the helper, unmounts and removes the namespaces' files. A start in progress is dropped:
- * its @ready is never called. */
+/* Kills the helper (its reaping is left to GLib: after SIGKILL it runs no code of its own), unmounts and
+ * removes the namespaces' files. A start in progress is dropped: its @ready is never called. */
 void kiln_network_free(KilnNetwork *network);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnNetwork, kiln_network_free)
 
