@@ -63,7 +63,12 @@ def make_device_tree(top):
         os.chmod(os.path.join(top, node), 0o666)
 
 
+def cdi_hook_log(mount_source):
+    return os.path.join(os.path.dirname(mount_source), 'cdi-hook.log')
+
+
 def make_cdi(directory, mount_source):
+    log = cdi_hook_log(mount_source)
     os.makedirs(mount_source)
     os.chmod(mount_source, 0o755)
     with open(os.path.join(mount_source, 'file'), 'w') as f:
@@ -77,7 +82,10 @@ def make_cdi(directory, mount_source):
                  'deviceNodes': [{'path': '/dev/cdi-null', 'hostPath': '/dev/null', 'permissions': 'rw'}],
                  'mounts': [{'hostPath': mount_source, 'containerPath': '/cdi-mnt',
                              'options': ['ro', 'nosuid', 'nodev', 'bind']}],
-                 'env': ['CDI_ONE=yes']}},
+                 'env': ['CDI_ONE=yes'],
+                 # Run by the runtime (kiln-isolate for chroot) with the container's state on stdin.
+                 'hooks': [{'hookName': 'createRuntime', 'path': '/bin/sh',
+                            'args': ['sh', '-c', f'cat >> {log}; echo >> {log}']}]}},
             {'name': 'two', 'containerEdits': {'deviceNodes': [{'path': '/dev/zero'}]}},
         ],
         'containerEdits': {'env': ['CDI_SPEC=wide']},
@@ -142,10 +150,23 @@ class RunDevicesCases(kr.RunTestCase):
 
     # -- CDI ----------------------------------------------------------------------------------
 
+    def cdi_hook_states(self):
+        try:
+            with open(cdi_hook_log(os.path.join(_DIR, 'cdi-mount'))) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def assert_cdi(self, b, user=None):
+        before = len(self.cdi_hook_states())
         out = self.sh(b, CHECK_CDI, '--device', 'kiln.test/dev=one', user=user)
         self.assertEqual(out.split('\n'), ['yes wide', 'character special file 1:3', 'from the CDI mount',
                                            'read-only', ''])
+        # The device's hook ran once, for this builder's container, with a live pid.
+        states = self.cdi_hook_states()
+        self.assertEqual(len(states), before + 1, states)
+        self.assertGreater(states[-1]['pid'], 0)
+        self.assertIn(states[-1]['status'], ('creating', 'created'))
         self.assertFalse(os.path.exists(os.path.join(_DIR, 'cdi-mount', 'new')))
         # Two names of one kind, and a plain path next to them; the spec-wide edits come once.
         out = self.sh(b, 'echo "$CDI_SPEC"; stat -c "%t:%T" /dev/cdi-null /dev/zero /dev/mynull',
