@@ -18,6 +18,7 @@
 #include "image-read.h"
 #include "base/kiln-common.h"
 #include "layer-digest.h"
+#include "records.h"
 
 /* ---- layer trees ---- */
 
@@ -220,30 +221,11 @@ int image_take_layer(Image *im, guint i, BlobReader *r, const char *blob_want, c
         return 0;
 }
 
-/* LAYERS/DIR/NAME holding @text, whole or not at all. Best effort, as in the directory mode: a record
- * that is not there costs a shortcut (or, for sizes, counts the layer as 0 bytes), nothing else. */
-void image_write_record(Image *im, const char *dir, const char *name, const char *text)
-{
-        g_autofree char *tmp = g_strconcat(dir, "/.tmp-", name, NULL);
-        g_autofree char *path = g_strconcat(dir, "/", name, NULL);
-        size_t len = strlen(text);
-        _cleanup_close_ int fd = -1;
-
-        if (mkdirat(im->layers_fd, dir, 0700) < 0 && errno != EEXIST)
-                return;
-        fd = openat(im->layers_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return;
-        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 ||
-            renameat(im->layers_fd, tmp, im->layers_fd, path) < 0)
-                (void)unlinkat(im->layers_fd, tmp, 0);
-}
-
 static void write_size_record(Image *im, const char *hex, uint64_t bytes)
 {
         g_autofree char *line = g_strdup_printf("%" PRIu64 "\n", bytes);
 
-        image_write_record(im, SIZES_DIR, hex, line);
+        kiln_import_write_record(im->layers_fd, KILN_IMPORT_SIZES_DIR, hex, line);
 }
 
 /* ---- fingerprints: a source file seen before is not read again ----
@@ -275,7 +257,7 @@ char *image_fd_fingerprint(int fd, const char *what, const char *extra)
 /* The record of @fingerprint, at most @max bytes, or NULL. */
 char *image_read_fingerprint(Image *im, const char *fingerprint, size_t max)
 {
-        g_autofree char *name = g_strconcat(FINGERPRINTS_DIR "/", fingerprint, NULL);
+        g_autofree char *name = g_strconcat(KILN_IMPORT_FINGERPRINTS_DIR "/", fingerprint, NULL);
         _cleanup_close_ int fd = openat(im->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         g_autofree char *buf = NULL;
         ssize_t n;

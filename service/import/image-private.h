@@ -23,9 +23,7 @@
 #define SMALL_TOTAL_MAX (64 * 1024 * 1024) /* all of them together */
 #define ARCHIVE_LARGE_MAX 4096             /* entries unpacked as layers while an archive streams */
 #define READ_BUFFER_SIZE (1024 * 1024)
-#define INDEX_DEPTH_MAX 2 /* an index naming an index naming a manifest */
-#define SIZES_DIR ".sizes"
-#define FINGERPRINTS_DIR ".fingerprints"
+#define INDEX_DEPTH_MAX 2              /* an index naming an index naming a manifest */
 #define ARCHIVE_RECORD_MAX (64 * 1024) /* a result past it is not recorded */
 
 extern volatile sig_atomic_t image_terminating;
@@ -134,7 +132,6 @@ Tmp *image_unpack_layer(Image *im, BlobReader *r, const char *what);
 int image_check_layer(Image *im, guint i, const char *blob_want, const char *blob_got, const char *diff_want,
                       const char *diff_got);
 int image_take_layer(Image *im, guint i, BlobReader *r, const char *blob_want, const char *diff_want);
-void image_write_record(Image *im, const char *dir, const char *name, const char *text);
 char *image_fd_fingerprint(int fd, const char *what, const char *extra);
 char *image_read_fingerprint(Image *im, const char *fingerprint, size_t max);
 int image_publish(Image *im);

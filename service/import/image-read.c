@@ -37,6 +37,7 @@
 #include "import-protocol.h"
 #include "base/kiln-common.h"
 #include "layer-digest.h"
+#include "records.h"
 
 volatile sig_atomic_t image_terminating;
 
@@ -53,25 +54,10 @@ int image_fail(Image *im, int code, const char *format, ...)
         return -1;
 }
 
-static int exit_code_for_errno(int e)
-{
-        switch (e) {
-        case ENOENT:
-                return KILN_IMPORT_EXIT_NOT_FOUND;
-        case EACCES:
-        case EPERM:
-                return KILN_IMPORT_EXIT_PERMISSION_DENIED;
-        case ENOTDIR:
-                return KILN_IMPORT_EXIT_NOT_DIRECTORY;
-        default:
-                return KILN_IMPORT_EXIT_FAILED;
-        }
-}
-
 int image_fail_errno(Image *im, int e, const char *what, const char *path)
 {
         g_autofree char *p = kiln_escape_for_message(path, strlen(path));
-        return image_fail(im, exit_code_for_errno(e), "%s '%s': %s", what, p, g_strerror(e));
+        return image_fail(im, kiln_import_exit_code_for_errno(e), "%s '%s': %s", what, p, g_strerror(e));
 }
 
 int image_fail_gerror(Image *im, const GError *error, const char *prefix)
@@ -363,12 +349,13 @@ int kiln_image_main(int argc, char **argv)
         for (guint i = 0; i < im.records->len; i++) {
                 char *line = im.records->pdata[i], *space = strchr(line, ' ');
                 *space = '\0';
-                image_write_record(&im, FINGERPRINTS_DIR, line, space + 1);
+                kiln_import_write_record(im.layers_fd, KILN_IMPORT_FINGERPRINTS_DIR, line, space + 1);
         }
         if (archive_fingerprint && im.layer_hex->len > 0 && strlen(result) <= ARCHIVE_RECORD_MAX) {
                 g_autofree char *record =
                         g_strdup_printf("%s\n%s\n", (char *)im.layer_hex->pdata[0], result);
-                image_write_record(&im, FINGERPRINTS_DIR, archive_fingerprint, record);
+                kiln_import_write_record(im.layers_fd, KILN_IMPORT_FINGERPRINTS_DIR, archive_fingerprint,
+                                         record);
         }
 
 out:

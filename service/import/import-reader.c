@@ -26,6 +26,7 @@
 #include "base/fd-passing.h"
 #include "base/fs-util.h"
 #include "import-protocol.h"
+#include "layer-digest.h"
 #include "base/kiln-common.h"
 
 typedef struct Reader {
@@ -310,4 +311,19 @@ _Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *a)
 int kiln_import_become_caller(const KilnImportReaderArgs *args)
 {
         return drop_privileges(args);
+}
+
+int kiln_import_exit_code_for_errno(int e)
+{
+        switch (e) {
+        case ENOENT:
+                return KILN_IMPORT_EXIT_NOT_FOUND;
+        case EACCES:
+        case EPERM:
+                return KILN_IMPORT_EXIT_PERMISSION_DENIED;
+        case ENOTDIR:
+                return KILN_IMPORT_EXIT_NOT_DIRECTORY;
+        default:
+                return KILN_IMPORT_EXIT_FAILED;
+        }
 }
