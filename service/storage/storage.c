@@ -843,46 +843,41 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
                         g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
 }
 
-void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
-                               GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+/* What a directory and an image import share: the source (one absolute path or one descriptor, which
+ * the helper gets as fd 3) and the caller's credentials checked, the bound that decides (the smaller
+ * of the import's own and what StorageBytesPerUser leaves the caller; uid 0 has no per-user bound),
+ * and the helper's arguments for them appended to @argv. FALSE with @task returned and @src_fd closed on a
+ * refusal. */
+static gboolean import_start_argv(KilnStorage *s, GTask *task, const char *src_path, int *src_fd,
+                                  const KilnCreds *creds, ImportBound *bound, GPtrArray *argv)
 {
-        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
-        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
-
-        g_task_set_source_tag(task, kiln_storage_import_async);
-
-        if ((src_path == NULL) == (src_fd < 0)) {
-                kiln_close_fdp(&src_fd);
+        if ((src_path == NULL) == (*src_fd < 0)) {
+                kiln_close_fdp(src_fd);
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Exactly one of a source path and a source descriptor is needed");
-                return;
+                return FALSE;
         }
         if (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX)) {
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Source '%s' is not an absolute path", src_path);
-                return;
+                return FALSE;
         }
         if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
             (creds->n_groups > 0 && !creds->groups)) {
-                kiln_close_fdp(&src_fd);
+                kiln_close_fdp(src_fd);
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Invalid credentials");
-                return;
+                return FALSE;
         }
-
-        /* The smaller bound decides, and is the one an error names. uid 0 has no per-user bound. */
         if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
-                bound.uid = creds->uid;
-                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
-                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
-                        bound.name = "StorageBytesPerUser";
-                        bound.setting = s->bytes_per_user;
-                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
+                bound->uid = creds->uid;
+                bound->in_use = kiln_storage_user_bytes(s, creds->uid);
+                if (s->bytes_per_user - MIN(bound->in_use, s->bytes_per_user) < bound->max) {
+                        bound->name = "StorageBytesPerUser";
+                        bound->setting = s->bytes_per_user;
+                        bound->max = s->bytes_per_user - MIN(bound->in_use, s->bytes_per_user);
                 }
         }
-
-        g_ptr_array_add(argv, g_strdup(s->helper_path));
         g_ptr_array_add(argv, g_strdup("--uid"));
         g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
         g_ptr_array_add(argv, g_strdup("--gid"));
@@ -896,13 +891,22 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
         }
         g_ptr_array_add(argv, g_strdup("--layers"));
         g_ptr_array_add(argv, g_strdup(s->layers_dir));
-        if (src_path) {
-                g_ptr_array_add(argv, g_strdup("--path"));
-                g_ptr_array_add(argv, g_strdup(src_path));
-        } else {
-                g_ptr_array_add(argv, g_strdup("--fd"));
-                g_ptr_array_add(argv, g_strdup("3"));
-        }
+        g_ptr_array_add(argv, g_strdup(src_path ? "--path" : "--fd"));
+        g_ptr_array_add(argv, g_strdup(src_path ? src_path : "3"));
+        return TRUE;
+}
+
+void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
+                               GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
+
+        g_task_set_source_tag(task, kiln_storage_import_async);
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        if (!import_start_argv(s, task, src_path, &src_fd, creds, &bound, argv))
+                return;
         spawn_import(s, task, argv, src_fd, &bound, cancellable);
 }
 
@@ -947,48 +951,16 @@ void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const cha
         ImportBound bound = {"ImageBytes", s->image_bytes, s->image_bytes, 0, 0};
 
         g_task_set_source_tag(task, kiln_storage_import_image_async);
-        if ((src_path == NULL) == (src_fd < 0) || !kind ||
-            (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX))) {
+        if (!kind) {
                 kiln_close_fdp(&src_fd);
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                        "An image source is one absolute path or one descriptor");
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "No image kind");
                 return;
-        }
-        if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
-            (creds->n_groups > 0 && !creds->groups)) {
-                kiln_close_fdp(&src_fd);
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                        "Invalid credentials");
-                return;
-        }
-        /* As for directories: the smaller bound decides and is the one an error names. */
-        if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
-                bound.uid = creds->uid;
-                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
-                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
-                        bound.name = "StorageBytesPerUser";
-                        bound.setting = s->bytes_per_user;
-                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
-                }
         }
         g_ptr_array_add(argv, g_strdup(s->helper_path));
         g_ptr_array_add(argv, g_strdup("--image"));
         g_ptr_array_add(argv, g_strdup(kind));
-        g_ptr_array_add(argv, g_strdup("--uid"));
-        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
-        g_ptr_array_add(argv, g_strdup("--gid"));
-        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->gid));
-        if (creds->n_groups > 0) {
-                GString *groups = g_string_new(NULL);
-                for (size_t i = 0; i < creds->n_groups; i++)
-                        g_string_append_printf(groups, "%s%u", i ? "," : "", (unsigned)creds->groups[i]);
-                g_ptr_array_add(argv, g_strdup("--groups"));
-                g_ptr_array_add(argv, g_string_free(groups, FALSE));
-        }
-        g_ptr_array_add(argv, g_strdup("--layers"));
-        g_ptr_array_add(argv, g_strdup(s->layers_dir));
-        g_ptr_array_add(argv, g_strdup(src_path ? "--path" : "--fd"));
-        g_ptr_array_add(argv, g_strdup(src_path ? src_path : "3"));
+        if (!import_start_argv(s, task, src_path, &src_fd, creds, &bound, argv))
+                return;
         if (ref) {
                 g_ptr_array_add(argv, g_strdup("--ref"));
                 g_ptr_array_add(argv, g_strdup(ref));
