@@ -4,6 +4,7 @@
 
 #include <archive_entry.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/fs-util.h"
 #include "image-private.h"
@@ -51,11 +52,15 @@ static int stream_archive(Image *im)
         struct archive *a = archive_read_new();
         struct archive_entry *e;
         guint n_large = 0;
+        struct stat st;
         int r, ret = 0;
 
         archive_read_support_format_tar(a);
         archive_read_support_format_gnutar(a);
         archive_read_support_filter_all(a);
+        /* The progress while the archive streams: its entries' bytes of its size, layers unknown. */
+        if (fstat(im->root_fd, &st) == 0)
+                im->progress.total = (uint64_t)st.st_size;
         if (archive_read_open_fd(a, im->root_fd, READ_BUFFER_SIZE) != ARCHIVE_OK) {
                 ret = image_fail(im, KILN_IMPORT_EXIT_INVALID, "the archive: %s", archive_error_string(a));
                 goto out;
@@ -74,6 +79,7 @@ static int stream_archive(Image *im)
                         continue; /* not a file the image can name; a repeated name keeps the first */
                 image_blob_reader_init(&br, im);
                 br.archive = a;
+                br.counts = true;
                 if (archive_entry_size_is_set(e) && archive_entry_size(e) <= SMALL_BLOB_MAX) {
                         Small *s = g_new0(Small, 1);
 
@@ -131,6 +137,8 @@ static int stream_archive(Image *im)
                         image_hex_of(br.sha, l->blob_hex);
                         image_blob_reader_clear(&br);
                         g_hash_table_insert(im->large, g_steal_pointer(&key), l);
+                        im->progress.layer = n_large; /* of layers not known before the manifest */
+                        image_progress(im, true);
                 }
         }
         if (r != ARCHIVE_EOF)

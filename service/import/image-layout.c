@@ -32,11 +32,13 @@ static int layout_layer(Image *im, guint i, const char *blob_hex, gint64 size, c
                          * are the ones asked for, and the layer is stored. */
                         g_ptr_array_add(im->layer_hex, g_strdup(diff_hex));
                         g_ptr_array_add(im->layer_tmp, NULL);
+                        im->progress.bytes += size > 0 ? (uint64_t)size : 0;
                         return 0;
                 }
         }
         image_blob_reader_init(&r, im);
         r.fd = fd;
+        r.counts = true;
         if (size >= 0)
                 r.max = (uint64_t)size;
         ret = image_take_layer(im, i, &r, blob_hex, diff_hex);

@@ -362,6 +362,15 @@ int image_read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
         diff_ids = image_config_diff_ids(im, json_node_get_object(config), json_array_get_length(layers));
         if (!diff_ids)
                 return -1;
+        /* The progress's total: the layers' sizes as the manifest says (an archive's was its size). */
+        if (!im->small) /* an archive's layers were unpacked while it streamed */
+                im->progress.layers = diff_ids->len;
+        for (guint i = 0; i < diff_ids->len && im->progress.total == 0; i++) {
+                JsonNode *n = json_array_get_element(layers, i);
+                gint64 size =
+                        image_obj_int(JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL, "size");
+                im->progress.total += size > 0 ? (uint64_t)size : 0;
+        }
         for (guint i = 0; i < diff_ids->len; i++) {
                 JsonNode *n = json_array_get_element(layers, i);
                 JsonObject *l = JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
@@ -369,6 +378,10 @@ int image_read_oci(Image *im, GBytes *index_bytes, LayerFunc layer)
 
                 if (!bhex || layer(im, i, bhex, image_obj_int(l, "size"), diff_ids->pdata[i]) < 0)
                         return -1;
+                if (!im->small) {
+                        im->progress.layer = i + 1;
+                        image_progress(im, true);
+                }
         }
         im->config = g_steal_pointer(&config);
         return 0;

@@ -18,6 +18,8 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
+#include "layer-digest.h"
+
 #define JSON_MAX (4 * 1024 * 1024)         /* one index.json, manifest, config or manifest.json */
 #define SMALL_BLOB_MAX (1024 * 1024)       /* archive entries up to this size are kept in memory */
 #define SMALL_TOTAL_MAX (64 * 1024 * 1024) /* all of them together */
@@ -43,6 +45,7 @@ typedef struct ImageOptions {
         uint64_t max_layers;
         uint64_t max_entries;
         pid_t parent_pid;
+        int progress_fd; /* -1: none */
         bool have_uid, have_gid;
 } ImageOptions;
 
@@ -89,6 +92,8 @@ typedef struct Image {
         GPtrArray *layer_tmp; /* Tmp * or NULL (stored already), parallel to layer_hex */
         GPtrArray *records;   /* "FINGERPRINT DIFF_ID\n" of layout blobs verified, written at the end */
         JsonNode *config;     /* the image config document */
+        KilnImportProgress progress; /* as last counted, sent at most every KILN_IMPORT_PROGRESS_MS */
+        gint64 progress_sent;        /* monotonic µs */
 } Image;
 
 /* Reads one blob from a descriptor or an archive entry or memory, hashing every byte. */
@@ -101,6 +106,7 @@ typedef struct BlobReader {
         size_t mem_len;
         GChecksum *sha;
         uint64_t n;
+        bool counts;  /* a layer's bytes: counted in the progress */
         uint64_t max; /* fail past it (a descriptor's size from the manifest); UINT64_MAX: none */
         int error;
 } BlobReader;
@@ -112,6 +118,7 @@ typedef int (*LayerFunc)(Image *im, guint i, const char *blob_hex, gint64 size, 
 int image_fail(Image *im, int code, const char *format, ...) G_GNUC_PRINTF(3, 4);
 int image_fail_errno(Image *im, int e, const char *what, const char *path);
 int image_fail_gerror(Image *im, const GError *error, const char *prefix);
+void image_progress(Image *im, bool now);
 
 /* image-source.c */
 int image_reader_receive(Image *im, const char *display);

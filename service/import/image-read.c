@@ -79,6 +79,21 @@ static void on_signal(int sig)
 
 /* ---- the result ---- */
 
+/* The progress so far to --progress-fd: now, or if the last record is KILN_IMPORT_PROGRESS_MS old. */
+void image_progress(Image *im, bool now)
+{
+        gint64 t;
+
+        if (im->o->progress_fd < 0)
+                return;
+        t = g_get_monotonic_time();
+        if (!now && t - im->progress_sent < KILN_IMPORT_PROGRESS_MS * 1000)
+                return;
+        im->progress_sent = t;
+        /* One record a write; a failure (EAGAIN: kilnd is behind) drops it, a later one says more. */
+        (void)!write(im->o->progress_fd, &im->progress, sizeof(im->progress));
+}
+
 static int print_result(Image *im, char **text_out)
 {
         g_autoptr(JsonBuilder) b = json_builder_new();
@@ -222,6 +237,10 @@ static int parse_image_options(int argc, char **argv, ImageOptions *o)
                                 o->max_layers = v;
                         else
                                 o->max_entries = v;
+                } else if (g_str_equal(arg, "--progress-fd")) {
+                        if (!g_ascii_string_to_unsigned(val, 10, 3, INT_MAX, &v, NULL))
+                                return -1;
+                        o->progress_fd = (int)v;
                 } else if (g_str_equal(arg, "--parent-pid")) {
                         if (!g_ascii_string_to_unsigned(val, 10, 1, INT_MAX, &v, NULL))
                                 return -1;
@@ -243,11 +262,12 @@ int kiln_image_main(int argc, char **argv)
         ImageOptions o = {.fd = -1,
                           .max_bytes = UINT64_MAX,
                           .max_layers = 128,
-                          .max_entries = KILN_IMPORT_MAX_ENTRIES};
+                          .max_entries = KILN_IMPORT_MAX_ENTRIES,
+                          .progress_fd = -1};
         Image im = {.o = &o, .layers_fd = -1, .sock = -1, .child = -1, .root_fd = -1};
         pid_t parent = getppid();
         struct sigaction sa = {.sa_handler = on_signal};
-        int keep[1], exit_code = KILN_IMPORT_EXIT_OK;
+        int keep[2], exit_code = KILN_IMPORT_EXIT_OK;
         g_autofree char *archive_fingerprint = NULL, *known = NULL, *result = NULL;
         struct stat st;
 
@@ -271,7 +291,12 @@ int kiln_image_main(int argc, char **argv)
                 goto out_options;
         }
         keep[0] = o.fd;
-        kiln_close_all_fds_except(keep, 1);
+        keep[1] = o.progress_fd;
+        kiln_close_all_fds_except(keep, 2);
+        /* Progress is best effort: a full pipe drops a record, it never stalls the import. */
+        if (o.progress_fd >= 0 &&
+            (o.progress_fd == o.fd || fcntl(o.progress_fd, F_SETFL, O_WRONLY | O_NONBLOCK) < 0))
+                o.progress_fd = -1;
         if (chdir("/") < 0) {
                 exit_code = KILN_IMPORT_EXIT_FAILED;
                 goto out_options;
@@ -346,6 +371,10 @@ int kiln_image_main(int argc, char **argv)
         }
         if (image_publish(&im) < 0 || print_result(&im, &result) < 0)
                 goto out;
+        im.progress.layer = im.progress.layers = im.layer_hex->len;
+        im.progress.total = MAX(im.progress.total, im.progress.bytes);
+        im.progress.bytes = im.progress.total;
+        image_progress(&im, true);
         for (guint i = 0; i < im.records->len; i++) {
                 char *line = im.records->pdata[i], *space = strchr(line, ' ');
                 *space = '\0';
@@ -394,6 +423,8 @@ out:
 out_options:
         if (o.fd >= 0)
                 close(o.fd);
+        if (o.progress_fd >= 0)
+                close(o.progress_fd);
         g_free(o.groups);
         g_free(o.os);
         g_free(o.arch);

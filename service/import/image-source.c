@@ -256,6 +256,10 @@ ssize_t image_blob_read(void *data, const void **buf)
                 *buf = r->im->buffer;
         }
         if (n > 0) {
+                if (r->counts) {
+                        r->im->progress.bytes += (uint64_t)n;
+                        image_progress(r->im, false);
+                }
                 g_checksum_update(r->sha, *buf, n);
                 r->n += (uint64_t)n;
                 if (r->n > r->max) {

@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <glib-unix.h>
+
 #include "base/fs-util.h"
 #include "import/layer-digest.h"
 #include "base/kiln-common.h"
@@ -482,6 +484,10 @@ typedef struct ImportState {
         GMainContext *context;
         GMutex lock;
         GSource *kill_source; /* under lock */
+        int progress_fd;      /* the read end of the helper's --progress-fd, or -1 */
+        GSource *progress_source;
+        KilnImportProgressFunc progress;
+        gpointer progress_data;
 } ImportState;
 
 static void collect_soon(KilnStorage *s);
@@ -499,9 +505,43 @@ static void import_state_release(ImportState *st)
                 collect_soon(st->storage);
 }
 
+/* No progress after the import's end: the caller's data may be gone. */
+static void import_progress_stop(ImportState *st)
+{
+        if (st->progress_source) {
+                g_source_destroy(st->progress_source);
+                g_clear_pointer(&st->progress_source, g_source_unref);
+        }
+        kiln_close_fdp(&st->progress_fd);
+}
+
+/* The helper's progress records (KilnImportProgress), whole ones only; the helper is ours, yet what
+ * it says is checked before it reaches a caller. */
+static gboolean on_import_progress(int fd, GIOCondition cond, gpointer data)
+{
+        ImportState *st = data;
+        KilnImportProgress p[16];
+        ssize_t n = read(fd, p, sizeof(p));
+
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                return G_SOURCE_CONTINUE;
+        if (n <= 0 || n % sizeof(p[0]) != 0 || (cond & (G_IO_ERR | G_IO_NVAL))) {
+                g_clear_pointer(&st->progress_source, g_source_unref);
+                kiln_close_fdp(&st->progress_fd);
+                return G_SOURCE_REMOVE;
+        }
+        /* Only the newest of what came at once. */
+        KilnImportProgress *last = &p[n / sizeof(p[0]) - 1];
+        if ((last->layers == 0 || last->layer <= last->layers) &&
+            (last->total == 0 || last->bytes <= last->total))
+                st->progress(last->layer, last->layers, last->bytes, last->total, st->progress_data);
+        return G_SOURCE_CONTINUE;
+}
+
 static void import_state_free(ImportState *st)
 {
         import_state_release(st);
+        import_progress_stop(st);
         if (st->cancellable && st->cancel_id)
                 g_cancellable_disconnect(st->cancellable, st->cancel_id);
         if (st->kill_source) {
@@ -713,6 +753,7 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
                 g_cancellable_disconnect(st->cancellable, st->cancel_id);
                 st->cancel_id = 0;
         }
+        import_progress_stop(st);
         if (!g_subprocess_communicate_finish(st->proc, result, &out, &err, &error)) {
                 /* Reading the pipes failed: make sure the helper goes. */
                 g_subprocess_force_exit(st->proc);
@@ -795,8 +836,9 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
 /* Runs kiln-import with @argv (the helper's arguments, not yet NULL-terminated) for @task; @src_fd, if
  * not -1, becomes its fd 3. The layer it writes holds at most @limit bytes, the setting @limit_name. */
 static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, const ImportBound *bound,
-                         GCancellable *cancellable)
+                         KilnImportProgressFunc progress, gpointer progress_data, GCancellable *cancellable)
 {
+        int progress_pipe[2] = {-1, -1};
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GError) error = NULL;
         const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
@@ -807,6 +849,11 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         g_ptr_array_add(argv, g_strdup_printf("%d", (int)getpid()));
         g_ptr_array_add(argv, g_strdup("--max-bytes"));
         g_ptr_array_add(argv, g_strdup_printf("%" G_GUINT64_FORMAT, bound->max));
+        /* Progress on a pipe of its own (fd 4), read on our main context; without it none is sent. */
+        if (progress && g_unix_open_pipe(progress_pipe, FD_CLOEXEC, NULL)) {
+                g_ptr_array_add(argv, g_strdup("--progress-fd"));
+                g_ptr_array_add(argv, g_strdup("4"));
+        }
         g_ptr_array_add(argv, NULL);
         launcher =
                 g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
@@ -815,8 +862,13 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         kiln_fd_limit_apply(launcher);
         if (src_fd >= 0)
                 g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
+        if (progress_pipe[1] >= 0)
+                g_subprocess_launcher_take_fd(launcher, progress_pipe[1], 4);
 
         st = g_new0(ImportState, 1);
+        st->progress_fd = progress_pipe[0];
+        st->progress = progress;
+        st->progress_data = progress_data;
         st->storage = s;
         st->bound = *bound;
         g_mutex_init(&st->lock);
@@ -833,6 +885,12 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         /* No layer is collected until the caller has the result and made its builder. */
         st->busy = TRUE;
         s->busy++;
+        if (st->progress_fd >= 0) {
+                g_unix_set_fd_nonblocking(st->progress_fd, TRUE, NULL);
+                st->progress_source = g_unix_fd_source_new(st->progress_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+                g_source_set_callback(st->progress_source, G_SOURCE_FUNC(on_import_progress), st, NULL);
+                g_source_attach(st->progress_source, st->context);
+        }
         kiln_reaper_claim_subprocess(st->proc); /* GLib's child watch reaps it */
 
         /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
@@ -907,7 +965,7 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
         g_ptr_array_add(argv, g_strdup(s->helper_path));
         if (!import_start_argv(s, task, src_path, &src_fd, creds, &bound, argv))
                 return;
-        spawn_import(s, task, argv, src_fd, &bound, cancellable);
+        spawn_import(s, task, argv, src_fd, &bound, NULL, NULL, cancellable);
 }
 
 void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const char *uid_shift,
@@ -938,11 +996,12 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
         g_ptr_array_add(argv, g_strdup(gid_shift));
         ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
 
-        spawn_import(s, task, argv, -1, &bound, cancellable);
+        spawn_import(s, task, argv, -1, &bound, NULL, NULL, cancellable);
 }
 
 void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const char *src_path, int src_fd,
                                      const char *ref, const char *platform, const KilnCreds *creds,
+                                     KilnImportProgressFunc progress, gpointer progress_data,
                                      GCancellable *cancellable, GAsyncReadyCallback callback,
                                      gpointer user_data)
 {
@@ -973,7 +1032,7 @@ void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const cha
         g_ptr_array_add(argv, g_strdup_printf("%u", s->layers_per_image));
         g_ptr_array_add(argv, g_strdup("--max-entries"));
         g_ptr_array_add(argv, g_strdup_printf("%u", s->entries_per_layer));
-        spawn_import(s, task, argv, src_fd, &bound, cancellable);
+        spawn_import(s, task, argv, src_fd, &bound, progress, progress_data, cancellable);
 }
 
 KilnImportedImage *kiln_storage_import_image_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result,
