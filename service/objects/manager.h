@@ -56,6 +56,9 @@ typedef struct KilnManager {
         void (*export_stored_image)(struct KilnManager *manager, const char *id, GCancellable *cancellable,
                                     GAsyncReadyCallback callback, gpointer data);
         int (*finish_export)(GAsyncResult *result, GError **error);
+        /* images out: what importing the stored image @id would give, when every layer of it is stored
+         * as a tree already (so nothing would be written), or NULL (then it is exported and imported). */
+        KilnImportedImage *(*stored_image_imported)(struct KilnManager *manager, const char *id);
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);
