@@ -55,19 +55,11 @@ static _Noreturn void reader_run(const ReaderArgs *a)
         const ImageOptions *o = a->o;
         KilnImportReaderArgs ra = {
                 .uid = o->uid, .gid = o->gid, .groups = o->groups, .n_groups = o->n_groups};
-        int keep[2] = {a->sock, o->fd};
-        struct sigaction sa = {.sa_handler = SIG_DFL};
         _cleanup_close_ int root = -1;
         const char *display = o->path ? o->path : "source";
-        int null_fd, e;
+        int e;
 
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGHUP, &sa, NULL);
-        null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0)
-                _exit(1);
-        if (kiln_close_all_fds_except(keep, G_N_ELEMENTS(keep)) < 0)
+        if (kiln_import_reader_isolate(a->sock, o->fd) != 0)
                 _exit(1);
         e = kiln_import_become_caller(&ra);
         if (e != 0) {
