@@ -238,40 +238,6 @@ static void write_size_record(Image *im, const char *hex, uint64_t bytes)
  * a layer's diff_id, so kilnd drops them with that layer. The caller still opened the file himself:
  * the shortcut is only ever taken by someone who holds the bytes. */
 
-char *image_fd_fingerprint(int fd, const char *what, const char *extra)
-{
-        g_autoptr(GChecksum) c = g_checksum_new(G_CHECKSUM_SHA256);
-        g_autofree char *id = NULL;
-        struct stat st;
-
-        if (fstat(fd, &st) < 0)
-                return NULL;
-        id = g_strdup_printf("kiln-image-%s-v1\n%ju:%ju:%jd:%jd.%ld:%jd.%ld\n", what, (uintmax_t)st.st_dev,
-                             (uintmax_t)st.st_ino, (intmax_t)st.st_size, (intmax_t)st.st_mtim.tv_sec,
-                             st.st_mtim.tv_nsec, (intmax_t)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
-        g_checksum_update(c, (const guchar *)id, -1);
-        g_checksum_update(c, (const guchar *)extra, -1);
-        return g_strdup(g_checksum_get_string(c));
-}
-
-/* The record of @fingerprint, at most @max bytes, or NULL. */
-char *image_read_fingerprint(Image *im, const char *fingerprint, size_t max)
-{
-        g_autofree char *name = g_strconcat(KILN_IMPORT_FINGERPRINTS_DIR "/", fingerprint, NULL);
-        _cleanup_close_ int fd = openat(im->layers_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        g_autofree char *buf = NULL;
-        ssize_t n;
-
-        if (fd < 0)
-                return NULL;
-        buf = g_malloc(max + 1);
-        n = read(fd, buf, max + 1);
-        if (n <= 0 || (size_t)n > max)
-                return NULL;
-        buf[n] = '\0';
-        return g_steal_pointer(&buf);
-}
-
 /* Every new layer renamed to its diff_id, once the whole image is verified. A layer that appeared
  * meanwhile (another import of it) is kept, ours removed with the other tmp trees. */
 int image_publish(Image *im)

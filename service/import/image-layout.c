@@ -9,6 +9,7 @@
 #include "image-private.h"
 #include "base/kiln-common.h"
 #include "layer-digest.h"
+#include "records.h"
 
 /* ---- oci:DIR ---- */
 
@@ -22,10 +23,10 @@ static int layout_layer(Image *im, guint i, const char *blob_hex, gint64 size, c
 
         if (fd < 0)
                 return -1;
-        fingerprint = image_fd_fingerprint(fd, "blob", blob_hex);
+        fingerprint = kiln_import_fd_fingerprint(fd, "blob", blob_hex);
         if (fingerprint && image_layer_exists(im, diff_hex)) {
-                g_autofree char *known =
-                        image_read_fingerprint(im, fingerprint, KILN_LAYER_DIGEST_LENGTH + 1);
+                g_autofree char *known = kiln_import_read_record(im->layers_fd, KILN_IMPORT_FINGERPRINTS_DIR,
+                                                                 fingerprint, KILN_LAYER_DIGEST_LENGTH + 1);
                 if (known && strlen(known) == KILN_LAYER_DIGEST_LENGTH + 1 &&
                     strncmp(known, diff_hex, KILN_LAYER_DIGEST_LENGTH) == 0) {
                         /* This very file was read and verified before: its blob digest and diff_id

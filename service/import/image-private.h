@@ -41,6 +41,7 @@ typedef struct ImageOptions {
         int fd;
         const char *ref;
         char *os, *arch, *variant; /* the platform wanted */
+        const char *platform_arg;  /* --platform as given, NULL: the host's */
         uint64_t max_bytes;        /* all layers together; UINT64_MAX: none */
         uint64_t max_layers;
         uint64_t max_entries;
@@ -139,8 +140,6 @@ Tmp *image_unpack_layer(Image *im, BlobReader *r, const char *what);
 int image_check_layer(Image *im, guint i, const char *blob_want, const char *blob_got, const char *diff_want,
                       const char *diff_got);
 int image_take_layer(Image *im, guint i, BlobReader *r, const char *blob_want, const char *diff_want);
-char *image_fd_fingerprint(int fd, const char *what, const char *extra);
-char *image_read_fingerprint(Image *im, const char *fingerprint, size_t max);
 int image_publish(Image *im);
 
 /* image-manifest.c */

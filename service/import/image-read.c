@@ -142,18 +142,16 @@ static int print_result(Image *im, char **text_out)
 /* An archive read before, unchanged: its recorded result, if every layer it names is still stored. */
 static char *known_archive(Image *im, const char *fingerprint)
 {
-        g_autofree char *record = image_read_fingerprint(im, fingerprint, ARCHIVE_RECORD_MAX + 128);
+        g_autofree char *record = kiln_import_read_record(im->layers_fd, KILN_IMPORT_FINGERPRINTS_DIR,
+                                                          fingerprint, ARCHIVE_RECORD_MAX + 128);
         g_autoptr(JsonParser) parser = json_parser_new_immutable();
         const char *json;
         JsonArray *layers;
         JsonNode *root;
 
-        if (!record || strlen(record) < KILN_LAYER_DIGEST_LENGTH + 1 ||
-            record[KILN_LAYER_DIGEST_LENGTH] != '\n')
-                return NULL;
-        json = record + KILN_LAYER_DIGEST_LENGTH + 1;
-        if (!json_parser_load_from_data(parser, json, -1, NULL) || !(root = json_parser_get_root(parser)) ||
-            !JSON_NODE_HOLDS_OBJECT(root) ||
+        json = kiln_import_archive_record_result(record);
+        if (!json || !json_parser_load_from_data(parser, json, -1, NULL) ||
+            !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root) ||
             !(layers = image_obj_array(json_node_get_object(root), "layers")))
                 return NULL;
         for (guint i = 0; i < json_array_get_length(layers); i++) {
@@ -227,6 +225,7 @@ static int parse_image_options(int argc, char **argv, ImageOptions *o)
                 } else if (g_str_equal(arg, "--platform")) {
                         if (parse_platform(o, val) < 0)
                                 return -1;
+                        o->platform_arg = val;
                 } else if (g_str_equal(arg, "--max-bytes") || g_str_equal(arg, "--max-layers") ||
                            g_str_equal(arg, "--max-entries")) {
                         if (!g_ascii_string_to_unsigned(val, 10, 1, UINT64_MAX, &v, NULL))
@@ -351,9 +350,8 @@ int kiln_image_main(int argc, char **argv)
                 /* The archive is one file: the reader has nothing more to open. */
                 kiln_close_fdp(&im.sock);
                 {
-                        g_autofree char *extra = g_strjoin("\n", o.kind, o.ref ? o.ref : "", o.os, o.arch,
-                                                           o.variant ? o.variant : "", NULL);
-                        archive_fingerprint = image_fd_fingerprint(im.root_fd, "archive", extra);
+                        g_autofree char *extra = kiln_import_archive_extra(o.kind, o.ref, o.platform_arg);
+                        archive_fingerprint = kiln_import_fd_fingerprint(im.root_fd, "archive", extra);
                 }
                 if (archive_fingerprint && (known = known_archive(&im, archive_fingerprint))) {
                         if (printf("%s", known) < 0 || fflush(stdout) != 0)

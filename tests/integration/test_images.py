@@ -176,6 +176,30 @@ loop.run()
 print(json.dumps(got))
 """
 
+# CreateBuilder from an oci-archive passed as an O_PATH descriptor (which needs no read permission):
+# prints the reply or the error's name and message.
+OPATH_CLIENT = r"""
+import os, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+address, path = sys.argv[1], sys.argv[2]
+flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+conn = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+fds = Gio.UnixFDList.new()
+fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+fds.append(fd)
+try:
+    reply, _ = conn.call_with_unix_fd_list_sync(
+        "org.kiln.Builder1", "/org/kiln/Builder1", "org.kiln.Builder1.Manager", "CreateBuilder",
+        GLib.Variant("(ssa{sv})", ("", "oci-archive:" + path, {"rootfs_fd": GLib.Variant("h", 0)})),
+        None, 0, 120000, fds, None)
+    print("OK " + reply.unpack()[0])
+except GLib.Error as e:
+    print("ERROR " + Gio.DBusError.get_remote_error(e) + " " + e.message)
+"""
+
+
 # Another user's connection, listening for ImportProgress from anyone until its stdin closes.
 PROGRESS_LISTENER = r"""
 import json, sys
@@ -419,6 +443,24 @@ class Images(kt.KilnTestCase):
         self.assertIn('Permission denied', err)
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.tmp_dirs(), [])
+
+    def test_known_archive_needs_a_readable_descriptor(self):
+        # A second `from` of an unchanged archive takes its recorded result without reading it, but
+        # only from a descriptor the caller opened for reading: root's private archive, imported by
+        # root, is refused to kiln-alice presenting an O_PATH descriptor of it (opening one needs no
+        # read permission; the file is unchanged, so its fingerprint matches root's record).
+        path = os.path.join(IMAGES['top'], 'known.tar')
+        shutil.copy(IMAGES['oci-archive'], path)
+        os.chmod(path, 0o600)
+        self.from_image(f'oci-archive:{path}')
+        self.from_image(f'oci-archive:{path}')
+        before = self.snapshot()
+        code, out, err = self.env.run([kt.USER_PYTHON, '-c', OPATH_CLIENT, self.env.bus_address, path],
+                                      user=kt.ALICE)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(f'ERROR {DENIED} '), out)
+        self.assertIn('Permission denied', out)
+        self.assertEqual(self.snapshot(), before)
 
     def test_progress_signals_reach_the_caller_alone(self):
         # A fresh copy of skopeo's two-layer layout: its blobs are read, not known by fingerprint.
