@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bus-client.h"
 #include "cli-util.h"
@@ -99,6 +100,93 @@ static int resolve_source(const char *source, char **ret_from, int *ret_fd)
         return 0;
 }
 
+/* The progress line (ImportProgress, asked for with a token): on a terminal's stderr only, from
+ * one second after the call on, one line rewritten with \r and cleared at the end. */
+typedef struct Progress {
+        char token[32];
+        gint64 start;   /* monotonic µs of the call */
+        gboolean shown; /* a line is on the terminal */
+        sd_bus_message *reply;
+        int error; /* a failed call: its errno */
+        sd_bus_error bus_error;
+        gboolean done;
+} Progress;
+
+static void progress_clear(Progress *p)
+{
+        if (p->shown)
+                fputs("\r\033[K", stderr);
+        p->shown = FALSE;
+}
+
+static int on_progress(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
+{
+        Progress *p = userdata;
+        const char *token;
+        uint32_t layer, layers;
+        uint64_t bytes, total;
+
+        if (sd_bus_message_read(m, "suutt", &token, &layer, &layers, &bytes, &total) < 0 ||
+            !g_str_equal(token, p->token) || g_get_monotonic_time() - p->start < G_USEC_PER_SEC)
+                return 0;
+        fputs("\r", stderr);
+        if (layers)
+                fprintf(stderr, "layer %u/%u ", layer, layers);
+        else if (layer)
+                fprintf(stderr, "layer %u ", layer);
+        fprintf(stderr, "%.1f MiB", bytes / 1048576.0);
+        if (total)
+                fprintf(stderr, "/%.1f MiB", total / 1048576.0);
+        fputs("\033[K", stderr);
+        fflush(stderr);
+        p->shown = TRUE;
+        return 0;
+}
+
+static int on_create_reply(sd_bus_message *m, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
+{
+        Progress *p = userdata;
+
+        p->done = TRUE;
+        if (sd_bus_message_is_method_error(m, NULL)) {
+                p->error = sd_bus_message_get_errno(m);
+                sd_bus_error_copy(&p->bus_error, sd_bus_message_get_error(m));
+                return 0;
+        }
+        p->reply = sd_bus_message_ref(m);
+        return 0;
+}
+
+/* CreateBuilder with its progress shown: the call is asynchronous so that ImportProgress signals,
+ * which come before the reply, are dispatched while it runs. */
+static int call_with_progress(sd_bus *bus, sd_bus_message *m, Progress *p, sd_bus_message **ret_reply)
+{
+        sd_bus_slot *match = NULL, *call = NULL;
+        int r;
+
+        r = sd_bus_match_signal(bus, &match, KILN_BUS_NAME, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE,
+                                "ImportProgress", on_progress, p);
+        if (r >= 0)
+                r = sd_bus_call_async(bus, &call, m, on_create_reply, p, KILN_TIMEOUT_CREATE_USEC);
+        p->start = g_get_monotonic_time();
+        while (r >= 0 && !p->done) {
+                r = sd_bus_process(bus, NULL);
+                if (r == 0)
+                        r = sd_bus_wait(bus, UINT64_MAX);
+                if (r == -EINTR)
+                        r = 0;
+        }
+        sd_bus_slot_unref(call);
+        sd_bus_slot_unref(match);
+        progress_clear(p);
+        if (r < 0)
+                return kiln_bus_log_error(NULL, r, "CreateBuilder");
+        if (p->error || sd_bus_error_is_set(&p->bus_error))
+                return kiln_bus_log_error(&p->bus_error, -(p->error ? p->error : EIO), "CreateBuilder");
+        *ret_reply = g_steal_pointer(&p->reply);
+        return 0;
+}
+
 int kiln_verb_from(int argc, char **argv)
 {
         g_autofree char *name = NULL, *isolation = NULL, *userns = NULL, *platform = NULL, *arch = NULL;
@@ -107,6 +195,8 @@ int kiln_verb_from(int argc, char **argv)
         g_autoptr(sd_bus) bus = NULL;
         g_autoptr(sd_bus_message) m = NULL, reply = NULL;
         _cleanup_close_ int fd = -1;
+        gboolean quiet = FALSE, show_progress;
+        Progress progress = {.bus_error = SD_BUS_ERROR_NULL};
         const char *path;
         int r;
 
@@ -122,6 +212,7 @@ int kiln_verb_from(int argc, char **argv)
                  "OS/ARCH[/VARIANT]"},
                 {"arch", 0, 0, G_OPTION_ARG_STRING, &arch,
                  "Image of this architecture, for linux (as --platform linux/ARCH)", "ARCH"},
+                {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress line on a terminal", NULL},
                 KILN_NET_FLAG_ENTRIES(&net),
                 {NULL},
         };
@@ -147,6 +238,10 @@ int kiln_verb_from(int argc, char **argv)
         r = kiln_bus_open(&bus);
         if (r < 0)
                 return KILN_EXIT_FAILURE;
+        /* Asked for only when it can be shown: nobody else reads it. */
+        show_progress = !quiet && isatty(STDERR_FILENO) == 1;
+        if (show_progress)
+                g_snprintf(progress.token, sizeof(progress.token), "kiln-from-%d", (int)getpid());
 
         r = kiln_bus_new_call(bus, KILN_MANAGER_PATH, KILN_MANAGER_INTERFACE, "CreateBuilder", &m);
         if (r < 0)
@@ -162,6 +257,8 @@ int kiln_verb_from(int argc, char **argv)
                 r = kiln_bus_append_option_string(m, "userns", userns);
         if (r >= 0 && platform)
                 r = kiln_bus_append_option_string(m, "platform", platform);
+        if (r >= 0 && show_progress)
+                r = kiln_bus_append_option_string(m, "progress", progress.token);
         if (r >= 0)
                 r = kiln_net_flags_append(m, &net);
         if (r >= 0)
@@ -171,7 +268,12 @@ int kiln_verb_from(int argc, char **argv)
                 return KILN_EXIT_FAILURE;
         }
 
-        r = kiln_bus_call(bus, m, KILN_TIMEOUT_CREATE_USEC, &reply);
+        if (show_progress)
+                r = call_with_progress(bus, m, &progress, &reply);
+        else
+                r = kiln_bus_call(bus, m, KILN_TIMEOUT_CREATE_USEC, &reply);
+        sd_bus_error_free(&progress.bus_error);
+        g_clear_pointer(&progress.reply, sd_bus_message_unref);
         if (r < 0)
                 return KILN_EXIT_FAILURE;
         r = sd_bus_message_read(reply, "o", &path);

@@ -73,6 +73,14 @@ typedef struct KilnImportReaderArgs {
 
 _Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *args);
 
+/* The reader's first step, in the forked child: default signal dispositions, stdio on /dev/null,
+ * every descriptor closed but @sock and @src_fd (-1: none). 0 or an errno. */
+int kiln_import_reader_isolate(int sock, int src_fd);
+
 /* Becomes the caller of @args for good (groups, gids, uids; no capability, no way back to root,
  * no_new_privs), as the reader does before it opens anything. Returns 0 or an errno. */
 int kiln_import_become_caller(const KilnImportReaderArgs *args);
+
+/* The KILN_IMPORT_EXIT_* code (layer-digest.h) for an errno of opening or reading the caller's
+ * source: not found, permission denied, not a directory, else failed. */
+int kiln_import_exit_code_for_errno(int e);

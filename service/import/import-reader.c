@@ -26,6 +26,7 @@
 #include "base/fd-passing.h"
 #include "base/fs-util.h"
 #include "import-protocol.h"
+#include "layer-digest.h"
 #include "base/kiln-common.h"
 
 typedef struct Reader {
@@ -241,25 +242,34 @@ static int drop_privileges(const KilnImportReaderArgs *a)
         return 0;
 }
 
-_Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *a)
+int kiln_import_reader_isolate(int sock, int src_fd)
 {
-        Reader r = {.sock = a->sock, .root_display = a->src_path ? a->src_path : "source directory"};
-        int keep[2] = {a->sock, a->src_fd};
-        _cleanup_close_ int root = -1;
+        int keep[2] = {sock, src_fd};
         struct sigaction sa = {.sa_handler = SIG_DFL};
-        int null_fd, e;
+        int null_fd;
 
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGHUP, &sa, NULL);
-
         /* Nothing of root's stays open here but the socket: stdio becomes /dev/null (stdout is the
          * parent's result channel and the pipes belong to kilnd), every other descriptor is closed. */
         null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0)
-                reader_send_error(&r, KILN_IMPORT_WHAT_DROP, errno, "/dev/null");
+                return errno;
         if (kiln_close_all_fds_except(keep, G_N_ELEMENTS(keep)) < 0)
-                reader_send_error(&r, KILN_IMPORT_WHAT_DROP, errno, "descriptors");
+                return errno;
+        return 0;
+}
+
+_Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *a)
+{
+        Reader r = {.sock = a->sock, .root_display = a->src_path ? a->src_path : "source directory"};
+        _cleanup_close_ int root = -1;
+        int e;
+
+        e = kiln_import_reader_isolate(a->sock, a->src_fd);
+        if (e != 0)
+                reader_send_error(&r, KILN_IMPORT_WHAT_DROP, e, "descriptors");
 
         e = drop_privileges(a);
         if (e != 0)
@@ -310,4 +320,19 @@ _Noreturn void kiln_import_reader_run(const KilnImportReaderArgs *a)
 int kiln_import_become_caller(const KilnImportReaderArgs *args)
 {
         return drop_privileges(args);
+}
+
+int kiln_import_exit_code_for_errno(int e)
+{
+        switch (e) {
+        case ENOENT:
+                return KILN_IMPORT_EXIT_NOT_FOUND;
+        case EACCES:
+        case EPERM:
+                return KILN_IMPORT_EXIT_PERMISSION_DENIED;
+        case ENOTDIR:
+                return KILN_IMPORT_EXIT_NOT_DIRECTORY;
+        default:
+                return KILN_IMPORT_EXIT_FAILED;
+        }
 }

@@ -52,6 +52,19 @@ enum {
                                                  * (LimitExceeded on the bus) */
 };
 
+/* What kiln-import writes to --progress-fd: one record a write (smaller than PIPE_BUF, so whole), at
+ * most every KILN_IMPORT_PROGRESS_MS and at each layer's end, dropped rather than waited for when the
+ * pipe is full. @layer layers are done of @layers (0: not known yet, as while an archive streams);
+ * @bytes of the source are read of @total (0: not known). The last, after the image is verified and
+ * stored, has @layer == @layers and @bytes == @total. */
+#define KILN_IMPORT_PROGRESS_MS 100
+typedef struct KilnImportProgress {
+        uint32_t layer;
+        uint32_t layers;
+        uint64_t bytes;
+        uint64_t total;
+} KilnImportProgress;
+
 typedef struct KilnXattr {
         char *name;
         void *value;

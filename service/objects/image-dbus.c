@@ -696,6 +696,49 @@ static char *find_stored_image(KilnManager *m, sd_bus_message *msg, const char *
         return image ? g_strdup(image->id) : NULL;
 }
 
+/* A second `from` of a stored image needs no archive and no helper: the image is kilnd's own (its
+ * config and every diff_id were written or verified by kilnd, and the caller may see it), and when
+ * each of its layers is stored as a tree already, the result of exporting and importing it is known:
+ * its layers by diff_id, its config. An import would write nothing and read only what kilnd wrote. */
+static KilnImportedImage *stored_image_imported(KilnManager *m, const char *id)
+{
+        KilnImage *image = g_hash_table_lookup(m->images->by_id, id);
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        g_autoptr(GPtrArray) layers = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(JsonObject) result = json_object_new();
+        KilnImportedImage *imported;
+        JsonObject *config;
+        JsonNode *root;
+
+        if (!image || !image->config_json || !image->manifest_digest ||
+            !json_parser_load_from_data(parser, image->config_json, -1, NULL) ||
+            !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root))
+                return NULL;
+        for (guint i = 0; i < image->layers->len; i++) {
+                const KilnImageLayer *l = image->layers->pdata[i];
+                const char *hex =
+                        l->diff_id && g_str_has_prefix(l->diff_id, "sha256:") ? l->diff_id + 7 : NULL;
+
+                if (!hex || !kiln_hex64_is_valid(hex) || !kiln_storage_layer_exists(m->storage, hex))
+                        return NULL;
+                g_ptr_array_add(layers, g_strdup(hex));
+        }
+        g_ptr_array_add(layers, NULL);
+        /* What kiln-import prints of an image config (image-read.h), from the same document. */
+        config = json_node_get_object(root);
+        for (const char *const *k = (const char *const[]){"config", "history", "os", "architecture", NULL};
+             *k; k++) {
+                JsonNode *n = json_object_get_member(config, *k);
+                if (n && (JSON_NODE_HOLDS_OBJECT(n) || JSON_NODE_HOLDS_ARRAY(n) || JSON_NODE_HOLDS_VALUE(n)))
+                        json_object_set_member(result, *k, json_node_copy(n));
+        }
+        imported = g_new0(KilnImportedImage, 1);
+        imported->layers = (char **)g_ptr_array_free(g_steal_pointer(&layers), FALSE);
+        imported->digest = g_strdup(image->manifest_digest);
+        imported->result = json_node_init_object(json_node_alloc(), result);
+        return imported;
+}
+
 typedef struct {
         KilnManager *manager;
         char *image_id;
@@ -1429,6 +1472,7 @@ int kiln_images_register(KilnManager *m)
         m->images_user_bytes = kiln_images_user_bytes;
         m->export_stored_image = export_stored_image;
         m->finish_export = finish_export;
+        m->stored_image_imported = stored_image_imported;
         loaded = kiln_image_store_load(images->store);
         for (guint i = 0; i < loaded->len; i++)
                 add_image(m, g_steal_pointer(&loaded->pdata[i]));

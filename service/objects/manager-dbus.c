@@ -26,6 +26,8 @@ typedef struct {
         char *stored_image; /* images out: the id of an image of kiln's store to import */
         char *platform;
         char *image_json; /* the image's digest and history, for builder.json */
+        char *progress;   /* the caller's token for ImportProgress; NULL: he wants none */
+        gint64 progress_sent;
         KilnBuilderConfig config;
         KilnFieldMask mask;
         KilnCreds creds; /* groups borrowed from the auth cache are copied: the caller may leave */
@@ -47,6 +49,7 @@ static void create_request_free(gpointer data)
         g_free(req->image_ref);
         g_free(req->stored_image);
         g_free(req->platform);
+        g_free(req->progress);
         g_free(req->image_json);
         kiln_builder_config_clear(&req->config);
         g_free(req->creds.groups);
@@ -172,6 +175,8 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
 }
 
 #define IMAGE_JSON_MAX (64 * 1024)
+#define PROGRESS_TOKEN_MAX 128   /* bytes of CreateBuilder's progress option */
+#define PROGRESS_INTERVAL_MS 250 /* ImportProgress at most 4 times a second */
 
 /* The image config (what kiln-import printed of it) as the builder's configuration: each value passes
  * the same checks as Configure's, named as the image's; the caller's own options win. */
@@ -258,6 +263,28 @@ static gboolean apply_image_config(CreateRequest *req, const KilnImportedImage *
         return TRUE;
 }
 
+/* ImportProgress to the caller alone (the destination is his unique name: nobody else's connection
+ * gets it, whatever it matches), at most every PROGRESS_INTERVAL_MS, and always the last one. */
+static void on_import_progress(guint layer, guint layers, guint64 bytes, guint64 total, gpointer data)
+{
+        CreateRequest *req = data;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+        const char *sender = sd_bus_message_get_sender(req->message);
+        gint64 now = g_get_monotonic_time();
+        gboolean last = layers > 0 && layer == layers && bytes == total;
+
+        if (!req->progress || !sender || (!last && now - req->progress_sent < PROGRESS_INTERVAL_MS * 1000))
+                return;
+        req->progress_sent = now;
+        if (sd_bus_message_new_signal(sd_bus_message_get_bus(req->message), &s, KILN_MANAGER_PATH,
+                                      KILN_MANAGER_INTERFACE, "ImportProgress") < 0 ||
+            sd_bus_message_append(s, "suutt", req->progress, (uint32_t)layer, (uint32_t)layers,
+                                  (uint64_t)bytes, (uint64_t)total) < 0 ||
+            sd_bus_message_set_destination(s, sender) < 0)
+                return;
+        (void)sd_bus_send(NULL, s, NULL);
+}
+
 static void on_image_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpointer data)
 {
         CreateRequest *req = data;
@@ -292,7 +319,8 @@ static void on_stored_image_exported(G_GNUC_UNUSED GObject *source, GAsyncResult
                 return;
         }
         kiln_storage_import_image_async(req->manager->storage, req->image_kind, NULL, fd, NULL,
-                                        req->platform, &req->creds, req->cancellable, on_image_done, req);
+                                        req->platform, &req->creds, on_import_progress, req,
+                                        req->cancellable, on_image_done, req);
 }
 
 static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpointer data)
@@ -305,6 +333,18 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
                 sd_bus_reply_method_error(m, denied);
                 return;
         }
+        if (req->stored_image && !req->platform && req->manager->stored_image_imported) {
+                g_autoptr(KilnImportedImage) image =
+                        req->manager->stored_image_imported(req->manager, req->stored_image);
+                /* Every layer stored: no archive, no helper (image-dbus.c says why that is safe). */
+                if (image) {
+                        if (!apply_image_config(req, image, &error))
+                                create_reply_error(req, error);
+                        else
+                                create_on_base(req, (const char *const *)image->layers);
+                        return;
+                }
+        }
         if (req->stored_image) {
                 req->importing = TRUE;
                 req->manager->export_stored_image(req->manager, req->stored_image, req->cancellable,
@@ -316,8 +356,8 @@ static void create_authorized(sd_bus_message *m, const sd_bus_error *denied, gpo
                 req->importing = TRUE;
                 kiln_storage_import_image_async(req->manager->storage, req->image_kind, req->image_path,
                                                 kiln_steal_fd(&req->rootfs_fd), req->image_ref,
-                                                req->platform, &req->creds, req->cancellable, on_image_done,
-                                                req);
+                                                req->platform, &req->creds, on_import_progress, req,
+                                                req->cancellable, on_image_done, req);
                 return;
         }
         if (req->rootfs_fd >= 0 || g_str_has_prefix(req->from, "/")) {
@@ -451,6 +491,15 @@ static gboolean read_create_options(sd_bus_message *m, CreateRequest *req, GErro
                 if (g_str_equal(key, "rootfs_fd")) {
                         if (!read_rootfs_fd(m, req, error))
                                 return FALSE;
+                } else if (g_str_equal(key, "progress")) {
+                        const char *v;
+                        if (sd_bus_message_read(m, "v", "s", &v) < 0 || !v[0] ||
+                            strlen(v) > PROGRESS_TOKEN_MAX || !g_utf8_validate(v, -1, NULL))
+                                return kiln_fail(error, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                                                 "Invalid progress: expected a string of 1 to %d bytes",
+                                                 PROGRESS_TOKEN_MAX);
+                        g_free(req->progress);
+                        req->progress = g_strdup(v);
                 } else if (g_str_equal(key, "platform")) {
                         const char *v;
                         if (sd_bus_message_read(m, "v", "s", &v) < 0)
@@ -937,6 +986,8 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("RemoveCaches", SD_BUS_ARGS("as", ids),
                                 SD_BUS_RESULT("as", removed, "as", busy), method_remove_caches,
                                 SD_BUS_VTABLE_UNPRIVILEGED), /* run parity */
+        SD_BUS_SIGNAL_WITH_ARGS("ImportProgress",
+                                SD_BUS_ARGS("s", token, "u", layer, "u", layers, "t", bytes, "t", total), 0),
         SD_BUS_VTABLE_END,
 };
 

@@ -58,6 +58,9 @@ typedef struct KilnManager {
         int (*finish_export)(GAsyncResult *result, GError **error);
         /* images out: the bytes of @owner's images, for StorageBytesPerUser (NULL: no images yet) */
         guint64 (*images_user_bytes)(struct KilnManager *manager, uid_t owner);
+        /* images out: what importing the stored image @id would give, when every layer of it is stored
+         * as a tree already (so nothing would be written), or NULL (then it is exported and imported). */
+        KilnImportedImage *(*stored_image_imported)(struct KilnManager *manager, const char *id);
 } KilnManager;
 
 KilnManager *kiln_manager_new(KilnConfig *config, KilnStorage *storage, KilnAuth *auth, sd_bus *bus);

@@ -24,8 +24,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <glib-unix.h>
+
 #include "base/fs-util.h"
 #include "import/layer-digest.h"
+#include "import/records.h"
 #include "base/kiln-common.h"
 #include "storage/mount-idmap.h"
 #include "base/reaper.h"
@@ -482,6 +485,10 @@ typedef struct ImportState {
         GMainContext *context;
         GMutex lock;
         GSource *kill_source; /* under lock */
+        int progress_fd;      /* the read end of the helper's --progress-fd, or -1 */
+        GSource *progress_source;
+        KilnImportProgressFunc progress;
+        gpointer progress_data;
 } ImportState;
 
 static void collect_soon(KilnStorage *s);
@@ -499,9 +506,43 @@ static void import_state_release(ImportState *st)
                 collect_soon(st->storage);
 }
 
+/* No progress after the import's end: the caller's data may be gone. */
+static void import_progress_stop(ImportState *st)
+{
+        if (st->progress_source) {
+                g_source_destroy(st->progress_source);
+                g_clear_pointer(&st->progress_source, g_source_unref);
+        }
+        kiln_close_fdp(&st->progress_fd);
+}
+
+/* The helper's progress records (KilnImportProgress), whole ones only; the helper is ours, yet what
+ * it says is checked before it reaches a caller. */
+static gboolean on_import_progress(int fd, GIOCondition cond, gpointer data)
+{
+        ImportState *st = data;
+        KilnImportProgress p[16];
+        ssize_t n = read(fd, p, sizeof(p));
+
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                return G_SOURCE_CONTINUE;
+        if (n <= 0 || n % sizeof(p[0]) != 0 || (cond & (G_IO_ERR | G_IO_NVAL))) {
+                g_clear_pointer(&st->progress_source, g_source_unref);
+                kiln_close_fdp(&st->progress_fd);
+                return G_SOURCE_REMOVE;
+        }
+        /* Only the newest of what came at once. */
+        KilnImportProgress *last = &p[n / sizeof(p[0]) - 1];
+        if ((last->layers == 0 || last->layer <= last->layers) &&
+            (last->total == 0 || last->bytes <= last->total))
+                st->progress(last->layer, last->layers, last->bytes, last->total, st->progress_data);
+        return G_SOURCE_CONTINUE;
+}
+
 static void import_state_free(ImportState *st)
 {
         import_state_release(st);
+        import_progress_stop(st);
         if (st->cancellable && st->cancel_id)
                 g_cancellable_disconnect(st->cancellable, st->cancel_id);
         if (st->kill_source) {
@@ -713,6 +754,7 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
                 g_cancellable_disconnect(st->cancellable, st->cancel_id);
                 st->cancel_id = 0;
         }
+        import_progress_stop(st);
         if (!g_subprocess_communicate_finish(st->proc, result, &out, &err, &error)) {
                 /* Reading the pipes failed: make sure the helper goes. */
                 g_subprocess_force_exit(st->proc);
@@ -795,8 +837,9 @@ static void on_import_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, 
 /* Runs kiln-import with @argv (the helper's arguments, not yet NULL-terminated) for @task; @src_fd, if
  * not -1, becomes its fd 3. The layer it writes holds at most @limit bytes, the setting @limit_name. */
 static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_fd, const ImportBound *bound,
-                         GCancellable *cancellable)
+                         KilnImportProgressFunc progress, gpointer progress_data, GCancellable *cancellable)
 {
+        int progress_pipe[2] = {-1, -1};
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GError) error = NULL;
         const char *const env[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
@@ -807,6 +850,11 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         g_ptr_array_add(argv, g_strdup_printf("%d", (int)getpid()));
         g_ptr_array_add(argv, g_strdup("--max-bytes"));
         g_ptr_array_add(argv, g_strdup_printf("%" G_GUINT64_FORMAT, bound->max));
+        /* Progress on a pipe of its own (fd 4), read on our main context; without it none is sent. */
+        if (progress && g_unix_open_pipe(progress_pipe, FD_CLOEXEC, NULL)) {
+                g_ptr_array_add(argv, g_strdup("--progress-fd"));
+                g_ptr_array_add(argv, g_strdup("4"));
+        }
         g_ptr_array_add(argv, NULL);
         launcher =
                 g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
@@ -815,8 +863,13 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         kiln_fd_limit_apply(launcher);
         if (src_fd >= 0)
                 g_subprocess_launcher_take_fd(launcher, src_fd, 3); /* closed by the launcher from now on */
+        if (progress_pipe[1] >= 0)
+                g_subprocess_launcher_take_fd(launcher, progress_pipe[1], 4);
 
         st = g_new0(ImportState, 1);
+        st->progress_fd = progress_pipe[0];
+        st->progress = progress;
+        st->progress_data = progress_data;
         st->storage = s;
         st->bound = *bound;
         g_mutex_init(&st->lock);
@@ -833,6 +886,12 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
         /* No layer is collected until the caller has the result and made its builder. */
         st->busy = TRUE;
         s->busy++;
+        if (st->progress_fd >= 0) {
+                g_unix_set_fd_nonblocking(st->progress_fd, TRUE, NULL);
+                st->progress_source = g_unix_fd_source_new(st->progress_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+                g_source_set_callback(st->progress_source, G_SOURCE_FUNC(on_import_progress), st, NULL);
+                g_source_attach(st->progress_source, st->context);
+        }
         kiln_reaper_claim_subprocess(st->proc); /* GLib's child watch reaps it */
 
         /* No cancellable here: on cancellation the helper is stopped (above) and its exit still
@@ -843,46 +902,41 @@ static void spawn_import(KilnStorage *s, GTask *task, GPtrArray *argv, int src_f
                         g_cancellable_connect(cancellable, G_CALLBACK(on_import_cancelled), st, NULL);
 }
 
-void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
-                               GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+/* What a directory and an image import share: the source (one absolute path or one descriptor, which
+ * the helper gets as fd 3) and the caller's credentials checked, the bound that decides (the smaller
+ * of the import's own and what StorageBytesPerUser leaves the caller; uid 0 has no per-user bound),
+ * and the helper's arguments for them appended to @argv. FALSE with @task returned and @src_fd closed on a
+ * refusal. */
+static gboolean import_start_argv(KilnStorage *s, GTask *task, const char *src_path, int *src_fd,
+                                  const KilnCreds *creds, ImportBound *bound, GPtrArray *argv)
 {
-        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
-        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
-
-        g_task_set_source_tag(task, kiln_storage_import_async);
-
-        if ((src_path == NULL) == (src_fd < 0)) {
-                kiln_close_fdp(&src_fd);
+        if ((src_path == NULL) == (*src_fd < 0)) {
+                kiln_close_fdp(src_fd);
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Exactly one of a source path and a source descriptor is needed");
-                return;
+                return FALSE;
         }
         if (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX)) {
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Source '%s' is not an absolute path", src_path);
-                return;
+                return FALSE;
         }
         if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
             (creds->n_groups > 0 && !creds->groups)) {
-                kiln_close_fdp(&src_fd);
+                kiln_close_fdp(src_fd);
                 g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                         "Invalid credentials");
-                return;
+                return FALSE;
         }
-
-        /* The smaller bound decides, and is the one an error names. uid 0 has no per-user bound. */
         if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
-                bound.uid = creds->uid;
-                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
-                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
-                        bound.name = "StorageBytesPerUser";
-                        bound.setting = s->bytes_per_user;
-                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
+                bound->uid = creds->uid;
+                bound->in_use = kiln_storage_user_bytes(s, creds->uid);
+                if (s->bytes_per_user - MIN(bound->in_use, s->bytes_per_user) < bound->max) {
+                        bound->name = "StorageBytesPerUser";
+                        bound->setting = s->bytes_per_user;
+                        bound->max = s->bytes_per_user - MIN(bound->in_use, s->bytes_per_user);
                 }
         }
-
-        g_ptr_array_add(argv, g_strdup(s->helper_path));
         g_ptr_array_add(argv, g_strdup("--uid"));
         g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
         g_ptr_array_add(argv, g_strdup("--gid"));
@@ -896,14 +950,23 @@ void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd,
         }
         g_ptr_array_add(argv, g_strdup("--layers"));
         g_ptr_array_add(argv, g_strdup(s->layers_dir));
-        if (src_path) {
-                g_ptr_array_add(argv, g_strdup("--path"));
-                g_ptr_array_add(argv, g_strdup(src_path));
-        } else {
-                g_ptr_array_add(argv, g_strdup("--fd"));
-                g_ptr_array_add(argv, g_strdup("3"));
-        }
-        spawn_import(s, task, argv, src_fd, &bound, cancellable);
+        g_ptr_array_add(argv, g_strdup(src_path ? "--path" : "--fd"));
+        g_ptr_array_add(argv, g_strdup(src_path ? src_path : "3"));
+        return TRUE;
+}
+
+void kiln_storage_import_async(KilnStorage *s, const char *src_path, int src_fd, const KilnCreds *creds,
+                               GCancellable *cancellable, GAsyncReadyCallback callback, gpointer user_data)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, cancellable, callback, user_data);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
+
+        g_task_set_source_tag(task, kiln_storage_import_async);
+        g_ptr_array_add(argv, g_strdup(s->helper_path));
+        if (!import_start_argv(s, task, src_path, &src_fd, creds, &bound, argv))
+                return;
+        spawn_import(s, task, argv, src_fd, &bound, NULL, NULL, cancellable);
 }
 
 void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const char *uid_shift,
@@ -934,11 +997,82 @@ void kiln_storage_shift_layer_async(KilnStorage *s, const char *digest, const ch
         g_ptr_array_add(argv, g_strdup(gid_shift));
         ImportBound bound = {"ImportBytes", s->import_bytes, s->import_bytes, 0, 0};
 
-        spawn_import(s, task, argv, -1, &bound, cancellable);
+        spawn_import(s, task, argv, -1, &bound, NULL, NULL, cancellable);
+}
+
+/* Every layer a recorded result names is stored: else the helper reads the archive again. */
+static gboolean known_layers_stored(KilnStorage *s, const char *result)
+{
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        JsonNode *root, *layers;
+
+        if (!json_parser_load_from_data(parser, result, -1, NULL) ||
+            !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root) ||
+            !(layers = json_object_get_member(json_node_get_object(root), "layers")) ||
+            !JSON_NODE_HOLDS_ARRAY(layers))
+                return FALSE;
+        for (guint i = 0; i < json_array_get_length(json_node_get_array(layers)); i++) {
+                JsonNode *l = json_array_get_element(json_node_get_array(layers), i);
+                if (!JSON_NODE_HOLDS_VALUE(l) || json_node_get_value_type(l) != G_TYPE_STRING ||
+                    !kiln_hex64_is_valid(json_node_get_string(l)) ||
+                    !kiln_storage_layer_exists(s, json_node_get_string(l)))
+                        return FALSE;
+        }
+        return TRUE;
+}
+
+/* An archive this descriptor's file was read from before, unchanged, with every layer still stored:
+ * kiln-import's recorded result, checked as its output is, without running it. The same shortcut as
+ * kiln-import's own (image-read.c) under the same conditions: the caller opened the file for reading
+ * himself (not O_PATH, not write-only; so he holds its bytes), it is a regular file on no pseudo file
+ * system, and its fstat() identity, the image chosen (@kind, @ref, @platform) and the record agree.
+ * TRUE when @task has its answer (@src_fd is then closed). */
+static gboolean import_known_archive(KilnStorage *s, GTask *task, const char *kind, const char *ref,
+                                     const char *platform, int *src_fd, const ImportBound *bound)
+{
+        g_autofree char *extra = NULL, *fingerprint = NULL, *record = NULL;
+        g_autoptr(GBytes) out = NULL;
+        _cleanup_close_ int layers_fd = -1;
+        const char *result;
+        ImportState *st;
+        struct stat sb;
+        int fl;
+
+        if (*src_fd < 0 || g_str_equal(kind, "oci"))
+                return FALSE;
+        fl = fcntl(*src_fd, F_GETFL);
+        if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY || fstat(*src_fd, &sb) < 0 ||
+            !S_ISREG(sb.st_mode) || kiln_fd_on_pseudo_fs(*src_fd, NULL) != 0)
+                return FALSE;
+        extra = kiln_import_archive_extra(kind, ref, platform);
+        fingerprint = kiln_import_fd_fingerprint(*src_fd, "archive", extra);
+        layers_fd = open(s->layers_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (!fingerprint || layers_fd < 0)
+                return FALSE;
+        record = kiln_import_read_record(layers_fd, KILN_IMPORT_FINGERPRINTS_DIR, fingerprint,
+                                         IMAGE_RESULT_MAX + KILN_LAYER_DIGEST_LENGTH + 1);
+        result = kiln_import_archive_record_result(record);
+        if (!result || !known_layers_stored(s, result))
+                return FALSE;
+        st = g_new0(ImportState, 1);
+        st->storage = s;
+        st->bound = *bound;
+        st->progress_fd = -1;
+        g_mutex_init(&st->lock);
+        st->context = g_main_context_ref_thread_default();
+        g_task_set_task_data(task, st, (GDestroyNotify)import_state_free);
+        /* Its layers are not collected until the caller made its builder, as after kiln-import. */
+        st->busy = TRUE;
+        s->busy++;
+        kiln_close_fdp(src_fd);
+        out = g_bytes_new(result, strlen(result));
+        image_done(st, out, task);
+        return TRUE;
 }
 
 void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const char *src_path, int src_fd,
                                      const char *ref, const char *platform, const KilnCreds *creds,
+                                     KilnImportProgressFunc progress, gpointer progress_data,
                                      GCancellable *cancellable, GAsyncReadyCallback callback,
                                      gpointer user_data)
 {
@@ -947,48 +1081,18 @@ void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const cha
         ImportBound bound = {"ImageBytes", s->image_bytes, s->image_bytes, 0, 0};
 
         g_task_set_source_tag(task, kiln_storage_import_image_async);
-        if ((src_path == NULL) == (src_fd < 0) || !kind ||
-            (src_path && (!g_path_is_absolute(src_path) || strlen(src_path) >= PATH_MAX))) {
+        if (!kind) {
                 kiln_close_fdp(&src_fd);
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                        "An image source is one absolute path or one descriptor");
+                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "No image kind");
                 return;
-        }
-        if (!creds || creds->uid == (uid_t)-1 || creds->gid == (gid_t)-1 || creds->n_groups > 65536 ||
-            (creds->n_groups > 0 && !creds->groups)) {
-                kiln_close_fdp(&src_fd);
-                g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                                        "Invalid credentials");
-                return;
-        }
-        /* As for directories: the smaller bound decides and is the one an error names. */
-        if (creds->uid != 0 && s->bytes_per_user != G_MAXUINT64) {
-                bound.uid = creds->uid;
-                bound.in_use = kiln_storage_user_bytes(s, creds->uid);
-                if (s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user) < bound.max) {
-                        bound.name = "StorageBytesPerUser";
-                        bound.setting = s->bytes_per_user;
-                        bound.max = s->bytes_per_user - MIN(bound.in_use, s->bytes_per_user);
-                }
         }
         g_ptr_array_add(argv, g_strdup(s->helper_path));
         g_ptr_array_add(argv, g_strdup("--image"));
         g_ptr_array_add(argv, g_strdup(kind));
-        g_ptr_array_add(argv, g_strdup("--uid"));
-        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->uid));
-        g_ptr_array_add(argv, g_strdup("--gid"));
-        g_ptr_array_add(argv, g_strdup_printf("%u", (unsigned)creds->gid));
-        if (creds->n_groups > 0) {
-                GString *groups = g_string_new(NULL);
-                for (size_t i = 0; i < creds->n_groups; i++)
-                        g_string_append_printf(groups, "%s%u", i ? "," : "", (unsigned)creds->groups[i]);
-                g_ptr_array_add(argv, g_strdup("--groups"));
-                g_ptr_array_add(argv, g_string_free(groups, FALSE));
-        }
-        g_ptr_array_add(argv, g_strdup("--layers"));
-        g_ptr_array_add(argv, g_strdup(s->layers_dir));
-        g_ptr_array_add(argv, g_strdup(src_path ? "--path" : "--fd"));
-        g_ptr_array_add(argv, g_strdup(src_path ? src_path : "3"));
+        if (!import_start_argv(s, task, src_path, &src_fd, creds, &bound, argv))
+                return;
+        if (import_known_archive(s, task, kind, ref, platform, &src_fd, &bound))
+                return;
         if (ref) {
                 g_ptr_array_add(argv, g_strdup("--ref"));
                 g_ptr_array_add(argv, g_strdup(ref));
@@ -1001,7 +1105,7 @@ void kiln_storage_import_image_async(KilnStorage *s, const char *kind, const cha
         g_ptr_array_add(argv, g_strdup_printf("%u", s->layers_per_image));
         g_ptr_array_add(argv, g_strdup("--max-entries"));
         g_ptr_array_add(argv, g_strdup_printf("%u", s->entries_per_layer));
-        spawn_import(s, task, argv, src_fd, &bound, cancellable);
+        spawn_import(s, task, argv, src_fd, &bound, progress, progress_data, cancellable);
 }
 
 KilnImportedImage *kiln_storage_import_image_finish(G_GNUC_UNUSED KilnStorage *s, GAsyncResult *result,

@@ -106,13 +106,20 @@ typedef struct KilnImportedImage {
 void kiln_imported_image_free(KilnImportedImage *image);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnImportedImage, kiln_imported_image_free)
 
+/* How far an image import is (KilnImportProgress, service/import/layer-digest.h): @layer of @layers
+ * (0: not known yet), @bytes of @total of the source read (0: not known). Called on the thread that
+ * started the import, never after its callback. */
+typedef void (*KilnImportProgressFunc)(guint layer, guint layers, guint64 bytes, guint64 total,
+                                       gpointer data);
+
 /* Imports the image @kind ("oci", "oci-archive", "docker-archive") at @src_path (opened with @creds,
  * never as root) or open at @src_fd (exactly one; the fd is taken over), the one named @ref (NULL: the
  * only one) for @platform ("os/arch[/variant]", NULL: the host's). Every layer is verified against both
- * its digests, also one stored already. */
+ * its digests, also one stored already. @progress (NULL: none) hears how far it is. */
 void kiln_storage_import_image_async(KilnStorage *storage, const char *kind, const char *src_path,
                                      int src_fd, const char *ref, const char *platform,
-                                     const KilnCreds *creds, GCancellable *cancellable,
+                                     const KilnCreds *creds, KilnImportProgressFunc progress,
+                                     gpointer progress_data, GCancellable *cancellable,
                                      GAsyncReadyCallback callback, gpointer user_data);
 KilnImportedImage *kiln_storage_import_image_finish(KilnStorage *storage, GAsyncResult *result,
                                                     GError **error);

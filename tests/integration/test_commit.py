@@ -293,6 +293,32 @@ class CommitCases(kr.RunTestCase):
                          'fresh\nmore\n')
         self.commit(child, 'example/after-rmi')
 
+    def test_second_from_a_stored_image_reads_no_blob(self):
+        b = self.alices_builder()
+        self.change(b)
+        self.commit(b, 'example/again')
+        first = self.unique_name('first')
+        self.env.kiln('from', '--name', first, 'example/again', user=kt.ALICE, check=True)
+        # Every layer is a tree under STATE/layers now: a second `from` needs nothing of the image
+        # store but what kilnd holds in memory. With the blobs gone, exporting the image fails.
+        blobs = os.path.join(self.state_dir, 'images', 'blobs')
+        os.rename(blobs, blobs + '.aside')
+        try:
+            second = self.unique_name('second')
+            self.env.kiln('from', '--name', second, 'example/again', user=kt.ALICE, check=True)
+            # Still only for those who may see the image: for kiln-bob it is no image at all.
+            r = self.create_call('bobs-again', 'example/again', user=kt.BOB)
+        finally:
+            os.rename(blobs + '.aside', blobs)
+        self.assertError(r, E_INVALID, "'example/again'")
+        # The same builder as the first: files, config, image record.
+        info = [json.loads(self.env.kiln('inspect', n, user=kt.ALICE, check=True)[1]) for n in (first, second)]
+        for key in ('Env', 'Image', 'Layers'):
+            self.assertEqual(info[0].get(key), info[1].get(key), key)
+        child = kr.Builder(second, self.get_builder(second, user=kt.ALICE).object_path(), None, None)
+        self.assertEqual(self.sh(child, 'cat /new.txt; ls /etc/doomed 2>/dev/null; true', user=kt.ALICE),
+                         'fresh\n')
+
     def test_squash_writes_one_layer_of_the_whole_tree(self):
         b = self.alices_builder()
         self.change(b)

@@ -143,6 +143,84 @@ def make_images(env):
     return images
 
 
+# A client of CreateBuilder with the progress option, and a second connection of the same user that
+# only listens: prints {"signals": [...], "other": [...], "reply": ...} as JSON. Run with the
+# system's python3 (PyGObject), as the caller.
+PROGRESS_CLIENT = r"""
+import json, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+address, source, token = sys.argv[1], sys.argv[2], sys.argv[3]
+flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+conn = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+other = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+got = {"signals": [], "other": [], "reply": None}
+def on_signal(key):
+    return lambda c, sender, path, iface, member, params: got[key].append(list(params.unpack()))
+for c, key in ((conn, "signals"), (other, "other")):
+    c.signal_subscribe(None, "org.kiln.Builder1.Manager", "ImportProgress", None, None, 0, on_signal(key))
+    c.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId",
+                None, None, 0, -1, None)  # the match is in place once this answers
+loop = GLib.MainLoop()
+def done(c, res):
+    try:
+        got["reply"] = c.call_finish(res).unpack()[0]
+    except GLib.Error as e:
+        got["reply"] = "ERROR " + e.message
+    GLib.timeout_add(300, loop.quit)  # anything sent late would come by then
+conn.call("org.kiln.Builder1", "/org/kiln/Builder1", "org.kiln.Builder1.Manager", "CreateBuilder",
+          GLib.Variant("(ssa{sv})", ("", source, {"progress": GLib.Variant("s", token)})), None, 0, 120000,
+          None, done)
+loop.run()
+print(json.dumps(got))
+"""
+
+# CreateBuilder from an oci-archive passed as an O_PATH descriptor (which needs no read permission):
+# prints the reply or the error's name and message.
+OPATH_CLIENT = r"""
+import os, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+address, path = sys.argv[1], sys.argv[2]
+flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+conn = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+fds = Gio.UnixFDList.new()
+fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+fds.append(fd)
+try:
+    reply, _ = conn.call_with_unix_fd_list_sync(
+        "org.kiln.Builder1", "/org/kiln/Builder1", "org.kiln.Builder1.Manager", "CreateBuilder",
+        GLib.Variant("(ssa{sv})", ("", "oci-archive:" + path, {"rootfs_fd": GLib.Variant("h", 0)})),
+        None, 0, 120000, fds, None)
+    print("OK " + reply.unpack()[0])
+except GLib.Error as e:
+    print("ERROR " + Gio.DBusError.get_remote_error(e) + " " + e.message)
+"""
+
+
+# Another user's connection, listening for ImportProgress from anyone until its stdin closes.
+PROGRESS_LISTENER = r"""
+import json, sys
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib
+flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+conn = Gio.DBusConnection.new_for_address_sync(sys.argv[1], flags, None, None)
+got = []
+conn.signal_subscribe(None, None, "ImportProgress", None, None, 0,
+                      lambda c, s, p, i, m, params: got.append(list(params.unpack())))
+conn.call_sync("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId",
+               None, None, 0, -1, None)
+print("READY", flush=True)
+loop = GLib.MainLoop()
+GLib.io_add_watch(0, GLib.IO_IN | GLib.IO_HUP, lambda *a: (loop.quit(), False)[1])
+loop.run()
+print(json.dumps(got), flush=True)
+"""
+
+
 class Images(kt.KilnTestCase):
 
     def tearDown(self):
@@ -365,6 +443,59 @@ class Images(kt.KilnTestCase):
         self.assertIn('Permission denied', err)
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.tmp_dirs(), [])
+
+    def test_known_archive_needs_a_readable_descriptor(self):
+        # A second `from` of an unchanged archive takes its recorded result without reading it, but
+        # only from a descriptor the caller opened for reading: root's private archive, imported by
+        # root, is refused to kiln-alice presenting an O_PATH descriptor of it (opening one needs no
+        # read permission; the file is unchanged, so its fingerprint matches root's record).
+        path = os.path.join(IMAGES['top'], 'known.tar')
+        shutil.copy(IMAGES['oci-archive'], path)
+        os.chmod(path, 0o600)
+        self.from_image(f'oci-archive:{path}')
+        self.from_image(f'oci-archive:{path}')
+        before = self.snapshot()
+        code, out, err = self.env.run([kt.USER_PYTHON, '-c', OPATH_CLIENT, self.env.bus_address, path],
+                                      user=kt.ALICE)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(f'ERROR {DENIED} '), out)
+        self.assertIn('Permission denied', out)
+        self.assertEqual(self.snapshot(), before)
+
+    def test_progress_signals_reach_the_caller_alone(self):
+        # A fresh copy of skopeo's two-layer layout: its blobs are read, not known by fingerprint.
+        layout = self.copy_layout('progress')
+        listener = subprocess.Popen(['runuser', '-u', kt.BOB, '--', kt.USER_PYTHON, '-c', PROGRESS_LISTENER,
+                                     self.env.bus_address], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True, cwd='/')
+        try:
+            self.assertEqual(listener.stdout.readline().strip(), 'READY')
+            code, out, err = self.env.run([kt.USER_PYTHON, '-c', PROGRESS_CLIENT, self.env.bus_address,
+                                           f'oci:{layout}:v2', 'tok-1'], user=kt.ALICE)
+            self.assertEqual(code, 0, err)
+        finally:
+            heard, _ = listener.communicate('', timeout=30)
+        got = json.loads(out)
+        self.assertTrue(str(got['reply']).startswith('/org/kiln/Builder1/'), got)
+        signals = got['signals']
+        self.assertGreaterEqual(len(signals), 1, got)
+        self.assertTrue(all(s[0] == 'tok-1' for s in signals), signals)
+        layers = [s[1] for s in signals]
+        done = [s[3] for s in signals]
+        self.assertEqual(layers, sorted(layers), f'layer count went back: {signals}')
+        self.assertEqual(done, sorted(done), f'bytes went back: {signals}')
+        self.assertTrue(all(s[3] <= s[4] for s in signals), signals)
+        # The last: both layers of both, every byte of the total (the layers' sizes in the manifest).
+        with open(os.path.join(layout, 'index.json')) as f:
+            desc = [m for m in json.load(f)['manifests']
+                    if m['annotations']['org.opencontainers.image.ref.name'] == 'v2'][0]
+        manifest = json.loads(read_blob(layout, desc['digest']))
+        total = sum(layer['size'] for layer in manifest['layers'])
+        self.assertEqual(signals[-1][1:], [2, 2, total, total], signals)
+        # Unicast: neither the caller's other connection nor another user's hears any.
+        self.assertEqual(got['other'], [], 'ImportProgress reached a connection that did not call')
+        self.assertEqual(json.loads(heard.strip().splitlines()[-1]), [],
+                         'ImportProgress reached another user')
 
     def copy_layout(self, name):
         dst = os.path.join(IMAGES['top'], name)
