@@ -61,6 +61,9 @@ KilnConfig *kiln_config_new_defaults(void)
         c->copy_entries = 1000000;
         c->copies_per_user = 4;
         c->images_per_user = 100; /* images out: as many as builders */
+        /* Images out: a config is held in memory for each image; 256 KiB is many times a real one
+         * (docs/decisions.md has the arithmetic). */
+        c->image_config_bytes = 256 * 1024;
         c->default_isolation = g_strdup("oci");
         c->runtimes = g_strdupv((char **)runtimes);
         c->no_new_privileges = FALSE;
@@ -423,6 +426,7 @@ KilnConfig *kiln_config_load(const char *path, GError **error)
             !read_uint(kf, "Limits", "LayersPerImage", 1, &c->layers_per_image, error) ||
             !read_uint(kf, "Limits", "EntriesPerLayer", 1, &c->entries_per_layer, error) ||
             !read_uint(kf, "Limits", "ImagesPerUser", 0, &c->images_per_user, error) ||
+            !read_uint(kf, "Limits", "ImageConfigBytes", 4096, &c->image_config_bytes, error) ||
             !read_uint(kf, "Process", "LingerSeconds", 0, &c->process_linger_seconds, error) ||
             !read_uint(kf, "Limits", "AuthorizationsPerUser", 1, &c->authorizations_per_user, error) ||
             !read_uint(kf, "Limits", "MaxAuthorizations", 1, &c->max_authorizations, error) ||

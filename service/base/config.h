@@ -33,6 +33,7 @@
  *   CopyEntries=1000000                entries in one Copy or CopyOut (0: no bound)
  *   CopiesPerUser=4                    Copy and CopyOut calls one uid may have in progress (uid 0 included)
  *   ImagesPerUser=100                  images one uid may own (uid 0 is not limited)
+ *   ImageConfigBytes=262144            bytes of one committed image's config (kilnd keeps it in memory)
  *
  *   [Process]
  *   LingerSeconds=60                   how long an exited Process object still answers Wait
@@ -114,7 +115,8 @@ typedef struct KilnConfig {
         guint64 copy_bytes;   /* G_MAXUINT64: no bound */
         guint64 copy_entries; /* G_MAXUINT64: no bound */
         unsigned copies_per_user;
-        unsigned images_per_user; /* images out: images one uid may own */
+        unsigned images_per_user;    /* images out: images one uid may own */
+        unsigned image_config_bytes; /* images out: bytes of one committed config */
 
         char *default_isolation;
         char **runtimes; /* names or absolute paths, as configured */

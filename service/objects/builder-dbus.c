@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "base/audit.h"
+#include "bus/bus-properties.h"
 #include "objects/builder-dbus.h"
 #include "objects/process-dbus.h"
 #include "run/run-privileges.h"
@@ -597,25 +598,6 @@ static int method_start(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return start_run(m, userdata, KILN_PROCESS_MODE_START, error);
 }
 
-/* Images: the base layers (bottom first) and what the image said beyond the configuration. */
-static int property_get_layers(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
-                               G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
-                               sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
-{
-        KilnBuilder *b = userdata;
-
-        return sd_bus_message_append_strv(reply, b->layers);
-}
-
-static int property_get_image(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
-                              G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
-                              sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
-{
-        KilnBuilder *b = userdata;
-
-        return sd_bus_message_append(reply, "s", b->image ? b->image : "");
-}
-
 #define CONFIG_PROPERTY(name, sig)                                                                          \
         SD_BUS_PROPERTY(name, sig, property_get_config, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
@@ -645,8 +627,11 @@ const sd_bus_vtable kiln_builder_vtable[] = {
         /* Images (docs/images.md) */
         CONFIG_PROPERTY("StopSignal", "s"),
         CONFIG_PROPERTY("ExposedPorts", "as"),
-        SD_BUS_PROPERTY("Layers", "as", property_get_layers, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Image", "s", property_get_image, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        /* Images: the base layers (bottom first) and what the image said beyond the configuration. */
+        SD_BUS_PROPERTY("Layers", "as", kiln_bus_property_get_strv, offsetof(KilnBuilder, layers),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Image", "s", kiln_bus_property_get_string, offsetof(KilnBuilder, image),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         /* Network settings (network.h) */
         CONFIG_PROPERTY("Network", "s"),
         CONFIG_PROPERTY("NetworkOptions", "as"),

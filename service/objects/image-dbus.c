@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "bus/bus-args.h"
+#include "bus/bus-properties.h"
 #include "import/layer-digest.h"
 #include "objects/builder-dbus.h"
 #include "objects/image-dbus.h"
@@ -87,6 +88,35 @@ static guint count_owned(KilnImages *images, uid_t owner)
         g_hash_table_iter_init(&iter, images->by_id);
         while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&image))
                 n += image->owner == owner;
+        return n;
+}
+
+/* An upper bound of an image's entry in GetManagedObjects (as builder_listing_bytes, manager-dbus.c): each
+ * string costs at most its length + 8 bytes; the fixed part (path, the standard interfaces, 8 property
+ * names, types and fixed-size values, padding) stays under 1 KiB. */
+static guint64 image_listing_bytes(const KilnImage *image)
+{
+        guint64 n = 1024 + strlen(image->object_path) + strlen(image->id) + 16;
+
+        n += (image->manifest_digest ? strlen(image->manifest_digest) : 0) + 8;
+        n += (image->config_json ? strlen(image->config_json) : 0) + 8;
+        for (char **name = image->names; name && *name; name++)
+                n += strlen(*name) + 8;
+        for (guint i = 0; i < image->layers->len; i++)
+                n += strlen(((KilnImageLayer *)image->layers->pdata[i])->digest) + 8;
+        return n;
+}
+
+guint64 kiln_images_listing_bytes(KilnManager *m, sd_bus_message *caller)
+{
+        GHashTableIter iter;
+        KilnImage *image;
+        guint64 n = 0;
+
+        g_hash_table_iter_init(&iter, m->images->by_id);
+        while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&image))
+                if (kiln_auth_may_access(m->auth, caller, image->owner))
+                        n += image_listing_bytes(image);
         return n;
 }
 
@@ -339,15 +369,6 @@ static KilnManager *manager_of(const KilnImage *image)
         return image->manager;
 }
 
-static int property_get_names(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
-                              G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
-                              sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
-{
-        KilnImage *image = userdata;
-
-        return sd_bus_message_append_strv(reply, image->names);
-}
-
 static int property_get_layers(G_GNUC_UNUSED sd_bus *bus, G_GNUC_UNUSED const char *path,
                                G_GNUC_UNUSED const char *interface, G_GNUC_UNUSED const char *property,
                                sd_bus_message *reply, void *userdata, G_GNUC_UNUSED sd_bus_error *error)
@@ -494,8 +515,9 @@ static int method_image_tag(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 return sd_bus_reply_method_return(msg, NULL);
         if (image->names && g_strv_length(image->names) >= m->config->max_array_length)
                 return sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
-                                         "Invalid name: image %.12s already has %u names", image->id,
-                                         m->config->max_array_length);
+                                         "Invalid name: image %.12s already has %u names, the limit "
+                                         "(MaxArrayLength)",
+                                         image->id, m->config->max_array_length);
         take_name(m, image, name);
         if (!kiln_image_store_save(m->images->store, image, &local)) {
                 local->domain = KILN_ERROR;
@@ -816,7 +838,8 @@ static int finish_export(GAsyncResult *result, GError **error)
 static const sd_bus_vtable image_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "s", NULL, offsetof(KilnImage, id), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Names", "as", property_get_names, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Names", "as", kiln_bus_property_get_strv, offsetof(KilnImage, names),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(KilnImage, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Digest", "s", NULL, offsetof(KilnImage, manifest_digest),
                         SD_BUS_VTABLE_PROPERTY_CONST),
@@ -845,9 +868,6 @@ static int compare_images(gconstpointer a, gconstpointer b)
         return strcmp(x->id, y->id);
 }
 
-/* A reply has to fit in one bus message (manager-dbus.c REPLY_BYTES_MAX). */
-#define IMAGES_REPLY_BYTES_MAX ((guint64)32 * 1024 * 1024 - 64 * 1024)
-
 static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         KilnManager *m = userdata;
@@ -867,7 +887,7 @@ static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error 
                         for (char **n = image->names; n && *n; n++)
                                 size += strlen(*n) + 8;
                 }
-        if (size > IMAGES_REPLY_BYTES_MAX)
+        if (size > KILN_BUS_REPLY_BYTES_MAX)
                 return sd_bus_error_setf(error, KILN_ERROR_LIMIT_EXCEEDED,
                                          "The list of %u images would not fit in one bus message",
                                          visible->len);
@@ -942,6 +962,7 @@ typedef struct {
         gboolean has_timestamp;
         gboolean squash;
         KilnCompression compression;
+        guint64 config_bytes_max; /* [Limits] ImageConfigBytes */
 
         /* for the thread */
         char *upper_path;    /* the builder's overlay upper dir, or its mounted root with squash */
@@ -1122,6 +1143,17 @@ static void commit_thread(GTask *task, G_GNUC_UNUSED gpointer source, gpointer d
                 };
                 job->config_json = kiln_image_config_json(&in);
         }
+        /* kilnd keeps every image's config in memory and lists it whole: a builder's configuration (up to
+         * MaxArrayLength x MaxStringLength a field) or a base image's history must not make it hold more
+         * per image than ImageConfigBytes. The layers written are collected with the failed commit. */
+        if (strlen(job->config_json) > job->config_bytes_max) {
+                g_set_error(
+                        &error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                        "The image config would be %zu bytes, past ImageConfigBytes (%" G_GUINT64_FORMAT
+                        "): the builder's Env, Labels, Cmd, ... or the base image's history are too large",
+                        strlen(job->config_json), job->config_bytes_max);
+                goto fail;
+        }
         if (!kiln_image_store_put_blob(store, job->config_json, strlen(job->config_json),
                                        &job->config_digest, &error))
                 goto fail;
@@ -1174,8 +1206,8 @@ static void commit_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpo
                 if (job->caller_uid != 0 &&
                     count_owned(m->images, job->caller_uid) >= m->config->images_per_user) {
                         g_set_error(&error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
-                                    "User %u already has the limit of %u images", (unsigned)job->caller_uid,
-                                    m->config->images_per_user);
+                                    "User %u already has the limit of %u images (ImagesPerUser)",
+                                    (unsigned)job->caller_uid, m->config->images_per_user);
                         goto fail;
                 }
                 fresh = g_new0(KilnImage, 1);
@@ -1208,7 +1240,15 @@ static void commit_done(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpo
                 }
                 emit_image(m, image, IMAGE_ADDED);
         } else if (job->name && !has_name(image, job->name)) {
-                /* The same builder committed again gives the same image: it gets the new name too. */
+                /* The same builder committed again gives the same image: it gets the new name too, within
+                 * the bound Tag keeps (else names would grow without one, commit after commit). */
+                if (image->names && g_strv_length(image->names) >= m->config->max_array_length) {
+                        g_set_error(&error, KILN_ERROR, KILN_ERROR_CODE_LIMIT_EXCEEDED,
+                                    "Invalid image_name: image %.12s already has %u names, the limit "
+                                    "(MaxArrayLength)",
+                                    image->id, m->config->max_array_length);
+                        goto fail;
+                }
                 take_name(m, image, job->name);
                 if (!kiln_image_store_save(m->images->store, image, &error)) {
                         error->domain = KILN_ERROR;
@@ -1381,6 +1421,7 @@ static int method_commit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         req->manager = m;
         req->caller_uid = creds->uid;
         req->builder_id = g_strdup(b->id);
+        req->config_bytes_max = m->config->image_config_bytes;
         {
                 OptionSlot slots[] = {
                         {"timestamp", 't', &req->timestamp, &req->has_timestamp},
@@ -1431,7 +1472,7 @@ static int method_commit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         }
         if (creds->uid != 0 && count_owned(m->images, creds->uid) >= m->config->images_per_user) {
                 kiln_fail(&local, KILN_ERROR_CODE_LIMIT_EXCEEDED,
-                          "User %u already has the limit of %u images", (unsigned)creds->uid,
+                          "User %u already has the limit of %u images (ImagesPerUser)", (unsigned)creds->uid,
                           m->config->images_per_user);
                 goto fail;
         }

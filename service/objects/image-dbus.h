@@ -17,5 +17,7 @@ void kiln_images_free(KilnImages *images);
 /* By id, a unique id prefix (KILN_ID_MIN_PREFIX), or name ("NAME" means "NAME:latest"), among the
  * images the sender of @m may see (its own first). NotFound naming @name_or_id otherwise. */
 KilnImage *kiln_images_find(KilnManager *manager, sd_bus_message *m, const char *name_or_id, GError **error);
+/* An upper bound of the bytes the images the sender of @caller may see take in a GetManagedObjects reply. */
+guint64 kiln_images_listing_bytes(KilnManager *manager, sd_bus_message *caller);
 /* Bytes of the blobs of @owner's images (counted in StorageBytesPerUser). */
 guint64 kiln_images_user_bytes(KilnManager *manager, uid_t owner);

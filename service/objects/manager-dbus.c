@@ -5,7 +5,9 @@
 
 #include "kiln-build-config.h"
 
+#include "bus/bus-properties.h"
 #include "objects/builder-dbus.h"
+#include "objects/image-dbus.h"
 #include "objects/process-dbus.h"
 #include "objects/manager.h"
 #include "run/run-caches.h"
@@ -692,12 +694,10 @@ static int method_get_builder(sd_bus_message *m, void *userdata, sd_bus_error *e
         return sd_bus_reply_method_return(m, "o", b->object_path);
 }
 
-/* No reply may be larger than the bus accepts: dbus-daemon's max_message_size is 32 MiB unless the bus
- * configuration lowers it (Debian's system.conf does not), and a connection that sends a larger message
- * is dropped, with it every run of every user. The listings (GetManagedObjects, ListBuilders) grow with
- * what all users keep, so their size is bounded before they are built, with room for the header; a
- * listing past it answers LimitExceeded instead (docs/decisions.md has the arithmetic). */
-#define REPLY_BYTES_MAX ((guint64)32 * 1024 * 1024 - 64 * 1024)
+/* The listings (GetManagedObjects, ListBuilders) grow with what all users keep, so their size is bounded
+ * before they are built (bus/bus-properties.h); a listing past it answers LimitExceeded instead
+ * (docs/decisions.md has the arithmetic). */
+#define REPLY_BYTES_MAX KILN_BUS_REPLY_BYTES_MAX
 
 /* An upper bound of a builder's entry in GetManagedObjects (as process_listing_bytes, process-dbus.c):
  * each string costs at most its length + 8 bytes, each map entry two strings; the fixed part (path, the
@@ -740,7 +740,7 @@ static int filter_managed_objects(sd_bus_message *m, void *userdata, G_GNUC_UNUS
 
         if (!sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
                 return 0;
-        n = kiln_process_listing_bytes(manager, m);
+        n = kiln_process_listing_bytes(manager, m) + kiln_images_listing_bytes(manager, m);
         g_hash_table_iter_init(&iter, manager->builders);
         while (n <= REPLY_BYTES_MAX && g_hash_table_iter_next(&iter, NULL, (gpointer *)&b))
                 if (kiln_auth_may_access(manager->auth, m, b->owner))
@@ -752,7 +752,8 @@ static int filter_managed_objects(sd_bus_message *m, void *userdata, G_GNUC_UNUS
         (void)sd_bus_reply_method_errorf(
                 m, KILN_ERROR_LIMIT_EXCEEDED,
                 "The objects would not fit in one bus message (more than %" G_GUINT64_FORMAT
-                " bytes): list builders with ListBuilders, read objects one by one",
+                " bytes): list builders with ListBuilders and images with ListImages, read objects one "
+                "by one",
                 REPLY_BYTES_MAX);
         return 1; /* answered: sd-bus does not see it */
 }

@@ -357,6 +357,21 @@ class CommitCases(kr.RunTestCase):
         rootb = self.builder(extra=base_extra)
         self.commit(rootb, 'example/root-lim', user=None)
 
+    def test_image_config_bytes_is_a_limit(self):
+        """kilnd keeps each image's config in memory and lists it whole: a builder configured within
+        its own bounds (MaxArrayLength x MaxStringLength a field) cannot make an image config past
+        [Limits] ImageConfigBytes (256 KiB); the refusal names the limit and leaves no image."""
+        b = self.alices_builder()
+        env = []
+        for i in range(250):
+            env += ['--env', f'E{i:03d}=' + 'x' * 1100]  # 276 KB of Env
+        self.env.kiln('config', *env, b.name, user=kt.ALICE, check=True)
+        pid = self.kilnd_pid()
+        r = self.gcall(b.path, kt.BUILDER_IFACE + '.Commit', 'example/toobig', '{}', user=kt.ALICE)
+        self.assertError(r, E_LIMIT, ['ImageConfigBytes', '262144'])
+        self.assertEqual(self.list_images(user=kt.ALICE), [])
+        self.assertEqual(self.kilnd_pid(), pid)
+
     def test_zstd_layers(self):
         b = self.alices_builder()
         self.change(b)

@@ -8,6 +8,9 @@
   bus's 32 MiB message limit and dbus-daemon dropped kilnd);
 - GetManagedObjects that would pass the bus limit anyway (limits raised by the administrator):
   LimitExceeded, kilnd still on the bus;
+- the same through images (issue "Images out"): a user's committed images with large configs are
+  counted in GetManagedObjects' estimate (LimitExceeded, kilnd stays, another user still lists), and
+  names per image stay bounded when the same commit is repeated under new names;
 - descriptors: a user's detached runs up to the limit leave root able to run (kilnd started with
   the soft limit systemd gives services, 1024), kilnd's descriptors per run are bounded, and a run
   past [Limits] DescriptorsPerUser answers LimitExceeded; kilnd's soft limit is raised, a helper it
@@ -117,10 +120,14 @@ class BusLimits(kr.RunTestCase):
         """Run or Start through kiln_testlib's own client, its call read from stdin (a command
         line of a MiB is no single argument), so the reply's error name is seen: busctl prints
         only the message. The reply as a dict (type, error_name, body)."""
+        return self.raw_call(path, kt.BUILDER_IFACE, member, 'asa{sv}', [argv, options or {}], user=user)
+
+    def raw_call(self, path, interface, member, signature, args, user=kt.ALICE):
+        """Any call through that client, read from stdin; variants as [signature, value]."""
         with open(kt.__file__) as f:
             source = f.read() + '\nsys.exit(_call_main(sys.argv[1], sys.stdin.read()))\n'
-        spec = {'path': path, 'interface': kt.BUILDER_IFACE, 'member': member, 'signature': 'asa{sv}',
-                'args': [argv, options or {}]}
+        spec = {'path': path, 'interface': interface, 'member': member, 'signature': signature,
+                'args': args}
         code, out, err = self.env.run([kt.USER_PYTHON, '-c', source, self.env.bus_address],
                                       user=user, input=json.dumps(spec))
         self.assertEqual(code, 0, f'raw {member} as {user or "root"} failed: {err}')
@@ -211,6 +218,64 @@ class BusLimits(kr.RunTestCase):
             self.assertEqual(len(self.list_builders(user=kt.ALICE)), 1)
             self.assertTrue(self.remove(b, user=kt.ALICE).ok)
         finally:
+            self.restart_kilnd_with('')
+
+    def test_managed_objects_with_images_past_the_bus_limit_refused(self):
+        """Images are objects of GetManagedObjects too: each one's Config, Names and Layers count in
+        the reply's estimate. Nine images of about 4 MiB of config each (a builder's Env, Cmd,
+        Entrypoint and Labels at their bounds) would make a 36 MiB reply, which dbus-daemon answers
+        by dropping kilnd: LimitExceeded instead, kilnd stays, and another user's listing, which
+        holds none of them, still answers."""
+        self.restart_kilnd_with('MaxArrayLength=16\nMaxStringLength=65536\nImageConfigBytes=8388608\n')
+        images = []
+        try:
+            b = self.alice_builder()
+            big = [f'{i:02d}' + 'x' * 64000 for i in range(16)]
+            reply = self.raw_call(b, kt.BUILDER_IFACE, 'Configure', 'a{sv}', [{
+                'env': ['as', [f'E{i:02d}={v}' for i, v in enumerate(big)]],
+                'cmd': ['as', big], 'entrypoint': ['as', big],
+                'labels': ['a{ss}', {f'k{i:02d}': v for i, v in enumerate(big)}]}])
+            self.assertEqual(reply['type'], 'method_return', reply)
+            for i in range(9):
+                reply = self.raw_call(b, kt.BUILDER_IFACE, 'Commit', 'sa{sv}',
+                                      [f'example/big:{i}', {'timestamp': ['t', i]}])
+                self.assertEqual(reply['type'], 'method_return', f'commit {i}: {reply}')
+                images.append(reply['body'][0])
+            self.assertEqual(len(set(images)), 9)
+            for user in (None, kt.ALICE):
+                reply = self.rawcall(kt.MANAGER_PATH, kt.OBJECT_MANAGER_IFACE, 'GetManagedObjects', user=user)
+                self.assertEqual(reply['type'], 'error', f'{reply["type"]} as {user or "root"}')
+                self.assertEqual(reply.get('error_name'), kt.E_LIMIT, reply.get('body'))
+                self.assertIn('ListImages', reply['body'][0])
+                self.assert_kilnd_same()
+            # bob sees none of alice's objects: his listing is small and answers.
+            self.assertEqual(self.managed_objects(user=kt.BOB), {})
+            # The images are still there, one by one and in ListImages.
+            self.assertEqual(len(self.bcall(kt.MANAGER_PATH, kt.MANAGER_IFACE, 'ListImages', user=kt.ALICE)[0]),
+                             9)
+            self.assert_kilnd_same()
+
+            # Names per image: Tag up to MaxArrayLength (16), then neither Tag nor a repeated commit
+            # (the same image under a new name) adds one.
+            for i in range(1, 16):
+                reply = self.raw_call(images[0], 'org.kiln.Builder1.Image', 'Tag', 's', [f'example/tag:{i}'])
+                self.assertEqual(reply['type'], 'method_return', f'tag {i}: {reply}')
+            reply = self.raw_call(images[0], 'org.kiln.Builder1.Image', 'Tag', 's', ['example/tag:over'])
+            self.assertEqual(reply.get('error_name'), kt.E_LIMIT, reply)
+            self.assertIn('MaxArrayLength', reply['body'][0])
+            reply = self.raw_call(b, kt.BUILDER_IFACE, 'Commit', 'sa{sv}',
+                                  ['example/again:over', {'timestamp': ['t', 0]}])
+            self.assertEqual(reply.get('error_name'), kt.E_LIMIT, reply)
+            self.assertIn('MaxArrayLength', reply['body'][0])
+            names = self.bcall(images[0], 'org.freedesktop.DBus.Properties', 'Get', 'ss',
+                               'org.kiln.Builder1.Image', 'Names', user=kt.ALICE)[0]['data']
+            self.assertEqual(len(names), 16)
+            self.assertNotIn('example/again:over', names)
+            self.assert_kilnd_same()
+            self.assertTrue(self.remove(b, user=kt.ALICE).ok)
+        finally:
+            for path in images:
+                self.raw_call(path, 'org.kiln.Builder1.Image', 'Remove', 'a{sv}', [{'force': ['b', True]}])
             self.restart_kilnd_with('')
 
     def restart_kilnd_with(self, limits):
