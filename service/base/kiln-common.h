@@ -11,6 +11,7 @@
 #define KILN_BUS_NAME "org.kiln.Builder1"
 #define KILN_MANAGER_PATH "/org/kiln/Builder1"
 #define KILN_BUILDER_PATH_PREFIX "/org/kiln/Builder1/builder"
+#define KILN_IMAGE_PATH_PREFIX "/org/kiln/Builder1/image"
 #define KILN_MANAGER_INTERFACE "org.kiln.Builder1.Manager"
 #define KILN_BUILDER_INTERFACE "org.kiln.Builder1.Builder"
 #define KILN_IMAGE_INTERFACE "org.kiln.Builder1.Image"

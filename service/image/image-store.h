@@ -20,9 +20,6 @@
 
 #include "image/layer-write.h"
 
-#define KILN_IMAGE_PATH_PREFIX "/org/kiln/Builder1/image"
-#define KILN_IMAGE_INTERFACE "org.kiln.Builder1.Image"
-
 #define KILN_MEDIA_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define KILN_MEDIA_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define KILN_MEDIA_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
