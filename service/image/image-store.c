@@ -540,7 +540,7 @@ GPtrArray *kiln_image_store_load(KilnImageStore *s)
         }
         while ((de = readdir(d))) {
                 g_autoptr(GError) error = NULL;
-                g_autofree char *path = NULL, *json = NULL;
+                g_autofree char *json = NULL;
                 _cleanup_close_ int dfd = -1;
                 KilnImage *image;
                 gsize len = 0;

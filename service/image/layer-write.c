@@ -323,7 +323,6 @@ static void set_common(Writer *w, struct archive_entry *e, const char *path, con
 /* An empty regular file that stands for something overlayfs keeps otherwise. */
 static gboolean write_marker(Writer *w, const char *path, const struct stat *like, GError **error)
 {
-        g_autoptr(GError) local = NULL;
         struct archive_entry *e = archive_entry_new();
         struct stat st = *like;
         gboolean ok;

@@ -431,7 +431,8 @@ static int parse_groups(const char *s, Options *o)
 
 static int parse_options(int argc, char **argv, Options *o)
 {
-        for (int i = 1; i < argc; i++) {
+        /* "--name value" pairs */
+        for (int i = 1; i < argc; i += 2) {
                 const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
                 guint64 v;
 
@@ -473,7 +474,6 @@ static int parse_options(int argc, char **argv, Options *o)
                 } else {
                         return -1;
                 }
-                i++;
         }
         if (!o->have_uid || !o->have_gid || !o->layers || !g_path_is_absolute(o->layers))
                 return -1;
