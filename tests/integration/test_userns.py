@@ -300,6 +300,42 @@ class UsernsCases(kr.RunTestCase):
         self.assertEqual(code, 125, err)
         self.assertIn('cannot read', err)
 
+    # -- one execution of the runtime (issue 16) -----------------------------------------
+
+    def test_a_run_executes_the_runtime_once_and_leaves_no_state(self):
+        """`run --detach` is the one execution: once the command is reaped kilnd removes the runtime's
+        state itself instead of executing `delete`, for root and in a user namespace, and nothing of it
+        is left when the caller gets the answer."""
+        if self.isolation != 'oci':
+            self.skipTest('kiln-isolate never had a delete')
+        real = subprocess.run(['sh', '-c', 'command -v runc'], capture_output=True, text=True).stdout.strip()
+        self.assertTrue(real, 'runc not found')
+        state_root = os.path.join(self.run_dir, 'runtime')
+        for user, b in ((None, self.builder()), (kt.ALICE, self.alices_builder())):
+            with self.subTest(user=user or 'root'):
+                scratch = self.unique_scratch_dir('runtime')
+                log = os.path.join(scratch, 'executions')
+                wrapper = os.path.join(scratch, 'runc-wrapper')
+                with open(log, 'w'):
+                    pass
+                os.chmod(log, 0o666)
+                with open(wrapper, 'w') as f:
+                    f.write(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+                os.chmod(wrapper, 0o755)
+                self.set_trusted(True)  # another runtime than the configured ones is run-privileged
+                code, out, err = self.krun('--runtime', wrapper, b.name, 'echo', 'ran', user=user)
+                self.assertEqual((code, out), (0, 'ran\n'), err)
+                # Read at once: what the answer found done, not what may follow it.
+                left = self.listdir(state_root)
+                listed = subprocess.run([real, '--root', state_root, 'list', '-q'], capture_output=True,
+                                        text=True).stdout.split()
+                with open(log) as f:
+                    executions = f.read().splitlines()
+                self.assertEqual(len(executions), 1, executions)
+                self.assertIn(' run --detach ', executions[0])
+                self.assertEqual(left, [])
+                self.assertEqual(listed, [])
+
     def test_root_is_unaffected(self):
         b = self.builder()
         out = self.sh(b, 'id -u; cat /proc/self/uid_map', '--network', 'host', '--cap-add', 'SYS_ADMIN',
