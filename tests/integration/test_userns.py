@@ -7,6 +7,7 @@ builder with userns=auto gets ids from kilnd's pool. The test rules grant run-pr
 group "kiln-trusted", which is empty except while a test adds kiln-alice to it. kiln-bob may do
 nothing but look.
 """
+import glob
 import grp
 import os
 import pwd
@@ -304,8 +305,8 @@ class UsernsCases(kr.RunTestCase):
 
     def test_a_run_executes_the_runtime_once_and_leaves_no_state(self):
         """`run --detach` is the one execution: once the command is reaped kilnd removes the runtime's
-        state itself instead of executing `delete`, for root and in a user namespace, and nothing of it
-        is left when the caller gets the answer."""
+        state and the run's cgroup itself instead of executing `delete`, for root and in a user
+        namespace, and nothing of them is left when the caller gets the answer."""
         if self.isolation != 'oci':
             self.skipTest('kiln-isolate never had a delete')
         real = subprocess.run(['sh', '-c', 'command -v runc'], capture_output=True, text=True).stdout.strip()
@@ -331,10 +332,14 @@ class UsernsCases(kr.RunTestCase):
                                         text=True).stdout.split()
                 with open(log) as f:
                     executions = f.read().splitlines()
+                # The run's cgroup, in every hierarchy (on a hybrid host the unified one too, where runc
+                # makes it as well): what `delete` removed, kilnd removes.
+                cgroups = glob.glob(f'/sys/fs/cgroup/**/run-kiln-{b.id[:12]}-*', recursive=True)
                 self.assertEqual(len(executions), 1, executions)
                 self.assertIn(' run --detach ', executions[0])
                 self.assertEqual(left, [])
                 self.assertEqual(listed, [])
+                self.assertEqual(cgroups, [])
 
     def test_root_is_unaffected(self):
         b = self.builder()
