@@ -12,8 +12,8 @@ the processes kilnd starts:
   B  Hello and GetBuilder: connect() to the CLI's Start message;
   C  kilnd's Start up to the runtime's execve (for a user: polkit's CheckAuthorization, measured
      from kilnd's message to polkitd to its answer);
-  D  the runtime (runc, or kiln-runtime-ns then runc): its execve to the container's command's;
-  E  the command's execve to the CLI's Wait (`run --detach` returning, Start's answer);
+  D  the runtime (runc, or kiln-runtime-ns then runc): its execve to the CLI's Wait, which follows
+     Start's answer once `run --detach` has returned (the command runs, or has already run);
   F  Wait to the CLI's exit: the exit, reaping, clean-up (a `delete`, when there is one), the answer.
 Prints each phase's median and every sample. oci isolation only (kiln-isolate's server starts the
 command without an execve kilnd makes). Run as root from the source tree after a build.
@@ -111,8 +111,6 @@ def phases(events, parent, kilnd, client):
     end = max(e[1] for e in ev)
     ours = [e for e in events if cli_exec[0] <= e[0] <= end and descends(e[3], kilnd, parent)]
     runtime = [e for e in ours if e[4] == 'execve' and e[3] not in kilnd and parent.get(e[3]) in kilnd]
-    command = [e for e in ours if e[4] in ('execve', 'execveat') and e[2].startswith('runc')
-               and e[3] not in {r[3] for r in runtime}]
     exits = [e for e in ev if e[4] == 'exit_group' and e[3] == cli]
     # polkitd is asked through GDBus, whose messages go out of and come into its own thread.
     polkit_out = [e for e in ours if e[3] in kilnd and e[2] == 'gdbus' and e[4] == 'sendmsg']
@@ -124,9 +122,8 @@ def phases(events, parent, kilnd, client):
         out['C kilnd Start to runtime execve'] = runtime[0][0] - start
     if polkit_out and polkit_in:
         out['  of which polkit'] = polkit_in[-1][1] - polkit_out[0][0]
-    if runtime and command:
-        out['D runtime to the command'] = command[-1][0] - runtime[0][0]
-        out['E command to Wait'] = wait - command[-1][0]
+    if runtime:
+        out['D runtime run --detach, answer'] = wait - runtime[0][0]
     out['F Wait to the CLI exit'] = (exits[0][0] if exits else end) - wait
     out['processes kilnd started'] = len({e[3] for e in runtime})
     return out
