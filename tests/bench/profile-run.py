@@ -16,7 +16,8 @@ the processes kilnd starts:
      Start's answer once `run --detach` has returned (the command runs, or has already run);
   F  Wait to the CLI's exit: the exit, reaping, clean-up (a `delete`, when there is one), the answer.
 Prints each phase's median and every sample. oci isolation only (kiln-isolate's server starts the
-command without an execve kilnd makes). Run as root from the source tree after a build.
+command without an execve kilnd makes). Needs perf (apt-get install linux-perf). Run as root from the
+source tree after a build.
 """
 import argparse
 import json
