@@ -724,15 +724,17 @@ static gboolean spec_check(KilnContainer *c, GError **error)
 /* Whether removing the runtime's state directory is all its `delete` would do once the container's process
  * is reaped, so that no execution of the runtime (Go's start-up for runc) stands between the exit and the
  * caller's answer. For runc and crun, `delete` of a stopped container removes that directory, removes the
- * container's cgroup and runs the poststop hooks. The cgroupfs cgroup is removed by kilnd once the run
- * ends either way (kiln_cgroup_remove(), which also kills what a pid=host run left in it, as `delete
- * --force` would). Not ours: with the systemd cgroup driver (`delete` stops the scope through systemd) or
- * with poststop hooks in config.json (only the runtime runs them), or a config.json we cannot read. */
+ * container's cgroup and runs the poststop hooks. A cgroup config.json names (linux.cgroupsPath) is the
+ * caller's to remove (runtime.h; kilnd's runs: kiln_cgroup_remove(), which also kills what a pid=host run
+ * left in it, as `delete --force` would). Not ours: without a cgroupsPath (the runtime's default cgroup,
+ * which nobody else knows: the detection probe's), with the systemd cgroup driver (`delete` stops the
+ * scope through systemd), with poststop hooks (only the runtime runs them), or a config.json we cannot
+ * read. */
 static gboolean state_is_ours(KilnContainer *c)
 {
         g_autofree char *config = NULL;
         g_autoptr(JsonParser) parser = NULL;
-        JsonNode *root, *hooks;
+        JsonNode *root, *platform, *hooks;
 
         if (c->isolate)
                 return TRUE;
@@ -743,6 +745,10 @@ static gboolean state_is_ours(KilnContainer *c)
         parser = json_parser_new_immutable();
         if (!json_parser_load_from_mapped_file(parser, config, NULL) ||
             !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root))
+                return FALSE;
+        platform = json_object_get_member(json_node_get_object(root), "linux");
+        if (!platform || !JSON_NODE_HOLDS_OBJECT(platform) ||
+            !json_object_has_member(json_node_get_object(platform), "cgroupsPath"))
                 return FALSE;
         hooks = json_object_get_member(json_node_get_object(root), "hooks");
         if (!hooks)

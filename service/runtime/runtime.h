@@ -23,9 +23,12 @@
 #include <gio/gio.h>
 
 typedef struct KilnRuntimeSpec {
-        const char *runtime;      /* absolute path of runc or crun */
-        const char *state_root;   /* the runtime's --root: kiln's private state dir */
-        const char *bundle_dir;   /* holds config.json (process.terminal must match @terminal) */
+        const char *runtime;    /* absolute path of runc or crun */
+        const char *state_root; /* the runtime's --root: kiln's private state dir */
+        /* Holds config.json (process.terminal must match @terminal). A cgroup it names
+         * (linux.cgroupsPath, cgroupfs) is the caller's to remove once the run is over: the driver removes
+         * only the runtime's state, without the runtime's `delete`, for such a container. */
+        const char *bundle_dir;
         const char *container_id; /* unique among live containers; [a-zA-Z0-9_-] */
         char **runtime_args;      /* extra global arguments for the runtime, or NULL */
         gboolean no_pivot;

@@ -311,6 +311,10 @@ class UsernsCases(kr.RunTestCase):
             self.skipTest('kiln-isolate never had a delete')
         real = subprocess.run(['sh', '-c', 'command -v runc'], capture_output=True, text=True).stdout.strip()
         self.assertTrue(real, 'runc not found')
+        # kilnd's runtime detection at start-up runs a probe container in the runtime's default cgroup,
+        # which only the runtime's `delete` knows to remove: none of it may be left.
+        probes = glob.glob(f'/sys/fs/cgroup/**/kiln-detect-{self.kilnd_pid()}-*', recursive=True)
+        self.assertEqual(probes, [])
         state_root = os.path.join(self.run_dir, 'runtime')
         for user, b in ((None, self.builder()), (kt.ALICE, self.alices_builder())):
             with self.subTest(user=user or 'root'):
