@@ -23,7 +23,7 @@ typedef struct KilnCliJson {
         char **(*parse_string_array)(const char *text);
 } KilnCliJson;
 
-/* The module, loaded on first use (json-load.c); NULL (and a message on stderr) when it cannot be. */
+/* The module, loaded on first use (module-load.c); NULL (and a message on stderr) when it cannot be. */
 const KilnCliJson *kiln_cli_json(void);
 
 /* A message built here only to be printed by the module as JSON (a reply's shape for data the client

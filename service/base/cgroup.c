@@ -181,7 +181,10 @@ static void kiln_cgroup_dir_clear(gpointer data)
         g_free(d->mount_name);
 }
 
-GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error)
+/* kiln_cgroup_dirs(); with @hybrid_unified, on a hybrid host also the directory in the unified hierarchy,
+ * where runc's v1 driver makes the container's cgroup too (under this process's own cgroup there, as in
+ * the v1 hierarchies), and which kilnd removes with the others. */
+static GArray *cgroup_dirs(const char *cgroups_path, gboolean hybrid_unified, GError **error)
 {
         g_autoptr(GArray) hierarchies = g_array_new(FALSE, TRUE, sizeof(Hierarchy));
         g_autoptr(GArray) dirs = g_array_new(FALSE, TRUE, sizeof(KilnCgroupDir));
@@ -221,7 +224,7 @@ GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error)
                 const char *own = h->own;
                 KilnCgroupDir d = {0};
 
-                if ((unified && hybrid) || !h->mountpoint)
+                if ((unified && hybrid && !hybrid_unified) || !h->mountpoint)
                         continue;
                 /* A mount of a subtree (inside a cgroup namespace, or a bind) shows paths below its root. */
                 if (!g_str_equal(h->mount_root, "/")) {
@@ -231,7 +234,7 @@ GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error)
                 }
                 if (cgroups_path[0] == '/')
                         base = g_strdup("");
-                else if (unified)
+                else if (unified && !hybrid)
                         base = g_path_get_dirname(*own ? own : "/");
                 else
                         base = g_strdup(own);
@@ -245,6 +248,11 @@ GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error)
                 return NULL;
         }
         return g_steal_pointer(&dirs);
+}
+
+GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error)
+{
+        return cgroup_dirs(cgroups_path, FALSE, error);
 }
 
 /* ---- kiln-isolate: creating and joining ---- */
@@ -452,7 +460,7 @@ void kiln_cgroup_remove(const KilnRunResources *resources)
 
         if (!resources->cgroups_path || resources->systemd)
                 return;
-        dirs = kiln_cgroup_dirs(resources->cgroups_path, &error);
+        dirs = cgroup_dirs(resources->cgroups_path, TRUE, &error);
         if (!dirs) {
                 g_warning("Cannot find the cgroup %s: %s", resources->cgroups_path, error->message);
                 return;

@@ -76,10 +76,11 @@ gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCg
                             GError **error);
 gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
 
-/* kilnd once a run ended (its process reaped): removes the run's cgroupfs cgroup in every hierarchy,
- * killing what is still in it first (a process a `pid=host` run left behind). Nothing to do for
- * systemd's scopes (systemd removes them) or an already removed cgroup (runc's delete did). Logs
- * what it cannot remove. */
+/* kilnd once a run ended (its process reaped): removes the run's cgroupfs cgroup in every hierarchy
+ * (on a hybrid host the unified one too, where runc makes it as well), killing what is still in it first
+ * (a process a `pid=host` run left behind). This is the removal `delete` would do: runs of runc and crun
+ * get no `delete` once their process is reaped (runtime.c). Nothing to do for systemd's scopes (systemd
+ * removes them) or an already removed cgroup. Logs what it cannot remove. */
 void kiln_cgroup_remove(const KilnRunResources *resources);
 
 /* Whether @leaf, the last component of a cgroup path, is the cgroup of run @container_id in any of

@@ -6,12 +6,12 @@
  * Everything runs on the main context that was the thread default when the container was started:
  * runtime commands are GSubprocesses (GLib reaps them), the container's own process is watched through a
  * pidfd — kilnd is a child subreaper, so the process re-parents to us when the runtime's `run --detach`
- * exits. One execution of the runtime starts a container: `run --detach` returns once the command runs
- * (create and start in one, each execution of runc costs Go's start-up), then `delete` once the process
- * is reaped.
+ * exits. One execution of the runtime runs a container: `run --detach` returns once the command runs
+ * (create and start in one, each execution of runc costs Go's start-up); once the process is reaped the
+ * runtime's state directory is removed here, which is all `delete` would do (state_is_ours()); `delete`
+ * is executed only when it would do more (systemd's cgroup driver, poststop hooks) or to undo a start.
  *
- * kiln-isolate (isolation=chroot) takes only the one: signals go through the pidfd, and the state it
- * keeps for a crash's clean-up is removed here once the process is reaped (no `delete`).
+ * kiln-isolate (isolation=chroot) also has its signals sent through the pidfd.
  *
  * A run is over ("settled") once no runtime command runs, the process is reaped, the runtime's state is
  * deleted and every output relay has flushed; only then does wait answer. */
@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include <glib-unix.h>
+#include <json-glib/json-glib.h>
 
 #include "runtime/console.h"
 #include "base/fs-util.h"
@@ -55,6 +56,9 @@ struct KilnContainer {
         gboolean no_pivot;
         gboolean isolate;
         gboolean isolate_delete; /* poststop hooks: kiln-isolate's delete runs them */
+        /* Once the process is reaped, the runtime's state is removed by us instead of by `delete` (no
+         * execution of the runtime on the reply path): see state_is_ours(). */
+        gboolean forget_state;
         KilnIsolateServer *isolate_server;
         gboolean terminal;
         guint16 rows, cols;
@@ -350,15 +354,17 @@ static void on_delete_done(gpointer data, KilnRuntimeOp *op)
         container_settle(c);
 }
 
-/* kiln-isolate's state for a detached run, once its process is reaped: nothing is left to kill, and
- * removing the directory is all its `delete` would do. The id is ours and checked ([a-zA-Z0-9_-]). */
-static void isolate_forget(KilnContainer *c)
+/* The runtime's state of a container whose process was reaped, when state_is_ours(): nothing is left to
+ * kill, and removing its directory under the --root we chose is all its `delete` would do. The id is ours
+ * and checked ([a-zA-Z0-9_-]); the removal never follows a symlink nor leaves the state root's file
+ * system. */
+static void state_forget(KilnContainer *c)
 {
         _cleanup_close_ int dirfd = open(c->state_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         g_autofree char *failed = NULL;
         int r = dirfd < 0 ? -errno : kiln_rm_rf_at(dirfd, c->id, &failed);
 
-        if (r < 0)
+        if (r < 0 && r != -ENOENT)
                 g_warning("Cannot remove the state of container %s: %s/%s: %s", c->id, c->state_root,
                           failed ? failed : c->id, g_strerror(-r));
         c->deleted = TRUE;
@@ -373,8 +379,8 @@ static void runtime_delete(KilnContainer *c)
 
         if (!c->created || c->deleted || c->delete_process)
                 return;
-        if (c->isolate && c->exited && !c->isolate_delete) {
-                isolate_forget(c);
+        if (c->forget_state && c->exited) {
+                state_forget(c);
                 return;
         }
         op = kiln_runtime_op_spawn(c->runtime, (const char *const *)c->runtime_args, c->state_root,
@@ -717,6 +723,42 @@ static gboolean spec_check(KilnContainer *c, GError **error)
         return TRUE;
 }
 
+/* Whether removing the runtime's state directory is all its `delete` would do once the container's process
+ * is reaped, so that no execution of the runtime (Go's start-up for runc) stands between the exit and the
+ * caller's answer. For runc and crun, `delete` of a stopped container removes that directory, removes the
+ * container's cgroup and runs the poststop hooks. A cgroup config.json names (linux.cgroupsPath) is the
+ * caller's to remove (runtime.h; kilnd's runs: kiln_cgroup_remove(), which also kills what a pid=host run
+ * left in it, as `delete --force` would). Not ours: without a cgroupsPath (the runtime's default cgroup,
+ * which nobody else knows: the detection probe's), with the systemd cgroup driver (`delete` stops the
+ * scope through systemd), with poststop hooks (only the runtime runs them), or a config.json we cannot
+ * read. */
+static gboolean state_is_ours(KilnContainer *c)
+{
+        g_autofree char *config = NULL;
+        g_autoptr(JsonParser) parser = NULL;
+        JsonNode *root, *platform, *hooks;
+
+        if (c->isolate)
+                return !c->isolate_delete; /* poststop hooks: kiln-isolate's delete runs them */
+        for (char **a = c->runtime_args; a && *a; a++)
+                if (g_str_has_prefix(*a, "--systemd-cgroup"))
+                        return FALSE;
+        config = bundle_path(c, "config.json");
+        parser = json_parser_new_immutable();
+        if (!json_parser_load_from_mapped_file(parser, config, NULL) ||
+            !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root))
+                return FALSE;
+        platform = json_object_get_member(json_node_get_object(root), "linux");
+        if (!platform || !JSON_NODE_HOLDS_OBJECT(platform) ||
+            !json_object_has_member(json_node_get_object(platform), "cgroupsPath"))
+                return FALSE;
+        hooks = json_object_get_member(json_node_get_object(root), "hooks");
+        if (!hooks)
+                return TRUE;
+        return JSON_NODE_HOLDS_OBJECT(hooks) &&
+               !json_object_has_member(json_node_get_object(hooks), "poststop");
+}
+
 void kiln_container_start_async(KilnContainer *container, GCancellable *cancellable,
                                 GAsyncReadyCallback callback, gpointer user_data)
 {
@@ -738,6 +780,7 @@ void kiln_container_start_async(KilnContainer *container, GCancellable *cancella
                 g_task_return_error(task, error ? error : g_error_copy(c->setup_error));
                 return;
         }
+        c->forget_state = state_is_ours(c);
         c->context = g_main_context_ref_thread_default();
         c->start_task = g_steal_pointer(&task);
         c->start_hook = hook;
@@ -1015,10 +1058,10 @@ static void container_dispose(KilnContainer *c)
                 g_clear_object(&c->delete_process);
                 c->deleted = TRUE;
         }
-        /* kiln-isolate's process, once reaped, leaves only the state to remove. */
-        if (c->isolate && !c->isolate_delete && c->created && !c->deleted &&
+        /* A process reaped leaves only the state to remove (state_is_ours()). */
+        if (c->forget_state && c->created && !c->deleted &&
             (c->exited || (c->pid_watch && kiln_pid_watch_reap_sync(c->pid_watch, REAP_TIMEOUT_MS))))
-                isolate_forget(c);
+                state_forget(c);
         if (c->created && !c->deleted) {
                 const char *const args[] = {"--force", NULL};
                 if (!kiln_runtime_run_sync(c->runtime, (const char *const *)c->runtime_args, c->state_root,

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The runtime driver: one container run through an OCI runtime (runc, crun) from a bundle that
- * already holds config.json. It does create / start / wait / delete, kill on request or
+ * already holds config.json. It does run --detach / wait / the state's removal, kill on request or
  * cancellation, stdio (passed through or relayed), the console socket and the pty for terminals,
  * and captured output for RunCaptured. It knows nothing of builders, D-Bus or polkit.
  *
- * Life cycle: kiln_container_new → kiln_container_start_async (create + start, or kiln-isolate's
+ * Life cycle: kiln_container_new → kiln_container_start_async (the runtime's or kiln-isolate's
  * run --detach; finishes once the process runs) → kiln_container_wait_async (finishes after the process
- * exited, every relay has flushed, and the runtime's state was deleted) → kiln_container_free. Kill and
+ * exited, every relay has flushed, and the runtime's state was removed) → kiln_container_free. Kill and
  * Resize may be called between start and wait's completion. Freeing a container that still runs kills it and
  * cleans up (synchronously bounded); a start or wait still pending then never calls back. The finish
  * functions only read @result (the container may be NULL there).
@@ -23,15 +23,18 @@
 #include <gio/gio.h>
 
 typedef struct KilnRuntimeSpec {
-        const char *runtime;      /* absolute path of runc or crun */
-        const char *state_root;   /* the runtime's --root: kiln's private state dir */
-        const char *bundle_dir;   /* holds config.json (process.terminal must match @terminal) */
+        const char *runtime;    /* absolute path of runc or crun */
+        const char *state_root; /* the runtime's --root: kiln's private state dir */
+        /* Holds config.json (process.terminal must match @terminal). A cgroup it names
+         * (linux.cgroupsPath, cgroupfs) is the caller's to remove once the run is over: the driver removes
+         * only the runtime's state, without the runtime's `delete`, for such a container. */
+        const char *bundle_dir;
         const char *container_id; /* unique among live containers; [a-zA-Z0-9_-] */
         char **runtime_args;      /* extra global arguments for the runtime, or NULL */
         gboolean no_pivot;
-        /* The runtime is kiln-isolate: one `run --detach` instead of create + start, signals through the
-         * process's pidfd instead of `kill`, and its state (kept for a crash's clean-up) removed by us
-         * once the process is reaped instead of by `delete` (docs/isolate.md). */
+        /* The runtime is kiln-isolate: signals through the process's pidfd instead of `kill`, and its
+         * state (kept for a crash's clean-up) always removed by us once the process is reaped, never by
+         * `delete` (docs/isolate.md). */
         gboolean isolate;
         /* With @isolate: kiln-isolate's server (isolate-server.h), which runs it without an execve when
          * the command line's global options are the server's own; NULL: always executed. */

@@ -1,25 +1,35 @@
 #!/usr/bin/env python3
 """Benchmark of Run (not a test: it prints figures, it asserts nothing).
 
-    tests/bench/bench-run.py [--repeat 21] [--leak-runs 1000]
+    tests/bench/bench-run.py [--repeat 21] [--leak-runs 1000] [--user kiln-alice] [--no-buildah]
+                             [--other-build DIR]
 
 In one run, on the same busybox root file system, prints the median wall time of
-  - `kiln run B /bin/true` (the CLI, through kilnd, runc);
+  - `kiln run B /bin/true` (the CLI, through kilnd, runc), as root and, with --user, as that user
+    (a builder of the user's own: a user namespace, kiln-runtime-ns);
+  - `kiln run --isolation chroot B /bin/true` (kiln-isolate), as root and as the user;
   - `buildah run --isolation oci --runtime runc` of a scratch container holding the same files
-    (buildah from Debian, vfs storage in a private directory);
+    (buildah from Debian, vfs storage in a private directory; not with --no-buildah);
   - a bare `runc run` of the bundle kilnd generated for the same command (what a user would type);
   - a bare `runc create`, `start`, wait, `delete` of the same bundle
     (same config.json, same generated files, the same overlay root kept mounted with `kiln mount`),
     the sequence kilnd drove before it used `run --detach`, with this script as the child subreaper
     that reaps the container's process as kilnd does;
-and the ratios. Then kilnd's RSS after 10 runs and after --leak-runs runs.
-Run as root from the source tree after a build.
+  - a bare `unshare --mount --pid --fork --uts --ipc --net chroot ROOTFS /bin/true`;
+all interleaved (so that drift hits every row alike), and the ratios against issue 16's goals (oci at
+most 1.15x the bare `runc run`, chroot at most 2.5x the bare unshare). With --other-build, the kiln rows
+also for a second build (its own bus, polkitd and kilnd), interleaved with this one's: before and after
+measured in the same time window. Then kilnd's RSS after 10 runs and after --leak-runs runs (0: not).
+The user's runs are started with setuid/setgid from this script, not through runuser, so that both
+pay the same client start-up. Run as root from the source tree after a build.
 """
 import argparse
 import ctypes
 import glob
+import grp
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -85,66 +95,149 @@ def bare_bundle(env, kiln, builder, work):
     return dest
 
 
+GOAL_OCI = 1.15
+GOAL_CHROOT = 2.5
+
+
+def user_kwargs(user):
+    """subprocess arguments that run a command as @user (uid, gid, supplementary groups)."""
+    if not user:
+        return {}
+    pw = pwd.getpwnam(user)
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+    return {'user': pw.pw_uid, 'group': pw.pw_gid, 'extra_groups': groups}
+
+
+class Build:
+    """One build's environment (bus, polkitd, kilnd) and its builders."""
+
+    def __init__(self, label, build_root, rootfs, user):
+        self.label = label
+        self.env = kh.Env()
+        self.env.build_root = build_root
+        self.env.kiln_cli = self.kiln = os.path.join(build_root, 'cli', 'kiln')
+        self.env.kilnd = os.path.join(build_root, 'service', 'kilnd')
+        self.env.setup()
+        self.vars = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.env.bus_address)
+        self.commands = {}
+        for isolation in ('oci', 'chroot'):
+            for who in (None, user) if user else (None,):
+                name = f'{isolation}-{who or "root"}'
+                kwargs = dict(user_kwargs(who), env=self.vars)
+                subprocess.run([self.kiln, 'from', '--name', name, '--isolation', isolation, rootfs],
+                               check=True, stdout=subprocess.DEVNULL, **kwargs)
+                self.commands[f'{label} {isolation} {who or "root"}'] = (
+                    [self.kiln, 'run', name, '/bin/true'], kwargs)
+
+    def stop(self):
+        self.env.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--repeat', type=int, default=21)
     parser.add_argument('--leak-runs', type=int, default=1000)
+    parser.add_argument('--user', help='also run as this user (e.g. kiln-alice, in group kiln)')
+    parser.add_argument('--no-buildah', action='store_true')
+    parser.add_argument('--other-build', help='a second build directory, measured interleaved')
     args = parser.parse_args()
     kh.require_root()
     print(f'build: {build_description(kh.BUILD_ROOT)}')
+    if args.other_build:
+        print(f'other build: {build_description(args.other_build)}')
+    print(f'load average at the start: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
     # The bare sequence reaps the container's process itself, as kilnd does.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    if not shutil.which('buildah'):
+    if not args.no_buildah and not shutil.which('buildah'):
         sys.exit('buildah is not installed (apt-get install buildah)')
 
-    with kh.Env() as env, tempfile.TemporaryDirectory(prefix='kiln-bench-') as work:
-        kiln = os.path.join(kh.BUILD_ROOT, 'cli', 'kiln')
+    builds = []
+    with tempfile.TemporaryDirectory(prefix='kiln-bench-') as work:
+        os.chmod(work, 0o755)
         rootfs = os.path.join(work, 'rootfs')
         kh.make_busybox_rootfs(rootfs)
-        subprocess.run([kiln, 'from', '--name', 'bench', rootfs], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([kiln, 'mount', 'bench'], check=True, stdout=subprocess.DEVNULL)
-        bundle = bare_bundle(env, kiln, 'bench', work)
-        storage, ctr = buildah_container(rootfs, work)
-        runc_root = os.path.join(work, 'runc-root')
+        os.chmod(os.path.join(rootfs, 'root'), 0o755)  # kiln-import reads the base as the caller
+        try:
+            this = Build('kiln', kh.BUILD_ROOT, rootfs, args.user)
+            builds.append(this)
+            if args.other_build:
+                builds.append(Build('other', args.other_build, rootfs, args.user))
+            env, kiln = this.env, this.kiln
+            os.environ['DBUS_SYSTEM_BUS_ADDRESS'] = env.bus_address
+            subprocess.run([kiln, 'mount', 'oci-root'], check=True, stdout=subprocess.DEVNULL)
+            bundle = bare_bundle(env, kiln, 'oci-root', work)
+            runc_root = os.path.join(work, 'runc-root')
+            commands = {}
+            for b in builds:
+                commands.update(b.commands)
+            commands['bare unshare chroot'] = (['unshare', '--mount', '--pid', '--fork', '--uts', '--ipc',
+                                                '--net', 'chroot', rootfs, '/bin/true'], {})
+            storage = ctr = None
+            if not args.no_buildah:
+                storage, ctr = buildah_container(rootfs, work)
+                commands['buildah oci root'] = (['buildah', *storage, 'run', '--isolation', 'oci', '--runtime',
+                                                 'runc', ctr, '/bin/true'], {})
 
-        # Warm every path once, then interleave so drift hits all three alike.
-        kiln_t, buildah_t, runc_t, run_t = [], [], [], []
-        for i in range(args.repeat + 1):
-            k = timed([kiln, 'run', 'bench', '/bin/true'])
-            b = timed(['buildah', *storage, 'run', '--isolation', 'oci', '--runtime', 'runc', ctr, '/bin/true'])
-            r = bare_runc(runc_root, bundle, f'bare-{i}')
-            u = bare_runc_run(runc_root, bundle, f'bare-run-{i}')
-            if i:
-                kiln_t.append(k)
-                buildah_t.append(b)
-                runc_t.append(r)
-                run_t.append(u)
-        k, b, r, u = median_ms(kiln_t), median_ms(buildah_t), median_ms(runc_t), median_ms(run_t)
-        print(f'median of {args.repeat}: kiln run {k:.1f} ms, buildah run {b:.1f} ms, '
-              f'bare runc run {u:.1f} ms, bare runc create/start/delete {r:.1f} ms')
-        print(f'kiln / bare runc run = {k / u:.2f}x; kiln / bare runc create/start/delete = {k / r:.2f}x; '
-              f'buildah / kiln = {b / k:.2f}x')
+            # Warm every path once, then interleave so drift hits all alike.
+            samples = {name: [] for name in commands}
+            samples['bare runc run'] = []
+            samples['bare runc create/start/delete'] = []
+            for i in range(args.repeat + 1):
+                for name, (cmd, kwargs) in commands.items():
+                    t = timed(cmd, **kwargs)
+                    if i:
+                        samples[name].append(t)
+                u = bare_runc_run(runc_root, bundle, f'bare-run-{i}')
+                r = bare_runc(runc_root, bundle, f'bare-{i}')
+                if i:
+                    samples['bare runc run'].append(u)
+                    samples['bare runc create/start/delete'].append(r)
+            medians = {name: median_ms(v) for name, v in samples.items()}
+            print(f'load average at the end: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+            print(f'median of {args.repeat} interleaved runs of /bin/true:')
+            for name, m in medians.items():
+                print(f'  {name:34s} {m:7.1f} ms')
+            run, unshare = medians['bare runc run'], medians['bare unshare chroot']
+            for name, m in medians.items():
+                if ' oci ' in name and not name.startswith('buildah'):
+                    print(f'  {name} / bare runc run = {m / run:.2f}x (goal <= {GOAL_OCI}x)'
+                          f'; / bare create/start/delete = {m / medians["bare runc create/start/delete"]:.2f}x')
+                elif ' chroot ' in name and not name.startswith('bare'):
+                    print(f'  {name} / bare unshare chroot = {m / unshare:.2f}x (goal <= {GOAL_CHROOT}x)')
+            if ctr:
+                print(f'  buildah / kiln oci root = {medians["buildah oci root"] / medians["kiln oci root"]:.2f}x')
+                subprocess.run(['buildah', *storage, 'rm', ctr], stdout=subprocess.DEVNULL)
+            if args.leak_runs > 0:
+                leak(this, args.leak_runs)
+        finally:
+            for b in builds:
+                b.stop()
 
-        # Exited Process objects linger (60 s by default) so late Wait calls answer; for the memory
-        # figure they must go soon, or 1,000 lingering objects would be counted as growth. Not at
-        # once: a command that exits before the CLI's Wait would find no object.
-        with open(os.path.join(env.dir, 'kiln.conf.extra'), 'w') as f:
-            f.write('[Process]\nLingerSeconds=2\n')
-        subprocess.run([kiln, 'umount', 'bench'], check=True)
-        env.restart_kilnd()
-        with open(os.path.join(env.dir, 'kilnd.pid')) as f:
-            pid = int(f.read())
-        for _ in range(10):
-            timed([kiln, 'run', 'bench', '/bin/true'])
-        time.sleep(1)
-        after_10 = rss_kib(pid)
-        for _ in range(max(args.leak_runs - 10, 0)):
-            timed([kiln, 'run', 'bench', '/bin/true'])
-        time.sleep(3)  # the last lingering objects gone
-        after_n = rss_kib(pid)
-        print(f'kilnd RSS after 10 runs: {after_10 / 1024:.1f} MiB; after {args.leak_runs}: '
-              f'{after_n / 1024:.1f} MiB')
-        subprocess.run(['buildah', *storage, 'rm', ctr], stdout=subprocess.DEVNULL)
+
+def leak(build, runs):
+    """kilnd's RSS after 10 runs and after @runs runs."""
+    env, kiln = build.env, build.kiln
+    # Exited Process objects linger (60 s by default) so late Wait calls answer; for the memory
+    # figure they must go soon, or 1,000 lingering objects would be counted as growth. Not at
+    # once: a command that exits before the CLI's Wait would find no object.
+    with open(os.path.join(env.dir, 'kiln.conf.extra'), 'w') as f:
+        f.write('[Process]\nLingerSeconds=2\n')
+    subprocess.run([kiln, 'umount', 'oci-root'], check=True, env=build.vars)
+    env.restart_kilnd()
+    with open(os.path.join(env.dir, 'kilnd.pid')) as f:
+        pid = int(f.read())
+    time.sleep(1)
+    idle = rss_kib(pid)
+    for _ in range(10):
+        timed([kiln, 'run', 'oci-root', '/bin/true'], env=build.vars)
+    time.sleep(1)
+    after_10 = rss_kib(pid)
+    for _ in range(max(runs - 10, 0)):
+        timed([kiln, 'run', 'oci-root', '/bin/true'], env=build.vars)
+    time.sleep(3)  # the last lingering objects gone
+    after_n = rss_kib(pid)
+    print(f'kilnd RSS idle: {idle / 1024:.1f} MiB; after 10 runs: {after_10 / 1024:.1f} MiB; after {runs}: '
+          f'{after_n / 1024:.1f} MiB')
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -215,6 +216,39 @@ class Cli(kt.KilnTestCase):
         code, out, err = self.env.run([lone, 'inspect', 'lone'])
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out)['Cmd'], ['echo', 'exec form'])
+
+    def test_tar_is_loaded_only_by_copy_and_add(self):
+        # kiln links no libarchive (nor the libxml2, ICU and libstdc++ it brings: milliseconds of
+        # loading for every `kiln run`); copy and add load kiln-cli-tar.so. A copy of kiln without it
+        # runs commands and says what is missing for a copy; with the module beside it, copy works.
+        needed = subprocess.run(['ldd', self.env.kiln_cli], capture_output=True, text=True, check=True).stdout
+        self.assertNotIn('libarchive', needed)
+        installed = [line.split('"')[1] for line in open(os.path.join(kh.BUILD_ROOT, 'kiln-build-config.h'))
+                     if 'KILN_LIBDIR' in line][0]
+        if os.path.exists(os.path.join(installed, 'kiln-cli-tar.so')):
+            self.skipTest(f'kiln-cli-tar.so is installed in {installed}: a copy of kiln would find it')
+        lone_dir = self.unique_scratch_dir('lone-kiln-tar')
+        lone = os.path.join(lone_dir, 'kiln')
+        shutil.copy(self.env.kiln_cli, lone)
+        rootfs = self.make_rootfs('cli-lone-tar')
+        source = os.path.join(lone_dir, 'copied')
+        with open(source, 'w') as f:
+            f.write('copied\n')
+        code, out, err = self.env.run([lone, 'from', '--name', 'lone-tar', rootfs])
+        self.assertEqual((code, out), (0, 'lone-tar\n'), err)
+        for args in (['copy', 'lone-tar', source, '/copied'], ['copy', 'lone-tar:/etc', lone_dir + '/out']):
+            code, out, err = self.env.run([lone] + args)
+            self.assertEqual((code, out), (125, ''), f'{args}: {err}')
+            self.assertIn('Tar support is missing', err, args)
+            self.assertIn('kiln-cli-tar.so', err, args)
+        os.symlink(os.path.join(os.path.dirname(self.env.kiln_cli), 'kiln-cli-tar.so'),
+                   os.path.join(lone_dir, 'kiln-cli-tar.so'))
+        code, out, err = self.env.run([lone, 'copy', 'lone-tar', source, '/copied'])
+        self.assertEqual(code, 0, err)
+        code, out, err = self.env.run([lone, 'copy', 'lone-tar:/copied', lone_dir + '/back'])
+        self.assertEqual(code, 0, err)
+        with open(os.path.join(lone_dir, 'back')) as f:
+            self.assertEqual(f.read(), 'copied\n')
 
     # -- config ----------------------------------------------------------------------------
 

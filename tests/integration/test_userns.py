@@ -7,6 +7,7 @@ builder with userns=auto gets ids from kilnd's pool. The test rules grant run-pr
 group "kiln-trusted", which is empty except while a test adds kiln-alice to it. kiln-bob may do
 nothing but look.
 """
+import glob
 import grp
 import os
 import pwd
@@ -299,6 +300,50 @@ class UsernsCases(kr.RunTestCase):
         code, out, err = self.krun('-v', f'{secret}:/s', b.name, 'true', user=kt.ALICE)
         self.assertEqual(code, 125, err)
         self.assertIn('cannot read', err)
+
+    # -- one execution of the runtime (issue 16) -----------------------------------------
+
+    def test_a_run_executes_the_runtime_once_and_leaves_no_state(self):
+        """`run --detach` is the one execution: once the command is reaped kilnd removes the runtime's
+        state and the run's cgroup itself instead of executing `delete`, for root and in a user
+        namespace, and nothing of them is left when the caller gets the answer."""
+        if self.isolation != 'oci':
+            self.skipTest('kiln-isolate never had a delete')
+        real = subprocess.run(['sh', '-c', 'command -v runc'], capture_output=True, text=True).stdout.strip()
+        self.assertTrue(real, 'runc not found')
+        # kilnd's runtime detection at start-up runs a probe container in the runtime's default cgroup,
+        # which only the runtime's `delete` knows to remove: none of it may be left.
+        probes = glob.glob(f'/sys/fs/cgroup/**/kiln-detect-{self.kilnd_pid()}-*', recursive=True)
+        self.assertEqual(probes, [])
+        state_root = os.path.join(self.run_dir, 'runtime')
+        for user, b in ((None, self.builder()), (kt.ALICE, self.alices_builder())):
+            with self.subTest(user=user or 'root'):
+                scratch = self.unique_scratch_dir('runtime')
+                log = os.path.join(scratch, 'executions')
+                wrapper = os.path.join(scratch, 'runc-wrapper')
+                with open(log, 'w'):
+                    pass
+                os.chmod(log, 0o666)
+                with open(wrapper, 'w') as f:
+                    f.write(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+                os.chmod(wrapper, 0o755)
+                self.set_trusted(True)  # another runtime than the configured ones is run-privileged
+                code, out, err = self.krun('--runtime', wrapper, b.name, 'echo', 'ran', user=user)
+                self.assertEqual((code, out), (0, 'ran\n'), err)
+                # Read at once: what the answer found done, not what may follow it.
+                left = self.listdir(state_root)
+                listed = subprocess.run([real, '--root', state_root, 'list', '-q'], capture_output=True,
+                                        text=True).stdout.split()
+                with open(log) as f:
+                    executions = f.read().splitlines()
+                # The run's cgroup, in every hierarchy (on a hybrid host the unified one too, where runc
+                # makes it as well): what `delete` removed, kilnd removes.
+                cgroups = glob.glob(f'/sys/fs/cgroup/**/run-kiln-{b.id[:12]}-*', recursive=True)
+                self.assertEqual(len(executions), 1, executions)
+                self.assertIn(' run --detach ', executions[0])
+                self.assertEqual(left, [])
+                self.assertEqual(listed, [])
+                self.assertEqual(cgroups, [])
 
     def test_root_is_unaffected(self):
         b = self.builder()
