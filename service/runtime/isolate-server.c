@@ -126,7 +126,7 @@ gboolean kiln_isolate_server_serves(KilnIsolateServer *s, const char *const *arg
 
 pid_t kiln_isolate_server_get_pid(KilnIsolateServer *s)
 {
-        g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+        G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock); /* held to the end */
         const char *id = s->process ? g_subprocess_get_identifier(s->process) : NULL;
 
         return id ? (pid_t)g_ascii_strtoll(id, NULL, 10) : 0;
@@ -135,7 +135,7 @@ pid_t kiln_isolate_server_get_pid(KilnIsolateServer *s)
 KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char *cwd,
                                                 const char *const *args, int stdio[3], GError **error)
 {
-        g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+        G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock); /* held to the end */
         g_autoptr(GString) payload = g_string_new(NULL);
         KilnIsolateRequest *r;
         int replies[2] = {-1, -1};
