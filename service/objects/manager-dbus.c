@@ -879,6 +879,11 @@ static int method_get_info(sd_bus_message *m, void *userdata, sd_bus_error *erro
                 r = append_limit(reply, "AuthorizationsPerUser", c->authorizations_per_user);
         if (r >= 0)
                 r = append_limit(reply, "ImportBytes", c->import_bytes);
+        /* images out: uid 0 may own any number of images, but its configs are bounded too */
+        if (r >= 0 && !root)
+                r = append_limit(reply, "ImagesPerUser", c->images_per_user);
+        if (r >= 0)
+                r = append_limit(reply, "ImageConfigBytes", c->image_config_bytes);
         /* Copy/CopyOut */
         if (r >= 0)
                 r = append_limit(reply, "CopyBytes", c->copy_bytes);

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kiln_testlib as kt  # noqa: E402
 
 CONF = ('[Limits]\nProcessesPerUser=17\nArgumentBytes=123457\nBuildersPerUser=23\n'
+        'ImagesPerUser=7\nImageConfigBytes=65537\n'
         '[Resources]\nPidsLimit=999\nCPUWeight=77\nMemory=512m\n')
 KEYS = {'version', 'runtimes', 'default_runtime', 'default_isolation', 'default_network', 'default_userns',
         'storage_bytes', 'limits'}
@@ -60,13 +61,16 @@ class Info(kt.KilnTestCase):
                 self.assertEqual(limits['PidsLimit'], 999)
                 self.assertEqual(limits['CPUWeight'], 77)
                 self.assertEqual(limits['Memory'], 512 * 1024 * 1024)
+                self.assertEqual(limits['ImageConfigBytes'], 65537)
                 # root is not bound by the per-owner builder and storage limits: not shown to it.
                 if user:
                     self.assertEqual(limits['BuildersPerUser'], 23)
+                    self.assertEqual(limits['ImagesPerUser'], 7)
                     self.assertEqual(info['default_userns'], 'auto')
                 else:
                     self.assertNotIn('BuildersPerUser', limits)
                     self.assertNotIn('StorageBytesPerUser', limits)
+                    self.assertNotIn('ImagesPerUser', limits)
 
     def test_info_text_shows_runtimes_and_limits(self):
         runtimes = self.manager_property('Runtimes')
