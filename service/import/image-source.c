@@ -99,10 +99,6 @@ static _Noreturn void reader_run(const ReaderArgs *a)
 
         for (;;) {
                 KilnImportRecord rec;
-                struct open_how how = {
-                        .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-                        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-                };
                 int fds[1];
                 size_t n_fds = 0;
                 ssize_t n = kiln_recv_fds(a->sock, &rec, sizeof(rec) - 1, fds, 1, &n_fds, 0, NULL);
@@ -117,8 +113,9 @@ static _Noreturn void reader_run(const ReaderArgs *a)
                         _exit(0); /* the parent is done */
                 memcpy(name, rec.name, MIN((size_t)n - sizeof(rec.h), sizeof(rec.name)));
                 name[MIN((size_t)n - sizeof(rec.h), sizeof(rec.name))] = '\0';
-                fd = (int)syscall(SYS_openat2, root, name, &how, sizeof(how));
-                reader_reply(a->sock, fd < 0 ? errno : 0, name, fd);
+                fd = kiln_openat2(root, name, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0,
+                                  RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+                reader_reply(a->sock, fd < 0 ? -fd : 0, name, fd);
                 if (fd >= 0)
                         close(fd);
         }

@@ -43,8 +43,6 @@
 #define WHITEOUT_META_PREFIX ".wh..wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
 #define XATTR_VALUE_MAX 65536
-/* openat2 answers EAGAIN when a rename anywhere on the system may have raced the lookup. */
-#define OPENAT2_TRIES 16
 
 typedef struct DirTimes {
         dev_t dev;
@@ -74,14 +72,13 @@ typedef struct Unpacker {
 
 static int openat2_beneath(int dirfd, const char *path, int flags)
 {
-        struct open_how how = {.flags = (uint64_t)flags | O_CLOEXEC, .resolve = RESOLVE_FLAGS};
+        int fd = kiln_openat2(dirfd, path, flags, 0, RESOLVE_FLAGS);
 
-        for (int i = 0; i < OPENAT2_TRIES; i++) {
-                int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-                if (fd >= 0 || errno != EAGAIN)
-                        return fd;
+        if (fd < 0) {
+                errno = -fd;
+                return -1;
         }
-        return -1;
+        return fd;
 }
 
 static gboolean fail_entry(GError **error, int code, const char *name, const char *fmt, ...)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "isolate.h"
+#include "base/fs-util.h"
 #include "base/rootfs.h"
 
 /* Sysctls that belong to a namespace, and which one: anything else would change the host. */
@@ -168,16 +169,8 @@ gboolean iso_null_prepare(IsoRoot *root, GError **error)
  * belongs, and anything else there is the image's doing. */
 static int open_masked(int rootfd, const char *path)
 {
-        struct open_how how = {
-                .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-        };
-        long fd;
-
-        do
-                fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
-        while (fd < 0 && errno == EAGAIN);
-        return fd < 0 ? -errno : (int)fd;
+        return kiln_openat2(rootfd, path, O_PATH | O_NOFOLLOW, 0,
+                            RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
 }
 
 gboolean iso_masked_paths(IsoRoot *root, GError **error)

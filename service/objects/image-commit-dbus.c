@@ -531,7 +531,8 @@ static int method_commit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                           "Builder '%s' has running processes: commit it when they have ended", b->name);
                 goto fail;
         }
-        if (creds->uid != 0 && kiln_images_count_owned(m->images, creds->uid) >= m->config->images_per_user) {
+        if (creds->uid != 0 &&
+            kiln_images_count_owned(m->images, creds->uid) >= m->config->images_per_user) {
                 kiln_fail(&local, KILN_ERROR_CODE_LIMIT_EXCEEDED,
                           "User %u already has the limit of %u images (ImagesPerUser)", (unsigned)creds->uid,
                           m->config->images_per_user);
@@ -553,4 +554,3 @@ const sd_bus_vtable kiln_builder_commit_vtable[] = {
                                 SD_BUS_RESULT("o", image), method_commit, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
-

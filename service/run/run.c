@@ -16,6 +16,7 @@
 #include "kiln-build-config.h"
 
 #include "base/passwd.h"
+#include "base/fs-util.h"
 #include "base/rootfs.h"
 #include "base/size.h"
 #include "run/run.h"
@@ -241,15 +242,11 @@ static gboolean stage_fd(KilnRunPlan *plan, int fd, const char *arg, char **ret_
  * path of the caller's. Magic links stay refused. */
 static int open_privileged_source(const KilnRunVolume *v, GError **error)
 {
-#ifdef SYS_openat2
-        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS};
-        int fd = (int)syscall(SYS_openat2, AT_FDCWD, v->source, &how, sizeof(how));
-#else
-        int fd = -1;
-        errno = ENOSYS;
-#endif
+        int fd = kiln_openat2(AT_FDCWD, v->source, O_PATH, 0, RESOLVE_NO_MAGICLINKS);
         struct stat st;
 
+        if (fd < 0)
+                errno = -fd;
         if (fd < 0 || fstat(fd, &st) < 0) {
                 kiln_invalid(error, v->arg, "source '%s': %s", v->source, g_strerror(errno));
                 kiln_close_fdp(&fd);
