@@ -205,6 +205,23 @@ class Env:
                                  f'stdout:\n{result.stdout}\nstderr:\n{result.stderr}')
         return result.returncode, result.stdout, result.stderr
 
+    def _trust_marker(self, user):
+        return os.path.join(self.dir, 'polkit', 'rules', f'trusted-{user}')
+
+    def set_trusted(self, user, trusted):
+        """Grants or takes back org.kiln.builder1.run-privileged for @user in this environment only
+        (tests/integration/polkit-rules: a marker next to the rules, read at every check)."""
+        marker = self._trust_marker(user)
+        if trusted:
+            with open(marker, 'w'):
+                pass
+            os.chmod(marker, 0o644)
+        elif os.path.exists(marker):
+            os.unlink(marker)
+
+    def is_trusted(self, user):
+        return os.path.exists(self._trust_marker(user))
+
     def kiln(self, *args, **kwargs):
         """Runs the built kiln CLI: env.kiln('from', '--name', 'x', path, user=ALICE)."""
         return self.run([self.kiln_cli] + list(args), **kwargs)

@@ -4,7 +4,7 @@ someone other than its owner each leave exactly one record; an ordinary run leav
 environment runs no journal, so the records are lines of kilnd's log (DIR/kilnd.log), KEY="value"
 pairs (service/base/audit.h); the MESSAGE_IDs are the documented ones (kilnd(8), AUDIT).
 
-kiln-alice gets run-privileged by joining the group "kiln-trusted" (the test polkit rules), as in
+kiln-alice gets run-privileged through the environment's marker (the test polkit rules), as in
 test_userns, whose set-up (subordinate ids for her, so her ordinary runs keep a user namespace) is
 reused here.
 """
@@ -55,7 +55,7 @@ class Audit(kr.RunTestCase):
         self.set_trusted(False)
         super().tearDown()
 
-    # test_userns's helpers, as the other modules borrow them: kiln-trusted membership, builders
+    # test_userns's helpers, as the other modules borrow them: run-privileged for kiln-alice, builders
     # alice made herself.
     set_trusted = tu.UsernsCases_oci.set_trusted
     alices_builder = tu.UsernsCases_oci.alices_builder

@@ -80,7 +80,7 @@ class SecurityVolumesCases(kr.RunTestCase):
         self.set_trusted(False)
         super().tearDown()
 
-    # test_userns's helpers (its parametrized classes carry them): kiln-trusted membership, builders
+    # test_userns's helpers (its parametrized classes carry them): run-privileged for kiln-alice, builders
     # alice made herself.
     set_trusted = tu.UsernsCases_oci.set_trusted
     alices_builder = tu.UsernsCases_oci.alices_builder

@@ -3,12 +3,12 @@
 
 kiln-alice (group "kiln": may create and run) has an entry in the environment's subuid and subgid
 files (SubUidFile/SubGidFile point into the test's own directory); root has none, so a root
-builder with userns=auto gets ids from kilnd's pool. The test rules grant run-privileged to the
-group "kiln-trusted", which is empty except while a test adds kiln-alice to it. kiln-bob may do
+builder with userns=auto gets ids from kilnd's pool. The test rules grant run-privileged to a
+user with a marker in the environment (none, except while a test makes one for kiln-alice:
+KilnEnv.set_trusted). kiln-bob may do
 nothing but look.
 """
 import glob
-import grp
 import os
 import pwd
 import subprocess
@@ -21,7 +21,6 @@ import kiln_testlib as kt
 ALICE_SUBUID = 200000
 ALICE_SUBGID = 300000
 SUBID_COUNT = 65536
-TRUSTED_GROUP = 'kiln-trusted'
 
 _SUBID_DIR = None
 
@@ -70,11 +69,7 @@ class UsernsCases(kr.RunTestCase):
         super().tearDown()
 
     def set_trusted(self, member):
-        members = grp.getgrnam(TRUSTED_GROUP).gr_mem
-        if member and kt.ALICE not in members:
-            subprocess.run(['gpasswd', '-a', kt.ALICE, TRUSTED_GROUP], check=True, capture_output=True)
-        elif not member and kt.ALICE in members:
-            subprocess.run(['gpasswd', '-d', kt.ALICE, TRUSTED_GROUP], check=True, capture_output=True)
+        self.env.set_trusted(kt.ALICE, member)
 
     def alices_builder(self):
         name = self.unique_name('alice')
