@@ -19,8 +19,10 @@
   --network host still needs run-privileged.
 
 /dev/net/tun is 0600 on this machine (stock Debian's udev makes it 0666): the module sets it to
-0666 for its runs and puts the mode back at the end.
+0666 for its runs and puts the mode back at the end, holding a lock (/run/kiln-test-tun.lock) meanwhile
+so that a test run beside it waits rather than changes the mode under it.
 """
+import fcntl
 import http.server
 import os
 import pwd
@@ -53,8 +55,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# /dev/net/tun's mode is the machine's: a test run beside this one (another build tree) would read
+# the 0666 set here as the host's mode, or put 0600 back under this one. Held for the module.
+TUN_LOCK = '/run/kiln-test-tun.lock'
+_TUN_LOCK_FD = None
+
+
 def setUpModule():
-    global _TUN_MODE, _SERVER
+    global _TUN_MODE, _SERVER, _TUN_LOCK_FD
+    _TUN_LOCK_FD = os.open(TUN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(_TUN_LOCK_FD, fcntl.LOCK_EX)
     _TUN_MODE = stat.S_IMODE(os.stat(TUN).st_mode)
     os.chmod(TUN, 0o666)
     _SERVER = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
@@ -68,6 +78,7 @@ def tearDownModule():
     finally:
         _SERVER.shutdown()
         os.chmod(TUN, _TUN_MODE)
+        os.close(_TUN_LOCK_FD)
 
 
 def port():
@@ -276,7 +287,6 @@ class NetworkCases(kr.RunTestCase):
         child = self.spawn('--network', 'pasta', b, 'sleep', '60', user=kt.ALICE)
         if not self.wait_until(lambda: helpers_of(self.kilnd_pid()) or child.poll() is not None, 20) or \
                 child.poll() is not None:
-            # /dev/net/tun is machine-wide: another test run that sets it to 0600 makes this run fail.
             self.fail(f'no helper under kilnd (client: {child.poll()}: {child.communicate(timeout=30)[1]})')
         (helper, _, _), = helpers_of(self.kilnd_pid())
         kilnd = self.kilnd_pid()
