@@ -10,9 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <archive.h>
-#include <archive_entry.h>
-
+#include "base/archive-load.h"
 #include "copy/copy.h"
 #include "base/fs-util.h"
 #include "base/kiln-common.h"

@@ -5,10 +5,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <json-glib/json-glib.h>
 
+#include "base/archive-load.h"
 #include "base/errors.h"
 #include "base/fs-util.h"
 #include "base/kiln-common.h"

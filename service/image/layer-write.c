@@ -6,10 +6,9 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <nettle/sha2.h>
 
+#include "base/archive-load.h"
 #include "base/errors.h"
 #include "base/kiln-common.h"
 #include "image/layer-write.h"

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 
+#include "base/archive-load.h"
 #include "bus/bus-args.h"
 #include "objects/builder-dbus.h"
 #include "copy/copy.h"
@@ -327,6 +328,8 @@ static int start_copy(sd_bus_message *m, KilnBuilder *b, gboolean out, sd_bus_er
                 req->in.limits =
                         (KilnCopyLimits){manager->config->copy_bytes, manager->config->copy_entries};
         }
+        if (!kiln_archive_load(&local))
+                goto fail_local;
         if (b->pending_remove) {
                 r = sd_bus_error_setf(error, KILN_ERROR_BUSY, "Builder '%s' is being removed", b->name);
                 goto fail;

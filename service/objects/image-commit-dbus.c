@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
 
+#include "base/archive-load.h"
 #include "bus/bus-args.h"
 #include "import/layer-digest.h"
 #include "objects/builder-dbus.h"
@@ -478,6 +479,8 @@ static int method_commit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = sd_bus_message_read(msg, "s", &name);
         if (r < 0)
                 return r;
+        if (!kiln_archive_load(&local))
+                return kiln_error_to_bus(local, error);
         req = g_new0(CommitJob, 1);
         req->manager = m;
         req->caller_uid = creds->uid;

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "base/archive-load.h"
 #include "bus/bus-args.h"
 #include "bus/bus-properties.h"
 #include "import/layer-digest.h"
@@ -625,6 +626,8 @@ static int method_image_push(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_message_read(msg, "hs", &fd, &format);
         if (r < 0)
                 return r;
+        if (!kiln_archive_load(&local))
+                return kiln_error_to_bus(local, error);
         req = g_new0(PushRequest, 1);
         req->manager = m;
         req->fd = -1;

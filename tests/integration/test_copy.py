@@ -207,6 +207,29 @@ class CopyCases(kr.RunTestCase):
 
     # -- in, as root ------------------------------------------------------------------------
 
+    def test_libarchive_is_loaded_by_the_first_copy(self):
+        # kilnd links no libarchive: the library and what it brings (libxml2, ICU, libstdc++) were about
+        # 2.4 MiB of an idle kilnd's 10 (docs/performance.md). The first Copy, CopyOut, Commit or Push
+        # loads it (base/archive-load.h).
+        def mapped():
+            with open(f'/proc/{self.kilnd_pid()}/maps') as f:
+                return {os.path.basename(line.split()[-1]).split('.so')[0]
+                        for line in f if '.so' in line}
+        exe = os.readlink(f'/proc/{self.kilnd_pid()}/exe')
+        needed = subprocess.run(['ldd', exe], capture_output=True, text=True, check=True).stdout
+        self.assertNotIn('libarchive', needed)
+        self.env.restart_kilnd()
+        kr._warm_up()
+        self.fd_baseline = self.kilnd_fds()
+        self.assertFalse({'libarchive', 'libxml2', 'libicuuc', 'libstdc++'} & mapped())
+        b = self.builder()
+        src = self.unique_scratch_dir('src')
+        self.write(os.path.join(src, 'file'), b'loaded\n', 0o644)
+        self.copy_ok(b, os.path.join(src, 'file'), '/loaded')
+        self.assertIn('libarchive', mapped())
+        with open(os.path.join(self.upper(b), 'loaded'), 'rb') as f:
+            self.assertEqual(f.read(), b'loaded\n')
+
     def test_file_and_tree_owned_by_container_root(self):
         b = self.builder()
         src = self.unique_scratch_dir('src')
