@@ -278,7 +278,7 @@ static void test_server_death(void)
         g_assert_cmpint(first, >, 0);
         for (int i = 0; i < 3; i++)
                 g_assert_no_errno(stdio[i] = open("/dev/null", O_RDWR | O_CLOEXEC));
-        request = kiln_isolate_server_request(server, bundle, args, stdio, &error);
+        request = kiln_isolate_server_request(server, bundle, NULL, 0, args, stdio, &error);
         g_assert_no_error(error);
         kiln_isolate_request_watch(request, g_main_context_default(), on_request_done, &status);
         while (kiln_isolate_request_get_pid(request) == 0)
