@@ -3,7 +3,8 @@
 child, instead of kilnd executing kiln-isolate for each (docs/isolate.md, "The server").
 
 kilnd here takes its helpers from a directory of links to the build's, so that a test can take
-kiln-isolate away: runs that still work then cannot have executed it.
+kiln-isolate away: runs that still work then cannot have executed it. A user's run (in a user
+namespace) is served too: the server's child makes kiln-runtime-ns's mount namespace itself.
 """
 import os
 import pwd
@@ -14,40 +15,27 @@ import unittest
 import kiln_harness as kh
 import kiln_runlib as kr
 import kiln_testlib as kt
+import test_userns
+from test_userns import ALICE_SUBGID, ALICE_SUBUID, SUBID_COUNT, read_map
 
 _HELPERS = None
 HELPER_NAMES = ('kiln-isolate', 'kiln-runtime-ns', 'kiln-import')
 
 
-_SUBIDS = None
-ALICE_SUBUID = 200000
-ALICE_SUBGID = 300000
-SUBID_COUNT = 65536
-
-
 def setUpModule():
-    global _HELPERS, _SUBIDS
+    global _HELPERS
     _HELPERS = tempfile.mkdtemp(prefix='kiln-helpers-')
     os.chmod(_HELPERS, 0o755)
     link_helpers()
-    # kiln-alice's subordinate ids, for her runs in a user namespace.
-    _SUBIDS = tempfile.mkdtemp(prefix='kiln-subid.')
-    with open(os.path.join(_SUBIDS, 'subuid'), 'w') as f:
-        f.write(f'{kt.ALICE}:{ALICE_SUBUID}:{SUBID_COUNT}\n')
-    with open(os.path.join(_SUBIDS, 'subgid'), 'w') as f:
-        f.write(f'{kt.ALICE}:{ALICE_SUBGID}:{SUBID_COUNT}\n')
-    kr.setup_module(extra_conf=f'[Paths]\nHelperDirectory={_HELPERS}\n'
-                               f'[UserNamespace]\nSubUidFile={_SUBIDS}/subuid\nSubGidFile={_SUBIDS}/subgid\n')
+    # test_userns's environment (kiln-alice's subordinate ids), with kilnd's helpers taken from here.
+    test_userns.setup_with(f'[Paths]\nHelperDirectory={_HELPERS}\n')
 
 
 def tearDownModule():
-    kr.teardown_module()
+    test_userns.tearDownModule()
     for name in HELPER_NAMES:
         unlink_helper(name)
     os.rmdir(_HELPERS)
-    for name in ('subuid', 'subgid'):
-        os.unlink(os.path.join(_SUBIDS, name))
-    os.rmdir(_SUBIDS)
 
 
 def link_helpers():
@@ -71,10 +59,6 @@ def parent_of(pid):
             return int(kr.parse_status(f.read())['PPid'])
     except (OSError, KeyError, ValueError):
         return None
-
-
-def read_map(text):
-    return [tuple(int(x) for x in line.split()) for line in text.strip().splitlines()]
 
 
 def cmdline(pid):
