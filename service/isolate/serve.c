@@ -82,11 +82,11 @@ static int receive(Request *r)
 }
 
 /* A run in a user namespace: what kiln-runtime-ns would have done before executing kiln-isolate, done
- * here by the same code (runtime-ns.c). This child is what kilnd would have executed: kilnd's
- * credentials, capabilities, environment and descriptor limit (the server was started as kilnd starts
- * kiln-runtime-ns); it is alone in the namespace it makes, which only the container inherits, and the
- * paths were checked there. kiln-runtime-ns leaves the verbs that make no container alone: so does
- * this. */
+ * here by the same code (runtime-ns.c, which checks the paths as the program does). Safe as the program
+ * was: this child has what kilnd would have executed (kilnd's credentials, capabilities, environment and
+ * descriptor limit, since the server was started as kilnd starts its helpers; the request's working
+ * directory), and the mount namespace it makes is its own and the container's alone: the server's stays
+ * kilnd's. Like the program, it leaves the verbs that make no container alone. */
 static void enter_runtime_ns(char **ns, int n_ns, const char *const *args)
 {
         const char *what, *path;
