@@ -2,10 +2,12 @@
 /* `kiln-isolate serve`: what kilnd (service/runtime/isolate-server.c) and kiln-isolate's server (serve.c)
  * say to each other. The server's stdin is a SOCK_SEQPACKET socket to kilnd.
  *
- * A request is one datagram: the command's working directory, then the command line after
- * kiln-isolate's global options (e.g. "--log", LOG, "run", "--detach", ..., "--", ID), each string
- * NUL-terminated; with it, as SCM_RIGHTS, exactly KILN_SERVE_REQUEST_FDS descriptors: a socket for
- * the replies to this request alone, then the command's stdin, stdout and stderr.
+ * A request is one datagram of NUL-terminated strings: the command's working directory; for a run in a
+ * user namespace the intermediate mount namespace to enter first, as kiln-runtime-ns takes it (COVER,
+ * then the KEEP directories: service/runtime-ns/runtime-ns.h), or nothing; "--"; then the command line
+ * after kiln-isolate's global options (e.g. "--log", LOG, "run", "--detach", ..., "--", ID). With it, as
+ * SCM_RIGHTS, exactly KILN_SERVE_REQUEST_FDS descriptors: a socket for the replies to this request alone,
+ * then the command's stdin, stdout and stderr.
  *
  * The replies go to that socket, each one KilnServeReply: KILN_SERVE_STARTED once the server forked
  * the command (value: its pid; a pidfd of it rides along), then KILN_SERVE_EXITED (value: its exit

@@ -23,6 +23,7 @@
 
 #include "base/fd-passing.h"
 #include "isolate.h"
+#include "runtime-ns/runtime-ns.h"
 #include "serve-protocol.h"
 
 #define CONTROL_FD 0 /* kilnd's socket */
@@ -80,13 +81,34 @@ static int receive(Request *r)
         return 1;
 }
 
-/* In the child: the request's descriptors become stdio, nothing else of the server stays, and the
- * command line is the server's global options followed by the request's. Never returns. */
+/* A run in a user namespace: what kiln-runtime-ns would have done before executing kiln-isolate, done
+ * here by the same code (runtime-ns.c, which checks the paths as the program does). Safe as the program
+ * was: this child has what kilnd would have executed (kilnd's credentials, capabilities, environment and
+ * descriptor limit, since the server was started as kilnd starts its helpers; the request's working
+ * directory), and the mount namespace it makes is its own and the container's alone: the server's stays
+ * kilnd's. Like the program, it leaves the verbs that make no container alone. */
+static void enter_runtime_ns(char **ns, int n_ns, const char *const *args)
+{
+        const char *what, *path;
+
+        if (n_ns == 0 || !kiln_runtime_ns_makes_container(args))
+                return;
+        if (kiln_runtime_ns_enter(ns[0], (const char *const *)ns + 1, n_ns - 1, &what, &path) < 0) {
+                fprintf(stderr, "kiln-isolate: %s %s: %s\n", what, path, g_strerror(errno));
+                _exit(ISO_EXIT_SETUP);
+        }
+}
+
+/* In the child: the request's descriptors become stdio, nothing else of the server stays, the
+ * intermediate mount namespace (if the request names one) is entered, and the command line is the
+ * server's global options followed by the request's. Never returns. */
 static void run_child(Request *r, const sigset_t *mask, char **globals, int n_globals,
                       int (*command)(int argc, char **argv))
 {
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
+        g_autoptr(GPtrArray) ns = g_ptr_array_new();
         const char *cwd = r->buf;
+        size_t at = strlen(cwd) + 1;
 
         (void)sigprocmask(SIG_SETMASK, mask, NULL);
         for (int i = 0; i < 3; i++)
@@ -97,11 +119,19 @@ static void run_child(Request *r, const sigset_t *mask, char **globals, int n_gl
                 fprintf(stderr, "kiln-isolate: chdir '%s': %s\n", cwd, g_strerror(errno));
                 _exit(ISO_EXIT_SETUP);
         }
+        for (; at < r->len && strcmp(r->buf + at, "--") != 0; at += strlen(r->buf + at) + 1)
+                g_ptr_array_add(ns, r->buf + at);
+        if (at >= r->len || ns->len > KILN_RUNTIME_NS_MAX_KEEP + 1) {
+                fprintf(stderr, "kiln-isolate serve: malformed request (its namespace)\n");
+                _exit(ISO_EXIT_SETUP);
+        }
+        at += 3; /* "--" */
         for (int i = 0; i < n_globals; i++)
                 g_ptr_array_add(argv, globals[i]);
-        for (size_t at = strlen(cwd) + 1; at < r->len; at += strlen(r->buf + at) + 1)
+        for (; at < r->len; at += strlen(r->buf + at) + 1)
                 g_ptr_array_add(argv, r->buf + at);
         g_ptr_array_add(argv, NULL);
+        enter_runtime_ns((char **)ns->pdata, (int)ns->len, (const char *const *)argv->pdata + n_globals);
         _exit(command((int)argv->len - 1, (char **)argv->pdata));
 }
 

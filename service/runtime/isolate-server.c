@@ -32,6 +32,7 @@ struct KilnIsolateServer {
         GMutex lock;
         char **argv; /* kiln-isolate, the global options, "serve" */
         guint n_globals;
+        char *runtime_ns; /* the kiln-runtime-ns next to that kiln-isolate */
         GSubprocess *process;
         int fd; /* our end of its stdin */
 };
@@ -98,6 +99,10 @@ KilnIsolateServer *kiln_isolate_server_new(const char *const *argv)
         g_strv_builder_add(b, "serve");
         s->argv = g_strv_builder_end(b);
         s->n_globals = g_strv_length(s->argv) - 1;
+        if (argv[0]) {
+                g_autofree char *dir = g_path_get_dirname(argv[0]);
+                s->runtime_ns = g_build_filename(dir, "kiln-runtime-ns", NULL);
+        }
         s->fd = -1;
         if (!server_start_locked(s, &error))
                 g_warning("%s; the next chroot run tries again", error->message);
@@ -110,17 +115,32 @@ void kiln_isolate_server_free(KilnIsolateServer *s)
                 return;
         server_stop_locked(s);
         g_strfreev(s->argv);
+        g_free(s->runtime_ns);
         g_mutex_clear(&s->lock);
         g_free(s);
 }
 
-gboolean kiln_isolate_server_serves(KilnIsolateServer *s, const char *const *argv, guint n)
+gboolean kiln_isolate_server_serves(KilnIsolateServer *s, const char *const *argv, guint n, guint *n_wrap)
 {
-        if (!s || n != s->n_globals)
+        guint w = 0;
+
+        if (!s || n == 0)
                 return FALSE;
-        for (guint i = 0; i < n; i++)
-                if (g_strcmp0(argv[i], s->argv[i]) != 0)
+        /* kiln-runtime-ns COVER KEEP... --: the server's child makes that namespace itself (serve.c). */
+        if (s->runtime_ns && g_str_equal(argv[0], s->runtime_ns)) {
+                for (w = 1; w < n && !g_str_equal(argv[w], "--"); w++)
+                        ;
+                if (w == 1 || w == n)
                         return FALSE;
+                w++;
+        }
+        if (n - w != s->n_globals)
+                return FALSE;
+        for (guint i = 0; i < s->n_globals; i++)
+                if (g_strcmp0(argv[w + i], s->argv[i]) != 0)
+                        return FALSE;
+        if (n_wrap)
+                *n_wrap = w;
         return TRUE;
 }
 
@@ -132,8 +152,9 @@ pid_t kiln_isolate_server_get_pid(KilnIsolateServer *s)
         return id ? (pid_t)g_ascii_strtoll(id, NULL, 10) : 0;
 }
 
-KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char *cwd,
-                                                const char *const *args, int stdio[3], GError **error)
+KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char *cwd, const char *const *ns,
+                                                guint n_ns, const char *const *args, int stdio[3],
+                                                GError **error)
 {
         G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock); /* held to the end */
         g_autoptr(GString) payload = g_string_new(NULL);
@@ -148,6 +169,9 @@ KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *s, const char
                         goto out;
                 }
         g_string_append_len(payload, cwd, (gssize)strlen(cwd) + 1);
+        for (guint i = 0; i < n_ns; i++)
+                g_string_append_len(payload, ns[i], (gssize)strlen(ns[i]) + 1);
+        g_string_append_len(payload, "--", 3);
         for (const char *const *a = args; *a; a++)
                 g_string_append_len(payload, *a, (gssize)strlen(*a) + 1);
         if (payload->len > KILN_SERVE_REQUEST_MAX) {

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiln-isolate's server, seen from kilnd: one `kiln-isolate [GLOBAL...] serve` started with kilnd's own
  * global options, which forks a child per command instead of kilnd executing kiln-isolate for every run
- * (service/isolate/serve-protocol.h, docs/isolate.md). A run whose kiln-isolate command line starts
- * differently (wrapped in kiln-runtime-ns, the caller's runtime_args) executes kiln-isolate as before.
+ * (service/isolate/serve-protocol.h, docs/isolate.md). That includes a run in a user namespace, whose
+ * command line has kiln-runtime-ns run kiln-isolate: the server's child makes kiln-runtime-ns's
+ * namespace itself. A run whose kiln-isolate command line starts differently (the caller's
+ * runtime_args) executes kiln-isolate as before.
  *
  * Part of the runtime driver: requests are made and watched on the container's main context. */
 #pragma once
@@ -20,15 +22,20 @@ KilnIsolateServer *kiln_isolate_server_new(const char *const *argv);
 void kiln_isolate_server_free(KilnIsolateServer *server);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(KilnIsolateServer, kiln_isolate_server_free)
 
-/* Whether a command line that starts with @argv[0 .. @n) is one this server runs. */
-gboolean kiln_isolate_server_serves(KilnIsolateServer *server, const char *const *argv, guint n);
+/* Whether a command line that starts with @argv[0 .. @n) is one this server runs: kiln-isolate with the
+ * server's global options, alone or after "kiln-runtime-ns COVER KEEP... --" (the kiln-runtime-ns next
+ * to the server's kiln-isolate). *@n_wrap (may be NULL): how many strings that prefix takes, 0 without. */
+gboolean kiln_isolate_server_serves(KilnIsolateServer *server, const char *const *argv, guint n,
+                                    guint *n_wrap);
 /* The server's pid, 0 while none runs (for tests and logs). */
 pid_t kiln_isolate_server_get_pid(KilnIsolateServer *server);
 
 /* Has the server run `kiln-isolate GLOBAL... @args` in @cwd with @stdio (taken, also on failure) as
- * its stdin, stdout and stderr. */
+ * its stdin, stdout and stderr; with @n_ns > 0 in the intermediate mount namespace @ns names (COVER
+ * KEEP..., as kiln-runtime-ns takes them). */
 KilnIsolateRequest *kiln_isolate_server_request(KilnIsolateServer *server, const char *cwd,
-                                                const char *const *args, int stdio[3], GError **error);
+                                                const char *const *ns, guint n_ns, const char *const *args,
+                                                int stdio[3], GError **error);
 
 /* @status: the command's exit code, 128+N when killed by signal N, 255 when the server went away
  * before it told. */

@@ -303,13 +303,16 @@ KilnRuntimeOp *kiln_runtime_op_request(KilnIsolateServer *server, const char *ru
         g_autoptr(GPtrArray) argv = NULL;
         KilnIsolateRequest *request;
         KilnRuntimeOp *op;
-        guint n_globals;
+        guint n_globals, n_wrap = 0;
 
         argv = runtime_argv(runtime, runtime_args, state_root, log_path, verb, verb_args, id, NULL,
                             &n_globals);
-        g_return_val_if_fail(kiln_isolate_server_serves(server, (const char *const *)argv->pdata, n_globals),
-                             NULL);
-        request = kiln_isolate_server_request(server, bundle_dir,
+        g_return_val_if_fail(
+                kiln_isolate_server_serves(server, (const char *const *)argv->pdata, n_globals, &n_wrap),
+                NULL);
+        /* "kiln-runtime-ns COVER KEEP... --": the request carries COVER KEEP... */
+        request = kiln_isolate_server_request(server, bundle_dir, (const char *const *)argv->pdata + 1,
+                                              n_wrap > 0 ? n_wrap - 2 : 0,
                                               (const char *const *)argv->pdata + n_globals, stdio, error);
         if (!request) {
                 g_prefix_error(error, "%s %s of container %s: ", runtime, verb, id);

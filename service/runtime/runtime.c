@@ -686,7 +686,8 @@ static gboolean on_start_cancelled(G_GNUC_UNUSED GCancellable *cancellable, gpoi
         return G_SOURCE_REMOVE; /* acted on once run --detach returns: it is never interrupted */
 }
 
-/* kiln-isolate's server runs what kilnd would execute: the same program with the same global options. */
+/* kiln-isolate's server runs what kilnd would execute: the same program with the same global options,
+ * also when kiln-runtime-ns would run it (a run in a user namespace). */
 static gboolean served(KilnContainer *c)
 {
         g_auto(GStrv) globals = NULL;
@@ -695,7 +696,7 @@ static gboolean served(KilnContainer *c)
                 return FALSE;
         globals = kiln_runtime_global_argv(c->runtime, (const char *const *)c->runtime_args, c->state_root);
         return kiln_isolate_server_serves(c->isolate_server, (const char *const *)globals,
-                                          g_strv_length(globals));
+                                          g_strv_length(globals), NULL);
 }
 
 static gboolean spec_check(KilnContainer *c, GError **error)

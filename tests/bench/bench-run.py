@@ -16,8 +16,12 @@ In one run, on the same busybox root file system, prints the median wall time of
     the sequence kilnd drove before it used `run --detach`, with this script as the child subreaper
     that reaps the container's process as kilnd does;
   - a bare `unshare --mount --pid --fork --uts --ipc --net chroot ROOTFS /bin/true`;
+  - with --user, what that user could run instead without kiln: a rootless `runc run` of a bundle from
+    `runc spec --rootless` (its own state root; /bin/true, no terminal, the same ROOTFS) and
+    `unshare --user --map-root-user --mount --pid --fork --uts --ipc --net chroot ROOTFS /bin/true`;
 all interleaved (so that drift hits every row alike), and the ratios against issue 16's goals (oci at
-most 1.15x the bare `runc run`, chroot at most 2.5x the bare unshare). With --other-build, the kiln rows
+most 1.15x the bare `runc run`, chroot at most 2.5x the bare unshare); a user's kiln rows against both
+root's bare command and the user's own, labelled. With --other-build, the kiln rows
 also for a second build (its own bus, polkitd and kilnd), interleaved with this one's: before and after
 measured in the same time window. Then kilnd's RSS after 10 runs and after --leak-runs runs (0: not).
 The user's runs are started with setuid/setgid from this script, not through runuser, so that both
@@ -95,6 +99,25 @@ def bare_bundle(env, kiln, builder, work):
     return dest
 
 
+def rootless_bundle(rootfs, work, user):
+    """A `runc spec --rootless` bundle, made by @user, that runs /bin/true on @rootfs: the rootless runc
+    a user would type. Returns (bundle, the user's runc state root)."""
+    bundle = os.path.join(work, 'rootless-bundle')
+    os.mkdir(bundle)
+    pw = pwd.getpwnam(user)
+    os.chown(bundle, pw.pw_uid, pw.pw_gid)
+    subprocess.run(['runc', 'spec', '--rootless'], cwd=bundle, check=True, **user_kwargs(user))
+    path = os.path.join(bundle, 'config.json')
+    with open(path) as f:
+        spec = json.load(f)
+    spec['root'] = {'path': rootfs, 'readonly': True}
+    spec['process']['args'] = ['/bin/true']
+    spec['process']['terminal'] = False
+    with open(path, 'w') as f:
+        json.dump(spec, f)
+    return bundle, os.path.join(bundle, 'state')
+
+
 GOAL_OCI = 1.15
 GOAL_CHROOT = 2.5
 
@@ -170,8 +193,15 @@ def main():
             commands = {}
             for b in builds:
                 commands.update(b.commands)
-            commands['bare unshare chroot'] = (['unshare', '--mount', '--pid', '--fork', '--uts', '--ipc',
-                                                '--net', 'chroot', rootfs, '/bin/true'], {})
+            unshare_cmd = ['unshare', '--mount', '--pid', '--fork', '--uts', '--ipc', '--net', 'chroot', rootfs,
+                       '/bin/true']
+            commands['bare unshare chroot'] = (unshare_cmd, {})
+            if args.user:
+                user_bundle, user_root = rootless_bundle(rootfs, work, args.user)
+                rootless = ['runc', '--root', user_root, 'run', '--bundle', user_bundle, '--']
+                commands[f'bare rootless runc run {args.user}'] = (rootless, user_kwargs(args.user))
+                commands[f'bare unshare --user chroot {args.user}'] = (
+                    [unshare_cmd[0], '--user', '--map-root-user', *unshare_cmd[1:]], user_kwargs(args.user))
             storage = ctr = None
             if not args.no_buildah:
                 storage, ctr = buildah_container(rootfs, work)
@@ -184,6 +214,8 @@ def main():
             samples['bare runc create/start/delete'] = []
             for i in range(args.repeat + 1):
                 for name, (cmd, kwargs) in commands.items():
+                    if name.startswith('bare rootless runc run'):
+                        cmd = cmd + [f'rootless-{i}']
                     t = timed(cmd, **kwargs)
                     if i:
                         samples[name].append(t)
@@ -198,12 +230,18 @@ def main():
             for name, m in medians.items():
                 print(f'  {name:34s} {m:7.1f} ms')
             run, unshare = medians['bare runc run'], medians['bare unshare chroot']
+            own_run = medians.get(f'bare rootless runc run {args.user}')
+            own_unshare = medians.get(f'bare unshare --user chroot {args.user}')
             for name, m in medians.items():
                 if ' oci ' in name and not name.startswith('buildah'):
-                    print(f'  {name} / bare runc run = {m / run:.2f}x (goal <= {GOAL_OCI}x)'
+                    print(f'  {name} / bare runc run (root) = {m / run:.2f}x (goal <= {GOAL_OCI}x)'
                           f'; / bare create/start/delete = {m / medians["bare runc create/start/delete"]:.2f}x')
+                    if args.user and name.endswith(f' {args.user}'):
+                        print(f'  {name} / bare rootless runc run {args.user} = {m / own_run:.2f}x')
                 elif ' chroot ' in name and not name.startswith('bare'):
-                    print(f'  {name} / bare unshare chroot = {m / unshare:.2f}x (goal <= {GOAL_CHROOT}x)')
+                    print(f'  {name} / bare unshare chroot (root) = {m / unshare:.2f}x (goal <= {GOAL_CHROOT}x)')
+                    if args.user and name.endswith(f' {args.user}'):
+                        print(f'  {name} / bare unshare --user chroot {args.user} = {m / own_unshare:.2f}x')
             if ctr:
                 print(f'  buildah / kiln oci root = {medians["buildah oci root"] / medians["kiln oci root"]:.2f}x')
                 subprocess.run(['buildah', *storage, 'rm', ctr], stdout=subprocess.DEVNULL)

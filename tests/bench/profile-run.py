@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the time of `kiln run B /bin/true` goes (not a test: it prints figures, it asserts nothing).
 
-    tests/bench/profile-run.py [--runs 9] [--user kiln-alice] [--build DIR]
+    tests/bench/profile-run.py [--runs 9] [--user kiln-alice] [--build DIR] [--isolation chroot]
 
 Starts the integration tests' private environment, creates a busybox builder (as --user if given:
 a user namespace), warms it with three runs, then traces --runs runs with `perf trace -a` (the
@@ -15,8 +15,10 @@ the processes kilnd starts:
   D  the runtime (runc, or kiln-runtime-ns then runc): its execve to the CLI's Wait, which follows
      Start's answer once `run --detach` has returned (the command runs, or has already run);
   F  Wait to the CLI's exit: the exit, reaping, clean-up (a `delete`, when there is one), the answer.
-Prints each phase's median and every sample. oci isolation only (kiln-isolate's server starts the
-command without an execve kilnd makes). Needs perf (apt-get install linux-perf). Run as root from the
+With --isolation chroot, kiln-isolate's server starts the command without an execve kilnd makes:
+C ends, and D starts, at the server's fork of its child; "execve below kilnd" counts every program
+executed under kilnd (the container's command among them: 1 when no helper is executed).
+Prints each phase's median and every sample. Needs perf (apt-get install linux-perf). Run as root from the
 source tree after a build.
 """
 import argparse
@@ -40,8 +42,9 @@ LINE = re.compile(r'^\s*(\d+\.\d+)\s+\(\s*([\d.]*)\s*(?:ms)?\):\s+(\S+)/(\d+)\s+
 CONT = re.compile(r'^\s*\?\s+\(\s*\):\s+(\S+)/(\d+)\s+\.\.\. \[continued\]: (\w+)\(\)\)\s+=\s+(-?\d+)')
 
 
-def record(args, trace):
-    """Runs the environment and the traced runs; returns (kilnd's thread ids, client pids, wall ms)."""
+def record(args, trace, kilnd_children):
+    """Runs the environment and the traced runs; returns (kilnd's thread ids, client pids, wall ms), and
+    fills @kilnd_children (pid → kilnd's thread) with what kilnd had started before."""
     with kh.Env() as env, tempfile.TemporaryDirectory(prefix='kiln-profile-') as work:
         kiln = os.path.join(kh.BUILD_ROOT, 'cli', 'kiln')
         rootfs = os.path.join(work, 'rootfs')
@@ -49,7 +52,8 @@ def record(args, trace):
         os.chmod(work, 0o755)
         os.chmod(os.path.join(rootfs, 'root'), 0o755)  # kiln-import reads the base as the caller
         pre = ['runuser', '-u', args.user, '--'] if args.user else []
-        subprocess.run(pre + [kiln, 'from', '--name', 'prof', rootfs], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(pre + [kiln, 'from', '--name', 'prof', '--isolation', args.isolation, rootfs], check=True,
+                       stdout=subprocess.DEVNULL)
         for _ in range(3):
             subprocess.run(pre + [kiln, 'run', 'prof', '/bin/true'], check=True)
         with open(os.path.join(env.dir, 'kilnd.pid')) as f:
@@ -65,6 +69,10 @@ def record(args, trace):
             wall.append((time.perf_counter() - start) * 1000)
             time.sleep(0.3)
         kilnd = {int(t) for t in os.listdir(f'/proc/{pid}/task')}
+        # Children started before the trace (kiln-isolate's server) are below kilnd too.
+        for t in kilnd:
+            with open(f'/proc/{pid}/task/{t}/children') as f:
+                kilnd_children.update({int(c): t for c in f.read().split()})
         time.sleep(0.5)
         perf.send_signal(signal.SIGINT)
         perf.wait()
@@ -112,6 +120,12 @@ def phases(events, parent, kilnd, client):
     end = max(e[1] for e in ev)
     ours = [e for e in events if cli_exec[0] <= e[0] <= end and descends(e[3], kilnd, parent)]
     runtime = [e for e in ours if e[4] == 'execve' and e[3] not in kilnd and parent.get(e[3]) in kilnd]
+    below = [e for e in ours if e[4] == 'execve' and e[3] not in kilnd]
+    # kiln-isolate's server (kilnd's child, never executed on the run's path) forks the command's child.
+    server_fork = [e for e in ours if e[4] in ('clone', 'clone3') and e[3] not in kilnd
+                   and e[2].startswith('kiln-isolate') and e[0] >= sends[3][0]]
+    if not runtime and server_fork:
+        runtime = server_fork[:1]
     exits = [e for e in ev if e[4] == 'exit_group' and e[3] == cli]
     # polkitd is asked through GDBus, whose messages go out of and come into its own thread.
     polkit_out = [e for e in ours if e[3] in kilnd and e[2] == 'gdbus' and e[4] == 'sendmsg']
@@ -126,7 +140,8 @@ def phases(events, parent, kilnd, client):
     if runtime:
         out['D runtime run --detach, answer'] = wait - runtime[0][0]
     out['F Wait to the CLI exit'] = (exits[0][0] if exits else end) - wait
-    out['processes kilnd started'] = len({e[3] for e in runtime})
+    out['processes kilnd started'] = len({e[3] for e in runtime if e[4] == 'execve'})
+    out['execve below kilnd'] = len(below)
     return out
 
 
@@ -135,16 +150,20 @@ def main():
     parser.add_argument('--runs', type=int, default=9)
     parser.add_argument('--user')
     parser.add_argument('--build', help='build directory (default: build/ of this tree)')
+    parser.add_argument('--isolation', default='oci', choices=('oci', 'chroot'))
     args = parser.parse_args()
     kh.require_root()
     if args.build:
         kh.BUILD_ROOT = os.path.abspath(args.build)
-    print(f'build: {build_description(kh.BUILD_ROOT)}; as {args.user or "root"}')
+    print(f'build: {build_description(kh.BUILD_ROOT)}; as {args.user or "root"}, isolation {args.isolation}')
     print(f'load average: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
     with tempfile.TemporaryDirectory(prefix='kiln-perf-') as tmp:
         trace = os.path.join(tmp, 'trace')
-        kilnd, clients, wall = record(args, trace)
+        kilnd_children = {}
+        kilnd, clients, wall = record(args, trace, kilnd_children)
         events, parent = parse(trace)
+        for child, tid in kilnd_children.items():
+            parent.setdefault(child, tid)
     rows = []
     for client in clients:
         try:

@@ -3,9 +3,11 @@
 child, instead of kilnd executing kiln-isolate for each (docs/isolate.md, "The server").
 
 kilnd here takes its helpers from a directory of links to the build's, so that a test can take
-kiln-isolate away: runs that still work then cannot have executed it.
+kiln-isolate away: runs that still work then cannot have executed it. A user's run (in a user
+namespace) is served too: the server's child makes kiln-runtime-ns's mount namespace itself.
 """
 import os
+import pwd
 import signal
 import tempfile
 import unittest
@@ -13,6 +15,8 @@ import unittest
 import kiln_harness as kh
 import kiln_runlib as kr
 import kiln_testlib as kt
+import test_userns
+from test_userns import ALICE_SUBGID, ALICE_SUBUID, SUBID_COUNT, read_map
 
 _HELPERS = None
 HELPER_NAMES = ('kiln-isolate', 'kiln-runtime-ns', 'kiln-import')
@@ -23,11 +27,12 @@ def setUpModule():
     _HELPERS = tempfile.mkdtemp(prefix='kiln-helpers-')
     os.chmod(_HELPERS, 0o755)
     link_helpers()
-    kr.setup_module(extra_conf=f'[Paths]\nHelperDirectory={_HELPERS}\n')
+    # test_userns's environment (kiln-alice's subordinate ids), with kilnd's helpers taken from here.
+    test_userns.setup_with(f'[Paths]\nHelperDirectory={_HELPERS}\n')
 
 
 def tearDownModule():
-    kr.teardown_module()
+    test_userns.tearDownModule()
     for name in HELPER_NAMES:
         unlink_helper(name)
     os.rmdir(_HELPERS)
@@ -114,6 +119,50 @@ class IsolateServer(kr.RunTestCase):
         code, out, err = self.krun('--runtime-flag', 'debug', b, 'true')
         self.assertNotEqual(code, 0, 'a run with runtime_args must execute kiln-isolate, which is gone')
         self.assertIn('kiln-isolate', err)
+
+    def alices_builder(self):
+        name = self.unique_name('alice')
+
+        def readable(path):
+            os.chmod(os.path.join(path, 'root'), 0o755)  # kiln-import reads it as the caller
+        rootfs = kr.make_run_rootfs(self.unique_scratch_dir('rootfs'), extra=readable)
+        self.env.kiln('from', '--name', name, '--isolation', 'chroot', rootfs, user=kt.ALICE, check=True)
+        path = self.get_builder(name, user=kt.ALICE).object_path()
+        return kr.Builder(name, path, self.props(path)['Id'], rootfs)
+
+    def test_users_runs_execute_neither_helper(self):
+        """A run in a user namespace used to execute kiln-runtime-ns, which executed kiln-isolate: the
+        server's child now makes kiln-runtime-ns's namespace itself. Taking both programs away shows
+        it; the container is what it was (her mapping, the default capabilities, NoNewPrivs and
+        seccomp), and the server's own mount namespace is left as it was."""
+        alice = pwd.getpwnam(kt.ALICE)
+        b = self.alices_builder()
+        self.assertEqual(self.props(b.path)['UserNamespace'], 'auto')
+        server, _ = self.the_server()
+        unlink_helper('kiln-isolate')
+        unlink_helper('kiln-runtime-ns')
+        out = self.sh(b, 'id -u; id -g; echo; cat /proc/self/uid_map; echo; cat /proc/self/gid_map; echo; '
+                         'cat /proc/self/status', user=kt.ALICE)
+        ids, uid_map, gid_map, status = out.split('\n\n')
+        self.assertEqual(ids.split(), ['0', '0'])
+        self.assertEqual(read_map(uid_map), [(0, alice.pw_uid, 1), (1, ALICE_SUBUID, SUBID_COUNT)])
+        self.assertEqual(read_map(gid_map), [(0, alice.pw_gid, 1), (1, ALICE_SUBGID, SUBID_COUNT)])
+        status = kr.parse_status(status)
+        default = kr.cap_mask(kr.DEFAULT_CAPS)
+        self.assertEqual({k: int(status[k], 16) for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')},
+                         {'CapInh': 0, 'CapPrm': default, 'CapEff': default, 'CapBnd': default, 'CapAmb': 0})
+        self.assertEqual((status['NoNewPrivs'], status['Seccomp']), ('0', '2'))  # kilnd's defaults
+        # Her run's writes land as her mapped root, through the namespace made in the server's child.
+        self.sh(b, 'touch /by-alice', user=kt.ALICE)
+        st = os.stat(os.path.join(self.env.dir, 'state', 'builders', b.id, 'upper', 'by-alice'))
+        self.assertEqual((st.st_uid, st.st_gid), (alice.pw_uid, alice.pw_gid))
+        # The namespace was the child's alone: the server's mounts and namespace are kilnd's still.
+        self.assertEqual(self.the_server()[0], server)
+        self.assertEqual(os.readlink(f'/proc/{server}/ns/mnt'), os.readlink(f'/proc/{self.kilnd_pid()}/ns/mnt'))
+        with open(f'/proc/{server}/mountinfo') as f:
+            covers = [line for line in f if line.split()[4] == self.run_dir and ' - tmpfs ' in line
+                      and 'size=64k' in line]
+        self.assertEqual(covers, [], 'the tmpfs over kilnd\'s runtime directory is in the server\'s namespace')
 
     def test_server_killed_is_started_again(self):
         b = self.builder()

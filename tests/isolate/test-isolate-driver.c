@@ -256,6 +256,43 @@ static void test_timing(gconstpointer data)
                 (times[9] + times[10]) / 2, G_N_ELEMENTS(times));
 }
 
+/* A run in a user namespace is served too: kiln-runtime-ns (the one next to the server's kiln-isolate)
+ * COVER KEEP... -- and then the server's globals; anything else is not. */
+static void test_serves_wrapped(void)
+{
+        g_auto(GStrv) globals =
+                kiln_runtime_global_argv(test_env.isolate, runtime_args, test_env.state_root);
+        g_autofree char *dir = g_path_get_dirname(test_env.isolate);
+        g_autofree char *ns = g_build_filename(dir, "kiln-runtime-ns", NULL);
+        guint n = g_strv_length(globals), n_wrap = 99;
+        g_autoptr(GPtrArray) a = g_ptr_array_new();
+
+        g_assert_true(kiln_isolate_server_serves(server, (const char *const *)globals, n, &n_wrap));
+        g_assert_cmpuint(n_wrap, ==, 0);
+        g_ptr_array_add(a, ns);
+        g_ptr_array_add(a, "/run/kiln");
+        g_ptr_array_add(a, "/run/kiln/bundles/x");
+        g_ptr_array_add(a, "--");
+        for (guint i = 0; i < n; i++)
+                g_ptr_array_add(a, globals[i]);
+        g_assert_true(kiln_isolate_server_serves(server, (const char *const *)a->pdata, a->len, &n_wrap));
+        g_assert_cmpuint(n_wrap, ==, 4);
+        /* Not without "--", nor without COVER, nor another kiln-runtime-ns, nor other globals. */
+        g_assert_false(
+                kiln_isolate_server_serves(server, (const char *const *)a->pdata + 1, a->len - 1, NULL));
+        a->pdata[3] = "/run/kiln/other";
+        g_assert_false(kiln_isolate_server_serves(server, (const char *const *)a->pdata, a->len, NULL));
+        a->pdata[3] = "--";
+        a->pdata[0] = "/elsewhere/kiln-runtime-ns";
+        g_assert_false(kiln_isolate_server_serves(server, (const char *const *)a->pdata, a->len, NULL));
+        a->pdata[0] = ns;
+        g_ptr_array_remove_range(a, 1, 2);
+        g_assert_false(kiln_isolate_server_serves(server, (const char *const *)a->pdata, a->len, NULL));
+        g_ptr_array_insert(a, 1, "/run/kiln");
+        g_ptr_array_remove_index(a, a->len - 1);
+        g_assert_false(kiln_isolate_server_serves(server, (const char *const *)a->pdata, a->len, NULL));
+}
+
 static void on_request_done(gpointer data, int status)
 {
         *(int *)data = status;
@@ -278,7 +315,7 @@ static void test_server_death(void)
         g_assert_cmpint(first, >, 0);
         for (int i = 0; i < 3; i++)
                 g_assert_no_errno(stdio[i] = open("/dev/null", O_RDWR | O_CLOEXEC));
-        request = kiln_isolate_server_request(server, bundle, args, stdio, &error);
+        request = kiln_isolate_server_request(server, bundle, NULL, 0, args, stdio, &error);
         g_assert_no_error(error);
         kiln_isolate_request_watch(request, g_main_context_default(), on_request_done, &status);
         while (kiln_isolate_request_get_pid(request) == 0)
@@ -322,6 +359,7 @@ int main(int argc, char **argv)
         globals = kiln_runtime_global_argv(test_env.isolate, runtime_args, test_env.state_root);
         server = kiln_isolate_server_new((const char *const *)globals);
         g_test_add_func("/isolate-driver/served/server-death", test_server_death);
+        g_test_add_func("/isolate-driver/served/wrapped", test_serves_wrapped);
 
         for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
                 static const struct {
