@@ -32,7 +32,8 @@ static void load_once(void)
         for (size_t i = 0; i < G_N_ELEMENTS(symbols); i++) {
                 void *f = dlsym(handle, symbols[i].name);
                 if (!f) {
-                        load_error = g_strdup_printf("%s has no %s", KILN_LIBARCHIVE_SONAME, symbols[i].name);
+                        load_error =
+                                g_strdup_printf("%s has no %s", KILN_LIBARCHIVE_SONAME, symbols[i].name);
                         memset(&api, 0, sizeof(api));
                         return;
                 }
