@@ -96,8 +96,9 @@ typedef struct {
         GCancellable *cancellable;
         GError *error; /* the first failure, kept by the callbacks */
         char *buf;
-        guint64 written;   /* bytes written to out_fd */
-        guint64 writeback; /* of which writeback was started */
+        guint64 written;       /* bytes written to out_fd (by the output thread when there is one) */
+        guint64 writeback;     /* of which writeback was started */
+        struct Output *output; /* the thread writing the blob, or NULL: written in place */
 } Writer;
 
 /* The kernel is asked to start writing back every WRITEBACK_CHUNK bytes as they are written, so the
@@ -116,18 +117,16 @@ static void start_writeback(Writer *w)
         }
 }
 
-static gboolean write_all(Writer *w, const void *buf, size_t len)
+/* Writes @len bytes to the blob; the first failure is kept in @err. Runs on the output thread when
+ * there is one. */
+static gboolean write_out(Writer *w, const char *p, size_t len, int *err)
 {
-        const char *p = buf;
-
         while (len > 0) {
                 ssize_t n = write(w->out_fd, p, len);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0) {
-                        if (!w->error)
-                                g_set_error(&w->error, G_IO_ERROR, g_io_error_from_errno(errno),
-                                            "Cannot write the layer: %s", g_strerror(errno));
+                        *err = errno;
                         return FALSE;
                 }
                 p += n;
@@ -135,6 +134,155 @@ static gboolean write_all(Writer *w, const void *buf, size_t len)
                 w->written += n;
         }
         start_writeback(w);
+        return TRUE;
+}
+
+/* The blob is written by a thread of its own while the walk reads, tars and hashes the next blocks.
+ * Measured (docs/decisions.md, "Commit speed"): a commit's wall time is its CPU time, and on a loaded
+ * machine its wait for a CPU; writing into the page cache (and starting its writeback) is about half of
+ * that CPU, the read, tar and SHA-256 the other half. Two threads halve the wall time on an idle
+ * machine and get two shares of a busy one. The bytes, their order and the fsync before the blob is
+ * linked are unchanged; kilnd holds OUTPUT_BLOCKS x READ_CHUNK more (512 KiB) while a layer is written. */
+#define OUTPUT_BLOCKS 4
+
+typedef struct Output {
+        Writer *w;
+        GThread *thread;
+        GMutex lock;
+        GCond cond;
+        char *blocks[OUTPUT_BLOCKS];
+        size_t lens[OUTPUT_BLOCKS];
+        guint first; /* the oldest block not yet written */
+        guint queued;
+        gboolean closing; /* no more blocks: the thread ends when the queue is empty */
+        int err;          /* the first write's errno; once set, nothing more is written */
+} Output;
+
+static gpointer output_thread(gpointer data)
+{
+        Output *o = data;
+
+        g_mutex_lock(&o->lock);
+        for (;;) {
+                guint i;
+                int err = 0;
+
+                while (o->queued == 0 && !o->closing)
+                        g_cond_wait(&o->cond, &o->lock);
+                if (o->queued == 0)
+                        break;
+                i = o->first;
+                /* The block stays queued (its slot not reused) until it is written. */
+                g_mutex_unlock(&o->lock);
+                if (!o->err)
+                        (void)write_out(o->w, o->blocks[i], o->lens[i], &err);
+                g_mutex_lock(&o->lock);
+                if (err && !o->err)
+                        o->err = err;
+                o->first = (o->first + 1) % OUTPUT_BLOCKS;
+                o->queued--;
+                g_cond_broadcast(&o->cond);
+        }
+        g_mutex_unlock(&o->lock);
+        return NULL;
+}
+
+/* Starts the output thread; without one (no thread could be made) the blob is written in place. */
+static void output_start(Writer *w)
+{
+        Output *o = g_new0(Output, 1);
+
+        o->w = w;
+        g_mutex_init(&o->lock);
+        g_cond_init(&o->cond);
+        for (guint i = 0; i < OUTPUT_BLOCKS; i++)
+                o->blocks[i] = g_malloc(READ_CHUNK);
+        o->thread = g_thread_try_new("kiln-layer-out", output_thread, o, NULL);
+        if (!o->thread) {
+                for (guint i = 0; i < OUTPUT_BLOCKS; i++)
+                        g_free(o->blocks[i]);
+                g_mutex_clear(&o->lock);
+                g_cond_clear(&o->cond);
+                g_free(o);
+                return;
+        }
+        w->output = o;
+}
+
+/* Waits until every queued block is written and the thread has ended: called on every way out of a
+ * write, so no thread outlives it (nor writes into a descriptor its caller closes). Returns the first
+ * write's errno, or 0. */
+static int output_finish(Writer *w)
+{
+        Output *o = w->output;
+        int err;
+
+        if (!o)
+                return 0;
+        g_mutex_lock(&o->lock);
+        o->closing = TRUE;
+        g_cond_broadcast(&o->cond);
+        g_mutex_unlock(&o->lock);
+        g_thread_join(o->thread);
+        err = o->err;
+        for (guint i = 0; i < OUTPUT_BLOCKS; i++)
+                g_free(o->blocks[i]);
+        g_mutex_clear(&o->lock);
+        g_cond_clear(&o->cond);
+        g_free(o);
+        w->output = NULL;
+        return err;
+}
+
+static gboolean write_failed(Writer *w, int err)
+{
+        if (!w->error)
+                g_set_error(&w->error, G_IO_ERROR, g_io_error_from_errno(err), "Cannot write the layer: %s",
+                            g_strerror(err));
+        return FALSE;
+}
+
+/* Queues @len bytes (in blocks of at most READ_CHUNK) for the output thread: a copy, since libarchive
+ * reuses its buffer once the callback returns. */
+static gboolean output_queue(Writer *w, const char *p, size_t len)
+{
+        Output *o = w->output;
+
+        while (len > 0) {
+                size_t n = MIN(len, (size_t)READ_CHUNK);
+                guint i;
+
+                g_mutex_lock(&o->lock);
+                while (o->queued == OUTPUT_BLOCKS && !o->err)
+                        g_cond_wait(&o->cond, &o->lock);
+                if (o->err) {
+                        int err = o->err;
+                        g_mutex_unlock(&o->lock);
+                        return write_failed(w, err);
+                }
+                i = (o->first + o->queued) % OUTPUT_BLOCKS;
+                g_mutex_unlock(&o->lock);
+                /* The slot is the producer's until it is counted as queued. */
+                memcpy(o->blocks[i], p, n);
+                o->lens[i] = n;
+                g_mutex_lock(&o->lock);
+                o->queued++;
+                g_cond_broadcast(&o->cond);
+                g_mutex_unlock(&o->lock);
+                p += n;
+                len -= n;
+        }
+        return TRUE;
+}
+
+static gboolean write_all(Writer *w, const void *buf, size_t len)
+{
+        int err = 0;
+
+        if (w->output)
+                return output_queue(w, buf, len);
+        if (!write_out(w, buf, len, &err))
+                return write_failed(w, err);
         return TRUE;
 }
 
@@ -520,6 +668,7 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
         if (options->compression != KILN_COMPRESSION_NONE && !(w.compress = new_compressor(&w, error)))
                 goto out;
 
+        output_start(&w);
         w.tar = archive_write_new();
         /* pax where ustar cannot say it (long names, xattrs, large ids), ustar everywhere else. */
         r = archive_write_set_format_pax_restricted(w.tar);
@@ -546,6 +695,11 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
                 fail_archive(&w, w.compress, "/", error);
                 goto out;
         }
+        if ((r = output_finish(&w)) != 0) {
+                write_failed(&w, r);
+                fail_archive(&w, w.tar, "/", error);
+                goto out;
+        }
         sha_hex(w.diff, result->diff_id);
         if (w.compress)
                 sha_hex(w.blob, result->blob_digest);
@@ -556,6 +710,8 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
         result->entries = w.entries;
         ok = TRUE;
 out:
+        /* Before the archives are freed: their last blocks may still be queued. */
+        (void)output_finish(&w);
         if (w.tar)
                 archive_write_free(w.tar);
         if (w.compress)
@@ -575,11 +731,13 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
         Writer w = {.options = &options, .out_fd = out_fd, .cancellable = cancellable};
         Sha *diff = sha_new();
         gboolean ok = FALSE;
+        int err;
 
         w.blob = sha_new();
         w.buf = g_malloc(READ_CHUNK);
         if (!(w.compress = new_compressor(&w, error)))
                 goto out;
+        output_start(&w);
         for (;;) {
                 ssize_t n = read(in_fd, w.buf, READ_CHUNK);
                 if (n < 0 && errno == EINTR)
@@ -603,12 +761,18 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
                 fail_archive(&w, w.compress, "the layer blob", error);
                 goto out;
         }
+        if ((err = output_finish(&w)) != 0) {
+                write_failed(&w, err);
+                fail_archive(&w, w.compress, "the layer blob", error);
+                goto out;
+        }
         sha_hex(diff, result->diff_id);
         sha_hex(w.blob, result->blob_digest);
         result->blob_size = w.blob_size;
         result->tar_size = w.tar_size;
         ok = TRUE;
 out:
+        (void)output_finish(&w);
         if (w.compress)
                 archive_write_free(w.compress);
         g_free(diff);
