@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -98,13 +100,15 @@ typedef struct {
         char *buf;
         guint64 written;       /* bytes written to out_fd (by the output thread when there is one) */
         guint64 writeback;     /* of which writeback was started */
-        struct Output *output; /* the thread writing the blob, or NULL: written in place */
+        gboolean direct;       /* out_fd has O_DIRECT (the output thread's blocks are aligned for it) */
+        struct Output *output; /* the threads writing (and hashing) the blob, or NULL: in place */
 } Writer;
 
 /* The kernel is asked to start writing back every WRITEBACK_CHUNK bytes as they are written, so the
  * fsync that makes the blob durable (image-store.c) waits for the last chunk rather than for all of it:
  * the disk works while the tree is read and hashed. */
 #define WRITEBACK_CHUNK (8 * 1024 * 1024)
+#define DIRECT_ALIGN 4096
 
 static void start_writeback(Writer *w)
 {
@@ -117,14 +121,36 @@ static void start_writeback(Writer *w)
         }
 }
 
-/* Writes @len bytes to the blob; the first failure is kept in @err. Runs on the output thread when
+/* The blob's descriptor leaves O_DIRECT (for this and every later write), with which every write must
+ * start, end and lie in memory on DIRECT_ALIGN. */
+static void direct_off(Writer *w)
+{
+        int flags = fcntl(w->out_fd, F_GETFL);
+
+        if (flags >= 0)
+                (void)fcntl(w->out_fd, F_SETFL, flags & ~O_DIRECT);
+        w->direct = FALSE;
+}
+
+/* Writes @len bytes to the blob; the first failure is kept in @err. Runs on the writing thread when
  * there is one. */
 static gboolean write_out(Writer *w, const char *p, size_t len, int *err)
 {
         while (len > 0) {
-                ssize_t n = write(w->out_fd, p, len);
+                ssize_t n;
+
+                /* The tar's last block (padded to 10240 bytes) or a short write: the rest goes through the
+                 * page cache; the fsync before the blob is linked covers both. */
+                if (w->direct && (len % DIRECT_ALIGN != 0 || w->written % DIRECT_ALIGN != 0 ||
+                                  (uintptr_t)p % DIRECT_ALIGN != 0))
+                        direct_off(w);
+                n = write(w->out_fd, p, len);
                 if (n < 0 && errno == EINTR)
                         continue;
+                if (n < 0 && errno == EINVAL && w->direct) {
+                        direct_off(w); /* a file system that takes O_DIRECT but not these writes */
+                        continue;
+                }
                 if (n < 0) {
                         *err = errno;
                         return FALSE;
@@ -137,58 +163,94 @@ static gboolean write_out(Writer *w, const char *p, size_t len, int *err)
         return TRUE;
 }
 
-/* The blob is written by a thread of its own while the walk reads, tars and hashes the next blocks.
- * Measured (docs/decisions.md, "Commit speed"): a commit's wall time is its CPU time, and on a loaded
- * machine its wait for a CPU; writing into the page cache (and starting its writeback) is about half of
- * that CPU, the read, tar and SHA-256 the other half. Two threads halve the wall time on an idle
- * machine and get two shares of a busy one. The bytes, their order and the fsync before the blob is
- * linked are unchanged; kilnd holds OUTPUT_BLOCKS x READ_CHUNK more (512 KiB) while a layer is written. */
-#define OUTPUT_BLOCKS 4
+/* The blob is written and hashed by threads of their own while the walk reads and tars the next blocks,
+ * and written past the page cache (O_DIRECT). Measured (docs/decisions.md, "Commit speed"): a commit's
+ * wall time is its CPU time, and on a loaded machine its wait for a CPU; the largest and most variable
+ * part of that CPU was filling fresh page cache with the blob (2 to 5 times the SHA-256), then the
+ * SHA-256, then reading and tarring the files. The bytes, their order and the fsync before the blob is
+ * linked are unchanged; kilnd holds OUTPUT_BLOCKS x READ_CHUNK more (1 MiB) while a layer is written. */
+#define OUTPUT_BLOCKS 8
 
-typedef struct Output {
-        Writer *w;
+enum { STAGE_WRITE, STAGE_HASH, N_STAGES };
+
+typedef struct Output Output;
+
+typedef struct {
+        Output *output;
+        guint index;
         GThread *thread;
+} Stage;
+
+struct Output {
+        Writer *w;
+        Sha *hash; /* hashed by the STAGE_HASH thread, or NULL: the walk hashes in place */
+        Stage stages[N_STAGES];
         GMutex lock;
         GCond cond;
         char *blocks[OUTPUT_BLOCKS];
         size_t lens[OUTPUT_BLOCKS];
-        guint first; /* the oldest block not yet written */
-        guint queued;
-        gboolean closing; /* no more blocks: the thread ends when the queue is empty */
+        /* Counts of blocks since the start: block n is in slot n % OUTPUT_BLOCKS, free again once every
+         * stage has consumed it. */
+        guint64 produced;
+        guint64 consumed[N_STAGES];
+        gboolean closing; /* no more blocks: the threads end once they have consumed every one */
         int err;          /* the first write's errno; once set, nothing more is written */
-} Output;
+};
 
-static gpointer output_thread(gpointer data)
+static gpointer stage_thread(gpointer data)
 {
-        Output *o = data;
+        Stage *stage = data;
+        Output *o = stage->output;
+        guint i = stage->index;
 
         g_mutex_lock(&o->lock);
         for (;;) {
-                guint i;
+                guint slot;
                 int err = 0;
 
-                while (o->queued == 0 && !o->closing)
+                while (o->consumed[i] == o->produced && !o->closing)
                         g_cond_wait(&o->cond, &o->lock);
-                if (o->queued == 0)
+                if (o->consumed[i] == o->produced)
                         break;
-                i = o->first;
-                /* The block stays queued (its slot not reused) until it is written. */
+                slot = o->consumed[i] % OUTPUT_BLOCKS;
+                /* The block is not reused before every stage has counted it as consumed. */
                 g_mutex_unlock(&o->lock);
-                if (!o->err)
-                        (void)write_out(o->w, o->blocks[i], o->lens[i], &err);
+                if (i == STAGE_HASH)
+                        sha_update(o->hash, o->blocks[slot], o->lens[slot]);
+                else if (!o->err)
+                        (void)write_out(o->w, o->blocks[slot], o->lens[slot], &err);
                 g_mutex_lock(&o->lock);
                 if (err && !o->err)
                         o->err = err;
-                o->first = (o->first + 1) % OUTPUT_BLOCKS;
-                o->queued--;
+                o->consumed[i]++;
                 g_cond_broadcast(&o->cond);
         }
         g_mutex_unlock(&o->lock);
         return NULL;
 }
 
-/* Starts the output thread; without one (no thread could be made) the blob is written in place. */
-static void output_start(Writer *w)
+static guint64 slowest_stage(Output *o)
+{
+        guint64 least = o->consumed[0];
+
+        for (guint i = 1; i < N_STAGES; i++)
+                if (o->stages[i].thread)
+                        least = MIN(least, o->consumed[i]);
+        return least;
+}
+
+static void output_free(Output *o)
+{
+        for (guint i = 0; i < OUTPUT_BLOCKS; i++)
+                free(o->blocks[i]);
+        g_mutex_clear(&o->lock);
+        g_cond_clear(&o->cond);
+        g_free(o);
+}
+
+/* Starts the writing thread and, with @hash, the hashing one (which then hashes every block written
+ * into @hash). Without threads (none could be made) the blob is written and hashed in place. */
+static void output_start(Writer *w, Sha *hash, gboolean direct)
 {
         Output *o = g_new0(Output, 1);
 
@@ -196,22 +258,41 @@ static void output_start(Writer *w)
         g_mutex_init(&o->lock);
         g_cond_init(&o->cond);
         for (guint i = 0; i < OUTPUT_BLOCKS; i++)
-                o->blocks[i] = g_malloc(READ_CHUNK);
-        o->thread = g_thread_try_new("kiln-layer-out", output_thread, o, NULL);
-        if (!o->thread) {
-                for (guint i = 0; i < OUTPUT_BLOCKS; i++)
-                        g_free(o->blocks[i]);
-                g_mutex_clear(&o->lock);
-                g_cond_clear(&o->cond);
-                g_free(o);
+                if (posix_memalign((void **)&o->blocks[i], DIRECT_ALIGN, READ_CHUNK) != 0)
+                        g_error("out of memory");
+        for (guint i = 0; i < N_STAGES; i++) {
+                o->stages[i].output = o;
+                o->stages[i].index = i;
+        }
+        if (direct) {
+                /* Past the page cache: a commit's blob is written once and read again only by a push,
+                 * and filling 100 MB of fresh page cache was most of a commit's CPU (docs/decisions.md).
+                 * A file system without O_DIRECT refuses the flag: the blob goes through the cache. */
+                int flags = fcntl(w->out_fd, F_GETFL);
+                w->direct = flags >= 0 && fcntl(w->out_fd, F_SETFL, flags | O_DIRECT) == 0;
+        }
+        o->stages[STAGE_WRITE].thread =
+                g_thread_try_new("kiln-layer-out", stage_thread, &o->stages[STAGE_WRITE], NULL);
+        if (!o->stages[STAGE_WRITE].thread) {
+                if (w->direct)
+                        direct_off(w);
+                output_free(o);
                 return;
         }
         w->output = o;
+        if (hash) {
+                /* Set before the thread starts, which then reads it without the lock. */
+                o->hash = hash;
+                o->stages[STAGE_HASH].thread =
+                        g_thread_try_new("kiln-layer-sha", stage_thread, &o->stages[STAGE_HASH], NULL);
+                if (!o->stages[STAGE_HASH].thread)
+                        o->hash = NULL; /* hashed in place; nothing was queued yet */
+        }
 }
 
-/* Waits until every queued block is written and the thread has ended: called on every way out of a
- * write, so no thread outlives it (nor writes into a descriptor its caller closes). Returns the first
- * write's errno, or 0. */
+/* Waits until every queued block is consumed and the threads have ended: called on every way out of a
+ * write, so no thread outlives it (nor writes into a descriptor its caller closes, nor hashes into a
+ * context it frees). Returns the first write's errno, or 0. */
 static int output_finish(Writer *w)
 {
         Output *o = w->output;
@@ -223,14 +304,14 @@ static int output_finish(Writer *w)
         o->closing = TRUE;
         g_cond_broadcast(&o->cond);
         g_mutex_unlock(&o->lock);
-        g_thread_join(o->thread);
+        for (guint i = 0; i < N_STAGES; i++)
+                if (o->stages[i].thread)
+                        g_thread_join(o->stages[i].thread);
         err = o->err;
-        for (guint i = 0; i < OUTPUT_BLOCKS; i++)
-                g_free(o->blocks[i]);
-        g_mutex_clear(&o->lock);
-        g_cond_clear(&o->cond);
-        g_free(o);
+        output_free(o);
         w->output = NULL;
+        if (w->direct) /* the descriptor goes back as it came (fsync, and any later write in place) */
+                direct_off(w);
         return err;
 }
 
@@ -242,31 +323,31 @@ static gboolean write_failed(Writer *w, int err)
         return FALSE;
 }
 
-/* Queues @len bytes (in blocks of at most READ_CHUNK) for the output thread: a copy, since libarchive
- * reuses its buffer once the callback returns. */
+/* Queues @len bytes (in blocks of at most READ_CHUNK) for the threads: a copy, since libarchive reuses
+ * its buffer once the callback returns. */
 static gboolean output_queue(Writer *w, const char *p, size_t len)
 {
         Output *o = w->output;
 
         while (len > 0) {
                 size_t n = MIN(len, (size_t)READ_CHUNK);
-                guint i;
+                guint slot;
 
                 g_mutex_lock(&o->lock);
-                while (o->queued == OUTPUT_BLOCKS && !o->err)
+                while (o->produced - slowest_stage(o) == OUTPUT_BLOCKS && !o->err)
                         g_cond_wait(&o->cond, &o->lock);
                 if (o->err) {
                         int err = o->err;
                         g_mutex_unlock(&o->lock);
                         return write_failed(w, err);
                 }
-                i = (o->first + o->queued) % OUTPUT_BLOCKS;
+                slot = o->produced % OUTPUT_BLOCKS;
                 g_mutex_unlock(&o->lock);
-                /* The slot is the producer's until it is counted as queued. */
-                memcpy(o->blocks[i], p, n);
-                o->lens[i] = n;
+                /* The slot is the walk's until it is counted as produced. */
+                memcpy(o->blocks[slot], p, n);
+                o->lens[slot] = n;
                 g_mutex_lock(&o->lock);
-                o->queued++;
+                o->produced++;
                 g_cond_broadcast(&o->cond);
                 g_mutex_unlock(&o->lock);
                 p += n;
@@ -305,7 +386,9 @@ static la_ssize_t on_tar_bytes(struct archive *a, void *data, const void *buf, s
 {
         Writer *w = data;
 
-        sha_update(w->diff, buf, len);
+        /* Without compression the blob is the tar, hashed by the output's thread when it has one. */
+        if (w->compress || !w->output || !w->output->hash)
+                sha_update(w->diff, buf, len);
         w->tar_size += len;
         if (!w->compress) {
                 /* The blob is the tar: one hash gives both digests. */
@@ -668,7 +751,7 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
         if (options->compression != KILN_COMPRESSION_NONE && !(w.compress = new_compressor(&w, error)))
                 goto out;
 
-        output_start(&w);
+        output_start(&w, w.compress ? NULL : w.diff, !w.compress);
         w.tar = archive_write_new();
         /* pax where ustar cannot say it (long names, xattrs, large ids), ustar everywhere else. */
         r = archive_write_set_format_pax_restricted(w.tar);
@@ -737,7 +820,7 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
         w.buf = g_malloc(READ_CHUNK);
         if (!(w.compress = new_compressor(&w, error)))
                 goto out;
-        output_start(&w);
+        output_start(&w, NULL, FALSE);
         for (;;) {
                 ssize_t n = read(in_fd, w.buf, READ_CHUNK);
                 if (n < 0 && errno == EINTR)
