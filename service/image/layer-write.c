@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 
 #include <archive.h>
@@ -168,8 +169,8 @@ static gboolean write_out(Writer *w, const char *p, size_t len, int *err)
  * wall time is its CPU time, and on a loaded machine its wait for a CPU; the largest and most variable
  * part of that CPU was filling fresh page cache with the blob (2 to 5 times the SHA-256), then the
  * SHA-256, then reading and tarring the files. The bytes, their order and the fsync before the blob is
- * linked are unchanged; kilnd holds OUTPUT_BLOCKS x READ_CHUNK more (1 MiB) while a layer is written. */
-#define OUTPUT_BLOCKS 8
+ * linked are unchanged; kilnd holds OUTPUT_BLOCKS x READ_CHUNK more (2 MiB) while a layer is written. */
+#define OUTPUT_BLOCKS 16
 
 enum { STAGE_WRITE, STAGE_HASH, N_STAGES };
 
@@ -186,7 +187,10 @@ struct Output {
         Sha *hash; /* hashed by the STAGE_HASH thread, or NULL: the walk hashes in place */
         Stage stages[N_STAGES];
         GMutex lock;
-        GCond cond;
+        GCond filled;       /* a block was queued, or closing: the stages wait on it */
+        GCond consumed_one; /* a slot is free again: the walk waits on it */
+        guint stages_waiting;
+        gboolean walk_waiting;
         char *blocks[OUTPUT_BLOCKS];
         size_t lens[OUTPUT_BLOCKS];
         /* Counts of blocks since the start: block n is in slot n % OUTPUT_BLOCKS, free again once every
@@ -197,6 +201,64 @@ struct Output {
         int err;          /* the first write's errno; once set, nothing more is written */
 };
 
+/* The writing stage's share of the queue: the blocks from @first on (@n of them, none past the ring's
+ * end), in one writev, so that a direct write is one large request rather than many small ones. A
+ * block whose length is not aligned (the tar's last) is written alone. Returns how many were taken. */
+static guint write_batch(Output *o, guint first, guint n, int *err)
+{
+        struct iovec iov[OUTPUT_BLOCKS];
+        size_t total = 0;
+        guint k = 0;
+
+        while (k < n) {
+                /* An unaligned block is written alone (write_out takes it through the cache). */
+                if (k > 0 && o->lens[first + k] % DIRECT_ALIGN != 0)
+                        break;
+                iov[k].iov_base = o->blocks[first + k];
+                iov[k].iov_len = o->lens[first + k];
+                total += iov[k].iov_len;
+                k++;
+                if (iov[k - 1].iov_len % DIRECT_ALIGN != 0)
+                        break;
+        }
+        if (k == 1) {
+                (void)write_out(o->w, iov[0].iov_base, iov[0].iov_len, err);
+                return 1;
+        }
+        for (;;) {
+                ssize_t done;
+
+                if (o->w->direct && o->w->written % DIRECT_ALIGN != 0)
+                        direct_off(o->w);
+                done = writev(o->w->out_fd, iov, (int)k);
+                if (done < 0 && errno == EINTR)
+                        continue;
+                if (done < 0 && errno == EINVAL && o->w->direct) {
+                        direct_off(o->w);
+                        continue;
+                }
+                if (done < 0) {
+                        *err = errno;
+                        return k;
+                }
+                o->w->written += done;
+                if ((size_t)done < total) {
+                        /* A short write (a full disk): the rest block by block, which reports why. */
+                        for (guint j = 0; j < k && !*err; j++) {
+                                if ((size_t)done >= iov[j].iov_len) {
+                                        done -= iov[j].iov_len;
+                                        continue;
+                                }
+                                (void)write_out(o->w, (const char *)iov[j].iov_base + done,
+                                                iov[j].iov_len - done, err);
+                                done = 0;
+                        }
+                }
+                start_writeback(o->w);
+                return k;
+        }
+}
+
 static gpointer stage_thread(gpointer data)
 {
         Stage *stage = data;
@@ -205,25 +267,35 @@ static gpointer stage_thread(gpointer data)
 
         g_mutex_lock(&o->lock);
         for (;;) {
-                guint slot;
+                guint slot, n, took;
                 int err = 0;
 
-                while (o->consumed[i] == o->produced && !o->closing)
-                        g_cond_wait(&o->cond, &o->lock);
+                while (o->consumed[i] == o->produced && !o->closing) {
+                        o->stages_waiting++;
+                        g_cond_wait(&o->filled, &o->lock);
+                        o->stages_waiting--;
+                }
                 if (o->consumed[i] == o->produced)
                         break;
                 slot = o->consumed[i] % OUTPUT_BLOCKS;
-                /* The block is not reused before every stage has counted it as consumed. */
+                n = MIN(o->produced - o->consumed[i], OUTPUT_BLOCKS - slot);
+                /* These blocks are not reused before every stage has counted them as consumed. */
                 g_mutex_unlock(&o->lock);
-                if (i == STAGE_HASH)
-                        sha_update(o->hash, o->blocks[slot], o->lens[slot]);
-                else if (!o->err)
-                        (void)write_out(o->w, o->blocks[slot], o->lens[slot], &err);
+                if (i == STAGE_HASH) {
+                        for (guint k = 0; k < n; k++)
+                                sha_update(o->hash, o->blocks[slot + k], o->lens[slot + k]);
+                        took = n;
+                } else if (!o->err) {
+                        took = write_batch(o, slot, n, &err);
+                } else {
+                        took = n;
+                }
                 g_mutex_lock(&o->lock);
                 if (err && !o->err)
                         o->err = err;
-                o->consumed[i]++;
-                g_cond_broadcast(&o->cond);
+                o->consumed[i] += took;
+                if (o->walk_waiting || err)
+                        g_cond_signal(&o->consumed_one);
         }
         g_mutex_unlock(&o->lock);
         return NULL;
@@ -244,7 +316,8 @@ static void output_free(Output *o)
         for (guint i = 0; i < OUTPUT_BLOCKS; i++)
                 free(o->blocks[i]);
         g_mutex_clear(&o->lock);
-        g_cond_clear(&o->cond);
+        g_cond_clear(&o->filled);
+        g_cond_clear(&o->consumed_one);
         g_free(o);
 }
 
@@ -256,7 +329,8 @@ static void output_start(Writer *w, Sha *hash, gboolean direct)
 
         o->w = w;
         g_mutex_init(&o->lock);
-        g_cond_init(&o->cond);
+        g_cond_init(&o->filled);
+        g_cond_init(&o->consumed_one);
         for (guint i = 0; i < OUTPUT_BLOCKS; i++)
                 if (posix_memalign((void **)&o->blocks[i], DIRECT_ALIGN, READ_CHUNK) != 0)
                         g_error("out of memory");
@@ -302,7 +376,7 @@ static int output_finish(Writer *w)
                 return 0;
         g_mutex_lock(&o->lock);
         o->closing = TRUE;
-        g_cond_broadcast(&o->cond);
+        g_cond_broadcast(&o->filled);
         g_mutex_unlock(&o->lock);
         for (guint i = 0; i < N_STAGES; i++)
                 if (o->stages[i].thread)
@@ -334,8 +408,11 @@ static gboolean output_queue(Writer *w, const char *p, size_t len)
                 guint slot;
 
                 g_mutex_lock(&o->lock);
-                while (o->produced - slowest_stage(o) == OUTPUT_BLOCKS && !o->err)
-                        g_cond_wait(&o->cond, &o->lock);
+                while (o->produced - slowest_stage(o) == OUTPUT_BLOCKS && !o->err) {
+                        o->walk_waiting = TRUE;
+                        g_cond_wait(&o->consumed_one, &o->lock);
+                        o->walk_waiting = FALSE;
+                }
                 if (o->err) {
                         int err = o->err;
                         g_mutex_unlock(&o->lock);
@@ -348,7 +425,9 @@ static gboolean output_queue(Writer *w, const char *p, size_t len)
                 o->lens[slot] = n;
                 g_mutex_lock(&o->lock);
                 o->produced++;
-                g_cond_broadcast(&o->cond);
+                /* Waking costs a system call a block: only a stage that sleeps is woken. */
+                if (o->stages_waiting)
+                        g_cond_broadcast(&o->filled);
                 g_mutex_unlock(&o->lock);
                 p += n;
                 len -= n;
