@@ -186,12 +186,14 @@ def main():
             sched = sched_ms(kilnd)
             with RssWatch(kilnd) as fresh_rss:
                 fresh.append(cpu_timed([kiln, 'commit', name, f'bench/fresh:{i}'], kilnd, env=envvars))
-            # Where the wall time went: kilnd on a CPU, kilnd waiting for one, the client's CPU; the rest is
-            # kilnd asleep (the disk, the bus) and the client's start.
+            # Where the wall time went: kilnd's CPU, its threads waiting for a CPU, the client's CPU; the rest
+            # is kilnd asleep (the disk, the bus) and the client's start. schedstat counts the threads alive
+            # after the commit: a layer's writing and hashing threads have ended by then (their CPU is in
+            # kilnd's CPU, not in these two).
             ran, waited = (b - a for a, b in zip(sched, sched_ms(kilnd)))
             print(f'  fresh commit {i}: wall {fresh[-1][0] * 1000:.0f} ms; kilnd CPU '
-                  f'{(process_cpu(kilnd) - kilnd_cpu) * 1000:.0f} ms (on a CPU {ran:.0f} ms, waiting for one '
-                  f'{waited:.0f} ms); client CPU {(children_cpu() - client_cpu) * 1000:.0f} ms; '
+                  f'{(process_cpu(kilnd) - kilnd_cpu) * 1000:.0f} ms (its lasting threads on a CPU {ran:.0f} ms, '
+                  f'waiting for one {waited:.0f} ms); client CPU {(children_cpu() - client_cpu) * 1000:.0f} ms; '
                   f'load {load_average()}', flush=True)
             commit_rss.peak = max(commit_rss.peak, fresh_rss.peak)
         k = median_ms([w for w, _ in fresh])
