@@ -17,17 +17,10 @@ import unittest
 
 import kiln_runlib as kr
 import kiln_testlib as kt
+from test_commit import sha256_file
 
 STATE_MIB = 96
 FILL_MIB = 52  # the run's file: once in the builder's upper dir, then again in the layer: past STATE_MIB
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CommitOutput(unittest.TestCase):
@@ -138,7 +131,8 @@ class CommitOutput(unittest.TestCase):
         self.assertNotIn('big', [n.lstrip('./') for n in names])
 
     def test_a_large_layer_is_written_whole(self):
-        """More blocks than the output thread queues (4 x 128 KiB), in files that do not end on a block:
+        """More blocks than the ring between the walk and its threads holds (16 x 128 KiB), in files that
+        do not end on a block:
         the stored blob is the tar of the files, byte for byte in order (its digest is its name and its
         diff_id), and the files read back from it are the ones written."""
         name = 'large'
