@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 
 #include <nettle/sha2.h>
@@ -95,14 +98,17 @@ typedef struct {
         GCancellable *cancellable;
         GError *error; /* the first failure, kept by the callbacks */
         char *buf;
-        guint64 written;   /* bytes written to out_fd */
-        guint64 writeback; /* of which writeback was started */
+        guint64 written;       /* bytes written to out_fd (by the output thread when there is one) */
+        guint64 writeback;     /* of which writeback was started */
+        gboolean direct;       /* out_fd has O_DIRECT (the output thread's blocks are aligned for it) */
+        struct Output *output; /* the threads writing (and hashing) the blob, or NULL: in place */
 } Writer;
 
 /* The kernel is asked to start writing back every WRITEBACK_CHUNK bytes as they are written, so the
  * fsync that makes the blob durable (image-store.c) waits for the last chunk rather than for all of it:
  * the disk works while the tree is read and hashed. */
 #define WRITEBACK_CHUNK (8 * 1024 * 1024)
+#define DIRECT_ALIGN 4096
 
 static void start_writeback(Writer *w)
 {
@@ -115,18 +121,38 @@ static void start_writeback(Writer *w)
         }
 }
 
-static gboolean write_all(Writer *w, const void *buf, size_t len)
+/* The blob's descriptor leaves O_DIRECT (for this and every later write), with which every write must
+ * start, end and lie in memory on DIRECT_ALIGN. */
+static void direct_off(Writer *w)
 {
-        const char *p = buf;
+        int flags = fcntl(w->out_fd, F_GETFL);
 
+        if (flags >= 0)
+                (void)fcntl(w->out_fd, F_SETFL, flags & ~O_DIRECT);
+        w->direct = FALSE;
+}
+
+/* Writes @len bytes to the blob; the first failure is kept in @err. Runs on the writing thread when
+ * there is one. */
+static gboolean write_out(Writer *w, const char *p, size_t len, int *err)
+{
         while (len > 0) {
-                ssize_t n = write(w->out_fd, p, len);
+                ssize_t n;
+
+                /* The tar's last block (padded to 10240 bytes) or a short write: the rest goes through the
+                 * page cache; the fsync before the blob is linked covers both. */
+                if (w->direct && (len % DIRECT_ALIGN != 0 || w->written % DIRECT_ALIGN != 0 ||
+                                  (uintptr_t)p % DIRECT_ALIGN != 0))
+                        direct_off(w);
+                n = write(w->out_fd, p, len);
                 if (n < 0 && errno == EINTR)
                         continue;
+                if (n < 0 && errno == EINVAL && w->direct) {
+                        direct_off(w); /* a file system that takes O_DIRECT but not these writes */
+                        continue;
+                }
                 if (n < 0) {
-                        if (!w->error)
-                                g_set_error(&w->error, G_IO_ERROR, g_io_error_from_errno(errno),
-                                            "Cannot write the layer: %s", g_strerror(errno));
+                        *err = errno;
                         return FALSE;
                 }
                 p += n;
@@ -134,6 +160,288 @@ static gboolean write_all(Writer *w, const void *buf, size_t len)
                 w->written += n;
         }
         start_writeback(w);
+        return TRUE;
+}
+
+/* The blob is written and hashed by threads of their own while the walk reads and tars the next blocks,
+ * and written past the page cache (O_DIRECT). Measured (docs/decisions.md, "Commit speed"): a commit's
+ * wall time is its CPU time, and on a loaded machine its wait for a CPU; the largest and most variable
+ * part of that CPU was filling fresh page cache with the blob (2 to 5 times the SHA-256), then the
+ * SHA-256, then reading and tarring the files. The bytes, their order and the fsync before the blob is
+ * linked are unchanged; kilnd holds OUTPUT_BLOCKS x READ_CHUNK more (2 MiB) while a layer is written. */
+#define OUTPUT_BLOCKS 16
+
+enum { STAGE_WRITE, STAGE_HASH, N_STAGES };
+
+typedef struct Output Output;
+
+typedef struct {
+        Output *output;
+        guint index;
+        GThread *thread;
+} Stage;
+
+struct Output {
+        Writer *w;
+        Sha *hash; /* hashed by the STAGE_HASH thread, or NULL: the walk hashes in place */
+        Stage stages[N_STAGES];
+        GMutex lock;
+        GCond filled;       /* a block was queued, or closing: the stages wait on it */
+        GCond consumed_one; /* a slot is free again: the walk waits on it */
+        guint stages_waiting;
+        gboolean walk_waiting;
+        char *blocks[OUTPUT_BLOCKS];
+        size_t lens[OUTPUT_BLOCKS];
+        /* Counts of blocks since the start: block n is in slot n % OUTPUT_BLOCKS, free again once every
+         * stage has consumed it. */
+        guint64 produced;
+        guint64 consumed[N_STAGES];
+        gboolean closing; /* no more blocks: the threads end once they have consumed every one */
+        int err;          /* the first write's errno; once set, nothing more is written */
+};
+
+/* The writing stage's share of the queue: the blocks from @first on (@n of them, none past the ring's
+ * end), in one writev, so that a direct write is one large request rather than many small ones. A
+ * block whose length is not aligned (the tar's last) is written alone. Returns how many were taken. */
+static guint write_batch(Output *o, guint first, guint n, int *err)
+{
+        struct iovec iov[OUTPUT_BLOCKS];
+        size_t total = 0;
+        guint k = 0;
+
+        while (k < n) {
+                /* An unaligned block is written alone (write_out takes it through the cache). */
+                if (k > 0 && o->lens[first + k] % DIRECT_ALIGN != 0)
+                        break;
+                iov[k].iov_base = o->blocks[first + k];
+                iov[k].iov_len = o->lens[first + k];
+                total += iov[k].iov_len;
+                k++;
+                if (iov[k - 1].iov_len % DIRECT_ALIGN != 0)
+                        break;
+        }
+        if (k == 1) {
+                (void)write_out(o->w, iov[0].iov_base, iov[0].iov_len, err);
+                return 1;
+        }
+        for (;;) {
+                ssize_t done;
+
+                if (o->w->direct && o->w->written % DIRECT_ALIGN != 0)
+                        direct_off(o->w);
+                done = writev(o->w->out_fd, iov, (int)k);
+                if (done < 0 && errno == EINTR)
+                        continue;
+                if (done < 0 && errno == EINVAL && o->w->direct) {
+                        direct_off(o->w);
+                        continue;
+                }
+                if (done < 0) {
+                        *err = errno;
+                        return k;
+                }
+                o->w->written += done;
+                if ((size_t)done < total) {
+                        /* A short write (a full disk): the rest block by block, which reports why. */
+                        for (guint j = 0; j < k && !*err; j++) {
+                                if ((size_t)done >= iov[j].iov_len) {
+                                        done -= iov[j].iov_len;
+                                        continue;
+                                }
+                                (void)write_out(o->w, (const char *)iov[j].iov_base + done,
+                                                iov[j].iov_len - done, err);
+                                done = 0;
+                        }
+                }
+                start_writeback(o->w);
+                return k;
+        }
+}
+
+static gpointer stage_thread(gpointer data)
+{
+        Stage *stage = data;
+        Output *o = stage->output;
+        guint i = stage->index;
+
+        g_mutex_lock(&o->lock);
+        for (;;) {
+                guint slot, n, took;
+                int err = 0;
+
+                while (o->consumed[i] == o->produced && !o->closing) {
+                        o->stages_waiting++;
+                        g_cond_wait(&o->filled, &o->lock);
+                        o->stages_waiting--;
+                }
+                if (o->consumed[i] == o->produced)
+                        break;
+                slot = o->consumed[i] % OUTPUT_BLOCKS;
+                n = MIN(o->produced - o->consumed[i], OUTPUT_BLOCKS - slot);
+                /* These blocks are not reused before every stage has counted them as consumed. */
+                g_mutex_unlock(&o->lock);
+                if (i == STAGE_HASH) {
+                        for (guint k = 0; k < n; k++)
+                                sha_update(o->hash, o->blocks[slot + k], o->lens[slot + k]);
+                        took = n;
+                } else if (!o->err) {
+                        took = write_batch(o, slot, n, &err);
+                } else {
+                        took = n;
+                }
+                g_mutex_lock(&o->lock);
+                if (err && !o->err)
+                        o->err = err;
+                o->consumed[i] += took;
+                if (o->walk_waiting || err)
+                        g_cond_signal(&o->consumed_one);
+        }
+        g_mutex_unlock(&o->lock);
+        return NULL;
+}
+
+static guint64 slowest_stage(Output *o)
+{
+        guint64 least = o->consumed[0];
+
+        for (guint i = 1; i < N_STAGES; i++)
+                if (o->stages[i].thread)
+                        least = MIN(least, o->consumed[i]);
+        return least;
+}
+
+static void output_free(Output *o)
+{
+        for (guint i = 0; i < OUTPUT_BLOCKS; i++)
+                free(o->blocks[i]);
+        g_mutex_clear(&o->lock);
+        g_cond_clear(&o->filled);
+        g_cond_clear(&o->consumed_one);
+        g_free(o);
+}
+
+/* Starts the writing thread and, with @hash, the hashing one (which then hashes every block written
+ * into @hash). Without threads (none could be made) the blob is written and hashed in place. */
+static void output_start(Writer *w, Sha *hash, gboolean direct)
+{
+        Output *o = g_new0(Output, 1);
+
+        o->w = w;
+        g_mutex_init(&o->lock);
+        g_cond_init(&o->filled);
+        g_cond_init(&o->consumed_one);
+        for (guint i = 0; i < OUTPUT_BLOCKS; i++)
+                if (posix_memalign((void **)&o->blocks[i], DIRECT_ALIGN, READ_CHUNK) != 0)
+                        g_error("out of memory");
+        for (guint i = 0; i < N_STAGES; i++) {
+                o->stages[i].output = o;
+                o->stages[i].index = i;
+        }
+        if (direct) {
+                /* Past the page cache: a commit's blob is written once and read again only by a push,
+                 * and filling 100 MB of fresh page cache was most of a commit's CPU (docs/decisions.md).
+                 * A file system without O_DIRECT refuses the flag: the blob goes through the cache. */
+                int flags = fcntl(w->out_fd, F_GETFL);
+                w->direct = flags >= 0 && fcntl(w->out_fd, F_SETFL, flags | O_DIRECT) == 0;
+        }
+        o->stages[STAGE_WRITE].thread =
+                g_thread_try_new("kiln-layer-out", stage_thread, &o->stages[STAGE_WRITE], NULL);
+        if (!o->stages[STAGE_WRITE].thread) {
+                if (w->direct)
+                        direct_off(w);
+                output_free(o);
+                return;
+        }
+        w->output = o;
+        if (hash) {
+                /* Set before the thread starts, which then reads it without the lock. */
+                o->hash = hash;
+                o->stages[STAGE_HASH].thread =
+                        g_thread_try_new("kiln-layer-sha", stage_thread, &o->stages[STAGE_HASH], NULL);
+                if (!o->stages[STAGE_HASH].thread)
+                        o->hash = NULL; /* hashed in place; nothing was queued yet */
+        }
+}
+
+/* Waits until every queued block is consumed and the threads have ended: called on every way out of a
+ * write, so no thread outlives it (nor writes into a descriptor its caller closes, nor hashes into a
+ * context it frees). Returns the first write's errno, or 0. */
+static int output_finish(Writer *w)
+{
+        Output *o = w->output;
+        int err;
+
+        if (!o)
+                return 0;
+        g_mutex_lock(&o->lock);
+        o->closing = TRUE;
+        g_cond_broadcast(&o->filled);
+        g_mutex_unlock(&o->lock);
+        for (guint i = 0; i < N_STAGES; i++)
+                if (o->stages[i].thread)
+                        g_thread_join(o->stages[i].thread);
+        err = o->err;
+        output_free(o);
+        w->output = NULL;
+        if (w->direct) /* the descriptor goes back as it came (fsync, and any later write in place) */
+                direct_off(w);
+        return err;
+}
+
+static gboolean write_failed(Writer *w, int err)
+{
+        if (!w->error)
+                g_set_error(&w->error, G_IO_ERROR, g_io_error_from_errno(err), "Cannot write the layer: %s",
+                            g_strerror(err));
+        return FALSE;
+}
+
+/* Queues @len bytes (in blocks of at most READ_CHUNK) for the threads: a copy, since libarchive reuses
+ * its buffer once the callback returns. */
+static gboolean output_queue(Writer *w, const char *p, size_t len)
+{
+        Output *o = w->output;
+
+        while (len > 0) {
+                size_t n = MIN(len, (size_t)READ_CHUNK);
+                guint slot;
+
+                g_mutex_lock(&o->lock);
+                while (o->produced - slowest_stage(o) == OUTPUT_BLOCKS && !o->err) {
+                        o->walk_waiting = TRUE;
+                        g_cond_wait(&o->consumed_one, &o->lock);
+                        o->walk_waiting = FALSE;
+                }
+                if (o->err) {
+                        int err = o->err;
+                        g_mutex_unlock(&o->lock);
+                        return write_failed(w, err);
+                }
+                slot = o->produced % OUTPUT_BLOCKS;
+                g_mutex_unlock(&o->lock);
+                /* The slot is the walk's until it is counted as produced. */
+                memcpy(o->blocks[slot], p, n);
+                o->lens[slot] = n;
+                g_mutex_lock(&o->lock);
+                o->produced++;
+                /* Waking costs a system call a block: only a stage that sleeps is woken. */
+                if (o->stages_waiting)
+                        g_cond_broadcast(&o->filled);
+                g_mutex_unlock(&o->lock);
+                p += n;
+                len -= n;
+        }
+        return TRUE;
+}
+
+static gboolean write_all(Writer *w, const void *buf, size_t len)
+{
+        int err = 0;
+
+        if (w->output)
+                return output_queue(w, buf, len);
+        if (!write_out(w, buf, len, &err))
+                return write_failed(w, err);
         return TRUE;
 }
 
@@ -156,7 +464,9 @@ static la_ssize_t on_tar_bytes(struct archive *a, void *data, const void *buf, s
 {
         Writer *w = data;
 
-        sha_update(w->diff, buf, len);
+        /* Without compression the blob is the tar, hashed by the output's thread when it has one. */
+        if (w->compress || !w->output || !w->output->hash)
+                sha_update(w->diff, buf, len);
         w->tar_size += len;
         if (!w->compress) {
                 /* The blob is the tar: one hash gives both digests. */
@@ -519,6 +829,7 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
         if (options->compression != KILN_COMPRESSION_NONE && !(w.compress = new_compressor(&w, error)))
                 goto out;
 
+        output_start(&w, w.compress ? NULL : w.diff, !w.compress);
         w.tar = archive_write_new();
         /* pax where ustar cannot say it (long names, xattrs, large ids), ustar everywhere else. */
         r = archive_write_set_format_pax_restricted(w.tar);
@@ -545,6 +856,11 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
                 fail_archive(&w, w.compress, "/", error);
                 goto out;
         }
+        if ((r = output_finish(&w)) != 0) {
+                write_failed(&w, r);
+                fail_archive(&w, w.tar, "/", error);
+                goto out;
+        }
         sha_hex(w.diff, result->diff_id);
         if (w.compress)
                 sha_hex(w.blob, result->blob_digest);
@@ -555,6 +871,8 @@ gboolean kiln_layer_write(int root_fd, int out_fd, const KilnLayerWriteOptions *
         result->entries = w.entries;
         ok = TRUE;
 out:
+        /* Before the archives are freed: their last blocks may still be queued. */
+        (void)output_finish(&w);
         if (w.tar)
                 archive_write_free(w.tar);
         if (w.compress)
@@ -574,11 +892,13 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
         Writer w = {.options = &options, .out_fd = out_fd, .cancellable = cancellable};
         Sha *diff = sha_new();
         gboolean ok = FALSE;
+        int err;
 
         w.blob = sha_new();
         w.buf = g_malloc(READ_CHUNK);
         if (!(w.compress = new_compressor(&w, error)))
                 goto out;
+        output_start(&w, NULL, FALSE);
         for (;;) {
                 ssize_t n = read(in_fd, w.buf, READ_CHUNK);
                 if (n < 0 && errno == EINTR)
@@ -602,12 +922,18 @@ gboolean kiln_layer_compress(int in_fd, int out_fd, KilnCompression compression,
                 fail_archive(&w, w.compress, "the layer blob", error);
                 goto out;
         }
+        if ((err = output_finish(&w)) != 0) {
+                write_failed(&w, err);
+                fail_archive(&w, w.compress, "the layer blob", error);
+                goto out;
+        }
         sha_hex(diff, result->diff_id);
         sha_hex(w.blob, result->blob_digest);
         result->blob_size = w.blob_size;
         result->tar_size = w.tar_size;
         ok = TRUE;
 out:
+        (void)output_finish(&w);
         if (w.compress)
                 archive_write_free(w.compress);
         g_free(diff);

@@ -64,6 +64,21 @@ def process_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
+def sched_ms(pid):
+    """(running, waiting for a CPU) in ms over every thread @pid has now (the kernel's schedstat). A commit
+    thread is one of kilnd's pool threads, which outlive the commit."""
+    run = wait = 0
+    for task in os.listdir(f'/proc/{pid}/task'):
+        try:
+            with open(f'/proc/{pid}/task/{task}/schedstat') as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run / 1e6, wait / 1e6
+
+
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -166,8 +181,20 @@ def main():
             timed([kiln, 'from', '--name', name, base], env=envvars)
             timed([kiln, 'run', '--volume', f'{payload}:/src:ro', name, '--', 'sh', '-c',
                    f'cp -a /src /data && echo {i} > /marker'], env=envvars)
+            kilnd_cpu = process_cpu(kilnd)
+            client_cpu = children_cpu()
+            sched = sched_ms(kilnd)
             with RssWatch(kilnd) as fresh_rss:
                 fresh.append(cpu_timed([kiln, 'commit', name, f'bench/fresh:{i}'], kilnd, env=envvars))
+            # Where the wall time went: kilnd's CPU, its threads waiting for a CPU, the client's CPU; the rest
+            # is kilnd asleep (the disk, the bus) and the client's start. schedstat counts the threads alive
+            # after the commit: a layer's writing and hashing threads have ended by then (their CPU is in
+            # kilnd's CPU, not in these two).
+            ran, waited = (b - a for a, b in zip(sched, sched_ms(kilnd)))
+            print(f'  fresh commit {i}: wall {fresh[-1][0] * 1000:.0f} ms; kilnd CPU '
+                  f'{(process_cpu(kilnd) - kilnd_cpu) * 1000:.0f} ms (its lasting threads on a CPU {ran:.0f} ms, '
+                  f'waiting for one {waited:.0f} ms); client CPU {(children_cpu() - client_cpu) * 1000:.0f} ms; '
+                  f'load {load_average()}', flush=True)
             commit_rss.peak = max(commit_rss.peak, fresh_rss.peak)
         k = median_ms([w for w, _ in fresh])
         k_cpu = median_ms([c for _, c in fresh])

@@ -8,8 +8,10 @@ kiln-alice's builders have a user namespace (userns=auto) with her subordinate i
 own subuid/subgid files, so her writes are owned on the host by her uid and her ranges: the image
 must carry the container's ids instead.
 """
+import ctypes
 import hashlib
 import json
+import mmap
 import os
 import pwd
 import shutil
@@ -63,6 +65,51 @@ def sha256_file(path):
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
             h.update(block)
+    return h.hexdigest()
+
+
+def resident_pages(path):
+    """(pages of @path in the page cache, pages of @path): mincore(2) over a shared read-only mapping,
+    which maps without reading."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size = os.path.getsize(path)
+    page = os.sysconf('SC_PAGE_SIZE')
+    pages = (size + page - 1) // page
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), 'mmap')
+        try:
+            vec = ctypes.create_string_buffer(pages)
+            if libc.mincore(addr, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), 'mincore')
+            return sum(b & 1 for b in vec.raw), pages
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def sha256_file_uncached(path):
+    """sha256_file, reading with O_DIRECT so that the check puts nothing into the page cache."""
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    try:
+        buf = mmap.mmap(-1, 1 << 20)  # page-aligned, as O_DIRECT wants
+        with os.fdopen(fd, 'rb', buffering=0, closefd=False) as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                h.update(buf[:n])
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
@@ -240,6 +287,25 @@ class CommitCases(kr.RunTestCase):
         # Without the timestamp the creation time differs, so the image does.
         third = self.commit(b, 'example/repro:c')
         self.assertNotEqual(first, third)
+
+    def test_a_commit_writes_its_layer_past_the_page_cache(self):
+        """The layer blob is written with O_DIRECT (layer-write.c): filling fresh page cache with it was
+        the largest part of a commit's CPU. On the host: the stored blob is the tar of the change under
+        its own digest, and next to none of it is resident in the page cache after the commit (written
+        through the cache it would all be there: nothing else writes or reads it meanwhile)."""
+        b = self.alices_builder()
+        self.sh(b, 'head -c 16777216 /dev/urandom > /big')
+        blobs = os.path.join(self.env.dir, 'state', 'images', 'blobs', 'sha256')
+        before = set(os.listdir(blobs))
+        self.commit(b, 'example/direct')
+        new = [os.path.join(blobs, h) for h in set(os.listdir(blobs)) - before]
+        layer = max(new, key=os.path.getsize)
+        self.assertGreater(os.path.getsize(layer), 16 << 20)
+        self.assertEqual(os.path.basename(layer), sha256_file_uncached(layer))
+        resident, pages = resident_pages(layer)
+        # The tar's last block (at most 128 KiB) goes through the cache: it may be there.
+        self.assertLessEqual(resident, (128 << 10) // os.sysconf('SC_PAGE_SIZE') + 1,
+                             f'{resident} of {pages} pages of the layer are in the page cache')
 
     def test_a_builder_from_a_pushed_image_commits_on_its_layers(self):
         b = self.alices_builder()
