@@ -129,6 +129,13 @@ static void fill_hooks(KilnRunPlan *plan, SpecScratch *s, const KilnConfig *conf
                         target.has_bind_mounts = TRUE;
         s->hook_files = kiln_hooks_load((const char *const *)config->hooks_directories);
         s->hooks = g_array_new(FALSE, TRUE, sizeof(KilnHook));
+        /* pasta or slirp4netns: kiln's own gate first, so that the administrator's createRuntime hooks
+         * (and the command) find the network ready (network.h). */
+        if (plan->network) {
+                KilnHook gate;
+                kiln_network_gate_hook(plan->network, &gate);
+                g_array_append_val(s->hooks, gate);
+        }
         kiln_hooks_select(s->hook_files, &target, s->hooks);
         if (devices) {
                 g_autoptr(GArray) cdi = kiln_run_devices_hooks(devices);
