@@ -526,12 +526,12 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         if (p->options.timeout_usec > 0)
                 p->timeout_source = g_timeout_add(
                         (guint)MIN((p->options.timeout_usec + 999) / 1000, G_MAXUINT), on_timeout, p);
-        /* network=pasta or slirp4netns: the helper, started while the run was prepared, gets ready while
-         * the runtime starts; the spec's gate holds the command's exec until it is (run/network.h). The
-         * caller leaving stops it too. */
+        /* network=pasta or slirp4netns: the helper is spawned right after the runtime, and both start up
+         * together; the spec's gate holds the command's exec until the helper is ready (run/network.h).
+         * The caller leaving stops it too. */
+        start_container(p);
         if (p->plan->network)
                 kiln_network_start(p->plan->network, p->caller_left);
-        start_container(p);
 }
 
 void kiln_process_manager_init(KilnManager *m)

@@ -438,10 +438,6 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         n->gate_program = g_build_filename(config->helper_dir, "kiln-net-gate", NULL);
         if (!make_gate(n, error) || !make_namespaces(n, error))
                 return NULL;
-        if (n->helper == HELPER_PASTA)
-                watch_routes(n);
-        if (!spawn_helper(n, error))
-                return NULL;
         return g_steal_pointer(&n);
 }
 
@@ -710,9 +706,9 @@ static void write_record(KilnNetwork *n)
         (void)g_file_set_contents_full(n->record_path, record, -1, G_FILE_SET_CONTENTS_NONE, 0600, NULL);
 }
 
-/* Starts the helper as soon as its namespaces exist, from kiln_network_new(): its own start-up (tens of
- * milliseconds of pasta's) then runs while kilnd prepares the rest of the run. A helper that fails later
- * is decided on in the main loop and told at kiln_network_start(). */
+/* Starts the helper, from kiln_network_start() right after the runtime's spawn: its own start-up (tens of
+ * milliseconds of pasta's) runs while the runtime's does. Readiness or failure is decided in the main loop
+ * and told to the gate. */
 static gboolean spawn_helper(KilnNetwork *n, GError **error)
 {
         g_autoptr(GSubprocessLauncher) launcher =
@@ -878,7 +874,18 @@ static void watch_routes(KilnNetwork *n)
 
 void kiln_network_start(KilnNetwork *n, GCancellable *cancellable)
 {
-        if (!n->decided && cancellable) {
+        g_autoptr(GError) error = NULL;
+
+        /* After the runtime's spawn: kilnd's fork and exec of the helper (a few ms) then overlap the
+         * runtime's start-up instead of coming before it. The route watch before the spawn, so that no
+         * route is missed. A spawn that fails fails the gate, and the run with this error. */
+        if (n->helper == HELPER_PASTA)
+                watch_routes(n);
+        if (!spawn_helper(n, &error)) {
+                decide(n, error);
+                return;
+        }
+        if (cancellable) {
                 n->cancellable = g_object_ref(cancellable);
                 n->cancel_handler = g_cancellable_connect(cancellable, G_CALLBACK(on_cancelled), n, NULL);
         }

@@ -5,11 +5,11 @@
  *   1. kiln_network_new(), while the run is prepared: a forked child, as the builder's owner, makes a user
  *      namespace and a network namespace in it; kilnd binds both into the run's bundle (netns-user,
  *      netns-net) and the spec joins the network namespace by that path (runc and kiln-isolate alike). The
- *      helper starts at once, as the owner too, attached to those namespaces through inherited descriptors,
- *      so that its own start-up runs while the rest of the run is prepared. The spec's first createRuntime
- *      hook is kiln_network_gate_hook(): kiln-net-gate, waiting on a FIFO in the bundle (network-gate).
- *   2. kiln_network_start(), as the runtime starts (not before: the runtime's start-up and the helper's
- *      overlap): kilnd watches the helper in the main loop — ready when the namespace is configured
+ *      spec's first createRuntime hook is kiln_network_gate_hook(): kiln-net-gate, waiting on a FIFO in the
+ *      bundle (network-gate).
+ *   2. kiln_network_start(), right after the runtime's spawn: the helper is spawned, as the owner too,
+ *      attached to those namespaces through inherited descriptors, so that its start-up and the runtime's
+ *      overlap. kilnd watches it in the main loop — ready when the namespace is configured
  *      (pasta: the last default route it copies appears there, watched through rtnetlink; else its pid
  *      file; slirp4netns: its ready descriptor), failed when it exits first or takes longer than [Network]
  *      HelperTimeoutSeconds from its spawn — and tells the gate, which lets the runtime exec the command or
@@ -51,9 +51,9 @@ gboolean kiln_network_validate_dns_option(const char *arg, const char *value, GE
 gboolean kiln_network_validate_add_host(const char *arg, const char *value, GError **error);
 gboolean kiln_network_validate_option(const char *arg, const char *value, GError **error);
 
-/* Makes the namespaces of a run in @bundle for @network (pasta or slirp4netns) owned by @uid:@gid, after
- * checking @options against the helper's allow-list and finding the helper's program, and starts the
- * helper. A missing program, or one that cannot be spawned, is RuntimeFailed naming the Debian package. */
+/* Makes the namespaces of a run in @bundle for @network (pasta or slirp4netns) owned by @uid:@gid, and the
+ * gate's FIFO, after checking @options against the helper's allow-list and finding the helper's program. A
+ * missing program is RuntimeFailed naming the Debian package. */
 KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, char **options, uid_t uid,
                               gid_t gid, const char *bundle, GError **error);
 /* The bound network namespace, for the spec. */
@@ -68,8 +68,9 @@ const char *kiln_network_nameserver(const KilnNetwork *network);
  * are @network's. */
 void kiln_network_gate_hook(KilnNetwork *network, KilnHook *hook);
 
-/* Called as the runtime starts: cancelling @cancellable (the caller left) stops the helper if it is not
- * ready yet, which fails the gate. Readiness is decided (and told to the gate) in the main loop. */
+/* Spawns the helper; called right after the runtime's spawn. Readiness is decided (and told to the gate) in
+ * the main loop; a helper that cannot be spawned fails the gate at once (kiln_network_failure()).
+ * Cancelling @cancellable (the caller left) stops a helper that is not ready yet, which fails the gate. */
 void kiln_network_start(KilnNetwork *network, GCancellable *cancellable);
 
 /* When the helper failed (the gate was told so): the run's error, RuntimeFailed naming the helper and its
