@@ -680,7 +680,7 @@ static char *resolve_runtime(char *const *runtimes, const char *requested, GErro
 }
 
 /* network=pasta or slirp4netns: kilnd makes the run's network namespace itself, in the bundle, and the spec
- * joins it by path (run/network.h); the helper is started before the runtime. Owned by the builder's
+ * joins it by path (run/network.h); the helper starts with the runtime. Owned by the builder's
  * owner, as the helper runs. */
 static gboolean fill_network(KilnSpecInput *in, KilnRunPlan *plan, const KilnRunInput *run,
                              const KilnRunOptions *o, GError **error)

@@ -15,6 +15,8 @@ A pasta that is never ready ([Network] HelperTimeoutSeconds=4): the run fails wi
 pasta, its package and the timeout, not the runtime's "hook" failure; the runtime had started (prestart
 ran) but the administrator's createRuntime hook never ran; no kiln-net-gate or helper process, no
 mount and no bundle are left, and the answer comes within the timeout and a few seconds.
+A kilnd killed (SIGKILL) while the gate waits: the gate ends within seconds (an end of file on its
+FIFO), and the next kilnd finds nothing left.
 kiln-net-gate alone: 'r' on its FIFO is success, 'f', an end of file (the writer, kilnd, gone) or a FIFO
 that has no writer at all are failures, each at once.
 
@@ -204,6 +206,25 @@ class GateCases(kr.RunTestCase):
         self.assertEqual(gates_running(), [])
         self.assertTrue(self.wait_until(lambda: not self.leftovers(), 10), self.leftovers())
         self.assertEqual(self.props(b.path)['Processes'], [])
+
+    def test_gate_does_not_outlive_a_crashed_kilnd(self):
+        b = self.builder()
+        open(os.path.join(_TOOLS, 'never'), 'w').close()
+        child = self.spawn('--network', 'pasta', b, 'true')
+        self.assertTrue(self.wait_until(lambda: gates_running(), 20), f'no gate (client: {child.poll()})')
+        gates = gates_running()
+        kilnd = self.kilnd_pid()
+        try:
+            os.kill(kilnd, 9)
+            # kilnd held the FIFO's only writer: the gate sees the end of file and fails the runtime.
+            self.assertTrue(self.wait_until(lambda: not any(alive(g) for g in gates), 5),
+                            f'gate {gates} outlived kilnd')
+        finally:
+            self.env.restart_kilnd()
+            kr._warm_up()
+            self.fd_baseline = self.kilnd_fds()
+        child.communicate(timeout=30)
+        self.assertEqual(gates_running(), [])
 
 
 kr.parametrize(globals(), GateCases)
