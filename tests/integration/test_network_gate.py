@@ -110,27 +110,13 @@ def alive(pid):
         return False
 
 
-class GateCases(kr.RunTestCase):
+class GateCases(kr.ExtraConf, kr.RunTestCase):
 
     alices_builder = tu.UsernsCases_oci.alices_builder
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        with open(os.path.join(kt.ENV.dir, 'kiln.conf.extra'), 'a') as f:
-            f.write(f'[Network]\nPasta={_TOOLS}/pasta\nHelperTimeoutSeconds={TIMEOUT}\n')
-        kt.ENV.restart_kilnd()
-        kr._warm_up()
-
-    @classmethod
-    def tearDownClass(cls):
-        extra = os.path.join(kt.ENV.dir, 'kiln.conf.extra')
-        with open(extra) as f:
-            text = f.read()
-        with open(extra, 'w') as f:
-            f.write(text[:text.index(f'[Network]\nPasta={_TOOLS}/pasta')])
-        kt.ENV.restart_kilnd()
-        kr._warm_up()
+    def conf_text(cls):
+        return f'[Network]\nPasta={_TOOLS}/pasta\nHelperTimeoutSeconds={TIMEOUT}\n'
 
     def setUp(self):
         super().setUp()
