@@ -44,7 +44,10 @@ int main(int argc, char **argv)
                 if (r == 1) {
                         if (c == 'r')
                                 return 0;
-                        fputs("kiln-net-gate: the network's helper failed\n", stderr);
+                        /* The runtime reports this hook's failure first; kilnd's error, which follows, says
+                         * why. */
+                        fputs("kiln-net-gate: the run's network helper failed (kiln's error says why)\n",
+                              stderr);
                         return 1;
                 }
                 if (r == 0) {
