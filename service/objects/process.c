@@ -377,6 +377,14 @@ static void on_started(G_GNUC_UNUSED GObject *source, GAsyncResult *result, gpoi
 
         if (!kiln_container_start_finish(p->container, result, &error)) {
                 g_autoptr(GError) failed = NULL;
+                const GError *network = p->plan->network ? kiln_network_failure(p->plan->network) : NULL;
+
+                /* The network's helper failed, so its gate failed the runtime's start: the helper's error
+                 * says why, the runtime's ("hook failed") would not. */
+                if (network) {
+                        process_exited(p, 125, network, NULL);
+                        return;
+                }
                 /* The runtime checks the command at create: a shell's statuses, not a failure. */
                 if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND) ||
                     g_error_matches(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED)) {
@@ -476,21 +484,6 @@ static void start_container(KilnProcess *p)
         kiln_container_start_async(p->container, NULL, on_started, p);
 }
 
-/* Never called once the plan (and its network) is freed, so @p is alive here. */
-static void on_network_ready(const GError *error, gpointer data)
-{
-        KilnProcess *p = data;
-
-        /* Killed while the helper started (kill_process): it has ended already. */
-        if (p->state == KILN_PROCESS_EXITED)
-                return;
-        if (error) {
-                process_exited(p, 125, error, NULL);
-                return;
-        }
-        start_container(p);
-}
-
 void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, uid_t caller_uid, char **argv,
                          KilnRunOptions *options, KilnProcessMode mode)
 {
@@ -533,13 +526,12 @@ void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, u
         if (p->options.timeout_usec > 0)
                 p->timeout_source = g_timeout_add(
                         (guint)MIN((p->options.timeout_usec + 999) / 1000, G_MAXUINT), on_timeout, p);
-        /* network=pasta or slirp4netns: the helper first, attached to the namespace the spec joins; the
-         * runtime starts once it is ready (run/network.h). The caller leaving stops it too. */
-        if (p->plan->network) {
-                kiln_network_start(p->plan->network, p->caller_left, on_network_ready, p);
-                return;
-        }
+        /* network=pasta or slirp4netns: the helper is spawned right after the runtime, and both start up
+         * together; the spec's gate holds the command's exec until the helper is ready (run/network.h).
+         * The caller leaving stops it too. */
         start_container(p);
+        if (p->plan->network)
+                kiln_network_start(p->plan->network, p->caller_left);
 }
 
 void kiln_process_manager_init(KilnManager *m)

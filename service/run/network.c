@@ -59,12 +59,16 @@ struct KilnNetwork {
         gboolean want_v4, want_v6; /* the default routes pasta will copy from the host */
         gboolean seen_v4, seen_v6;
         guint route_source;
-        int exit_fd;            /* write end of slirp4netns's --exit-fd: it ends when this closes */
-        KilnNetworkReady ready; /* set from kiln_network_start() until it was told */
-        gpointer ready_data;
-        gboolean decided; /* ready or failed before kiln_network_start(): @outcome is what to tell */
+        int exit_fd; /* write end of slirp4netns's --exit-fd: it ends when this closes */
+        /* The gate (kiln-net-gate, the run's first createRuntime hook) waits on this FIFO in the bundle for
+         * one byte: 'r' ready, 'f' failed. kilnd holds its only writer (opened read-write, so that the byte
+         * stays buffered until the gate reads it): a kilnd that dies is an end of file there. */
+        char *gate_path;
+        char *gate_program;
+        const char *gate_args[3];
+        int gate_fd;
+        gboolean decided; /* ready or failed: @outcome (NULL: ready) was told to the gate */
         GError *outcome;
-        guint deliver_idle;
         guint ready_source, timeout_source;
         GCancellable *cancellable;
         gulong cancel_handler;
@@ -385,6 +389,18 @@ static gid_t primary_gid(uid_t uid)
 static gboolean spawn_helper(KilnNetwork *n, GError **error);
 static void watch_routes(KilnNetwork *n);
 
+/* The gate's FIFO, root's and 0600 in kilnd's own fresh bundle: only the runtime (root, or root in
+ * kiln-runtime-ns's mount namespace, which keeps the bundle) opens it. */
+static gboolean make_gate(KilnNetwork *n, GError **error)
+{
+        if (mkfifo(n->gate_path, 0600) < 0 ||
+            (n->gate_fd = open(n->gate_path, O_RDWR | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)) < 0)
+                return kiln_fail(error, KILN_ERROR_CODE_RUNTIME_FAILED,
+                                 "Network '%s': cannot make the gate %s: %s", helpers[n->helper].name,
+                                 n->gate_path, g_strerror(errno));
+        return TRUE;
+}
+
 KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, char **options, uid_t uid,
                               gid_t gid, const char *bundle, GError **error)
 {
@@ -392,7 +408,7 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         g_autoptr(GStrvBuilder) extra = g_strv_builder_new();
         int helper = helper_of(network);
 
-        n->userns_fd = n->netns_fd = n->ready_fd = n->exit_fd = n->route_fd = -1;
+        n->userns_fd = n->netns_fd = n->ready_fd = n->exit_fd = n->route_fd = n->gate_fd = -1;
         if (helper < 0) {
                 kiln_invalid(error, "network", "'%s' needs no helper", network);
                 return NULL;
@@ -418,11 +434,9 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
         n->netns_path = g_build_filename(bundle, "netns-net", NULL);
         n->record_path = g_build_filename(bundle, "network-helper", NULL);
         n->log_path = g_build_filename(bundle, "network-helper.log", NULL);
-        if (!make_namespaces(n, error))
-                return NULL;
-        if (n->helper == HELPER_PASTA)
-                watch_routes(n);
-        if (!spawn_helper(n, error))
+        n->gate_path = g_build_filename(bundle, "network-gate", NULL);
+        n->gate_program = g_build_filename(config->helper_dir, "kiln-net-gate", NULL);
+        if (!make_gate(n, error) || !make_namespaces(n, error))
                 return NULL;
         return g_steal_pointer(&n);
 }
@@ -430,6 +444,25 @@ KilnNetwork *kiln_network_new(const KilnConfig *config, const char *network, cha
 const char *kiln_network_netns_path(const KilnNetwork *n)
 {
         return n->netns_path;
+}
+
+void kiln_network_gate_hook(KilnNetwork *n, KilnHook *hook)
+{
+        n->gate_args[0] = n->gate_program;
+        n->gate_args[1] = n->gate_path;
+        n->gate_args[2] = NULL;
+        /* kilnd decides within HelperTimeoutSeconds of the spawn, and a kilnd that dies ends the wait: the
+         * hook's own timeout is a last bound only, past kilnd's. */
+        *hook = (KilnHook){.stage = "createRuntime",
+                           .path = n->gate_program,
+                           .args = n->gate_args,
+                           .env = NULL,
+                           .timeout = (int)MIN(n->timeout_seconds + 10, 3600)};
+}
+
+const GError *kiln_network_failure(const KilnNetwork *n)
+{
+        return n->decided ? n->outcome : NULL;
 }
 
 /* The host's default IPv4 gateway (/proc/net/route): pasta copies the host's routes, so the container's
@@ -576,29 +609,21 @@ static char *helper_log(const KilnNetwork *n)
         return g_strdup_printf(": %s", g_strdelimit(text, "\n", ' '));
 }
 
-/* Tells the starter, once; the callback may free the network (through the run's plan) only later. */
-static void finish_start(KilnNetwork *n, const GError *error)
-{
-        KilnNetworkReady ready = n->ready;
-
-        n->ready = NULL;
-        stop_waiting(n);
-        if (ready)
-                ready(error, n->ready_data);
-}
-
-/* The helper is ready (@error NULL) or failed: tell the starter, or keep it for kiln_network_start() when
- * it came first (the helper starts while the run is still being prepared). */
+/* The helper is ready (@error NULL) or failed, once: the gate is told, which lets the runtime exec the
+ * command or fails its start (the run's error is then @error, kiln_network_failure()). The runtime may be
+ * anywhere in its start-up, or not started yet: the byte waits in the FIFO. */
 static void decide(KilnNetwork *n, const GError *error)
 {
+        char word = error ? 'f' : 'r';
+
         stop_waiting(n);
-        if (n->ready) {
-                finish_start(n, error);
+        if (n->decided)
                 return;
-        }
         n->decided = TRUE;
-        g_clear_error(&n->outcome);
         n->outcome = error ? g_error_copy(error) : NULL;
+        /* One byte into an empty FIFO of this run's: it cannot block or be short. */
+        if (write(n->gate_fd, &word, 1) != 1)
+                g_warning("Cannot tell the network's gate: %s", g_strerror(errno));
 }
 
 static void fail_start(KilnNetwork *n, const char *why)
@@ -648,7 +673,7 @@ static gboolean on_cancelled_idle(gpointer data)
         KilnNetwork *n = data;
 
         n->cancel_idle = 0;
-        if (n->ready)
+        if (!n->decided)
                 fail_start(n, "was stopped: the run was cancelled");
         return G_SOURCE_REMOVE;
 }
@@ -681,9 +706,9 @@ static void write_record(KilnNetwork *n)
         (void)g_file_set_contents_full(n->record_path, record, -1, G_FILE_SET_CONTENTS_NONE, 0600, NULL);
 }
 
-/* Starts the helper as soon as its namespaces exist, from kiln_network_new(): its own start-up (tens of
- * milliseconds of pasta's) then runs while kilnd prepares the rest of the run. A helper that fails later
- * is decided on in the main loop and told at kiln_network_start(). */
+/* Starts the helper, from kiln_network_start() right after the runtime's spawn: its own start-up (tens of
+ * milliseconds of pasta's) runs while the runtime's does. Readiness or failure is decided in the main loop
+ * and told to the gate. */
 static gboolean spawn_helper(KilnNetwork *n, GError **error)
 {
         g_autoptr(GSubprocessLauncher) launcher =
@@ -847,22 +872,17 @@ static void watch_routes(KilnNetwork *n)
         n->route_source = g_unix_fd_add(n->route_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_route, n);
 }
 
-static gboolean on_deliver(gpointer data)
+void kiln_network_start(KilnNetwork *n, GCancellable *cancellable)
 {
-        KilnNetwork *n = data;
+        g_autoptr(GError) error = NULL;
 
-        n->deliver_idle = 0;
-        finish_start(n, n->outcome);
-        return G_SOURCE_REMOVE;
-}
-
-void kiln_network_start(KilnNetwork *n, GCancellable *cancellable, KilnNetworkReady ready, gpointer data)
-{
-        n->ready = ready;
-        n->ready_data = data;
-        /* Ready (or failed) while the run was prepared: told from the main loop all the same. */
-        if (n->decided) {
-                n->deliver_idle = g_idle_add(on_deliver, n);
+        /* After the runtime's spawn: kilnd's fork and exec of the helper (a few ms) then overlap the
+         * runtime's start-up instead of coming before it. The route watch before the spawn, so that no
+         * route is missed. A spawn that fails fails the gate, and the run with this error. */
+        if (n->helper == HELPER_PASTA)
+                watch_routes(n);
+        if (!spawn_helper(n, &error)) {
+                decide(n, error);
                 return;
         }
         if (cancellable) {
@@ -875,12 +895,12 @@ void kiln_network_free(KilnNetwork *n)
 {
         if (!n)
                 return;
-        /* A start still in progress is dropped: its starter is going away too. */
-        n->ready = NULL;
         stop_waiting(n);
-        if (n->deliver_idle)
-                g_source_remove(n->deliver_idle);
         kill_helper(n, FALSE);
+        /* A gate still waiting (a runtime still starting) sees the end of file: it fails. */
+        kiln_close_fdp(&n->gate_fd);
+        if (n->gate_path)
+                (void)unlink(n->gate_path);
         kiln_close_fdp(&n->ready_fd);
         kiln_close_fdp(&n->exit_fd);
         kiln_close_fdp(&n->userns_fd);
@@ -896,6 +916,8 @@ void kiln_network_free(KilnNetwork *n)
         g_free(n->netns_path);
         g_free(n->record_path);
         g_free(n->log_path);
+        g_free(n->gate_path);
+        g_free(n->gate_program);
         g_free(n);
 }
 

@@ -130,6 +130,13 @@ static void fill_hooks(KilnRunPlan *plan, SpecScratch *s, const KilnConfig *conf
                         target.has_bind_mounts = TRUE;
         s->hook_files = kiln_hooks_load((const char *const *)config->hooks_directories);
         s->hooks = g_array_new(FALSE, TRUE, sizeof(KilnHook));
+        /* pasta or slirp4netns: kiln's own gate first, so that the administrator's createRuntime hooks
+         * (and the command) find the network ready (network.h). */
+        if (plan->network) {
+                KilnHook gate;
+                kiln_network_gate_hook(plan->network, &gate);
+                g_array_append_val(s->hooks, gate);
+        }
         kiln_hooks_select(s->hook_files, &target, s->hooks);
         if (devices) {
                 g_autoptr(GArray) cdi = kiln_run_devices_hooks(devices);
@@ -670,7 +677,7 @@ static char *resolve_runtime(char *const *runtimes, const char *requested, GErro
 }
 
 /* network=pasta or slirp4netns: kilnd makes the run's network namespace itself, in the bundle, and the spec
- * joins it by path (run/network.h); the helper is started before the runtime. Owned by the builder's
+ * joins it by path (run/network.h); the helper starts with the runtime. Owned by the builder's
  * owner, as the helper runs. */
 static gboolean fill_network(KilnSpecInput *in, KilnRunPlan *plan, const KilnRunInput *run,
                              const KilnRunOptions *o, GError **error)

@@ -68,8 +68,8 @@ typedef struct KilnRunPlan {
         int early_exit_status;
         char *early_message;
         KilnRunResources resources; /* the run's cgroup and limits; the cgroup is removed with the plan */
-        /* network=pasta or slirp4netns: the run's namespaces (in the bundle) and its helper, started before
-         * the runtime (objects/process.c) and ended with the plan (run/network.h) */
+        /* network=pasta or slirp4netns: the run's namespaces (in the bundle) and its helper, started right
+         * after the runtime (objects/process.c) and ended with the plan (run/network.h) */
         KilnNetwork *network;
         GPtrArray *cache_leases; /* run parity: KilnCacheLease of the type=cache mounts (run-caches.h) */
 } KilnRunPlan;

@@ -121,6 +121,40 @@ def _warm_up():
     env.kiln('rm', name, check=True)
 
 
+def add_conf(text):
+    """Appends @text to kiln.conf.extra and restarts kilnd (warmed up), for a test class's setUpClass."""
+    with open(os.path.join(kt.ENV.dir, 'kiln.conf.extra'), 'a') as f:
+        f.write(text)
+    kt.ENV.restart_kilnd()
+    _warm_up()  # what kilnd opens once, open before a test counts its descriptors
+
+
+def remove_conf(text):
+    """Takes @text, as add_conf() appended it, and all after it out of kiln.conf.extra; restarts kilnd."""
+    extra = os.path.join(kt.ENV.dir, 'kiln.conf.extra')
+    with open(extra) as f:
+        kept = f.read()
+    with open(extra, 'w') as f:
+        f.write(kept[:kept.index(text)])
+    kt.ENV.restart_kilnd()
+    _warm_up()
+
+
+class ExtraConf:
+    """A test class's kiln.conf lines: cls.conf_text() is added before its tests, taken out after."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._conf = cls.conf_text()
+        add_conf(cls._conf)
+
+    @classmethod
+    def tearDownClass(cls):
+        remove_conf(cls._conf)
+        super().tearDownClass()
+
+
 def default_rootfs():
     global _ROOTFS
     if _ROOTFS is None:

@@ -415,27 +415,14 @@ class NetworkCases(kr.RunTestCase):
 kr.parametrize(globals(), NetworkCases)
 
 
-class MissingHelperCases(kr.RunTestCase):
+class MissingHelperCases(kr.ExtraConf, kr.RunTestCase):
     """kiln.conf names helpers that are not there: the run fails naming the package."""
     isolation = 'oci'
 
     @classmethod
-    def setUpClass(cls):
-        cls.empty = kt.ENV.scratch_dir('no-helpers')
-        with open(os.path.join(kt.ENV.dir, 'kiln.conf.extra'), 'a') as f:
-            f.write(f'[Network]\nPasta={cls.empty}/pasta\nSlirp4netns={cls.empty}/slirp4netns\n')
-        kt.ENV.restart_kilnd()
-        kr._warm_up()  # what kilnd opens once, open before a test counts its descriptors
-
-    @classmethod
-    def tearDownClass(cls):
-        extra = os.path.join(kt.ENV.dir, 'kiln.conf.extra')
-        with open(extra) as f:
-            text = f.read()
-        with open(extra, 'w') as f:
-            f.write(text[:text.index('[Network]\nPasta=')])
-        kt.ENV.restart_kilnd()
-        kr._warm_up()
+    def conf_text(cls):
+        empty = kt.ENV.scratch_dir('no-helpers')
+        return f'[Network]\nPasta={empty}/pasta\nSlirp4netns={empty}/slirp4netns\n'
 
     def test_missing_helper_names_the_package(self):
         b = self.builder()
