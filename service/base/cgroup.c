@@ -430,6 +430,46 @@ gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error)
         return TRUE;
 }
 
+static void close_fd_element(gpointer data)
+{
+        kiln_close_fdp(data);
+}
+
+GArray *kiln_cgroup_open_tasks(GArray *dirs, GError **error)
+{
+        g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+
+        g_array_set_clear_func(fds, close_fd_element);
+        for (guint i = 0; i < dirs->len; i++) {
+                const KilnCgroupDir *d = &g_array_index(dirs, KilnCgroupDir, i);
+                g_autofree char *path = g_build_filename(d->path, "tasks", NULL);
+                int fd;
+
+                if (d->unified) {
+                        kiln_fail(error, KILN_ERROR_CODE_FAILED, "cgroup: %s is cgroup v2: no tasks file",
+                                  d->path);
+                        return NULL;
+                }
+                fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0) {
+                        kiln_fail(error, KILN_ERROR_CODE_FAILED, "cgroup: open %s: %s", path,
+                                  g_strerror(errno));
+                        return NULL;
+                }
+                g_array_append_val(fds, fd);
+        }
+        return g_steal_pointer(&fds);
+}
+
+gboolean kiln_cgroup_join_self(GArray *dirs, GArray *tasks_fds, GError **error)
+{
+        for (guint i = 0; i < tasks_fds->len; i++)
+                if (write(g_array_index(tasks_fds, int, i), "0", 1) != 1)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "cgroup: move into %s: %s",
+                                         g_array_index(dirs, KilnCgroupDir, i).path, g_strerror(errno));
+        return TRUE;
+}
+
 /* ---- kilnd: removing ---- */
 
 /* Kills what is still in the cgroup at @dir. cgroup.kill where the kernel has it (5.14, v2); otherwise

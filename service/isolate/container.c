@@ -71,10 +71,12 @@ typedef struct Init {
         const IsoLaunch *launch;
         const IsoSpec *spec;
         GArray *cgroup_dirs; /* the run's cgroup, found by the parent before the clone; or NULL */
+        GArray *tasks_fds;   /* cgroup v1: its tasks files, for the init to move itself; or NULL */
         int sync_fd;
         int unshare_flags;
         pid_t host_pid;   /* the init's pid as the parent sees it (GO): the hooks' state shows it */
-        bool cgroup_seen; /* CGROUP came while waiting for HOOKS_DONE (cgroup v1 waits for it later) */
+        bool cgroup_seen; /* in the run's cgroup: moved itself (v1), or CGROUP came before it was waited for
+                           */
         char *command;    /* resolved argv[0] */
 } Init;
 
@@ -100,7 +102,7 @@ static gboolean init_hooks_before_pivot(Init *init, GError **error)
         if (spec->n_hooks[ISO_HOOK_PRESTART] || spec->n_hooks[ISO_HOOK_CREATE_RUNTIME]) {
                 if (!sync_send(init->sync_fd, MSG_HOOKS, 0, NULL))
                         return iso_fail(error, "the parent went away before the prestart hooks");
-                /* On cgroup v1 the parent's CGROUP may come first: kept for init_wait_cgroup. */
+                /* The parent's CGROUP may come first: kept for init_wait_cgroup. */
                 while ((r = sync_recv(init->sync_fd, &m)) == MSG_CGROUP)
                         init->cgroup_seen = true;
                 if (r != MSG_HOOKS_DONE)
@@ -162,10 +164,11 @@ static gboolean init_credentials(Init *init, GError **error)
         return TRUE;
 }
 
-/* The parent moves the init into the run's cgroup while the init sets up its file system (the move costs
- * an RCU grace period on cgroup v1); the init waits for it before anything of the container's can run,
- * and only then makes its cgroup namespace, whose root is the cgroup it is in. On cgroup v2 that comes
- * before the mounts: a new cgroup2 mount shows the namespace's root. */
+/* On cgroup v1 the init moved itself into the run's cgroup first thing (init_join_cgroup()); on cgroup v2
+ * the parent moves it while the init sets up its file system, and the init waits for that before
+ * anything of the container's can run. Only then does it make its cgroup namespace, whose root is the
+ * cgroup it is in. On cgroup v2 that comes before the mounts: a new cgroup2 mount shows the namespace's
+ * root; on v1 after them (the init binds the host's directories). */
 static gboolean init_wait_cgroup(Init *init, bool new_cgroupns, GError **error)
 {
         SyncMsg m;
@@ -178,6 +181,20 @@ static gboolean init_wait_cgroup(Init *init, bool new_cgroupns, GError **error)
         return TRUE;
 }
 
+/* cgroup v1: the init moves itself, before anything else it does, so that all of it (hooks included)
+ * counts against the run's limits; then it holds no descriptor of the cgroup tree. */
+static gboolean init_join_cgroup(Init *init, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        gboolean ok = kiln_cgroup_join_self(init->cgroup_dirs, init->tasks_fds, &local);
+
+        g_clear_pointer(&init->tasks_fds, g_array_unref);
+        init->cgroup_seen = ok;
+        if (!ok)
+                return iso_fail(error, "%s", local->message);
+        return TRUE;
+}
+
 static gboolean init_setup(Init *init, GError **error)
 {
         const IsoSpec *spec = init->spec;
@@ -187,6 +204,8 @@ static gboolean init_setup(Init *init, GError **error)
         SyncMsg m;
         int r;
 
+        if (init->tasks_fds && !init_join_cgroup(init, error))
+                return FALSE;
         r = sync_recv(init->sync_fd, &m);
         if (r != MSG_GO)
                 return iso_fail(error, "the parent went away before the setup");
@@ -229,11 +248,13 @@ static int init_report(const Init *init, const GError *error)
         return error->code;
 }
 
-static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, int sync_fd, int unshare_flags)
+static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, GArray *tasks_fds, int sync_fd,
+                     int unshare_flags)
 {
         Init init = {.launch = launch,
                      .spec = launch->spec,
                      .cgroup_dirs = cgroup_dirs,
+                     .tasks_fds = tasks_fds,
                      .sync_fd = sync_fd,
                      .unshare_flags = unshare_flags};
         g_autoptr(GError) error = NULL;
@@ -306,8 +327,9 @@ static gboolean parent_make_cgroup(const IsoSpec *spec, GArray *dirs, GError **e
         return TRUE;
 }
 
-/* After GO, while the init sets up: it moves into the cgroup (only it, a process of this run) and is told.
- * It waits for that before it runs anything of the container's, so nothing it runs is ever unlimited. */
+/* cgroup v2, after GO, while the init sets up: it moves into the cgroup (only it, a process of this run)
+ * and is told. It waits for that before it runs anything of the container's, so nothing it runs is ever
+ * unlimited. (On cgroup v1 the init moves itself: kiln_cgroup_open_tasks().) */
 static gboolean parent_join_cgroup(pid_t pid, GArray *dirs, int sync_fd, GError **error)
 {
         g_autoptr(GError) local = NULL;
@@ -349,6 +371,7 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         int new_ns = iso_spec_new_namespaces(spec);
         int flags = new_ns & (CLONE_NEWUSER | CLONE_NEWPID);
         g_autoptr(GArray) cgroup_dirs = NULL;
+        g_autoptr(GArray) tasks_fds = NULL;
         g_autoptr(GError) local = NULL;
         int sync[2], status;
         SyncMsg m;
@@ -363,6 +386,8 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
                         return iso_fail(error, "%s", local->message);
                 if (!parent_make_cgroup(spec, cgroup_dirs, error))
                         return FALSE;
+                if (!kiln_cgroup_unified() && !(tasks_fds = kiln_cgroup_open_tasks(cgroup_dirs, &local)))
+                        return iso_fail(error, "%s", local->message);
         }
         if (!join_namespaces(spec, error))
                 return FALSE;
@@ -383,12 +408,14 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         }
         if (pid == 0) {
                 close(sync[0]);
-                _exit(init_main(launch, cgroup_dirs, sync[1], new_ns & ~flags));
+                _exit(init_main(launch, cgroup_dirs, g_steal_pointer(&tasks_fds), sync[1], new_ns & ~flags));
         }
         close(sync[1]);
+        g_clear_pointer(&tasks_fds, g_array_unref);
 
         if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, (int)pid, NULL) ||
-            (cgroup_dirs && !parent_join_cgroup(pid, cgroup_dirs, sync[0], error))) {
+            (cgroup_dirs && kiln_cgroup_unified() &&
+             !parent_join_cgroup(pid, cgroup_dirs, sync[0], error))) {
                 if (error && !*error)
                         iso_fail_errno(error, errno, "start the init");
                 kill(pid, SIGKILL);
