@@ -179,6 +179,7 @@ static void kiln_cgroup_dir_clear(gpointer data)
 
         g_free(d->path);
         g_free(d->mount_name);
+        g_free(d->controllers);
 }
 
 /* kiln_cgroup_dirs(); with @hybrid_unified, on a hybrid host also the directory in the unified hierarchy,
@@ -241,6 +242,7 @@ static GArray *cgroup_dirs(const char *cgroups_path, gboolean hybrid_unified, GE
                 d.unified = unified;
                 d.path = g_build_filename(h->mountpoint, base, cgroups_path, NULL);
                 d.mount_name = g_path_get_basename(h->mountpoint);
+                d.controllers = g_strdup(h->controllers);
                 g_array_append_val(dirs, d);
         }
         if (dirs->len == 0) {
@@ -297,8 +299,21 @@ static void pass_controllers_down(const char *top, const char *cgroups_path)
         }
 }
 
+/* Sets @dir's cgroup.clone_children (cgroup v1) unless it is set. */
+static gboolean clone_children(const char *dir, GError **error)
+{
+        g_autofree char *path = g_build_filename(dir, "cgroup.clone_children", NULL);
+        g_autofree char *value = NULL;
+
+        if (g_file_get_contents(path, &value, NULL, NULL) && g_str_equal(g_strstrip(value), "1"))
+                return TRUE;
+        return write_at(dir, "cgroup.clone_children", "1", error);
+}
+
 /* cgroup v1's cpuset: a new cgroup starts with no CPUs and no memory nodes, and refuses processes until
- * it has some; each level made gets its parent's (as runc does). */
+ * it has some; each level made gets its parent's (as runc does). Writing them makes the kernel rebuild its
+ * scheduling domains (~0.5 ms here), so each level above the run's own also gets cgroup.clone_children:
+ * the run's cgroup is then born with its parent's CPUs and nodes, and the check below finds them set. */
 static gboolean fill_cpuset(const char *top, const char *cgroups_path, GError **error)
 {
         g_auto(GStrv) names = g_strsplit(cgroups_path[0] == '/' ? cgroups_path + 1 : cgroups_path, "/", -1);
@@ -307,6 +322,10 @@ static gboolean fill_cpuset(const char *top, const char *cgroups_path, GError **
         for (char **n = names; *n; n++) {
                 char *next = g_build_filename(level, *n, NULL);
 
+                if (n != names && !clone_children(level, error)) {
+                        g_free(next);
+                        return FALSE;
+                }
                 for (const char *const *f = (const char *const[]){"cpuset.cpus", "cpuset.mems", NULL}; *f;
                      f++) {
                         g_autofree char *parent_file = g_build_filename(level, *f, NULL);
@@ -332,7 +351,8 @@ static gboolean fill_cpuset(const char *top, const char *cgroups_path, GError **
 
 /* Makes each level of @cgroups_path under @top, each 0755 whoever made it (runc, under kilnd's umask, or
  * us): the init of a chroot run in a user namespace binds its cgroup from the host's tree, so it must be
- * able to walk there, as anyone may walk the host's own /sys/fs/cgroup. */
+ * able to walk there, as anyone may walk the host's own /sys/fs/cgroup. A level that is there already
+ * is only looked at (a run's parents are, but for the first run). */
 static gboolean make_levels(const char *top, const char *cgroups_path, GError **error)
 {
         g_auto(GStrv) names = g_strsplit(cgroups_path[0] == '/' ? cgroups_path + 1 : cgroups_path, "/", -1);
@@ -340,16 +360,28 @@ static gboolean make_levels(const char *top, const char *cgroups_path, GError **
 
         for (char **n = names; *n; n++) {
                 char *next = g_build_filename(level, *n, NULL);
+                struct stat st;
 
                 g_free(level);
                 level = next;
                 /* Safe: under a cgroup file system, names from kiln.conf and kilnd's ids; a cgroup file
                  * system holds no links to follow. */
-                if ((mkdir(level, 0755) < 0 && errno != EEXIST) || chmod(level, 0755) < 0)
+                if (stat(level, &st) < 0 &&
+                    (errno != ENOENT || (mkdir(level, 0755) < 0 && errno != EEXIST) || stat(level, &st) < 0))
                         return kiln_fail(error, KILN_ERROR_CODE_FAILED, "cgroup: mkdir %s: %s", level,
+                                         g_strerror(errno));
+                if ((st.st_mode & 07777) != 0755 && chmod(level, 0755) < 0)
+                        return kiln_fail(error, KILN_ERROR_CODE_FAILED, "cgroup: chmod %s: %s", level,
                                          g_strerror(errno));
         }
         return TRUE;
+}
+
+/* A v1 hierarchy's files are its controllers': a look at its name, not a lookup in the file system. */
+static gboolean has_controller(const KilnCgroupDir *d, const char *controller)
+{
+        g_auto(GStrv) names = g_strsplit(d->controllers, ",", -1);
+        return g_strv_contains((const char *const *)names, controller);
 }
 
 static gboolean has_file(const char *dir, const char *file)
@@ -364,14 +396,14 @@ static gboolean write_limits(const KilnCgroupDir *d, const KilnCgroupLimits *l, 
 {
         const char *memory_file = d->unified ? "memory.max" : "memory.limit_in_bytes";
 
-        if (has_file(d->path, "pids.max") || (d->unified && l->pids_limit > 0)) {
+        if (d->unified ? has_file(d->path, "pids.max") || l->pids_limit > 0 : has_controller(d, "pids")) {
                 g_autofree char *pids = l->pids_limit > 0
                                                 ? g_strdup_printf("%" G_GINT64_FORMAT, l->pids_limit)
                                                 : g_strdup("max");
                 if (!write_at(d->path, "pids.max", pids, error))
                         return FALSE;
         }
-        if (l->memory && (d->unified || has_file(d->path, memory_file))) {
+        if (l->memory && (d->unified || has_controller(d, "memory"))) {
                 g_autofree char *memory = g_strdup_printf("%" G_GUINT64_FORMAT, l->memory);
                 if (!write_at(d->path, memory_file, memory, error))
                         return FALSE;
@@ -383,7 +415,7 @@ static gboolean write_limits(const KilnCgroupDir *d, const KilnCgroupLimits *l, 
                 g_autofree char *weight = g_strdup_printf("%" G_GUINT64_FORMAT, w);
                 if (!write_at(d->path, "cpu.weight", weight, error))
                         return FALSE;
-        } else if (!d->unified && l->cpu_shares && has_file(d->path, "cpu.shares")) {
+        } else if (!d->unified && l->cpu_shares && has_controller(d, "cpu")) {
                 g_autofree char *shares = g_strdup_printf("%" G_GUINT64_FORMAT, l->cpu_shares);
                 if (!write_at(d->path, "cpu.shares", shares, error))
                         return FALSE;
@@ -406,12 +438,12 @@ gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCg
                         return FALSE;
                 if (d->unified)
                         pass_controllers_down(top, cgroups_path);
-                else if (has_file(d->path, "cpuset.cpus") && !fill_cpuset(top, cgroups_path, error))
+                else if (has_controller(d, "cpuset") && !fill_cpuset(top, cgroups_path, error))
                         return FALSE;
                 if (!write_limits(d, limits, error))
                         return FALSE;
-                saw_pids |= d->unified || has_file(d->path, "pids.max");
-                saw_memory |= d->unified || has_file(d->path, "memory.limit_in_bytes");
+                saw_pids |= d->unified || has_controller(d, "pids");
+                saw_memory |= d->unified || has_controller(d, "memory");
         }
         if ((limits->pids_limit > 0 && !saw_pids) || (limits->memory && !saw_memory))
                 return kiln_fail(error, KILN_ERROR_CODE_FAILED,

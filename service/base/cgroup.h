@@ -57,6 +57,7 @@ void kiln_cgroup_resolve(const KilnConfig *config, gint64 pids_limit, guint64 me
 typedef struct KilnCgroupDir {
         char *path;
         char *mount_name;
+        char *controllers; /* v1: "pids", "cpu,cpuacct", "name=systemd"; "" for the unified one */
         gboolean unified;
 } KilnCgroupDir;
 GArray *kiln_cgroup_dirs(const char *cgroups_path, GError **error);
