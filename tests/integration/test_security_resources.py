@@ -133,6 +133,11 @@ class ResourceCases(kr.RunTestCase):
                 self.assertGreaterEqual(most, pids - 5, 'the fork bomb did not even start')
                 self.assertIn(f'/user-{uid}/run-', pids_path)
                 self.assertIn('/kiln-env-', pids_path)
+                # In the run's cgroup in every hierarchy, not only those with a limit (on cgroup v1
+                # kiln-isolate's init moves itself into each, the runtime moves its init).
+                for controller, path in cgroup_lines(pid).items():
+                    if UNIFIED or controller:
+                        self.assertTrue(path.endswith(pids_path.rsplit('/', 1)[1]), (controller, path))
                 self.assertEqual(read(os.path.join(pids_dir, 'pids.max')), str(pids))
                 self.assertEqual(read(os.path.join(memory_dir, 'memory.max' if UNIFIED
                                                    else 'memory.limit_in_bytes')), str(memory))
