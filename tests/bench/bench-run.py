@@ -25,7 +25,10 @@ root's bare command and the user's own, labelled. With --other-build, the kiln r
 also for a second build (its own bus, polkitd and kilnd), interleaved with this one's: before and after
 measured in the same time window. Then kilnd's RSS after 10 runs and after --leak-runs runs (0: not).
 The user's runs are started with setuid/setgid from this script, not through runuser, so that both
-pay the same client start-up. Run as root from the source tree after a build.
+pay the same client start-up. Each command starts --gap seconds (default 0.1) after the one before: on
+cgroup v1 a process moved into a cgroup by another waits for an RCU grace period (~10 ms here) unless
+such a move happened a moment before, so back to back a command's cost depended on the command before
+it (docs/performance.md). Run as root from the source tree after a build.
 """
 import argparse
 import ctypes
@@ -163,6 +166,7 @@ def main():
     parser.add_argument('--user', help='also run as this user (e.g. kiln-alice, in group kiln)')
     parser.add_argument('--no-buildah', action='store_true')
     parser.add_argument('--other-build', help='a second build directory, measured interleaved')
+    parser.add_argument('--gap', type=float, default=0.1, help='seconds of quiet before each command')
     args = parser.parse_args()
     kh.require_root()
     print(f'build: {build_description(kh.BUILD_ROOT)}')
@@ -216,10 +220,13 @@ def main():
                 for name, (cmd, kwargs) in commands.items():
                     if name.startswith('bare rootless runc run'):
                         cmd = cmd + [f'rootless-{i}']
+                    time.sleep(args.gap)
                     t = timed(cmd, **kwargs)
                     if i:
                         samples[name].append(t)
+                time.sleep(args.gap)
                 u = bare_runc_run(runc_root, bundle, f'bare-run-{i}')
+                time.sleep(args.gap)
                 r = bare_runc(runc_root, bundle, f'bare-{i}')
                 if i:
                     samples['bare runc run'].append(u)
