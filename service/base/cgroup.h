@@ -81,9 +81,10 @@ gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
  * the caller; the process it forks next writes "0" (itself: one thread, the only one it has) to each
  * with kiln_cgroup_join_self(). That move takes no machine-wide lock, where the move of another process
  * (kiln_cgroup_join()) takes cgroup_threadgroup_rwsem and waits for an RCU grace period: 0.1 ms against
- * ~11 ms on the development machine (docs/isolate.md). The kernel checks the write against the opener's
- * credentials, so the process may have entered its user namespace since. Returns an array of
- * descriptors (O_CLOEXEC), closed when it is freed; NULL with @error when one cannot be opened. */
+ * ~11 ms on the development machine (docs/decisions.md, "The init moves itself into its cgroup"). The kernel
+ * checks the write against the opener's credentials, so the process may have entered its user namespace
+ * since. Returns an array of descriptors (O_CLOEXEC), closed when it is freed; NULL with @error when one
+ * cannot be opened. */
 GArray *kiln_cgroup_open_tasks(GArray *dirs, GError **error);
 gboolean kiln_cgroup_join_self(GArray *dirs, GArray *tasks_fds, GError **error);
 

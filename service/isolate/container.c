@@ -75,8 +75,7 @@ typedef struct Init {
         int sync_fd;
         int unshare_flags;
         pid_t host_pid;   /* the init's pid as the parent sees it (GO): the hooks' state shows it */
-        bool cgroup_seen; /* in the run's cgroup: moved itself (v1), or CGROUP came before it was waited for
-                           */
+        bool cgroup_seen; /* in the run's cgroup: moved itself (v1), or the parent's CGROUP came */
         char *command;    /* resolved argv[0] */
 } Init;
 
@@ -386,6 +385,8 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
                         return iso_fail(error, "%s", local->message);
                 if (!parent_make_cgroup(spec, cgroup_dirs, error))
                         return FALSE;
+                /* Safe: the run's own cgroup directories, just made; the init writes only "0" (itself)
+                 * and closes them before anything of the container's runs. */
                 if (!kiln_cgroup_unified() && !(tasks_fds = kiln_cgroup_open_tasks(cgroup_dirs, &local)))
                         return iso_fail(error, "%s", local->message);
         }
