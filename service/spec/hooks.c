@@ -8,6 +8,7 @@
 
 /* Deeper than any hooks.d file needs; json-glib's parser recurses per level. */
 #define MAX_DEPTH 16
+#define REGEX_MAX_GROUP_DEPTH 64
 
 typedef struct {
         regex_t key;
@@ -121,10 +122,119 @@ static gboolean read_bool(JsonObject *o, const char *name, const char *member, i
         return TRUE;
 }
 
+/* An interval's bounds at @s (just after '{'): "m", "m,", "m,n" or ",n" then '}'. Returns the end (after
+ * '}') with *copies = how many copies of its operand regcomp makes, or NULL when it is no interval (then
+ * '{' is an ordinary character) or *too_big when a bound passes KILN_HOOK_REGEX_MAX_REPEAT. */
+static const char *interval(const char *s, guint64 *copies, gboolean *too_big)
+{
+        guint64 bound[2] = {0, 0};
+        gboolean comma = FALSE, digits = FALSE;
+
+        for (; *s != '}'; s++) {
+                if (*s == ',' && !comma) {
+                        comma = TRUE;
+                } else if (g_ascii_isdigit(*s)) {
+                        bound[comma] = bound[comma] * 10 + (guint64)(*s - '0');
+                        digits = TRUE;
+                        if (bound[comma] > KILN_HOOK_REGEX_MAX_REPEAT) {
+                                *too_big = TRUE;
+                                return NULL;
+                        }
+                } else {
+                        return NULL;
+                }
+        }
+        if (!digits)
+                return NULL;
+        /* "{m}": m copies; "{m,}": m and a starred one; "{m,n}", "{,n}": n. */
+        *copies = MAX(1, !comma ? bound[0] : bound[1] ? bound[1] : bound[0] + 1);
+        return s + 1;
+}
+
+/* glibc's regcomp copies what a repetition applies to ("x+" becomes "xx*", "x{2,5}" five copies of x), so
+ * nested repetitions multiply: "e" and forty '+' (found by fuzz-hooks) asked for 2^40 copies and took all
+ * of kilnd's memory. The expression is walked once, each atom counted, each group's count multiplied by
+ * what its repetition copies; past KILN_HOOK_REGEX_MAX_NODES it is refused before regcomp sees it. A
+ * bracket expression counts as one. Syntax errors are left to regcomp. */
+static gboolean regex_bounded(const char *pattern, const char **why)
+{
+        guint64 frame[REGEX_MAX_GROUP_DEPTH + 1] = {0}; /* the size of each open group */
+        guint64 last = 0; /* the operand a repetition here would copy; 0: none */
+        int depth = 0;
+
+        *why = NULL;
+        if (strlen(pattern) > KILN_HOOK_REGEX_MAX_BYTES)
+                *why = "longer than " G_STRINGIFY(KILN_HOOK_REGEX_MAX_BYTES) " bytes";
+        for (const char *s = pattern; *s && !*why;) {
+                guint64 copies = 0;
+                gboolean too_big = FALSE;
+                const char *end = NULL;
+
+                if (*s == '*' || *s == '?')
+                        copies = 1, end = s + 1;
+                else if (*s == '+')
+                        copies = 2, end = s + 1;
+                else if (*s == '{')
+                        end = interval(s + 1, &copies, &too_big);
+                if (too_big) {
+                        *why = "a repetition count above " G_STRINGIFY(KILN_HOOK_REGEX_MAX_REPEAT);
+                } else if (end && last) {
+                        /* The operand is counted once already; its copies replace it. */
+                        frame[depth] += last * (copies - 1);
+                        last *= copies;
+                        s = end;
+                } else if (end) {
+                        s = end; /* a repetition of nothing: regcomp's to refuse or take literally */
+                } else if (*s == '(' && depth == REGEX_MAX_GROUP_DEPTH) {
+                        *why = "groups nested deeper than " G_STRINGIFY(REGEX_MAX_GROUP_DEPTH);
+                } else if (*s == '(') {
+                        frame[++depth] = 0;
+                        last = 0;
+                        s++;
+                } else if (*s == ')' && depth > 0) {
+                        last = frame[depth--] + 1;
+                        frame[depth] += last;
+                        s++;
+                } else if (*s == '|' || *s == '^' || *s == '$') {
+                        last = 0;
+                        s++;
+                } else {
+                        if (*s == '[') {
+                                /* To its closing ']': a ']' first is a member, so are [:class:] and kin. */
+                                s += s[1] == '^' ? 2 : 1;
+                                s += *s == ']';
+                                while (*s && *s != ']') {
+                                        const char *close = NULL;
+                                        if (*s == '[' && (s[1] == ':' || s[1] == '.' || s[1] == '='))
+                                                close = strstr(s + 2, s[1] == ':'   ? ":]"
+                                                                      : s[1] == '.' ? ".]"
+                                                                                    : "=]");
+                                        s = close ? close + 2 : s + 1;
+                                }
+                        } else if (*s == '\\' && s[1]) {
+                                s++;
+                        }
+                        if (*s)
+                                s++;
+                        last = 1;
+                        frame[depth] += 1;
+                }
+                if (frame[depth] > KILN_HOOK_REGEX_MAX_NODES)
+                        *why = "too large once its repetitions are expanded";
+        }
+        return *why == NULL;
+}
+
 static gboolean compile(regex_t *re, const char *pattern, const char *member, GError **error)
 {
         char message[128];
-        int r = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+        const char *why = NULL;
+        int r;
+
+        if (!regex_bounded(pattern, &why))
+                return kiln_invalid(error, member, "'%.64s%s' is refused: %s", pattern,
+                                    strlen(pattern) > 64 ? "..." : "", why);
+        r = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
 
         if (r == 0)
                 return TRUE;

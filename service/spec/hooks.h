@@ -22,6 +22,9 @@
 #define KILN_HOOK_FILE_MAX_BYTES (64 * 1024) /* a larger hooks.d file is refused */
 #define KILN_HOOK_MAX_STRINGS 128            /* args, env, commands, annotations each */
 #define KILN_HOOK_MAX_TIMEOUT 3600           /* seconds */
+#define KILN_HOOK_REGEX_MAX_BYTES 1024       /* one expression */
+#define KILN_HOOK_REGEX_MAX_REPEAT 1000      /* {m,n}: Go's regexp (containers-common's) stops there too */
+#define KILN_HOOK_REGEX_MAX_NODES 10000      /* an expression's size once regcomp copied its repetitions */
 
 typedef struct KilnHookFile KilnHookFile;
 

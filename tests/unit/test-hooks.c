@@ -163,6 +163,45 @@ static void write_file(const char *dir, const char *name, const char *stage)
         g_assert_true(g_file_set_contents(path, text, -1, NULL));
 }
 
+/* glibc's regcomp copies what a repetition applies to: expressions whose copies multiply past the bound
+ * are refused before regcomp (one of them, found by fuzz-hooks, took 2 GiB), usual ones still compile. */
+static void test_expression_size(void)
+{
+        g_autofree char *open = g_strnfill(65, '('), *close = g_strnfill(65, ')'),
+                        *pluses = g_strnfill(40, '+');
+        g_autofree char *deep = g_strconcat(open, "a", close, NULL),
+                        *chain = g_strconcat("^ye", pluses, NULL);
+        const char *refused[] = {
+                chain,                                          /* 2^40 copies */
+                "((((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+)+)+", /* 2^14 */
+                "a{1001}",
+                "(a{1000}){1000}",
+                deep,
+        };
+        const char *accepted[] = {"^org\\.gpu$", "a{1000}",    "(ab)+c*[[:alpha:]]{2,3}",
+                                  "[]a+]+",      "(a|b){2,}c", "a**"};
+
+        for (gsize i = 0; i < G_N_ELEMENTS(refused); i++) {
+                g_autofree char *text = g_strdup_printf(
+                        "{\"version\": \"1.0.0\", \"hook\": {\"path\": \"/h\"}, \"when\": {\"commands\": "
+                        "[\"%s\"]}, \"stages\": [\"prestart\"]}",
+                        refused[i]);
+                g_autoptr(GError) e = NULL;
+                KilnHookFile *f = kiln_hook_file_parse(text, strlen(text), &e);
+
+                g_test_message("%s: %s", refused[i], e ? e->message : "(accepted)");
+                g_assert_null(f);
+                g_assert_error(e, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT);
+                g_assert_nonnull(strstr(e->message, "when.commands[0]"));
+                g_assert_nonnull(strstr(e->message, "refused"));
+        }
+        for (gsize i = 0; i < G_N_ELEMENTS(accepted); i++) {
+                g_autofree char *when = g_strdup_printf("{\"commands\": [\"%s\"]}", accepted[i]);
+                g_test_message("%s", accepted[i]);
+                (void)matches(when, NULL, "x", FALSE);
+        }
+}
+
 static void test_directories(void)
 {
         g_autofree char *top = g_dir_make_tmp("kiln-hooks-XXXXXX", NULL);
@@ -206,6 +245,7 @@ int main(int argc, char **argv)
         g_test_add_func("/hooks/parse", test_parse);
         g_test_add_func("/hooks/refused", test_refused);
         g_test_add_func("/hooks/matches", test_matches);
+        g_test_add_func("/hooks/expression-size", test_expression_size);
         g_test_add_func("/hooks/directories", test_directories);
         return g_test_run();
 }
