@@ -3,13 +3,15 @@
  * may run ordinary code (allocate, format errors) until it execs.
  *
  * The protocol, over a SOCK_SEQPACKET pair (close-on-exec on both ends):
- *   parent: [cgroup made] → clone → [user namespace maps] → [oom_score_adj] → rlimits → GO (with the
- *           init's pid) → [init moved into the cgroup → CGROUP] → [on HOOKS: prestart and createRuntime
- *           hooks → HOOKS_DONE] → READY → [after the execve: poststart hooks]
- *   init:   wait for GO → namespace root → other namespaces → file system up to pivot_root → [HOOKS,
- *           wait for HOOKS_DONE] → [createContainer hooks] → pivot_root and the rest → [wait for CGROUP
- *           → cgroup namespace] → terminal → capabilities, user → look the command up → READY (create:
- *           wait for `start`) → [startContainer hooks] → seccomp → execve
+ *   parent: clone → [user namespace maps] → [oom_score_adj] → rlimits → GO (with the init's pid) →
+ *           [cgroup made → v1: its tasks files (CGROUP_FDS) | v2: the init moved → CGROUP] → [on HOOKS:
+ *           prestart and createRuntime hooks → HOOKS_DONE] → READY → [after the execve: poststart hooks]
+ *   init:   wait for GO → namespace root → other namespaces → [wait for CGROUP; v1: move itself] →
+ *           file system up to pivot_root → [HOOKS, wait for HOOKS_DONE] → [createContainer hooks] →
+ *           pivot_root and the rest → [cgroup namespace] → terminal → capabilities, user → look the
+ *           command up → READY (create: wait for `start`) → [startContainer hooks] → seccomp → execve
+ * The parent makes the cgroup while the init makes its namespaces: the two are the slowest steps before
+ * the mounts, and on two processors they overlap (docs/performance.md, "The sixth round").
  * Any failure of the init is one ERROR message (its exit code and text) and the init exits with that
  * code. After READY the parent of a run keeps listening: an error before the exec still arrives, and
  * the end of the stream means the exec happened. */
@@ -25,9 +27,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/fd-passing.h"
 #include "isolate.h"
 
-enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_CGROUP, MSG_HOOKS, MSG_HOOKS_DONE };
+enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_CGROUP, MSG_CGROUP_FDS, MSG_HOOKS, MSG_HOOKS_DONE };
 
 #define MSG_TEXT_MAX 4000
 
@@ -71,12 +74,10 @@ typedef struct Init {
         const IsoLaunch *launch;
         const IsoSpec *spec;
         GArray *cgroup_dirs; /* the run's cgroup, found by the parent before the clone; or NULL */
-        GArray *tasks_fds;   /* cgroup v1: its tasks files, for the init to move itself; or NULL */
         int sync_fd;
         int unshare_flags;
-        pid_t host_pid;   /* the init's pid as the parent sees it (GO): the hooks' state shows it */
-        bool cgroup_seen; /* in the run's cgroup: moved itself (v1), or the parent's CGROUP came */
-        char *command;    /* resolved argv[0] */
+        pid_t host_pid; /* the init's pid as the parent sees it (GO): the hooks' state shows it */
+        char *command;  /* resolved argv[0] */
 } Init;
 
 static gboolean init_uts(const IsoSpec *spec, GError **error)
@@ -96,15 +97,11 @@ static gboolean init_hooks_before_pivot(Init *init, GError **error)
 {
         const IsoSpec *spec = init->spec;
         SyncMsg m;
-        int r;
 
         if (spec->n_hooks[ISO_HOOK_PRESTART] || spec->n_hooks[ISO_HOOK_CREATE_RUNTIME]) {
                 if (!sync_send(init->sync_fd, MSG_HOOKS, 0, NULL))
                         return iso_fail(error, "the parent went away before the prestart hooks");
-                /* The parent's CGROUP may come first: kept for init_wait_cgroup. */
-                while ((r = sync_recv(init->sync_fd, &m)) == MSG_CGROUP)
-                        init->cgroup_seen = true;
-                if (r != MSG_HOOKS_DONE)
+                if (sync_recv(init->sync_fd, &m) != MSG_HOOKS_DONE)
                         return iso_fail(error, "the parent went away during the prestart hooks");
         }
         return iso_hooks_run(spec, ISO_HOOK_CREATE_CONTAINER, init->launch->id, "creating", init->host_pid,
@@ -163,34 +160,68 @@ static gboolean init_credentials(Init *init, GError **error)
         return TRUE;
 }
 
-/* On cgroup v1 the init moved itself into the run's cgroup first thing (init_join_cgroup()); on cgroup v2
- * the parent moves it while the init sets up its file system, and the init waits for that before
- * anything of the container's can run. Only then does it make its cgroup namespace, whose root is the
- * cgroup it is in. On cgroup v2 that comes before the mounts: a new cgroup2 mount shows the namespace's
- * root; on v1 after them (the init binds the host's directories). */
-static gboolean init_wait_cgroup(Init *init, bool new_cgroupns, GError **error)
+/* One message, and the descriptors it carries appended to @fds (at most @max in all; more is an error). */
+static int sync_recv_fds(int fd, SyncMsg *m, GArray *fds, guint max)
 {
-        SyncMsg m;
+        int got[KILN_FDS_MAX];
+        size_t n = 0;
+        int flags = 0;
+        ssize_t len;
 
-        if (!init->cgroup_seen && sync_recv(init->sync_fd, &m) != MSG_CGROUP)
+        do
+                len = kiln_recv_fds(fd, m, sizeof(*m) - 1, got, KILN_FDS_MAX, &n, 0, &flags);
+        while (len < 0 && errno == EINTR);
+        g_array_append_vals(fds, got, (guint)n);
+        if (len <= 0)
+                return (int)len;
+        if ((size_t)len < offsetof(SyncMsg, text) || (flags & MSG_CTRUNC) || fds->len > max)
+                return -1;
+        ((char *)m)[len] = '\0';
+        return m->type;
+}
+
+static void close_fds(GArray *fds)
+{
+        for (guint i = 0; i < fds->len; i++)
+                close(g_array_index(fds, int, i));
+        g_array_unref(fds);
+}
+typedef GArray FdArray; /* of descriptors, each closed with the array */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(FdArray, close_fds)
+
+/* The parent makes the run's cgroup while the init makes its namespaces (parent_make_cgroup()); the init
+ * waits for it before its file system (a v1 one binds the cgroup's directories), so that its hooks and
+ * everything of the container's count against the run's limits. On cgroup v1 the parent sends the tasks
+ * file of each hierarchy and the init moves itself: "0" written to it, a move that takes no machine-wide
+ * lock (docs/decisions.md, "The init moves itself into its cgroup"); on cgroup v2 the parent moved it. */
+static gboolean init_wait_cgroup(Init *init, GError **error)
+{
+        g_autoptr(FdArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+        g_autoptr(GError) local = NULL;
+        SyncMsg m;
+        int r;
+
+        while ((r = sync_recv_fds(init->sync_fd, &m, fds, init->cgroup_dirs->len)) == MSG_CGROUP_FDS)
+                ;
+        if (r != MSG_CGROUP)
                 return iso_fail(error, "the parent went away before the init was in its cgroup");
-        /* Safe: a cgroup namespace only narrows what the init sees of the cgroup tree. */
-        if (new_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
-                return iso_fail_errno(error, errno, "unshare the cgroup namespace");
+        if (kiln_cgroup_unified())
+                return TRUE;
+        if (fds->len != init->cgroup_dirs->len)
+                return iso_fail(error, "cgroup: %u tasks files for %u hierarchies", fds->len,
+                                init->cgroup_dirs->len);
+        if (!kiln_cgroup_join_self(init->cgroup_dirs, fds, &local))
+                return iso_fail(error, "%s", local->message);
         return TRUE;
 }
 
-/* cgroup v1: the init moves itself, before anything else it does, so that all of it (hooks included)
- * counts against the run's limits; then it holds no descriptor of the cgroup tree. */
-static gboolean init_join_cgroup(Init *init, GError **error)
+/* Once in the run's cgroup: the namespace's root is the cgroup the init is in. On cgroup v2 that comes
+ * before the mounts (a new cgroup2 mount shows the namespace's root), on v1 after them (the init binds
+ * the host's directories). Safe: a cgroup namespace only narrows what the init sees of the cgroup tree. */
+static gboolean init_cgroupns(GError **error)
 {
-        g_autoptr(GError) local = NULL;
-        gboolean ok = kiln_cgroup_join_self(init->cgroup_dirs, init->tasks_fds, &local);
-
-        g_clear_pointer(&init->tasks_fds, g_array_unref);
-        init->cgroup_seen = ok;
-        if (!ok)
-                return iso_fail(error, "%s", local->message);
+        if (unshare(CLONE_NEWCGROUP) < 0)
+                return iso_fail_errno(error, errno, "unshare the cgroup namespace");
         return TRUE;
 }
 
@@ -201,12 +232,8 @@ static gboolean init_setup(Init *init, GError **error)
         bool late_cgroupns = cgroup && (init->unshare_flags & CLONE_NEWCGROUP);
         int flags = init->unshare_flags & ~(late_cgroupns ? CLONE_NEWCGROUP : 0);
         SyncMsg m;
-        int r;
 
-        if (init->tasks_fds && !init_join_cgroup(init, error))
-                return FALSE;
-        r = sync_recv(init->sync_fd, &m);
-        if (r != MSG_GO)
+        if (sync_recv(init->sync_fd, &m) != MSG_GO)
                 return iso_fail(error, "the parent went away before the setup");
         init->host_pid = m.code;
         if (!iso_user_become_ns_root(spec, error))
@@ -217,11 +244,13 @@ static gboolean init_setup(Init *init, GError **error)
                 return iso_fail_errno(error, errno, "unshare (0x%x)", (unsigned)flags);
         if (!init_uts(spec, error))
                 return FALSE;
-        if (cgroup && unified && !init_wait_cgroup(init, late_cgroupns, error))
+        if (cgroup && !init_wait_cgroup(init, error))
+                return FALSE;
+        if (late_cgroupns && unified && !init_cgroupns(error))
                 return FALSE;
         if (!init_file_system(init, error))
                 return FALSE;
-        if (cgroup && !unified && !init_wait_cgroup(init, late_cgroupns, error))
+        if (late_cgroupns && !unified && !init_cgroupns(error))
                 return FALSE;
         if (spec->has_umask)
                 umask(spec->umask);
@@ -247,13 +276,11 @@ static int init_report(const Init *init, const GError *error)
         return error->code;
 }
 
-static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, GArray *tasks_fds, int sync_fd,
-                     int unshare_flags)
+static int init_main(const IsoLaunch *launch, GArray *cgroup_dirs, int sync_fd, int unshare_flags)
 {
         Init init = {.launch = launch,
                      .spec = launch->spec,
                      .cgroup_dirs = cgroup_dirs,
-                     .tasks_fds = tasks_fds,
                      .sync_fd = sync_fd,
                      .unshare_flags = unshare_flags};
         g_autoptr(GError) error = NULL;
@@ -314,28 +341,34 @@ static gboolean join_namespaces(const IsoSpec *spec, GError **error)
         return TRUE;
 }
 
-/* The run's cgroup, its limits written, before the clone: the init's copy of @dirs then names directories
- * that exist (it binds them on cgroup v1). Safe: the directories are kilnd's (linux.cgroupsPath, checked
- * to be plain names under this process's own cgroup or the hierarchy's root). */
-static gboolean parent_make_cgroup(const IsoSpec *spec, GArray *dirs, GError **error)
+/* After GO, while the init makes its namespaces: the run's cgroup with its limits written; then on cgroup
+ * v1 the tasks file of each hierarchy for the init to move itself, on v2 the init moved into it; then
+ * CGROUP. Safe: the directories are kilnd's (linux.cgroupsPath, checked to be plain names under this
+ * process's own cgroup or the hierarchy's root), and the init writes only "0" (itself) to the files and
+ * closes them before anything of the container's runs. */
+static gboolean parent_make_cgroup(pid_t pid, const IsoSpec *spec, GArray *dirs, int sync_fd, GError **error)
 {
+        g_autoptr(GArray) tasks_fds = NULL;
         g_autoptr(GError) local = NULL;
 
         if (!kiln_cgroup_create(dirs, spec->cgroups_path, &spec->limits, &local))
                 return iso_fail(error, "%s", local->message);
-        return TRUE;
-}
+        if (kiln_cgroup_unified()) {
+                if (!kiln_cgroup_join(dirs, pid, &local))
+                        return iso_fail(error, "%s", local->message);
+        } else {
+                tasks_fds = kiln_cgroup_open_tasks(dirs, &local);
+                if (!tasks_fds)
+                        return iso_fail(error, "%s", local->message);
+                for (guint i = 0; i < tasks_fds->len; i += KILN_FDS_MAX) {
+                        SyncMsg m = {.type = MSG_CGROUP_FDS};
 
-/* cgroup v2, after GO, while the init sets up: it moves into the cgroup (only it, a process of this run)
- * and is told. It waits for that before it runs anything of the container's, so nothing it runs is ever
- * unlimited. (On cgroup v1 the init moves itself: kiln_cgroup_open_tasks().) */
-static gboolean parent_join_cgroup(pid_t pid, GArray *dirs, int sync_fd, GError **error)
-{
-        g_autoptr(GError) local = NULL;
-
-        if (!kiln_cgroup_join(dirs, pid, &local))
-                return iso_fail(error, "%s", local->message);
-        /* An init that failed meanwhile is gone; its error is the next message to read. */
+                        /* An init that failed meanwhile is gone; its error is the next message to read. */
+                        (void)kiln_send_fds(sync_fd, &m, offsetof(SyncMsg, text),
+                                            &g_array_index(tasks_fds, int, i),
+                                            MIN(KILN_FDS_MAX, tasks_fds->len - i));
+                }
+        }
         (void)sync_send(sync_fd, MSG_CGROUP, 0, NULL);
         return TRUE;
 }
@@ -370,7 +403,6 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         int new_ns = iso_spec_new_namespaces(spec);
         int flags = new_ns & (CLONE_NEWUSER | CLONE_NEWPID);
         g_autoptr(GArray) cgroup_dirs = NULL;
-        g_autoptr(GArray) tasks_fds = NULL;
         g_autoptr(GError) local = NULL;
         int sync[2], status;
         SyncMsg m;
@@ -382,12 +414,6 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         if (spec->cgroups_path) {
                 cgroup_dirs = kiln_cgroup_dirs(spec->cgroups_path, &local);
                 if (!cgroup_dirs)
-                        return iso_fail(error, "%s", local->message);
-                if (!parent_make_cgroup(spec, cgroup_dirs, error))
-                        return FALSE;
-                /* Safe: the run's own cgroup directories, just made; the init writes only "0" (itself)
-                 * and closes them before anything of the container's runs. */
-                if (!kiln_cgroup_unified() && !(tasks_fds = kiln_cgroup_open_tasks(cgroup_dirs, &local)))
                         return iso_fail(error, "%s", local->message);
         }
         if (!join_namespaces(spec, error))
@@ -409,14 +435,12 @@ gboolean iso_container_launch(const IsoLaunch *launch, pid_t *ret_pid, GError **
         }
         if (pid == 0) {
                 close(sync[0]);
-                _exit(init_main(launch, cgroup_dirs, g_steal_pointer(&tasks_fds), sync[1], new_ns & ~flags));
+                _exit(init_main(launch, cgroup_dirs, sync[1], new_ns & ~flags));
         }
         close(sync[1]);
-        g_clear_pointer(&tasks_fds, g_array_unref);
 
         if (!parent_configure(pid, spec, error) || !sync_send(sync[0], MSG_GO, (int)pid, NULL) ||
-            (cgroup_dirs && kiln_cgroup_unified() &&
-             !parent_join_cgroup(pid, cgroup_dirs, sync[0], error))) {
+            (cgroup_dirs && !parent_make_cgroup(pid, spec, cgroup_dirs, sync[0], error))) {
                 if (error && !*error)
                         iso_fail_errno(error, errno, "start the init");
                 kill(pid, SIGKILL);
