@@ -15,6 +15,7 @@ static const char *const v2_controllers[] = {"pids", "memory", "cpu", NULL};
 void kiln_run_resources_clear(KilnRunResources *r)
 {
         g_clear_pointer(&r->cgroups_path, g_free);
+        g_clear_pointer(&r->dirs, g_array_unref);
 }
 
 gboolean kiln_cgroup_systemd_booted(void)
@@ -525,6 +526,12 @@ static void kill_members(const char *dir)
         }
 }
 
+void kiln_cgroup_locate(KilnRunResources *resources)
+{
+        if (resources->cgroups_path && !resources->systemd && !resources->dirs)
+                resources->dirs = cgroup_dirs(resources->cgroups_path, TRUE, NULL);
+}
+
 void kiln_cgroup_remove(const KilnRunResources *resources)
 {
         g_autoptr(GArray) dirs = NULL;
@@ -532,7 +539,8 @@ void kiln_cgroup_remove(const KilnRunResources *resources)
 
         if (!resources->cgroups_path || resources->systemd)
                 return;
-        dirs = cgroup_dirs(resources->cgroups_path, TRUE, &error);
+        dirs = resources->dirs ? g_array_ref(resources->dirs)
+                               : cgroup_dirs(resources->cgroups_path, TRUE, &error);
         if (!dirs) {
                 g_warning("Cannot find the cgroup %s: %s", resources->cgroups_path, error->message);
                 return;

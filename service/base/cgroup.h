@@ -30,6 +30,7 @@ typedef struct KilnRunResources {
         guint64 memory;     /* bytes; 0: no limit */
         guint64 cpu_weight; /* 1..10000 (cgroup v2's cpu.weight); 0: not set */
         gboolean cgroup_v2; /* the host's cgroup is unified (decides cpu.shares or cpu.weight) */
+        GArray *dirs;       /* KilnCgroupDir: where the cgroup is, once kiln_cgroup_locate() found it */
 } KilnRunResources;
 
 void kiln_run_resources_clear(KilnRunResources *resources);
@@ -94,6 +95,11 @@ gboolean kiln_cgroup_join_self(GArray *dirs, GArray *tasks_fds, GError **error);
  * get no `delete` once their process is reaped (runtime.c). Nothing to do for systemd's scopes (systemd
  * removes them) or an already removed cgroup. Logs what it cannot remove. */
 void kiln_cgroup_remove(const KilnRunResources *resources);
+/* Finds the directories kiln_cgroup_remove() will remove, ahead of time: kilnd calls it once the runtime
+ * is asked to start, while it waits anyway, so that the caller's answer does not wait for the lookup;
+ * and the run's cgroup was made under the cgroup kilnd was in then. A failure is left for
+ * kiln_cgroup_remove() to find again, and report. */
+void kiln_cgroup_locate(KilnRunResources *resources);
 
 /* Whether @leaf, the last component of a cgroup path, is the cgroup of run @container_id in any of
  * the layouts kiln makes (cgroupfs "run-ID", systemd's "PREFIX-ID.scope") or a runtime's own ("ID"). */
