@@ -7,6 +7,7 @@ DIR/hooks.d), the containers-common format, run by runc (isolation=oci) and by k
   order, with the OCI state on stdin: the pid it names is the container's — at poststart it is alive,
   its /proc/PID/cmdline is the command's, and it is the run's Process.Pid —, the id is the same for
   every stage, the annotations are the builder's labels; a hook's env and args are as configured.
+  From prestart on, that process is in the run's own cgroup (its pids cgroup, as the host sees it).
 - createContainer (on the host's file system, before pivot_root) and startContainer (inside the
   container, just before the command) run too, in that order, and startContainer sees the
   container's root.
@@ -46,11 +47,24 @@ def read_cmdline():
         return '-'
 
 
+def read_cgroup():
+    """The process's pids cgroup (cgroup v1), or its only one (v2)."""
+    try:
+        with open(f'/proc/{pid}/cgroup') as f:
+            lines = [line.rstrip('\n').split(':', 2) for line in f]
+    except OSError:
+        return '-'
+    for _, controllers, path in lines:
+        if 'pids' in controllers.split(',') or len(lines) == 1:
+            return path
+    return '-'
+
+
 cmdline = read_cmdline() if pid else ''
 annotation = (state.get('annotations') or {}).get('org.example.hook', '-')
 with open(log, 'a') as f:
     f.write(json.dumps([stage, pid, state.get('status'), state.get('id'), annotation,
-                        os.environ.get('HOOK_ENV', '-'), cmdline]) + '\n')
+                        os.environ.get('HOOK_ENV', '-'), cmdline, read_cgroup() if pid else '-']) + '\n')
 '''
 
 FAIL = '''#!/bin/sh
@@ -173,6 +187,9 @@ class RunHooksCases(kr.RunTestCase):
         # The container's pid, the same process from prestart on; alive at poststart as the command.
         for stage in ('prestart', 'createRuntime', 'poststart'):
             self.assertEqual(by_stage[stage][1], pid, records)
+            # Already in the run's cgroup: what the hooks and the setup after them do counts against
+            # the run's limits (kiln-isolate's init waits for its cgroup before its file system).
+            self.assertRegex(by_stage[stage][7], r'/user-\d+/run-[^/]+$', records)
         # Alive at poststart. kiln-isolate runs poststart once the command was exec'd; runc (1.1) runs it
         # just before it lets its init exec, so there the process may still be runc's init.
         if self.isolation == 'chroot':
