@@ -424,6 +424,40 @@ static gboolean write_limits(const KilnCgroupDir *d, const KilnCgroupLimits *l, 
         return TRUE;
 }
 
+/* The directories of one hierarchy, made where missing, and what a new cgroup needs before a process can
+ * join it. */
+static gboolean make_dir(const KilnCgroupDir *d, const char *cgroups_path, GError **error)
+{
+        /* Above where the run's path starts is not ours to change. */
+        g_autofree char *top = g_strndup(d->path, strlen(d->path) - strlen(cgroups_path));
+
+        if (!make_levels(top, cgroups_path, error))
+                return FALSE;
+        if (d->unified)
+                pass_controllers_down(top, cgroups_path);
+        else if (has_controller(d, "cpuset") && !fill_cpuset(top, cgroups_path, error))
+                return FALSE;
+        return TRUE;
+}
+
+void kiln_cgroup_make_early(KilnRunResources *resources)
+{
+        gboolean hybrid = FALSE;
+
+        kiln_cgroup_locate(resources);
+        if (!resources->dirs)
+                return;
+        for (guint i = 0; i < resources->dirs->len; i++)
+                hybrid |= !g_array_index(resources->dirs, KilnCgroupDir, i).unified;
+        for (guint i = 0; i < resources->dirs->len; i++) {
+                const KilnCgroupDir *d = &g_array_index(resources->dirs, KilnCgroupDir, i);
+
+                /* On a hybrid host kiln-isolate uses the v1 hierarchies only (kiln_cgroup_dirs()). */
+                if (!(d->unified && hybrid))
+                        (void)make_dir(d, resources->cgroups_path, NULL);
+        }
+}
+
 gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCgroupLimits *limits,
                             GError **error)
 {
@@ -432,16 +466,7 @@ gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCg
         for (guint i = 0; i < dirs->len; i++) {
                 const KilnCgroupDir *d = &g_array_index(dirs, KilnCgroupDir, i);
 
-                /* Above where the run's path starts is not ours to change. */
-                g_autofree char *top = g_strndup(d->path, strlen(d->path) - strlen(cgroups_path));
-
-                if (!make_levels(top, cgroups_path, error))
-                        return FALSE;
-                if (d->unified)
-                        pass_controllers_down(top, cgroups_path);
-                else if (has_controller(d, "cpuset") && !fill_cpuset(top, cgroups_path, error))
-                        return FALSE;
-                if (!write_limits(d, limits, error))
+                if (!make_dir(d, cgroups_path, error) || !write_limits(d, limits, error))
                         return FALSE;
                 saw_pids |= d->unified || has_controller(d, "pids");
                 saw_memory |= d->unified || has_controller(d, "memory");

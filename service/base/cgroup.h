@@ -100,6 +100,12 @@ void kiln_cgroup_remove(const KilnRunResources *resources);
  * and the run's cgroup was made under the cgroup kilnd was in then. A failure is left for
  * kiln_cgroup_remove() to find again, and report. */
 void kiln_cgroup_locate(KilnRunResources *resources);
+/* kilnd, for a run kiln-isolate starts: locates the run's cgroup and makes its directories (not its
+ * limits) right after the request went to kiln-isolate's server, on the other processor while the
+ * server forks and its child reads the spec. kiln_cgroup_create() then finds them made (a mkdir in
+ * each hierarchy, most of its time) and writes the limits, before any process is in the cgroup; it
+ * makes whatever is still missing, so a failure here is only lost time, left for it to meet. */
+void kiln_cgroup_make_early(KilnRunResources *resources);
 
 /* Whether @leaf, the last component of a cgroup path, is the cgroup of run @container_id in any of
  * the layouts kiln makes (cgroupfs "run-ID", systemd's "PREFIX-ID.scope") or a runtime's own ("ID"). */
