@@ -79,8 +79,8 @@ gboolean kiln_cgroup_create(GArray *dirs, const char *cgroups_path, const KilnCg
 gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
 
 /* cgroup v1: a process moves itself. The `tasks` file of each of @dirs (all v1), opened for writing by
- * the caller; the process it forks next writes "0" (itself: one thread, the only one it has) to each
- * with kiln_cgroup_join_self(). That move takes no machine-wide lock, where the move of another process
+ * the caller and handed to the process to move (kiln-isolate sends them to its init over a socket); it
+ * writes "0" (itself: one thread, the only one it has) to each with kiln_cgroup_join_self(). That move takes no machine-wide lock, where the move of another process
  * (kiln_cgroup_join()) takes cgroup_threadgroup_rwsem and waits for an RCU grace period: 0.1 ms against
  * ~11 ms on the development machine (docs/decisions.md, "The init moves itself into its cgroup"). The kernel
  * checks the write against the opener's credentials, so the process may have entered its user namespace
