@@ -444,7 +444,9 @@ void kiln_cgroup_make_early(KilnRunResources *resources)
 {
         gboolean hybrid = FALSE;
 
-        kiln_cgroup_locate(resources);
+        if (!resources->cgroups_path || resources->systemd || resources->dirs)
+                return;
+        resources->dirs = cgroup_dirs(resources->cgroups_path, TRUE, NULL);
         if (!resources->dirs)
                 return;
         for (guint i = 0; i < resources->dirs->len; i++)
@@ -549,12 +551,6 @@ static void kill_members(const char *dir)
                 if (pid > 1)
                         (void)kill((pid_t)pid, SIGKILL);
         }
-}
-
-void kiln_cgroup_locate(KilnRunResources *resources)
-{
-        if (resources->cgroups_path && !resources->systemd && !resources->dirs)
-                resources->dirs = cgroup_dirs(resources->cgroups_path, TRUE, NULL);
 }
 
 void kiln_cgroup_remove(const KilnRunResources *resources)

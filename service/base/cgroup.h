@@ -30,7 +30,7 @@ typedef struct KilnRunResources {
         guint64 memory;     /* bytes; 0: no limit */
         guint64 cpu_weight; /* 1..10000 (cgroup v2's cpu.weight); 0: not set */
         gboolean cgroup_v2; /* the host's cgroup is unified (decides cpu.shares or cpu.weight) */
-        GArray *dirs;       /* KilnCgroupDir: where the cgroup is, once kiln_cgroup_locate() found it */
+        GArray *dirs;       /* KilnCgroupDir: where the cgroup is, once kiln_cgroup_make_early() found it */
 } KilnRunResources;
 
 void kiln_run_resources_clear(KilnRunResources *resources);
@@ -80,12 +80,12 @@ gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error);
 
 /* cgroup v1: a process moves itself. The `tasks` file of each of @dirs (all v1), opened for writing by
  * the caller and handed to the process to move (kiln-isolate sends them to its init over a socket); it
- * writes "0" (itself: one thread, the only one it has) to each with kiln_cgroup_join_self(). That move takes no machine-wide lock, where the move of another process
- * (kiln_cgroup_join()) takes cgroup_threadgroup_rwsem and waits for an RCU grace period: 0.1 ms against
- * ~11 ms on the development machine (docs/decisions.md, "The init moves itself into its cgroup"). The kernel
- * checks the write against the opener's credentials, so the process may have entered its user namespace
- * since. Returns an array of descriptors (O_CLOEXEC), closed when it is freed; NULL with @error when one
- * cannot be opened. */
+ * writes "0" (itself: one thread, the only one it has) to each with kiln_cgroup_join_self(). That move takes
+ * no machine-wide lock, where the move of another process (kiln_cgroup_join()) takes
+ * cgroup_threadgroup_rwsem and waits for an RCU grace period: 0.1 ms against ~11 ms on the development
+ * machine (docs/decisions.md, "The init moves itself into its cgroup"). The kernel checks the write against
+ * the opener's credentials, so the process may have entered its user namespace since. Returns an array of
+ * descriptors (O_CLOEXEC), closed when it is freed; NULL with @error when one cannot be opened. */
 GArray *kiln_cgroup_open_tasks(GArray *dirs, GError **error);
 gboolean kiln_cgroup_join_self(GArray *dirs, GArray *tasks_fds, GError **error);
 
@@ -95,16 +95,13 @@ gboolean kiln_cgroup_join_self(GArray *dirs, GArray *tasks_fds, GError **error);
  * get no `delete` once their process is reaped (runtime.c). Nothing to do for systemd's scopes (systemd
  * removes them) or an already removed cgroup. Logs what it cannot remove. */
 void kiln_cgroup_remove(const KilnRunResources *resources);
-/* Finds the directories kiln_cgroup_remove() will remove, ahead of time: kilnd calls it once the runtime
- * is asked to start, while it waits anyway, so that the caller's answer does not wait for the lookup;
- * and the run's cgroup was made under the cgroup kilnd was in then. A failure is left for
- * kiln_cgroup_remove() to find again, and report. */
-void kiln_cgroup_locate(KilnRunResources *resources);
-/* kilnd, for a run kiln-isolate starts: locates the run's cgroup and makes its directories (not its
- * limits) right after the request went to kiln-isolate's server, on the other processor while the
- * server forks and its child reads the spec. kiln_cgroup_create() then finds them made (a mkdir in
- * each hierarchy, most of its time) and writes the limits, before any process is in the cgroup; it
- * makes whatever is still missing, so a failure here is only lost time, left for it to meet. */
+/* kilnd, for a run kiln-isolate starts, right after the request went to kiln-isolate's server (on the
+ * other processor while the server forks and its child reads the spec): finds the run's cgroup
+ * directories, kept in @resources for kiln_cgroup_remove() (the caller's answer then does not wait for
+ * that lookup, and they are those of the cgroup kilnd was in when the run's was made), and makes them,
+ * not their limits. kiln_cgroup_create() then finds them made (a mkdir in each hierarchy, most of its
+ * time) and writes the limits before any process is in the cgroup; it makes whatever is still missing,
+ * so a failure here is only lost time, left for it to meet. */
 void kiln_cgroup_make_early(KilnRunResources *resources);
 
 /* Whether @leaf, the last component of a cgroup path, is the cgroup of run @container_id in any of

@@ -482,10 +482,10 @@ static void start_container(KilnProcess *p)
         spec.capture_limit = p->mode == KILN_PROCESS_MODE_CAPTURED ? m->config->capture_bytes : 0;
         p->container = kiln_container_new(&spec);
         kiln_container_start_async(p->container, NULL, on_started, p);
+        /* Not for runc, which makes the cgroup itself (docs/decisions.md, "The run's cgroup made
+         * alongside"). */
         if (p->plan->isolate)
                 kiln_cgroup_make_early(&p->plan->resources);
-        else
-                kiln_cgroup_locate(&p->plan->resources);
 }
 
 void kiln_process_launch(KilnManager *m, KilnBuilder *b, sd_bus_message *call, uid_t caller_uid, char **argv,
