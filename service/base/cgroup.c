@@ -446,6 +446,8 @@ void kiln_cgroup_make_early(KilnRunResources *resources)
 
         if (!resources->cgroups_path || resources->systemd || resources->dirs)
                 return;
+        /* Safe: the run's own cgroup, named by kilnd (kiln_cgroup_resolve(); cgroup_dirs() checks the
+         * path again), under kilnd's own cgroup; what kiln-isolate would make a moment later. */
         resources->dirs = cgroup_dirs(resources->cgroups_path, TRUE, NULL);
         if (!resources->dirs)
                 return;
