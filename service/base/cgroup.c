@@ -492,16 +492,10 @@ gboolean kiln_cgroup_join(GArray *dirs, pid_t pid, GError **error)
         return TRUE;
 }
 
-static void close_fd_element(gpointer data)
-{
-        kiln_close_fdp(data);
-}
-
 GArray *kiln_cgroup_open_tasks(GArray *dirs, GError **error)
 {
-        g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+        g_autoptr(GArray) fds = kiln_fd_array_new();
 
-        g_array_set_clear_func(fds, close_fd_element);
         for (guint i = 0; i < dirs->len; i++) {
                 const KilnCgroupDir *d = &g_array_index(dirs, KilnCgroupDir, i);
                 g_autofree char *path = g_build_filename(d->path, "tasks", NULL);

@@ -49,3 +49,17 @@ static inline int kiln_steal_fd(int *fd)
         *fd = -1;
         return r;
 }
+
+static inline void kiln_close_fd_element(gpointer fd)
+{
+        kiln_close_fdp(fd);
+}
+
+/* A GArray of int descriptors, each closed when the array is freed (or its size cut). */
+static inline GArray *kiln_fd_array_new(void)
+{
+        GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
+
+        g_array_set_clear_func(fds, kiln_close_fd_element);
+        return fds;
+}

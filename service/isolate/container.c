@@ -180,15 +180,6 @@ static int sync_recv_fds(int fd, SyncMsg *m, GArray *fds, guint max)
         return m->type;
 }
 
-static void close_fds(GArray *fds)
-{
-        for (guint i = 0; i < fds->len; i++)
-                close(g_array_index(fds, int, i));
-        g_array_unref(fds);
-}
-typedef GArray FdArray; /* of descriptors, each closed with the array */
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(FdArray, close_fds)
-
 /* The parent makes the run's cgroup while the init makes its namespaces (parent_make_cgroup()); the init
  * waits for it before its file system (a v1 one binds the cgroup's directories), so that its hooks and
  * everything of the container's count against the run's limits. On cgroup v1 the parent sends the tasks
@@ -196,7 +187,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(FdArray, close_fds)
  * lock (docs/decisions.md, "The init moves itself into its cgroup"); on cgroup v2 the parent moved it. */
 static gboolean init_wait_cgroup(Init *init, GError **error)
 {
-        g_autoptr(FdArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+        g_autoptr(GArray) fds = kiln_fd_array_new();
         g_autoptr(GError) local = NULL;
         SyncMsg m;
         int r;
