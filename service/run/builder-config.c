@@ -305,9 +305,22 @@ void kiln_builder_config_to_json(const KilnBuilderConfig *config, JsonBuilder *b
 
 static gboolean json_invalid(const char *key, GError **error)
 {
-        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT, "member '%s' has the wrong type",
-                    key);
+        g_set_error(error, KILN_ERROR, KILN_ERROR_CODE_INVALID_ARGUMENT,
+                    "member '%s' has the wrong type, or text that is not UTF-8", key);
         return FALSE;
+}
+
+/* @n's string, if it is one and UTF-8. json-glib reads escapes such as "\204" as the bytes they name, so
+ * an image's config (or a damaged builder.json) can hold strings that are not text; written back into
+ * builder.json they would make it unreadable, and the builder lost at kilnd's next start. */
+static const char *utf8_string(JsonNode *n)
+{
+        const char *v;
+
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+                return NULL;
+        v = json_node_get_string(n);
+        return v && g_utf8_validate(v, -1, NULL) ? v : NULL;
 }
 
 /* builder.json is the service's own file, but it is checked with the same rules as a caller's
@@ -329,10 +342,11 @@ gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *ob
                         continue;
                 }
                 if (f->type == KILN_FIELD_STRING) {
+                        const char *text = utf8_string(node);
                         char *v;
-                        if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_STRING)
+                        if (!text)
                                 return json_invalid(f->key, error);
-                        v = f->check(f->key, json_node_get_string(node), error);
+                        v = f->check(f->key, text, error);
                         if (!v)
                                 return FALSE;
                         g_free(*STRING_AT(config, f));
@@ -346,12 +360,11 @@ gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *ob
                                 return json_invalid(f->key, error);
                         a = json_node_get_array(node);
                         for (guint j = 0; j < json_array_get_length(a); j++) {
-                                JsonNode *e = json_array_get_element(a, j);
+                                const char *text = utf8_string(json_array_get_element(a, j));
                                 char *v;
-                                if (!JSON_NODE_HOLDS_VALUE(e) ||
-                                    json_node_get_value_type(e) != G_TYPE_STRING)
+                                if (!text)
                                         return json_invalid(f->key, error);
-                                v = f->check(f->key, json_node_get_string(e), error);
+                                v = f->check(f->key, text, error);
                                 if (!v)
                                         return FALSE;
                                 g_ptr_array_add(items, v);
@@ -364,15 +377,14 @@ gboolean kiln_builder_config_from_json(KilnBuilderConfig *config, JsonObject *ob
                         o = json_node_get_object(node);
                         names = json_object_get_members(o);
                         for (GList *l = names; l; l = l->next) {
-                                JsonNode *e = json_object_get_member(o, l->data);
+                                const char *text = utf8_string(json_object_get_member(o, l->data));
                                 g_autofree char *k = NULL;
-                                if (!JSON_NODE_HOLDS_VALUE(e) ||
-                                    json_node_get_value_type(e) != G_TYPE_STRING || strchr(l->data, '='))
+                                if (!text || strchr(l->data, '=') || !g_utf8_validate(l->data, -1, NULL))
                                         return json_invalid(f->key, error);
                                 k = f->check(f->key, l->data, error);
                                 if (!k)
                                         return FALSE;
-                                g_ptr_array_add(items, g_strconcat(k, "=", json_node_get_string(e), NULL));
+                                g_ptr_array_add(items, g_strconcat(k, "=", text, NULL));
                         }
                         g_ptr_array_sort(items, compare_strp);
                 }
