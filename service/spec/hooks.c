@@ -155,11 +155,16 @@ static const char *interval(const char *s, guint64 *copies, gboolean *too_big)
  * nested repetitions multiply: "e" and forty '+' (found by fuzz-hooks) asked for 2^40 copies and took all
  * of kilnd's memory. The expression is walked once, each atom counted, each group's count multiplied by
  * what its repetition copies; past KILN_HOOK_REGEX_MAX_NODES it is refused before regcomp sees it. A
- * bracket expression counts as one. Syntax errors are left to regcomp. */
+ * bracket expression counts as one. Repetitions of repetitions cost more than their size: regcomp's
+ * closure of the empty transitions grows about fivefold with each ("e+?" and eleven '+', 4,096 nodes:
+ * 2.9 s, found by fuzz-hooks too), so past KILN_HOOK_REGEX_MAX_NESTED of them an expression is refused as
+ * well. Syntax errors are left to regcomp. */
 static gboolean regex_bounded(const char *pattern, const char **why)
 {
         guint64 frame[REGEX_MAX_GROUP_DEPTH + 1] = {0}; /* the size of each open group */
-        guint64 last = 0; /* the operand a repetition here would copy; 0: none */
+        int nested[REGEX_MAX_GROUP_DEPTH + 1] = {0};    /* the deepest repetition in each open group */
+        guint64 last = 0;    /* the operand a repetition here would copy; 0: none */
+        int last_nested = 0; /* the repetitions that operand holds */
         int depth = 0;
 
         *why = NULL;
@@ -178,10 +183,15 @@ static gboolean regex_bounded(const char *pattern, const char **why)
                         end = interval(s + 1, &copies, &too_big);
                 if (too_big) {
                         *why = "a repetition count above " G_STRINGIFY(KILN_HOOK_REGEX_MAX_REPEAT);
+                } else if (end && last && last_nested >= KILN_HOOK_REGEX_MAX_NESTED) {
+                        *why = "repetitions nested more than " G_STRINGIFY(
+                                KILN_HOOK_REGEX_MAX_NESTED) " deep";
                 } else if (end && last) {
                         /* The operand is counted once already; its copies replace it. */
                         frame[depth] += last * (copies - 1);
                         last *= copies;
+                        last_nested++;
+                        nested[depth] = MAX(nested[depth], last_nested);
                         s = end;
                 } else if (end) {
                         s = end; /* a repetition of nothing: regcomp's to refuse or take literally */
@@ -189,11 +199,14 @@ static gboolean regex_bounded(const char *pattern, const char **why)
                         *why = "groups nested deeper than " G_STRINGIFY(REGEX_MAX_GROUP_DEPTH);
                 } else if (*s == '(') {
                         frame[++depth] = 0;
+                        nested[depth] = 0;
                         last = 0;
                         s++;
                 } else if (*s == ')' && depth > 0) {
-                        last = frame[depth--] + 1;
+                        last = frame[depth] + 1;
+                        last_nested = nested[depth--];
                         frame[depth] += last;
+                        nested[depth] = MAX(nested[depth], last_nested);
                         s++;
                 } else if (*s == '|' || *s == '^' || *s == '$') {
                         last = 0;
@@ -217,6 +230,7 @@ static gboolean regex_bounded(const char *pattern, const char **why)
                         if (*s)
                                 s++;
                         last = 1;
+                        last_nested = 0;
                         frame[depth] += 1;
                 }
                 if (frame[depth] > KILN_HOOK_REGEX_MAX_NODES)

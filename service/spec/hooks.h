@@ -25,6 +25,7 @@
 #define KILN_HOOK_REGEX_MAX_BYTES 1024       /* one expression */
 #define KILN_HOOK_REGEX_MAX_REPEAT 1000      /* {m,n}: Go's regexp (containers-common's) stops there too */
 #define KILN_HOOK_REGEX_MAX_NODES 10000      /* an expression's size once regcomp copied its repetitions */
+#define KILN_HOOK_REGEX_MAX_NESTED 3         /* repetitions of repetitions ("(a+)*": 2) */
 
 typedef struct KilnHookFile KilnHookFile;
 

@@ -177,9 +177,12 @@ static void test_expression_size(void)
                 "a{1001}",
                 "(a{1000}){1000}",
                 deep,
+                "^ye+?+++++++++++s ", /* 4,096 nodes, but 2.9 s in regcomp: repetitions 13 deep */
+                "((a+)*b)+?",         /* 4 deep through groups */
         };
         const char *accepted[] = {"^org\\.gpu$", "a{1000}",    "(ab)+c*[[:alpha:]]{2,3}",
-                                  "[]a+]+",      "(a|b){2,}c", "a**"};
+                                  "[]a+]+",      "(a|b){2,}c", "a**",
+                                  "((a+)*b)+",   "x+?"};
 
         for (gsize i = 0; i < G_N_ELEMENTS(refused); i++) {
                 g_autofree char *text = g_strdup_printf(
